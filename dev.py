@@ -1,0 +1,63 @@
+"""Set-up and entry points for a fresh checkout: ``python3 dev.py demo`` and ``python3 dev.py test``.
+
+Creates (or reuses) ``.venv`` beside this file, installs the project into it when
+``pyproject.toml`` changed since the last install, then runs the demo or the test suite.
+Only the standard library is used here, so it runs on any Python >= 3.11 (Windows: ``py dev.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".peerhost-installed"
+
+
+def venv_python() -> Path:
+    if os.name == "nt":
+        return VENV / "Scripts" / "python.exe"
+    return VENV / "bin" / "python"
+
+
+def ensure_venv() -> Path:
+    if sys.version_info < (3, 11):
+        sys.exit(f"PeerHost needs Python 3.11 or newer, this is {sys.version.split()[0]}")
+    python = venv_python()
+    if not python.exists():
+        print(f"creating {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if not STAMP.exists() or STAMP.read_text().strip() != wanted:
+        print("installing peerhost and its dependencies into .venv", flush=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[test]"],
+            check=True,
+        )
+        STAMP.write_text(wanted)
+    return python
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("demo", "test", "phs"):
+        print("usage: python3 dev.py demo [phs demo options] | test [pytest options] | phs ARGS")
+        return 2
+    python = ensure_venv()
+    command, rest = argv[0], argv[1:]
+    if command == "test":
+        cmd = [str(python), "-m", "pytest", *rest]
+    elif command == "demo":
+        cmd = [str(python), "-m", "peerhost_cli.main", "demo", *rest]
+    else:
+        cmd = [str(python), "-m", "peerhost_cli.main", *rest]
+    # pytest exits 5 when it collected no tests; that propagates as a failure.
+    return subprocess.run(cmd, cwd=ROOT).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,62 @@
+"""Errors shared across modules.
+
+Every error PeerHost raises derives from :class:`PeerhostError`; errors specific to one
+module live next to the code that raises them::
+
+    PeerhostError
+     +-- ObjectMissing (also KeyError)        store: no object with that id
+     +-- ObjectCorrupt (also ValueError)      store/objects: bytes do not hash to their id
+     +-- DecodeError (also ValueError)        objects: bytes are not a valid object
+     +-- RegionError (also ValueError)        region: a region file that cannot be parsed
+     +-- ChunkDecodeError (also ValueError)   chunk: payload or NBT refused
+     +-- UnsafePath (also ValueError)         worldfs: a path that would escape the world
+     +-- RefConflict                          refs: compare-and-swap lost
+     +-- NotFound (also LookupError)          snapshot ids, prefixes, refs
+     +-- StoreError                           store: cannot open, map full, ...
+"""
+
+from __future__ import annotations
+
+from .ids import ObjectId
+
+
+class PeerhostError(Exception):
+    """Base class of every PeerHost error."""
+
+
+class ObjectMissing(PeerhostError, KeyError):
+    """The store has no object with this id."""
+
+    def __init__(self, oid: ObjectId, where: str = "") -> None:
+        self.oid = oid
+        self.where = where
+        suffix = f" (needed by {where})" if where else ""
+        super().__init__(f"object {oid.hex()} is missing{suffix}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ObjectCorrupt(PeerhostError, ValueError):
+    """Bytes read or received do not hash to the id they were stored under."""
+
+    def __init__(self, expected: ObjectId, got: ObjectId, where: str = "") -> None:
+        self.expected = expected
+        self.got = got
+        self.where = where
+        suffix = f" in {where}" if where else ""
+        super().__init__(
+            f"object {expected.hex()} is corrupt{suffix}: its bytes hash to {got.hex()}"
+        )
+
+
+class DecodeError(PeerhostError, ValueError):
+    """Bytes that are not a well-formed object."""
+
+
+class NotFound(PeerhostError, LookupError):
+    """A snapshot, prefix or ref that does not exist."""
+
+
+class StoreError(PeerhostError):
+    """The store cannot be opened or written."""

@@ -1,0 +1,28 @@
+"""Object ids: the blake3 hash of an object's encoded bytes."""
+
+from __future__ import annotations
+
+from typing import NewType
+
+import blake3
+
+ObjectId = NewType("ObjectId", bytes)
+
+ID_SIZE = 32
+
+
+def hash_bytes(data: bytes | memoryview) -> ObjectId:
+    """Return the id of ``data``: its 32-byte blake3 digest."""
+    return ObjectId(blake3.blake3(data).digest())
+
+
+def to_hex(oid: ObjectId) -> str:
+    """Render an id as 64 lowercase hex digits."""
+    return oid.hex()
+
+
+def from_hex(text: str) -> ObjectId:
+    """Parse 64 hex digits into an id; raises ValueError on anything else."""
+    if len(text) != 2 * ID_SIZE:
+        raise ValueError(f"an object id has {2 * ID_SIZE} hex digits, got {len(text)}: {text!r}")
+    return ObjectId(bytes.fromhex(text))
