@@ -1,0 +1,292 @@
+"""Objects and their encoding. Pure: values <-> bytes, no I/O.
+
+Every object is a msgpack array whose first element is its type; its id is the blake3 hash of
+those bytes (:func:`peerhost_store.ids.hash_bytes`), so objects are immutable and deduplicated.
+
+======  ===========  ==========================================================================
+ type    name         body
+======  ===========  ==========================================================================
+ 1       blob         ``[1, bytes]``: a chunk payload or the contents of a whole file
+ 2       dir leaf     ``[2, [DirEntry...]]``: entries sorted by name
+ 3       index        ``[3, level, [[first_key, child_id]...]]``: an inner node of a paged map
+ 4       region leaf  ``[4, [ChunkEntry...]]``: chunk slots sorted by slot
+ 5       snapshot     ``[5, root, [parents], time, author, host, message, {summary}]``
+======  ===========  ==========================================================================
+
+Directories and regions are *paged maps* (see :mod:`peerhost_store.tree`): a small map is one
+leaf, a large one is split into leaves under index nodes, so one changed entry re-stores only a
+few small nodes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import msgpack
+
+from .errors import DecodeError
+from .ids import ID_SIZE, ObjectId, hash_bytes
+
+BLOB = 1
+DIR_LEAF = 2
+INDEX = 3
+REGION_LEAF = 4
+SNAPSHOT = 5
+
+MAX_LEVEL = 16  # paged maps of 16-way nodes never get near this deep
+
+
+class EntryKind(enum.IntEnum):
+    """What a directory entry names."""
+
+    FILE = 0  #: a plain file; ``oid`` is its blob
+    DIR = 1  #: a folder; ``oid`` is its directory map
+    REGION = 2  #: an Anvil region file split per chunk; ``oid`` is its region map
+
+
+class DirEntry(NamedTuple):
+    """One name in a directory map.
+
+    For a FILE, ``size`` is the file's length. For a REGION, ``size`` is its chunk count and
+    ``raw`` is set when the file could not be parsed cleanly: then ``raw`` is the blob of the
+    whole file (what restore writes back) and the region map holds the chunks that did parse.
+    """
+
+    name: str
+    kind: EntryKind
+    oid: ObjectId
+    size: int = 0
+    raw: ObjectId | None = None
+
+
+class ChunkEntry(NamedTuple):
+    """One chunk slot of a region map; ``oid`` is the blob of its compressed payload."""
+
+    slot: int
+    oid: ObjectId
+    compression: int
+    timestamp: int
+    external: bool = False
+
+
+class IndexEntry(NamedTuple):
+    """One child of an index node, with the first key it holds."""
+
+    key: str | int
+    oid: ObjectId
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A snapshot: a root directory map and where it came from."""
+
+    root: ObjectId
+    parents: tuple[ObjectId, ...]
+    time: int  #: seconds since the epoch
+    author: str
+    host: str
+    message: str
+    summary: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Index:
+    """An inner node of a paged map: children ``level - 1`` deep, in key order."""
+
+    level: int
+    entries: tuple[IndexEntry, ...]
+
+
+@dataclass(frozen=True)
+class DirLeaf:
+    entries: tuple[DirEntry, ...]
+
+
+@dataclass(frozen=True)
+class RegionLeaf:
+    entries: tuple[ChunkEntry, ...]
+
+
+Node = Index | DirLeaf | RegionLeaf
+Object = bytes | Node | Snapshot
+
+
+def _pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def encode_blob(data: bytes) -> bytes:
+    """Encode file or payload bytes as a blob object."""
+    return _pack([BLOB, data])
+
+
+def encode_dir_leaf(entries: list[DirEntry]) -> bytes:
+    """Encode a directory leaf; ``entries`` must be sorted by name."""
+    return _pack([DIR_LEAF, [_dir_row(e) for e in entries]])
+
+
+def _dir_row(e: DirEntry) -> list[Any]:
+    row: list[Any] = [e.name, int(e.kind), e.oid, e.size]
+    if e.raw is not None:
+        row.append(e.raw)
+    return row
+
+
+def encode_region_leaf(entries: list[ChunkEntry]) -> bytes:
+    """Encode a region leaf; ``entries`` must be sorted by slot."""
+    return _pack(
+        [REGION_LEAF, [[e.slot, e.oid, e.compression, e.timestamp, e.external] for e in entries]]
+    )
+
+
+def encode_index(level: int, entries: list[IndexEntry]) -> bytes:
+    """Encode an index node whose children are ``level - 1`` deep."""
+    return _pack([INDEX, level, [[e.key, e.oid] for e in entries]])
+
+
+def encode_snapshot(s: Snapshot) -> bytes:
+    """Encode a snapshot object."""
+    return _pack(
+        [SNAPSHOT, s.root, list(s.parents), s.time, s.author, s.host, s.message, s.summary]
+    )
+
+
+def object_id(data: bytes) -> ObjectId:
+    """The id of encoded object bytes."""
+    return hash_bytes(data)
+
+
+# -- decoding: strict, since bytes may come from disk or from a peer ------------------------
+
+
+def decode(data: bytes) -> Object:
+    """Decode object bytes, checking every field's type and the order of entries.
+
+    Raises:
+        DecodeError: the bytes are not a well-formed object.
+    """
+    try:
+        value = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise DecodeError(f"not a msgpack object ({len(data)} bytes): {exc}") from exc
+    if not isinstance(value, list) or not value or type(value[0]) is not int:
+        raise DecodeError("an object is a msgpack array starting with its type")
+    kind = value[0]
+    decoder = _DECODERS.get(kind)
+    if decoder is None:
+        raise DecodeError(f"unknown object type {kind}")
+    try:
+        return decoder(value)
+    except DecodeError:
+        raise
+    except (TypeError, ValueError, IndexError) as exc:
+        raise DecodeError(f"malformed object of type {kind}: {exc}") from exc
+
+
+def _expect(cond: bool, what: str) -> None:
+    if not cond:
+        raise DecodeError(what)
+
+
+def _oid(value: Any, what: str) -> ObjectId:
+    _expect(type(value) is bytes and len(value) == ID_SIZE, f"{what} is not a {ID_SIZE}-byte id")
+    return ObjectId(value)
+
+
+def _int(value: Any, what: str, lo: int = -(2**63), hi: int = 2**63 - 1) -> int:
+    _expect(type(value) is int and lo <= value <= hi, f"{what} is not an integer in [{lo}, {hi}]")
+    return int(value)
+
+
+def _rows(value: list[Any], n: int) -> list[Any]:
+    _expect(len(value) == n, f"expected {n} fields, got {len(value)}")
+    _expect(isinstance(value[-1], list), "entries are not a list")
+    return value[-1]  # type: ignore[no-any-return]
+
+
+def _decode_blob(value: list[Any]) -> bytes:
+    _expect(len(value) == 2 and type(value[1]) is bytes, "a blob holds one bytes field")
+    return value[1]  # type: ignore[no-any-return]
+
+
+def _decode_dir_leaf(value: list[Any]) -> DirLeaf:
+    entries = []
+    for row in _rows(value, 2):
+        _expect(isinstance(row, list) and len(row) in (4, 5), "a dir entry has 4 or 5 fields")
+        _expect(type(row[0]) is str and row[0] != "", "a dir entry name is a non-empty string")
+        kind = EntryKind(_int(row[1], "entry kind", 0, 2))
+        raw = _oid(row[4], "raw blob") if len(row) == 5 else None
+        _expect(raw is None or kind is EntryKind.REGION, "only a region entry has a raw blob")
+        entries.append(DirEntry(row[0], kind, _oid(row[2], "entry id"), _int(row[3], "size", 0), raw))
+    _expect_sorted([e.name for e in entries])
+    return DirLeaf(tuple(entries))
+
+
+def _decode_region_leaf(value: list[Any]) -> RegionLeaf:
+    entries = []
+    for row in _rows(value, 2):
+        _expect(isinstance(row, list) and len(row) == 5, "a chunk entry has 5 fields")
+        _expect(type(row[4]) is bool, "the external flag is a boolean")
+        entries.append(
+            ChunkEntry(
+                _int(row[0], "slot", 0, 1023),
+                _oid(row[1], "payload id"),
+                _int(row[2], "compression", 0, 127),
+                _int(row[3], "timestamp", 0, 2**32 - 1),
+                row[4],
+            )
+        )
+    _expect_sorted([e.slot for e in entries])
+    return RegionLeaf(tuple(entries))
+
+
+def _decode_index(value: list[Any]) -> Index:
+    _expect(len(value) == 3, "an index has 3 fields")
+    level = _int(value[1], "index level", 1, MAX_LEVEL)
+    entries = []
+    for row in _rows(value, 3):
+        _expect(isinstance(row, list) and len(row) == 2, "an index entry has 2 fields")
+        _expect(type(row[0]) in (str, int), "an index key is a string or an integer")
+        entries.append(IndexEntry(row[0], _oid(row[1], "child id")))
+    _expect(len(entries) > 0, "an index has at least one child")
+    _expect(len({type(e.key) for e in entries}) == 1, "index keys are of one type")
+    _expect_sorted([e.key for e in entries])
+    return Index(level, tuple(entries))
+
+
+def _decode_snapshot(value: list[Any]) -> Snapshot:
+    _expect(len(value) == 8, "a snapshot has 8 fields")
+    _, root, parents, time, author, host, message, summary = value
+    _expect(isinstance(parents, list), "parents is a list")
+    _expect(all(type(x) is str for x in (author, host, message)), "author, host, message are text")
+    _expect(isinstance(summary, dict), "summary is a map")
+    _expect(
+        all(type(k) is str and type(v) is int for k, v in summary.items()),
+        "summary maps names to integers",
+    )
+    return Snapshot(
+        _oid(root, "root"),
+        tuple(_oid(p, "parent") for p in parents),
+        _int(time, "time"),
+        author,
+        host,
+        message,
+        summary,
+    )
+
+
+def _expect_sorted(keys: list[Any]) -> None:
+    # Sorted, unique entries let diff merge two nodes in one pass (restic: ErrTreeNotOrdered).
+    _expect(all(a < b for a, b in zip(keys, keys[1:])), "entries are not sorted and unique")
+
+
+_DECODERS: dict[int, Callable[[list[Any]], Object]] = {
+    BLOB: _decode_blob,
+    DIR_LEAF: _decode_dir_leaf,
+    INDEX: _decode_index,
+    REGION_LEAF: _decode_region_leaf,
+    SNAPSHOT: _decode_snapshot,
+}

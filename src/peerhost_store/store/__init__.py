@@ -1,0 +1,103 @@
+"""Object stores: where objects, refs and the stat cache live.
+
+A store holds four things:
+
+* objects, keyed by id, immutable (``add`` of a known object is a no-op);
+* refs, named heads (``main``), changed only by compare-and-swap;
+* the stat cache, ``path -> bytes`` written by snapshot so unchanged files are never re-read;
+* meta, small ``key -> bytes`` settings.
+
+Every change goes through :meth:`ObjectStore.apply`, which applies an :class:`Update` atomically:
+all of it or, when a ref's expected value does not match, none of it (:class:`RefConflict`).
+Backends: :class:`MemoryStore` (the reference) and :class:`LmdbStore` (durable). Both pass the
+contract suite in :mod:`peerhost_store.testing`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..errors import PeerhostError, StoreError
+from ..ids import ObjectId
+
+
+class RefConflict(PeerhostError):
+    """A compare-and-swap on a ref lost: the ref did not hold the expected value."""
+
+    def __init__(self, name: str, expected: ObjectId | None, actual: ObjectId | None) -> None:
+        self.name = name
+        self.expected = expected
+        self.actual = actual
+        exp = expected.hex()[:12] if expected else "nothing"
+        act = actual.hex()[:12] if actual else "nothing"
+        super().__init__(f"ref {name!r} moved: expected {exp}, found {act}")
+
+
+@dataclass
+class Update:
+    """A set of changes that a store applies all at once or not at all.
+
+    ``objects`` are encoded object bytes (their ids are computed and checked by the store);
+    ``refs`` are compare-and-swaps ``(name, expected, new)`` where None means absent;
+    ``stats`` and ``meta`` map keys to new values (None deletes).
+    """
+
+    objects: list[bytes] = field(default_factory=list)
+    refs: list[tuple[str, ObjectId | None, ObjectId | None]] = field(default_factory=list)
+    stats: dict[str, bytes | None] = field(default_factory=dict)
+    meta: dict[str, bytes | None] = field(default_factory=dict)
+    delete_objects: list[ObjectId] = field(default_factory=list)
+    clear_stats: bool = False
+
+
+class ObjectStore(Protocol):
+    """What every backend provides. Reads verify ids; writes are atomic per :class:`Update`."""
+
+    def __contains__(self, oid: object) -> bool: ...
+
+    def get_raw(self, oid: ObjectId) -> bytes:
+        """Return an object's bytes; raises ObjectMissing, or ObjectCorrupt if they do not hash to ``oid``."""
+        ...
+
+    def add_raw(self, data: bytes) -> tuple[ObjectId, bool]:
+        """Store one object durably; return its id and whether it was new."""
+        ...
+
+    def iter_missing(self, oids: Iterable[ObjectId]) -> Iterator[ObjectId]:
+        """Yield the ids in ``oids`` that this store does not hold."""
+        ...
+
+    def iter_ids(self) -> Iterator[ObjectId]:
+        """Yield the id of every stored object."""
+        ...
+
+    def apply(self, update: Update) -> int:
+        """Apply ``update`` atomically; return how many objects were new. Raises RefConflict."""
+        ...
+
+    def get_ref(self, name: str) -> ObjectId | None: ...
+
+    def iter_refs(self) -> Iterator[tuple[str, ObjectId]]: ...
+
+    def load_stats(self) -> dict[str, bytes]:
+        """Return the whole stat cache."""
+        ...
+
+    def get_meta(self, key: str) -> bytes | None: ...
+
+    def close(self) -> None: ...
+
+
+from ._memory import MemoryStore  # noqa: E402
+from ._lmdb import LmdbStore  # noqa: E402
+
+__all__ = [
+    "LmdbStore",
+    "MemoryStore",
+    "ObjectStore",
+    "RefConflict",
+    "StoreError",
+    "Update",
+]

@@ -1,0 +1,196 @@
+"""The durable store: one LMDB environment. The only module that imports lmdb.
+
+Durability: every :meth:`LmdbStore.apply` is one LMDB write transaction committed with fsync
+(LMDB's default ``sync=True``), so once it returns its effects survive kill -9 and power loss,
+and a crash before it returns leaves the previous state intact (LMDB is copy-on-write).
+The memory map starts small (it is preallocated on Windows) and doubles whenever a
+transaction finds it full; the failed transaction is retried, never half-applied.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import lmdb
+
+from ..errors import ObjectCorrupt, ObjectMissing, StoreError
+from ..ids import ObjectId, hash_bytes
+from . import RefConflict, Update
+
+T = TypeVar("T")
+
+MIN_MAP_SIZE = 256 << 20
+MAX_MAP_SIZE = 1 << 44  # 16 TiB of address space: far beyond any world
+
+
+class LmdbStore:
+    """An :class:`~peerhost_store.store.ObjectStore` in an LMDB environment folder."""
+
+    def __init__(self, path: Path | str, *, map_size: int | None = None) -> None:
+        self.path = Path(path)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            data_file = self.path / "data.mdb"
+            on_disk = data_file.stat().st_size if data_file.exists() else 0
+            size = map_size or max(MIN_MAP_SIZE, _round_up(2 * on_disk))
+            self._env = lmdb.open(
+                str(self.path), map_size=size, max_dbs=4, subdir=True, sync=True, metasync=True
+            )
+        except (OSError, lmdb.Error) as exc:
+            raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
+        self._objects = self._env.open_db(b"objects")
+        self._refs = self._env.open_db(b"refs")
+        self._stats = self._env.open_db(b"stats")
+        self._meta = self._env.open_db(b"meta")
+        self._lock = threading.Lock()
+
+    # -- reads --------------------------------------------------------------------------
+
+    def _read(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+        for _ in range(3):
+            try:
+                with self._env.begin() as txn:
+                    return fn(txn)
+            except lmdb.MapResizedError:
+                # Another process grew the map; adopt its size and read again.
+                self._env.set_mapsize(0)
+            except lmdb.Error as exc:
+                raise StoreError(f"reading the store at {self.path} failed: {exc}") from exc
+        raise StoreError(f"the store at {self.path} keeps being resized under us")
+
+    def __contains__(self, oid: object) -> bool:
+        if not isinstance(oid, bytes):
+            return False
+        return self._read(lambda txn: txn.get(oid, db=self._objects) is not None)
+
+    def get_raw(self, oid: ObjectId) -> bytes:
+        data = self._read(lambda txn: txn.get(oid, db=self._objects))
+        if data is None:
+            raise ObjectMissing(oid)
+        got = hash_bytes(data)
+        if got != oid:
+            raise ObjectCorrupt(oid, got, f"store {self.path}")
+        return bytes(data)
+
+    def iter_missing(self, oids: Iterable[ObjectId]) -> Iterator[ObjectId]:
+        wanted = list(oids)
+        missing = self._read(
+            lambda txn: [oid for oid in wanted if txn.get(oid, db=self._objects) is None]
+        )
+        return iter(missing)
+
+    def iter_ids(self) -> Iterator[ObjectId]:
+        ids = self._read(
+            lambda txn: [ObjectId(bytes(k)) for k in txn.cursor(db=self._objects).iternext(values=False)]
+        )
+        return iter(ids)
+
+    def get_ref(self, name: str) -> ObjectId | None:
+        value = self._read(lambda txn: txn.get(name.encode(), db=self._refs))
+        return None if value is None else ObjectId(bytes(value))
+
+    def iter_refs(self) -> Iterator[tuple[str, ObjectId]]:
+        rows = self._read(
+            lambda txn: [
+                (bytes(k).decode(), ObjectId(bytes(v))) for k, v in txn.cursor(db=self._refs)
+            ]
+        )
+        return iter(rows)
+
+    def load_stats(self) -> dict[str, bytes]:
+        return self._read(
+            lambda txn: {bytes(k).decode(): bytes(v) for k, v in txn.cursor(db=self._stats)}
+        )
+
+    def get_meta(self, key: str) -> bytes | None:
+        value = self._read(lambda txn: txn.get(key.encode(), db=self._meta))
+        return None if value is None else bytes(value)
+
+    # -- writes -------------------------------------------------------------------------
+
+    def add_raw(self, data: bytes) -> tuple[ObjectId, bool]:
+        return hash_bytes(data), self.apply(Update(objects=[data])) == 1
+
+    def apply(self, update: Update) -> int:
+        # Hash outside the transaction: the write lock is held only for the puts.
+        objects = [(hash_bytes(data), data) for data in update.objects]
+        with self._lock:
+            for _ in range(64):
+                try:
+                    with self._env.begin(write=True) as txn:
+                        return self._apply(txn, update, objects)
+                except lmdb.MapFullError:
+                    self._grow()
+                except lmdb.MapResizedError:
+                    self._env.set_mapsize(0)
+                except lmdb.Error as exc:
+                    raise StoreError(_describe(self.path, exc)) from exc
+        raise StoreError(f"the store at {self.path} could not grow its map")
+
+    def _apply(
+        self, txn: lmdb.Transaction, update: Update, objects: list[tuple[ObjectId, bytes]]
+    ) -> int:
+        for name, expected, _ in update.refs:
+            raw = txn.get(name.encode(), db=self._refs)
+            actual = None if raw is None else ObjectId(bytes(raw))
+            if actual != expected:
+                raise RefConflict(name, expected, actual)
+        new = sum(1 for oid, data in objects if txn.put(oid, data, db=self._objects, overwrite=False))
+        for oid in update.delete_objects:
+            txn.delete(oid, db=self._objects)
+        for name, _, target in update.refs:
+            if target is None:
+                txn.delete(name.encode(), db=self._refs)
+            else:
+                txn.put(name.encode(), target, db=self._refs)
+        if update.clear_stats:
+            txn.drop(self._stats, delete=False)
+        _put_all(txn, self._stats, update.stats)
+        _put_all(txn, self._meta, update.meta)
+        return new
+
+    def _grow(self) -> None:
+        current = self._env.info()["map_size"]
+        if current >= MAX_MAP_SIZE:
+            raise StoreError(f"the store at {self.path} reached its size limit ({current} bytes)")
+        self._env.set_mapsize(min(MAX_MAP_SIZE, current * 2))
+
+    def map_size(self) -> int:
+        """The current size of the memory map in bytes."""
+        return int(self._env.info()["map_size"])
+
+    def disk_usage(self) -> int:
+        """Bytes the store's data file takes."""
+        return (self.path / "data.mdb").stat().st_size
+
+    def close(self) -> None:
+        self._env.close()
+
+    def __enter__(self) -> LmdbStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _put_all(txn: lmdb.Transaction, db: lmdb._Database, changes: dict[str, bytes | None]) -> None:
+    for key, value in changes.items():
+        if value is None:
+            txn.delete(key.encode(), db=db)
+        else:
+            txn.put(key.encode(), value, db=db)
+
+
+def _round_up(n: int) -> int:
+    return -(-n // MIN_MAP_SIZE) * MIN_MAP_SIZE
+
+
+def _describe(path: Path, exc: lmdb.Error) -> str:
+    code = getattr(exc, "errno", None) or (exc.args[0] if exc.args else None)
+    if code == errno.ENOSPC or "No space left" in str(exc):
+        return f"the disk holding the store at {path} is full; nothing was written"
+    return f"writing the store at {path} failed; nothing was written: {exc}"

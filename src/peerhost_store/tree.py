@@ -1,0 +1,266 @@
+"""Paged maps and the world tree. Pure: reads through ``get_raw``, writes through ``add``.
+
+A directory or a region is a *paged map*: its sorted entries are cut into leaves where a key's
+hash says so (about one key in 16, and at most 64 entries a leaf), and the leaves are gathered
+under index nodes cut the same way, level by level, until one node remains. Because cut points
+depend only on keys, two versions of a map share every leaf and index node the change did not
+touch; one changed chunk re-stores a leaf, an index node or two and the directories above it.
+
+Diff never compares entries that live in shared nodes: it drops node ids present on both sides
+and expands only the rest, so its cost grows with the change, not with the map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol, TypeVar, Union
+
+import blake3
+
+from .errors import DecodeError
+from .ids import ObjectId
+from .objects import (
+    ChunkEntry,
+    DirEntry,
+    DirLeaf,
+    EntryKind,
+    Index,
+    IndexEntry,
+    Node,
+    RegionLeaf,
+    decode,
+    encode_dir_leaf,
+    encode_index,
+    encode_region_leaf,
+)
+
+FANOUT = 16
+MAX_PAGE = 64
+
+Entry = Union[DirEntry, ChunkEntry]
+E = TypeVar("E", DirEntry, ChunkEntry)
+Add = Callable[[bytes], ObjectId]
+
+
+class ObjectLoader(Protocol):
+    """The one thing tree reading needs from a store."""
+
+    def get_raw(self, oid: ObjectId) -> bytes: ...
+
+
+def _key_bytes(key: str | int) -> bytes:
+    return key.encode() if isinstance(key, str) else key.to_bytes(4, "big", signed=True)
+
+
+def _is_cut(level: int, key: str | int) -> bool:
+    digest = blake3.blake3(bytes([level]) + _key_bytes(key)).digest(1)
+    return digest[0] < 256 // FANOUT
+
+
+def _paginate(level: int, keys: Sequence[str | int]) -> list[tuple[int, int]]:
+    """Split positions ``0..len(keys)`` into ``[start, end)`` pages."""
+    pages, start = [], 0
+    for i, key in enumerate(keys):
+        if _is_cut(level, key) or i + 1 - start >= MAX_PAGE:
+            pages.append((start, i + 1))
+            start = i + 1
+    if start < len(keys) or not pages:
+        pages.append((start, len(keys)))
+    return pages
+
+
+def _key(entry: Entry) -> str | int:
+    return entry.name if isinstance(entry, DirEntry) else entry.slot
+
+
+def build_map(add: Add, entries: Sequence[DirEntry] | Sequence[ChunkEntry]) -> ObjectId:
+    """Store a paged map of sorted ``entries`` through ``add``; return its root id."""
+    keys = [_key(e) for e in entries]
+    encode = encode_dir_leaf if entries and isinstance(entries[0], DirEntry) else None
+    nodes: list[IndexEntry] = []
+    for start, end in _paginate(0, keys):
+        page = list(entries[start:end])
+        data = encode_dir_leaf(page) if encode else encode_region_leaf(page)  # type: ignore[arg-type]
+        nodes.append(IndexEntry(keys[start] if start < end else "", add(data)))
+    level = 0
+    while len(nodes) > 1:
+        level += 1
+        parents = []
+        for start, end in _paginate(level, [n.key for n in nodes]):
+            parents.append(IndexEntry(nodes[start].key, add(encode_index(level, nodes[start:end]))))
+        nodes = parents
+    return nodes[0].oid
+
+
+def build_dir(add: Add, entries: Sequence[DirEntry]) -> ObjectId:
+    """Store a directory map (an empty one is an empty dir leaf)."""
+    if not entries:
+        return add(encode_dir_leaf([]))
+    return build_map(add, entries)
+
+
+def build_region(add: Add, entries: Sequence[ChunkEntry]) -> ObjectId:
+    """Store a region map (an empty one is an empty region leaf)."""
+    if not entries:
+        return add(encode_region_leaf([]))
+    return build_map(add, entries)
+
+
+def load_node(store: ObjectLoader, oid: ObjectId) -> Node:
+    """Load and decode one node of a paged map."""
+    obj = decode(store.get_raw(oid))
+    if not isinstance(obj, (Index, DirLeaf, RegionLeaf)):
+        raise DecodeError(f"object {oid.hex()} is not a tree node")
+    return obj
+
+
+def iter_map(store: ObjectLoader, oid: ObjectId) -> Iterator[Entry]:
+    """Yield a paged map's entries in key order."""
+    node = load_node(store, oid)
+    if isinstance(node, Index):
+        for child in node.entries:
+            yield from iter_map(store, child.oid)
+    else:
+        yield from node.entries
+
+
+def iter_dir(store: ObjectLoader, oid: ObjectId) -> Iterator[DirEntry]:
+    """Yield a directory map's entries in name order."""
+    for entry in iter_map(store, oid):
+        if not isinstance(entry, DirEntry):
+            raise DecodeError(f"directory {oid.hex()} holds chunk entries")
+        yield entry
+
+
+def iter_region(store: ObjectLoader, oid: ObjectId) -> Iterator[ChunkEntry]:
+    """Yield a region map's chunk entries in slot order."""
+    for entry in iter_map(store, oid):
+        if not isinstance(entry, ChunkEntry):
+            raise DecodeError(f"region {oid.hex()} holds directory entries")
+        yield entry
+
+
+def iter_map_nodes(store: ObjectLoader, oid: ObjectId) -> Iterator[tuple[ObjectId, Node]]:
+    """Yield every node of a paged map (for verify, gc and sync)."""
+    node = load_node(store, oid)
+    yield oid, node
+    if isinstance(node, Index):
+        for child in node.entries:
+            yield from iter_map_nodes(store, child.oid)
+
+
+def diff_maps(
+    store: ObjectLoader, a: ObjectId | None, b: ObjectId | None
+) -> Iterator[tuple[Entry | None, Entry | None]]:
+    """Yield ``(old, new)`` for every key whose entry differs between maps ``a`` and ``b``.
+
+    ``None`` stands for an empty map. Entries come in key order; ``old`` is None for an added
+    key and ``new`` None for a removed one.
+    """
+    if a == b:
+        return
+    left = _roots(store, a)
+    right = _roots(store, b)
+    while True:
+        shared = {oid for oid, _ in left} & {oid for oid, _ in right}
+        left = [item for item in left if item[0] not in shared]
+        right = [item for item in right if item[0] not in shared]
+        top = max((level for _, level in left + right), default=0)
+        if top == 0:
+            break
+        left = _expand(store, left, top)
+        right = _expand(store, right, top)
+    yield from _merge(_leaf_entries(store, left), _leaf_entries(store, right))
+
+
+def _roots(store: ObjectLoader, oid: ObjectId | None) -> list[tuple[ObjectId, int]]:
+    if oid is None:
+        return []
+    node = load_node(store, oid)
+    return [(oid, node.level if isinstance(node, Index) else 0)]
+
+
+def _expand(
+    store: ObjectLoader, items: list[tuple[ObjectId, int]], top: int
+) -> list[tuple[ObjectId, int]]:
+    out: list[tuple[ObjectId, int]] = []
+    for oid, level in items:
+        if level != top:
+            out.append((oid, level))
+            continue
+        node = load_node(store, oid)
+        if not isinstance(node, Index) or node.level != level:
+            raise DecodeError(f"node {oid.hex()} is not an index of level {level}")
+        out.extend((child.oid, level - 1) for child in node.entries)
+    return out
+
+
+def _leaf_entries(store: ObjectLoader, items: list[tuple[ObjectId, int]]) -> list[Entry]:
+    entries: list[Entry] = []
+    for oid, _ in items:
+        node = load_node(store, oid)
+        if isinstance(node, Index):
+            raise DecodeError(f"node {oid.hex()} should be a leaf")
+        entries.extend(node.entries)
+    return entries
+
+
+def _merge(old: list[Entry], new: list[Entry]) -> Iterator[tuple[Entry | None, Entry | None]]:
+    i = j = 0
+    while i < len(old) or j < len(new):
+        ko = _key(old[i]) if i < len(old) else None
+        kn = _key(new[j]) if j < len(new) else None
+        if kn is None or (ko is not None and ko < kn):  # type: ignore[operator]
+            yield old[i], None
+            i += 1
+        elif ko is None or kn < ko:  # type: ignore[operator]
+            yield None, new[j]
+            j += 1
+        else:
+            if old[i] != new[j]:
+                yield old[i], new[j]
+            i += 1
+            j += 1
+
+
+# -- the world tree: directories of files, folders and regions ------------------------------
+
+
+def iter_tree(
+    store: ObjectLoader, root: ObjectId, prefix: str = ""
+) -> Iterator[tuple[str, DirEntry]]:
+    """Yield ``(path, entry)`` for every file and region under ``root`` (``/``-separated)."""
+    for entry in iter_dir(store, root):
+        path = f"{prefix}{entry.name}"
+        if entry.kind is EntryKind.DIR:
+            yield path, entry
+            yield from iter_tree(store, entry.oid, path + "/")
+        else:
+            yield path, entry
+
+
+def diff_trees(
+    store: ObjectLoader, a: ObjectId | None, b: ObjectId | None, prefix: str = ""
+) -> Iterator[tuple[str, DirEntry | None, DirEntry | None]]:
+    """Yield ``(path, old, new)`` for each differing entry of two world trees.
+
+    Equal subtrees are skipped by id. A folder present on both sides is descended into and not
+    reported itself; a folder added or removed is reported, followed by everything under it.
+    """
+    for old, new in diff_maps(store, a, b):
+        assert isinstance(old, DirEntry | None) and isinstance(new, DirEntry | None)
+        entry = old if old is not None else new
+        assert entry is not None
+        path = prefix + entry.name
+        old_dir = old.oid if old is not None and old.kind is EntryKind.DIR else None
+        new_dir = new.oid if new is not None and new.kind is EntryKind.DIR else None
+        if old_dir is not None and new_dir is not None:
+            yield from diff_trees(store, old_dir, new_dir, path + "/")
+            continue
+        # Children go before their removed folder and after their added one, the order in
+        # which restore can apply them.
+        if old_dir is not None:
+            yield from diff_trees(store, old_dir, None, path + "/")
+        yield path, old, new
+        if new_dir is not None:
+            yield from diff_trees(store, None, new_dir, path + "/")
