@@ -1,0 +1,300 @@
+"""The high-level API: a world folder with its store.
+
+>>> repo = Repository.init(Path("saves/MyWorld"))          # doctest: +SKIP
+>>> result = repo.snapshot("before the raid")              # doctest: +SKIP
+>>> for change in repo.diff(result.oid, None): print(change)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import getpass
+import heapq
+import os
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .diff import Change, diff_worlds
+from .errors import NotFound, PeerhostError
+from .ids import ObjectId, hash_bytes
+from .lock import FileLock
+from .maintenance import GcReport, WalkReport, collect_garbage, load_shallow, walk
+from .objects import Snapshot, decode, encode_snapshot
+from .restore import Progress, RestoreResult, checkout_tree, restore_tree
+from .scan import ScanResult, scan_world
+from .store import LmdbStore, ObjectStore, Update
+from .worldfs import STORE_DIR
+from .writer import ObjectWriter
+
+HEAD = "main"
+
+
+class NotARepository(NotFound):
+    """The folder (and its parents) has no PeerHost store."""
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    """A snapshot that was taken (``created``) or found unchanged."""
+
+    oid: ObjectId
+    snapshot: Snapshot
+    created: bool
+    scan: ScanResult
+    new_objects: int
+    new_bytes: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    """A rollback: the safety snapshot (if one was needed), the new head, what was restored."""
+
+    safety: ObjectId | None
+    oid: ObjectId
+    restored: RestoreResult
+
+
+class Repository:
+    """A world folder and the store that keeps its snapshots (``WORLD/.peerhost``)."""
+
+    def __init__(self, world: Path, store: ObjectStore, lock_path: Path) -> None:
+        self.world = world
+        self.store = store
+        self._lock_path = lock_path
+
+    # -- opening --------------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, world: Path) -> Repository:
+        """Create the store of ``world`` (an existing folder); open it if it exists."""
+        world = world.resolve()
+        if not world.is_dir():
+            raise NotFound(f"{world} is not a folder")
+        (world / STORE_DIR / "store").mkdir(parents=True, exist_ok=True)
+        return cls.open(world)
+
+    @classmethod
+    def open(cls, start: Path) -> Repository:
+        """Open the store of the world at ``start`` or at its nearest parent that has one."""
+        start = start.resolve()
+        for folder in (start, *start.parents):
+            if (folder / STORE_DIR / "store").is_dir():
+                base = folder / STORE_DIR
+                return cls(folder, LmdbStore(base / "store"), base / "lock")
+        raise NotARepository(f"no PeerHost store in {start} or its parents (run 'phs init')")
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def lock(self) -> FileLock:
+        """The world's write lock (held by snapshot, restore, rollback and gc)."""
+        return FileLock(self._lock_path)
+
+    # -- reading history ------------------------------------------------------------------
+
+    def head(self) -> ObjectId | None:
+        return self.store.get_ref(HEAD)
+
+    def read_snapshot(self, oid: ObjectId) -> Snapshot:
+        obj = decode(self.store.get_raw(oid))
+        if not isinstance(obj, Snapshot):
+            raise NotFound(f"{oid.hex()} is not a snapshot")
+        return obj
+
+    def log(self, start: ObjectId | None = None) -> Iterator[tuple[ObjectId, Snapshot]]:
+        """Yield snapshots reachable from ``start`` (default: head), newest first."""
+        first = start or self.head()
+        if first is None:
+            return
+        shallow = load_shallow(self.store)
+        seen = {first}
+        queue = [(-self.read_snapshot(first).time, first)]
+        while queue:
+            _, oid = heapq.heappop(queue)
+            snap = self.read_snapshot(oid)
+            yield oid, snap
+            if oid in shallow:
+                continue
+            for parent in snap.parents:
+                if parent not in seen:
+                    seen.add(parent)
+                    heapq.heappush(queue, (-self.read_snapshot(parent).time, parent))
+
+    def resolve(self, spec: str) -> ObjectId:
+        """Resolve ``head``, ``head~N`` or a unique hex prefix (4+ digits) to a snapshot id."""
+        text = spec.strip().lower()
+        base, _, back = text.partition("~")
+        if base in ("head", HEAD):
+            oid = self.head()
+            if oid is None:
+                raise NotFound("there are no snapshots yet")
+            if back and not back.isdigit():
+                raise NotFound(f"{spec!r}: expected head~N with a number N")
+            for _ in range(int(back or 0)):
+                parents = self.read_snapshot(oid).parents
+                if not parents:
+                    raise NotFound(f"{spec}: history is not that long")
+                oid = parents[0]
+            return oid
+        if len(text) < 4 or any(c not in "0123456789abcdef" for c in text):
+            raise NotFound(f"{spec!r} is not a snapshot id, a prefix of 4+ hex digits, or head~N")
+        matches = {oid for oid, _ in self.log() if oid.hex().startswith(text)}
+        if len(matches) != 1:
+            raise NotFound(f"{spec!r} matches {len(matches)} snapshots" + (
+                ": give more digits" if matches else ""))
+        return matches.pop()
+
+    # -- snapshot -------------------------------------------------------------------------
+
+    def scan(self, progress: Progress | None = None) -> ScanResult:
+        """Store the live world's tree (objects and stat cache, no ref) and return it."""
+        writer = ObjectWriter(self.store)
+        result = scan_world(self.world, writer, self.store.load_stats(), progress=progress)
+        self.store.apply(Update(objects=writer.take(), stats=result.stats))
+        return result
+
+    def snapshot(
+        self,
+        message: str = "",
+        *,
+        allow_empty: bool = False,
+        progress: Progress | None = None,
+        author: str | None = None,
+    ) -> SnapshotResult:
+        """Snapshot the world and move head to it.
+
+        When the world equals head's tree and ``allow_empty`` is false, head is returned
+        with ``created`` false. Durable once it returns.
+        """
+        with self.lock():
+            return self._snapshot(message, allow_empty, progress, author)
+
+    def _snapshot(
+        self, message: str, allow_empty: bool, progress: Progress | None, author: str | None
+    ) -> SnapshotResult:
+        started = time.perf_counter()
+        parent = self.head()
+        writer = ObjectWriter(self.store)
+        scan = scan_world(self.world, writer, self.store.load_stats(), progress=progress)
+        objects = writer.take()
+        if parent is not None and not allow_empty and self.read_snapshot(parent).root == scan.root:
+            self.store.apply(Update(objects=objects, stats=scan.stats))
+            return SnapshotResult(parent, self.read_snapshot(parent), False, scan,
+                                  writer.new_objects, writer.new_bytes, time.perf_counter() - started)
+        summary = {k: v for k, v in scan.summary.items() if k in ("files", "dirs", "regions", "chunks", "bytes")}
+        summary["warnings"] = len(scan.warnings)
+        snap = Snapshot(
+            root=scan.root,
+            parents=(parent,) if parent is not None else (),
+            time=int(time.time()),
+            author=author or _author(),
+            host=socket.gethostname(),
+            message=message,
+            summary=summary,
+        )
+        data = encode_snapshot(snap)
+        oid = hash_bytes(data)
+        self.store.apply(
+            Update(objects=[*objects, data], refs=[(HEAD, parent, oid)], stats=scan.stats)
+        )
+        return SnapshotResult(oid, snap, True, scan, writer.new_objects + 1,
+                              writer.new_bytes + len(data), time.perf_counter() - started)
+
+    def _commit_tree(self, root: ObjectId, message: str) -> ObjectId:
+        parent = self.head()
+        snap = Snapshot(root, (parent,) if parent else (), int(time.time()), _author(),
+                        socket.gethostname(), message, {})
+        data = encode_snapshot(snap)
+        oid = hash_bytes(data)
+        self.store.apply(Update(objects=[data], refs=[(HEAD, parent, oid)]))
+        return oid
+
+    # -- diff, checkout, restore, rollback ------------------------------------------------
+
+    def tree_of(self, snapshot: ObjectId | None) -> ObjectId:
+        """The root tree of a snapshot, or of the live world for None (scanned and stored)."""
+        if snapshot is None:
+            return self.scan().root
+        return self.read_snapshot(snapshot).root
+
+    def diff(
+        self, old: ObjectId | None, new: ObjectId | None, *, classify: bool = True
+    ) -> Iterator[Change]:
+        """Changes from snapshot ``old`` to snapshot ``new`` (None: the live world)."""
+        return diff_worlds(self.store, self.tree_of(old), self.tree_of(new), classify=classify)
+
+    def checkout(self, snapshot: ObjectId, folder: Path, progress: Progress | None = None) -> RestoreResult:
+        """Write a snapshot into ``folder``, which must be missing or empty."""
+        return checkout_tree(self.store, self.read_snapshot(snapshot).root, folder, progress=progress)
+
+    def restore(
+        self, snapshot: ObjectId, progress: Progress | None = None
+    ) -> tuple[ObjectId | None, RestoreResult]:
+        """Make the world hold ``snapshot``, touching only files that differ.
+
+        Unsnapshotted changes are snapshotted first (returned as the safety snapshot) so
+        nothing is lost; head stays where it is otherwise.
+        """
+        with self.lock():
+            safety, live = self._safety_snapshot(f"safety snapshot before restoring {snapshot.hex()[:12]}")
+            target = self.read_snapshot(snapshot).root
+            return safety, restore_tree(self.store, self.world, live, target, progress=progress)
+
+    def rollback(self, snapshot: ObjectId, progress: Progress | None = None) -> RollbackResult:
+        """Make head a new snapshot holding ``snapshot``'s tree and restore the world to it.
+
+        History is kept (the rollback itself can be rolled back); unsnapshotted changes are
+        snapshotted first.
+        """
+        with self.lock():
+            safety, live = self._safety_snapshot(f"safety snapshot before rollback to {snapshot.hex()[:12]}")
+            target = self.read_snapshot(snapshot).root
+            oid = self._commit_tree(target, f"rollback to {snapshot.hex()[:12]}")
+            restored = restore_tree(self.store, self.world, live, target, progress=progress)
+            return RollbackResult(safety, oid, restored)
+
+    def _safety_snapshot(self, message: str) -> tuple[ObjectId | None, ObjectId]:
+        head = self.head()
+        result = self._snapshot(message, False, None, None)
+        return (result.oid if result.created and head is not None else None), result.snapshot.root
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    def verify(self) -> WalkReport:
+        """Re-hash every object reachable from every ref; report missing or corrupt ones."""
+        return walk(self.store, [oid for _, oid in self.store.iter_refs()],
+                    shallow=load_shallow(self.store))
+
+    def gc(self, keep_last: int | None = None) -> GcReport:
+        """Delete objects that no retained snapshot reaches.
+
+        Args:
+            keep_last: keep only the newest N snapshots of each ref (None keeps all history).
+        """
+        if keep_last is not None and keep_last < 1:
+            raise PeerhostError("gc keeps at least one snapshot")
+        with self.lock():
+            retained: list[ObjectId] = []
+            for _, ref in self.store.iter_refs():
+                for i, (oid, _) in enumerate(self.log(ref)):
+                    if keep_last is not None and i >= keep_last:
+                        break
+                    if oid not in retained:
+                        retained.append(oid)
+            return collect_garbage(self.store, retained)
+
+
+def _author() -> str:
+    try:
+        return os.environ.get("PHS_AUTHOR") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

@@ -1,0 +1,140 @@
+"""Writing a world tree into a folder: checkout into an empty one, or restore over a world,
+touching only what differs. Every path is checked before anything is written; every file is
+written to a temporary file and renamed into place."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DecodeError, PeerhostError
+from .ids import ObjectId
+from .objects import DirEntry, EntryKind, decode
+from .region import ChunkRecord, external_name, region_coords, write_region
+from .tree import ObjectLoader, diff_trees, iter_region
+from .worldfs import atomic_write, check_rel_path, remove_path, resolve_inside
+
+Progress = Callable[[int, int], None]
+
+
+class RestoreError(PeerhostError):
+    """The target folder cannot take the tree (not empty, not a folder, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Op:
+    path: str
+    old: DirEntry | None
+    new: DirEntry | None
+
+
+@dataclass
+class RestoreResult:
+    """What a restore changed on disk."""
+
+    written: int = 0
+    removed: int = 0
+    bytes_written: int = 0
+
+
+def load_blob(store: ObjectLoader, oid: ObjectId) -> bytes:
+    """Load a blob object's bytes."""
+    obj = decode(store.get_raw(oid))
+    if not isinstance(obj, bytes):
+        raise DecodeError(f"object {oid.hex()} is not a blob")
+    return obj
+
+
+def plan(store: ObjectLoader, current: ObjectId | None, target: ObjectId) -> list[_Op]:
+    """The operations that turn tree ``current`` into tree ``target``, all paths checked."""
+    ops = [_Op(path, old, new) for path, old, new in diff_trees(store, current, target)]
+    for op in ops:
+        check_rel_path(op.path)
+    return ops
+
+
+def restore_tree(
+    store: ObjectLoader,
+    world: Path,
+    current: ObjectId | None,
+    target: ObjectId,
+    *,
+    progress: Progress | None = None,
+    durable: bool = True,
+) -> RestoreResult:
+    """Make ``world`` hold tree ``target``, given that it now holds tree ``current``.
+
+    Raises:
+        UnsafePath: a path in the tree, or a link on disk, would lead outside ``world``;
+            raised before anything is written.
+    """
+    ops = plan(store, current, target)
+    for op in ops:
+        resolve_inside(world, op.path)  # links planted on disk are refused before any write
+    world.mkdir(parents=True, exist_ok=True)
+    result = RestoreResult()
+    for done, op in enumerate(ops, 1):
+        _apply(store, world, op, result, durable)
+        if progress is not None:
+            progress(done, len(ops))
+    return result
+
+
+def checkout_tree(
+    store: ObjectLoader, target: ObjectId, folder: Path, *, progress: Progress | None = None
+) -> RestoreResult:
+    """Write tree ``target`` into ``folder``, which must be missing or empty."""
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise RestoreError(f"{folder} is not an empty folder")
+    return restore_tree(store, folder, None, target, progress=progress)
+
+
+def _apply(store: ObjectLoader, world: Path, op: _Op, result: RestoreResult, durable: bool) -> None:
+    path = resolve_inside(world, op.path)
+    old, new = op.old, op.new
+    if old is not None and old.kind is EntryKind.REGION:
+        stale = _externals(store, op.path, old)
+        if new is not None and new.kind is EntryKind.REGION:
+            stale -= _externals(store, op.path, new)
+        for name in stale:
+            remove_path(path.parent / name)
+    if new is None:
+        remove_path(path)
+        result.removed += 1
+        return
+    if new.kind is EntryKind.DIR:
+        if old is not None and old.kind is not EntryKind.DIR or path.is_symlink():
+            remove_path(path)
+        path.mkdir(exist_ok=True)
+        return
+    if old is not None and old.kind is EntryKind.DIR or path.is_dir() and not path.is_symlink():
+        remove_path(path)  # a folder stands where a file goes: its children were removed first
+    if new.kind is EntryKind.REGION and new.raw is None:
+        data, externals = write_region(_records(store, new))
+        coords = region_coords(new.name)
+        if externals and coords is None:
+            raise DecodeError(f"{op.path}: external chunks in a file that is not r.X.Z.mca")
+        for slot, payload in externals.items():
+            assert coords is not None
+            atomic_write(path.parent / external_name(*coords, slot), payload, durable=durable)
+            result.bytes_written += len(payload)
+    else:
+        data = load_blob(store, new.raw if new.raw is not None else new.oid)
+    atomic_write(path, data, durable=durable)
+    result.written += 1
+    result.bytes_written += len(data)
+
+
+def _records(store: ObjectLoader, entry: DirEntry) -> list[ChunkRecord]:
+    return [
+        ChunkRecord(c.slot, c.compression, load_blob(store, c.oid), c.timestamp, c.external)
+        for c in iter_region(store, entry.oid)
+    ]
+
+
+def _externals(store: ObjectLoader, path: str, entry: DirEntry) -> set[str]:
+    coords = region_coords(entry.name)
+    if coords is None or entry.raw is not None:
+        return set()
+    return {external_name(*coords, c.slot) for c in iter_region(store, entry.oid) if c.external}

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+import subprocess
+import sys
+from pathlib import Path
+
+import lmdb
+import pytest
+
+from peerhost_store.ids import ObjectId
+from peerhost_store.objects import encode_blob
+from peerhost_store.store import LmdbStore, MemoryStore, ObjectStore, Update
+from peerhost_store.testing import ObjectStoreTests
+
+
+class TestMemoryStore(ObjectStoreTests):
+    @pytest.fixture
+    def store(self) -> Iterator[ObjectStore]:
+        yield MemoryStore()
+
+    def raw_put(self, store: ObjectStore, oid: ObjectId, data: bytes) -> None:
+        assert isinstance(store, MemoryStore)
+        store.objects[oid] = data
+
+
+class TestLmdbStore(ObjectStoreTests):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[ObjectStore]:
+        s = LmdbStore(tmp_path / "store")
+        yield s
+        s.close()
+
+    def raw_put(self, store: ObjectStore, oid: ObjectId, data: bytes) -> None:
+        assert isinstance(store, LmdbStore)
+        env = store._env
+        with env.begin(write=True) as txn:
+            txn.put(oid, data, db=store._objects)
+
+
+def test_lmdb_survives_reopen(tmp_path: Path) -> None:
+    with LmdbStore(tmp_path / "s") as s:
+        oid, _ = s.add_raw(encode_blob(b"kept"))
+        s.apply(Update(refs=[("main", None, oid)]))
+    with LmdbStore(tmp_path / "s") as s:
+        assert s.get_ref("main") == oid
+        assert s.get_raw(oid) == encode_blob(b"kept")
+
+
+def test_lmdb_grows_its_map(tmp_path: Path) -> None:
+    with LmdbStore(tmp_path / "s", map_size=1 << 20) as s:
+        blobs = [encode_blob(bytes([i]) * 300_000) for i in range(20)]  # ~6 MB into a 1 MiB map
+        assert s.apply(Update(objects=blobs)) == 20
+        assert s.map_size() > 1 << 20
+        assert all(s.get_raw(ObjectId(oid)) for oid in s.iter_ids())
+        assert len(list(s.iter_ids())) == 20
+
+
+def test_lmdb_adopts_a_map_grown_by_another_process(tmp_path: Path) -> None:
+    with LmdbStore(tmp_path / "s", map_size=1 << 20) as a:
+        a.apply(Update(objects=[encode_blob(b"first")]))
+        child = (
+            "import sys; from peerhost_store.store import LmdbStore, Update;"
+            "from peerhost_store.objects import encode_blob;"
+            "s = LmdbStore(sys.argv[1], map_size=1 << 20);"
+            "s.apply(Update(objects=[encode_blob(bytes(3_000_000))]))"
+        )
+        subprocess.run([sys.executable, "-c", child, str(tmp_path / "s")], check=True, timeout=60)
+        a.apply(Update(objects=[encode_blob(bytes(3_000_001))]))
+        assert len(list(a.iter_ids())) == 3
+
+
+def test_lmdb_version_is_recent() -> None:
+    assert lmdb.version() >= (0, 9, 0)
