@@ -1,0 +1,46 @@
+"""phs verify, phs gc."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import Subparsers, open_repo
+from .output import emit_json, err, human_bytes, out
+
+
+def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = commands.add_parser("verify", parents=[common],
+                            help="re-hash every object reachable from the refs")
+    p.set_defaults(func=run_verify)
+    p = commands.add_parser("gc", parents=[common],
+                            help="delete objects that no retained snapshot reaches")
+    p.add_argument("--keep-last", type=int, default=None, metavar="N",
+                   help="retain only the newest N snapshots (default: all history)")
+    p.set_defaults(func=run_gc)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    with open_repo(args) as repo:
+        report = repo.verify()
+    if args.json:
+        emit_json({"ok": report.ok, "objects": report.objects, "bytes": report.bytes,
+                   "snapshots": report.snapshots, "problems": [str(p) for p in report.problems]})
+    else:
+        for problem in report.problems:
+            err.print(f"problem: {problem}", markup=False)
+        state = "ok" if report.ok else f"{len(report.problems)} problems"
+        out.print(f"verify {state}: {report.objects} objects ({human_bytes(report.bytes)}) "
+                  f"in {report.snapshots} snapshots re-hashed")
+    return 0 if report.ok else 4
+
+
+def run_gc(args: argparse.Namespace) -> int:
+    with open_repo(args) as repo:
+        report = repo.gc(args.keep_last)
+    if args.json:
+        emit_json({"kept_snapshots": report.kept_snapshots, "kept_objects": report.kept_objects,
+                   "deleted_objects": report.deleted_objects})
+    else:
+        out.print(f"gc: kept {report.kept_snapshots} snapshots ({report.kept_objects} objects), "
+                  f"deleted {report.deleted_objects} objects")
+    return 0

@@ -1,0 +1,80 @@
+"""phs checkout, phs restore, phs rollback."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from peerhost_store.restore import RestoreResult
+
+from .common import Subparsers, open_repo, short
+from .output import emit_json, human_bytes, out, progress_bar
+
+
+def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = commands.add_parser("checkout", parents=[common], help="write a snapshot into an empty folder")
+    p.add_argument("snapshot", help="snapshot id, prefix or head~N")
+    p.add_argument("folder", type=Path, help="an empty or missing folder")
+    p.set_defaults(func=run_checkout)
+    p = commands.add_parser(
+        "restore", parents=[common],
+        help="make the world hold a snapshot (unsnapshotted changes are snapshotted first)",
+    )
+    p.add_argument("snapshot")
+    p.set_defaults(func=run_restore)
+    p = commands.add_parser(
+        "rollback", parents=[common],
+        help="make head an older snapshot's world, as a new snapshot, and restore it",
+    )
+    p.add_argument("snapshot")
+    p.set_defaults(func=run_rollback)
+
+
+def _restored(result: RestoreResult) -> dict[str, int]:
+    return {"written": result.written, "removed": result.removed, "bytes_written": result.bytes_written}
+
+
+def _say(verb: str, result: RestoreResult) -> str:
+    return (f"{verb}: {result.written} files written ({human_bytes(result.bytes_written)}), "
+            f"{result.removed} removed")
+
+
+def run_checkout(args: argparse.Namespace) -> int:
+    with open_repo(args) as repo, progress_bar("checkout", enabled=not args.json, as_bytes=False) as bar:
+        oid = repo.resolve(args.snapshot)
+        result = repo.checkout(oid, args.folder, progress=bar)
+    if args.json:
+        emit_json({"snapshot": oid.hex(), "folder": str(args.folder), **_restored(result)})
+    else:
+        out.print(_say(f"checked out {short(oid)} into {args.folder}", result))
+    return 0
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    with open_repo(args) as repo, progress_bar("restore", enabled=not args.json, as_bytes=False) as bar:
+        oid = repo.resolve(args.snapshot)
+        safety, result = repo.restore(oid, progress=bar)
+    if args.json:
+        emit_json({"snapshot": oid.hex(), "safety_snapshot": safety.hex() if safety else None,
+                   **_restored(result)})
+        return 0
+    if safety is not None:
+        out.print(f"unsnapshotted changes were saved first as snapshot {short(safety)}")
+    out.print(_say(f"restored {short(oid)}", result))
+    return 0
+
+
+def run_rollback(args: argparse.Namespace) -> int:
+    with open_repo(args) as repo, progress_bar("rollback", enabled=not args.json, as_bytes=False) as bar:
+        oid = repo.resolve(args.snapshot)
+        result = repo.rollback(oid, progress=bar)
+    if args.json:
+        emit_json({"target": oid.hex(), "head": result.oid.hex(),
+                   "safety_snapshot": result.safety.hex() if result.safety else None,
+                   **_restored(result.restored)})
+        return 0
+    if result.safety is not None:
+        out.print(f"unsnapshotted changes were saved first as snapshot {short(result.safety)}")
+    out.print(_say(f"rolled back to {short(oid)}; head is now {short(result.oid)} "
+                   f"(undo with: phs rollback {short(result.safety or oid)})", result.restored))
+    return 0

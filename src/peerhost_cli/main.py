@@ -1,0 +1,85 @@
+"""The ``phs`` command: parse arguments, run a command, turn errors into exit codes.
+
+Exit codes (also in ``phs --help``):
+
+==  ===========================================================
+0   success
+1   an error (the message says what and where)
+2   bad usage (unknown command, bad option)
+3   not found: no store here, unknown snapshot or prefix
+4   verify found missing or corrupt objects
+5   busy or conflict: another phs works on this world, or head moved
+6   refused: a path in a snapshot would leave the world folder
+130 interrupted (Ctrl-C)
+==  ===========================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from peerhost_store.errors import NotFound, PeerhostError
+from peerhost_store.lock import Locked
+from peerhost_store.store import RefConflict
+from peerhost_store.worldfs import UnsafePath
+
+from . import cmd_diff, cmd_history, cmd_maintenance, cmd_restore
+from .output import err
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_VERIFY, EXIT_BUSY, EXIT_UNSAFE = 0, 1, 2, 3, 4, 5, 6
+EXIT_INTERRUPTED = 130
+
+EPILOG = """exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 verify found problems,
+5 busy or conflict, 6 unsafe path refused, 130 interrupted"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-C", "--world", type=Path, default=Path("."),
+                        help="world folder (default: the current folder)")
+    common.add_argument("--json", action="store_true", help="print the result as JSON")
+    common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser = argparse.ArgumentParser(
+        prog="phs", description="PeerHost: snapshots and sync of Minecraft Java worlds",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (cmd_history, cmd_diff, cmd_restore, cmd_maintenance):
+        module.register(commands, common)
+    from . import cmd_demo
+
+    cmd_demo.register(commands, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return EXIT_INTERRUPTED
+    except (PeerhostError, OSError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        err.print(f"phs {args.command}: error: {exc}", markup=False, soft_wrap=True)
+        return _exit_code(exc)
+
+
+def _exit_code(exc: BaseException) -> int:
+    if isinstance(exc, NotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, (Locked, RefConflict)):
+        return EXIT_BUSY
+    if isinstance(exc, UnsafePath):
+        return EXIT_UNSAFE
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""Repository operations: rollback, restore safety, gc, verify, locking, path safety."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from peerhost_store.errors import NotFound
+from peerhost_store.ids import hash_bytes
+from peerhost_store.lock import Locked
+from peerhost_store.objects import DirEntry, EntryKind, Snapshot, encode_blob, encode_snapshot
+from peerhost_store.repo import HEAD, Repository
+from peerhost_store.store import Update
+from peerhost_store.tree import build_dir
+from peerhost_store.worldfs import UnsafePath
+from worldfs_helpers import make_world
+
+
+def _files(world: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(world).as_posix(): p.read_bytes()
+        for p in sorted(world.rglob("*"))
+        if p.is_file() and p.relative_to(world).parts[0] not in (".peerhost", "session.lock")
+    }
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repository:
+    world = make_world(tmp_path / "world")
+    (world / "playerdata" / "alice.dat").write_bytes(b"alice v1")
+    r = Repository.init(world)
+    yield r  # type: ignore[misc]
+    r.close()
+
+
+def test_snapshot_unchanged_world_creates_nothing(repo: Repository) -> None:
+    first = repo.snapshot("one")
+    again = repo.snapshot("two")
+    assert first.created and not again.created and again.oid == first.oid
+    assert repo.snapshot("three", allow_empty=True).created
+
+
+def test_rollback_keeps_history_and_can_be_undone(repo: Repository) -> None:
+    world = repo.world
+    v1 = repo.snapshot("v1").oid
+    state_v1 = _files(world)
+    (world / "playerdata" / "alice.dat").write_bytes(b"alice v2")
+    (world / "playerdata" / "bob.dat").write_bytes(b"bob")
+    v2 = repo.snapshot("v2").oid
+    state_v2 = _files(world)
+    (world / "griefed.txt").write_bytes(b"unsnapshotted")
+    result = repo.rollback(v1)
+    assert result.safety is not None  # the unsnapshotted change was saved first
+    assert _files(world) == state_v1
+    log = [oid for oid, _ in repo.log()]
+    assert log[:3] == [result.oid, result.safety, v2] and v1 in log
+    assert repo.read_snapshot(result.oid).root == repo.read_snapshot(v1).root
+    undo = repo.rollback(result.safety)
+    assert undo.safety is None
+    assert _files(world) == {**state_v2, "griefed.txt": b"unsnapshotted"}
+    assert repo.verify().ok
+
+
+def test_restore_does_not_move_head(repo: Repository) -> None:
+    v1 = repo.snapshot("v1").oid
+    (repo.world / "level.dat").write_bytes(b"changed")
+    v2 = repo.snapshot("v2").oid
+    safety, restored = repo.restore(v1)
+    assert safety is None and restored.written == 1 and repo.head() == v2
+
+
+def test_resolve_prefixes_and_head_offsets(repo: Repository) -> None:
+    v1 = repo.snapshot("v1").oid
+    (repo.world / "level.dat").write_bytes(b"changed")
+    v2 = repo.snapshot("v2").oid
+    assert repo.resolve("head") == v2 and repo.resolve("HEAD~1") == v1
+    assert repo.resolve(v1.hex()[:8]) == v1
+    for bad in ("head~2", "zz", "abc", "head~x", "0000000000"):
+        with pytest.raises(NotFound):
+            repo.resolve(bad)
+
+
+def test_gc_keep_last_deletes_old_objects_and_verify_stays_clean(repo: Repository) -> None:
+    world = repo.world
+    for i in range(4):
+        (world / "playerdata" / "alice.dat").write_bytes(f"alice {i}".encode() * 1000)
+        repo.snapshot(f"v{i}")
+    before = len(list(repo.store.iter_ids()))
+    report = repo.gc(keep_last=2)
+    assert report.kept_snapshots == 2 and report.deleted_objects > 0
+    assert len(list(repo.store.iter_ids())) == before - report.deleted_objects
+    assert [s.message for _, s in repo.log()] == ["v3", "v2"]
+    assert repo.verify().ok
+    # The stat cache must not hand out deleted objects: the next snapshot is still complete.
+    (world / "level.dat").write_bytes(b"after gc")
+    repo.snapshot("after gc")
+    assert repo.verify().ok
+
+
+def test_verify_reports_missing_and_corrupt_objects(repo: Repository) -> None:
+    repo.snapshot("v1")
+    blob = hash_bytes(encode_blob(b"alice v1"))
+    repo.store.apply(Update(delete_objects=[blob]))
+    report = repo.verify()
+    assert not report.ok
+    assert [(p.kind, p.where.endswith("playerdata/alice.dat")) for p in report.problems] == [("missing", True)]
+
+
+def test_a_second_writer_is_refused_while_one_works(repo: Repository) -> None:
+    with repo.lock():
+        with pytest.raises(Locked):
+            repo.snapshot("concurrent")
+
+
+def _hostile_snapshot(repo: Repository, name: str) -> bytes:
+    add = lambda data: repo.store.add_raw(data)[0]  # noqa: E731
+    blob = add(encode_blob(b"evil"))
+    inner = build_dir(add, [DirEntry("x", EntryKind.FILE, blob, 4)])
+    root = build_dir(add, sorted([DirEntry("aaa.txt", EntryKind.FILE, blob, 4),
+                                  DirEntry(name, EntryKind.FILE if name != "dir" else EntryKind.DIR,
+                                           blob if name != "dir" else inner, 4)]))
+    data = encode_snapshot(Snapshot(root, (), 0, "mallory", "evil", "", {}))
+    repo.store.add_raw(data)
+    return hash_bytes(data)
+
+
+@pytest.mark.parametrize("name", ["..", "../escape", "/etc/passwd", "C:evil", "a\\b", "nul\0byte", ".peerhost", "session.lock"])
+def test_restore_refuses_unsafe_names_before_writing(repo: Repository, name: str, tmp_path: Path) -> None:
+    oid = _hostile_snapshot(repo, name)
+    with pytest.raises(UnsafePath):
+        repo.checkout(oid, tmp_path / "out")  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_restore_refuses_a_planted_link(repo: Repository, tmp_path: Path) -> None:
+    oid = _hostile_snapshot(repo, "dir")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, repo.world / "dir")
+    before = _files(repo.world)
+    with pytest.raises(UnsafePath):
+        repo.restore(oid)  # type: ignore[arg-type]
+    assert list(outside.iterdir()) == [] and _files(repo.world) == before
+
+
+def test_kill_9_during_snapshot_keeps_the_previous_head(tmp_path: Path) -> None:
+    world = make_world(tmp_path / "world")
+    (world / "playerdata" / "big.dat").write_bytes(os.urandom(1 << 20))
+    with Repository.init(world) as repo:
+        v1 = repo.snapshot("v1").oid
+    for i in range(40):
+        (world / "playerdata" / f"p{i}.dat").write_bytes(os.urandom(1 << 20))
+    killed_midway = 0
+    for delay in (0.05, 0.1, 0.2, 0.3, 0.5):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "peerhost_cli.main", "-C", str(world), "snapshot", "-m", "v2"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed_midway += 1
+        proc.wait(timeout=60)
+        with Repository.open(world) as repo:
+            assert repo.verify().ok
+            head = repo.head()
+            assert head == v1 or repo.read_snapshot(head).parents == (v1,)  # type: ignore[arg-type]
+            if head != v1:
+                break
+    assert killed_midway > 0
+    with Repository.open(world) as repo:
+        result = repo.snapshot("v2 again")
+        assert repo.verify().ok
+        assert {"p0.dat", "p39.dat"} <= {p.name for p in (world / "playerdata").iterdir()}
+        assert result.oid == repo.head()
+
+
+def test_refs_only_move_by_compare_and_swap(repo: Repository) -> None:
+    v1 = repo.snapshot("v1").oid
+    from peerhost_store.store import RefConflict
+
+    with pytest.raises(RefConflict):
+        repo.store.apply(Update(refs=[(HEAD, None, v1)]))
+    assert repo.head() == v1
