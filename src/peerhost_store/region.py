@@ -237,6 +237,8 @@ def write_region(chunks: Iterable[ChunkRecord]) -> tuple[bytes, dict[int, bytes]
     for record in records:
         if not 0 <= record.slot < SLOTS or record.slot == previous:
             raise RegionError(f"chunk slot {record.slot} is out of range or repeated")
+        if not 0 <= record.timestamp < 2**32:
+            raise RegionError(f"chunk slot {record.slot}: timestamp {record.timestamp} is out of range")
         if record.compression not in COMPRESSIONS:
             raise RegionError(f"chunk slot {record.slot}: unknown compression {record.compression}")
         previous = record.slot

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+
+# Real Minecraft worlds live outside the repository (never committed): ../shared/worlds.
+WORLDS = Path(__file__).resolve().parents[2] / "shared" / "worlds"
+DATA = Path(__file__).resolve().parent / "data"
+
+# CI runs the same examples every time; locally hypothesis explores.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
+
+
+def _missing(what: Path) -> None:
+    message = f"real-world data is missing: {what}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)  # CI must exercise real worlds, not silently skip them
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def worlds_dir() -> Path:
+    """The real worlds folder; skips the test when it is missing (fails when CI=true)."""
+    if not WORLDS.is_dir():
+        _missing(WORLDS)
+    return WORLDS
+
+
+@pytest.fixture(scope="session")
+def real_world(worlds_dir: Path) -> Callable[[str], Path]:
+    """``real_world("aviadbag-1.19-history")``: a folder of worlds_dir, skipped like it."""
+
+    def get(name: str) -> Path:
+        path = worlds_dir / name
+        if not path.is_dir():
+            _missing(path)
+        return path
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """tests/data: the crafted fixtures."""
+    return DATA
