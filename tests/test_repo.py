@@ -189,3 +189,66 @@ def test_refs_only_move_by_compare_and_swap(repo: Repository) -> None:
     with pytest.raises(RefConflict):
         repo.store.apply(Update(refs=[(HEAD, None, v1)]))
     assert repo.head() == v1
+
+
+def test_verify_reports_a_corrupt_object(repo: Repository) -> None:
+    repo.snapshot("v1")
+    blob = hash_bytes(encode_blob(b"alice v1"))
+    with repo.store._env.begin(write=True) as txn:  # type: ignore[attr-defined]
+        txn.put(blob, encode_blob(b"alice v2"), db=repo.store._objects)  # type: ignore[attr-defined]
+    report = repo.verify()
+    assert [(p.kind, p.where.endswith("playerdata/alice.dat")) for p in report.problems] == [("corrupt", True)]
+
+
+def test_head_offsets_stop_at_history_pruned_by_gc(repo: Repository) -> None:
+    for i in range(3):
+        (repo.world / "level.dat").write_bytes(f"v{i}".encode())
+        repo.snapshot(f"v{i}")
+    repo.gc(keep_last=2)
+    assert repo.read_snapshot(repo.resolve("head~1")).message == "v1"
+    with pytest.raises(NotFound, match="not that long"):
+        repo.resolve("head~2")
+
+
+def test_folders_nested_absurdly_deep_are_refused_cleanly(repo: Repository) -> None:
+    from peerhost_store.scan import WorldReadError
+
+    deep = repo.world
+    for _ in range(140):
+        deep = deep / "d"
+    deep.mkdir(parents=True)
+    with pytest.raises(WorldReadError, match="nested deeper"):
+        repo.snapshot("deep")
+    assert repo.head() is None
+
+
+def test_restore_keeps_a_folder_holding_untracked_entries(repo: Repository, tmp_path: Path) -> None:
+    v1 = repo.snapshot("v1").oid
+    (repo.world / "extra").mkdir()
+    (repo.world / "extra" / "f").write_bytes(b"tracked")
+    os.symlink(tmp_path, repo.world / "extra" / "link")  # scan skips links
+    repo.snapshot("v2")
+    _, result = repo.restore(v1)
+    assert not (repo.world / "extra" / "f").exists()
+    assert (repo.world / "extra" / "link").is_symlink()
+    assert any("extra: folder kept" in w for w in result.warnings)
+
+
+def test_damaged_region_with_external_chunks_keeps_its_mcc(tmp_path: Path) -> None:
+    data = Path(__file__).parent / "data"
+    world = make_world(tmp_path / "w")
+    for f in (data / "external").iterdir():
+        shutil.copy(f, world / "region" / f.name)
+    region = world / "region" / "r.0.0.mca"
+    region.write_bytes(region.read_bytes() + b"")
+    damaged = bytearray(region.read_bytes())
+    damaged[4:8] = damaged[0:4]  # slot 1 claims slot 0's sectors
+    region.write_bytes(bytes(damaged))
+    with Repository.init(world) as repo:
+        result = repo.snapshot()
+        assert result.scan.warnings
+        repo.checkout(result.oid, tmp_path / "out")
+    for name in ("r.0.0.mca", "c.1.1.mcc"):
+        assert (tmp_path / "out/region" / name).read_bytes() == (world / "region" / name).read_bytes()
+    with Repository.init(tmp_path / "out") as again:
+        assert again.snapshot().snapshot.root == result.snapshot.root

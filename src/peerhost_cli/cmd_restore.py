@@ -8,7 +8,7 @@ from pathlib import Path
 from peerhost_store.restore import RestoreResult
 
 from .common import Subparsers, open_repo, short
-from .output import emit_json, human_bytes, out, progress_bar
+from .output import emit_json, err, human_bytes, out, progress_bar
 
 
 def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -30,11 +30,14 @@ def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run_rollback)
 
 
-def _restored(result: RestoreResult) -> dict[str, int]:
-    return {"written": result.written, "removed": result.removed, "bytes_written": result.bytes_written}
+def _restored(result: RestoreResult) -> dict[str, object]:
+    return {"written": result.written, "removed": result.removed,
+            "bytes_written": result.bytes_written, "warnings": result.warnings}
 
 
 def _say(verb: str, result: RestoreResult) -> str:
+    for warning in result.warnings:
+        err.print(f"warning: {warning}", markup=False)
     return (f"{verb}: {result.written} files written ({human_bytes(result.bytes_written)}), "
             f"{result.removed} removed")
 

@@ -16,8 +16,7 @@ from typing import Literal
 from .ids import ObjectId
 from .objects import ChunkEntry, DirEntry, EntryKind
 from .region import chunk_coords, region_coords
-from .restore import load_blob
-from .tree import ObjectLoader, diff_maps, diff_trees
+from .tree import ObjectLoader, diff_regions, diff_trees, load_blob
 from .worldfs import region_place
 
 Status = Literal["added", "removed", "modified"]
@@ -70,8 +69,7 @@ def diff_worlds(
     """
     for path, a, b in diff_trees(store, old, new):
         shown = b if b is not None else a
-        assert shown is not None
-        yield FileChange(path, _status(a, b), _kind(shown), _size(a), _size(b))
+        yield FileChange(path, _status(a, b), _kind(shown), _size(a), _size(b))  # type: ignore[arg-type]
         a_region = a.oid if a is not None and a.kind is EntryKind.REGION else None
         b_region = b.oid if b is not None and b.kind is EntryKind.REGION else None
         if a_region is not None or b_region is not None:
@@ -90,8 +88,7 @@ def _chunk_changes(
     coords = region_coords(name)
     if place is None or coords is None:
         return
-    for a, b in diff_maps(store, old, new):
-        assert isinstance(a, ChunkEntry | None) and isinstance(b, ChunkEntry | None)
+    for a, b in diff_regions(store, old, new):
         slot = (a or b).slot  # type: ignore[union-attr]
         x, z = chunk_coords(*coords, slot)
         change, detail = None, ""
@@ -102,7 +99,9 @@ def _chunk_changes(
 
 def _classify(store: ObjectLoader, a: ChunkEntry, b: ChunkEntry) -> tuple[ChunkKind, str]:
     if a.oid == b.oid:
-        return "resave", "same payload, new timestamp"
+        fields = (("timestamp", a.timestamp, b.timestamp), ("compression", a.compression, b.compression),
+                  ("external flag", a.external, b.external))
+        return "resave", "same payload; " + ", ".join(name for name, x, y in fields if x != y) + " changed"
     from .chunk import ChunkDecodeError, classify_change  # amulet-nbt loads only when needed
 
     try:

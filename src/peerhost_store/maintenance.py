@@ -127,7 +127,12 @@ def _children(
 def load_shallow(store: ObjectStore) -> set[ObjectId]:
     """Snapshots whose parents gc pruned."""
     raw = store.get_meta("shallow")
-    return {ObjectId(x) for x in msgpack.unpackb(raw)} if raw else set()
+    if not raw:
+        return set()
+    try:
+        return {ObjectId(bytes(x)) for x in msgpack.unpackb(raw)}
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise DecodeError(f"the store's list of shallow snapshots is unreadable: {exc}") from exc
 
 
 @dataclass
@@ -149,7 +154,8 @@ def collect_garbage(store: ObjectStore, retained: list[ObjectId]) -> GcReport:
     kept = set(retained)
     for oid in retained:
         snap = decode(store.get_raw(oid))
-        assert isinstance(snap, Snapshot)
+        if not isinstance(snap, Snapshot):
+            raise DecodeError(f"gc: retained object {oid.hex()} is not a snapshot")
         if any(p not in kept for p in snap.parents):
             shallow.add(oid)
     shallow &= kept

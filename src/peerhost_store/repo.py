@@ -22,7 +22,14 @@ from .ids import ObjectId, hash_bytes
 from .lock import FileLock
 from .maintenance import GcReport, WalkReport, collect_garbage, load_shallow, walk
 from .objects import Snapshot, decode, encode_snapshot
-from .restore import Progress, RestoreResult, checkout_tree, restore_tree
+from .restore import (
+    Progress,
+    RestoreResult,
+    apply_restore,
+    checkout_tree,
+    prepare_restore,
+    restore_tree,
+)
 from .scan import ScanResult, scan_world
 from .store import LmdbStore, ObjectStore, Update
 from .worldfs import STORE_DIR
@@ -139,9 +146,10 @@ class Repository:
                 raise NotFound("there are no snapshots yet")
             if back and not back.isdigit():
                 raise NotFound(f"{spec!r}: expected head~N with a number N")
+            shallow = load_shallow(self.store)
             for _ in range(int(back or 0)):
                 parents = self.read_snapshot(oid).parents
-                if not parents:
+                if not parents or oid in shallow:
                     raise NotFound(f"{spec}: history is not that long")
                 oid = parents[0]
             return oid
@@ -157,9 +165,10 @@ class Repository:
 
     def scan(self, progress: Progress | None = None) -> ScanResult:
         """Store the live world's tree (objects and stat cache, no ref) and return it."""
-        writer = ObjectWriter(self.store)
-        result = scan_world(self.world, writer, self.store.load_stats(), progress=progress)
-        self.store.apply(Update(objects=writer.take(), stats=result.stats))
+        with self.lock():  # gc must not delete what the new stat cache entries point at
+            writer = ObjectWriter(self.store)
+            result = scan_world(self.world, writer, self.store.load_stats(), progress=progress)
+            self.store.apply(Update(hashed=writer.take(), stats=result.stats))
         return result
 
     def snapshot(
@@ -187,7 +196,7 @@ class Repository:
         scan = scan_world(self.world, writer, self.store.load_stats(), progress=progress)
         objects = writer.take()
         if parent is not None and not allow_empty and self.read_snapshot(parent).root == scan.root:
-            self.store.apply(Update(objects=objects, stats=scan.stats))
+            self.store.apply(Update(hashed=objects, stats=scan.stats))
             return SnapshotResult(parent, self.read_snapshot(parent), False, scan,
                                   writer.new_objects, writer.new_bytes, time.perf_counter() - started)
         summary = {k: v for k, v in scan.summary.items() if k in ("files", "dirs", "regions", "chunks", "bytes")}
@@ -204,7 +213,7 @@ class Repository:
         data = encode_snapshot(snap)
         oid = hash_bytes(data)
         self.store.apply(
-            Update(objects=[*objects, data], refs=[(HEAD, parent, oid)], stats=scan.stats)
+            Update(hashed=[*objects, (oid, data)], refs=[(HEAD, parent, oid)], stats=scan.stats)
         )
         return SnapshotResult(oid, snap, True, scan, writer.new_objects + 1,
                               writer.new_bytes + len(data), time.perf_counter() - started)
@@ -258,8 +267,9 @@ class Repository:
         with self.lock():
             safety, live = self._safety_snapshot(f"safety snapshot before rollback to {snapshot.hex()[:12]}")
             target = self.read_snapshot(snapshot).root
+            ops = prepare_restore(self.store, self.world, live, target)  # refuse before head moves
             oid = self._commit_tree(target, f"rollback to {snapshot.hex()[:12]}")
-            restored = restore_tree(self.store, self.world, live, target, progress=progress)
+            restored = apply_restore(self.store, self.world, ops, progress=progress)
             return RollbackResult(safety, oid, restored)
 
     def _safety_snapshot(self, message: str) -> tuple[ObjectId | None, ObjectId]:

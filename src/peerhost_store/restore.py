@@ -5,14 +5,14 @@ written to a temporary file and renamed into place."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import DecodeError, PeerhostError
 from .ids import ObjectId
-from .objects import DirEntry, EntryKind, decode
+from .objects import DirEntry, EntryKind
 from .region import ChunkRecord, external_name, region_coords, write_region
-from .tree import ObjectLoader, diff_trees, iter_region
+from .tree import ObjectLoader, diff_trees, iter_region, load_blob
 from .worldfs import atomic_write, check_rel_path, remove_path, resolve_inside
 
 Progress = Callable[[int, int], None]
@@ -36,14 +36,7 @@ class RestoreResult:
     written: int = 0
     removed: int = 0
     bytes_written: int = 0
-
-
-def load_blob(store: ObjectLoader, oid: ObjectId) -> bytes:
-    """Load a blob object's bytes."""
-    obj = decode(store.get_raw(oid))
-    if not isinstance(obj, bytes):
-        raise DecodeError(f"object {oid.hex()} is not a blob")
-    return obj
+    warnings: list[str] = field(default_factory=list)
 
 
 def plan(store: ObjectLoader, current: ObjectId | None, target: ObjectId) -> list[_Op]:
@@ -69,9 +62,33 @@ def restore_tree(
         UnsafePath: a path in the tree, or a link on disk, would lead outside ``world``;
             raised before anything is written.
     """
+    return apply_restore(store, world, prepare_restore(store, world, current, target),
+                         progress=progress, durable=durable)
+
+
+def prepare_restore(
+    store: ObjectLoader, world: Path, current: ObjectId | None, target: ObjectId
+) -> list[_Op]:
+    """Plan a restore and check every path, in the tree and on disk, before anything is written.
+
+    Raises:
+        UnsafePath: a path in the tree, or a link on disk, would lead outside ``world``.
+    """
     ops = plan(store, current, target)
     for op in ops:
         resolve_inside(world, op.path)  # links planted on disk are refused before any write
+    return ops
+
+
+def apply_restore(
+    store: ObjectLoader,
+    world: Path,
+    ops: list[_Op],
+    *,
+    progress: Progress | None = None,
+    durable: bool = True,
+) -> RestoreResult:
+    """Carry out the operations of :func:`prepare_restore`."""
     world.mkdir(parents=True, exist_ok=True)
     result = RestoreResult()
     for done, op in enumerate(ops, 1):
@@ -100,8 +117,14 @@ def _apply(store: ObjectLoader, world: Path, op: _Op, result: RestoreResult, dur
         for name in stale:
             remove_path(path.parent / name)
     if new is None:
-        remove_path(path)
-        result.removed += 1
+        try:
+            remove_path(path)
+            result.removed += 1
+        except OSError as exc:
+            if not path.is_dir():
+                raise
+            # It holds something the tree does not track (a link, a special file): keep it.
+            result.warnings.append(f"{op.path}: folder kept, it holds untracked entries ({exc.strerror})")
         return
     if new.kind is EntryKind.DIR:
         if old is not None and old.kind is not EntryKind.DIR or path.is_symlink():

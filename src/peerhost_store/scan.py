@@ -20,7 +20,7 @@ from .errors import PeerhostError
 from .ids import ObjectId
 from .objects import ChunkEntry, DirEntry, EntryKind, encode_blob
 from .region import RegionError, external_name, parse_region, region_coords
-from .tree import build_dir, build_region
+from .tree import MAX_TREE_DEPTH, build_dir, build_region
 from .worldfs import EXCLUDED_AT_ROOT, TEMP_PREFIX, UnsafePath, check_name, region_place
 from .writer import ObjectWriter
 
@@ -120,6 +120,8 @@ class _Scanner:
     # phase 1: list the folder and look up the stat cache
     def walk(self, path: Path, rel: str) -> _Dir:
         folder = _Dir(rel)
+        if rel.count("/") >= MAX_TREE_DEPTH:
+            raise WorldReadError(f"{rel[:200]}...: folders nested deeper than {MAX_TREE_DEPTH}")
         with os.scandir(path) as it:
             entries = sorted(it, key=lambda e: e.name)
         for entry in entries:
@@ -218,7 +220,8 @@ class _Scanner:
         except RegionError as exc:
             self.warn(rel, f"{exc}; stored whole as a plain file")
             return DirEntry(name, EntryKind.FILE, self.writer.add(encode_blob(data)), len(data)), True
-        consumed.update(externals)
+        if parsed.clean:  # a damaged region is restored whole, so its .mcc files stay plain files
+            consumed.update(externals)
         add = self.writer.add
         chunks = [
             ChunkEntry(c.slot, add(encode_blob(c.payload)), c.compression, c.timestamp, c.external)

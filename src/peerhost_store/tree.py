@@ -1,10 +1,12 @@
 """Paged maps and the world tree. Pure: reads through ``get_raw``, writes through ``add``.
 
-A directory or a region is a *paged map*: its sorted entries are cut into leaves where a key's
-hash says so (about one key in 16, and at most 64 entries a leaf), and the leaves are gathered
-under index nodes cut the same way, level by level, until one node remains. Because cut points
-depend only on keys, two versions of a map share every leaf and index node the change did not
-touch; one changed chunk re-stores a leaf, an index node or two and the directories above it.
+A directory or a region is a *paged map*: its sorted entries are cut into leaves, and the
+leaves are gathered under index nodes, level by level, until one node remains. Directories cut
+where a name's hash says so (about one name in 8; a run of 32 names without a cut is cut
+anyway); regions cut at fixed slot boundaries (8 slots a leaf, 64 a level-1 node). Because cut
+points depend on keys (and rarely on position), two versions of a map share every node the
+change did not touch: one changed chunk re-stores a leaf of 8 slots, two index nodes and the
+directories above it.
 
 Diff never compares entries that live in shared nodes: it drops node ids present on both sides
 and expands only the rest, so its cost grows with the change, not with the map.
@@ -13,7 +15,7 @@ and expands only the rest, so its cost grows with the change, not with the map.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol, TypeVar, Union
+from typing import Protocol, Union
 
 import blake3
 
@@ -34,11 +36,13 @@ from .objects import (
     encode_region_leaf,
 )
 
-FANOUT = 16
-MAX_PAGE = 64
+FANOUT = 8
+MAX_PAGE = 32
+# Region maps have a fixed shape instead: slots are dense integers 0..1023, so leaves hold 8
+# consecutive slots, level-1 nodes 8 leaves (two rows of the region), the root the rest.
+REGION_SHIFTS = (3, 6)
 
 Entry = Union[DirEntry, ChunkEntry]
-E = TypeVar("E", DirEntry, ChunkEntry)
 Add = Callable[[bytes], ObjectId]
 
 
@@ -48,25 +52,25 @@ class ObjectLoader(Protocol):
     def get_raw(self, oid: ObjectId) -> bytes: ...
 
 
-def _key_bytes(key: str | int) -> bytes:
-    return key.encode() if isinstance(key, str) else key.to_bytes(4, "big", signed=True)
-
-
 def _is_cut(level: int, key: str | int) -> bool:
-    digest = blake3.blake3(bytes([level]) + _key_bytes(key)).digest(1)
-    return digest[0] < 256 // FANOUT
+    data = key.encode() if isinstance(key, str) else key.to_bytes(4, "big", signed=True)
+    return blake3.blake3(bytes([level]) + data).digest(1)[0] < 256 // FANOUT
 
 
 def _paginate(level: int, keys: Sequence[str | int]) -> list[tuple[int, int]]:
     """Split positions ``0..len(keys)`` into ``[start, end)`` pages."""
-    pages, start = [], 0
-    for i, key in enumerate(keys):
-        if _is_cut(level, key) or i + 1 - start >= MAX_PAGE:
-            pages.append((start, i + 1))
-            start = i + 1
-    if start < len(keys) or not pages:
-        pages.append((start, len(keys)))
-    return pages
+    if keys and isinstance(keys[0], int):
+        shift = REGION_SHIFTS[level] if level < len(REGION_SHIFTS) else 64
+        cuts = [i + 1 for i in range(len(keys) - 1)
+                if keys[i] >> shift != keys[i + 1] >> shift]  # type: ignore[operator]
+    else:
+        cuts, start = [], 0
+        for i, key in enumerate(keys[:-1]):
+            if _is_cut(level, key) or i + 1 - start >= MAX_PAGE:
+                cuts.append(i + 1)
+                start = i + 1
+    bounds = [0, *cuts, len(keys)]
+    return list(zip(bounds, bounds[1:]))
 
 
 def _key(entry: Entry) -> str | int:
@@ -140,13 +144,12 @@ def iter_region(store: ObjectLoader, oid: ObjectId) -> Iterator[ChunkEntry]:
         yield entry
 
 
-def iter_map_nodes(store: ObjectLoader, oid: ObjectId) -> Iterator[tuple[ObjectId, Node]]:
-    """Yield every node of a paged map (for verify, gc and sync)."""
-    node = load_node(store, oid)
-    yield oid, node
-    if isinstance(node, Index):
-        for child in node.entries:
-            yield from iter_map_nodes(store, child.oid)
+def load_blob(store: ObjectLoader, oid: ObjectId) -> bytes:
+    """Load a blob object's bytes."""
+    obj = decode(store.get_raw(oid))
+    if not isinstance(obj, bytes):
+        raise DecodeError(f"object {oid.hex()} is not a blob")
+    return obj
 
 
 def diff_maps(
@@ -205,6 +208,26 @@ def _leaf_entries(store: ObjectLoader, items: list[tuple[ObjectId, int]]) -> lis
     return entries
 
 
+def diff_dirs(
+    store: ObjectLoader, a: ObjectId | None, b: ObjectId | None
+) -> Iterator[tuple[DirEntry | None, DirEntry | None]]:
+    """:func:`diff_maps` of two directory maps, refusing maps that hold other entries."""
+    for old, new in diff_maps(store, a, b):
+        if not isinstance(old, DirEntry | None) or not isinstance(new, DirEntry | None):
+            raise DecodeError(f"directory {(b or a).hex()} holds chunk entries")  # type: ignore[union-attr]
+        yield old, new
+
+
+def diff_regions(
+    store: ObjectLoader, a: ObjectId | None, b: ObjectId | None
+) -> Iterator[tuple[ChunkEntry | None, ChunkEntry | None]]:
+    """:func:`diff_maps` of two region maps, refusing maps that hold other entries."""
+    for old, new in diff_maps(store, a, b):
+        if not isinstance(old, ChunkEntry | None) or not isinstance(new, ChunkEntry | None):
+            raise DecodeError(f"region {(b or a).hex()} holds directory entries")  # type: ignore[union-attr]
+        yield old, new
+
+
 def _merge(old: list[Entry], new: list[Entry]) -> Iterator[tuple[Entry | None, Entry | None]]:
     i = j = 0
     while i < len(old) or j < len(new):
@@ -226,17 +249,26 @@ def _merge(old: list[Entry], new: list[Entry]) -> Iterator[tuple[Entry | None, E
 # -- the world tree: directories of files, folders and regions ------------------------------
 
 
+# Worlds nest a few folders deep; a tree nested deeper than this is hostile or broken, and
+# refusing it keeps the recursive walks far from Python's recursion limit.
+MAX_TREE_DEPTH = 128
+
+
+def _check_depth(prefix: str) -> None:
+    if prefix.count("/") >= MAX_TREE_DEPTH:
+        raise DecodeError(f"{prefix[:200]}...: folders nested deeper than {MAX_TREE_DEPTH}")
+
+
 def iter_tree(
     store: ObjectLoader, root: ObjectId, prefix: str = ""
 ) -> Iterator[tuple[str, DirEntry]]:
-    """Yield ``(path, entry)`` for every file and region under ``root`` (``/``-separated)."""
+    """Yield ``(path, entry)`` for every entry under ``root`` (``/``-separated), folders first."""
+    _check_depth(prefix)
     for entry in iter_dir(store, root):
         path = f"{prefix}{entry.name}"
+        yield path, entry
         if entry.kind is EntryKind.DIR:
-            yield path, entry
             yield from iter_tree(store, entry.oid, path + "/")
-        else:
-            yield path, entry
 
 
 def diff_trees(
@@ -247,11 +279,10 @@ def diff_trees(
     Equal subtrees are skipped by id. A folder present on both sides is descended into and not
     reported itself; a folder added or removed is reported, followed by everything under it.
     """
-    for old, new in diff_maps(store, a, b):
-        assert isinstance(old, DirEntry | None) and isinstance(new, DirEntry | None)
-        entry = old if old is not None else new
-        assert entry is not None
-        path = prefix + entry.name
+    _check_depth(prefix)
+    for old, new in diff_dirs(store, a, b):
+        name = old.name if old is not None else new.name  # type: ignore[union-attr]
+        path = prefix + name
         old_dir = old.oid if old is not None and old.kind is EntryKind.DIR else None
         new_dir = new.oid if new is not None and new.kind is EntryKind.DIR else None
         if old_dir is not None and new_dir is not None:

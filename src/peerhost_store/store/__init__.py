@@ -39,12 +39,16 @@ class RefConflict(PeerhostError):
 class Update:
     """A set of changes that a store applies all at once or not at all.
 
-    ``objects`` are encoded object bytes (their ids are computed and checked by the store);
+    ``objects`` are encoded object bytes (the store computes their ids); ``hashed`` are
+    ``(id, bytes)`` pairs whose ids the caller computed from those very bytes in this process
+    (:class:`~peerhost_store.writer.ObjectWriter` does, so a snapshot hashes each object once).
+    Bytes that arrive from outside the process always go in ``objects``.
     ``refs`` are compare-and-swaps ``(name, expected, new)`` where None means absent;
     ``stats`` and ``meta`` map keys to new values (None deletes).
     """
 
     objects: list[bytes] = field(default_factory=list)
+    hashed: list[tuple[ObjectId, bytes]] = field(default_factory=list)
     refs: list[tuple[str, ObjectId | None, ObjectId | None]] = field(default_factory=list)
     stats: dict[str, bytes | None] = field(default_factory=dict)
     meta: dict[str, bytes | None] = field(default_factory=dict)

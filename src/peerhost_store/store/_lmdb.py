@@ -117,7 +117,7 @@ class LmdbStore:
 
     def apply(self, update: Update) -> int:
         # Hash outside the transaction: the write lock is held only for the puts.
-        objects = [(hash_bytes(data), data) for data in update.objects]
+        objects = [(hash_bytes(data), data) for data in update.objects] + update.hashed
         with self._lock:
             for _ in range(64):
                 try:

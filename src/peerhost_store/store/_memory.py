@@ -50,8 +50,7 @@ class MemoryStore:
                 if actual != expected:
                     raise RefConflict(name, expected, actual)
             new = 0
-            for data in update.objects:
-                oid = hash_bytes(data)
+            for oid, data in [(hash_bytes(d), d) for d in update.objects] + update.hashed:
                 if oid not in self.objects:
                     self.objects[oid] = bytes(data)
                     new += 1

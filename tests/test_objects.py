@@ -1,0 +1,89 @@
+"""Object decoding is strict: anything malformed is a DecodeError, never another exception."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from peerhost_store.errors import DecodeError
+from peerhost_store.ids import hash_bytes
+from peerhost_store.objects import (
+    ChunkEntry,
+    DirEntry,
+    EntryKind,
+    IndexEntry,
+    Snapshot,
+    decode,
+    encode_blob,
+    encode_dir_leaf,
+    encode_index,
+    encode_region_leaf,
+    encode_snapshot,
+)
+
+OID = hash_bytes(b"x")
+
+
+def test_encodings_round_trip() -> None:
+    assert decode(encode_blob(b"abc")) == b"abc"
+    for n in (0, 255, 256, 65535, 65536):
+        assert msgpack.unpackb(encode_blob(bytes(n))) == [1, bytes(n)]
+    dirs = [DirEntry("a", EntryKind.FILE, OID, 3), DirEntry("b", EntryKind.REGION, OID, 2, OID)]
+    assert decode(encode_dir_leaf(dirs)).entries == tuple(dirs)  # type: ignore[union-attr]
+    chunks = [ChunkEntry(0, OID, 2, 5, False), ChunkEntry(7, OID, 1, 6, True)]
+    assert decode(encode_region_leaf(chunks)).entries == tuple(chunks)  # type: ignore[union-attr]
+    index = decode(encode_index(1, [IndexEntry(0, OID), IndexEntry(8, OID)]))
+    assert index.level == 1  # type: ignore[union-attr]
+    snap = Snapshot(OID, (OID,), 1, "a", "h", "m", {"chunks": 3})
+    assert decode(encode_snapshot(snap)) == snap
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [], [99], "x", [1], [1, "text"], [2, [["b", 0, OID, 1], ["a", 0, OID, 1]]],
+        [2, [["a", 0, OID, 1], ["a", 0, OID, 1]]], [2, [["", 0, OID, 1]]], [2, [["a", 9, OID, 1]]],
+        [2, [["a", 0, b"short", 1]]], [2, [["a", 0, OID, -1]]], [2, [["a", 0, OID, 1, OID]]],
+        [4, [[1024, OID, 2, 0, False]]], [4, [[0, OID, 2, 2**32, False]]], [4, [[0, OID, 2, 0, 1]]],
+        [3, 0, [[0, OID]]], [3, 1, []], [3, 1, [["a", OID], [1, OID]]], [3, 99, [[0, OID]]],
+        [5, OID, [], 0, "a", "h", "m"], [5, OID, [b"x"], 0, "a", "h", "m", {}],
+        [5, OID, [], 0, "a", "h", "m", {"k": "v"}], [5, OID, [], 0, 1, "h", "m", {}],
+    ],
+)
+def test_malformed_objects_are_refused(value: object) -> None:
+    with pytest.raises(DecodeError):
+        decode(msgpack.packb(value, use_bin_type=True))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_decode_or_raise_decode_error(data: bytes) -> None:
+    try:
+        decode(data)
+    except DecodeError:
+        pass
+
+
+json_like = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=5) | st.binary(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 6), json_like)
+def test_wrong_typed_fields_raise_decode_error(kind: int, body: object) -> None:
+    for value in ([kind, body], [kind, 1, body], [kind, OID, body, 0, "a", "h", "m", {}]):
+        try:
+            decode(msgpack.packb(value, use_bin_type=True))
+        except DecodeError:
+            pass
+
+
+def test_deep_nesting_is_refused() -> None:
+    data = b"\x91" * 100_000 + b"\x01"
+    with pytest.raises(DecodeError):
+        decode(data)
