@@ -162,6 +162,26 @@ def encode_snapshot(s: Snapshot) -> bytes:
     )
 
 
+_BIN_WIDTH = [0] * 256
+_BIN_WIDTH[0xC4], _BIN_WIDTH[0xC5], _BIN_WIDTH[0xC6] = 1, 2, 4
+
+
+def decode_blob(data: bytes) -> bytes:
+    """Decode a blob object without a general msgpack pass (restore reads one per chunk).
+
+    Raises:
+        DecodeError: the bytes are not exactly one blob object.
+    """
+    if data[:2] == b"\x92\x01" and len(data) >= 4:
+        width = _BIN_WIDTH[data[2]]
+        if width and len(data) == 3 + width + int.from_bytes(data[3 : 3 + width], "big"):
+            return data[3 + width :]
+    obj = decode(data)
+    if not isinstance(obj, bytes):
+        raise DecodeError(f"expected a blob, found {type(obj).__name__}")
+    return obj
+
+
 def object_id(data: bytes) -> ObjectId:
     """The id of encoded object bytes."""
     return hash_bytes(data)
@@ -236,17 +256,22 @@ def _decode_dir_leaf(value: list[Any]) -> DirLeaf:
 def _decode_region_leaf(value: list[Any]) -> RegionLeaf:
     entries = []
     for row in _rows(value, 2):
-        _expect(isinstance(row, list) and len(row) == 5, "a chunk entry has 5 fields")
-        _expect(type(row[4]) is bool, "the external flag is a boolean")
-        entries.append(
-            ChunkEntry(
-                _int(row[0], "slot", 0, 1023),
-                _oid(row[1], "payload id"),
-                _int(row[2], "compression", 0, 127),
-                _int(row[3], "timestamp", 0, 2**32 - 1),
-                row[4],
-            )
-        )
+        # Checked inline: restore decodes one leaf per 8 chunks.
+        if not (
+            type(row) is list
+            and len(row) == 5
+            and type(row[0]) is int
+            and 0 <= row[0] <= 1023
+            and type(row[1]) is bytes
+            and len(row[1]) == ID_SIZE
+            and type(row[2]) is int
+            and 0 <= row[2] <= 127
+            and type(row[3]) is int
+            and 0 <= row[3] < 2**32
+            and type(row[4]) is bool
+        ):
+            raise DecodeError(f"malformed chunk entry {row!r:.200}")
+        entries.append(ChunkEntry(row[0], ObjectId(row[1]), row[2], row[3], row[4]))
     _expect_sorted([e.slot for e in entries])
     return RegionLeaf(tuple(entries))
 

@@ -35,6 +35,7 @@ _HEADER = struct.Struct(">1024I1024I")
 _CHUNK_HEAD = struct.Struct(">IB")
 _REGION_NAME = re.compile(r"^r\.(-?\d+)\.(-?\d+)\.mca$")
 _MAX_INLINE_SECTORS = 255  # the sector count is one byte
+_ZEROS = bytes(SECTOR)
 
 
 class RegionError(PeerhostError, ValueError):
@@ -230,8 +231,9 @@ def write_region(chunks: Iterable[ChunkRecord]) -> tuple[bytes, dict[int, bytes]
     records = sorted(chunks, key=lambda c: c.slot)
     locations = [0] * SLOTS
     timestamps = [0] * SLOTS
-    body = bytearray()
     externals: dict[int, bytes] = {}
+    parts: list[bytes] = [b""]  # the header goes first, once the locations are known
+    pack = _CHUNK_HEAD.pack
     sector = 2
     previous = -1
     for record in records:
@@ -244,18 +246,21 @@ def write_region(chunks: Iterable[ChunkRecord]) -> tuple[bytes, dict[int, bytes]
         previous = record.slot
         if record.external:
             externals[record.slot] = record.payload
-            blob = _CHUNK_HEAD.pack(1, record.compression | EXTERNAL_FLAG)
+            parts.append(pack(1, record.compression | EXTERNAL_FLAG))
+            size = 5
         else:
-            blob = _CHUNK_HEAD.pack(len(record.payload) + 1, record.compression) + record.payload
-        count = -(-len(blob) // SECTOR)
+            size = 5 + len(record.payload)
+            parts.append(pack(size - 4, record.compression))
+            parts.append(record.payload)
+        count = -(-size // SECTOR)
+        parts.append(_ZEROS[: count * SECTOR - size])
         if count > _MAX_INLINE_SECTORS:
             raise RegionError(
-                f"chunk slot {record.slot}: {len(blob)} bytes need {count} sectors; "
+                f"chunk slot {record.slot}: {size} bytes need {count} sectors; "
                 f"at most {_MAX_INLINE_SECTORS} fit inline (store it as external)"
             )
         locations[record.slot] = sector << 8 | count
         timestamps[record.slot] = record.timestamp
-        body += blob
-        body += bytes(count * SECTOR - len(blob))
         sector += count
-    return _HEADER.pack(*locations, *timestamps) + bytes(body), externals
+    parts[0] = _HEADER.pack(*locations, *timestamps)
+    return b"".join(parts), externals

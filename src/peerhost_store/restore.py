@@ -10,9 +10,10 @@ from pathlib import Path
 
 from .errors import DecodeError, PeerhostError
 from .ids import ObjectId
-from .objects import DirEntry, EntryKind
+from .objects import DirEntry, EntryKind, decode_blob
+from .store import ObjectStore
 from .region import ChunkRecord, external_name, region_coords, write_region
-from .tree import ObjectLoader, diff_trees, iter_region, load_blob
+from .tree import diff_trees, iter_region, load_blob
 from .worldfs import atomic_write, check_rel_path, remove_path, resolve_inside
 
 Progress = Callable[[int, int], None]
@@ -39,7 +40,7 @@ class RestoreResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def plan(store: ObjectLoader, current: ObjectId | None, target: ObjectId) -> list[_Op]:
+def plan(store: ObjectStore, current: ObjectId | None, target: ObjectId) -> list[_Op]:
     """The operations that turn tree ``current`` into tree ``target``, all paths checked."""
     ops = [_Op(path, old, new) for path, old, new in diff_trees(store, current, target)]
     for op in ops:
@@ -48,7 +49,7 @@ def plan(store: ObjectLoader, current: ObjectId | None, target: ObjectId) -> lis
 
 
 def restore_tree(
-    store: ObjectLoader,
+    store: ObjectStore,
     world: Path,
     current: ObjectId | None,
     target: ObjectId,
@@ -67,7 +68,7 @@ def restore_tree(
 
 
 def prepare_restore(
-    store: ObjectLoader, world: Path, current: ObjectId | None, target: ObjectId
+    store: ObjectStore, world: Path, current: ObjectId | None, target: ObjectId
 ) -> list[_Op]:
     """Plan a restore and check every path, in the tree and on disk, before anything is written.
 
@@ -81,7 +82,7 @@ def prepare_restore(
 
 
 def apply_restore(
-    store: ObjectLoader,
+    store: ObjectStore,
     world: Path,
     ops: list[_Op],
     *,
@@ -99,15 +100,19 @@ def apply_restore(
 
 
 def checkout_tree(
-    store: ObjectLoader, target: ObjectId, folder: Path, *, progress: Progress | None = None
+    store: ObjectStore, target: ObjectId, folder: Path, *, progress: Progress | None = None
 ) -> RestoreResult:
-    """Write tree ``target`` into ``folder``, which must be missing or empty."""
+    """Write tree ``target`` into ``folder``, which must be missing or empty.
+
+    Files are not fsynced one by one: there is no older version to lose, and an interrupted
+    checkout is simply run again.
+    """
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise RestoreError(f"{folder} is not an empty folder")
-    return restore_tree(store, folder, None, target, progress=progress)
+    return restore_tree(store, folder, None, target, progress=progress, durable=False)
 
 
-def _apply(store: ObjectLoader, world: Path, op: _Op, result: RestoreResult, durable: bool) -> None:
+def _apply(store: ObjectStore, world: Path, op: _Op, result: RestoreResult, durable: bool) -> None:
     path = resolve_inside(world, op.path)
     old, new = op.old, op.new
     if old is not None and old.kind is EntryKind.REGION:
@@ -149,14 +154,16 @@ def _apply(store: ObjectLoader, world: Path, op: _Op, result: RestoreResult, dur
     result.bytes_written += len(data)
 
 
-def _records(store: ObjectLoader, entry: DirEntry) -> list[ChunkRecord]:
+def _records(store: ObjectStore, entry: DirEntry) -> list[ChunkRecord]:
+    chunks = list(iter_region(store, entry.oid))
+    payloads = store.get_many([c.oid for c in chunks])
     return [
-        ChunkRecord(c.slot, c.compression, load_blob(store, c.oid), c.timestamp, c.external)
-        for c in iter_region(store, entry.oid)
+        ChunkRecord(c.slot, c.compression, decode_blob(payload), c.timestamp, c.external)
+        for c, payload in zip(chunks, payloads)
     ]
 
 
-def _externals(store: ObjectLoader, path: str, entry: DirEntry) -> set[str]:
+def _externals(store: ObjectStore, path: str, entry: DirEntry) -> set[str]:
     coords = region_coords(entry.name)
     if coords is None or entry.raw is not None:
         return set()

@@ -31,6 +31,7 @@ from .objects import (
     Node,
     RegionLeaf,
     decode,
+    decode_blob,
     encode_dir_leaf,
     encode_index,
     encode_region_leaf,
@@ -146,10 +147,10 @@ def iter_region(store: ObjectLoader, oid: ObjectId) -> Iterator[ChunkEntry]:
 
 def load_blob(store: ObjectLoader, oid: ObjectId) -> bytes:
     """Load a blob object's bytes."""
-    obj = decode(store.get_raw(oid))
-    if not isinstance(obj, bytes):
-        raise DecodeError(f"object {oid.hex()} is not a blob")
-    return obj
+    try:
+        return decode_blob(store.get_raw(oid))
+    except DecodeError as exc:
+        raise DecodeError(f"object {oid.hex()}: {exc}") from exc
 
 
 def diff_maps(

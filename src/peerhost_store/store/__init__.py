@@ -65,6 +65,10 @@ class ObjectStore(Protocol):
         """Return an object's bytes; raises ObjectMissing, or ObjectCorrupt if they do not hash to ``oid``."""
         ...
 
+    def get_many(self, oids: list[ObjectId]) -> list[bytes]:
+        """:meth:`get_raw` for several objects at once (one read transaction in LMDB)."""
+        ...
+
     def add_raw(self, data: bytes) -> tuple[ObjectId, bool]:
         """Store one object durably; return its id and whether it was new."""
         ...

@@ -68,13 +68,19 @@ class LmdbStore:
         return self._read(lambda txn: txn.get(oid, db=self._objects) is not None)
 
     def get_raw(self, oid: ObjectId) -> bytes:
-        data = self._read(lambda txn: txn.get(oid, db=self._objects))
-        if data is None:
-            raise ObjectMissing(oid)
-        got = hash_bytes(data)
-        if got != oid:
-            raise ObjectCorrupt(oid, got, f"store {self.path}")
-        return bytes(data)
+        return self.get_many([oid])[0]
+
+    def get_many(self, oids: list[ObjectId]) -> list[bytes]:
+        rows = self._read(lambda txn: [txn.get(oid, db=self._objects) for oid in oids])
+        out: list[bytes] = []
+        for oid, data in zip(oids, rows):
+            if data is None:
+                raise ObjectMissing(oid)
+            got = hash_bytes(data)
+            if got != oid:
+                raise ObjectCorrupt(oid, got, f"store {self.path}")
+            out.append(bytes(data))
+        return out
 
     def iter_missing(self, oids: Iterable[ObjectId]) -> Iterator[ObjectId]:
         wanted = list(oids)

@@ -33,6 +33,9 @@ class MemoryStore:
             raise ObjectCorrupt(oid, got, "memory store")
         return data
 
+    def get_many(self, oids: list[ObjectId]) -> list[bytes]:
+        return [self.get_raw(oid) for oid in oids]
+
     def add_raw(self, data: bytes) -> tuple[ObjectId, bool]:
         oid = hash_bytes(data)
         return oid, self.apply(Update(objects=[data])) == 1
