@@ -1,0 +1,90 @@
+"""The coordinator application and the function that serves it."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from . import head_routes, lease_routes, objects, session_routes
+from .errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
+from .limits import Limits, TokenBucket
+from .observe import Metrics, ObserveMiddleware, metrics_endpoint
+from .state import Coordinator
+
+DEFAULT_LIMITS = Limits()  # frozen: safe to share as a default
+
+
+def create_app(
+    data_dir: Path,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Starlette:
+    """Build the coordinator over ``data_dir`` (created if needed).
+
+    The state is opened here, so ``app.state.admin_token`` holds the admin token when this
+    call created it (first start) and None otherwise. The state is closed when the app's
+    lifespan ends; call ``app.state.coordinator.close()`` when running it without one.
+
+    Args:
+        clock: monotonic seconds; lease expiry and rate limits are judged on it.
+        limits: request, rate and lease limits.
+    """
+    coordinator = Coordinator(Path(data_dir), clock=clock, limits=limits)
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            coordinator.close()
+
+    app = Starlette(
+        routes=[
+            *session_routes.routes,
+            *lease_routes.routes,
+            *head_routes.routes,
+            *objects.routes,
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ],
+        middleware=[Middleware(ObserveMiddleware, metrics=metrics)],
+        exception_handlers={
+            ApiError: handle_api_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
+        },
+        lifespan=lifespan,
+    )
+    app.state.coordinator = coordinator
+    app.state.metrics = metrics
+    app.state.limits = limits
+    app.state.bucket = TokenBucket(limits.rate, limits.burst)
+    app.state.admin_token = coordinator.initial_admin_token
+    return app
+
+
+def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 8765,
+          limits: Limits = DEFAULT_LIMITS) -> None:
+    """Run the coordinator with uvicorn until interrupted.
+
+    Prints the admin token on the first start only; it is stored hashed and cannot be shown
+    again.
+    """
+    import uvicorn  # the server extra; imported here so the package imports without it
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    app = create_app(data_dir, limits=limits)
+    if app.state.admin_token is not None:
+        print(f"admin token (shown once, keep it safe): {app.state.admin_token}", flush=True)
+    print(f"coordinator for {data_dir} on http://{host}:{port}", flush=True)
+    # uvicorn's own access log would duplicate ours (which names members, not addresses).
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info")

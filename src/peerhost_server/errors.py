@@ -1,0 +1,66 @@
+"""The one error the coordinator's routes raise, and how it becomes a JSON answer.
+
+Every error answer is ``{"error": {"code": ..., "message": ..., **details}}``. Messages name
+sessions, members and ids, never a token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from peerhost_store.errors import PeerhostError
+
+
+class ApiError(PeerhostError):
+    """An answer other than success: an HTTP status, a stable ``code`` and details.
+
+    Attributes:
+        status: the HTTP status code.
+        code: a short machine-readable reason (``lease_held``, ``head_moved``, ...).
+        details: extra JSON fields of the error object (the current lease, the actual head).
+        headers: extra response headers (``Retry-After``).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = dict(details or {})
+        self.headers = dict(headers or {})
+        super().__init__(f"{status} {code}: {message}")
+
+
+def error_body(code: str, message: str, details: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON body of an error answer."""
+    return {"error": {"code": code, "message": message, **(details or {})}}
+
+
+async def handle_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return JSONResponse(error_body(exc.code, exc.message, exc.details), exc.status, exc.headers)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, exc.headers)
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    # The traceback goes to the server log (ServerErrorMiddleware); the client learns nothing.
+    return JSONResponse(error_body("internal", "internal error; see the coordinator's log"), 500)

@@ -1,0 +1,172 @@
+"""The session head (compare-and-swap, fenced), rollback and the head log.
+
+A head moves only when (1) the caller's fencing token is the current, unexpired lease, (2) the
+head still is what the caller expects, (3) the new snapshot is complete in the session store
+and (4) descends from the old head. (1) and (2) are checked again in the transaction that moves
+it. Completeness marks make (3) cost what changed (see ``check_complete``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from peerhost_store.ids import ObjectId, hash_bytes
+from peerhost_store.objects import Snapshot, decode, encode_snapshot
+from peerhost_store.store import Update
+from peerhost_store.sync.protocol import (
+    Kind,
+    ProtocolError,
+    check_complete,
+    is_ancestor,
+    parse_hex_id,
+    parse_optional_hex_id,
+)
+
+from .auth import MEMBER, OWNER, Identity
+from .errors import ApiError
+from .state import Coordinator, head_moved
+from .web import authorize, coordinator, field, is_int, read_json, session_name
+
+PLAYERS = {MEMBER, OWNER}
+MAX_LOG = 1000
+
+
+def _hex(value: ObjectId | None) -> str | None:
+    return None if value is None else value.hex()
+
+
+async def get_head(request: Request) -> JSONResponse:
+    session = session_name(request)
+    await authorize(request, PLAYERS, session)
+    coord = coordinator(request)
+
+    def run() -> dict[str, Any]:
+        with coord.lease(session) as (state, now):
+            state.settle(now)
+            lease = state.current(now)
+        return {"head": _hex(coord.head(session)),
+                "fencing": None if lease is None else lease.fencing}
+
+    return JSONResponse(await run_in_threadpool(run))
+
+
+def _id(body: dict[str, Any], name: str, optional: bool = False) -> ObjectId | None:
+    try:
+        if optional:
+            return parse_optional_hex_id(body.get(name), f"'{name}'")
+        return parse_hex_id(body.get(name), f"'{name}'")
+    except ProtocolError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+
+
+async def set_head(request: Request) -> JSONResponse:
+    session = session_name(request)
+    who = await authorize(request, PLAYERS, session)
+    body = await read_json(request)
+    if "old" not in body:
+        raise ApiError(400, "bad_request", "'old' is required (null for a session without head)")
+    old, new = _id(body, "old", optional=True), _id(body, "new")
+    assert new is not None
+    fencing = field(body, "fencing", is_int, "an integer")
+    checked = await run_in_threadpool(_set_head, coordinator(request), session, who, old, new, fencing)
+    return JSONResponse({"head": new.hex(), "old": _hex(old), "checked": checked})
+
+
+def _set_head(coord: Coordinator, session: str, who: Identity, old: ObjectId | None,
+              new: ObjectId, fencing: int) -> int:
+    with coord.head_lock(session):
+        coord.check_fencing(session, who, fencing)  # early: the walk is the costly part
+        current = coord.head(session)
+        if current != old:
+            raise head_moved(current)
+        if current == new:
+            return 0
+        verified, checked = _verify(coord, session, new)
+        if old is not None and not is_ancestor(coord.store(session), old, new):
+            raise ApiError(409, "not_fast_forward",
+                           f"{new.hex()[:12]} does not descend from the head {old.hex()[:12]}; "
+                           "roll back or merge first", {"head": old.hex()})
+        entry = {"time": time.time(), "member": who.member, "kind": "push", "old": _hex(old),
+                 "new": new.hex(), "fencing": fencing}
+        coord.commit_head(session, who, old, new, fencing=fencing, verified=verified, entry=entry)
+        return checked
+
+
+def _verify(coord: Coordinator, session: str, root: ObjectId) -> tuple[list[ObjectId], int]:
+    store = coord.store(session)
+    try:
+        check = check_complete(store, lambda ids: coord.is_complete(session, ids), root,
+                               Kind.SNAPSHOT)
+    except ProtocolError as exc:
+        raise ApiError(400, "malformed_tree", str(exc)) from None
+    if check.missing is not None:
+        raise ApiError(400, "incomplete", f"object {check.missing.hex()} ({check.where}) is not "
+                       "stored; upload it first", {"missing": check.missing.hex(),
+                                                   "where": check.where})
+    return check.verified, check.checked
+
+
+async def rollback(request: Request) -> JSONResponse:
+    session = session_name(request)
+    who = await authorize(request, PLAYERS, session)
+    body = await read_json(request)
+    target = _id(body, "target")
+    assert target is not None
+    fencing = field(body, "fencing", is_int, "an integer", None)
+    if fencing is None and who.role != OWNER:
+        raise ApiError(403, "forbidden", "rollback needs the owner token or the lease's fencing token")
+    coord = coordinator(request)
+    oid, old = await run_in_threadpool(_rollback, coord, session, who, target, fencing)
+    return JSONResponse({"head": oid.hex(), "old": _hex(old), "target": target.hex()})
+
+
+def _rollback(coord: Coordinator, session: str, who: Identity, target: ObjectId,
+              fencing: int | None) -> tuple[ObjectId, ObjectId | None]:
+    store = coord.store(session)
+    with coord.head_lock(session):
+        if fencing is not None:
+            coord.check_fencing(session, who, fencing)
+        if target in set(store.iter_missing([target])):
+            raise ApiError(404, "no_snapshot", f"snapshot {target.hex()} is not stored here")
+        snap = decode(store.get_raw(target))
+        if not isinstance(snap, Snapshot):
+            raise ApiError(400, "not_a_snapshot", f"object {target.hex()} is not a snapshot")
+        _verify(coord, session, target)  # its tree must be whole to serve as the new head
+        current = coord.head(session)
+        # Nothing is deleted: the new snapshot sits on top of the head, holding the old tree.
+        data = encode_snapshot(Snapshot(
+            root=snap.root, parents=(current,) if current is not None else (),
+            time=int(time.time()), author=who.member, host="coordinator",
+            message=f"rollback to {target.hex()[:12]}", summary={},
+        ))
+        oid = hash_bytes(data)
+        store.apply(Update(objects=[data]))
+        entry = {"time": time.time(), "member": who.member, "kind": "rollback",
+                 "old": _hex(current), "new": oid.hex(), "target": target.hex(), "fencing": fencing}
+        # Complete: its root is (verified above) and so is its parent, the current head.
+        coord.commit_head(session, who, current, oid, fencing=fencing, verified=[oid], entry=entry)
+        return oid, current
+
+
+async def get_log(request: Request) -> JSONResponse:
+    session = session_name(request)
+    await authorize(request, PLAYERS, session)
+    raw = request.query_params.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LOG:
+        raise ApiError(400, "bad_request", f"'limit' must be an integer in [1, {MAX_LOG}]")
+    entries = await run_in_threadpool(coordinator(request).log, session, int(raw))
+    return JSONResponse({"entries": entries})
+
+
+routes = [
+    Route("/v1/sessions/{session}/head", get_head, methods=["GET"]),
+    Route("/v1/sessions/{session}/head", set_head, methods=["POST"]),
+    Route("/v1/sessions/{session}/rollback", rollback, methods=["POST"]),
+    Route("/v1/sessions/{session}/log", get_log, methods=["GET"]),
+]

@@ -1,0 +1,100 @@
+"""Request limits: body size and read deadline, per-token rate, lease bounds."""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+
+import anyio
+from starlette.requests import ClientDisconnect, Request
+
+from .errors import ApiError
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request, one token and one lease may use.
+
+    Attributes:
+        max_body_bytes: largest request body (413 beyond; checked on Content-Length and
+            again while streaming, so a body without a length cannot exceed it either).
+        max_json_bytes: largest JSON request body.
+        max_response_bytes: ``objects/get`` answers stop before this many bytes of objects
+            (always at least one object); the client asks again for the rest.
+        body_timeout: seconds to receive a whole request body (408 beyond).
+        rate: requests per second per token, refilled continuously.
+        burst: requests a token may make at once (the bucket's size).
+        min_ttl: shortest lease in seconds.
+        max_ttl: longest lease in seconds.
+        standby_window: seconds during which only the first standby may take a lease that
+            was released or expired.
+    """
+
+    max_body_bytes: int = 64 << 20
+    max_json_bytes: int = 64 << 10
+    max_response_bytes: int = 32 << 20
+    body_timeout: float = 60.0
+    rate: float = 100.0
+    burst: int = 400
+    min_ttl: float = 1.0
+    max_ttl: float = 3600.0
+    standby_window: float = 15.0
+
+
+class TokenBucket:
+    """Per-key token buckets on an injected monotonic clock."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str, now: float) -> float:
+        """Spend one token of ``key``; return 0, or the seconds until one is available."""
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + max(0.0, now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate if self.rate > 0 else math.inf
+
+
+def rate_limited(wait: float) -> ApiError:
+    """The 429 answer for a caller who must wait ``wait`` seconds."""
+    seconds = max(1, math.ceil(wait)) if math.isfinite(wait) else 3600
+    return ApiError(429, "rate_limited", f"too many requests; retry after {seconds} s",
+                    {"retry_after": seconds}, {"Retry-After": str(seconds)})
+
+
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """Read the request body, refusing more than ``limit`` bytes or more than ``timeout`` s."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, "bad_request", "Content-Length is not a number")
+        if int(declared) > limit:
+            raise _too_large(limit)
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        with anyio.fail_after(timeout):
+            async for chunk in request.stream():
+                total += len(chunk)
+                if total > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, "body_timeout",
+                       f"the request body did not arrive within {timeout:g} s") from None
+    except ClientDisconnect:
+        raise ApiError(400, "disconnected", "the client went away mid-body") from None
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "body_too_large", f"request bodies are limited to {limit} bytes",
+                    {"limit": limit})

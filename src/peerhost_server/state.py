@@ -1,0 +1,312 @@
+"""The coordinator's durable state.
+
+Two kinds of LMDB environment, both through :class:`peerhost_store.store.LmdbStore`:
+
+* ``DATA/sessions/<name>/store``: one object store per session, so a session's tokens can
+  never read another session's objects;
+* ``DATA/coordinator``: everything else, as JSON values in the store's ``meta`` table
+  (``session/<name>``, ``token/<id>``, ``lease/<name>``, ``log/<name>/<seq>``), heads as refs
+  ``head/<name>``, and ``complete/<name>/<hex id>`` marks (see
+  :func:`peerhost_store.sync.protocol.check_complete`). A head move, its log entry and its
+  completeness marks are one transaction.
+
+Every change is durable (fsynced) before the request that made it is answered. One process
+owns a data folder at a time (``DATA/coordinator.lock``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from peerhost_store.errors import StoreError
+from peerhost_store.ids import ObjectId
+from peerhost_store.lock import FileLock, Locked
+from peerhost_store.store import LmdbStore, RefConflict, Update
+from peerhost_store.sync.protocol import ObjectStatus
+
+from .auth import ADMIN, MEMBER, OWNER, Identity, NewToken, digests_match, mint_token, token_id_of
+from .errors import ApiError
+from .leases import LeaseError, SessionLease
+from .limits import Limits
+
+Clock = Callable[[], float]
+
+
+class Coordinator:
+    """Sessions, tokens, leases, heads and logs of one data folder."""
+
+    def __init__(self, data_dir: Path, *, clock: Clock, limits: Limits) -> None:
+        self.data_dir = data_dir
+        self.clock = clock
+        self.limits = limits
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._owner_lock = FileLock(data_dir / "coordinator.lock")
+        try:
+            self._owner_lock.__enter__()
+        except Locked as exc:
+            # Two coordinators on one folder would each grant leases: fencing would break.
+            raise StoreError(f"another coordinator is serving {data_dir}") from exc
+        try:
+            self.kv = LmdbStore(data_dir / "coordinator")
+        except BaseException:
+            self._owner_lock.__exit__(None, None, None)
+            raise
+        self._lock = threading.RLock()
+        self._stores: dict[str, LmdbStore] = {}
+        self._leases: dict[str, SessionLease] = {}
+        self._complete: dict[str, set[ObjectId]] = {}
+        self._head_locks: dict[str, threading.Lock] = {}
+        self._closed = False
+        #: The admin token, when this start created it (shown once, never stored in clear).
+        self.initial_admin_token = self._ensure_admin()
+
+    def close(self) -> None:
+        """Close every environment and give up the data folder (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for store in self._stores.values():
+                store.close()
+            self.kv.close()
+            self._owner_lock.__exit__(None, None, None)
+
+    # -- JSON in LMDB ---------------------------------------------------------------------
+
+    def _get(self, key: str) -> Any:
+        raw = self.kv.get_meta(key)
+        return None if raw is None else json.loads(raw)
+
+    def _put(self, values: dict[str, Any], refs: list[tuple[str, ObjectId | None, ObjectId | None]]
+             | None = None) -> None:
+        meta = {k: None if v is None else json.dumps(v).encode() for k, v in values.items()}
+        self.kv.apply(Update(meta=meta, refs=refs or []))
+
+    # -- tokens and sessions --------------------------------------------------------------
+
+    def _ensure_admin(self) -> str | None:
+        with self._lock:
+            if self._get("admin") is not None:
+                return None
+            new = mint_token()
+            self._put({"admin": new.token_id, f"token/{new.token_id}": self._token(new, ADMIN, None, ADMIN)})
+            return new.token
+
+    @staticmethod
+    def _token(new: NewToken, role: str, session: str | None, member: str) -> dict[str, Any]:
+        return {"digest": new.digest, "role": role, "session": session, "member": member}
+
+    def authenticate(self, token: str) -> Identity | None:
+        """Who ``token`` is, or None when it is unknown, revoked or malformed."""
+        token_id = token_id_of(token)
+        if token_id is None:
+            return None
+        record = self._get(f"token/{token_id}")
+        if record is None or not digests_match(record["digest"], token):
+            return None
+        return Identity(token_id, record["role"], record["session"], record["member"])
+
+    def session(self, name: str) -> dict[str, Any]:
+        """A session's record.
+
+        Raises:
+            ApiError: 404 ``no_session``.
+        """
+        record = self._get(f"session/{name}")
+        if record is None:
+            raise ApiError(404, "no_session", f"there is no session {name!r}")
+        return record  # type: ignore[no-any-return]
+
+    def session_names(self) -> list[str]:
+        return list(self._get("sessions") or [])
+
+    def create_session(self, name: str) -> str:
+        """Create a session; return its owner token (shown once)."""
+        with self._lock:
+            if self._get(f"session/{name}") is not None:
+                raise ApiError(409, "session_exists", f"session {name!r} already exists")
+            new = mint_token()
+            record = {"name": name, "created": int(time.time()), "owner": new.token_id,
+                      "members": {}}
+            self._put({
+                f"session/{name}": record,
+                f"token/{new.token_id}": self._token(new, OWNER, name, OWNER),
+                "sessions": [*self.session_names(), name],
+            })
+            return new.token
+
+    def add_member(self, session: str, name: str) -> str:
+        """Add a member to a session; return its token (shown once)."""
+        with self._lock:
+            record = self.session(session)
+            if name == OWNER or name in record["members"]:
+                raise ApiError(409, "member_exists", f"{name!r} is already a member of {session!r}")
+            new = mint_token()
+            record["members"][name] = new.token_id
+            self._put({f"session/{session}": record,
+                       f"token/{new.token_id}": self._token(new, MEMBER, session, name)})
+            return new.token
+
+    def remove_member(self, session: str, name: str) -> None:
+        """Revoke a member's token."""
+        with self._lock:
+            record = self.session(session)
+            token_id = record["members"].pop(name, None)
+            if token_id is None:
+                raise ApiError(404, "no_member", f"{name!r} is not a member of {session!r}")
+            self._put({f"session/{session}": record, f"token/{token_id}": None})
+
+    # -- objects --------------------------------------------------------------------------
+
+    def store(self, session: str) -> LmdbStore:
+        """The session's object store (opened on first use)."""
+        with self._lock:
+            store = self._stores.get(session)
+            if store is None:
+                store = LmdbStore(self.data_dir / "sessions" / session / "store")
+                self._stores[session] = store
+            return store
+
+    def is_complete(self, session: str, oids: list[ObjectId]) -> list[bool]:
+        """Whether each id is marked complete in the session."""
+        known = self._complete.setdefault(session, set())
+        out = []
+        for oid in oids:
+            hit = oid in known or self.kv.get_meta(_complete_key(session, oid)) is not None
+            if hit:
+                known.add(oid)
+            out.append(hit)
+        return out
+
+    def object_status(self, session: str, oids: list[ObjectId]) -> list[ObjectStatus]:
+        """Missing, present or complete, for each id."""
+        missing = set(self.store(session).iter_missing(oids))
+        present = [oid for oid in oids if oid not in missing]
+        complete = {oid for oid, c in zip(present, self.is_complete(session, present)) if c}
+        return [ObjectStatus.MISSING if oid in missing else
+                ObjectStatus.COMPLETE if oid in complete else ObjectStatus.PRESENT for oid in oids]
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def _lease_state(self, session: str) -> SessionLease:
+        state = self._leases.get(session)
+        if state is None:
+            raw = self._get(f"lease/{session}")
+            window = self.limits.standby_window
+            state = (SessionLease(window=window) if raw is None
+                     else SessionLease.from_json(raw, self.clock(), window))
+            self._leases[session] = state
+        return state
+
+    @contextmanager
+    def lease(self, session: str) -> Iterator[tuple[SessionLease, float]]:
+        """Work on a session's lease state under the lock; persist it afterwards.
+
+        If the body or the write fails, the in-memory state is put back, so nothing is
+        answered that was not persisted.
+        """
+        with self._lock:
+            state = self._lease_state(session)
+            before = copy.deepcopy(state)
+            try:
+                yield state, self.clock()
+                if state.to_json() != before.to_json():
+                    self._put({f"lease/{session}": state.to_json()})
+            except BaseException:
+                self._leases[session] = before
+                raise
+
+    def check_fencing(self, session: str, who: Identity, fencing: int) -> None:
+        """Refuse (409 ``fenced``) unless ``fencing`` is ``who``'s current, unexpired lease."""
+        with self.lease(session) as (state, now):
+            try:
+                state.check_fencing(now, fencing=fencing, member=who.member)
+            except LeaseError as exc:
+                current = state.current(now)
+                raise ApiError(409, "fenced", f"fencing token {fencing} is not the current "
+                               "lease; the head can no longer be moved with it",
+                               {"lease": None if current is None else current.to_json(now)}) from exc
+
+    # -- heads ----------------------------------------------------------------------------
+
+    def head(self, session: str) -> ObjectId | None:
+        return self.kv.get_ref(f"head/{session}")
+
+    def head_lock(self, session: str) -> threading.Lock:
+        """Serialises head changes of one session (walks may take a while)."""
+        with self._lock:
+            return self._head_locks.setdefault(session, threading.Lock())
+
+    def commit_head(
+        self,
+        session: str,
+        who: Identity,
+        old: ObjectId | None,
+        new: ObjectId,
+        *,
+        fencing: int | None,
+        verified: list[ObjectId],
+        entry: dict[str, Any],
+    ) -> None:
+        """Move the head from ``old`` to ``new``, append ``entry`` to the log and record
+        ``verified`` as complete, in one transaction. The fencing token (when given) is checked
+        under the same lock that grants leases, so no grant slips in between.
+
+        Raises:
+            ApiError: 409 ``fenced`` or ``head_moved``.
+        """
+        with self._lock:
+            if fencing is not None:
+                self.check_fencing(session, who, fencing)
+            seq = int(self._get(f"logn/{session}") or 0)
+            meta: dict[str, Any] = {f"log/{session}/{seq:012d}": entry, f"logn/{session}": seq + 1}
+            marks = {_complete_key(session, oid): b"" for oid in verified}
+            try:
+                self.kv.apply(Update(
+                    refs=[(f"head/{session}", old, new)],
+                    meta={**{k: json.dumps(v).encode() for k, v in meta.items()}, **marks},
+                ))
+            except RefConflict as exc:
+                raise head_moved(exc.actual) from exc
+            self._complete.setdefault(session, set()).update(verified)
+
+    def log(self, session: str, limit: int) -> list[dict[str, Any]]:
+        """The last ``limit`` head moves, oldest first."""
+        count = int(self._get(f"logn/{session}") or 0)
+        return [self._get(f"log/{session}/{seq:012d}") for seq in range(max(0, count - limit), count)]
+
+    # -- status ---------------------------------------------------------------------------
+
+    def status(self) -> list[dict[str, Any]]:
+        """Every session: lease, standby queue, head and storage."""
+        out = []
+        for name in self.session_names():
+            with self.lease(name) as (state, now):
+                lease = state.status(now)
+            head = self.head(name)
+            data = self.data_dir / "sessions" / name / "store" / "data.mdb"
+            out.append({
+                "session": name,
+                "members": sorted(self.session(name)["members"]),
+                **lease,
+                "head": None if head is None else head.hex(),
+                "storage_bytes": data.stat().st_size if data.exists() else 0,
+            })
+        return out
+
+
+def head_moved(actual: ObjectId | None) -> ApiError:
+    """The 409 answer to a compare-and-swap that lost."""
+    return ApiError(409, "head_moved", "the head moved; pull, then try again",
+                    {"head": None if actual is None else actual.hex()})
+
+
+def _complete_key(session: str, oid: ObjectId) -> str:
+    return f"complete/{session}/{oid.hex()}"

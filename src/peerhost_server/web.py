@@ -1,0 +1,138 @@
+"""What every route needs: who is calling, its body, typed fields, msgpack answers."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any, cast
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from peerhost_store.ids import ObjectId
+from peerhost_store.sync.protocol import MSGPACK, ProtocolError, decode_ids
+
+from .auth import ADMIN, Identity, bearer_token, valid_name
+from .errors import ApiError
+from .limits import Limits, TokenBucket, rate_limited, read_body
+from .state import Coordinator
+
+
+def coordinator(request: Request) -> Coordinator:
+    return cast(Coordinator, request.app.state.coordinator)
+
+
+def limits(request: Request) -> Limits:
+    return cast(Limits, request.app.state.limits)
+
+
+async def authorize(request: Request, roles: set[str], session: str | None = None) -> Identity:
+    """Authenticate the caller, spend one rate-limit token, and check its role and session.
+
+    A token of another session is refused before the session is looked at, so the answer
+    reveals nothing about that session (not even whether it exists).
+
+    Raises:
+        ApiError: 401 ``unauthorized``, 429 ``rate_limited``, 403 ``forbidden``.
+    """
+    coord = coordinator(request)
+    bucket = cast(TokenBucket, request.app.state.bucket)
+    token = bearer_token(request.headers.get("authorization"))
+    who = None if token is None else await run_in_threadpool(coord.authenticate, token)
+    if who is None:
+        # Unknown callers share a bucket per address, so guessing tokens is slow too.
+        client = request.client.host if request.client else "unknown"
+        _spend(bucket, f"addr:{client}", coord.clock())
+        raise ApiError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' is required",
+                       headers={"WWW-Authenticate": "Bearer"})
+    request.state.identity = who
+    _spend(bucket, f"token:{who.token_id}", coord.clock())
+    if session is not None and who.role != ADMIN and who.session != session:
+        raise ApiError(403, "forbidden", "this token belongs to another session")
+    if who.role not in roles:
+        raise ApiError(403, "forbidden", f"this needs the {' or '.join(sorted(roles))} token")
+    if session is not None:
+        if not valid_name(session):  # only the admin gets here with a name it did not create
+            raise ApiError(404, "no_session", "there is no such session")
+        await run_in_threadpool(coord.session, session)  # 404 for the admin
+    return who
+
+
+def _spend(bucket: TokenBucket, key: str, now: float) -> None:
+    wait = bucket.take(key, now)
+    if wait > 0:
+        raise rate_limited(wait)
+
+
+def session_name(request: Request) -> str:
+    # Not validated here: authorize() refuses any name but the token's own session (or, for
+    # the admin, one that exists), and existing names were validated when created.
+    return cast(str, request.path_params["session"])
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The JSON object body (at most ``max_json_bytes``)."""
+    lim = limits(request)
+    data = await read_body(request, lim.max_json_bytes, lim.body_timeout)
+    try:
+        value = json.loads(data) if data else {}
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_json", f"the body is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "bad_json", "the body must be a JSON object")
+    return value
+
+
+async def read_msgpack_body(request: Request) -> bytes:
+    """A msgpack body (at most ``max_body_bytes``)."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != MSGPACK:
+        raise ApiError(415, "unsupported_media_type", f"send {MSGPACK}")
+    lim = limits(request)
+    return await read_body(request, lim.max_body_bytes, lim.body_timeout)
+
+
+async def read_ids(request: Request) -> list[ObjectId]:
+    """A msgpack list of ids."""
+    data = await read_msgpack_body(request)
+    try:
+        return decode_ids(data)
+    except ProtocolError as exc:
+        raise ApiError(400, "bad_ids", str(exc), {"index": exc.index}) from None
+
+
+def msgpack_response(data: bytes) -> Response:
+    return Response(data, media_type=MSGPACK)
+
+
+# -- fields of JSON bodies ----------------------------------------------------------------
+
+
+def field(body: dict[str, Any], name: str, check: Callable[[Any], bool], what: str,
+          default: Any = ...) -> Any:
+    """``body[name]`` if ``check`` accepts it; ``default`` when absent (required without)."""
+    if name not in body or body[name] is None:
+        if default is ...:
+            raise ApiError(400, "bad_request", f"{name!r} is required ({what})")
+        return default
+    value = body[name]
+    if not check(value):
+        raise ApiError(400, "bad_request", f"{name!r} must be {what}")
+    return value
+
+
+def is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def is_number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def is_text(limit: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, str) and 0 < len(v) <= limit and v.isprintable()
+
+
+def is_small_json(value: Any) -> bool:
+    return len(json.dumps(value)) <= 2048

@@ -1,0 +1,403 @@
+"""A typed client for the coordinator's HTTP API.
+
+:class:`CoordinatorClient` takes an ``httpx.Client`` (tests pass starlette's ``TestClient``,
+which is one) and turns every error answer into an exception::
+
+    PeerhostError
+     +-- CoordinatorError (code, message, status, details)   any error answer
+          +-- CoordinatorUnavailable     no answer at all (connection refused, reset, timeout)
+          +-- Unauthorized               401, and 403 (Forbidden)
+          |    +-- Forbidden
+          +-- LeaseHeld (lease)          409 lease_held / lease_reserved
+          +-- LeaseLost (lease)          409 lease_lost: the fencing token is no longer current
+          |    +-- Fenced                409 fenced: a head move with a stale fencing token
+          +-- HeadMoved (head)           409 head_moved: the compare-and-swap lost
+          +-- NotFastForward (head)      409 not_fast_forward
+          +-- Incomplete (missing)       400 incomplete: the new head reaches a missing object
+          +-- RateLimited (retry_after)  429
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ..errors import PeerhostError
+from ..ids import ObjectId, from_hex
+from .protocol import (
+    MSGPACK,
+    ObjectStatus,
+    ProtocolError,
+    decode_ids,
+    decode_objects,
+    decode_statuses,
+    encode_ids,
+    encode_objects,
+)
+
+
+class CoordinatorError(PeerhostError):
+    """The coordinator answered with an error (or, for a subclass, not at all).
+
+    Attributes:
+        code: the error code (``lease_held``, ``head_moved``, ...; ``unavailable`` for no answer).
+        message: the coordinator's explanation.
+        status: the HTTP status (0 when there was no answer).
+        details: the other fields of the error object.
+    """
+
+    def __init__(self, code: str, message: str, status: int,
+                 details: dict[str, Any] | None = None) -> None:
+        self.code = code
+        self.message = message
+        self.status = status
+        self.details = details or {}
+        super().__init__(f"coordinator: {message} ({status} {code})")
+
+
+class CoordinatorUnavailable(CoordinatorError):
+    """No answer: the coordinator is down or unreachable, or the connection broke."""
+
+
+class Unauthorized(CoordinatorError):
+    """The token is missing, wrong or revoked (401), or may not do this (403)."""
+
+
+class Forbidden(Unauthorized):
+    """The token is valid but lacks the role or belongs to another session (403)."""
+
+
+class LeaseHeld(CoordinatorError):
+    """Someone else holds (or has reserved) the lease; ``lease`` is theirs (JSON) or None."""
+
+    @property
+    def lease(self) -> dict[str, Any] | None:
+        value = self.details.get("lease")
+        return value if isinstance(value, dict) else None
+
+
+class LeaseLost(CoordinatorError):
+    """The fencing token is not the session's current, unexpired lease."""
+
+
+class Fenced(LeaseLost):
+    """A head move (or fenced rollback) refused because the fencing token is stale."""
+
+
+class HeadMoved(CoordinatorError):
+    """The head is not what the caller expected; ``head`` is the actual one."""
+
+    @property
+    def head(self) -> ObjectId | None:
+        value = self.details.get("head")
+        return None if value is None else from_hex(value)
+
+
+class NotFastForward(HeadMoved):
+    """The new head does not descend from the current one."""
+
+
+class Incomplete(CoordinatorError):
+    """The new head reaches an object the session does not store; ``missing`` is its id."""
+
+    @property
+    def missing(self) -> ObjectId | None:
+        value = self.details.get("missing")
+        return None if value is None else from_hex(value)
+
+
+class RateLimited(CoordinatorError):
+    """Too many requests; retry after ``retry_after`` seconds."""
+
+    @property
+    def retry_after(self) -> float:
+        return float(self.details.get("retry_after", 1))
+
+
+_BY_CODE: dict[str, type[CoordinatorError]] = {
+    "lease_held": LeaseHeld,
+    "lease_reserved": LeaseHeld,
+    "lease_lost": LeaseLost,
+    "fenced": Fenced,
+    "head_moved": HeadMoved,
+    "not_fast_forward": NotFastForward,
+    "incomplete": Incomplete,
+    "rate_limited": RateLimited,
+}
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A granted lease."""
+
+    holder: str
+    member: str
+    fencing: int
+    ttl: float
+    expires_in: float
+    address: str | None = None
+    game: Any = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Lease:
+        return cls(data["holder"], data["member"], int(data["fencing"]), float(data["ttl"]),
+                   float(data["expires_in"]), data.get("address"), data.get("game"))
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """The answer to a renewal: the extended lease and whether someone asked for a sync."""
+
+    lease: Lease
+    sync_requested: bool
+
+
+@dataclass(frozen=True)
+class LeaseStatus:
+    """The whole lease state of a session."""
+
+    lease: Lease | None
+    fencing: int
+    standby: list[str]
+    reserved_for: str | None
+    reserved_for_seconds: float | None
+
+
+@dataclass(frozen=True)
+class Head:
+    """The session head and the current lease's fencing token (None when nobody holds it)."""
+
+    head: ObjectId | None
+    fencing: int | None
+
+
+@dataclass
+class WireStats:
+    """What the client put on the wire: requests, and bytes each way (headers included)."""
+
+    requests: int = 0
+    sent: int = 0
+    received: int = 0
+
+    def copy(self) -> WireStats:
+        return WireStats(self.requests, self.sent, self.received)
+
+
+@dataclass
+class UploadResult:
+    """``stored`` objects accepted, ``new`` of them not stored before."""
+
+    stored: int
+    new: int
+
+
+class CoordinatorClient:
+    """The coordinator API for one session.
+
+    Args:
+        http: an ``httpx.Client`` whose ``base_url`` is the coordinator.
+        session: the session name (admin calls ignore it).
+        token: the admin, owner or member token. It is sent only in the Authorization header.
+    """
+
+    def __init__(self, http: httpx.Client, session: str, token: str) -> None:
+        self.http = http
+        self.session = session
+        self._token = token
+        self.stats = WireStats()
+
+    def __repr__(self) -> str:  # never show the token
+        return f"CoordinatorClient({self.http.base_url!s}, session={self.session!r})"
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _path(self, tail: str) -> str:
+        return f"/v1/sessions/{self.session}/{tail}"
+
+    def _send(self, method: str, path: str, *, body: Any = None, raw: bytes | None = None,
+              params: dict[str, str] | None = None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self._token}"}
+        if raw is not None:
+            headers["Content-Type"] = MSGPACK
+            content = raw
+        elif body is not None:
+            headers["Content-Type"] = "application/json"
+            content = json.dumps(body).encode()
+        else:
+            content = None
+        try:
+            response = self.http.request(method, path, content=content, headers=headers,
+                                         params=params)
+        except httpx.TransportError as exc:
+            self.stats.requests += 1
+            raise CoordinatorUnavailable("unavailable", f"{method} {path}: {exc!r}", 0) from exc
+        self._count(response)
+        if response.status_code >= 400:
+            raise _error(response)
+        return response
+
+    def _count(self, response: httpx.Response) -> None:
+        request = response.request
+        sent = len(f"{request.method} {request.url.raw_path.decode()} HTTP/1.1\r\n")
+        sent += sum(len(k) + len(v) + 4 for k, v in request.headers.raw) + 2
+        sent += len(request.content)
+        received = len(f"HTTP/1.1 {response.status_code} {response.reason_phrase}\r\n")
+        received += sum(len(k) + len(v) + 4 for k, v in response.headers.raw) + 2
+        received += response.num_bytes_downloaded
+        self.stats.requests += 1
+        self.stats.sent += sent
+        self.stats.received += received
+
+    def _json(self, method: str, path: str, body: Any = None,
+              params: dict[str, str] | None = None) -> dict[str, Any]:
+        response = self._send(method, path, body=body, params=params)
+        try:
+            value = response.json()
+        except ValueError as exc:
+            raise ProtocolError(f"{method} {path}: the answer is not JSON") from exc
+        if not isinstance(value, dict):
+            raise ProtocolError(f"{method} {path}: the answer is not a JSON object")
+        return value
+
+    # -- unauthenticated ------------------------------------------------------------------
+
+    def health(self) -> bool:
+        """Whether the coordinator answers."""
+        return bool(self._json("GET", "/v1/health").get("ok"))
+
+    def metrics(self) -> str:
+        """The Prometheus metrics text."""
+        return self._send("GET", "/metrics").text
+
+    # -- admin ----------------------------------------------------------------------------
+
+    def create_session(self, name: str) -> str:
+        """Create a session (admin); return its owner token."""
+        return str(self._json("POST", "/v1/sessions", {"name": name})["owner_token"])
+
+    def list_sessions(self) -> list[dict[str, Any]]:
+        """Every session (admin)."""
+        return list(self._json("GET", "/v1/sessions")["sessions"])
+
+    def status(self) -> dict[str, Any]:
+        """The coordinator's status (admin)."""
+        return self._json("GET", "/v1/status")
+
+    # -- members (owner) ------------------------------------------------------------------
+
+    def add_member(self, name: str) -> str:
+        """Add a member (owner); return its token."""
+        return str(self._json("POST", self._path("members"), {"name": name})["token"])
+
+    def remove_member(self, name: str) -> None:
+        """Revoke a member's token (owner)."""
+        self._json("DELETE", self._path(f"members/{name}"))
+
+    # -- lease ----------------------------------------------------------------------------
+
+    def acquire(self, holder: str, ttl: float, *, address: str | None = None,
+                game: Any = None) -> Lease:
+        """Take the lease. Raises LeaseHeld when someone else holds or has reserved it."""
+        body = {"holder": holder, "ttl": ttl, "address": address, "game": game}
+        return Lease.from_json(self._json("POST", self._path("lease"), body))
+
+    def standby(self, holder: str, ttl: float, *, address: str | None = None,
+                game: Any = None) -> Lease | int:
+        """Take the lease if free, else queue as standby: return the lease or the position."""
+        body = {"holder": holder, "ttl": ttl, "address": address, "game": game, "standby": True}
+        answer = self._json("POST", self._path("lease"), body)
+        return int(answer["position"]) if answer.get("queued") else Lease.from_json(answer)
+
+    def renew(self, fencing: int, *, address: str | None = None, game: Any = None) -> Renewal:
+        """Extend the lease. Raises LeaseLost when ``fencing`` is no longer current."""
+        answer = self._json("POST", self._path("lease/renew"),
+                            {"fencing": fencing, "address": address, "game": game})
+        return Renewal(Lease.from_json(answer), bool(answer["sync_requested"]))
+
+    def release(self, fencing: int) -> None:
+        """Give the lease up. Raises LeaseLost when ``fencing`` is no longer current."""
+        self._json("POST", self._path("lease/release"), {"fencing": fencing})
+
+    def lease_status(self) -> LeaseStatus:
+        """Who holds the lease, the last fencing token, the standby queue."""
+        a = self._json("GET", self._path("lease"))
+        return LeaseStatus(None if a["lease"] is None else Lease.from_json(a["lease"]),
+                           int(a["fencing"]), list(a["standby"]), a["reserved_for"],
+                           a["reserved_for_seconds"])
+
+    def request_sync(self) -> str:
+        """Ask the holder to push; return the holder's name."""
+        return str(self._json("POST", self._path("sync-request"), {})["holder"])
+
+    # -- objects --------------------------------------------------------------------------
+
+    def missing(self, ids: list[ObjectId]) -> list[ObjectId]:
+        """The ids the session does not store."""
+        response = self._send("POST", self._path("objects/missing"), raw=encode_ids(ids))
+        return decode_ids(response.content)
+
+    def object_status(self, ids: list[ObjectId]) -> list[ObjectStatus]:
+        """Missing, present or complete, for each id."""
+        response = self._send("POST", self._path("objects/status"), raw=encode_ids(ids))
+        return decode_statuses(response.content, len(ids))
+
+    def upload(self, objects: list[bytes]) -> UploadResult:
+        """Store encoded objects (the coordinator derives their ids)."""
+        response = self._send("POST", self._path("objects"), raw=encode_objects(objects))
+        answer = response.json()
+        return UploadResult(int(answer["stored"]), int(answer["new"]))
+
+    def download(self, ids: list[ObjectId]) -> list[bytes]:
+        """Fetch objects in order. The answer may hold only a prefix of ``ids`` (the
+        coordinator caps answer size); ask again for the rest. Bytes are not checked here."""
+        response = self._send("POST", self._path("objects/get"), raw=encode_ids(ids))
+        objects = decode_objects(response.content)
+        if not objects and ids or len(objects) > len(ids):
+            raise ProtocolError(f"asked for {len(ids)} objects, got {len(objects)}")
+        return objects
+
+    # -- head -----------------------------------------------------------------------------
+
+    def head(self) -> Head:
+        """The session head and the current fencing token."""
+        a = self._json("GET", self._path("head"))
+        return Head(None if a["head"] is None else from_hex(a["head"]), a["fencing"])
+
+    def set_head(self, old: ObjectId | None, new: ObjectId, fencing: int) -> int:
+        """Move the head from ``old`` to ``new`` (compare-and-swap, fenced).
+
+        Returns how many objects the coordinator's completeness check looked at.
+        Raises Fenced, HeadMoved, NotFastForward or Incomplete.
+        """
+        body = {"old": None if old is None else old.hex(), "new": new.hex(), "fencing": fencing}
+        return int(self._json("POST", self._path("head"), body)["checked"])
+
+    def rollback(self, target: ObjectId, fencing: int | None = None) -> ObjectId:
+        """Make a new head holding ``target``'s tree; return its id."""
+        body: dict[str, Any] = {"target": target.hex()}
+        if fencing is not None:
+            body["fencing"] = fencing
+        return from_hex(self._json("POST", self._path("rollback"), body)["head"])
+
+    def log(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The last head moves, oldest first."""
+        return list(self._json("GET", self._path("log"), params={"limit": str(limit)})["entries"])
+
+
+def _error(response: httpx.Response) -> CoordinatorError:
+    try:
+        error = response.json()["error"]
+        code, message = str(error.pop("code")), str(error.pop("message"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        code, message, error = "http_error", response.text[:200], {}
+    status = response.status_code
+    if status == 401:
+        return Unauthorized(code, message, status, error)
+    if status == 403:
+        return Forbidden(code, message, status, error)
+    if status == 429 and "retry_after" not in error:
+        error["retry_after"] = float(response.headers.get("retry-after", "1"))
+    return _BY_CODE.get(code, CoordinatorError)(code, message, status, error)

@@ -1,0 +1,387 @@
+"""The sync wire format and the pure halves of push, pull and the coordinator's checks.
+
+No network and no files here: functions take bytes or a store and return values. The HTTP
+side lives in :mod:`peerhost_store.sync.client` and in ``peerhost_server``.
+
+Encodings (``application/x-msgpack``):
+
+* a list of ids: a msgpack array of 32-byte ``bin`` values;
+* a list of objects: a msgpack array of ``bin`` values, each the encoded bytes of one object
+  (its id is the blake3 of those bytes: ids are always derived, never sent alongside);
+* object statuses: one ``bin`` value holding one byte per asked id (:class:`ObjectStatus`).
+
+Completeness (see docs/protocol.md): an object is *complete* in a store when it and everything
+it reaches (tree children, snapshot parents) are stored. A blob is complete once stored. The
+coordinator records completeness explicitly, because peers upload objects in any order; a local
+repository gets it for free, because snapshot and pull store children before their parents.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import msgpack
+
+from ..errors import DecodeError, ObjectMissing, PeerhostError
+from ..ids import ID_SIZE, ObjectId
+from ..objects import (
+    DirEntry,
+    DirLeaf,
+    EntryKind,
+    Index,
+    Object,
+    RegionLeaf,
+    Snapshot,
+    decode,
+)
+
+MSGPACK = "application/x-msgpack"
+#: Objects go up in batches of at least this many bytes (or the remainder): per-request
+#: overhead stays small next to the payload, and a batch stays far below the body limit.
+BATCH_BYTES = 4 << 20
+#: How many ids one ``objects/missing``, ``objects/status`` or ``objects/get`` request asks
+#: about (about 560 KiB of ids).
+IDS_PER_REQUEST = 16384
+#: How many objects the coordinator's completeness walk reads per store transaction.
+READ_BATCH = 1024
+
+T = TypeVar("T")
+
+
+class ProtocolError(PeerhostError, ValueError):
+    """A message that does not follow the sync protocol (malformed ids, lists, trees).
+
+    Attributes:
+        index: the position of the offending element in its list, when there is one.
+    """
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        self.index = index
+        super().__init__(message)
+
+
+class ObjectStatus(enum.IntEnum):
+    """What a store knows about an id."""
+
+    MISSING = 0  #: not stored
+    PRESENT = 1  #: stored, but what it reaches may not be
+    COMPLETE = 2  #: stored with everything it reaches
+
+
+class Kind(enum.Enum):
+    """What a reference expects to find: the walks check each object against it."""
+
+    SNAPSHOT = "snapshot"
+    DIR = "dir"  #: a directory map (dir leaf or index of dir leaves)
+    REGION = "region"  #: a region map (region leaf or index of region leaves)
+    BLOB = "blob"
+
+
+# -- encodings ------------------------------------------------------------------------------
+
+
+def _pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _unpack_list(data: bytes, what: str) -> list[Any]:
+    try:
+        value = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise ProtocolError(f"{what}: not msgpack ({len(data)} bytes): {exc}") from exc
+    if not isinstance(value, list):
+        raise ProtocolError(f"{what}: expected a msgpack array, got {type(value).__name__}")
+    return value
+
+
+def encode_ids(ids: Iterable[ObjectId]) -> bytes:
+    """Encode a list of ids."""
+    return _pack(list(ids))
+
+
+def decode_ids(data: bytes) -> list[ObjectId]:
+    """Decode a list of ids, refusing anything that is not a 32-byte ``bin``.
+
+    Raises:
+        ProtocolError: with ``index`` set to the first bad element.
+    """
+    values = _unpack_list(data, "list of ids")
+    for i, value in enumerate(values):
+        if type(value) is not bytes or len(value) != ID_SIZE:
+            raise ProtocolError(f"element {i} is not a {ID_SIZE}-byte id", index=i)
+    return [ObjectId(v) for v in values]
+
+
+def encode_objects(objects: Iterable[bytes]) -> bytes:
+    """Encode a list of encoded objects."""
+    return _pack(list(objects))
+
+
+def decode_objects(data: bytes) -> list[bytes]:
+    """Decode a list of encoded objects (their contents are not checked here).
+
+    Raises:
+        ProtocolError: with ``index`` set to the first element that is not ``bin``.
+    """
+    values = _unpack_list(data, "list of objects")
+    for i, value in enumerate(values):
+        if type(value) is not bytes:
+            raise ProtocolError(f"element {i} is not a bin value", index=i)
+    return values
+
+
+def encode_statuses(statuses: Iterable[ObjectStatus]) -> bytes:
+    """Encode one status byte per id as a single ``bin``."""
+    return _pack(bytes(int(s) for s in statuses))
+
+
+def decode_statuses(data: bytes, count: int) -> list[ObjectStatus]:
+    """Decode the answer to a status request about ``count`` ids."""
+    try:
+        value = msgpack.unpackb(data)
+    except Exception as exc:
+        raise ProtocolError(f"status answer: not msgpack: {exc}") from exc
+    if type(value) is not bytes or len(value) != count:
+        raise ProtocolError(f"status answer: expected {count} status bytes")
+    try:
+        return [ObjectStatus(b) for b in value]
+    except ValueError as exc:
+        raise ProtocolError(f"status answer: {exc}") from exc
+
+
+def parse_hex_id(value: object, what: str) -> ObjectId:
+    """Parse 64 lowercase or uppercase hex digits into an id.
+
+    Raises:
+        ProtocolError: the value is not a string of 64 hex digits.
+    """
+    if not isinstance(value, str) or len(value) != 2 * ID_SIZE:
+        raise ProtocolError(f"{what} must be {2 * ID_SIZE} hex digits")
+    try:
+        return ObjectId(bytes.fromhex(value))
+    except ValueError:
+        raise ProtocolError(f"{what} must be {2 * ID_SIZE} hex digits") from None
+
+
+def parse_optional_hex_id(value: object, what: str) -> ObjectId | None:
+    """:func:`parse_hex_id`, with JSON null meaning "no id"."""
+    return None if value is None else parse_hex_id(value, what)
+
+
+# -- batching -------------------------------------------------------------------------------
+
+
+def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """Yield consecutive slices of at most ``size`` items."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def batch_by_size(
+    items: Iterable[T], size_of: Callable[[T], int], target: int, limit: int | None = None
+) -> Iterator[list[T]]:
+    """Group ``items`` in order into batches of at least ``target`` bytes (the last may be less).
+
+    With ``limit``, a batch is cut early rather than grow past ``limit`` bytes; a single item
+    larger than ``limit`` still forms a batch of its own (the caller decides whether to send it).
+    """
+    batch: list[T] = []
+    total = 0
+    for item in items:
+        size = size_of(item)
+        if batch and limit is not None and total + size > limit:
+            yield batch
+            batch, total = [], 0
+        batch.append(item)
+        total += size
+        if total >= target:
+            yield batch
+            batch, total = [], 0
+    if batch:
+        yield batch
+
+
+# -- the object graph -----------------------------------------------------------------------
+
+
+def check_kind(oid: ObjectId, obj: Object, kind: Kind) -> None:
+    """Refuse an object that is not what the reference to it expects.
+
+    Raises:
+        ProtocolError: e.g. a directory entry that points at a region leaf.
+    """
+    ok = {
+        Kind.SNAPSHOT: isinstance(obj, Snapshot),
+        Kind.BLOB: isinstance(obj, bytes),
+        Kind.DIR: isinstance(obj, (DirLeaf, Index)),
+        Kind.REGION: isinstance(obj, (RegionLeaf, Index)),
+    }[kind]
+    if not ok:
+        raise ProtocolError(f"object {oid.hex()} is referenced as a {kind.value} but is a "
+                            f"{type(obj).__name__}")
+
+
+def children(
+    oid: ObjectId, obj: Object, kind: Kind, *, follow_parents: bool = True
+) -> list[tuple[ObjectId, Kind]]:
+    """The ids ``obj`` refers to, each with the kind it must have.
+
+    Raises:
+        ProtocolError: ``obj`` is not of ``kind``, or holds entries of the other map type.
+    """
+    check_kind(oid, obj, kind)
+    if isinstance(obj, Snapshot):
+        out = [(obj.root, Kind.DIR)]
+        if follow_parents:
+            out += [(p, Kind.SNAPSHOT) for p in obj.parents]
+        return out
+    if isinstance(obj, bytes):
+        return []
+    if isinstance(obj, Index):
+        return [(e.oid, kind) for e in obj.entries]
+    if isinstance(obj, RegionLeaf):
+        if kind is not Kind.REGION:
+            raise ProtocolError(f"directory node {oid.hex()} holds chunk entries")
+        return [(e.oid, Kind.BLOB) for e in obj.entries]
+    if kind is not Kind.DIR:
+        raise ProtocolError(f"region node {oid.hex()} holds directory entries")
+    return [ref for entry in obj.entries for ref in _dir_refs(entry)]
+
+
+def _dir_refs(entry: DirEntry) -> list[tuple[ObjectId, Kind]]:
+    if entry.kind is EntryKind.DIR:
+        return [(entry.oid, Kind.DIR)]
+    if entry.kind is EntryKind.FILE:
+        return [(entry.oid, Kind.BLOB)]
+    out = [(entry.oid, Kind.REGION)]
+    if entry.raw is not None:
+        out.append((entry.raw, Kind.BLOB))
+    return out
+
+
+def decode_as(oid: ObjectId, data: bytes, kind: Kind) -> Object:
+    """Decode ``data`` and check it is of ``kind``.
+
+    Raises:
+        ProtocolError: the bytes are malformed or of another kind.
+    """
+    try:
+        obj = decode(data)
+    except DecodeError as exc:
+        raise ProtocolError(f"object {oid.hex()} is malformed: {exc}") from exc
+    check_kind(oid, obj, kind)
+    return obj
+
+
+class BatchLoader(Protocol):
+    """What the walks need from a store."""
+
+    def get_many(self, oids: list[ObjectId]) -> list[bytes]: ...
+
+    def iter_missing(self, oids: Iterable[ObjectId]) -> Iterator[ObjectId]: ...
+
+
+@dataclass
+class CompletenessCheck:
+    """The result of :func:`check_complete`.
+
+    Attributes:
+        missing: the first missing object found, or None when the graph is complete.
+        where: what needed the missing object (e.g. ``region node 3fa2...``).
+        verified: nodes and snapshots read and found complete; the caller records them so the
+            next check skips their subgraphs.
+        checked: how many objects the walk looked at (its cost).
+    """
+
+    missing: ObjectId | None = None
+    where: str = ""
+    verified: list[ObjectId] = field(default_factory=list)
+    checked: int = 0
+
+
+def check_complete(
+    store: BatchLoader,
+    is_complete: Callable[[list[ObjectId]], list[bool]],
+    root: ObjectId,
+    kind: Kind = Kind.SNAPSHOT,
+) -> CompletenessCheck:
+    """Check that everything ``root`` reaches is stored, skipping what is known complete.
+
+    The walk goes breadth-first, a level of the graph at a time, so each level costs one
+    ``is_complete`` query and a few batched reads. Subgraphs whose root ``is_complete`` says
+    is complete are not entered, so after the first check the cost grows with the change, not
+    with the world. Blobs are checked for presence only (the coordinator decoded every object
+    when it was uploaded). Snapshot parents are followed, so a complete snapshot carries its
+    whole history.
+
+    Raises:
+        ProtocolError: a stored object is malformed or of the wrong kind for its reference.
+    """
+    result = CompletenessCheck()
+    seen: set[ObjectId] = set()
+    frontier: list[tuple[ObjectId, Kind, str]] = [(root, kind, "the new head")]
+    while frontier:
+        level = []
+        for item in frontier:
+            if item[0] not in seen:  # an id reached twice (two empty folders) is read once
+                seen.add(item[0])
+                level.append(item)
+        result.checked += len(level)
+        blobs = [item for item in level if item[1] is Kind.BLOB]
+        nodes = [item for item in level if item[1] is not Kind.BLOB]
+        missing_blobs = set(store.iter_missing(oid for oid, _, _ in blobs))
+        for oid, _, where in blobs:
+            if oid in missing_blobs:
+                result.missing, result.where = oid, where
+                return result
+        known = is_complete([oid for oid, _, _ in nodes]) if nodes else []
+        todo = [item for item, done in zip(nodes, known) if not done]
+        frontier = []
+        for part in chunked(todo, READ_BATCH):
+            ids = [oid for oid, _, _ in part]
+            try:
+                datas = store.get_many(ids)
+            except ObjectMissing as exc:
+                result.missing = exc.oid
+                result.where = next(where for oid, _, where in part if oid == exc.oid)
+                return result
+            for (oid, kind_, _), data in zip(part, datas):
+                obj = decode_as(oid, data, kind_)
+                label = f"{kind_.value} node {oid.hex()[:12]}"
+                frontier += [(child, k, label) for child, k in children(oid, obj, kind_)]
+            result.verified += ids
+    return result
+
+
+def is_ancestor(
+    store: BatchLoader,
+    ancestor: ObjectId,
+    descendant: ObjectId,
+    *,
+    shallow: Iterable[ObjectId] = (),
+) -> bool:
+    """Whether snapshot ``ancestor`` is ``descendant`` or one of its ancestors in ``store``.
+
+    Parents the store lacks (pruned history) end their branch of the search; so do
+    ``shallow`` snapshots.
+    """
+    stop = set(shallow)
+    seen = {descendant}
+    frontier = [descendant]
+    while frontier:
+        if ancestor in frontier:
+            return True
+        absent = set(store.iter_missing(frontier))
+        present = [oid for oid in frontier if oid not in absent]
+        parents: list[ObjectId] = []
+        for oid, data in zip(present, store.get_many(present) if present else []):
+            obj = decode_as(oid, data, Kind.SNAPSHOT)
+            assert isinstance(obj, Snapshot)
+            if oid not in stop:
+                parents += [p for p in obj.parents if p not in seen]
+        seen.update(parents)
+        frontier = parents
+    return False

@@ -1,0 +1,295 @@
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from test_sync_support import Server, make_session, running
+from worldfs_helpers import make_world
+from worldutil import HISTORIES, copy_world, replace_world, world_content
+
+from peerhost_store.errors import ObjectCorrupt
+from peerhost_store.ids import ObjectId, hash_bytes
+from peerhost_store.maintenance import walk
+from peerhost_store.objects import encode_blob, encode_dir_leaf
+from peerhost_store.repo import Repository
+from peerhost_store.store import MemoryStore, Update
+from peerhost_store.sync.client import CoordinatorClient, CoordinatorUnavailable
+from peerhost_store.sync.protocol import (
+    Kind,
+    ProtocolError,
+    batch_by_size,
+    check_complete,
+    decode_ids,
+    decode_objects,
+    encode_ids,
+)
+from peerhost_store.sync.transfer import Diverged, pull, push
+
+
+def root_of(repo: Repository) -> ObjectId:
+    head = repo.head()
+    assert head is not None
+    return repo.read_snapshot(head).root
+
+
+@pytest.fixture
+def server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    with running(tmp_path / "coordinator") as server:
+        yield server
+
+
+def new_repo(path: Path, source: Path | None = None) -> Repository:
+    if source is not None:
+        copy_world(source, path)
+    else:
+        path.mkdir(parents=True)
+    return Repository.init(path)
+
+
+# -- pure protocol --------------------------------------------------------------------------
+
+
+@given(st.lists(st.integers(0, 50)), st.integers(1, 100), st.integers(1, 200))
+def test_batches_reach_the_target_and_keep_order(sizes: list[int], target: int, limit: int) -> None:
+    batches = list(batch_by_size(sizes, lambda n: n, target, limit))
+    assert [x for b in batches for x in b] == sizes
+    for batch, following in itertools.pairwise(batches):
+        assert sum(batch) >= target or sum(batch) + following[0] > limit
+    for batch in batches:
+        assert sum(batch) <= limit or len(batch) == 1
+
+
+def test_id_lists_are_validated() -> None:
+    ids = [hash_bytes(b"a"), hash_bytes(b"b")]
+    assert decode_ids(encode_ids(ids)) == ids
+    with pytest.raises(ProtocolError) as err:
+        decode_ids(encode_ids([ids[0], b"short"]))  # type: ignore[list-item]
+    assert err.value.index == 1
+    with pytest.raises(ProtocolError):
+        decode_ids(b"\xc1")
+    with pytest.raises(ProtocolError):
+        decode_objects(encode_ids([]) + b"x")
+
+
+def test_completeness_check_skips_what_is_marked_complete(tmp_path: Path) -> None:
+    store = MemoryStore()
+    repo = new_repo(tmp_path / "w", None)
+    make_world(repo.world / "world")
+    (repo.world / "world" / "a.txt").write_bytes(b"hello")
+    head = repo.snapshot("one").oid
+    for oid in walk(repo.store, [head]).reachable:
+        store.add_raw(repo.store.get_raw(oid))
+    marked: set[ObjectId] = set()
+    first = check_complete(store, lambda ids: [i in marked for i in ids], head)
+    assert first.missing is None and first.checked == len(walk(store, [head]).reachable)
+    marked.update(first.verified)
+    assert check_complete(store, lambda ids: [i in marked for i in ids], head).checked == 1
+    blob = next(oid for oid in walk(store, [head]).reachable
+                if store.get_raw(oid) == encode_blob(b"hello"))
+    del store.objects[blob]
+    missing = check_complete(store, lambda ids: [False] * len(ids), head)
+    assert missing.missing == blob and "dir node" in missing.where
+    repo.close()
+
+
+# -- push and pull --------------------------------------------------------------------------
+
+
+def test_push_then_pull_gives_the_same_tree(server: Server, tmp_path: Path) -> None:
+    c = make_session(server)
+    a = new_repo(tmp_path / "a")
+    make_world(a.world / "w")
+    (a.world / "w" / "region" / "notes.txt").write_text("hi")
+    a.snapshot("first")
+    lease = c["alice"].acquire("alice-pc", 60)
+    report = push(a, c["alice"], fencing=lease.fencing)
+    assert report.objects_sent == report.objects_new > 0 and report.wire.requests >= 3
+    assert report.wire.sent > report.object_bytes
+    b = new_repo(tmp_path / "b")
+    pulled = pull(b, c["bob"])
+    assert pulled.outcome == "fast-forward" and pulled.objects_received == report.objects_sent
+    assert root_of(b) == root_of(a) and b.head() == a.head()
+    assert world_content(b.world) == world_content(a.world)
+    assert b.store.get_ref("remotes/s1") == a.head()
+    again = pull(b, c["bob"])
+    assert again.outcome == "up-to-date" and again.objects_received == 0
+    assert push(a, c["alice"], fencing=lease.fencing).up_to_date
+
+
+def test_pull_follows_every_version_of_a_history(
+    server: Server, tmp_path: Path, real_world: Callable[[str], Path]
+) -> None:
+    name = "aviadbag-1.19-history"
+    versions = [real_world(name) / v for v in HISTORIES[name]]
+    c = make_session(server)
+    a = new_repo(tmp_path / "a", versions[0])
+    b = new_repo(tmp_path / "b")
+    lease = c["alice"].acquire("alice-pc", 300)
+    received = []
+    for i, version in enumerate(versions):
+        if i:
+            replace_world(a.world, version)
+        a.snapshot(version.name)
+        push(a, c["alice"], fencing=lease.fencing)
+        report = pull(b, c["bob"])
+        assert report.outcome == "fast-forward"
+        assert world_content(b.world) == world_content(version), version.name
+        assert root_of(b) == root_of(a)
+        received.append(report.object_bytes)
+    assert max(received[1:]) < received[0]  # later pulls carry only the change
+    assert [e["new"] for e in c["bob"].log()] == [oid.hex() for oid, _ in reversed(list(a.log()))]
+
+
+def test_a_small_change_costs_little_to_push(server: Server, tmp_path: Path,
+                                             real_world: Callable[[str], Path]) -> None:
+    c = make_session(server)
+    a = new_repo(tmp_path / "a", real_world("aviadbag-1.19-history") / "3195128")
+    a.snapshot("v1")
+    lease = c["alice"].acquire("alice-pc", 60)
+    first = push(a, c["alice"], fencing=lease.fencing)
+    (a.world / "data").mkdir(exist_ok=True)
+    (a.world / "data" / "note.dat").write_bytes(b"one more file")
+    a.snapshot("v2")
+    second = push(a, c["alice"], fencing=lease.fencing)
+    assert first.checked > 1000
+    assert second.objects_sent <= 6 and second.checked <= 12
+    assert second.wire.requests <= 10 and second.wire.sent < 20_000
+
+
+class FailingClient(CoordinatorClient):
+    """Breaks the connection after ``allowed`` uploads."""
+
+    def __init__(self, base: CoordinatorClient, allowed: int) -> None:
+        super().__init__(base.http, base.session, base._token)
+        self.allowed = allowed
+        self.sent_ids: list[ObjectId] = []
+
+    def upload(self, objects: list[bytes]):  # type: ignore[no-untyped-def]
+        if self.allowed == 0:
+            raise CoordinatorUnavailable("unavailable", "connection reset (simulated)", 0)
+        self.allowed -= 1
+        self.sent_ids += [hash_bytes(o) for o in objects]
+        return super().upload(objects)
+
+
+def test_an_interrupted_push_resumes_without_resending(
+    server: Server, tmp_path: Path, real_world: Callable[[str], Path]
+) -> None:
+    c = make_session(server)
+    a = new_repo(tmp_path / "a", real_world("aviadbag-1.19-history") / "3195128")
+    a.snapshot("v1")
+    lease = c["alice"].acquire("alice-pc", 60)
+    broken = FailingClient(c["alice"], allowed=3)
+    with pytest.raises(CoordinatorUnavailable):
+        push(a, broken, fencing=lease.fencing, batch_bytes=128 << 10)
+    landed = set(broken.sent_ids)
+    assert len(landed) > 100 and c["bob"].head().head is None
+    retry = FailingClient(c["alice"], allowed=10**6)
+    report = push(a, retry, fencing=lease.fencing, batch_bytes=128 << 10)
+    assert not landed & set(retry.sent_ids)
+    assert report.objects_new == report.objects_sent == len(retry.sent_ids)
+    total = len(walk(a.store, [a.head()]).reachable)  # type: ignore[list-item]
+    assert len(landed) + report.objects_sent == total
+    assert [e["new"] for e in c["bob"].log()] == [a.head().hex()]  # type: ignore[union-attr]
+    assert push(a, retry, fencing=lease.fencing).up_to_date
+
+
+def test_pull_refuses_bytes_that_do_not_match_their_id(server: Server, tmp_path: Path) -> None:
+    c = make_session(server)
+    a = new_repo(tmp_path / "a")
+    make_world(a.world / "w")
+    a.snapshot("one")
+    push(a, c["alice"], fencing=c["alice"].acquire("pc", 60).fencing)
+
+    class Tampering(CoordinatorClient):
+        def download(self, ids):  # type: ignore[no-untyped-def]
+            return [o[:-1] + bytes([o[-1] ^ 1]) for o in super().download(ids)]
+
+    b = new_repo(tmp_path / "b")
+    with pytest.raises(ObjectCorrupt):
+        pull(b, Tampering(server.http, "s1", c["bob"]._token))
+    assert b.head() is None and b.store.get_ref("remotes/s1") is None
+
+
+def test_divergence_is_reported_and_local_changes_are_kept(server: Server, tmp_path: Path) -> None:
+    c = make_session(server)
+    a = new_repo(tmp_path / "a")
+    make_world(a.world / "w")
+    a.snapshot("v1")
+    lease = c["alice"].acquire("alice-pc", 60)
+    push(a, c["alice"], fencing=lease.fencing)
+    b = new_repo(tmp_path / "b")
+    pull(b, c["bob"])
+    (a.world / "w" / "from-a.txt").write_text("a")
+    a.snapshot("v2 on a")
+    push(a, c["alice"], fencing=lease.fencing)
+    (b.world / "w" / "from-b.txt").write_text("b")  # not snapshotted
+    with pytest.raises(Diverged) as err:
+        pull(b, c["bob"])
+    assert err.value.remote == a.head()
+    assert b.read_snapshot(b.head()).message.startswith("unsnapshotted changes")  # type: ignore[arg-type]
+    assert (b.world / "w" / "from-b.txt").read_text() == "b"
+    assert b.store.get_ref("remotes/s1") == a.head()
+    with pytest.raises(Diverged):
+        push(b, c["bob"], fencing=lease.fencing)
+
+
+def test_pull_when_ahead_or_unchanged_moves_nothing(server: Server, tmp_path: Path) -> None:
+    c = make_session(server)
+    a = new_repo(tmp_path / "a")
+    make_world(a.world / "w")
+    a.snapshot("v1")
+    push(a, c["alice"], fencing=c["alice"].acquire("pc", 60).fencing)
+    (a.world / "w" / "new.txt").write_text("local work")
+    report = pull(a, c["alice"])
+    assert report.outcome == "ahead" and report.safety == a.head()
+    assert (a.world / "w" / "new.txt").exists()
+
+
+def test_pull_into_a_world_with_unrelated_files_keeps_them(server: Server, tmp_path: Path) -> None:
+    c = make_session(server)
+    a = new_repo(tmp_path / "a")
+    make_world(a.world / "w")
+    a.snapshot("v1")
+    push(a, c["alice"], fencing=c["alice"].acquire("pc", 60).fencing)
+    b = new_repo(tmp_path / "b")
+    (b.world / "mine.txt").write_text("keep me")
+    with pytest.raises(Diverged):
+        pull(b, c["bob"])
+    assert (b.world / "mine.txt").read_text() == "keep me" and b.head() is not None
+
+
+def test_pushed_store_verifies_clean(server: Server, tmp_path: Path) -> None:
+    c = make_session(server)
+    a = new_repo(tmp_path / "a")
+    make_world(a.world / "w")
+    a.snapshot("v1")
+    push(a, c["alice"], fencing=c["alice"].acquire("pc", 60).fencing)
+    store = server.http.app.state.coordinator.store("s1")  # type: ignore[attr-defined]
+    head = c["bob"].head().head
+    assert head is not None and walk(store, [head]).ok
+
+
+def test_incomplete_upload_cannot_become_head(server: Server) -> None:
+    c = make_session(server)
+    lease = c["alice"].acquire("pc", 60)
+    store = MemoryStore()
+    leaf = encode_dir_leaf([])
+    store.apply(Update(objects=[leaf]))
+    from peerhost_store.objects import Snapshot, encode_snapshot
+    from peerhost_store.sync.client import Incomplete
+
+    snap = encode_snapshot(Snapshot(hash_bytes(leaf), (), 1, "t", "h", "", {}))
+    c["alice"].upload([snap])
+    with pytest.raises(Incomplete) as err:
+        c["alice"].set_head(None, hash_bytes(snap), lease.fencing)
+    assert err.value.missing == hash_bytes(leaf)
+    c["alice"].upload([leaf])
+    c["alice"].set_head(None, hash_bytes(snap), lease.fencing)
+    served = server.http.app.state.coordinator.store("s1")  # type: ignore[attr-defined]
+    assert check_complete(served, lambda ids: [False] * len(ids), hash_bytes(snap),
+                          Kind.SNAPSHOT).missing is None

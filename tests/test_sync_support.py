@@ -1,0 +1,66 @@
+"""Helpers shared by the coordinator and sync tests (this module holds no tests)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+with warnings.catch_warnings():
+    # starlette 1.x prefers httpx2; with httpx its TestClient still is an httpx.Client.
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from starlette.testclient import TestClient
+
+from peerhost_server import Limits, create_app
+from peerhost_store.sync.client import CoordinatorClient
+
+FAST = Limits(rate=1e6, burst=10**6)
+
+
+class Clock:
+    """A monotonic clock that moves only when told."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Server:
+    http: TestClient
+    admin: CoordinatorClient
+    data_dir: Path
+    admin_token: str
+    clients: dict[str, CoordinatorClient] = field(default_factory=dict)
+
+    def client(self, session: str, token: str) -> CoordinatorClient:
+        return CoordinatorClient(self.http, session, token)
+
+
+@contextmanager
+def running(data_dir: Path, *, clock: Clock | None = None, limits: Limits = FAST,
+            admin_token: str | None = None) -> Iterator[Server]:
+    """An in-process coordinator on ``data_dir``; pass the admin token on a restart."""
+    kwargs = {"clock": clock} if clock is not None else {}
+    app = create_app(data_dir, limits=limits, **kwargs)
+    token = app.state.admin_token or admin_token
+    assert token is not None, "restarts must be given the admin token of the first start"
+    with TestClient(app) as http:
+        yield Server(http, CoordinatorClient(http, "", token), data_dir, token)
+
+
+def make_session(server: Server, name: str = "s1",
+                 members: tuple[str, ...] = ("alice", "bob")) -> dict[str, CoordinatorClient]:
+    """Create a session; return clients for ``owner`` and each member."""
+    owner = server.client(name, server.admin.create_session(name))
+    clients = {"owner": owner}
+    for member in members:
+        clients[member] = server.client(name, owner.add_member(member))
+    return clients
