@@ -413,10 +413,6 @@ def _t_long_array(name: str, packed: bytes) -> bytes:
     return _head(_LONG_ARRAY, name) + struct.pack(">i", len(packed) // 8) + packed
 
 
-def _t_byte_array(name: str, data: bytes) -> bytes:
-    return _head(_BYTE_ARRAY, name) + struct.pack(">i", len(data)) + data
-
-
 # --------------------------------------------------------------------------------------------
 # Packed long arrays (1.16+: an entry never spans two longs)
 
@@ -1665,6 +1661,7 @@ def play_session(
     edit_chunks: int = 20,
     resave_chunks: int = 200,
     new_chunks: int = 0,
+    near_spawn: int | None = None,
 ) -> SessionInfo:
     """Mutate a synthesized world in place the way a play session would.
 
@@ -1688,6 +1685,8 @@ def play_session(
         edit_chunks: chunks whose blocks change.
         resave_chunks: chunks only re-saved.
         new_chunks: chunks generated into empty slots.
+        near_spawn: pick edited and re-saved chunks only in this many overworld regions
+            nearest region (0, 0), where players spend a session; None picks over the world.
 
     Returns:
         The (region file, slot) pairs edited, re-saved and added.
@@ -1704,7 +1703,11 @@ def play_session(
     session = _start_session(level, seed, rng)
     region_dir = path / "region"
     occupancy = _occupancy(region_dir)
-    edited, resaved = _pick_existing(occupancy, edit_chunks, resave_chunks, rng)
+    nearby = occupancy
+    if near_spawn is not None:
+        keys = sorted(occupancy, key=lambda k: (k[0] ** 2 + k[1] ** 2, k))[:near_spawn]
+        nearby = {k: occupancy[k] for k in keys}
+    edited, resaved = _pick_existing(nearby, edit_chunks, resave_chunks, rng)
     added = _pick_new(occupancy, new_chunks, rng)
     plan: dict[tuple[int, int], dict[int, str]] = {}
     for kind, picked in ((_EDIT, edited), (_RESAVE, resaved), (_NEW, added)):
