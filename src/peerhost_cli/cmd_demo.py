@@ -1,5 +1,6 @@
 """phs demo: snapshot, play, snapshot, diff, rollback, verify, on a synthesized world or a copy
-of ``--world DIR``, with what each step did and cost."""
+of ``--source DIR``; then two peers sharing it through a coordinator served in this process on
+127.0.0.1 (push, clone, play, push, pull, remote rollback), with what each step did and cost."""
 
 from __future__ import annotations
 
@@ -15,9 +16,22 @@ from typing import Any, TypeVar
 from rich.table import Table
 
 from peerhost_store.diff import ChunkChange, summarize
+from peerhost_store.ids import ObjectId
 from peerhost_store.repo import Repository
+from peerhost_store.sync.transfer import PullReport, PushReport, pull
 from peerhost_store.worldfs import STORE_DIR
 
+from .cmd_remote import (
+    DEFAULT_REMOTE,
+    Remote,
+    clone,
+    connect,
+    connect_remote,
+    save_remotes,
+    wire_json,
+)
+from .cmd_serve import BackgroundCoordinator
+from .cmd_sync import PUSH_TTL, chunk_counts, push_with_lease, remote_rollback
 from .common import Subparsers, short
 from .output import emit_json, human_bytes, out
 
@@ -25,13 +39,16 @@ T = TypeVar("T")
 
 
 def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
-    p = commands.add_parser("demo", parents=[common], help="a guided tour on a synthesized world")
+    p = commands.add_parser("demo", parents=[common],
+                            help="a guided tour on a synthesized world, then two peers syncing it")
     p.add_argument("--regions", type=int, default=4, help="full regions to synthesize (default 4)")
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--source", type=Path, default=None, metavar="DIR",
                    help="run on a copy of this world instead of a synthesized one")
     p.add_argument("--keep", type=Path, default=None, metavar="DIR",
                    help="work in DIR (must not exist) and keep it afterwards")
+    p.add_argument("--local-only", action="store_true",
+                   help="skip the coordinator part (two peers syncing through it)")
     p.set_defaults(func=run_demo)
 
 
@@ -94,8 +111,15 @@ def _demo(args: argparse.Namespace, base: Path) -> int:
                                      f"{len(r.problems)} problems")
         history = [f"{short(oid)} {snap.message}" for oid, snap in repo.log()]
     ok = report.ok and steps.rows[-2]["result"].endswith("yes") and bool(changes)
+    result: dict[str, Any] = {"world": str(world)}
+    if not args.local_only:
+        peers = _demo_sync(args, base, world, first.oid, first.snapshot.root, steps)
+        ok = ok and peers["ok"]
+        result["peers"] = peers
+        with Repository.open(world) as repo:
+            history = [f"{short(oid)} {snap.message}" for oid, snap in repo.log()]
     if args.json:
-        emit_json({"ok": ok, "world": str(world), "steps": steps.rows, "history": history})
+        emit_json({"ok": ok, **result, "steps": steps.rows, "history": history})
     else:
         table = Table("step", "what happened", "time", title="PeerHost demo")
         for row in steps.rows:
@@ -105,6 +129,109 @@ def _demo(args: argparse.Namespace, base: Path) -> int:
         if args.keep is not None:
             out.print(f"the world and its store are kept in {world}")
     return 0 if ok else 1
+
+
+def _wire(wire: dict[str, int]) -> str:
+    return f"{human_bytes(wire['bytes_total'])} on the wire in {wire['requests']} requests"
+
+
+def _chunks(report: PushReport | PullReport) -> str:
+    counts = chunk_counts(report)
+    return "".join(f", {k.replace('_', ' ')} {v}" for k, v in sorted(counts.items()))
+
+
+def _demo_sync(args: argparse.Namespace, base: Path, world_a: Path, first: ObjectId,
+               first_root: ObjectId, steps: _Steps) -> dict[str, Any]:
+    """Peer A (the demo world, owner) and peer B (a member) share it through a coordinator."""
+    world_b = base / "peer-b"
+    with BackgroundCoordinator(base / "coordinator") as coord:
+        assert coord.admin_token is not None  # a fresh data folder
+        steps.run("coordinator", lambda: coord.url,
+                  lambda url: f"serving {url} from {base / 'coordinator'} (uvicorn, this process)")
+
+        def make_session() -> tuple[str, str]:
+            with connect(coord.url, "", coord.admin_token or "") as admin:
+                owner = admin.create_session("demo")
+            with connect(coord.url, "demo", owner) as as_owner:
+                return owner, as_owner.add_member("bob")
+
+        owner, bob = steps.run("session", make_session,
+                               lambda _: "admin created session demo; its owner (peer A) invited "
+                                         "member bob (peer B); tokens kept 0600 in .peerhost/remotes.json")
+        remote_a = Remote(DEFAULT_REMOTE, coord.url, "demo", owner)
+        remote_b = Remote(DEFAULT_REMOTE, coord.url, "demo", bob)
+        save_remotes(world_a / STORE_DIR, {remote_a.name: remote_a})
+
+        def push_from(world: Path, remote: Remote, holder: str) -> tuple[PushReport, dict[str, int]]:
+            with Repository.open(world) as repo, connect_remote(remote) as client:
+                report, _ = push_with_lease(repo, client, fencing=None, holder=holder)
+                return report, wire_json(client)
+
+        def say_push(r: tuple[PushReport, dict[str, int]]) -> str:
+            return (f"{short(r[0].head)}: {r[0].objects_sent} objects "
+                    f"({human_bytes(r[0].object_bytes)}) sent{_chunks(r[0])}, {_wire(r[1])}; "
+                    f"took a {PUSH_TTL:.0f} s lease, released it")
+
+        steps.run("A push", lambda: push_from(world_a, remote_a, "peer-a"), say_push)
+        steps.run("B clone", lambda: clone(world_b, remote_b),
+                  lambda r: f"{r[0].objects_received} objects ({human_bytes(r[0].object_bytes)}) "
+                            f"received{_chunks(r[0])}, {_wire(r[1])}; "
+                            f"{r[0].restored.written if r[0].restored else 0} files written")
+        steps.run("B play", lambda: _play(world_b, args.seed + 1), lambda s: s)
+        with Repository.open(world_b) as repo_b:
+            steps.run("B snapshot", lambda: repo_b.snapshot("peer B played"),
+                      lambda r: f"{short(r.oid)}: stored {human_bytes(r.new_bytes)} new")
+        steps.run("B push", lambda: push_from(world_b, remote_b, "peer-b"), say_push)
+        steps.run("A pull", lambda: _pull(world_a, remote_a),
+                  lambda r: _say_pull(r, "B's root tree", _root(world_b)))
+
+        def roll_back() -> ObjectId:
+            with connect_remote(remote_a) as client:
+                return remote_rollback(client, first, fencing=None, holder="peer-a")[0]
+
+        steps.run("remote rollback", roll_back,
+                  lambda oid: f"owner A rolled the session back to {short(first)}: new head "
+                              f"{short(oid)} on top (nothing deleted)")
+        steps.run("A pull", lambda: _pull(world_a, remote_a),
+                  lambda r: _say_pull(r, f"{short(first)}'s root tree", first_root))
+        steps.run("B pull", lambda: _pull(world_b, remote_b),
+                  lambda r: _say_pull(r, f"{short(first)}'s root tree", first_root))
+    roots = {"a": _root(world_a), "b": _root(world_b)}
+    checks = steps.run("verify peers",
+                       lambda: {name: _verify(w) for name, w in (("a", world_a), ("b", world_b))},
+                       lambda c: "; ".join(f"{n.upper()}: {o} objects re-hashed, {p} problems"
+                                           for n, (o, p) in c.items()))
+    same = roots["a"] == roots["b"] == first_root
+    return {
+        "ok": same and all(p == 0 for _, p in checks.values()),
+        "roots_equal": roots["a"] == roots["b"],
+        "a": {"world": str(world_a), "root": roots["a"].hex()},
+        "b": {"world": str(world_b), "root": roots["b"].hex()},
+    }
+
+
+def _pull(world: Path, remote: Remote) -> tuple[PullReport, dict[str, int], ObjectId]:
+    with Repository.open(world) as repo, connect_remote(remote) as client:
+        report = pull(repo, client)
+        return report, wire_json(client), repo.scan().root
+
+
+def _say_pull(r: tuple[PullReport, dict[str, int], ObjectId], what: str, want: ObjectId) -> str:
+    report, wire, live = r
+    return (f"{report.outcome} to {short(report.head)}: {report.objects_received} objects "
+            f"({human_bytes(report.object_bytes)}) received{_chunks(report)}, {_wire(wire)}; "
+            f"world holds {what}: {'yes' if live == want else 'NO'}")
+
+
+def _root(world: Path) -> ObjectId:
+    with Repository.open(world) as repo:
+        return repo.scan().root
+
+
+def _verify(world: Path) -> tuple[int, int]:
+    with Repository.open(world) as repo:
+        report = repo.verify()
+        return report.objects, len(report.problems)
 
 
 def _play(world: Path, seed: int) -> str:

@@ -2,16 +2,19 @@
 
 Exit codes (also in ``phs --help``):
 
-==  ===========================================================
-0   success
-1   an error (the message says what and where)
-2   bad usage (unknown command, bad option)
-3   not found: no store here, unknown snapshot or prefix
-4   verify found missing or corrupt objects
-5   busy or conflict: another phs works on this world, or head moved
-6   refused: a path in a snapshot would leave the world folder
-130 interrupted (Ctrl-C)
-==  ===========================================================
+===  ==========================================================================================
+0    success
+1    an error (the message says what and where)
+2    bad usage (unknown command, bad option, no token given)
+3    not found: no store here, unknown snapshot or prefix, no such remote, session or member
+4    verify found missing or corrupt objects
+5    busy or conflict: another phs works on this world, head moved, the session lease is held by
+     someone else or yours was lost (fenced), or local and session histories diverged
+6    refused: a path in a snapshot would leave the world folder
+7    the coordinator refused the token (missing, wrong, revoked, or lacking the role)
+8    the coordinator is unreachable (no answer)
+130  interrupted (Ctrl-C)
+===  ==========================================================================================
 """
 
 from __future__ import annotations
@@ -25,16 +28,40 @@ from pathlib import Path
 from peerhost_store.errors import NotFound, PeerhostError
 from peerhost_store.lock import Locked
 from peerhost_store.store import RefConflict
+from peerhost_store.sync.client import (
+    CoordinatorError,
+    CoordinatorUnavailable,
+    HeadMoved,
+    LeaseHeld,
+    LeaseLost,
+    Unauthorized,
+)
+from peerhost_store.sync.transfer import Diverged
 from peerhost_store.worldfs import UnsafePath
 
-from . import cmd_diff, cmd_history, cmd_maintenance, cmd_restore
+from . import (
+    cmd_diff,
+    cmd_history,
+    cmd_lock,
+    cmd_maintenance,
+    cmd_remote,
+    cmd_restore,
+    cmd_serve,
+    cmd_sync,
+)
+from .cmd_remote import UsageError
 from .output import err
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_VERIFY, EXIT_BUSY, EXIT_UNSAFE = 0, 1, 2, 3, 4, 5, 6
+EXIT_UNAUTHORIZED, EXIT_UNREACHABLE = 7, 8
 EXIT_INTERRUPTED = 130
 
 EPILOG = """exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 verify found problems,
-5 busy or conflict, 6 unsafe path refused, 130 interrupted"""
+5 busy or conflict (world in use, lease held or lost, head moved, diverged),
+6 unsafe path refused, 7 token refused, 8 coordinator unreachable, 130 interrupted"""
+
+#: Coordinator answers that mean "someone else got there first": the same code as a busy world.
+_CONFLICTS = (Locked, RefConflict, LeaseHeld, LeaseLost, HeadMoved, Diverged)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (cmd_history, cmd_diff, cmd_restore, cmd_maintenance):
+    # cmd_sync after cmd_restore: it adds --remote to `phs rollback`.
+    for module in (cmd_history, cmd_diff, cmd_restore, cmd_maintenance, cmd_serve, cmd_remote,
+                   cmd_sync, cmd_lock):
         module.register(commands, common)
     from . import cmd_demo
 
@@ -67,17 +96,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PeerhostError, OSError) as exc:
         if args.debug:
             traceback.print_exc()
-        err.print(f"phs {args.command}: error: {exc}", markup=False, soft_wrap=True)
+        action = getattr(args, f"{args.command}_command", None)  # `phs lock renew`, ...
+        name = f"{args.command} {action}" if action else args.command
+        err.print(f"phs {name}: error: {exc}", markup=False, soft_wrap=True)
         return _exit_code(exc)
 
 
 def _exit_code(exc: BaseException) -> int:
     if isinstance(exc, NotFound):
         return EXIT_NOT_FOUND
-    if isinstance(exc, (Locked, RefConflict)):
+    if isinstance(exc, _CONFLICTS):
         return EXIT_BUSY
     if isinstance(exc, UnsafePath):
         return EXIT_UNSAFE
+    if isinstance(exc, Unauthorized):
+        return EXIT_UNAUTHORIZED
+    if isinstance(exc, CoordinatorUnavailable):
+        return EXIT_UNREACHABLE
+    if isinstance(exc, CoordinatorError) and exc.status == 404:
+        return EXIT_NOT_FOUND  # no such session, member or snapshot on the coordinator
+    if isinstance(exc, UsageError):
+        return EXIT_USAGE
     return EXIT_ERROR
 
 

@@ -1,0 +1,175 @@
+"""phs lock acquire|renew|release|status: the session lease, i.e. who hosts the world.
+
+``acquire`` remembers the fencing token in ``WORLD/.peerhost/lease.json`` so that ``push``,
+``renew``, ``release`` and ``rollback --remote`` use it; a lease the coordinator says is lost
+is forgotten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from peerhost_store.sync.client import Lease, LeaseLost
+
+from .cmd_remote import (
+    NoRemote,
+    Remote,
+    connect_remote,
+    holder_name,
+    load_lease,
+    meta_dir,
+    pick_remote,
+    save_lease,
+)
+from .common import Subparsers, open_repo
+from .output import emit_json, out
+
+DEFAULT_TTL = 300.0
+
+
+def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
+    lock = commands.add_parser("lock", help="the session lease: who hosts the world")
+    sub = lock.add_subparsers(dest="lock_command", metavar="ACTION", required=True)
+    p = sub.add_parser("acquire", parents=[common], help="take the lease (you host the world)")
+    p.add_argument("remote", nargs="?")
+    p.add_argument("--ttl", type=float, default=DEFAULT_TTL,
+                   help="seconds until it lapses unless renewed (default %(default)g)")
+    p.add_argument("--address", default=None, help="where friends connect (host:port)")
+    p.add_argument("--holder", default=None, help="holder name (default: user@host)")
+    p.add_argument("--standby", action="store_true",
+                   help="if someone else holds it, queue to get it next")
+    p.set_defaults(func=run_acquire)
+    p = sub.add_parser("renew", parents=[common],
+                       help="extend your lease; reports whether someone asked for a sync")
+    p.add_argument("remote", nargs="?")
+    p.add_argument("--address", default=None, help="update where friends connect")
+    _fencing_option(p)
+    p.set_defaults(func=run_renew)
+    p = sub.add_parser("release", parents=[common], help="give the lease up")
+    p.add_argument("remote", nargs="?")
+    _fencing_option(p)
+    p.set_defaults(func=run_release)
+    p = sub.add_parser("status", parents=[common], help="who holds the lease, standby queue")
+    p.add_argument("remote", nargs="?")
+    p.set_defaults(func=run_status)
+
+
+def _fencing_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fencing", type=int, default=None,
+                   help="fencing token (default: the one phs lock acquire remembered)")
+
+
+def lease_json(lease: Lease) -> dict[str, Any]:
+    return dataclasses.asdict(lease)
+
+
+def _fencing(args: argparse.Namespace, remembered: dict[str, Any] | None) -> int:
+    if args.fencing is not None:
+        return int(args.fencing)
+    if remembered is None:
+        raise NoRemote("no lease remembered for this remote (phs lock acquire, or --fencing N)")
+    return int(remembered["fencing"])
+
+
+def _say_lease(verb: str, remote: Remote, lease: Lease) -> None:
+    out.print(f"{verb} the lease of session {remote.session} as {lease.holder}: fencing "
+              f"{lease.fencing}, {lease.expires_in:.0f} s left"
+              + (f", address {lease.address}" if lease.address else ""), markup=False)
+
+
+def run_acquire(args: argparse.Namespace) -> int:
+    with open_repo(args) as repo:
+        base = meta_dir(repo)
+    remote = pick_remote(base, args.remote)
+    holder = args.holder or holder_name()
+    with connect_remote(remote) as client:
+        if args.standby:
+            got: Lease | int = client.standby(holder, args.ttl, address=args.address)
+        else:
+            got = client.acquire(holder, args.ttl, address=args.address)
+    if isinstance(got, int):
+        if args.json:
+            emit_json({**remote.public(), "queued": True, "position": got, "holder": holder})
+        else:
+            out.print(f"queued as standby, position {got}; when the lease ends you get a short "
+                      "window to take it (run phs lock acquire again)", markup=False)
+        return 0
+    save_lease(base, remote, {"fencing": got.fencing, "holder": got.holder, "ttl": got.ttl})
+    if args.json:
+        emit_json({**remote.public(), "lease": lease_json(got)})
+    else:
+        _say_lease("took", remote, got)
+        out.print(f"renew within {got.ttl:.0f} s (phs lock renew); phs push uses this lease")
+    return 0
+
+
+def run_renew(args: argparse.Namespace) -> int:
+    with open_repo(args) as repo:
+        base = meta_dir(repo)
+    remote = pick_remote(base, args.remote)
+    fencing = _fencing(args, load_lease(base, remote))
+    with connect_remote(remote) as client:
+        try:
+            renewal = client.renew(fencing, address=args.address)
+        except LeaseLost:
+            if args.fencing is None:
+                save_lease(base, remote, None)  # the coordinator says it is gone: forget it
+            raise
+    if args.json:
+        emit_json({**remote.public(), "lease": lease_json(renewal.lease),
+                   "sync_requested": renewal.sync_requested})
+        return 0
+    _say_lease("renewed", remote, renewal.lease)
+    if renewal.sync_requested:
+        out.print("someone asked for a sync: save the world and run phs snapshot, phs push")
+    return 0
+
+
+def run_release(args: argparse.Namespace) -> int:
+    with open_repo(args) as repo:
+        base = meta_dir(repo)
+    remote = pick_remote(base, args.remote)
+    remembered = load_lease(base, remote)
+    fencing = _fencing(args, remembered)
+    with connect_remote(remote) as client:
+        try:
+            client.release(fencing)
+        finally:
+            if remembered is not None and remembered["fencing"] == fencing:
+                save_lease(base, remote, None)  # released, or lost already: useless either way
+    if args.json:
+        emit_json({**remote.public(), "released": True, "fencing": fencing})
+    else:
+        out.print(f"released lease {fencing} of session {remote.session}", markup=False)
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    with open_repo(args) as repo:
+        base = meta_dir(repo)
+    remote = pick_remote(base, args.remote)
+    remembered = load_lease(base, remote)
+    with connect_remote(remote) as client:
+        status = client.lease_status()
+    held = status.lease
+    mine = remembered is not None and held is not None and held.fencing == remembered["fencing"]
+    if args.json:
+        emit_json({**remote.public(), "held": held is not None,
+                   "lease": None if held is None else lease_json(held), "mine": mine,
+                   "fencing": status.fencing, "standby": status.standby,
+                   "reserved_for": status.reserved_for,
+                   "reserved_for_seconds": status.reserved_for_seconds})
+        return 0
+    if held is None:
+        out.print(f"nobody holds the lease of session {remote.session} "
+                  f"(last fencing token {status.fencing})", markup=False)
+    else:
+        _say_lease("you hold" if mine else f"member {held.member} holds", remote, held)
+    if status.reserved_for:
+        out.print(f"reserved for {status.reserved_for} for {status.reserved_for_seconds:.0f} s",
+                  markup=False)
+    if status.standby:
+        out.print(f"standby: {', '.join(status.standby)}", markup=False)
+    return 0

@@ -1,0 +1,240 @@
+"""phs serve, phs session create|list|invite|revoke; a coordinator in a background thread."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from rich.table import Table
+
+from .cmd_remote import UsageError, check_url, connect
+from .common import Subparsers, when
+from .output import emit_json, err, out
+
+if TYPE_CHECKING:  # the server (starlette, prometheus) is imported only when one is run
+    from peerhost_server import Limits
+
+DEFAULT_BIND = "127.0.0.1:8000"
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def default_data_dir() -> Path:
+    """The per-user coordinator folder (what platformdirs' user_data_dir would pick)."""
+    home = Path.home()
+    if sys.platform == "win32":
+        local = os.environ.get("LOCALAPPDATA")
+        return (Path(local) if local else home / "AppData" / "Local") / "PeerHost" / "coordinator"
+    if sys.platform == "darwin":
+        return home / "Library" / "Application Support" / "PeerHost" / "coordinator"
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    # The XDG spec says relative values are invalid and must be ignored.
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else home / ".local" / "share"
+    return base / "peerhost" / "coordinator"
+
+
+def parse_bind(value: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[v6]:PORT``, ``:PORT`` or ``PORT`` (host 127.0.0.1)."""
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = "", value
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected HOST:PORT, e.g. {DEFAULT_BIND}")
+    return host, int(port)
+
+
+def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = commands.add_parser("serve", parents=[common], help="run a coordinator")
+    p.add_argument("--data", type=Path, default=None,
+                   help=f"its data folder (default: {default_data_dir()})")
+    p.add_argument("--bind", type=parse_bind, default=parse_bind(DEFAULT_BIND), metavar="HOST:PORT",
+                   help=f"address to listen on (default: {DEFAULT_BIND}; anything else than "
+                        "loopback belongs behind a TLS reverse proxy)")
+    p.set_defaults(func=run_serve)
+
+    session = commands.add_parser("session", help="create sessions and invite members")
+    sub = session.add_subparsers(dest="session_command", metavar="ACTION", required=True)
+    p = sub.add_parser("create", parents=[common], help="create a session (admin token)")
+    p.add_argument("name")
+    _server_options(p, "admin")
+    p.set_defaults(func=run_create)
+    p = sub.add_parser("list", parents=[common], help="list sessions (admin token)")
+    _server_options(p, "admin")
+    p.set_defaults(func=run_list)
+    p = sub.add_parser("invite", parents=[common], help="add a member; prints its token (owner token)")
+    p.add_argument("session")
+    p.add_argument("member")
+    _server_options(p, "the session owner's")
+    p.set_defaults(func=run_invite)
+    p = sub.add_parser("revoke", parents=[common], help="revoke a member's token (owner token)")
+    p.add_argument("session")
+    p.add_argument("member")
+    _server_options(p, "the session owner's")
+    p.set_defaults(func=run_revoke)
+
+
+def _server_options(p: argparse.ArgumentParser, whose: str) -> None:
+    p.add_argument("--url", default=None,
+                   help=f"the coordinator (default: $PHS_URL, else {DEFAULT_URL})")
+    p.add_argument("--token", default=None, help=f"{whose} token (default: $PHS_TOKEN)")
+
+
+def _client_args(args: argparse.Namespace) -> tuple[str, str]:
+    url = check_url(args.url or os.environ.get("PHS_URL") or DEFAULT_URL)
+    token = args.token or os.environ.get("PHS_TOKEN")
+    if not token:
+        raise UsageError("a token is needed: --token or the PHS_TOKEN environment variable")
+    return url, str(token)
+
+
+# -- serve ----------------------------------------------------------------------------------
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from peerhost_server import serve
+
+    data: Path = args.data if args.data is not None else default_data_dir()
+    host, port = args.bind
+    if not _is_loopback(host):
+        err.print(f"warning: serving plain HTTP on {host}; tokens cross the network in clear "
+                  "unless a TLS reverse proxy fronts it (docs/operations.md)", markup=False)
+    serve(data, host, port)
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# -- sessions -------------------------------------------------------------------------------
+
+
+def run_create(args: argparse.Namespace) -> int:
+    url, token = _client_args(args)
+    with connect(url, "", token) as client:
+        owner = client.create_session(args.name)
+    if args.json:
+        emit_json({"session": args.name, "url": url, "owner_token": owner})
+    else:
+        # soft_wrap: a token must come out on one line, whatever the terminal width.
+        out.print(f"created session {args.name}; owner token (shown once): {owner}",
+                  markup=False, soft_wrap=True)
+        out.print(f"invite members with: phs session invite {args.name} NAME --token <owner token>",
+                  markup=False, soft_wrap=True)
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    url, token = _client_args(args)
+    with connect(url, "", token) as client:
+        sessions = client.list_sessions()
+    if args.json:
+        emit_json(sessions)
+        return 0
+    table = Table("session", "created", "members")
+    for s in sessions:
+        table.add_row(s["name"], when(int(s["created"])), ", ".join(s["members"]) or "-")
+    out.print(table if sessions else "no sessions (phs session create NAME)")
+    return 0
+
+
+def run_invite(args: argparse.Namespace) -> int:
+    url, token = _client_args(args)
+    with connect(url, args.session, token) as client:
+        member = client.add_member(args.member)
+    if args.json:
+        emit_json({"session": args.session, "member": args.member, "url": url, "token": member})
+    else:
+        out.print(f"invited {args.member} to {args.session}; their token (shown once): {member}",
+                  markup=False, soft_wrap=True)
+        out.print(f"they join with: phs clone {url} --session {args.session} WORLD_FOLDER "
+                  "(token in $PHS_TOKEN)", markup=False, soft_wrap=True)
+    return 0
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    url, token = _client_args(args)
+    with connect(url, args.session, token) as client:
+        client.remove_member(args.member)
+    if args.json:
+        emit_json({"session": args.session, "revoked": args.member})
+    else:
+        out.print(f"revoked {args.member}'s token in {args.session}", markup=False)
+    return 0
+
+
+# -- a coordinator in this process ----------------------------------------------------------
+
+
+class BackgroundCoordinator:
+    """A coordinator served by uvicorn in a background thread, on a free port (demo, tests).
+
+    >>> with BackgroundCoordinator(Path("data")) as c:   # doctest: +SKIP
+    ...     print(c.url, c.admin_token)
+    """
+
+    def __init__(self, data_dir: Path, *, host: str = "127.0.0.1", port: int = 0,
+                 limits: Limits | None = None) -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self.port = port
+        self.limits = limits
+        self.admin_token: str | None = None
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._app: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> Self:
+        import uvicorn
+
+        from peerhost_server import Limits, create_app
+
+        self._app = create_app(self.data_dir, limits=self.limits or Limits())
+        self.admin_token = self._app.state.admin_token
+        # Bind here so the port is known (port 0: any free one) and nobody can take it first.
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        sock.bind((self.host, self.port))
+        self.port = int(sock.getsockname()[1])
+        # log_config=None: leave the process's logging alone; no access log (ours has it).
+        config = uvicorn.Config(self._app, log_config=None, access_log=False,
+                                log_level="warning", lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+                                        name="phs-coordinator", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self._stop()
+                raise OSError(f"the coordinator did not start on {self.url}")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if self._app is not None:
+            self._app.state.coordinator.close()  # idempotent; the lifespan normally did it
