@@ -364,7 +364,7 @@ def test_an_expired_holder_cannot_move_the_head(tmp_path: Path) -> None:
         assert c["bob"].head().head == head and c["bob"].head().fencing is None
         # A newer grant fences the old token out even before any clock moves.
         bob = c["bob"].acquire("bob-pc", 10)
-        assert bob.fencing == lease.fencing + 1
+        assert bob.fencing > lease.fencing
         with pytest.raises(Fenced):
             c["alice"].set_head(head, hash_bytes(snap), lease.fencing)
         # Bob cannot use Alice's fencing either; the token belongs to the member who got it.
@@ -409,13 +409,13 @@ def test_standby_gets_a_reserved_window(tmp_path: Path) -> None:
         with pytest.raises(LeaseHeld):
             c["carol"].acquire("carol-pc", 60)
         bob = c["bob"].acquire("bob-pc", 60)
-        assert bob.fencing == lease.fencing + 1
+        assert bob.fencing > lease.fencing
         status = c["dave"].lease_status()
         assert status.standby == ["carol-pc"] and status.reserved_for is None
         # Bob's lease expires; Carol's window starts at the expiry and lapses unused.
         clock.advance(60 + 15)
         assert c["dave"].lease_status().reserved_for is None
-        assert c["dave"].acquire("dave-pc", 60).fencing == bob.fencing + 1
+        assert c["dave"].acquire("dave-pc", 60).fencing > bob.fencing
 
 
 def test_sync_request_reaches_the_holder_once(tmp_path: Path) -> None:
@@ -518,3 +518,13 @@ def test_a_second_coordinator_on_the_same_folder_is_refused(tmp_path: Path) -> N
 
     with running(tmp_path / "c"), pytest.raises(StoreError, match="another coordinator"):
         create_app(tmp_path / "c")
+
+
+def test_fencing_tokens_stay_above_those_issued_before_a_backup_was_restored() -> None:
+    from peerhost_server.leases import SessionLease
+
+    restored = SessionLease(window=15.0, fencing=5)  # the counter as an old backup had it
+    issued_since_backup = SessionLease(window=15.0, fencing=5)
+    later = [issued_since_backup.acquire(float(i), holder="h", member=f"m{i}", ttl=1).fencing
+             for i in range(0, 40, 2)]
+    assert restored.acquire(100.0, holder="h", member="x", ttl=1).fencing > max(later)  # type: ignore[union-attr]

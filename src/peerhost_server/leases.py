@@ -17,6 +17,8 @@ passes unused goes to the next in the queue.
 
 from __future__ import annotations
 
+import time
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,7 +158,9 @@ class SessionLease:
                     self.standby.append(me)
                 return Queued(self.standby.index(me) + 1)
             raise blocker
-        self.fencing += 1
+        # Never below the wall clock in milliseconds: a coordinator restored from an old backup
+        # still hands out tokens above every token it issued before the backup was taken.
+        self.fencing = max(self.fencing + 1, int(time.time() * 1000))
         self.lease = Lease(holder, member, self.fencing, ttl, now + ttl, address, game)
         if me in self.standby:
             self.standby.remove(me)
