@@ -159,7 +159,8 @@ class SessionLease:
                 return Queued(self.standby.index(me) + 1)
             raise blocker
         # Never below the wall clock in milliseconds: a coordinator restored from an old backup
-        # still hands out tokens above every token it issued before the backup was taken.
+        # still hands out tokens above every token it issued after the backup was taken (as
+        # long as it granted fewer than 1,000 leases a second, far above any real rate).
         self.fencing = max(self.fencing + 1, int(time.time() * 1000))
         self.lease = Lease(holder, member, self.fencing, ttl, now + ttl, address, game)
         if me in self.standby:
