@@ -1,9 +1,8 @@
 from __future__ import annotations
 
-import time
-
 import json
 import logging
+import time
 from pathlib import Path
 
 import msgpack
@@ -25,7 +24,15 @@ from peerhost_store.sync.client import (
     RateLimited,
     Unauthorized,
 )
-from peerhost_store.sync.protocol import MSGPACK, ObjectStatus, encode_ids, encode_objects
+from peerhost_store.sync.protocol import (
+    MSGPACK,
+    DeltaRequest,
+    ObjectStatus,
+    encode_delta_get,
+    encode_delta_upload,
+    encode_ids,
+    encode_objects,
+)
 
 EMPTY_DIR = encode_dir_leaf([])
 
@@ -83,6 +90,7 @@ def test_tokens_are_never_echoed_or_logged(tmp_path: Path, caplog: pytest.LogCap
 
 OID = "00" * 32
 ID_BODY = encode_ids([bytes(32)])  # type: ignore[list-item]
+DELTA_GET = encode_delta_get(DeltaRequest(bytes(32), bytes(32), ((0, 1),)))  # type: ignore[arg-type]
 SESSION_ENDPOINTS = [
     # (method, path under /v1/sessions/s1, body, roles allowed)
     ("POST", "members", {"name": "zed"}, {"owner"}),
@@ -96,6 +104,8 @@ SESSION_ENDPOINTS = [
     ("POST", "objects/status", ID_BODY, {"owner", "member"}),
     ("POST", "objects", encode_objects([b"\x92\x01\xc4\x00"]), {"owner", "member"}),
     ("POST", "objects/get", ID_BODY, {"owner", "member"}),
+    ("POST", "objects/delta", encode_delta_upload(None, b"batch"), {"owner", "member"}),
+    ("POST", "objects/delta/get", DELTA_GET, {"owner", "member"}),
     ("GET", "head", None, {"owner", "member"}),
     ("POST", "head", {"old": None, "new": OID, "fencing": 1}, {"owner", "member"}),
     ("POST", "rollback", {"target": OID}, {"owner"}),
@@ -164,6 +174,11 @@ def test_another_sessions_token_cannot_probe_objects(two_sessions) -> None:  # t
         for tail in ("objects/missing", "objects/status", "objects/get"):
             answers.append(call(server, "POST", f"/v1/sessions/s1/{tail}", encode_ids([probe]),
                                 tokens["other"]))
+        request = DeltaRequest(probe, probe, ((0, 1),))  # type: ignore[arg-type]
+        answers.append(call(server, "POST", "/v1/sessions/s1/objects/delta/get",
+                            encode_delta_get(request), tokens["other"]))
+        answers.append(call(server, "POST", "/v1/sessions/s1/objects/delta",
+                            encode_delta_upload(request, b""), tokens["other"]))
     # The same refusal whether or not the object exists there.
     assert all(a == answers[0] for a in answers)
     assert answers[0][0] == 403

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_sync_support import Server, make_session, running
 from worldfs_helpers import make_world
-from worldutil import HISTORIES, copy_world, replace_world, world_content
+from worldutil import copy_world, world_content
 
 from peerhost_store.errors import ObjectCorrupt
 from peerhost_store.ids import ObjectId, hash_bytes
@@ -118,30 +118,6 @@ def test_push_then_pull_gives_the_same_tree(server: Server, tmp_path: Path) -> N
     again = pull(b, c["bob"])
     assert again.outcome == "up-to-date" and again.objects_received == 0
     assert push(a, c["alice"], fencing=lease.fencing).up_to_date
-
-
-def test_pull_follows_every_version_of_a_history(
-    server: Server, tmp_path: Path, real_world: Callable[[str], Path]
-) -> None:
-    name = "aviadbag-1.19-history"
-    versions = [real_world(name) / v for v in HISTORIES[name]]
-    c = make_session(server)
-    a = new_repo(tmp_path / "a", versions[0])
-    b = new_repo(tmp_path / "b")
-    lease = c["alice"].acquire("alice-pc", 300)
-    received = []
-    for i, version in enumerate(versions):
-        if i:
-            replace_world(a.world, version)
-        a.snapshot(version.name)
-        push(a, c["alice"], fencing=lease.fencing)
-        report = pull(b, c["bob"])
-        assert report.outcome == "fast-forward"
-        assert world_content(b.world) == world_content(version), version.name
-        assert root_of(b) == root_of(a)
-        received.append(report.object_bytes)
-    assert max(received[1:]) < received[0]  # later pulls carry only the change
-    assert [e["new"] for e in c["bob"].log()] == [oid.hex() for oid, _ in reversed(list(a.log()))]
 
 
 def test_a_small_change_costs_little_to_push(server: Server, tmp_path: Path,

@@ -86,9 +86,10 @@ def _extend_rollback(commands: Subparsers) -> None:
 
 
 def chunk_counts(report: PushReport | PullReport) -> dict[str, int]:
-    """Chunk counters (whole vs delta) when the transfer reports them."""
+    """How chunk payloads travelled: ``chunks_whole``, ``chunks_delta``, ``chunks_raw``,
+    ``delta_bytes`` and ``fallbacks`` (see ``transfer.ChunkCounts``)."""
     return {k: v for k, v in vars(report).items()
-            if type(v) is int and ("delta" in k or k.startswith("chunks_"))}
+            if type(v) is int and ("delta" in k or k.startswith("chunks_") or k == "fallbacks")}
 
 
 def _hex(oid: ObjectId | None) -> str | None:
@@ -103,7 +104,14 @@ def _wire_text(wire: dict[str, int]) -> str:
 def _chunks_text(counts: dict[str, int]) -> str:
     if not counts:
         return ""
-    return "; chunks: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(counts.items()))
+    chunks = ", ".join(f"{k.removeprefix('chunks_')} {v}" for k, v in sorted(counts.items())
+                       if k.startswith("chunks_"))
+    extra = []
+    if "delta_bytes" in counts:
+        extra.append(f"{human_bytes(counts['delta_bytes'])} of delta batches")
+    if counts.get("fallbacks"):
+        extra.append(f"{counts['fallbacks']} sent whole after a failed delta")
+    return "; chunks: " + ", ".join(filter(None, [chunks, *extra]))
 
 
 def push_json(remote: Remote, report: PushReport, wire: dict[str, int],

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from . import head_routes, lease_routes, objects, session_routes
+from . import delta_routes, head_routes, lease_routes, objects, session_routes
 from .errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
 from .limits import Limits, TokenBucket
 from .observe import Metrics, ObserveMiddleware, metrics_endpoint
@@ -54,6 +54,7 @@ def create_app(
             *lease_routes.routes,
             *head_routes.routes,
             *objects.routes,
+            *delta_routes.routes,
             Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
         middleware=[Middleware(ObserveMiddleware, metrics=metrics)],

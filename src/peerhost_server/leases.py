@@ -18,7 +18,6 @@ passes unused goes to the next in the queue.
 from __future__ import annotations
 
 import time
-
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -20,8 +20,16 @@ class Limits:
         max_body_bytes: largest request body (413 beyond; checked on Content-Length and
             again while streaming, so a body without a length cannot exceed it either).
         max_json_bytes: largest JSON request body.
-        max_response_bytes: ``objects/get`` answers stop before this many bytes of objects
-            (always at least one object); the client asks again for the rest.
+        max_response_bytes: ``objects/get`` answers stop before this many bytes of objects,
+            and ``objects/delta/get`` answers before they rebuild this many (always at least
+            one object); the client asks again for the rest.
+        max_delta_items: items in one delta batch (413 ``too_many_items`` beyond, when the
+            request's selection names more; 400 ``bad_delta`` when a batch declares more).
+        max_delta_bytes: what one delta batch may decompress to (413 ``delta_too_large``
+            when its frame declares more), and what a ``delta/get`` answer's stream may hold.
+        max_delta_rebuild: NBT bytes the coordinator decompresses and rebuilds for one
+            ``objects/delta`` request; items past it are answered as failed, not rebuilt, so a
+            hostile batch cannot buy unbounded work.
         body_timeout: seconds to receive a whole request body (408 beyond).
         rate: requests per second per token, refilled continuously.
         burst: requests a token may make at once (the bucket's size).
@@ -34,6 +42,9 @@ class Limits:
     max_body_bytes: int = 64 << 20
     max_json_bytes: int = 64 << 10
     max_response_bytes: int = 32 << 20
+    max_delta_items: int = 32768
+    max_delta_bytes: int = 64 << 20
+    max_delta_rebuild: int = 256 << 20
     body_timeout: float = 60.0
     rate: float = 100.0
     burst: int = 400

@@ -20,6 +20,7 @@ import copy
 import json
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,7 @@ from peerhost_store.errors import StoreError
 from peerhost_store.ids import ObjectId
 from peerhost_store.lock import FileLock, Locked
 from peerhost_store.store import LmdbStore, RefConflict, Update
+from peerhost_store.sync.pairing import Pair, pair_chunks
 from peerhost_store.sync.protocol import ObjectStatus
 
 from .auth import ADMIN, MEMBER, OWNER, Identity, NewToken, digests_match, mint_token, token_id_of
@@ -37,6 +39,10 @@ from .leases import LeaseError, SessionLease
 from .limits import Limits
 
 Clock = Callable[[], float]
+
+#: Pairing lists kept in memory: a push or pull of a large change sends many delta requests
+#: for the same two trees, and each would otherwise diff them again.
+PAIRINGS_KEPT = 8
 
 
 class Coordinator:
@@ -63,6 +69,7 @@ class Coordinator:
         self._leases: dict[str, SessionLease] = {}
         self._complete: dict[str, set[ObjectId]] = {}
         self._head_locks: dict[str, threading.Lock] = {}
+        self._pairings: OrderedDict[tuple[str, ObjectId, ObjectId], list[Pair]] = OrderedDict()
         self._closed = False
         #: The admin token, when this start created it (shown once, never stored in clear).
         self.initial_admin_token = self._ensure_admin()
@@ -173,6 +180,26 @@ class Coordinator:
                 store = LmdbStore(self.data_dir / "sessions" / session / "store")
                 self._stores[session] = store
             return store
+
+    def pairing(self, session: str, base: ObjectId, target: ObjectId) -> list[Pair]:
+        """``pair_chunks`` of two trees of the session's store, remembered for the next
+        request (trees are content-addressed, so a computed list never goes stale).
+
+        Raises:
+            ObjectMissing: a node of either tree is not stored in this session.
+            DecodeError: a node is malformed.
+        """
+        key = (session, base, target)
+        with self._lock:
+            if key in self._pairings:
+                self._pairings.move_to_end(key)
+                return self._pairings[key]
+        pairs = pair_chunks(self.store(session), base, target)  # outside the lock: it reads
+        with self._lock:
+            self._pairings[key] = pairs
+            while len(self._pairings) > PAIRINGS_KEPT:
+                self._pairings.popitem(last=False)
+        return pairs
 
     def is_complete(self, session: str, oids: list[ObjectId]) -> list[bool]:
         """Whether each id is marked complete in the session."""

@@ -29,13 +29,18 @@ from ..errors import PeerhostError
 from ..ids import ObjectId, from_hex
 from .protocol import (
     MSGPACK,
+    DeltaRequest,
     ObjectStatus,
     ProtocolError,
+    decode_delta_answer,
     decode_ids,
     decode_objects,
     decode_statuses,
+    encode_delta_get,
+    encode_delta_upload,
     encode_ids,
     encode_objects,
+    parse_hex_id,
 )
 
 
@@ -192,6 +197,25 @@ class UploadResult:
 
     stored: int
     new: int
+
+
+@dataclass
+class DeltaUploadResult:
+    """The coordinator's answer to a delta batch.
+
+    Attributes:
+        items: items in the batch.
+        stored: items whose object is now stored (rebuilt and verified, or stored before).
+        new: of those, objects not stored before.
+        failed: ``(id, reason)`` of each item that did not rebuild its object (a mismatch,
+            a missing base, over the request's rebuild budget); nothing was stored for it,
+            so send it whole.
+    """
+
+    items: int
+    stored: int
+    new: int
+    failed: list[tuple[ObjectId, str]]
 
 
 class CoordinatorClient:
@@ -358,6 +382,34 @@ class CoordinatorClient:
         if not objects and ids or len(objects) > len(ids):
             raise ProtocolError(f"asked for {len(ids)} objects, got {len(objects)}")
         return objects
+
+    def upload_delta(self, batch: bytes, request: DeltaRequest | None = None) -> DeltaUploadResult:
+        """Send a delta batch (:mod:`peerhost_store.sync.delta`) for the coordinator to rebuild
+        objects from; its answer lists the items that failed.
+
+        Args:
+            batch: for ``request``'s selection (``want`` mode), or carrying its ids when
+                ``request`` is None.
+            request: the trees and pairing-list positions the batch is for.
+        """
+        response = self._send("POST", self._path("objects/delta"),
+                               raw=encode_delta_upload(request, batch))
+        try:
+            answer = response.json()
+            failed = [(parse_hex_id(f["id"], "failed id"), str(f["reason"]))
+                      for f in answer["failed"]]
+            return DeltaUploadResult(int(answer["items"]), int(answer["stored"]),
+                                     int(answer["new"]), failed)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProtocolError(f"objects/delta: unexpected answer: {exc}") from exc
+
+    def download_delta(self, request: DeltaRequest) -> tuple[int, bytes]:
+        """Ask for a delta batch of ``request``'s selection. The coordinator caps what it
+        builds per answer: it returns ``(count, batch)`` for the first ``count`` selected
+        positions (at least one); ask again for the rest. The batch is not checked here."""
+        response = self._send("POST", self._path("objects/delta/get"),
+                              raw=encode_delta_get(request))
+        return decode_delta_answer(response.content, request.count)
 
     # -- head -----------------------------------------------------------------------------
 

@@ -15,32 +15,60 @@ tree and the size of the change, never one request per object.
   present node is complete. Blobs are stored as they arrive; tree nodes and the
   ``remotes/<session>`` ref are stored together at the end, so an interrupted pull never
   leaves a node without its children.
+
+**Chunk deltas.** When the receiving side already holds a snapshot (the session head for a
+push; for a pull, a snapshot that both the session's history and the local store hold), the
+chunk payload blobs it lacks travel as deltas against the previous version of the same chunk
+(:mod:`peerhost_store.sync.pairing`, :mod:`peerhost_store.sync.delta`): a few bytes per
+re-saved chunk instead of its whole zlib payload. Both sides derive the same pairing list from
+the two trees, so requests name the trees and list positions, never the ids. Every other
+object (tree nodes, file blobs, snapshots) travels whole, and so does any chunk whose delta
+the receiver could not rebuild (a *fallback*). A first push or clone, with nothing to pair
+against, sends everything whole.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from ..errors import NotFound, ObjectCorrupt, PeerhostError
+from ..errors import DecodeError, NotFound, ObjectCorrupt, ObjectMissing, PeerhostError
 from ..ids import ObjectId, hash_bytes
 from ..maintenance import load_shallow
-from ..objects import encode_dir_leaf
+from ..objects import RegionLeaf, Snapshot, decode, decode_blob, encode_dir_leaf
 from ..repo import HEAD, Repository
 from ..restore import RestoreResult, apply_restore, prepare_restore
 from ..store import ObjectStore, Update
-from .client import CoordinatorClient, WireStats
+from .client import CoordinatorClient, CoordinatorError, RateLimited, Unauthorized, WireStats
+from .delta import (
+    KIND_DELTA,
+    KIND_RAW,
+    DeltaError,
+    DeltaItem,
+    apply_delta,
+    decode_batch,
+    encode_batch,
+    make_item,
+)
+from .pairing import Pair, pair_chunks, want_of
 from .protocol import (
     BATCH_BYTES,
+    DELTA_ANSWER_BYTES,
+    DELTA_BATCH_BYTES,
+    DELTA_BATCH_ITEMS,
+    DELTA_STREAM_BYTES,
     IDS_PER_REQUEST,
     READ_BATCH,
+    DeltaRequest,
     Kind,
     ObjectStatus,
     batch_by_size,
+    batch_level,
     children,
     chunked,
     decode_as,
     is_ancestor,
+    select_ranges,
 )
 
 Progress = Callable[[int, int], None]
@@ -77,8 +105,50 @@ class ObjectTooLarge(PeerhostError, ValueError):
 
 
 @dataclass
+class ChunkCounts:
+    """How the chunk payload blobs of a transfer travelled.
+
+    Attributes:
+        chunks_whole: as full payloads: whole objects, stored items of a delta batch (payloads
+            recompression cannot reproduce), and fallbacks.
+        chunks_delta: as a delta against their previous version (:data:`KIND_DELTA`).
+        chunks_raw: as NBT in a delta batch, recompressed by the receiver (no previous
+            version of that chunk on the receiving side).
+        delta_bytes: bytes of delta batches (request bodies for a push, answers for a pull).
+        fallbacks: chunks a delta batch did not deliver (the receiver could not rebuild them,
+            or refused the batch), then sent whole; also counted in ``chunks_whole``.
+    """
+
+    chunks_whole: int = 0
+    chunks_delta: int = 0
+    chunks_raw: int = 0
+    delta_bytes: int = 0
+    fallbacks: int = 0
+
+    def add_item(self, item: DeltaItem) -> None:
+        if item.kind == KIND_DELTA:
+            self.chunks_delta += 1
+        elif item.kind == KIND_RAW:
+            self.chunks_raw += 1
+        else:
+            self.chunks_whole += 1
+
+    def copy_to(self, report: PushReport | PullReport) -> None:
+        report.chunks_whole = self.chunks_whole
+        report.chunks_delta = self.chunks_delta
+        report.chunks_raw = self.chunks_raw
+        report.delta_bytes = self.delta_bytes
+        report.fallbacks = self.fallbacks
+
+
+@dataclass
 class PushReport:
-    """What a push did. ``wire`` counts request and response bytes, headers included."""
+    """What a push did. ``wire`` counts request and response bytes, headers included.
+
+    ``objects_sent`` and ``object_bytes`` count the objects that reached the session and their
+    encoded size, however they travelled; the ``chunks_*`` fields say how chunk payload blobs
+    travelled (see :class:`ChunkCounts`).
+    """
 
     head: ObjectId
     old_head: ObjectId | None
@@ -87,6 +157,11 @@ class PushReport:
     object_bytes: int = 0
     objects_new: int = 0
     checked: int = 0
+    chunks_whole: int = 0
+    chunks_delta: int = 0
+    chunks_raw: int = 0
+    delta_bytes: int = 0
+    fallbacks: int = 0
     wire: WireStats = field(default_factory=WireStats)
 
 
@@ -96,7 +171,9 @@ class PullReport:
 
     ``outcome`` is ``empty`` (the session has no head), ``up-to-date``, ``fast-forward``
     (the local head and world moved to the session head) or ``ahead`` (the local head
-    descends from the session head: nothing to do).
+    descends from the session head: nothing to do). ``objects_received`` and ``object_bytes``
+    count the objects stored and their encoded size, however they travelled; the
+    ``chunks_*`` fields say how chunk payload blobs travelled (see :class:`ChunkCounts`).
     """
 
     remote: ObjectId | None
@@ -105,6 +182,11 @@ class PullReport:
     safety: ObjectId | None = None
     objects_received: int = 0
     object_bytes: int = 0
+    chunks_whole: int = 0
+    chunks_delta: int = 0
+    chunks_raw: int = 0
+    delta_bytes: int = 0
+    fallbacks: int = 0
     restored: RestoreResult | None = None
     wire: WireStats = field(default_factory=WireStats)
 
@@ -113,6 +195,14 @@ def _wire_since(client: CoordinatorClient, before: WireStats) -> WireStats:
     now = client.stats
     return WireStats(now.requests - before.requests, now.sent - before.sent,
                      now.received - before.received)
+
+
+def _delta_refused(exc: CoordinatorError) -> bool:
+    """Whether a delta request's error means "send these whole instead" (a refused batch,
+    limits smaller than ours, a coordinator without delta routes), not "stop"."""
+    if isinstance(exc, (Unauthorized, RateLimited)):
+        return False
+    return 400 <= exc.status < 500
 
 
 # -- push ---------------------------------------------------------------------------------
@@ -125,9 +215,15 @@ def push(
     fencing: int,
     progress: Progress | None = None,
     batch_bytes: int = BATCH_BYTES,
+    delta: bool = True,
+    delta_batch_bytes: int = DELTA_BATCH_BYTES,
 ) -> PushReport:
     """Send the local head and everything it reaches that the session lacks, then move the
     session head to it.
+
+    Args:
+        delta: send chunk payloads the session has a previous version of as deltas.
+        delta_batch_bytes: rebuilt object bytes per delta batch.
 
     Raises:
         NotFound: the repository has no snapshot.
@@ -147,20 +243,173 @@ def push(
     shallow = load_shallow(repo.store)
     if remote is not None and not is_ancestor(repo.store, remote, head, shallow=shallow):
         raise Diverged(head, remote, "pull, then push again")
-    walk = _PushWalk(repo.store, client, head, shallow)
+    # The session holds the remote head complete, and so does this store (a stored snapshot
+    # has its whole tree here): its chunks are the previous versions to send deltas against.
+    base = repo.read_snapshot(remote).root if remote is not None and delta else None
+    walk = _PushWalk(repo.store, client, head, shallow, defer_chunks=base is not None)
+    counts = ChunkCounts()
+
+    def tick() -> None:
+        if progress is not None:
+            progress(report.objects_sent, walk.found)
+
+    _upload_whole(client, walk, report, batch_bytes, tick)
+    counts.chunks_whole += walk.whole_chunks
+    if walk.missing_chunks or walk.unasked_chunks:
+        assert base is not None
+        deltas = _PushDeltas(repo.store, client, base, report, counts, delta_batch_bytes, tick)
+        deltas.send(walk.snapshots, walk.missing_chunks + walk.unasked_chunks)
+        whole = deltas.leftovers(set(walk.missing_chunks))
+        walk.found = report.objects_sent + len(whole)  # unasked chunks the session had drop out
+        counts.chunks_whole += len(whole)
+        _upload_whole(client, _read_blobs(repo.store, whole), report, batch_bytes, tick)
+    counts.copy_to(report)
+    report.checked = client.set_head(remote, head, fencing)
+    report.wire = _wire_since(client, before)
+    return report
+
+
+def _read_blobs(store: ObjectStore, ids: list[ObjectId]) -> Iterator[bytes]:
+    for part in chunked(ids, READ_BATCH):
+        yield from store.get_many(list(part))
+
+
+def _upload_whole(client: CoordinatorClient, objects: Iterable[bytes], report: PushReport,
+                  batch_bytes: int, tick: Callable[[], None]) -> None:
     limit = MAX_REQUEST_BYTES - 64 * 1024  # room for msgpack framing
-    for batch in batch_by_size(walk, len, batch_bytes, limit):
+    for batch in batch_by_size(objects, len, batch_bytes, limit):
         if len(batch[0]) > limit:
             raise ObjectTooLarge(hash_bytes(batch[0]), len(batch[0]), limit)
         result = client.upload(batch)
         report.objects_sent += len(batch)
         report.object_bytes += sum(len(data) for data in batch)
         report.objects_new += result.new
-        if progress is not None:
-            progress(report.objects_sent, walk.found)
-    report.checked = client.set_head(remote, head, fencing)
-    report.wire = _wire_since(client, before)
-    return report
+        tick()
+
+
+@dataclass
+class _DeltaGroup:
+    """One delta batch being built: pairing-list positions, their items, their blobs' sizes."""
+
+    positions: list[int] = field(default_factory=list)
+    items: list[DeltaItem] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    stream: int = 0
+
+
+class _PushDeltas:
+    """Sends chunk blobs as delta batches against the chunks of tree ``base`` (the session
+    head's), and works out which blobs must still go whole."""
+
+    def __init__(self, store: ObjectStore, client: CoordinatorClient, base: ObjectId,
+                 report: PushReport, counts: ChunkCounts, batch_bytes: int,
+                 tick: Callable[[], None]) -> None:
+        self.store = store
+        self.client = client
+        self.base = base
+        self.report = report
+        self.counts = counts
+        self.batch_bytes = batch_bytes
+        self.tick = tick
+        self.pending: dict[ObjectId, None] = {}  # candidates not delivered yet, in tree order
+        self.listed: set[ObjectId] = set()  # candidates some pairing list holds
+        self.unpaired = False  # a tree could not be paired (never, in a sound repository)
+        self.refused = False  # the coordinator refused a batch as a whole
+        self.failed: set[ObjectId] = set()  # items a batch reported it could not rebuild
+
+    def send(self, snapshots: list[tuple[ObjectId, ObjectId]], candidates: list[ObjectId]) -> None:
+        """Send the ``candidates`` each snapshot's pairing list holds, newest snapshot first."""
+        self.pending = dict.fromkeys(candidates)
+        for _, root in snapshots:
+            if not self.pending or self.refused:
+                return
+            try:
+                pairs = pair_chunks(self.store, self.base, root)
+            except (ObjectMissing, DecodeError):
+                self.unpaired = True
+                continue
+            chosen = [i for i, pair in enumerate(pairs) if pair.new.oid in self.pending]
+            self.listed.update(pairs[i].new.oid for i in chosen)
+            for group in _delta_groups(self.store, pairs, chosen, self.batch_bytes):
+                if not self._send(root, pairs, group):
+                    return
+
+    def _send(self, root: ObjectId, pairs: list[Pair], group: _DeltaGroup) -> bool:
+        batch = encode_batch(group.items, want=want_of([pairs[i] for i in group.positions]),
+                             level=batch_level(group.stream))
+        try:
+            result = self.client.upload_delta(
+                batch, DeltaRequest(self.base, root, select_ranges(group.positions)))
+        except CoordinatorError as exc:
+            if not _delta_refused(exc):
+                raise
+            self.counts.fallbacks += len(group.items)
+            self.refused = True  # it will not take our batches: the rest goes whole
+            return False
+        self.counts.delta_bytes += len(batch)
+        failed = {oid for oid, _ in result.failed}
+        self.failed |= failed
+        self.counts.fallbacks += len(failed)
+        for item, size in zip(group.items, group.sizes):
+            if item.new_id not in failed:
+                self.pending.pop(item.new_id, None)
+                self.counts.add_item(item)
+                self.report.objects_sent += 1
+                self.report.object_bytes += size
+        self.report.objects_new += result.new
+        self.tick()
+        return True
+
+    def leftovers(self, known_missing: set[ObjectId]) -> list[ObjectId]:
+        """The candidates to upload whole.
+
+        Those the session said it lacks, and those a batch reported failed, go whole. A
+        candidate in no pairing list is in the base tree at the same place (every other chunk
+        of a tree is in its pairing list), which the session holds complete: it is dropped.
+        The rest (listed but never delivered: a refused batch; or under a tree that could not
+        be paired) are asked about first, since some may be stored there already.
+        """
+        whole, unknown = [], []
+        for oid in self.pending:
+            if oid in known_missing or oid in self.failed:
+                whole.append(oid)
+            elif oid in self.listed or self.unpaired:
+                unknown.append(oid)
+        for part in chunked(unknown, IDS_PER_REQUEST):
+            whole += self.client.missing(list(part))
+        return whole
+
+
+def _delta_groups(store: ObjectStore, pairs: list[Pair], chosen: list[int],
+                  batch_bytes: int) -> Iterator[_DeltaGroup]:
+    """Build the items of ``chosen`` positions and cut them into batches of about
+    ``batch_bytes`` of rebuilt objects."""
+    group = _DeltaGroup()
+    rebuilt = 0
+    for part in chunked(chosen, READ_BATCH):
+        news = store.get_many([pairs[i].new.oid for i in part])
+        based = [(i, ref.oid) for i in part if (ref := pairs[i].base) is not None]
+        bases = dict(zip((i for i, _ in based), store.get_many([oid for _, oid in based])))
+        for i, data in zip(part, news):
+            pair = pairs[i]
+            base = bases.get(i)
+            item = make_item(
+                decode_blob(data), pair.new.compression,
+                base_id=None if pair.base is None else pair.base.oid,
+                base_payload=None if base is None else decode_blob(base),
+                base_compression=None if pair.base is None else pair.base.compression,
+            )
+            group.positions.append(i)
+            group.items.append(item)
+            group.sizes.append(len(data))
+            group.stream += len(item.data)
+            rebuilt += len(data)
+            if (rebuilt >= batch_bytes or group.stream >= DELTA_STREAM_BYTES
+                    or len(group.items) >= DELTA_BATCH_ITEMS):
+                yield group
+                group, rebuilt = _DeltaGroup(), 0
+    if group.items:
+        yield group
 
 
 class _PushWalk:
@@ -169,15 +418,30 @@ class _PushWalk:
     Breadth-first: one ``objects/status`` request per level of the graph (per 16,384 ids);
     complete subgraphs are skipped, present nodes entered but not yielded. Blobs are read from
     the local store in batches, nodes once (to find their children).
+
+    With ``defer_chunks``, chunk payload blobs (those region maps point at) are not yielded
+    but listed for delta batches after the walk: in :attr:`missing_chunks` when the session
+    said it lacks them, in :attr:`unasked_chunks` when they hang off a region node the session
+    lacks. Those are not asked about: most are in the pairing lists (so missing), and the rest
+    are unchanged chunks the session already holds (see :meth:`_PushDeltas.leftovers`); asking
+    would cost 34 bytes per chunk, more than most deltas.
     """
 
     def __init__(self, store: ObjectStore, client: CoordinatorClient, head: ObjectId,
-                 shallow: set[ObjectId]) -> None:
+                 shallow: set[ObjectId], *, defer_chunks: bool = False) -> None:
         self.store = store
         self.client = client
         self.head = head
         self.shallow = shallow
+        self.defer_chunks = defer_chunks
         self.found = 0  #: objects found missing so far (the progress total grows with it)
+        self.missing_chunks: list[ObjectId] = []
+        self.unasked_chunks: list[ObjectId] = []
+        self.whole_chunks = 0  #: missing chunk blobs yielded
+        #: ``(snapshot, root)`` of every snapshot the session does not hold complete, newest
+        #: first: the trees whose chunks may travel as deltas.
+        self.snapshots: list[tuple[ObjectId, ObjectId]] = []
+        self._chunks: set[ObjectId] = set()
 
     def __iter__(self) -> Iterator[bytes]:
         seen = {self.head}
@@ -194,7 +458,10 @@ class _PushWalk:
                     self.found += int(missing)
                     if kind is not Kind.BLOB:
                         enter.append((oid, kind, missing))
+                    elif missing and oid in self._chunks and self.defer_chunks:
+                        self.missing_chunks.append(oid)
                     elif missing:
+                        self.whole_chunks += oid in self._chunks
                         blobs.append(oid)
                         if len(blobs) >= READ_BATCH:
                             yield from self.store.get_many(blobs)
@@ -204,6 +471,16 @@ class _PushWalk:
                         if missing:
                             yield data
                         obj = decode_as(oid, data, kind)
+                        if isinstance(obj, Snapshot):
+                            self.snapshots.append((oid, obj.root))
+                        elif isinstance(obj, RegionLeaf):
+                            self._chunks.update(entry.oid for entry in obj.entries)
+                            if missing and self.defer_chunks:
+                                fresh = [e.oid for e in obj.entries if e.oid not in seen]
+                                seen.update(fresh)
+                                self.unasked_chunks += fresh
+                                self.found += len(fresh)
+                                continue
                         follow = not (kind is Kind.SNAPSHOT and oid in self.shallow)
                         for child in children(oid, obj, kind, follow_parents=follow):
                             if child[0] not in seen:
@@ -223,12 +500,16 @@ def pull(
     *,
     progress: Progress | None = None,
     batch_bytes: int = BATCH_BYTES,
+    delta: bool = True,
 ) -> PullReport:
     """Fetch the session head into the repository and, when it is a fast-forward, move the
     local head and the world to it.
 
     Unsnapshotted changes in the world are snapshotted first, so they are never lost (and
     then make the histories diverge, unless the session head is unchanged).
+
+    Args:
+        delta: fetch chunk payloads this repository has a previous version of as deltas.
 
     Raises:
         Diverged: neither head descends from the other; the fetched objects and the
@@ -240,12 +521,181 @@ def pull(
     if remote is None:
         return PullReport(None, repo.head(), "empty", wire=_wire_since(client, before))
     report = PullReport(remote, repo.head(), "")
-    report.objects_received, report.object_bytes = fetch(
-        repo.store, client, remote, ref=f"remotes/{client.session}", progress=progress,
-        batch_bytes=batch_bytes)
+    fetched = fetch(repo.store, client, remote, ref=f"remotes/{client.session}",
+                    progress=progress, batch_bytes=batch_bytes, delta=delta)
+    report.objects_received, report.object_bytes = fetched.objects, fetched.object_bytes
+    fetched.chunks.copy_to(report)
     _integrate(repo, client.session, remote, report)
     report.wire = _wire_since(client, before)
     return report
+
+
+@dataclass
+class FetchResult:
+    """What :func:`fetch` stored: objects, their encoded bytes, how chunk blobs travelled."""
+
+    objects: int = 0
+    object_bytes: int = 0
+    chunks: ChunkCounts = field(default_factory=ChunkCounts)
+
+
+class _Overlay:
+    """Tree nodes fetched but not stored yet, over the local store: the pairing reads both."""
+
+    def __init__(self, nodes: dict[ObjectId, bytes], store: ObjectStore) -> None:
+        self.nodes = nodes
+        self.store = store
+
+    def get_raw(self, oid: ObjectId) -> bytes:
+        data = self.nodes.get(oid)
+        return self.store.get_raw(oid) if data is None else data
+
+
+class _Fetch:
+    """One fetch: the node walk, then chunk deltas, then whole blobs, then the final update."""
+
+    def __init__(self, store: ObjectStore, client: CoordinatorClient, progress: Progress | None,
+                 batch_bytes: int) -> None:
+        self.store = store
+        self.client = client
+        self.progress = progress
+        self.batch_bytes = batch_bytes
+        self.result = FetchResult()
+        self.known = 0
+        self.nodes: dict[ObjectId, bytes] = {}  # stored last, with the ref
+        self.blobs: dict[ObjectId, None] = {}  # missing blobs, in tree order
+        self.chunks: set[ObjectId] = set()  # blobs region maps point at
+        self.snapshots: list[tuple[ObjectId, ObjectId]] = []  # fetched: (snapshot, root)
+        self.held: list[ObjectId] = []  # snapshots of the session's history stored here
+        self._pending: list[bytes] = []
+        self._pending_hashed: list[tuple[ObjectId, bytes]] = []
+        self._pending_bytes = 0
+
+    def tick(self) -> None:
+        if self.progress is not None:
+            self.progress(self.result.objects, self.known)
+
+    def walk(self, remote: ObjectId) -> None:
+        """Fetch every node ``remote`` reaches that the store lacks; list the missing blobs."""
+        seen = {remote}
+        frontier: list[tuple[ObjectId, Kind]] = [(remote, Kind.SNAPSHOT)]
+        while frontier:
+            absent = set(self.store.iter_missing(oid for oid, _ in frontier))
+            self.held += [oid for oid, kind in frontier
+                          if kind is Kind.SNAPSHOT and oid not in absent]
+            want = [item for item in frontier if item[0] in absent]
+            self.known += len(want)
+            self.blobs.update((oid, None) for oid, kind in want if kind is Kind.BLOB)
+            nodes = [item for item in want if item[1] is not Kind.BLOB]
+            after: list[tuple[ObjectId, Kind]] = []
+            for part in chunked(nodes, IDS_PER_REQUEST):
+                for (oid, kind), data in zip(part, _download(self.client, [o for o, _ in part])):
+                    obj = decode_as(oid, data, kind)
+                    self.nodes[oid] = data
+                    self._count(len(data))
+                    if isinstance(obj, Snapshot):
+                        self.snapshots.append((oid, obj.root))
+                    elif isinstance(obj, RegionLeaf):
+                        self.chunks.update(entry.oid for entry in obj.entries)
+                    for child in children(oid, obj, kind):
+                        if child[0] not in seen:
+                            seen.add(child[0])
+                            after.append(child)
+                self.tick()
+            frontier = after
+
+    def deltas(self, prefer: ObjectId | None) -> None:
+        """Fetch the missing chunk blobs that pair with a snapshot held here as deltas."""
+        if not self.held or not self.snapshots:
+            return
+        # Any held snapshot of the session's history is complete here and on the coordinator;
+        # the local head (the world's current state) is the closest to what comes.
+        held = prefer if prefer in self.held else self.held[0]
+        snapshot = decode(self.store.get_raw(held))
+        assert isinstance(snapshot, Snapshot)  # the walk reached it as a parent snapshot
+        overlay = _Overlay(self.nodes, self.store)
+        for _, root in self.snapshots:
+            try:
+                pairs = pair_chunks(overlay, snapshot.root, root)
+            except (ObjectMissing, DecodeError):
+                continue  # cannot happen in a sound repository; the blobs then go whole
+            chosen = [i for i, pair in enumerate(pairs)
+                      if pair.new.oid in self.blobs and pair.new.oid in self.chunks]
+            while chosen:
+                request = DeltaRequest(snapshot.root, root, select_ranges(chosen))
+                try:
+                    count, batch = self.client.download_delta(request)
+                except CoordinatorError as exc:
+                    if not _delta_refused(exc):
+                        raise
+                    self.result.chunks.fallbacks += len(chosen)
+                    return  # this coordinator will not build batches: the rest goes whole
+                self.result.chunks.delta_bytes += len(batch)
+                self._apply([pairs[i] for i in chosen[:count]], batch)
+                chosen = chosen[count:]
+                self.tick()
+
+    def _apply(self, pairs: list[Pair], batch: bytes) -> None:
+        counts = self.result.chunks
+        try:
+            items = decode_batch(batch, max_items=len(pairs), max_bytes=DELTA_ANSWER_BYTES,
+                                 want=want_of(pairs))
+        except DeltaError:
+            counts.fallbacks += len(pairs)  # left in self.blobs: fetched whole later
+            return
+        based = [p.base.oid for p, item in zip(pairs, items)
+                 if item.kind == KIND_DELTA and p.base is not None]
+        try:
+            bases = dict(zip(based, self.store.get_many(based)))
+        except ObjectMissing:  # the held tree is complete here; never in a sound repository
+            counts.fallbacks += len(pairs)
+            return
+        for pair, item in zip(pairs, items):
+            base = bases.get(pair.base.oid) if item.kind == KIND_DELTA and pair.base else None
+            try:
+                blob = apply_delta(
+                    None if base is None else decode_blob(base), item,
+                    base_compression=None if pair.base is None else pair.base.compression)
+            except DeltaError:
+                counts.fallbacks += 1
+                continue
+            counts.add_item(item)
+            self.blobs.pop(item.new_id, None)
+            self._count(len(blob))
+            # apply_delta hashed the blob here and checked it against the id.
+            self._keep(hashed=(item.new_id, blob))
+
+    def whole_blobs(self) -> None:
+        """Fetch the blobs still missing as whole objects."""
+        ids = list(self.blobs)
+        self.result.chunks.chunks_whole += sum(1 for oid in ids if oid in self.chunks)
+        for part in chunked(ids, IDS_PER_REQUEST):
+            for data in _download(self.client, list(part)):
+                self._count(len(data))
+                self._keep(data=data)
+            self.tick()
+
+    def finish(self, ref: str, remote: ObjectId) -> None:
+        self.store.apply(Update(objects=self._pending + list(self.nodes.values()),
+                                hashed=self._pending_hashed,
+                                refs=[(ref, self.store.get_ref(ref), remote)]))
+
+    def _count(self, size: int) -> None:
+        self.result.objects += 1
+        self.result.object_bytes += size
+
+    def _keep(self, *, data: bytes | None = None,
+              hashed: tuple[ObjectId, bytes] | None = None) -> None:
+        if data is not None:
+            self._pending.append(data)
+            self._pending_bytes += len(data)
+        if hashed is not None:
+            self._pending_hashed.append(hashed)
+            self._pending_bytes += len(hashed[1])
+        if self._pending_bytes >= self.batch_bytes:
+            # A blob reaches nothing: storing it before the nodes that point at it is safe.
+            self.store.apply(Update(objects=self._pending, hashed=self._pending_hashed))
+            self._pending, self._pending_hashed, self._pending_bytes = [], [], 0
 
 
 def fetch(
@@ -256,44 +706,21 @@ def fetch(
     ref: str,
     progress: Progress | None = None,
     batch_bytes: int = BATCH_BYTES,
-) -> tuple[int, int]:
+    delta: bool = True,
+) -> FetchResult:
     """Store every object ``remote`` reaches that ``store`` lacks and point ``ref`` at it.
 
-    Returns:
-        How many objects and bytes were received.
+    Tree nodes come first, a level per request; then the missing chunk blobs that pair with a
+    snapshot this store holds come as delta batches (with ``delta``); then every other
+    missing blob, whole.
     """
-    seen = {remote}
-    frontier: list[tuple[ObjectId, Kind]] = [(remote, Kind.SNAPSHOT)]
-    nodes: list[bytes] = []
-    blobs: list[bytes] = []
-    blob_bytes = received = received_bytes = known = 0
-    while frontier:
-        absent = set(store.iter_missing(oid for oid, _ in frontier))
-        want = [item for item in frontier if item[0] in absent]
-        known += len(want)
-        after: list[tuple[ObjectId, Kind]] = []
-        for part in chunked(want, IDS_PER_REQUEST):
-            for (oid, kind), data in zip(part, _download(client, [oid for oid, _ in part])):
-                received += 1
-                received_bytes += len(data)
-                obj = decode_as(oid, data, kind)
-                if kind is Kind.BLOB:
-                    blobs.append(data)
-                    blob_bytes += len(data)
-                    if blob_bytes >= batch_bytes:
-                        store.apply(Update(objects=blobs))  # a blob reaches nothing: safe early
-                        blobs, blob_bytes = [], 0
-                    continue
-                nodes.append(data)
-                for child in children(oid, obj, kind):
-                    if child[0] not in seen:
-                        seen.add(child[0])
-                        after.append(child)
-            if progress is not None:
-                progress(received, known)
-        frontier = after
-    store.apply(Update(objects=blobs + nodes, refs=[(ref, store.get_ref(ref), remote)]))
-    return received, received_bytes
+    run = _Fetch(store, client, progress, batch_bytes)
+    run.walk(remote)
+    if delta:
+        run.deltas(store.get_ref(HEAD))
+    run.whole_blobs()
+    run.finish(ref, remote)
+    return run.result
 
 
 def _download(client: CoordinatorClient, ids: list[ObjectId]) -> list[bytes]:
