@@ -279,10 +279,16 @@ def check_delta_report(report: PushReport | PullReport, pairs: list[Pair], paylo
     assert wire(report) < payload
 
 
+# What reaches the wire over a whole history, as a share of the changed chunk payloads: tree
+# nodes (32-byte chunk ids in region leaves) weigh most where the deltas are tiny (voidchains).
+WIRE_SHARE = {"aviadbag-1.19-history": 0.2, "134arg-1.12.2-forge-history": 0.2,
+              "voidchains-history": 0.3}
+
+
+@pytest.mark.parametrize("name", sorted(WIRE_SHARE))
 def test_push_and_pull_follow_a_history_with_deltas(
-    server: Server, tmp_path: Path, real_world: Callable[[str], Path]
+    name: str, server: Server, tmp_path: Path, real_world: Callable[[str], Path]
 ) -> None:
-    name = "aviadbag-1.19-history"
     versions = [real_world(name) / v for v in HISTORIES[name]]
     c = make_session(server)
     a = new_repo(tmp_path / "a", versions[0])
@@ -318,7 +324,8 @@ def test_push_and_pull_follow_a_history_with_deltas(
         previous = head
     # Over the history, everything on the wire (tree nodes, ids, headers) is a small part of
     # the changed payloads, and the delta batches a few percent.
-    assert totals["push"] < 0.2 * totals["payload"] and totals["pull"] < 0.2 * totals["payload"]
+    share = WIRE_SHARE[name]
+    assert totals["push"] < share * totals["payload"] and totals["pull"] < share * totals["payload"]
     assert totals["delta"] < 0.06 * totals["payload"]
     assert [e["new"] for e in c["bob"].log()] == [oid.hex() for oid, _ in reversed(list(a.log()))]
     assert walk(store, [a.head()]).ok and b.verify().ok  # type: ignore[list-item]
