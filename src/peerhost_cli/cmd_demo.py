@@ -31,7 +31,7 @@ from .cmd_remote import (
     wire_json,
 )
 from .cmd_serve import BackgroundCoordinator
-from .cmd_sync import PUSH_TTL, chunk_counts, push_with_lease, remote_rollback
+from .cmd_sync import PUSH_TTL, chunk_counts, chunks_text, push_with_lease, remote_rollback
 from .common import Subparsers, short
 from .output import emit_json, human_bytes, out
 
@@ -137,7 +137,7 @@ def _wire(wire: dict[str, int]) -> str:
 
 def _chunks(report: PushReport | PullReport) -> str:
     counts = chunk_counts(report)
-    return "".join(f", {k.replace('_', ' ')} {v}" for k, v in sorted(counts.items()))
+    return chunks_text(counts)
 
 
 def _demo_sync(args: argparse.Namespace, base: Path, world_a: Path, first: ObjectId,

@@ -101,7 +101,7 @@ def _wire_text(wire: dict[str, int]) -> str:
             f"({human_bytes(wire['bytes_sent'])} up, {human_bytes(wire['bytes_received'])} down)")
 
 
-def _chunks_text(counts: dict[str, int]) -> str:
+def chunks_text(counts: dict[str, int]) -> str:
     if not counts:
         return ""
     chunks = ", ".join(f"{k.removeprefix('chunks_')} {v}" for k, v in sorted(counts.items())
@@ -148,7 +148,7 @@ def print_push(remote: Remote, report: PushReport, wire: dict[str, int],
         return
     out.print(f"pushed {short(report.head)} to {where}: {report.objects_sent} objects "
               f"({human_bytes(report.object_bytes)}) sent, {report.objects_new} new there"
-              f"{_chunks_text(chunk_counts(report))}; {_wire_text(wire)}", markup=False)
+              f"{chunks_text(chunk_counts(report))}; {_wire_text(wire)}", markup=False)
     if lease["temporary"]:
         out.print(f"(took lease {lease['fencing']} as {lease['holder']} for the push and "
                   "released it)", markup=False)
@@ -162,7 +162,7 @@ def print_pull(remote: Remote, report: PullReport, wire: dict[str, int]) -> None
     if report.safety is not None:
         out.print(f"unsnapshotted changes were saved first as snapshot {short(report.safety)}")
     got = (f"{report.objects_received} objects ({human_bytes(report.object_bytes)}) received"
-           f"{_chunks_text(chunk_counts(report))}")
+           f"{chunks_text(chunk_counts(report))}")
     text = {
         "empty": f"session {remote.session} has no snapshot yet",
         "up-to-date": f"up to date with {remote.name} at {short(report.head)}; {got}",
