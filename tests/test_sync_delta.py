@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from test_sync_support import Server, make_session, running
 from worldutil import HISTORIES, copy_world, replace_world, world_content
 
-from peerhost_cli.cmd_sync import _chunks_text, chunk_counts
+from peerhost_cli.cmd_sync import chunks_text, chunk_counts
 from peerhost_server import Limits
 from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.maintenance import walk
@@ -228,7 +228,7 @@ def test_report_counters_are_printed() -> None:
                         delta_bytes=5000, fallbacks=1)
     assert chunk_counts(report) == {"chunks_whole": 2, "chunks_delta": 1255, "chunks_raw": 3,
                                     "delta_bytes": 5000, "fallbacks": 1}
-    text = _chunks_text(chunk_counts(report))
+    text = chunks_text(chunk_counts(report))
     assert "delta 1255" in text and "whole 2" in text and "raw 3" in text
     assert "4.9 KiB of delta batches" in text and "1 sent whole" in text
 

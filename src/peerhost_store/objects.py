@@ -176,6 +176,8 @@ def decode_blob(data: bytes) -> bytes:
         width = _BIN_WIDTH[data[2]]
         if width and len(data) == 3 + width + int.from_bytes(data[3 : 3 + width], "big"):
             return data[3 + width :]
+    if data[:2] == b"\x92\x01":
+        raise DecodeError(f"malformed blob object ({len(data)} bytes)")
     obj = decode(data)
     if not isinstance(obj, bytes):
         raise DecodeError(f"expected a blob, found {type(obj).__name__}")
@@ -196,6 +198,8 @@ def decode(data: bytes) -> Object:
     Raises:
         DecodeError: the bytes are not a well-formed object.
     """
+    if data[:2] == b"\x92\x01":  # a blob: skip the general msgpack pass and its copy
+        return decode_blob(data)
     try:
         value = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types on bad input

@@ -670,9 +670,11 @@ class _Fetch:
         ids = list(self.blobs)
         self.result.chunks.chunks_whole += sum(1 for oid in ids if oid in self.chunks)
         for part in chunked(ids, IDS_PER_REQUEST):
-            for data in _download(self.client, list(part)):
+            wanted = list(part)
+            # _download checked each answer's hash against its id: store them as hashed.
+            for oid, data in zip(wanted, _download(self.client, wanted)):
                 self._count(len(data))
-                self._keep(data=data)
+                self._keep(hashed=(oid, data))
             self.tick()
 
     def finish(self, ref: str, remote: ObjectId) -> None:
