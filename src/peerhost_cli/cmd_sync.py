@@ -88,8 +88,7 @@ def _extend_rollback(commands: Subparsers) -> None:
 def chunk_counts(report: PushReport | PullReport) -> dict[str, int]:
     """How chunk payloads travelled: ``chunks_whole``, ``chunks_delta``, ``chunks_raw``,
     ``delta_bytes`` and ``fallbacks`` (see ``transfer.ChunkCounts``)."""
-    return {k: v for k, v in vars(report).items()
-            if type(v) is int and ("delta" in k or k.startswith("chunks_") or k == "fallbacks")}
+    return report.counts()
 
 
 def _hex(oid: ObjectId | None) -> str | None:

@@ -30,7 +30,7 @@ against, sends everything whole.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from ..errors import DecodeError, NotFound, ObjectCorrupt, ObjectMissing, PeerhostError
 from ..ids import ObjectId, hash_bytes
@@ -104,9 +104,9 @@ class ObjectTooLarge(PeerhostError, ValueError):
         super().__init__(f"object {oid.hex()} has {size} bytes; uploads carry at most {limit}")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ChunkCounts:
-    """How the chunk payload blobs of a transfer travelled.
+    """How the chunk payload blobs of a transfer travelled (push and pull reports are these).
 
     Attributes:
         chunks_whole: as full payloads: whole objects, stored items of a delta batch (payloads
@@ -133,16 +133,13 @@ class ChunkCounts:
         else:
             self.chunks_whole += 1
 
-    def copy_to(self, report: PushReport | PullReport) -> None:
-        report.chunks_whole = self.chunks_whole
-        report.chunks_delta = self.chunks_delta
-        report.chunks_raw = self.chunks_raw
-        report.delta_bytes = self.delta_bytes
-        report.fallbacks = self.fallbacks
+    def counts(self) -> dict[str, int]:
+        """The counts alone, by field name."""
+        return {f.name: getattr(self, f.name) for f in fields(ChunkCounts)}
 
 
 @dataclass
-class PushReport:
+class PushReport(ChunkCounts):
     """What a push did. ``wire`` counts request and response bytes, headers included.
 
     ``objects_sent`` and ``object_bytes`` count the objects that reached the session and their
@@ -157,16 +154,11 @@ class PushReport:
     object_bytes: int = 0
     objects_new: int = 0
     checked: int = 0
-    chunks_whole: int = 0
-    chunks_delta: int = 0
-    chunks_raw: int = 0
-    delta_bytes: int = 0
-    fallbacks: int = 0
     wire: WireStats = field(default_factory=WireStats)
 
 
 @dataclass
-class PullReport:
+class PullReport(ChunkCounts):
     """What a pull did.
 
     ``outcome`` is ``empty`` (the session has no head), ``up-to-date``, ``fast-forward``
@@ -182,11 +174,6 @@ class PullReport:
     safety: ObjectId | None = None
     objects_received: int = 0
     object_bytes: int = 0
-    chunks_whole: int = 0
-    chunks_delta: int = 0
-    chunks_raw: int = 0
-    delta_bytes: int = 0
-    fallbacks: int = 0
     restored: RestoreResult | None = None
     wire: WireStats = field(default_factory=WireStats)
 
@@ -247,23 +234,21 @@ def push(
     # has its whole tree here): its chunks are the previous versions to send deltas against.
     base = repo.read_snapshot(remote).root if remote is not None and delta else None
     walk = _PushWalk(repo.store, client, head, shallow, defer_chunks=base is not None)
-    counts = ChunkCounts()
 
     def tick() -> None:
         if progress is not None:
             progress(report.objects_sent, walk.found)
 
     _upload_whole(client, walk, report, batch_bytes, tick)
-    counts.chunks_whole += walk.whole_chunks
+    report.chunks_whole += walk.whole_chunks
     if walk.missing_chunks or walk.unasked_chunks:
         assert base is not None
-        deltas = _PushDeltas(repo.store, client, base, report, counts, delta_batch_bytes, tick)
+        deltas = _PushDeltas(repo.store, client, base, report, delta_batch_bytes, tick)
         deltas.send(walk.snapshots, walk.missing_chunks + walk.unasked_chunks)
         whole = deltas.leftovers(set(walk.missing_chunks))
         walk.found = report.objects_sent + len(whole)  # unasked chunks the session had drop out
-        counts.chunks_whole += len(whole)
+        report.chunks_whole += len(whole)
         _upload_whole(client, _read_blobs(repo.store, whole), report, batch_bytes, tick)
-    counts.copy_to(report)
     report.checked = client.set_head(remote, head, fencing)
     report.wire = _wire_since(client, before)
     return report
@@ -302,13 +287,11 @@ class _PushDeltas:
     head's), and works out which blobs must still go whole."""
 
     def __init__(self, store: ObjectStore, client: CoordinatorClient, base: ObjectId,
-                 report: PushReport, counts: ChunkCounts, batch_bytes: int,
-                 tick: Callable[[], None]) -> None:
+                 report: PushReport, batch_bytes: int, tick: Callable[[], None]) -> None:
         self.store = store
         self.client = client
         self.base = base
         self.report = report
-        self.counts = counts
         self.batch_bytes = batch_bytes
         self.tick = tick
         self.pending: dict[ObjectId, None] = {}  # candidates not delivered yet, in tree order
@@ -343,17 +326,17 @@ class _PushDeltas:
         except CoordinatorError as exc:
             if not _delta_refused(exc):
                 raise
-            self.counts.fallbacks += len(group.items)
+            self.report.fallbacks += len(group.items)
             self.refused = True  # it will not take our batches: the rest goes whole
             return False
-        self.counts.delta_bytes += len(batch)
+        self.report.delta_bytes += len(batch)
         failed = {oid for oid, _ in result.failed}
         self.failed |= failed
-        self.counts.fallbacks += len(failed)
+        self.report.fallbacks += len(failed)
         for item, size in zip(group.items, group.sizes):
             if item.new_id not in failed:
                 self.pending.pop(item.new_id, None)
-                self.counts.add_item(item)
+                self.report.add_item(item)
                 self.report.objects_sent += 1
                 self.report.object_bytes += size
         self.report.objects_new += result.new
@@ -524,7 +507,8 @@ def pull(
     fetched = fetch(repo.store, client, remote, ref=f"remotes/{client.session}",
                     progress=progress, batch_bytes=batch_bytes, delta=delta)
     report.objects_received, report.object_bytes = fetched.objects, fetched.object_bytes
-    fetched.chunks.copy_to(report)
+    for name, value in fetched.chunks.counts().items():
+        setattr(report, name, value)
     _integrate(repo, client.session, remote, report)
     report.wire = _wire_since(client, before)
     return report
