@@ -53,18 +53,15 @@ from pathlib import Path
 from typing import Any, Self
 
 import httpx
-import zstandard
 from rich.console import Console
 from rich.table import Table
 
-from peerhost_store.chunk import ChunkDecodeError, decompress
 from peerhost_store.ids import hash_bytes
 from peerhost_store.objects import encode_blob
-from peerhost_store.region import chunk_coords, parse_region, region_coords
 from peerhost_store.repo import Repository
 from peerhost_store.sync.client import CoordinatorClient, CoordinatorError, RateLimited
 from peerhost_store.sync.transfer import pull, push
-from peerhost_store.worldfs import STORE_DIR, region_place
+from peerhost_store.worldfs import STORE_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -74,6 +71,9 @@ from worldutil import (  # type: ignore[import-not-found, unused-ignore]
     replace_world,
     world_content,
 )
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from delta_sizes import Chunk, Key, load_chunks, per_chunk_zstd  # noqa: E402
 
 PYTHON = sys.executable
 WORLDS = ROOT.parent / "shared" / "worlds"
@@ -201,17 +201,6 @@ class CountingClient(CoordinatorClient):
 # -- reports ------------------------------------------------------------------------------------
 
 
-def chunk_fields(report: Any) -> dict[str, int]:
-    """Optional counters of a push or pull report (chunks whole vs delta), if it has them."""
-    try:
-        fields = vars(report)
-    except TypeError:
-        return {}
-    return {k: v for k, v in fields.items()
-            if type(v) is int and ("delta" in k or k.startswith("chunks") or "whole" in k
-                                   or "fallback" in k)}
-
-
 def chunk_text(chunks: dict[str, int]) -> str:
     """``whole/delta/raw`` chunk counts (and fallbacks), or ``-`` when not reported."""
     if not chunks:
@@ -240,51 +229,6 @@ def world_bytes(world: Path) -> int:
 
 # -- bounds: changed chunks and their deltas ---------------------------------------------------
 
-Key = tuple[str, str, int, int]  # dimension, kind, chunk x, chunk z
-Chunk = tuple[int, bytes]  # compression, payload
-
-
-def load_chunks(world: Path) -> dict[Key, Chunk]:
-    """Every chunk of a world, by (dimension, kind, x, z): paired across layout moves."""
-    chunks: dict[Key, Chunk] = {}
-    for folder, _dirs, files in os.walk(world):
-        rel = Path(folder).relative_to(world).as_posix()
-        place = region_place("" if rel == "." else rel)
-        if place is None:
-            continue
-        for name in sorted(files):
-            coords = region_coords(name)
-            if coords is None:
-                continue
-
-            def external(slot: int, rx: int = coords[0], rz: int = coords[1],
-                         here: str = folder) -> bytes | None:
-                path = Path(here, "c.{}.{}.mcc".format(*chunk_coords(rx, rz, slot)))
-                return path.read_bytes() if path.is_file() else None
-
-            parsed = parse_region(Path(folder, name).read_bytes(), external)
-            for record in parsed.chunks:
-                x, z = chunk_coords(*coords, record.slot)
-                chunks[(place.dimension, place.kind, x, z)] = (record.compression, record.payload)
-    return chunks
-
-
-def zstd_per_chunk(base: Chunk | None, new: Chunk) -> int:
-    """One zstd frame per chunk: level 19, the old NBT as a raw-content dictionary."""
-    try:
-        new_raw = decompress(*new)
-    except ChunkDecodeError:
-        return len(new[1])
-    base_raw = None
-    if base is not None:
-        with contextlib.suppress(ChunkDecodeError):
-            base_raw = decompress(*base)
-    if base_raw is None:
-        return len(zstandard.ZstdCompressor(level=19).compress(new_raw))
-    dictionary = zstandard.ZstdCompressionDict(base_raw, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-    return len(zstandard.ZstdCompressor(level=19, dict_data=dictionary).compress(new_raw))
-
-
 def delta_module() -> Any:
     try:
         return importlib.import_module("peerhost_store.sync.delta")
@@ -297,7 +241,7 @@ def bounds(old: dict[Key, Chunk], new: dict[Key, Chunk]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "changed_chunks": len(changed),
         "changed_payload": sum(len(new[k][1]) for k in changed),
-        "zstd_per_chunk": sum(zstd_per_chunk(old.get(k), new[k]) for k in changed),
+        "zstd_per_chunk": sum(per_chunk_zstd(old.get(k), new[k]) for k in changed),
     }
     delta = delta_module()
     if delta is None or not hasattr(delta, "make_item") or not hasattr(delta, "encode_batch"):
@@ -499,7 +443,7 @@ def transfer_row(report: Any, seconds: float, client: CountingClient) -> dict[st
                  "outcome"):
         if hasattr(report, name):
             row[name] = getattr(report, name)
-    row["chunks"] = chunk_fields(report)
+    row["chunks"] = report.counts()
     row["by_path"] = client.take_paths()
     return row
 

@@ -25,6 +25,7 @@ Run: ``.venv/bin/python benchmarks/delta_sizes.py [--measure-git] [--level 19]``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import shutil
@@ -53,11 +54,8 @@ from peerhost_store.sync.delta import (
 from peerhost_store.worldfs import region_place
 
 WORLDS = Path(__file__).resolve().parents[2] / "shared" / "worlds"
-HISTORIES = {
-    "aviadbag-1.19-history": ["3195128", "500ee47", "a082380", "6c4a5ff", "e23e7fa"],
-    "134arg-1.12.2-forge-history": ["17277f72", "2351f9ae", "26e5f2bf", "3440b04a", "4071a9de"],
-    "voidchains-history": ["ab651eff", "cbcb5fbd", "26a512d4", "69c60795", "2e263d2c", "c219c990"],
-}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from worldutil import HISTORIES  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
 # FACTS.md (2026-11-30), KiB: git thin pack, and the best of rsync, git, restic and borg.
 FACTS_GIT = [571, 21, 624, 761, 354, 869, 10, 1108, 5, 2962, 25, 9, 262]
 FACTS_BEST = [571, 21, 624, 761, 354, 869, 10, 1108, 5, 2962, 25, 9, 8]
@@ -107,13 +105,17 @@ class PairResult:
 
 
 def per_chunk_zstd(base: Chunk | None, new: Chunk) -> int:
-    """One zstd frame for one chunk, level 19, the old NBT as a raw-content dictionary."""
-    new_raw = decompress(*new)
-    if base is None:
-        return len(zstandard.ZstdCompressor(level=19).compress(new_raw))
+    """One zstd frame for one chunk, level 19, the old NBT as a raw-content dictionary
+    (an undecodable chunk counts its payload as is)."""
     try:
-        base_raw = decompress(*base)
+        new_raw = decompress(*new)
     except ChunkDecodeError:
+        return len(new[1])
+    base_raw = None
+    if base is not None:
+        with contextlib.suppress(ChunkDecodeError):
+            base_raw = decompress(*base)
+    if base_raw is None:
         return len(zstandard.ZstdCompressor(level=19).compress(new_raw))
     dictionary = zstandard.ZstdCompressionDict(base_raw, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
     return len(zstandard.ZstdCompressor(level=19, dict_data=dictionary).compress(new_raw))
