@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+# The coordinator fixtures (``server``) shared by the sync tests.
+pytest_plugins = ("test_sync_support",)
+
 # Real Minecraft worlds live outside the repository (never committed): ../shared/worlds.
 WORLDS = Path(__file__).resolve().parents[2] / "shared" / "worlds"
 DATA = Path(__file__).resolve().parent / "data"

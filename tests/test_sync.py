@@ -7,15 +7,14 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_sync_support import Server, make_session, running
+from test_sync_support import Server, make_session, new_repo, root_of
 from worldfs_helpers import make_world
-from worldutil import copy_world, world_content
+from worldutil import world_content
 
 from peerhost_store.errors import ObjectCorrupt
 from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.maintenance import walk
 from peerhost_store.objects import encode_blob, encode_dir_leaf
-from peerhost_store.repo import Repository
 from peerhost_store.store import MemoryStore, Update
 from peerhost_store.sync.client import CoordinatorClient, CoordinatorUnavailable
 from peerhost_store.sync.protocol import (
@@ -28,26 +27,6 @@ from peerhost_store.sync.protocol import (
     encode_ids,
 )
 from peerhost_store.sync.transfer import Diverged, pull, push
-
-
-def root_of(repo: Repository) -> ObjectId:
-    head = repo.head()
-    assert head is not None
-    return repo.read_snapshot(head).root
-
-
-@pytest.fixture
-def server(tmp_path: Path):  # type: ignore[no-untyped-def]
-    with running(tmp_path / "coordinator") as server:
-        yield server
-
-
-def new_repo(path: Path, source: Path | None = None) -> Repository:
-    if source is not None:
-        copy_world(source, path)
-    else:
-        path.mkdir(parents=True)
-    return Repository.init(path)
 
 
 # -- pure protocol --------------------------------------------------------------------------

@@ -4,7 +4,7 @@ and pull sending changed chunks as deltas (tests/test_sync.py covers the rest of
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,8 @@ import pytest
 import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
-from test_sync_support import Server, make_session, running
-from worldutil import HISTORIES, copy_world, replace_world, world_content
+from test_sync_support import Server, make_session, new_repo, running
+from worldutil import HISTORIES, replace_world, world_content
 
 from peerhost_cli.cmd_sync import chunks_text, chunk_counts
 from peerhost_server import Limits
@@ -234,26 +234,6 @@ def test_report_counters_are_printed() -> None:
 
 
 # -- push and pull --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    with running(tmp_path / "coordinator") as server:
-        yield server
-
-
-def new_repo(path: Path, source: Path | None = None) -> Repository:
-    if source is not None:
-        copy_world(source, path)
-    else:
-        path.mkdir(parents=True)
-    return Repository.init(path)
-
-
-def root_of(repo: Repository) -> ObjectId:
-    head = repo.head()
-    assert head is not None
-    return repo.read_snapshot(head).root
 
 
 def changed_chunks(repo: Repository, old: ObjectId, new: ObjectId) -> tuple[list[Pair], int]:

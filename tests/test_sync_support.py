@@ -1,4 +1,4 @@
-"""Helpers shared by the coordinator and sync tests (this module holds no tests)."""
+"""Helpers and fixtures shared by the coordinator and sync tests (this module holds no tests)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,12 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from starlette.testclient import TestClient
 
+import pytest
+from worldutil import copy_world
+
 from peerhost_server import Limits, create_app
+from peerhost_store.ids import ObjectId
+from peerhost_store.repo import Repository
 from peerhost_store.sync.client import CoordinatorClient
 
 FAST = Limits(rate=1e6, burst=10**6)
@@ -64,3 +69,25 @@ def make_session(server: Server, name: str = "s1",
     for member in members:
         clients[member] = server.client(name, owner.add_member(member))
     return clients
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    """An in-process coordinator for one test (a plugin of tests/conftest.py)."""
+    with running(tmp_path / "coordinator") as server:
+        yield server
+
+
+def new_repo(path: Path, source: Path | None = None) -> Repository:
+    """A repository at ``path``, holding a copy of ``source`` or an empty world."""
+    if source is not None:
+        copy_world(source, path)
+    else:
+        path.mkdir(parents=True)
+    return Repository.init(path)
+
+
+def root_of(repo: Repository) -> ObjectId:
+    head = repo.head()
+    assert head is not None
+    return repo.read_snapshot(head).root
