@@ -50,8 +50,10 @@ def create_app(
 
     app = Starlette(
         routes=[
-            *session_routes.routes,
+            # Lease routes first: renewals are the most frequent call, and Starlette tries the
+            # routes in order (no two routes share a path and method, so order means nothing else).
             *lease_routes.routes,
+            *session_routes.routes,
             *head_routes.routes,
             *objects.routes,
             *delta_routes.routes,
@@ -88,4 +90,7 @@ def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 8765,
         print(f"admin token (shown once, keep it safe): {app.state.admin_token}", flush=True)
     print(f"coordinator for {data_dir} on http://{host}:{port}", flush=True)
     # uvicorn's own access log would duplicate ours (which names members, not addresses).
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info")
+    # "auto" takes uvloop and httptools when installed (dependencies, but uvloop has no Windows
+    # build), else asyncio and h11.
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info",
+                loop="auto", http="auto")

@@ -73,9 +73,9 @@ def token_id_of(token: str) -> str | None:
     return parts[1]
 
 
-def digests_match(stored: str, token: str) -> bool:
-    """Constant-time comparison of a stored digest with a presented token."""
-    return hmac.compare_digest(stored.encode(), digest_token(token).encode())
+def same_digest(stored: str, presented: str) -> bool:
+    """Constant-time comparison of two token digests."""
+    return hmac.compare_digest(stored.encode(), presented.encode())
 
 
 def bearer_token(header: str | None) -> str | None:

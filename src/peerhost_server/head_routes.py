@@ -30,8 +30,9 @@ from peerhost_store.sync.protocol import (
 
 from .auth import MEMBER, OWNER, Identity
 from .errors import ApiError
+from .leases import SessionLease
 from .state import Coordinator, head_moved
-from .web import authorize, coordinator, field, is_int, read_json, session_name
+from .web import authorize, coordinator, field, is_int, on_lease, read_json, session_name
 
 PLAYERS = {MEMBER, OWNER}
 MAX_LOG = 1000
@@ -46,14 +47,13 @@ async def get_head(request: Request) -> JSONResponse:
     await authorize(request, PLAYERS, session)
     coord = coordinator(request)
 
-    def run() -> dict[str, Any]:
-        with coord.lease(session) as (state, now):
-            state.settle(now)
-            lease = state.current(now)
-        return {"head": _hex(coord.head(session)),
-                "fencing": None if lease is None else lease.fencing}
+    def run(state: SessionLease, now: float) -> int | None:
+        state.settle(now)
+        lease = state.current(now)
+        return None if lease is None else lease.fencing
 
-    return JSONResponse(await run_in_threadpool(run))
+    fencing = await on_lease(request, session, run)
+    return JSONResponse({"head": _hex(coord.head(session)), "fencing": fencing})
 
 
 def _id(body: dict[str, Any], name: str, optional: bool = False) -> ObjectId | None:

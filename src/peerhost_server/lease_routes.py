@@ -4,24 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from .auth import ADMIN, MEMBER, OWNER, Identity
+from .auth import ADMIN, MEMBER, OWNER
 from .errors import ApiError
 from .leases import LeaseError, Queued, SessionLease
 from .observe import Metrics
 from .web import (
     authorize,
-    coordinator,
     field,
     is_int,
     is_number,
     is_small_json,
     is_text,
     limits,
+    on_lease,
     read_json,
     session_name,
 )
@@ -58,13 +57,8 @@ async def acquire(request: Request) -> JSONResponse:
         "standby": field(body, "standby", lambda v: type(v) is bool, "true or false", False),
         **_optional_fields(body),
     }
-    result = await run_in_threadpool(_acquire, request, session, who, kwargs)
-    return result
 
-
-def _acquire(request: Request, session: str, who: Identity, kwargs: dict[str, Any]) -> JSONResponse:
-    coord = coordinator(request)
-    with coord.lease(session) as (state, now):
+    def run(state: SessionLease, now: float) -> JSONResponse | dict[str, Any]:
         try:
             got = state.acquire(now, member=who.member, **kwargs)
         except LeaseError as exc:
@@ -72,7 +66,12 @@ def _acquire(request: Request, session: str, who: Identity, kwargs: dict[str, An
         if isinstance(got, Queued):
             return JSONResponse({"queued": True, "position": got.position,
                                  "holder": kwargs["holder"]}, 202)
-        answer = got.to_json(now)
+        return got.to_json(now)
+
+    # A grant always writes (the fencing token), and so does queuing, mostly: to a thread.
+    answer = await on_lease(request, session, run, writes=True)
+    if isinstance(answer, JSONResponse):
+        return answer
     _metrics(request).leases_granted.inc()
     return JSONResponse(answer)
 
@@ -84,15 +83,15 @@ async def renew(request: Request) -> JSONResponse:
     fencing = field(body, "fencing", is_int, "an integer")
     extra = _optional_fields(body)
 
-    def run() -> JSONResponse:
-        with coordinator(request).lease(session) as (state, now):
-            try:
-                lease, requested = state.renew(now, fencing=fencing, member=who.member, **extra)
-            except LeaseError as exc:
-                raise _lease_error(exc, state, now) from None
-            return JSONResponse({**lease.to_json(now), "sync_requested": requested})
+    def run(state: SessionLease, now: float) -> JSONResponse:
+        try:
+            lease, requested = state.renew(now, fencing=fencing, member=who.member, **extra)
+        except LeaseError as exc:
+            raise _lease_error(exc, state, now) from None
+        return JSONResponse({**lease.to_json(now), "sync_requested": requested})
 
-    return await run_in_threadpool(run)
+    # On the event loop unless it clears sync_requested or changes address or game (a write).
+    return await on_lease(request, session, run)
 
 
 async def release(request: Request) -> JSONResponse:
@@ -100,43 +99,40 @@ async def release(request: Request) -> JSONResponse:
     who = await authorize(request, PLAYERS, session)
     fencing = field(await read_json(request), "fencing", is_int, "an integer")
 
-    def run() -> JSONResponse:
-        with coordinator(request).lease(session) as (state, now):
-            try:
-                # The owner may end a member's lease (a host that vanished with it).
-                state.release(now, fencing=fencing, member=who.member, force=who.role == OWNER)
-            except LeaseError as exc:
-                raise _lease_error(exc, state, now) from None
-            return JSONResponse({"released": True, "fencing": fencing})
+    def run(state: SessionLease, now: float) -> JSONResponse:
+        try:
+            # The owner may end a member's lease (a host that vanished with it).
+            state.release(now, fencing=fencing, member=who.member, force=who.role == OWNER)
+        except LeaseError as exc:
+            raise _lease_error(exc, state, now) from None
+        return JSONResponse({"released": True, "fencing": fencing})
 
-    return await run_in_threadpool(run)
+    return await on_lease(request, session, run, writes=True)
 
 
 async def status(request: Request) -> JSONResponse:
     session = session_name(request)
     await authorize(request, PLAYERS, session)
 
-    def run() -> JSONResponse:
-        with coordinator(request).lease(session) as (state, now):
-            return JSONResponse(state.status(now))
+    def run(state: SessionLease, now: float) -> JSONResponse:
+        return JSONResponse(state.status(now))
 
-    return await run_in_threadpool(run)
+    return await on_lease(request, session, run)
 
 
 async def request_sync(request: Request) -> JSONResponse:
     session = session_name(request)
     who = await authorize(request, {MEMBER, OWNER, ADMIN}, session)
 
-    def run() -> JSONResponse:
-        with coordinator(request).lease(session) as (state, now):
-            state.settle(now)
-            lease = state.current(now)
-            if lease is None:
-                raise ApiError(409, "no_lease", "nobody holds the lease; there is no one to ask")
-            lease.sync_requested = True
-            return JSONResponse({"requested": True, "holder": lease.holder, "by": who.member})
+    def run(state: SessionLease, now: float) -> JSONResponse:
+        state.settle(now)
+        lease = state.current(now)
+        if lease is None:
+            raise ApiError(409, "no_lease", "nobody holds the lease; there is no one to ask")
+        lease.sync_requested = True
+        return JSONResponse({"requested": True, "holder": lease.holder, "by": who.member})
 
-    return await run_in_threadpool(run)
+    return await on_lease(request, session, run)
 
 
 def _metrics(request: Request) -> Metrics:
@@ -145,9 +141,9 @@ def _metrics(request: Request) -> Metrics:
 
 
 routes = [
+    Route("/v1/sessions/{session}/lease/renew", renew, methods=["POST"]),  # the most frequent
     Route("/v1/sessions/{session}/lease", acquire, methods=["POST"]),
     Route("/v1/sessions/{session}/lease", status, methods=["GET"]),
-    Route("/v1/sessions/{session}/lease/renew", renew, methods=["POST"]),
     Route("/v1/sessions/{session}/lease/release", release, methods=["POST"]),
     Route("/v1/sessions/{session}/sync-request", request_sync, methods=["POST"]),
 ]

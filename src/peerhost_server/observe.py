@@ -46,6 +46,8 @@ class ObserveMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # The labelled children, looked up once per (route, method, status), not per request.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,8 +81,13 @@ class ObserveMiddleware:
         name = (route.path if isinstance(route, Route)
                 else getattr(endpoint, "__name__", "unmatched"))
         m = self.metrics
-        m.requests.labels(name, scope["method"], str(seen["status"])).inc()
-        m.latency.labels(name).observe(elapsed)
+        key = (name, scope["method"], seen["status"])
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (m.requests.labels(name, key[1], str(key[2])),
+                                              m.latency.labels(name))
+        children[0].inc()
+        children[1].observe(elapsed)
         m.bytes_received.inc(seen["in"])
         m.bytes_sent.inc(seen["out"])
         identity = scope.get("state", {}).get("identity")

@@ -16,7 +16,6 @@ owns a data folder at a time (``DATA/coordinator.lock``).
 
 from __future__ import annotations
 
-import copy
 import json
 import threading
 import time
@@ -24,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from peerhost_store.errors import StoreError
 from peerhost_store.ids import ObjectId
@@ -33,12 +32,23 @@ from peerhost_store.store import LmdbStore, RefConflict, Update
 from peerhost_store.sync.pairing import Pair, pair_chunks
 from peerhost_store.sync.protocol import ObjectStatus
 
-from .auth import ADMIN, MEMBER, OWNER, Identity, NewToken, digests_match, mint_token, token_id_of
+from .auth import (
+    ADMIN,
+    MEMBER,
+    OWNER,
+    Identity,
+    NewToken,
+    digest_token,
+    mint_token,
+    same_digest,
+    token_id_of,
+)
 from .errors import ApiError
 from .leases import LeaseError, SessionLease
 from .limits import Limits
 
 Clock = Callable[[], float]
+T = TypeVar("T")
 
 #: Pairing lists kept in memory: a push or pull of a large change sends many delta requests
 #: for the same two trees, and each would otherwise diff them again.
@@ -66,7 +76,14 @@ class Coordinator:
             raise
         self._lock = threading.RLock()
         self._stores: dict[str, LmdbStore] = {}
-        self._leases: dict[str, SessionLease] = {}
+        self._leases: dict[str, _LeaseSlot] = {}
+        self._leases_lock = threading.Lock()  # guards the dict only; never held across a write
+        # Tokens already checked, by digest (never in clear): a hit skips the read and the
+        # JSON decoding. A revocation clears it and bumps the generation, so a check that read
+        # a record before the revocation committed cannot put it back afterwards.
+        self._known: dict[str, Identity] = {}
+        self._known_lock = threading.Lock()  # held for dict updates only
+        self._revocations = 0
         self._complete: dict[str, set[ObjectId]] = {}
         self._head_locks: dict[str, threading.Lock] = {}
         self._pairings: OrderedDict[tuple[str, ObjectId, ObjectId], list[Pair]] = OrderedDict()
@@ -115,10 +132,19 @@ class Coordinator:
         token_id = token_id_of(token)
         if token_id is None:
             return None
+        digest = digest_token(token)
+        who = self._known.get(digest)
+        if who is not None:
+            return who
+        generation = self._revocations
         record = self._get(f"token/{token_id}")
-        if record is None or not digests_match(record["digest"], token):
+        if record is None or not same_digest(record["digest"], digest):
             return None
-        return Identity(token_id, record["role"], record["session"], record["member"])
+        who = Identity(token_id, record["role"], record["session"], record["member"])
+        with self._known_lock:
+            if generation == self._revocations:
+                self._known[digest] = who
+        return who
 
     def session(self, name: str) -> dict[str, Any]:
         """A session's record.
@@ -169,6 +195,9 @@ class Coordinator:
             if token_id is None:
                 raise ApiError(404, "no_member", f"{name!r} is not a member of {session!r}")
             self._put({f"session/{session}": record, f"token/{token_id}": None})
+            with self._known_lock:  # after the delete is durable: see authenticate()
+                self._revocations += 1
+                self._known.clear()
 
     # -- objects --------------------------------------------------------------------------
 
@@ -222,44 +251,67 @@ class Coordinator:
 
     # -- leases ---------------------------------------------------------------------------
 
-    def _lease_state(self, session: str) -> SessionLease:
-        state = self._leases.get(session)
-        if state is None:
-            raw = self._get(f"lease/{session}")
-            window = self.limits.standby_window
-            state = (SessionLease(window=window) if raw is None
-                     else SessionLease.from_json(raw, self.clock(), window))
-            self._leases[session] = state
-        return state
+    def _lease_slot(self, session: str) -> _LeaseSlot:
+        slot = self._leases.get(session)
+        if slot is None:
+            with self._leases_lock:
+                slot = self._leases.get(session)
+                if slot is None:
+                    raw = self._get(f"lease/{session}")  # a read: memory-mapped, no fsync
+                    window = self.limits.standby_window
+                    state = (SessionLease(window=window) if raw is None
+                             else SessionLease.from_json(raw, self.clock(), window))
+                    slot = self._leases[session] = _LeaseSlot(state)
+        return slot
 
     @contextmanager
     def lease(self, session: str) -> Iterator[tuple[SessionLease, float]]:
-        """Work on a session's lease state under the lock; persist it afterwards.
+        """Work on a session's lease state under that session's lock; persist it afterwards.
 
-        If the body or the write fails, the in-memory state is put back, so nothing is
-        answered that was not persisted.
+        The body works on a copy, which replaces the state only once whatever it changed that
+        survives a restart is durably written, so nothing is answered that was not persisted;
+        if the body or the write fails, the state stays as it was. A call that changes nothing
+        persisted (a renewal, mostly) writes nothing.
+
+        This may wait for the lock, which :meth:`commit_head` holds across an fsync: call it
+        from a worker thread, never on the event loop (there, use :meth:`try_lease`).
         """
-        with self._lock:
-            state = self._lease_state(session)
-            before = copy.deepcopy(state)
-            try:
-                yield state, self.clock()
-                if state.to_json() != before.to_json():
-                    self._put({f"lease/{session}": state.to_json()})
-            except BaseException:
-                self._leases[session] = before
-                raise
+        slot = self._lease_slot(session)
+        with slot.lock:
+            work = slot.state.copy()
+            yield work, self.clock()
+            persisted = work.to_json()
+            if persisted != slot.persisted:
+                self._put({f"lease/{session}": persisted})
+                slot.persisted = persisted
+            slot.state = work
+
+    def try_lease(self, session: str, fn: Callable[[SessionLease, float], T]) -> T:
+        """``fn(state, now)`` on the session's lease state, as in :meth:`lease`, if that needs
+        neither to wait for the lock nor to write anything; fit for the event loop.
+
+        Raises:
+            WouldBlock: the lock is taken (maybe across an fsync), or ``fn`` changed persisted
+                state; nothing was changed, so run it again with :meth:`lease` in a thread.
+            Exception: whatever ``fn`` raises (nothing is changed then either).
+        """
+        slot = self._lease_slot(session)
+        if not slot.lock.acquire(blocking=False):
+            raise WouldBlock(session)
+        try:
+            work = slot.state.copy()
+            result = fn(work, self.clock())
+            if work.to_json() != slot.persisted:
+                raise WouldBlock(session)
+            slot.state = work
+            return result
+        finally:
+            slot.lock.release()
 
     def check_fencing(self, session: str, who: Identity, fencing: int) -> None:
         """Refuse (409 ``fenced``) unless ``fencing`` is ``who``'s current, unexpired lease."""
         with self.lease(session) as (state, now):
-            try:
-                state.check_fencing(now, fencing=fencing, member=who.member)
-            except LeaseError as exc:
-                current = state.current(now)
-                raise ApiError(409, "fenced", f"fencing token {fencing} is not the current "
-                               "lease; the head can no longer be moved with it",
-                               {"lease": None if current is None else current.to_json(now)}) from exc
+            _check_fencing(state, now, who, fencing)
 
     # -- heads ----------------------------------------------------------------------------
 
@@ -284,14 +336,15 @@ class Coordinator:
     ) -> None:
         """Move the head from ``old`` to ``new``, append ``entry`` to the log and record
         ``verified`` as complete, in one transaction. The fencing token (when given) is checked
-        under the same lock that grants leases, so no grant slips in between.
+        under the session's lease lock, which is held until the head is written, so no grant
+        or release slips in between. Other sessions' leases do not wait for this write.
 
         Raises:
             ApiError: 409 ``fenced`` or ``head_moved``.
         """
-        with self._lock:
+        with self.lease(session) as (state, now):
             if fencing is not None:
-                self.check_fencing(session, who, fencing)
+                _check_fencing(state, now, who, fencing)
             seq = int(self._get(f"logn/{session}") or 0)
             meta: dict[str, Any] = {f"log/{session}/{seq:012d}": entry, f"logn/{session}": seq + 1}
             marks = {_complete_key(session, oid): b"" for oid in verified}
@@ -327,6 +380,31 @@ class Coordinator:
                 "storage_bytes": data.stat().st_size if data.exists() else 0,
             })
         return out
+
+
+class WouldBlock(Exception):
+    """:meth:`Coordinator.try_lease` cannot finish without waiting or writing."""
+
+
+class _LeaseSlot:
+    """One session's lease state, its lock and the JSON of it last persisted."""
+
+    __slots__ = ("lock", "persisted", "state")
+
+    def __init__(self, state: SessionLease) -> None:
+        self.lock = threading.Lock()
+        self.state = state
+        self.persisted = state.to_json()
+
+
+def _check_fencing(state: SessionLease, now: float, who: Identity, fencing: int) -> None:
+    try:
+        state.check_fencing(now, fencing=fencing, member=who.member)
+    except LeaseError as exc:
+        current = state.current(now)
+        raise ApiError(409, "fenced", f"fencing token {fencing} is not the current "
+                       "lease; the head can no longer be moved with it",
+                       {"lease": None if current is None else current.to_json(now)}) from exc
 
 
 def head_moved(actual: ObjectId | None) -> ApiError:

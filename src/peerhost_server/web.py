@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -16,8 +16,11 @@ from peerhost_store.sync.protocol import MSGPACK, ProtocolError, decode_ids
 
 from .auth import ADMIN, Identity, bearer_token, valid_name
 from .errors import ApiError
+from .leases import SessionLease
 from .limits import Limits, TokenBucket, rate_limited, read_body
-from .state import Coordinator
+from .state import Coordinator, WouldBlock
+
+T = TypeVar("T")
 
 
 def coordinator(request: Request) -> Coordinator:
@@ -34,13 +37,16 @@ async def authorize(request: Request, roles: set[str], session: str | None = Non
     A token of another session is refused before the session is looked at, so the answer
     reveals nothing about that session (not even whether it exists).
 
+    Runs on the event loop: it only reads LMDB, which is memory-mapped and never waits for a
+    writer, so a thread hop would cost more than the read.
+
     Raises:
         ApiError: 401 ``unauthorized``, 429 ``rate_limited``, 403 ``forbidden``.
     """
     coord = coordinator(request)
     bucket = cast(TokenBucket, request.app.state.bucket)
     token = bearer_token(request.headers.get("authorization"))
-    who = None if token is None else await run_in_threadpool(coord.authenticate, token)
+    who = None if token is None else coord.authenticate(token)
     if who is None:
         # Unknown callers share a bucket per address, so guessing tokens is slow too.
         client = request.client.host if request.client else "unknown"
@@ -56,8 +62,31 @@ async def authorize(request: Request, roles: set[str], session: str | None = Non
     if session is not None:
         if not valid_name(session):  # only the admin gets here with a name it did not create
             raise ApiError(404, "no_session", "there is no such session")
-        await run_in_threadpool(coord.session, session)  # 404 for the admin
+        if who.role == ADMIN:  # others' tokens exist only for sessions that do
+            coord.session(session)  # 404
     return who
+
+
+async def on_lease(request: Request, session: str, fn: Callable[[SessionLease, float], T], *,
+                   writes: bool = False) -> T:
+    """``fn(state, now)`` on the session's lease state (see :meth:`Coordinator.lease`).
+
+    On the event loop when the lock is free and ``fn`` changes nothing persisted (a renewal);
+    otherwise, or when ``writes`` says it always changes something, in a worker thread, where
+    waiting for the lock or for the fsync blocks no other request.
+    """
+    coord = coordinator(request)
+    if not writes:
+        try:
+            return coord.try_lease(session, fn)
+        except WouldBlock:
+            pass
+
+    def run() -> T:
+        with coord.lease(session) as (state, now):
+            return fn(state, now)
+
+    return await run_in_threadpool(run)
 
 
 def _spend(bucket: TokenBucket, key: str, now: float) -> None:
