@@ -15,6 +15,7 @@ from peerhost_store.objects import (
     EntryKind,
     IndexEntry,
     Snapshot,
+    check,
     decode,
     encode_blob,
     encode_dir_leaf,
@@ -87,3 +88,24 @@ def test_deep_nesting_is_refused() -> None:
     data = b"\x91" * 100_000 + b"\x01"
     with pytest.raises(DecodeError):
         decode(data)
+
+
+@given(st.binary(max_size=40) | st.builds(
+    lambda header, payload, junk: header + payload + junk,
+    st.sampled_from([b"\x92\x01\xc4", b"\x92\x01\xc5\x00", b"\x92\x01\xc6\x00\x00\x00",
+                     b"\x92\x02\xc4", b"\x93\x01\xc4"]),
+    st.binary(max_size=300), st.binary(max_size=2)))
+def test_check_refuses_exactly_what_decode_refuses(data: bytes) -> None:
+    # The coordinator checks uploads with check() (no payload copy) but stores what decode
+    # must later accept.
+    try:
+        decode(data)
+        decodes = True
+    except DecodeError:
+        decodes = False
+    try:
+        check(memoryview(data))
+        checks = True
+    except DecodeError:
+        checks = False
+    assert checks == decodes

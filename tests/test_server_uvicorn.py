@@ -106,8 +106,8 @@ def test_sigkill_mid_push_then_resume(tmp_path: Path, real_world: Callable[[str]
             alice = CoordinatorClient(http, "s1", owner.add_member("alice"))
             lease = alice.acquire("alice-pc", 120)
             first = KillingClient(alice, allowed=2, kill=server.kill)
-            with pytest.raises(CoordinatorUnavailable):
-                push(repo, first, fencing=lease.fencing)
+            with pytest.raises(CoordinatorUnavailable):  # small batches: several per push
+                push(repo, first, fencing=lease.fencing, batch_bytes=1 << 20)
             assert len(first.sent) > 0
             store = LmdbStore(server.data / "sessions" / "s1" / "store")
             landed = set(store.iter_ids())
@@ -117,7 +117,7 @@ def test_sigkill_mid_push_then_resume(tmp_path: Path, real_world: Callable[[str]
             server.start()  # same data folder and port; the admin token is not shown again
             assert alice.renew(lease.fencing).lease.fencing == lease.fencing  # persisted
             second = KillingClient(alice, allowed=10**6, kill=server.kill)
-            report = push(repo, second, fencing=lease.fencing)
+            report = push(repo, second, fencing=lease.fencing, batch_bytes=1 << 20)
             assert not landed & set(second.sent)
             assert report.objects_new == report.objects_sent == len(total - landed)
             log = alice.log()

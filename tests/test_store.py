@@ -1,14 +1,14 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import lmdb
 import pytest
 
-from peerhost_store.ids import ObjectId
+from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import encode_blob
 from peerhost_store.store import LmdbStore, MemoryStore, ObjectStore, Update
 from peerhost_store.testing import ObjectStoreTests
@@ -72,3 +72,45 @@ def test_lmdb_adopts_a_map_grown_by_another_process(tmp_path: Path) -> None:
 
 def test_lmdb_version_is_recent() -> None:
     assert lmdb.version() >= (0, 9, 0)
+
+
+def test_lmdb_readers_in_other_threads_survive_map_growth(tmp_path: Path) -> None:
+    # Growing the map invalidates every open transaction of the process; the coordinator
+    # reads in several threads while an upload grows it. Before the store's resize gate this
+    # failed (closed/deleted object) or hung: every thread here is a daemon, joined with a
+    # deadline, so a regression fails instead of hanging the suite.
+    import threading
+
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    s = LmdbStore(tmp_path / "s", map_size=1 << 20)
+    first = encode_blob(b"x")
+    s.apply(Update(objects=[first]))
+    oid = hash_bytes(first)
+
+    def read() -> None:
+        try:
+            while not stop.wait(0.001):  # a request's worth of other work between reads
+                assert s.get_many([oid] * 2000)[-1] == first  # a long read transaction
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    def write() -> None:
+        try:
+            for i in range(24):  # 12 MiB: the map doubles four times
+                s.apply(Update(objects=[encode_blob(bytes([i]) * (512 << 10))]))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read, daemon=True) for _ in range(4)]
+    writer = threading.Thread(target=write, daemon=True)
+    for t in [*threads, writer]:
+        t.start()
+    writer.join(60)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert not writer.is_alive() and not any(t.is_alive() for t in threads), "a thread hung"
+    assert not errors, errors[0]
+    assert s.map_size() > 8 << 20
+    s.close()

@@ -4,6 +4,7 @@ import itertools
 from collections.abc import Callable
 from pathlib import Path
 
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -25,9 +26,10 @@ from peerhost_store.sync.protocol import (
     decode_ids,
     decode_objects,
     encode_ids,
+    encode_objects,
+    split_objects,
 )
 from peerhost_store.sync.transfer import Diverged, pull, push
-
 
 # -- pure protocol --------------------------------------------------------------------------
 
@@ -40,6 +42,28 @@ def test_batches_reach_the_target_and_keep_order(sizes: list[int], target: int, 
         assert sum(batch) >= target or sum(batch) + following[0] > limit
     for batch in batches:
         assert sum(batch) <= limit or len(batch) == 1
+
+
+@given(st.lists(st.binary(max_size=70000), max_size=20) | st.lists(st.binary(max_size=4), max_size=70))
+def test_object_lists_are_framed_like_msgpack(objects: list[bytes]) -> None:
+    data = encode_objects(objects)
+    assert data == msgpack.packb(objects, use_bin_type=True)
+    assert [bytes(v) for v in split_objects(data)] == decode_objects(data) == objects
+
+
+@given(st.binary(max_size=64) | st.builds(
+    lambda objects, cut, junk: encode_objects(objects)[:cut] + junk,
+    st.lists(st.binary(max_size=300), max_size=5), st.integers(0, 2000), st.binary(max_size=3)))
+def test_split_objects_refuses_exactly_what_decode_objects_refuses(data: bytes) -> None:
+    try:
+        expected: list[bytes] | None = decode_objects(data)
+    except ProtocolError:
+        expected = None
+    try:
+        got: list[bytes] | None = [bytes(v) for v in split_objects(data)]
+    except ProtocolError:
+        got = None
+    assert got == expected
 
 
 def test_id_lists_are_validated() -> None:

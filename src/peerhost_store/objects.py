@@ -166,22 +166,42 @@ _BIN_WIDTH = [0] * 256
 _BIN_WIDTH[0xC4], _BIN_WIDTH[0xC5], _BIN_WIDTH[0xC6] = 1, 2, 4
 
 
+def _blob_start(data: bytes | memoryview) -> int | None:
+    """Where the payload of blob object ``data`` starts, or None when ``data`` is not a
+    well-formed blob."""
+    if data[:2] == b"\x92\x01" and len(data) >= 4:
+        width = _BIN_WIDTH[data[2]]
+        if width and len(data) == 3 + width + int.from_bytes(data[3 : 3 + width], "big"):
+            return 3 + width
+    return None
+
+
 def decode_blob(data: bytes) -> bytes:
     """Decode a blob object without a general msgpack pass (restore reads one per chunk).
 
     Raises:
         DecodeError: the bytes are not exactly one blob object.
     """
-    if data[:2] == b"\x92\x01" and len(data) >= 4:
-        width = _BIN_WIDTH[data[2]]
-        if width and len(data) == 3 + width + int.from_bytes(data[3 : 3 + width], "big"):
-            return data[3 + width :]
+    start = _blob_start(data)
+    if start is not None:
+        return data[start:]
     if data[:2] == b"\x92\x01":
         raise DecodeError(f"malformed blob object ({len(data)} bytes)")
     obj = decode(data)
     if not isinstance(obj, bytes):
         raise DecodeError(f"expected a blob, found {type(obj).__name__}")
     return obj
+
+
+def check(data: bytes | memoryview) -> None:
+    """Refuse ``data`` exactly when :func:`decode` would, without building the object: a
+    blob's payload is not copied (the coordinator checks every uploaded object).
+
+    Raises:
+        DecodeError: the bytes are not a well-formed object.
+    """
+    if _blob_start(data) is None:
+        decode(bytes(data))  # a tree node: small
 
 
 def object_id(data: bytes) -> ObjectId:

@@ -4,9 +4,13 @@ written to a temporary file and renamed into place."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 from .errors import DecodeError, PeerhostError
 from .ids import ObjectId
@@ -92,11 +96,48 @@ def apply_restore(
     """Carry out the operations of :func:`prepare_restore`."""
     world.mkdir(parents=True, exist_ok=True)
     result = RestoreResult()
-    for done, op in enumerate(ops, 1):
-        _apply(store, world, op, result, durable)
-        if progress is not None:
-            progress(done, len(ops))
+    with _Writer(durable) as writer:
+        for done, op in enumerate(ops, 1):
+            _apply(store, world, op, result, writer)
+            if progress is not None:
+                progress(done, len(ops))
     return result
+
+
+class _Writer:
+    """Writes files (:func:`atomic_write`) on background threads, so the next region file is
+    read and assembled while earlier ones are written and fsynced: writing and fsync run in
+    the kernel without the GIL, and cost more than the assembling (two writers finish a
+    clone's files about twice as fast as one). Files are distinct paths, so their order does
+    not matter. At most ``depth`` files wait; a failed write is raised by a later call, at
+    the latest on exit."""
+
+    def __init__(self, durable: bool, writers: int = 2, depth: int = 3) -> None:
+        self.durable = durable
+        self.depth = depth
+        self._pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="phs-restore")
+        self._pending: deque[Future[object]] = deque()
+
+    def write(self, path: Path, data: bytes) -> None:
+        while len(self._pending) >= self.depth:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(atomic_write, path, data, durable=self.durable))
+
+    def drain(self) -> None:
+        """Wait until every queued file is written (before removing or replacing paths)."""
+        while self._pending:
+            self._pending.popleft().result()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if kind is None:
+                self.drain()
+        finally:
+            self._pool.shutdown(wait=True)  # on an error, queued writes still finish
 
 
 def checkout_tree(
@@ -112,13 +153,18 @@ def checkout_tree(
     return restore_tree(store, folder, None, target, progress=progress, durable=False)
 
 
-def _apply(store: ObjectStore, world: Path, op: _Op, result: RestoreResult, durable: bool) -> None:
+def _apply(store: ObjectStore, world: Path, op: _Op, result: RestoreResult,
+           writer: _Writer) -> None:
     path = resolve_inside(world, op.path)
     old, new = op.old, op.new
+    if new is None or new.kind is EntryKind.DIR:
+        writer.drain()  # removals and folders come after every queued write, as planned
     if old is not None and old.kind is EntryKind.REGION:
         stale = _externals(store, op.path, old)
         if new is not None and new.kind is EntryKind.REGION:
             stale -= _externals(store, op.path, new)
+        if stale:
+            writer.drain()
         for name in stale:
             remove_path(path.parent / name)
     if new is None:
@@ -137,6 +183,7 @@ def _apply(store: ObjectStore, world: Path, op: _Op, result: RestoreResult, dura
         path.mkdir(exist_ok=True)
         return
     if old is not None and old.kind is EntryKind.DIR or path.is_dir() and not path.is_symlink():
+        writer.drain()
         remove_path(path)  # a folder stands where a file goes: its children were removed first
     if new.kind is EntryKind.REGION and new.raw is None:
         data, externals = write_region(_records(store, new))
@@ -145,11 +192,11 @@ def _apply(store: ObjectStore, world: Path, op: _Op, result: RestoreResult, dura
             raise DecodeError(f"{op.path}: external chunks in a file that is not r.X.Z.mca")
         for slot, payload in externals.items():
             assert coords is not None
-            atomic_write(path.parent / external_name(*coords, slot), payload, durable=durable)
+            writer.write(path.parent / external_name(*coords, slot), payload)
             result.bytes_written += len(payload)
     else:
         data = load_blob(store, new.raw if new.raw is not None else new.oid)
-    atomic_write(path, data, durable=durable)
+    writer.write(path, data)
     result.written += 1
     result.bytes_written += len(data)
 

@@ -15,7 +15,7 @@ contract suite in :mod:`peerhost_store.testing`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -42,12 +42,13 @@ class Update:
     ``objects`` are encoded object bytes (the store computes their ids); ``hashed`` are
     ``(id, bytes)`` pairs whose ids the caller computed from those very bytes in this process
     (:class:`~peerhost_store.writer.ObjectWriter` does, so a snapshot hashes each object once).
-    Bytes that arrive from outside the process always go in ``objects``.
+    Bytes that arrive from outside the process always go in ``objects``; they may be views of
+    a larger buffer (an upload's body), which the store copies.
     ``refs`` are compare-and-swaps ``(name, expected, new)`` where None means absent;
     ``stats`` and ``meta`` map keys to new values (None deletes).
     """
 
-    objects: list[bytes] = field(default_factory=list)
+    objects: Sequence[bytes | memoryview] = field(default_factory=list)
     hashed: list[tuple[ObjectId, bytes]] = field(default_factory=list)
     refs: list[tuple[str, ObjectId | None, ObjectId | None]] = field(default_factory=list)
     stats: dict[str, bytes | None] = field(default_factory=dict)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -46,18 +47,20 @@ class LmdbStore:
         self._refs = self._env.open_db(b"refs")
         self._stats = self._env.open_db(b"stats")
         self._meta = self._env.open_db(b"meta")
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one write transaction at a time
+        self._gate = _ResizeGate()
 
     # -- reads --------------------------------------------------------------------------
 
     def _read(self, fn: Callable[[lmdb.Transaction], T]) -> T:
         for _ in range(3):
             try:
-                with self._env.begin() as txn:
+                with self._gate.shared(), self._env.begin() as txn:
                     return fn(txn)
             except lmdb.MapResizedError:
                 # Another process grew the map; adopt its size and read again.
-                self._env.set_mapsize(0)
+                with self._gate.exclusive():
+                    self._env.set_mapsize(0)
             except lmdb.Error as exc:
                 raise StoreError(f"reading the store at {self.path} failed: {exc}") from exc
         raise StoreError(f"the store at {self.path} keeps being resized under us")
@@ -123,22 +126,26 @@ class LmdbStore:
 
     def apply(self, update: Update) -> int:
         # Hash outside the transaction: the write lock is held only for the puts.
-        objects = [(hash_bytes(data), data) for data in update.objects] + update.hashed
+        objects: list[tuple[ObjectId, bytes | memoryview]] = [
+            (hash_bytes(data), data) for data in update.objects]
+        objects += update.hashed
         with self._lock:
             for _ in range(64):
                 try:
-                    with self._env.begin(write=True) as txn:
+                    with self._gate.shared(), self._env.begin(write=True) as txn:
                         return self._apply(txn, update, objects)
                 except lmdb.MapFullError:
                     self._grow()
                 except lmdb.MapResizedError:
-                    self._env.set_mapsize(0)
+                    with self._gate.exclusive():
+                        self._env.set_mapsize(0)
                 except lmdb.Error as exc:
                     raise StoreError(_describe(self.path, exc)) from exc
         raise StoreError(f"the store at {self.path} could not grow its map")
 
     def _apply(
-        self, txn: lmdb.Transaction, update: Update, objects: list[tuple[ObjectId, bytes]]
+        self, txn: lmdb.Transaction, update: Update,
+        objects: list[tuple[ObjectId, bytes | memoryview]],
     ) -> int:
         for name, expected, _ in update.refs:
             raw = txn.get(name.encode(), db=self._refs)
@@ -163,7 +170,8 @@ class LmdbStore:
         current = self._env.info()["map_size"]
         if current >= MAX_MAP_SIZE:
             raise StoreError(f"the store at {self.path} reached its size limit ({current} bytes)")
-        self._env.set_mapsize(min(MAX_MAP_SIZE, current * 2))
+        with self._gate.exclusive():
+            self._env.set_mapsize(min(MAX_MAP_SIZE, current * 2))
 
     def map_size(self) -> int:
         """The current size of the memory map in bytes."""
@@ -181,6 +189,46 @@ class LmdbStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _ResizeGate:
+    """Transactions share it; resizing the map takes it alone.
+
+    Resizing invalidates every transaction open in the process (a reader in another thread
+    would fail with "closed/deleted/dropped object"), and the coordinator reads in several
+    threads while an upload grows the map. Not fair: threads that read back to back without
+    pausing can keep a resize waiting (request handlers pause between reads).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._open = 0
+        self._resizing = False
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._resizing)
+            self._open += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._open -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._resizing)
+            self._resizing = True  # new transactions wait from now on
+            self._cond.wait_for(lambda: self._open == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._resizing = False
+                self._cond.notify_all()
 
 
 def _put_all(txn: lmdb.Transaction, db: lmdb._Database, changes: dict[str, bytes | None]) -> None:

@@ -20,6 +20,7 @@ which is one) and turns every error answer into an exception::
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,6 +233,8 @@ class CoordinatorClient:
         self.session = session
         self._token = token
         self.stats = WireStats()
+        # Transfers send several requests at once from worker threads; counting is serialised.
+        self._stats_lock = threading.Lock()
 
     def __repr__(self) -> str:  # never show the token
         return f"CoordinatorClient({self.http.base_url!s}, session={self.session!r})"
@@ -256,9 +259,11 @@ class CoordinatorClient:
             response = self.http.request(method, path, content=content, headers=headers,
                                          params=params)
         except httpx.TransportError as exc:
-            self.stats.requests += 1
+            with self._stats_lock:
+                self.stats.requests += 1
             raise CoordinatorUnavailable("unavailable", f"{method} {path}: {exc!r}", 0) from exc
-        self._count(response)
+        with self._stats_lock:
+            self._count(response)
         if response.status_code >= 400:
             raise _error(response)
         return response

@@ -23,6 +23,7 @@ repository gets it for free, because snapshot and pull store children before the
 from __future__ import annotations
 
 import enum
+import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -46,7 +47,10 @@ from .delta import DEFAULT_LEVEL
 MSGPACK = "application/x-msgpack"
 #: Objects go up in batches of at least this many bytes (or the remainder): per-request
 #: overhead stays small next to the payload, and a batch stays far below the body limit.
-BATCH_BYTES = 4 << 20
+#: Each batch is one fsynced transaction on the coordinator, and an fsync that extends the
+#: store file costs about the same (~15 ms here) for 4 MiB as for 16 MiB, so a full push
+#: with 4 MiB batches spent most of its time waiting for the disk.
+BATCH_BYTES = 16 << 20
 #: How many ids one ``objects/missing``, ``objects/status`` or ``objects/get`` request asks
 #: about (about 560 KiB of ids).
 IDS_PER_REQUEST = 16384
@@ -139,8 +143,30 @@ def decode_ids(data: bytes) -> list[ObjectId]:
 
 
 def encode_objects(objects: Iterable[bytes]) -> bytes:
-    """Encode a list of encoded objects."""
-    return _pack(list(objects))
+    """Encode a list of encoded objects.
+
+    The same bytes as ``msgpack.packb(list(objects), use_bin_type=True)`` (an array of
+    ``bin``), framed by hand so the objects are copied once, into the result: packb copies
+    each into a growing buffer and then copies the buffer, twice the work on 32 MiB answers.
+    """
+    items = list(objects)
+    parts = [_array_header(len(items))]
+    for data in items:
+        parts.append(_bin_header(len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes([0x90 | n])
+    return struct.pack(">BH", 0xDC, n) if n < 1 << 16 else struct.pack(">BI", 0xDD, n)
+
+
+def _bin_header(n: int) -> bytes:
+    if n < 1 << 8:
+        return struct.pack(">BB", 0xC4, n)
+    return struct.pack(">BH", 0xC5, n) if n < 1 << 16 else struct.pack(">BI", 0xC6, n)
 
 
 def decode_objects(data: bytes) -> list[bytes]:
@@ -154,6 +180,46 @@ def decode_objects(data: bytes) -> list[bytes]:
         if type(value) is not bytes:
             raise ProtocolError(f"element {i} is not a bin value", index=i)
     return values
+
+
+_BIN_HEADERS = {0xC4: 1, 0xC5: 2, 0xC6: 4}
+
+
+def split_objects(data: bytes) -> list[memoryview]:
+    """:func:`decode_objects` without copying: views of ``data`` (kept alive by them), one per
+    object. An upload's objects are hashed and stored straight from the request body.
+
+    Raises:
+        ProtocolError: not an array of ``bin`` filling ``data`` exactly; ``index`` is set to
+            the first bad element.
+    """
+    view = memoryview(data)
+    size = len(view)
+    if not size:
+        raise ProtocolError("list of objects: empty body")
+    head = view[0]
+    if head & 0xF0 == 0x90:
+        count, pos = head & 0x0F, 1
+    elif head in (0xDC, 0xDD) and size >= (width := 2 if head == 0xDC else 4) + 1:
+        count, pos = int.from_bytes(view[1 : 1 + width], "big"), 1 + width
+    else:
+        raise ProtocolError("list of objects: expected a msgpack array")
+    if count > size:  # each element takes at least two bytes: refuse absurd counts early
+        raise ProtocolError(f"list of objects: {count} elements cannot fit in {size} bytes")
+    out: list[memoryview] = []
+    for i in range(count):
+        bin_width = _BIN_HEADERS.get(view[pos]) if pos < size else None
+        if bin_width is None or pos + 1 + bin_width > size:
+            raise ProtocolError(f"element {i} is not a bin value", index=i)
+        start = pos + 1 + bin_width
+        end = start + int.from_bytes(view[pos + 1 : start], "big")
+        if end > size:
+            raise ProtocolError(f"element {i} is cut short", index=i)
+        out.append(view[start:end])
+        pos = end
+    if pos != size:
+        raise ProtocolError(f"list of objects: {size - pos} bytes after the array")
+    return out
 
 
 def encode_statuses(statuses: Iterable[ObjectStatus]) -> bytes:

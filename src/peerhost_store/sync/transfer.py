@@ -7,9 +7,9 @@ tree and the size of the change, never one request per object.
 * **push** asks the coordinator for the status of each id: a *complete* subgraph is skipped,
   a *present* node is entered but not sent, a *missing* object is sent (and entered). After
   the first push, the coordinator marks what it verified complete, so a later push walks only
-  the changed paths. Objects go up in batches of ``batch_bytes`` (4 MiB); an interrupted
-  push re-run sends none of the objects that already landed. The head then moves by a fenced
-  compare-and-swap.
+  the changed paths. Objects go up in batches of ``batch_bytes`` (16 MiB), two requests in
+  flight at once; an interrupted push re-run sends none of the objects that already landed.
+  The head then moves by a fenced compare-and-swap.
 * **pull** enters only objects the local store lacks: in a repository, a stored tree node
   always has its whole subtree (snapshot and pull store children before parents), so a
   present node is complete. Blobs are stored as they arrive; tree nodes and the
@@ -29,8 +29,11 @@ against, sends everything whole.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
+from typing import TypeVar
 
 from ..errors import DecodeError, NotFound, ObjectCorrupt, ObjectMissing, PeerhostError
 from ..ids import ObjectId, hash_bytes
@@ -72,9 +75,20 @@ from .protocol import (
 )
 
 Progress = Callable[[int, int], None]
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: Largest upload request: the coordinator refuses bodies over 64 MiB by default.
 MAX_REQUEST_BYTES = 60 << 20
+#: Bulk requests (uploads, blob downloads) in flight at once. Two keep both ends busy: the
+#: coordinator hashes and stores one batch while it receives the next (and its fsync waits
+#: on the disk, not the CPU), and this side prepares or stores a third meanwhile.
+IN_FLIGHT = 2
+#: A pull stores blobs in transactions of this many bytes: each commit is an fsync.
+STORE_BATCH_BYTES = 32 << 20
+#: A pull asks for blobs in requests of about this many bytes (estimated from the sizes seen
+#: so far), below the coordinator's answer cap so that each request is answered whole.
+DOWNLOAD_BYTES = 8 << 20
 EMPTY_TREE = hash_bytes(encode_dir_leaf([]))
 
 
@@ -259,13 +273,41 @@ def _read_blobs(store: ObjectStore, ids: list[ObjectId]) -> Iterator[bytes]:
         yield from store.get_many(list(part))
 
 
+def _overlapped(items: Iterable[T], call: Callable[[T], R],
+                depth: int = IN_FLIGHT) -> Iterator[tuple[T, R]]:
+    """``(item, call(item))`` for each item in order, with up to ``depth`` calls running at
+    once on worker threads while this thread produces the next items and consumes results.
+
+    When a call fails, the calls already running finish first (what they stored is stored),
+    no new call starts, and the failure is raised.
+    """
+    running: deque[tuple[T, Future[R]]] = deque()
+    with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="phs-transfer") as pool:
+        try:
+            for item in items:
+                if len(running) >= depth:
+                    done, future = running.popleft()
+                    yield done, future.result()
+                running.append((item, pool.submit(call, item)))
+            while running:
+                done, future = running.popleft()
+                yield done, future.result()
+        finally:
+            for _, future in running:
+                future.cancel()
+
+
 def _upload_whole(client: CoordinatorClient, objects: Iterable[bytes], report: PushReport,
                   batch_bytes: int, tick: Callable[[], None]) -> None:
     limit = MAX_REQUEST_BYTES - 64 * 1024  # room for msgpack framing
-    for batch in batch_by_size(objects, len, batch_bytes, limit):
-        if len(batch[0]) > limit:
-            raise ObjectTooLarge(hash_bytes(batch[0]), len(batch[0]), limit)
-        result = client.upload(batch)
+
+    def batches() -> Iterator[list[bytes]]:
+        for batch in batch_by_size(objects, len, batch_bytes, limit):
+            if len(batch[0]) > limit:
+                raise ObjectTooLarge(hash_bytes(batch[0]), len(batch[0]), limit)
+            yield batch
+
+    for batch, result in _overlapped(batches(), client.upload):
         report.objects_sent += len(batch)
         report.object_bytes += sum(len(data) for data in batch)
         report.objects_new += result.new
@@ -482,7 +524,7 @@ def pull(
     client: CoordinatorClient,
     *,
     progress: Progress | None = None,
-    batch_bytes: int = BATCH_BYTES,
+    batch_bytes: int = STORE_BATCH_BYTES,
     delta: bool = True,
 ) -> PullReport:
     """Fetch the session head into the repository and, when it is a fast-forward, move the
@@ -650,15 +692,27 @@ class _Fetch:
             self._keep(hashed=(item.new_id, blob))
 
     def whole_blobs(self) -> None:
-        """Fetch the blobs still missing as whole objects."""
+        """Fetch the blobs still missing as whole objects, storing one answer while the
+        next ones download."""
         ids = list(self.blobs)
         self.result.chunks.chunks_whole += sum(1 for oid in ids if oid in self.chunks)
-        for part in chunked(ids, IDS_PER_REQUEST):
-            wanted = list(part)
+        got = [0, 0]  # blobs and bytes received: their mean size sizes the next requests
+
+        def groups() -> Iterator[list[ObjectId]]:
+            start = 0
+            while start < len(ids):
+                mean = got[1] // got[0] if got[0] else 8 << 10
+                count = max(64, min(IDS_PER_REQUEST, DOWNLOAD_BYTES // max(1, mean)))
+                yield ids[start : start + count]
+                start += count
+
+        for wanted, datas in _overlapped(groups(), lambda part: _download(self.client, part)):
             # _download checked each answer's hash against its id: store them as hashed.
-            for oid, data in zip(wanted, _download(self.client, wanted)):
+            for oid, data in zip(wanted, datas):
                 self._count(len(data))
                 self._keep(hashed=(oid, data))
+                got[0] += 1
+                got[1] += len(data)
             self.tick()
 
     def finish(self, ref: str, remote: ObjectId) -> None:
@@ -691,7 +745,7 @@ def fetch(
     *,
     ref: str,
     progress: Progress | None = None,
-    batch_bytes: int = BATCH_BYTES,
+    batch_bytes: int = STORE_BATCH_BYTES,
     delta: bool = True,
 ) -> FetchResult:
     """Store every object ``remote`` reaches that ``store`` lacks and point ``ref`` at it.
