@@ -217,6 +217,42 @@ def test_divergence_is_reported_and_local_changes_are_kept(server: Server, tmp_p
         push(b, c["bob"], fencing=lease.fencing)
 
 
+@pytest.mark.parametrize("keep", ["theirs", "ours"])
+def test_a_divergence_is_reconciled_keeping_both_histories(server: Server, tmp_path: Path,
+                                                           keep: str) -> None:
+    c = make_session(server)
+    a = new_repo(tmp_path / "a")
+    make_world(a.world / "w")
+    a.snapshot("v1")
+    lease = c["alice"].acquire("alice-pc", 60)
+    push(a, c["alice"], fencing=lease.fencing)
+    b = new_repo(tmp_path / "b")
+    pull(b, c["bob"])
+    (a.world / "w" / "from-a.txt").write_text("a")
+    a.snapshot("v2 on a")
+    push(a, c["alice"], fencing=lease.fencing)
+    (b.world / "w" / "from-b.txt").write_text("b")
+    with pytest.raises(Diverged) as err:
+        pull(b, c["bob"])
+    mine, theirs = err.value.local, err.value.remote
+    assert mine is not None and theirs is not None
+
+    result = b.reconcile(theirs, keep_other=keep == "theirs")
+    merged = b.read_snapshot(result.oid)
+    assert merged.parents == (mine, theirs)
+    kept = theirs if keep == "theirs" else mine
+    assert merged.root == b.read_snapshot(kept).root == b.scan().root
+    assert (b.world / "w" / "from-a.txt").exists() == (keep == "theirs")
+    assert (b.world / "w" / "from-b.txt").exists() == (keep == "ours")
+    # The session takes it as a fast-forward; both sides stay reachable there.
+    push(b, c["alice"], fencing=lease.fencing)
+    fresh = new_repo(tmp_path / "fresh")
+    pull(fresh, c["bob"])
+    assert fresh.head() == result.oid
+    assert root_of(fresh) == b.read_snapshot(kept).root
+    assert {mine, theirs} <= {oid for oid, _ in fresh.log()}
+
+
 def test_pull_when_ahead_or_unchanged_moves_nothing(server: Server, tmp_path: Path) -> None:
     c = make_session(server)
     a = new_repo(tmp_path / "a")

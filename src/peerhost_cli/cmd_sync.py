@@ -23,7 +23,7 @@ from peerhost_store.sync.client import (
     LeaseStatus,
 )
 from peerhost_store.sync.protocol import is_ancestor
-from peerhost_store.sync.transfer import PullReport, PushReport, pull, push
+from peerhost_store.sync.transfer import Diverged, PullReport, PushReport, pull, push
 
 from . import cmd_restore
 from .cmd_remote import (
@@ -59,6 +59,9 @@ def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
     p = commands.add_parser("pull", parents=[common],
                             help="fetch a session's head and move the world to it")
     p.add_argument("remote", nargs="?", help="remote name (default: origin, or the only one)")
+    p.add_argument("--keep", choices=("theirs", "ours"), default=None,
+                   help="when the histories diverged: continue from the session's world "
+                        "(theirs) or this one (ours); both histories are kept")
     p.set_defaults(func=run_pull)
     p = commands.add_parser("status", parents=[common],
                             help="the session's head, host, lease and standby; local vs remote")
@@ -207,6 +210,18 @@ def lease_held(lease: Lease) -> LeaseHeld:
         409, {"lease": dataclasses.asdict(lease)})
 
 
+def lease_lost(client: CoordinatorClient, exc: LeaseLost) -> LeaseLost:
+    """``exc`` with who holds the session now (a host that crashed and came back)."""
+    with suppress(CoordinatorError):
+        current = client.lease_status().lease
+        now = (f"{current.holder} (member {current.member}) holds it now" if current
+               else "nobody holds it now")
+        return LeaseLost(exc.code, f"{exc.message}: the lease this world used has ended and "
+                         f"{now}; nothing was pushed, your snapshots stay local (phs pull "
+                         "shows how the session moved on)", exc.status, exc.details)
+    return exc
+
+
 def push_with_lease(repo: Repository, client: CoordinatorClient, *, fencing: int | None,
                     holder: str, progress: Progress | None = None) -> tuple[PushReport, dict[str, Any]]:
     """Push with the caller's lease (``fencing``), or with a short lease of its own when
@@ -255,10 +270,10 @@ def run_push(args: argparse.Namespace) -> int:
             try:
                 report, lease = push_with_lease(repo, client, fencing=_fencing(args, repo, remote),
                                                 holder=args.holder or holder_name(), progress=bar)
-            except LeaseLost:
+            except LeaseLost as exc:
                 if args.fencing is None:
                     save_lease(meta_dir(repo), remote, None)  # remembered, but gone: forget it
-                raise
+                raise lease_lost(client, exc) from None
             wire = wire_json(client)
     if args.json:
         emit_json(push_json(remote, report, wire, lease))
@@ -275,12 +290,33 @@ def run_pull(args: argparse.Namespace) -> int:
         remote = pick_remote(meta_dir(repo), args.remote)
         with connect_remote(remote) as client, \
                 progress_bar("pull", enabled=not args.json, as_bytes=False) as bar:
-            report = pull(repo, client, progress=bar)
+            try:
+                report = pull(repo, client, progress=bar)
+            except Diverged as exc:
+                if args.keep is None or exc.remote is None:
+                    raise
+                return _reconcile(args, repo, exc.remote, exc.local)
             wire = wire_json(client)
     if args.json:
         emit_json(pull_json(remote, report, wire))
     else:
         print_pull(remote, report, wire)
+    return 0
+
+
+def _reconcile(args: argparse.Namespace, repo: Repository, remote: ObjectId,
+               local: ObjectId | None) -> int:
+    result = repo.reconcile(remote, keep_other=args.keep == "theirs")
+    kept = remote if args.keep == "theirs" else local
+    if args.json:
+        emit_json({"outcome": "reconciled", "keep": args.keep, "head": result.oid.hex(),
+                   "kept": _hex(kept), "parents": [_hex(local), remote.hex()],
+                   "safety": _hex(result.safety)})
+    else:
+        out.print(f"reconciled: new head {short(result.oid)} holds the world of "
+                  f"{short(kept)} ({args.keep}); its parents are {short(local)} (this world) and "
+                  f"{short(remote)} (the session), so both histories stay and phs push (or "
+                  "phs host) is accepted", markup=False)
     return 0
 
 
@@ -346,7 +382,7 @@ def compare_heads(repo: Repository, client: CoordinatorClient, remote: ObjectId 
 _RELATION_HINT = {
     "ahead": "phs push publishes it",
     "behind": "phs pull brings it here",
-    "diverged": "roll back to one side (phs rollback), then push or pull",
+    "diverged": "phs pull --keep theirs|ours to pick a world (both histories stay), then push",
     "unknown": "more than 2000 snapshots apart",
 }
 

@@ -218,10 +218,12 @@ class Repository:
         return SnapshotResult(oid, snap, True, scan, writer.new_objects + 1,
                               writer.new_bytes + len(data), time.perf_counter() - started)
 
-    def _commit_tree(self, root: ObjectId, message: str) -> ObjectId:
+    def _commit_tree(self, root: ObjectId, message: str,
+                     other_parents: tuple[ObjectId, ...] = ()) -> ObjectId:
         parent = self.head()
-        snap = Snapshot(root, (parent,) if parent else (), int(time.time()), _author(),
-                        socket.gethostname(), message, {})
+        parents = ((parent,) if parent else ()) + other_parents
+        snap = Snapshot(root, parents, int(time.time()), _author(), socket.gethostname(),
+                        message, {})
         data = encode_snapshot(snap)
         oid = hash_bytes(data)
         self.store.apply(Update(objects=[data], refs=[(HEAD, parent, oid)]))
@@ -269,6 +271,32 @@ class Repository:
             target = self.read_snapshot(snapshot).root
             ops = prepare_restore(self.store, self.world, live, target)  # refuse before head moves
             oid = self._commit_tree(target, f"rollback to {snapshot.hex()[:12]}")
+            restored = apply_restore(self.store, self.world, ops, progress=progress)
+            return RollbackResult(safety, oid, restored)
+
+    def reconcile(self, other: ObjectId, *, keep_other: bool,
+                  progress: Progress | None = None) -> RollbackResult:
+        """End a divergence from ``other`` (a stored snapshot, e.g. a session's head): a new
+        head whose parents are head and ``other``, holding ``other``'s world (``keep_other``)
+        or head's. Both histories stay reachable from it, and a session whose head is
+        ``other`` takes it as a fast-forward. Unsnapshotted changes are snapshotted first.
+
+        Raises:
+            NotFound: there is no head, or ``other`` is not stored.
+        """
+        with self.lock():
+            if self.head() is None:
+                raise NotFound("there is no local snapshot to reconcile")
+            safety, live = self._safety_snapshot(f"safety snapshot before reconciling with "
+                                                 f"{other.hex()[:12]}")
+            head = self.head()
+            assert head is not None
+            kept = other if keep_other else head
+            target = self.read_snapshot(kept).root
+            ops = prepare_restore(self.store, self.world, live, target)  # refuse before head moves
+            which = "theirs" if keep_other else "ours"
+            oid = self._commit_tree(target, f"reconcile with {other.hex()[:12]}: kept "
+                                    f"{kept.hex()[:12]} ({which})", (other,))
             restored = apply_restore(self.store, self.world, ops, progress=progress)
             return RollbackResult(safety, oid, restored)
 

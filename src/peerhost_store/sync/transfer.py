@@ -801,5 +801,6 @@ def _integrate(repo: Repository, session: str, remote: ObjectId, report: PullRep
             report.restored = apply_restore(store, repo.world, ops)
         report.outcome, report.head = "fast-forward", remote
     else:
-        raise Diverged(local, remote, "the session's snapshot is stored as ref "
-                       f"remotes/{session}; roll back to one side, or push after a rollback")
+        raise Diverged(local, remote, "nothing was overwritten; choose a world with phs pull "
+                       "--keep theirs (the session's) or --keep ours (this one): both histories "
+                       "stay, and the next push is accepted")
