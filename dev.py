@@ -1,7 +1,8 @@
 """Set-up and entry points for a fresh checkout: ``python3 dev.py demo`` and ``python3 dev.py test``.
 
 Creates (or reuses) ``.venv`` beside this file, installs the project into it when
-``pyproject.toml`` changed since the last install, then runs the demo or the test suite.
+``pyproject.toml`` changed since the last install, then runs the demo or the test suite (after
+``npm ci`` in ``e2e/node`` when its lock changed: the end-to-end tests' Minecraft server and bot).
 Only the standard library is used here, so it runs on any Python >= 3.11 (Windows: ``py dev.py``).
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -43,6 +45,24 @@ def ensure_venv() -> Path:
     return python
 
 
+def ensure_node_packages() -> None:
+    """``npm ci`` in e2e/node when its lock changed: the real Minecraft server and bot of the
+    end-to-end tests. Without npm those tests skip (and fail under CI, which must have it)."""
+    folder = ROOT / "e2e" / "node"
+    npm = shutil.which("npm")
+    if npm is None:
+        print("npm not found: the end-to-end Minecraft tests will be skipped", flush=True)
+        return
+    stamp = folder / "node_modules" / ".peerhost-installed"
+    wanted = hashlib.sha256((folder / "package-lock.json").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text().strip() == wanted:
+        return
+    print("installing the end-to-end node packages (npm ci in e2e/node)", flush=True)
+    subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=folder,
+                   check=True)
+    stamp.write_text(wanted)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test", "phs"):
         print("usage: python3 dev.py demo [phs demo options] | test [pytest options] | phs ARGS")
@@ -50,6 +70,7 @@ def main(argv: list[str]) -> int:
     python = ensure_venv()
     command, rest = argv[0], argv[1:]
     if command == "test":
+        ensure_node_packages()
         cmd = [str(python), "-m", "pytest", *rest]
     elif command == "demo":
         cmd = [str(python), "-m", "peerhost_cli.main", "demo", *rest]

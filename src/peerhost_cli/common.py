@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from peerhost_store.ids import ObjectId
@@ -22,7 +22,7 @@ def short(oid: ObjectId | None) -> str:
 
 
 def when(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(seconds, UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def snapshot_json(oid: ObjectId, snap: Snapshot) -> dict[str, Any]:

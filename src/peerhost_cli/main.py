@@ -9,7 +9,8 @@ Exit codes (also in ``phs --help``):
 3    not found: no store here, unknown snapshot or prefix, no such remote, session or member
 4    verify found missing or corrupt objects
 5    busy or conflict: another phs works on this world, head moved, the session lease is held by
-     someone else or yours was lost (fenced), or local and session histories diverged
+     someone else or yours was lost (fenced), local and session histories diverged, or hosting
+     ended without its final push (the world is kept in a local snapshot)
 6    refused: a path in a snapshot would leave the world folder
 7    the coordinator refused the token (missing, wrong, revoked, or lacking the role)
 8    the coordinator is unreachable (no answer)
@@ -42,6 +43,7 @@ from peerhost_store.worldfs import UnsafePath
 from . import (
     cmd_diff,
     cmd_history,
+    cmd_host,
     cmd_lock,
     cmd_maintenance,
     cmd_remote,
@@ -51,6 +53,7 @@ from . import (
 )
 from .cmd_remote import UsageError
 from .output import err
+from .play.host import HostingEnded
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_VERIFY, EXIT_BUSY, EXIT_UNSAFE = 0, 1, 2, 3, 4, 5, 6
 EXIT_UNAUTHORIZED, EXIT_UNREACHABLE = 7, 8
@@ -61,7 +64,7 @@ EPILOG = """exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 verify found prob
 6 unsafe path refused, 7 token refused, 8 coordinator unreachable, 130 interrupted"""
 
 #: Coordinator answers that mean "someone else got there first": the same code as a busy world.
-_CONFLICTS = (Locked, RefConflict, LeaseHeld, LeaseLost, HeadMoved, Diverged)
+_CONFLICTS = (Locked, RefConflict, LeaseHeld, LeaseLost, HeadMoved, Diverged, HostingEnded)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # cmd_sync after cmd_restore: it adds --remote to `phs rollback`.
     for module in (cmd_history, cmd_diff, cmd_restore, cmd_maintenance, cmd_serve, cmd_remote,
-                   cmd_sync, cmd_lock):
+                   cmd_sync, cmd_lock, cmd_host):
         module.register(commands, common)
     from . import cmd_demo
 

@@ -1,0 +1,181 @@
+"""Settings of ``phs host`` and ``phs join``: ``peerhost.toml`` and ``server.properties``.
+
+A Minecraft server folder holds the world folder, ``server.properties`` and the server jar;
+``peerhost.toml`` sits there too, beside the world, so it is not snapshotted with it (the
+server command differs from one player's machine to the next)::
+
+    # peerhost.toml
+    [host]
+    server = "java -Xmx2G -jar server.jar nogui"   # or a list of arguments
+    remote = "origin"
+    tunnel = "cloudflared"         # cloudflared | direct | none
+    address = "192.168.1.20:25565" # with tunnel = "direct": what friends connect to
+    snapshot_minutes = 10
+    ttl = 60
+
+Flags override the file; the file overrides the defaults.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from peerhost_store.errors import PeerhostError
+
+CONFIG_FILE = "peerhost.toml"
+PROPERTIES_FILE = "server.properties"
+DEFAULT_GAME_PORT = 25565
+
+
+class ConfigError(PeerhostError):
+    """``peerhost.toml`` or ``server.properties`` cannot be used; the message says where."""
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """How ``phs host`` runs a session.
+
+    Attributes:
+        server: the server command (run in ``server_dir``); empty means none was given.
+        server_dir: the folder the command runs in (default: the world's parent).
+        remote: the remote (``phs remote add``) naming the coordinator session.
+        tunnel: ``cloudflared``, ``direct`` or ``none``.
+        address: with ``direct``, the host:port friends connect to.
+        port: the game port (default: ``server-port`` of ``server.properties``, else 25565).
+        snapshot_minutes: snapshot and push this often while hosting.
+        ttl: seconds of the lease; it is renewed about every third of that.
+        quiet_seconds: without RCON, snapshot only once the world files were this long unchanged.
+        ready_timeout: seconds the server may take to become ready.
+        stop_timeout: seconds the server may take to stop after ``stop`` before it is killed.
+        cloudflared: the cloudflared executable.
+        holder: the name on the lease (default: user@host).
+    """
+
+    server: tuple[str, ...] = ()
+    server_dir: Path | None = None
+    remote: str | None = None
+    tunnel: str = "cloudflared"
+    address: str | None = None
+    port: int | None = None
+    snapshot_minutes: float = 10.0
+    ttl: float = 60.0
+    quiet_seconds: float = 5.0
+    ready_timeout: float = 300.0
+    stop_timeout: float = 60.0
+    cloudflared: str = "cloudflared"
+    holder: str | None = None
+
+    def with_overrides(self, **values: Any) -> HostConfig:
+        """A copy with every non-None value applied (command-line flags)."""
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+def split_command(value: str | list[str], where: str) -> tuple[str, ...]:
+    """A command as a tuple: a string is split like a shell would (Windows rules on Windows)."""
+    if isinstance(value, list) and all(isinstance(x, str) for x in value):
+        return tuple(value)
+    if isinstance(value, str):
+        return tuple(shlex.split(value, posix=sys.platform != "win32"))
+    raise ConfigError(f"{where}: 'server' must be a string or a list of strings")
+
+
+_KINDS: dict[str, type | tuple[type, ...]] = {
+    "remote": str, "tunnel": str, "address": str, "port": int, "snapshot_minutes": (int, float),
+    "ttl": (int, float), "quiet_seconds": (int, float), "ready_timeout": (int, float),
+    "stop_timeout": (int, float), "cloudflared": str, "holder": str, "server_dir": str,
+}
+
+
+def load_host_config(path: Path) -> HostConfig:
+    """The ``[host]`` table of ``path``; defaults when the file does not exist.
+
+    Raises:
+        ConfigError: not TOML, an unknown key, a value of the wrong type.
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return HostConfig()
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    table = data.get("host", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [host] must be a table")
+    known = {f.name for f in fields(HostConfig)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ConfigError(f"{path}: unknown key {key!r} in [host] "
+                              f"(known: {', '.join(sorted(known))})")
+        if name == "server":
+            values[name] = split_command(value, str(path))
+            continue
+        kind = _KINDS[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ConfigError(f"{path}: [host] {key} has the wrong type ({type(value).__name__})")
+        values[name] = Path(str(value)) if name == "server_dir" else value
+    if values.get("server_dir") is not None and not values["server_dir"].is_absolute():
+        values["server_dir"] = path.parent / values["server_dir"]
+    return HostConfig(**values)
+
+
+@dataclass(frozen=True)
+class ServerProperties:
+    """What ``phs host`` reads from ``server.properties``."""
+
+    port: int = DEFAULT_GAME_PORT
+    rcon_enabled: bool = False
+    rcon_port: int = 25575
+    rcon_password: str = ""
+
+    def __repr__(self) -> str:  # never show the password
+        return (f"ServerProperties(port={self.port}, rcon_enabled={self.rcon_enabled}, "
+                f"rcon_port={self.rcon_port})")
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """Java ``.properties`` as Minecraft writes it: ``key=value`` lines, ``#`` comments.
+
+    (Minecraft writes no continuation lines or escapes in the keys phs reads.)
+    """
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#!":
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            key, _, value = line.partition(":")
+        values[key.strip()] = value.strip()
+    return values
+
+
+def load_properties(path: Path) -> ServerProperties:
+    """``server.properties`` (defaults when absent).
+
+    Raises:
+        ConfigError: a port that is not a number in 1..65535.
+    """
+    try:
+        values = parse_properties(path.read_text(encoding="utf-8", errors="replace"))
+    except FileNotFoundError:
+        return ServerProperties()
+
+    def port(key: str, default: int) -> int:
+        raw = values.get(key, "") or str(default)
+        if not raw.isdigit() or not 0 < int(raw) < 65536:
+            raise ConfigError(f"{path}: {key}={raw!r} is not a port number")
+        return int(raw)
+
+    return ServerProperties(
+        port=port("server-port", DEFAULT_GAME_PORT),
+        rcon_enabled=values.get("enable-rcon", "false").lower() == "true",
+        rcon_port=port("rcon.port", 25575),
+        rcon_password=values.get("rcon.password", ""),
+    )

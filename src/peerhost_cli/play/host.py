@@ -1,0 +1,396 @@
+"""``phs host``: run the session's world on this machine under its lease.
+
+1. Take the lease (or queue as standby and wait for it).
+2. Pull the session head into the world; unsnapshotted local changes are snapshotted first
+   and a history that diverged stops here, before anything is overwritten.
+3. Start the server command and wait until it is ready.
+4. Start the tunnel and publish its address on the lease.
+5. Keep the lease renewed (:class:`~.keeper.LeaseKeeper`).
+6. Every ``snapshot_minutes``, and when someone asks for a sync: a consistent snapshot
+   (:mod:`.saving`), then a push.
+7. On Ctrl-C / SIGTERM or when the server exits: stop the server, snapshot, push, release.
+8. If the lease is lost: stop the server at once, snapshot locally, never push, and say how to
+   reconcile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from peerhost_store.errors import PeerhostError
+from peerhost_store.repo import Repository
+from peerhost_store.sync.client import (
+    CoordinatorClient,
+    CoordinatorError,
+    CoordinatorUnavailable,
+    HeadMoved,
+    Lease,
+    LeaseHeld,
+    LeaseLost,
+)
+from peerhost_store.sync.transfer import Diverged, PushReport, pull
+
+from ..cmd_remote import Remote, connect_remote, holder_name, meta_dir, save_lease
+from ..cmd_sync import push_with_lease
+from .config import HostConfig, load_properties
+from .game import GameServer, forward_console
+from .keeper import LeaseKeeper
+from .saving import SaveControl, SaveControlError, save_control
+from .tunnel import Published, Tunnel, TunnelError, TunnelSettings, make_tunnel
+from .view import HostStatus, View
+
+#: How often the loop looks at the server, the lease and the clock.
+TICK = 0.5
+#: Without RCON, how soon to look again when the world files were not quiet.
+QUIET_RETRY = 5.0
+#: How often a standby asks for the lease.
+STANDBY_POLL = 1.0
+#: Seconds a server that lost the lease gets to stop before it is killed.
+LOST_STOP_TIMEOUT = 10.0
+
+
+class HostingEnded(PeerhostError):
+    """Hosting ended without the final push: the lease was lost, or the session moved.
+
+    Attributes:
+        kept: the local snapshot holding the world as this host left it.
+    """
+
+    def __init__(self, message: str, kept: str | None) -> None:
+        self.kept = kept
+        super().__init__(message)
+
+
+class LostLease(HostingEnded):
+    """The lease expired or another holder fenced this one out while hosting."""
+
+
+@dataclass
+class Stop:
+    """Why the loop ended."""
+
+    reason: str
+
+
+class Host:
+    """One hosting run of a world.
+
+    Args:
+        repo: the world and its store.
+        remote: the session to host.
+        config: the settings.
+        view: where lines and status go.
+        stop: set from outside (signals) to end hosting gracefully.
+        standby: queue for the lease instead of failing when it is held.
+        lease: a lease already taken (``phs join --standby``), with when it was asked for.
+    """
+
+    def __init__(self, repo: Repository, remote: Remote, config: HostConfig, view: View,
+                 stop: threading.Event, *, standby: bool = False,
+                 lease: tuple[Lease, float] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.repo = repo
+        self.remote = remote
+        self.config = config
+        self.view = view
+        self.stop = stop
+        self.standby = standby
+        self.clock = clock
+        self.holder = config.holder or holder_name()
+        self.server_dir = config.server_dir or repo.world.parent
+        props = load_properties(self.server_dir / "server.properties")
+        self.port = config.port or props.port
+        self.saver: SaveControl = save_control(props, config.quiet_seconds, view.event)
+        self.status = HostStatus(remote.session, self.holder, saving=self.saver.kind)
+        self._lease = lease
+        self.keeper: LeaseKeeper | None = None
+
+    # -- the run --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Host until stopped; 0 after a clean hand-back.
+
+        Raises:
+            LeaseHeld: someone else hosts (without ``standby``).
+            Diverged: the world's history and the session's diverged (nothing overwritten).
+            LostLease, HostingEnded: hosting ended without the final push (kept locally).
+        """
+        with self.view.live(self.status), connect_remote(self.remote) as client:
+            lease, sent = self._lease or self._take_lease(client)
+            if lease is None:
+                return 130  # stopped while waiting as standby
+            self.status.fencing = lease.fencing
+            save_lease(meta_dir(self.repo), self.remote,
+                       {"fencing": lease.fencing, "holder": lease.holder, "ttl": lease.ttl})
+            keeper = self.keeper = LeaseKeeper(lambda: connect_remote(self.remote), lease, sent,
+                                               clock=self.clock, log=self.view.event)
+            self.status.lease_left = keeper.seconds_left
+            keeper.start()
+            try:
+                self.view.event(f"took the lease of session {self.remote.session}: fencing "
+                                f"{lease.fencing}, ttl {lease.ttl:g} s")
+                self._prepare(client)
+                self._play(client)
+            except LostLease:
+                raise
+            except BaseException:
+                # Nothing is running any more: let the next host in without waiting for expiry.
+                keeper.stop()
+                with suppress(CoordinatorError):
+                    client.release(lease.fencing)
+                raise
+            finally:
+                keeper.stop()
+                save_lease(meta_dir(self.repo), self.remote, None)
+        return 0
+
+    def _take_lease(self, client: CoordinatorClient) -> tuple[Lease | None, float]:
+        queued = False
+        while True:
+            current = client.lease_status().lease
+            mine = current is not None and current.holder == self.holder
+            if current is not None and not self.standby:
+                raise LeaseHeld("lease_held", f"{current.holder} (member {current.member}) hosts "
+                                f"session {self.remote.session} now, lease {current.fencing} for "
+                                f"{current.expires_in:.0f} s more; join them (phs join), or "
+                                f"phs host --standby to take over when they leave", 409,
+                                {"lease": dataclasses.asdict(current)})
+            # Never ask while our own name holds it: the coordinator would re-grant it and
+            # fence out the phs host that holds it (maybe still running elsewhere).
+            if not mine:
+                sent = self.clock()
+                got = client.standby(self.holder, self.config.ttl) if self.standby else \
+                    client.acquire(self.holder, self.config.ttl)
+                if isinstance(got, Lease):
+                    return got, sent
+                if not queued:
+                    self.view.event(f"queued as standby (position {got}); hosting starts when "
+                                    f"{current.holder if current else 'the host'} leaves")
+                    queued = True
+            self.status.phase = "standby"
+            if self.stop.wait(STANDBY_POLL):
+                return None, 0.0
+
+    def _prepare(self, client: CoordinatorClient) -> None:
+        """Step 2: the world becomes the session head; local-only work is pushed."""
+        self.status.phase = "pulling"
+        try:
+            report = pull(self.repo, client)
+        except Diverged as exc:
+            ours = exc.local.hex()[:12] if exc.local else None
+            raise HostingEnded(
+                f"this world and session {self.remote.session} have diverged: the session moved "
+                f"on (to {exc.remote.hex()[:12] if exc.remote else '-'}) since this world's last "
+                f"push, and this world has play the session lacks (local snapshot {ours}). "
+                f"Nothing was overwritten or pushed. Pick a world with phs pull --keep theirs "
+                f"(the session's) or --keep ours (this one), then phs host again; both "
+                f"histories stay", ours) from None
+        if report.safety is not None:
+            self.view.event(f"unsnapshotted changes in the world were kept in snapshot "
+                            f"{report.safety.hex()[:12]} before pulling")
+        self.view.event({
+            "empty": "the session has no snapshot yet: this world becomes its first",
+            "up-to-date": "the world is the session head",
+            "fast-forward": f"pulled the session head {report.head.hex()[:12] if report.head else '-'}"
+                            f" ({report.objects_received} objects)",
+            "ahead": "this world has snapshots the session lacks: pushing them",
+        }[report.outcome])
+        self._snapshot_and_push(client, "before hosting")
+
+    def _play(self, client: CoordinatorClient) -> None:
+        assert self.keeper is not None
+        self.status.phase = "starting the server"
+        server = GameServer(self.config.server, self.server_dir, self.port, self.view.line)
+        tunnel: Tunnel | None = None
+        try:
+            server.start()
+            self.view.event(f"started the server (pid {server.pid}) in {self.server_dir}")
+            forward_console(server, self.stop)
+            try:
+                server.wait_ready(self.config.ready_timeout, self.stop)
+            except InterruptedError:
+                ended = Stop("stopped while the server was starting")
+            else:
+                self.view.event(f"the server is ready on port {self.port}")
+                tunnel = self._start_tunnel()
+                self.status.phase = "hosting"
+                ended = self._loop(client, server, tunnel)
+        except BaseException as exc:
+            self._abort(server, tunnel, exc)
+            raise
+        self._finish(client, server, tunnel, ended)
+
+    def _start_tunnel(self) -> Tunnel:
+        assert self.keeper is not None
+        tunnel = make_tunnel(self.config.tunnel, TunnelSettings(
+            self.port, self.config.address, self.config.cloudflared, log=lambda _: None))
+        published: Published = tunnel.start()
+        self.status.address, self.status.via = published.address, published.via
+        self.keeper.publish(published.address, {"tunnel": published.via, "port": self.port})
+        if published.address:
+            self.view.event(f"published {published.address} ({published.via}); friends run: "
+                            f"phs join")
+        return tunnel
+
+    def _loop(self, client: CoordinatorClient, server: GameServer, tunnel: Tunnel) -> Stop:
+        assert self.keeper is not None
+        keeper = self.keeper
+        interval = self.config.snapshot_minutes * 60
+        due = self.clock() + interval
+        while True:
+            if self.stop.is_set():
+                return Stop("stopped")
+            code = server.returncode()
+            if code is not None:
+                return Stop(f"the server exited (code {code})")
+            if keeper.lost is not None:
+                raise self._lost(server, tunnel, keeper.lost)
+            if not tunnel.alive():
+                self.view.event("the tunnel died; starting a new one")
+                tunnel.stop()
+                tunnel = self._start_tunnel()
+            asked = keeper.sync_requested.is_set()
+            if asked or self.clock() >= due:
+                keeper.sync_requested.clear()
+                if self._live_sync(client, server, tunnel, "sync requested" if asked else "periodic"):
+                    due = self.clock() + interval
+                else:
+                    due = self.clock() + QUIET_RETRY
+                    if asked:
+                        keeper.sync_requested.set()  # still owed
+            keeper.changed.wait(TICK)
+            keeper.changed.clear()
+
+    def _live_sync(self, client: CoordinatorClient, server: GameServer, tunnel: Tunnel,
+                   why: str) -> bool:
+        """Step 6; False when the world was not quiet (try again soon)."""
+        if not self.saver.ready(self.repo.world):
+            return False
+        try:
+            with self.saver.paused():
+                self._snapshot(f"hosting ({why})")
+        except SaveControlError as exc:
+            self.view.event(f"could not pause saving: {exc}; trying again later")
+            return False
+        self._push(client, server, tunnel)
+        return True
+
+    # -- snapshots and pushes -------------------------------------------------------------
+
+    def _snapshot(self, message: str) -> str:
+        result = self.repo.snapshot(message)
+        short = result.oid.hex()[:12]
+        self.status.last_snapshot, self.status.last_snapshot_at = short, time.time()
+        if result.created:
+            self.view.event(f"snapshot {short}: {result.new_objects} new objects "
+                            f"({result.seconds:.1f} s)")
+        return short
+
+    def _push(self, client: CoordinatorClient, server: GameServer | None,
+              tunnel: Tunnel | None) -> PushReport | None:
+        """Push the local head under the lease; None when the coordinator is unreachable."""
+        assert self.keeper is not None
+        try:
+            report, _ = push_with_lease(self.repo, client, fencing=self.keeper.fencing,
+                                        holder=self.holder)
+        except CoordinatorUnavailable as exc:
+            self.view.event(f"push failed, the coordinator is unreachable ({exc}); "
+                            "the next one will send it")
+            return None
+        except LeaseLost as exc:
+            raise self._lost(server, tunnel, f"the coordinator refused the push: {exc.message}")
+        except (HeadMoved, Diverged) as exc:
+            raise self._ended(server, tunnel, f"the session head moved without this host "
+                              f"(a rollback on the coordinator?): {exc}")
+        if not report.up_to_date:
+            self.status.pushes += 1
+            self.status.last_push_at = time.time()
+            self.status.bytes_sent += report.wire.sent
+            self.view.event(f"pushed {report.head.hex()[:12]}: {report.objects_sent} objects, "
+                            f"{report.wire.sent / 1024:.0f} KiB sent")
+        return report
+
+    def _snapshot_and_push(self, client: CoordinatorClient, why: str) -> None:
+        self._snapshot(why)
+        self._push(client, None, None)
+
+    # -- endings --------------------------------------------------------------------------
+
+    def _finish(self, client: CoordinatorClient, server: GameServer, tunnel: Tunnel | None,
+                ended: Stop) -> None:
+        """Step 7: a clean hand-back."""
+        assert self.keeper is not None
+        self.view.event(f"{ended.reason}: stopping the server, then the final snapshot and push")
+        self.status.phase = "stopping"
+        self._stop_everything(server, tunnel, self.config.stop_timeout)
+        if self.keeper.lost is not None:
+            raise self._lost(None, None, self.keeper.lost)
+        self._snapshot("hosting ended")
+        for attempt in range(3):
+            if self._push(client, None, None) is not None:
+                break
+            if self.keeper.lost is not None:
+                raise self._lost(None, None, self.keeper.lost)
+            time.sleep(2 + 2 * attempt)
+        else:
+            raise HostingEnded("the final push did not reach the coordinator; the world is "
+                               "kept in the local snapshot: run phs push when it is back",
+                               self.status.last_snapshot)
+        self.keeper.stop()
+        try:
+            client.release(self.keeper.fencing)
+            self.view.event("released the lease")
+        except CoordinatorError as exc:
+            self.view.event(f"could not release the lease ({exc}); it lapses by itself")
+
+    def _stop_everything(self, server: GameServer | None, tunnel: Tunnel | None,
+                         timeout: float = LOST_STOP_TIMEOUT) -> None:
+        # The tunnel first: nobody should join a server that is going away.
+        if tunnel is not None:
+            tunnel.stop()
+        if server is not None:
+            server.stop(min(timeout, self.config.stop_timeout))
+
+    def _lost(self, server: GameServer | None, tunnel: Tunnel | None, why: str) -> LostLease:
+        """Step 8: stop now, keep the world locally, never push."""
+        self.status.phase = "lease lost"
+        self.view.event(f"LEASE LOST: {why}; stopping the server now")
+        self._stop_everything(server, tunnel)
+        kept = self._snapshot("hosting lost the lease: kept locally, not pushed")
+        return LostLease(
+            f"lost the lease of session {self.remote.session}: {why}. The server was stopped "
+            f"and the world kept in local snapshot {kept}; it was not pushed, because the "
+            f"session may have moved on without it. When the session is free, phs host (or "
+            f"phs pull) says whether it did; then phs pull --keep theirs|ours picks a world, "
+            f"and both histories stay.", kept)
+
+    def _ended(self, server: GameServer | None, tunnel: Tunnel | None, why: str) -> HostingEnded:
+        self._stop_everything(server, tunnel)
+        kept = self._snapshot("hosting ended: the session moved; kept locally, not pushed")
+        return HostingEnded(f"{why}. The server was stopped and the world kept in local "
+                            f"snapshot {kept}; it was not pushed.", kept)
+
+    def _abort(self, server: GameServer, tunnel: Tunnel | None, exc: BaseException) -> None:
+        """Anything unexpected (including Ctrl-C during start-up): leave nothing running."""
+        if isinstance(exc, HostingEnded):
+            return  # stopped already
+        if tunnel is not None:
+            tunnel.stop()
+        if server.returncode() is None and server.pid is not None:
+            server.stop(self.config.stop_timeout)
+
+
+def run_host(world: Path, remote: Remote, config: HostConfig, view: View, stop: threading.Event,
+             *, standby: bool = False) -> int:
+    """Open the world's repository and host it (see :class:`Host`)."""
+    with Repository.open(world) as repo:
+        return Host(repo, remote, config, view, stop, standby=standby).run()
+
+
+__all__ = ["Host", "HostingEnded", "LeaseHeld", "LostLease", "TunnelError", "run_host"]

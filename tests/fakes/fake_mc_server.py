@@ -1,0 +1,82 @@
+"""A stand-in Minecraft server command for the host-loop tests (no Java, no node).
+
+``python fake_mc_server.py --world DIR --port PORT`` listens on 127.0.0.1:PORT (greeting each
+connection with a line naming its server folder, then closing it), prints a vanilla-like ``Done (...)!`` line and reads console commands:
+
+* ``stop``: writes ``level.dat`` (a save counter) and exits 0, like a server saving on stop;
+* ``save-all``: writes ``level.dat``;
+* ``write NAME TEXT``: writes ``data/NAME.txt`` (a player changing the world);
+* anything else: ``Unknown or incomplete command``.
+
+``--ignore-stop`` makes it ignore ``stop`` (to test the kill fallback); ``--start-delay S``
+waits before listening.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--world", type=Path, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ignore-stop", action="store_true")
+    parser.add_argument("--start-delay", type=float, default=0.0)
+    args = parser.parse_args()
+    world: Path = args.world
+    world.mkdir(parents=True, exist_ok=True)
+    saves = 0
+
+    def save() -> None:
+        nonlocal saves
+        saves += 1
+        (world / "level.dat").write_text(f"saved {saves} times\n")
+
+    print("[Server thread/INFO]: Starting minecraft server version fake", flush=True)
+    time.sleep(args.start_delay)
+    listener = socket.create_server(("127.0.0.1", args.port))
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                conn.sendall(f"fake minecraft server of {world.resolve().parent.name}\n".encode())
+            except OSError:
+                pass
+            conn.close()
+
+    threading.Thread(target=accept, daemon=True).start()
+    print('[Server thread/INFO]: Done (0.042s)! For help, type "help"', flush=True)
+    for line in sys.stdin:
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "stop" and not args.ignore_stop:
+            print("[Server thread/INFO]: Stopping server", flush=True)
+            save()
+            print("[Server thread/INFO]: Saving worlds", flush=True)
+            return 0
+        if words[0] == "save-all":
+            save()
+            print("[Server thread/INFO]: Saved the game", flush=True)
+        elif words[0] == "write" and len(words) >= 3:
+            (world / "data").mkdir(exist_ok=True)
+            (world / "data" / f"{words[1]}.txt").write_text(" ".join(words[2:]) + "\n")
+            print(f"[Server thread/INFO]: wrote {words[1]}", flush=True)
+        else:
+            print("[Server thread/INFO]: Unknown or incomplete command, see below for error",
+                  flush=True)
+    return 0  # console closed
+
+
+if __name__ == "__main__":
+    sys.exit(main())

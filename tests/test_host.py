@@ -1,0 +1,236 @@
+"""``phs host`` and ``phs join --standby`` as subprocesses against a real coordinator process,
+with a stand-in server command (tests/fakes/fake_mc_server.py): pushes on request and on stop,
+lease loss, host transfer to a standby, refusals that keep local work."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from fakes.fake_rcon import FakeRcon
+from playutil import (
+    FAKES,
+    Peer,
+    Session,
+    coordinator_session,
+    free_port,
+    make_peer,
+    phs,
+    port_answers,
+)
+
+from peerhost_cli.main import main as phs_main
+from peerhost_store.repo import Repository
+from peerhost_store.sync.transfer import pull
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="signals and subprocess timing")
+
+
+def session_files(session: Session, tmp: Path, name: str) -> dict[str, str]:
+    """The session head's world, pulled into a fresh folder: relative path -> text."""
+    world = tmp / name
+    world.mkdir()
+    with Repository.init(world) as repo:
+        pull(repo, session.client("owner"))
+    return {p.relative_to(world).as_posix(): p.read_text() for p in world.rglob("*")
+            if p.is_file() and ".peerhost" not in p.parts}
+
+
+def write(peer: Peer, name: str, text: str) -> None:
+    data = peer.world / "data"
+    data.mkdir(exist_ok=True)
+    (data / name).write_text(text)
+    time.sleep(0.3)  # past quiet_seconds: the host may snapshot it
+
+
+def test_host_publishes_pushes_on_request_and_hands_back_on_sigterm(tmp_path: Path) -> None:
+    with coordinator_session(tmp_path) as session:
+        a = make_peer(tmp_path, session, "A", "alice")
+        owner = session.client()
+        with phs("host", str(a.world)) as host:
+            host.wait_for(r"the server is ready")
+            host.wait_for(r"published 127\.0\.0\.1:\d+ \(direct\)")
+            deadline = time.monotonic() + 10
+            while (lease := owner.lease_status().lease) is None or lease.address is None:
+                assert time.monotonic() < deadline, "the address never reached the lease"
+                time.sleep(0.1)
+            assert (lease.holder, lease.member, lease.address) == ("A", "alice", f"127.0.0.1:{a.port}")
+            assert lease.game == {"tunnel": "direct", "port": a.port}
+
+            write(a, "hello.txt", "placed by a player")
+            assert owner.request_sync() == "A"
+            host.wait_for(r"pushed [0-9a-f]{12}", timeout=20)
+            assert session_files(session, tmp_path, "c1")["data/hello.txt"] == "placed by a player"
+
+            host.terminate()
+            assert host.finish() == 0, host.text()
+        assert "released the lease" in host.text()
+        assert not port_answers(a.port), "the server still runs"
+        assert owner.lease_status().lease is None
+        files = session_files(session, tmp_path, "c2")
+        # level.dat is written by the server as it stops: the final push has it.
+        assert files["level.dat"].startswith("saved")
+        assert files["data/hello.txt"] == "placed by a player"
+
+
+def test_lease_fenced_out_stops_the_server_and_keeps_the_world_locally(tmp_path: Path) -> None:
+    with coordinator_session(tmp_path) as session:
+        a = make_peer(tmp_path, session, "A", "alice")
+        owner = session.client()
+        with phs("host", str(a.world)) as host:
+            host.wait_for(r"published")
+            head_before = owner.head().head
+            lease = owner.lease_status().lease
+            assert lease is not None
+            write(a, "late.txt", "never pushed")
+            owner.release(lease.fencing)  # the owner ends the member's lease
+            host.wait_for(r"LEASE LOST", timeout=15)
+            assert host.finish() == 5, host.text()
+        text = host.text()
+        assert "kept in local snapshot" in text and "not pushed" in text
+        assert not port_answers(a.port), "the server still runs after the lease was lost"
+        assert owner.head().head == head_before, "a host without the lease moved the head"
+        with Repository.open(a.world) as repo:
+            head = repo.head()
+            assert head is not None and head != head_before
+            assert "lost the lease" in repo.read_snapshot(head).message
+
+
+def test_a_second_host_is_refused_while_the_first_hosts(tmp_path: Path) -> None:
+    with coordinator_session(tmp_path) as session:
+        a = make_peer(tmp_path, session, "A", "alice")
+        b = make_peer(tmp_path, session, "B", "bob")
+        with phs("host", str(a.world)) as host:
+            host.wait_for(r"published")
+            with phs("host", str(b.world)) as second:
+                assert second.finish() == 5
+            assert "A (member alice) hosts session s1 now" in second.text()
+            assert not port_answers(b.port)
+            host.terminate()
+            assert host.finish() == 0, host.text()
+
+
+def test_standby_takes_over_when_the_host_leaves(tmp_path: Path) -> None:
+    with coordinator_session(tmp_path) as session, ExitStack() as stack:
+        a = make_peer(tmp_path, session, "A", "alice")
+        b = make_peer(tmp_path, session, "B", "bob")
+        owner = session.client()
+        with phs("host", str(a.world)) as host:
+            host.wait_for(r"published")  # first: a standby takes a lease nobody holds
+            standby = stack.enter_context(phs("join", "--standby", "-C", str(b.world)))
+            standby.wait_for(r"standby for the lease, position 1")
+            standby.wait_for(rf"A hosts; point Minecraft at 127\.0\.0\.1:{a.port}")
+            write(a, "built.txt", "by A")
+            host.terminate()
+            assert host.finish() == 0, host.text()
+            standby.wait_for(r"the lease came to this standby", timeout=20)
+            standby.wait_for(rf"published 127\.0\.0\.1:{b.port}", timeout=30)
+            lease = owner.lease_status().lease
+            assert lease is not None and lease.holder == "B"
+            assert (b.world / "data" / "built.txt").read_text() == "by A"
+            standby.terminate()
+            assert standby.finish() == 0, standby.text()
+        assert owner.lease_status().lease is None
+
+
+def test_host_refuses_a_diverged_world_and_keeps_it(tmp_path: Path) -> None:
+    with coordinator_session(tmp_path) as session:
+        a = make_peer(tmp_path, session, "A", "alice")
+        b = make_peer(tmp_path, session, "B", "bob")
+        owner = session.client()
+        for peer, text in ((a, "first"), (b, "second")):
+            with phs("host", str(peer.world)) as host:
+                host.wait_for(r"published")
+                write(peer, "turn.txt", text)
+                host.terminate()
+                assert host.finish() == 0, host.text()
+            if peer is a:
+                # A changes its world while B hosts: unsnapshotted, never pushed.
+                write(a, "offline.txt", "A alone")
+        with phs("host", str(a.world)) as again:
+            assert again.finish() == 5, again.text()
+        text = again.text()
+        assert "have diverged" in text and "Nothing was overwritten or pushed" in text
+        assert owner.lease_status().lease is None, "the refused host kept the lease"
+        assert (a.world / "data" / "offline.txt").read_text() == "A alone"
+        with Repository.open(a.world) as repo:
+            kept = repo.head()
+            assert kept is not None and "unsnapshotted" in repo.read_snapshot(kept).message
+
+        # A takes the session's world; its own play stays in history; hosting works again.
+        assert phs_main(["pull", "--keep", "theirs", "-C", str(a.world)]) == 0
+        assert not (a.world / "data" / "offline.txt").exists()
+        assert (a.world / "data" / "turn.txt").read_text() == "second"
+        with Repository.open(a.world) as repo:
+            head = repo.head()
+            assert head is not None and kept in repo.read_snapshot(head).parents
+        with phs("host", str(a.world)) as host:
+            host.wait_for(r"published")
+            host.terminate()
+            assert host.finish() == 0, host.text()
+        assert session_files(session, tmp_path, "after")["data/turn.txt"] == "second"
+
+
+def test_host_rides_out_a_coordinator_restart_within_the_ttl(tmp_path: Path) -> None:
+    with coordinator_session(tmp_path) as session:
+        a = make_peer(tmp_path, session, "A", "alice", ttl=8)
+        owner = session.client()
+        with phs("host", str(a.world)) as host:
+            host.wait_for(r"published")
+            session.coordinator.kill()
+            time.sleep(1.0)
+            session.coordinator.start()  # same port and data folder
+            host.wait_for(r"lease renewal failed", timeout=10)
+            write(a, "after.txt", "written during the outage")
+            owner.request_sync()
+            host.wait_for(r"pushed [0-9a-f]{12}", timeout=20)
+            assert "LEASE LOST" not in host.text()
+            host.terminate()
+            assert host.finish() == 0, host.text()
+        assert session_files(session, tmp_path, "c")["data/after.txt"] == "written during the outage"
+
+
+def read_greeting(port: int, timeout: float = 10.0) -> str:
+    """What the server behind 127.0.0.1:``port`` says first (retried while tunnels come up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+                data = conn.recv(200).decode()
+                if data:
+                    return data
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"nothing answered through 127.0.0.1:{port}"
+        time.sleep(0.2)
+
+
+def test_rcon_host_behind_cloudflared_with_a_joiner(tmp_path: Path) -> None:
+    env = {"PEERHOST_FAKE_CLOUDFLARE_DIR": str(tmp_path / "cloudflare")}
+    cloudflared = str(FAKES / "cloudflared")
+    with coordinator_session(tmp_path) as session, FakeRcon(password="pw") as rcon:
+        a = make_peer(tmp_path, session, "A", "alice", tunnel="cloudflared", cloudflared=cloudflared)
+        with (a.folder / "server.properties").open("a") as props:
+            props.write(f"enable-rcon=true\nrcon.port={rcon.port}\nrcon.password=pw\n")
+        join_port = free_port()
+        with phs("host", str(a.world), env=env) as host:
+            hostname = host.wait_for(r"published ([a-z0-9-]+\.trycloudflare\.com) \(cloudflared\)").group(1)
+            with phs("join", "--url", session.url, "--session", "s1", "--port", str(join_port),
+                     "--cloudflared", cloudflared, env={**env, "PHS_TOKEN": session.tokens["bob"]}) as joiner:
+                joiner.wait_for(rf"A hosts at {hostname} \(cloudflared\); point Minecraft at "
+                                rf"127\.0\.0\.1:{join_port}")
+                assert read_greeting(join_port) == "fake minecraft server of A\n"
+                write(a, "via-rcon.txt", "saved with save-off")
+                session.client().request_sync()
+                host.wait_for(r"pushed [0-9a-f]{12}", timeout=20)
+                assert rcon.received() == ["save-off", "save-all flush", "save-on"]
+                host.terminate()
+                assert host.finish() == 0, host.text()
+                joiner.wait_for(r"nobody hosts the session right now", timeout=10)
+                joiner.terminate()
+                assert joiner.finish() == 0, joiner.text()
+        assert not list((tmp_path / "cloudflare").glob("*")), "a tunnel was left running"
