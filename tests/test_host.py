@@ -4,6 +4,8 @@ lease loss, host transfer to a standby, refusals that keep local work."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import sys
 import time
@@ -234,3 +236,20 @@ def test_rcon_host_behind_cloudflared_with_a_joiner(tmp_path: Path) -> None:
                 joiner.terminate()
                 assert joiner.finish() == 0, joiner.text()
         assert not list((tmp_path / "cloudflare").glob("*")), "a tunnel was left running"
+
+
+def test_a_server_that_exits_by_itself_ends_hosting_with_the_final_push(tmp_path: Path) -> None:
+    # As when a player types `stop` in the server console.
+    with coordinator_session(tmp_path) as session:
+        a = make_peer(tmp_path, session, "A", "alice")
+        owner = session.client()
+        with phs("host", str(a.world)) as host:
+            pid = int(host.wait_for(r"started the server \(pid (\d+)\)").group(1))
+            host.wait_for(r"published")
+            write(a, "last.txt", "before the server stopped")
+            os.kill(pid, signal.SIGTERM)
+            host.wait_for(r"the server exited", timeout=20)
+            assert host.finish() == 0, host.text()
+        assert "released the lease" in host.text()
+        assert owner.lease_status().lease is None
+        assert session_files(session, tmp_path, "c")["data/last.txt"] == "before the server stopped"
