@@ -107,7 +107,7 @@ async def read_json(request: Request) -> dict[str, Any]:
     data = await read_body(request, lim.max_json_bytes, lim.body_timeout)
     try:
         value = json.loads(data) if data else {}
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # "[" * 60000 recurses
         raise ApiError(400, "bad_json", f"the body is not JSON: {exc}") from None
     if not isinstance(value, dict):
         raise ApiError(400, "bad_json", "the body must be a JSON object")

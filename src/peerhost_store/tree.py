@@ -36,6 +36,7 @@ from .objects import (
     encode_index,
     encode_region_leaf,
 )
+from .worldfs import UnsafePath
 
 FANOUT = 8
 MAX_PAGE = 32
@@ -284,6 +285,8 @@ def diff_trees(
     for old, new in diff_dirs(store, a, b):
         name = old.name if old is not None else new.name  # type: ignore[union-attr]
         path = prefix + name
+        if "/" in name:  # a name is one component: "a/b" would pass restore's checks as a/b
+            raise UnsafePath(path, f"component {name!r} contains '/'")
         old_dir = old.oid if old is not None and old.kind is EntryKind.DIR else None
         new_dir = new.oid if new is not None and new.kind is EntryKind.DIR else None
         if old_dir is not None and new_dir is not None:
