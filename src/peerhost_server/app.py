@@ -75,6 +75,12 @@ def create_app(
     return app
 
 
+#: How long an idle keep-alive connection stays open. Longer than clients keep theirs (httpx:
+#: 5 s, uvicorn's default too): when both give up at the same moment, a client sends its next
+#: request on a connection the server is closing, and gets a reset instead of an answer.
+KEEP_ALIVE_SECONDS = 30
+
+
 def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 8765,
           limits: Limits = DEFAULT_LIMITS) -> None:
     """Run the coordinator with uvicorn until interrupted.
@@ -93,4 +99,4 @@ def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 8765,
     # "auto" takes uvloop and httptools when installed (dependencies, but uvloop has no Windows
     # build), else asyncio and h11.
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="info",
-                loop="auto", http="auto")
+                loop="auto", http="auto", timeout_keep_alive=KEEP_ALIVE_SECONDS)

@@ -104,10 +104,18 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
                 chunks.append(chunk)
     except TimeoutError:
         raise ApiError(408, "body_timeout",
-                       f"the request body did not arrive within {timeout:g} s") from None
+                       f"the request body did not arrive within {timeout:g} s",
+                       headers=_CLOSE) from None
     except ClientDisconnect:
-        raise ApiError(400, "disconnected", "the client went away mid-body") from None
+        raise ApiError(400, "disconnected", "the client went away mid-body",
+                       headers=_CLOSE) from None
     return b"".join(chunks)
+
+
+# A refused body is left unread: without this, uvicorn keeps the connection open and goes on
+# parsing (and discarding) whatever the client still sends, with no deadline, so one slow
+# sender past its 408 or one oversized upload past its 413 would hold a connection forever.
+_CLOSE = {"Connection": "close"}
 
 
 def _deadline(timeout: float) -> contextlib.AbstractAsyncContextManager[Any]:
@@ -129,4 +137,4 @@ async def _anyio_deadline(timeout: float) -> AsyncIterator[None]:
 
 def _too_large(limit: int) -> ApiError:
     return ApiError(413, "body_too_large", f"request bodies are limited to {limit} bytes",
-                    {"limit": limit})
+                    {"limit": limit}, _CLOSE)

@@ -1,0 +1,776 @@
+"""A soak on loopback: many sessions, one host each pushing play sessions, many readers pulling.
+
+One coordinator (``python -m peerhost_server``, default limits) on a free port of 127.0.0.1.
+Setup: a tiny synthesized world (one overworld region cut down to 64 chunks, ~0.7 MB) is
+copied into ``--sessions`` sessions, each given one play session of its own, snapshotted and
+pushed once. Then, for ``--seconds``:
+
+* one **host** per session (its own member token) takes the lease (ttl ``--ttl``), renews it
+  every ttl/3 and, every 5 to 15 s, applies a synthesized play session
+  (:func:`peerhost_store.synth.play_session`) to its world, snapshots it and pushes it with
+  its fencing token;
+* ``--readers`` **readers** (reader ``r`` follows session ``r % sessions``, its own member
+  token and repository) pull, check that their head is the head the coordinator told them and,
+  after a fast-forward, that the restored world scans to that snapshot's tree, then sleep 5 to
+  10 s.
+
+The 250 actors are threads spread over ``--workers`` processes (this file run with
+``--worker``), each actor with its own keep-alive connection. Every operation's latency and
+outcome is recorded; the coordinator's memory (``/proc/PID/status``: VmRSS, RssAnon, RssFile)
+is sampled every second. At the end, with the coordinator stopped, every acknowledged head must
+be in its session's log and reachable from the session head, and every session store must
+verify clean (every object re-hashed).
+
+Output: a table (rich) and JSON (``--out``, default ``benchmarks/results/soak.json``): ops by
+kind, throughput, p50/p99 per kind, errors (must be 0), lost snapshots (must be 0), RSS first,
+last, max and its growth over the second half (a least-squares slope; "flat" when under 5 %).
+
+Run: ``.venv/bin/python benchmarks/soak.py [--sessions 50] [--readers 200] [--seconds 180]``.
+Linux only (``/proc``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from peerhost_store import region, synth
+from peerhost_store.ids import from_hex
+from peerhost_store.maintenance import walk
+from peerhost_store.repo import Repository
+from peerhost_store.store import LmdbStore
+from peerhost_store.sync.client import CoordinatorClient
+from peerhost_store.sync.transfer import pull, push
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"
+MiB = 1 << 20
+KEEP_CHUNKS = 8  # the world keeps the first KEEP_CHUNKS x KEEP_CHUNKS chunks of region 0 0
+EDIT_CHUNKS, RESAVE_CHUNKS = 2, 6  # one play session
+
+
+@dataclass
+class SoakConfig:
+    sessions: int = 50
+    readers: int = 200
+    seconds: float = 180.0
+    workers: int = 4
+    ttl: float = 60.0  # what `phs host` takes by default
+    push_every: tuple[float, float] = (5.0, 15.0)
+    reader_sleep: tuple[float, float] = (5.0, 10.0)
+    work: Path | None = None  # a temporary folder when None (removed afterwards)
+    keep: bool = False
+
+
+# -- the coordinator -----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """``python -m peerhost_server`` as a subprocess; its access log goes to a file."""
+
+    def __init__(self, data: Path, log: Path) -> None:
+        self.data, self.log, self.port = data, log, free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        self.admin_token = ""
+        self._log_file = log.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "peerhost_server", "--data", str(data), "--host", HOST,
+             "--port", str(self.port)],
+            stdout=subprocess.PIPE, stderr=self._log_file, text=True,
+        )
+        assert self.proc.stdout is not None
+        first = self.proc.stdout.readline()  # printed before uvicorn starts: never blocks long
+        if not first.startswith("admin token"):
+            self.stop()
+            raise RuntimeError(f"the coordinator did not print its admin token: {first!r}")
+        self.admin_token = first.rsplit(" ", 1)[1].strip()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("the coordinator did not come up")
+
+    def memory(self) -> dict[str, int] | None:
+        """VmRSS, RssAnon and RssFile in bytes and CPU time (``cpu_ms``), None once the
+        process is gone."""
+        try:
+            text = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            return None
+        out: dict[str, int] = {}
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks = os.sysconf("SC_CLK_TCK")
+            out["cpu_ms"] = (int(fields[11]) + int(fields[12])) * 1000 // ticks
+        except (OSError, IndexError, ValueError):
+            pass
+        for line in text.splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "RssAnon", "RssFile"):
+                out[name] = int(value.split()[0]) * 1024
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log_file.close()
+
+
+class MemorySampler(threading.Thread):
+    """Samples the coordinator's memory every ``every`` seconds until stopped."""
+
+    def __init__(self, server: Server, every: float = 1.0, limit: float = 3600.0) -> None:
+        super().__init__(daemon=True)
+        self.server, self.every, self.limit = server, every, limit
+        self.samples: list[dict[str, float]] = []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        start = time.monotonic()
+        while not self.stopped.is_set() and time.monotonic() - start < self.limit:
+            memory = self.server.memory()
+            if memory is None:
+                return
+            self.samples.append({"t": time.monotonic(), **memory})
+            self.stopped.wait(self.every)
+
+
+class Canary(threading.Thread):
+    """A lone client in the otherwise idle main process: renews a lease of its own session every
+    ``every`` seconds. Beside the actors' figures, it tells the coordinator's own delay apart
+    from queueing inside the crowded worker processes."""
+
+    def __init__(self, url: str, token: str, every: float = 0.5, limit: float = 3600.0) -> None:
+        super().__init__(daemon=True)
+        self.url, self.token, self.every, self.limit = url, token, every, limit
+        self.latencies: list[float] = []
+        self.errors: list[str] = []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        start = time.monotonic()
+        with httpx.Client(base_url=self.url, timeout=120) as http:
+            client = CoordinatorClient(http, "canary", self.token)
+            fencing = client.acquire("canary", 60).fencing
+            while not self.stopped.is_set() and time.monotonic() - start < self.limit:
+                t0 = time.perf_counter()
+                try:
+                    client.renew(fencing)
+                except Exception as exc:  # noqa: BLE001 - every failure is a finding
+                    self.errors.append(f"{type(exc).__name__}: {exc}"[:300])
+                else:
+                    self.latencies.append(time.perf_counter() - t0)
+                self.stopped.wait(self.every)
+
+
+# -- worlds -----------------------------------------------------------------------------------
+
+
+def seed_world(path: Path) -> int:
+    """A tiny synthesized world: one region cut to KEEP_CHUNKS^2 chunks, no other dimension."""
+    synth.synthesize_world(path, seed=20260501, regions=1, dimensions=False, workers=1)
+    file = path / "region" / "r.0.0.mca"
+    parsed = region.parse_region(file.read_bytes())
+    keep = [c for c in parsed.chunks if c.slot % 32 < KEEP_CHUNKS and c.slot // 32 < KEEP_CHUNKS]
+    data, external = region.write_region(keep)
+    assert not external
+    file.write_bytes(data)
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def play(world: Path, seed: int) -> None:
+    synth.play_session(world, seed=seed, edit_chunks=EDIT_CHUNKS, resave_chunks=RESAVE_CHUNKS)
+
+
+# -- actors (in the worker processes) ---------------------------------------------------------
+
+
+@dataclass
+class Recorder:
+    """Every operation of one worker process: ``[kind, actor, start, seconds, error]``."""
+
+    ops: list[list[Any]] = field(default_factory=list)
+    acked: dict[str, list[str]] = field(default_factory=dict)
+    seen: dict[str, list[str]] = field(default_factory=dict)
+    wire: dict[str, int] = field(default_factory=lambda: {"push_sent": 0, "push_received": 0,
+                                                          "pull_sent": 0, "pull_received": 0})
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def op(self, kind: str, actor: str, start: float, seconds: float, error: str | None) -> None:
+        with self.lock:
+            self.ops.append([kind, actor, start, seconds, error])
+
+
+def _timed(rec: Recorder, kind: str, actor: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run ``fn``, record it; re-raise nothing (returns None on failure)."""
+    start = time.monotonic()
+    t0 = time.perf_counter()
+    try:
+        result = fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - every failure is a finding
+        rec.op(kind, actor, start, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"[:300])
+        return None
+    rec.op(kind, actor, start, time.perf_counter() - t0, None)
+    return result if result is not None else True
+
+
+class Host:
+    """Takes the lease and renews it from its own thread every ttl/3 (as a real host does,
+    whatever its pushes cost); plays, snapshots and pushes every few seconds."""
+
+    def __init__(self, spec: dict[str, Any], url: str, rec: Recorder, cfg: dict[str, Any]) -> None:
+        self.name = f"host-{spec['session']}"
+        self.session, self.world, self.index = spec["session"], Path(spec["world"]), spec["index"]
+        self.http = httpx.Client(base_url=url, timeout=120)
+        self.client = CoordinatorClient(self.http, self.session, spec["token"])
+        self.repo = Repository.open(self.world)
+        self.rec, self.cfg = rec, cfg
+        self.rng = random.Random(spec["index"])
+        self.pushes = 0
+        self.fencing: int | None = None
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+
+    def run(self, begin: float, end: float) -> None:
+        ttl = float(self.cfg["ttl"])
+        lo, hi = self.cfg["push_every"]
+        renewer = threading.Thread(target=self._renew_loop, args=(ttl, end), daemon=True)
+        try:
+            self._acquire(ttl)
+            renewer.start()
+            next_push = begin + self.rng.uniform(0, hi)
+            for _ in range(100_000):
+                now = time.monotonic()
+                if now >= end:
+                    break
+                if next_push > now:
+                    time.sleep(min(next_push, end) - now)
+                    continue
+                with self.lock:
+                    fencing = self.fencing
+                if fencing is None:  # lost (an error already recorded): take it again
+                    self._acquire(ttl)
+                else:
+                    self._push_once(fencing)
+                next_push = time.monotonic() + self.rng.uniform(lo, hi)
+        finally:
+            self.done.set()
+            if renewer.is_alive():
+                renewer.join(timeout=130)
+            with self.lock:
+                fencing = self.fencing
+            if fencing is not None:
+                _timed(self.rec, "release", self.name, self.client.release, fencing)
+            self.repo.close()
+            self.http.close()
+
+    def _acquire(self, ttl: float) -> None:
+        lease = _timed(self.rec, "acquire", self.name, self.client.acquire, self.name, ttl)
+        with self.lock:
+            self.fencing = lease.fencing if lease else None
+
+    def _renew_loop(self, ttl: float, end: float) -> None:
+        for _ in range(100_000):
+            if self.done.wait(ttl / 3) or time.monotonic() >= end:
+                return
+            with self.lock:
+                fencing = self.fencing
+            if fencing is None:
+                continue
+            if _timed(self.rec, "renew", self.name, self.client.renew, fencing) is None:
+                with self.lock:
+                    if self.fencing == fencing:
+                        self.fencing = None
+
+    def _push_once(self, fencing: int) -> None:
+        self.pushes += 1
+        seed = self.index * 100_000 + self.pushes
+        if _timed(self.rec, "play", self.name, play, self.world, seed) is None:
+            return
+        made = _timed(self.rec, "snapshot", self.name, self.repo.snapshot, f"play {seed}")
+        if made is None:
+            return
+        before = self.client.stats.copy()
+        report = _timed(self.rec, "push", self.name, push, self.repo, self.client, fencing=fencing)
+        if report is None:
+            return
+        with self.rec.lock:
+            self.rec.acked.setdefault(self.session, []).append(report.head.hex())
+            self.rec.wire["push_sent"] += self.client.stats.sent - before.sent
+            self.rec.wire["push_received"] += self.client.stats.received - before.received
+
+
+class Reader:
+    def __init__(self, spec: dict[str, Any], url: str, rec: Recorder, cfg: dict[str, Any]) -> None:
+        self.name = f"reader-{spec['index']}"
+        self.session = spec["session"]
+        world = Path(spec["world"])
+        world.mkdir(parents=True, exist_ok=True)
+        self.repo = Repository.init(world)
+        self.http = httpx.Client(base_url=url, timeout=120)
+        self.client = CoordinatorClient(self.http, self.session, spec["token"])
+        self.rec, self.cfg = rec, cfg
+        self.rng = random.Random(10_000 + spec["index"])
+
+    def run(self, begin: float, end: float) -> None:
+        lo, hi = self.cfg["reader_sleep"]
+        try:
+            first = begin + self.rng.uniform(0, hi)  # spread the first pulls (clones)
+            if first > time.monotonic():
+                time.sleep(first - time.monotonic())
+            for _ in range(100_000):
+                if time.monotonic() >= end:
+                    break
+                _timed(self.rec, "pull", self.name, self._pull_and_check)
+                pause = min(self.rng.uniform(lo, hi), max(0.0, end - time.monotonic()))
+                time.sleep(pause)
+        finally:
+            self.repo.close()
+            self.http.close()
+
+    def _pull_and_check(self) -> bool:
+        before = self.client.stats.copy()
+        report = pull(self.repo, self.client)
+        told = report.remote
+        if told is None:
+            raise AssertionError("the session has no head")
+        with self.rec.lock:
+            self.rec.seen.setdefault(self.session, []).append(told.hex())
+            self.rec.wire["pull_sent"] += self.client.stats.sent - before.sent
+            self.rec.wire["pull_received"] += self.client.stats.received - before.received
+        if report.outcome not in ("fast-forward", "up-to-date"):
+            raise AssertionError(f"pull outcome {report.outcome!r}")
+        if self.repo.head() != told:
+            raise AssertionError(f"head {self.repo.head()!r} is not the told {told.hex()}")
+        if report.outcome == "fast-forward":
+            live = self.repo.scan().root
+            want = self.repo.read_snapshot(told).root
+            if live != want:
+                raise AssertionError(f"the world scans to {live.hex()}, not {want.hex()}")
+        return True
+
+
+def worker_main(config_path: Path) -> None:
+    """One worker process: build its actors, print ``ready``, wait for ``BEGIN END`` on stdin,
+    run them in threads, write the results to the config's ``out``."""
+    cfg = json.loads(config_path.read_text())
+    rec = Recorder()
+    actors: list[Host | Reader] = [Host(spec, cfg["url"], rec, cfg) for spec in cfg["hosts"]]
+    actors += [Reader(spec, cfg["url"], rec, cfg) for spec in cfg["readers"]]
+    print("ready", flush=True)
+    line = sys.stdin.readline().split()
+    begin, end = float(line[0]), float(line[1])
+    cpu = time.process_time()
+    threads = [threading.Thread(target=a.run, args=(begin, end), daemon=True) for a in actors]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=max(1.0, end - time.monotonic() + 120))
+    stuck = sum(thread.is_alive() for thread in threads)
+    with rec.lock:
+        result = {"ops": rec.ops, "acked": rec.acked, "seen": rec.seen, "wire": rec.wire,
+                  "stuck_threads": stuck, "cpu_seconds": time.process_time() - cpu}
+    Path(cfg["out"]).write_text(json.dumps(result))
+    sys.stdout.flush()
+    os._exit(0)  # stuck daemon threads (if any) must not keep the process alive
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def _setup_session(url: str, admin_token: str, index: int, seed: Path, work: Path,
+                   readers: list[int]) -> dict[str, Any]:
+    name = f"s{index:03d}"
+    with httpx.Client(base_url=url, timeout=120) as http:
+        admin = CoordinatorClient(http, "", admin_token)
+        owner = CoordinatorClient(http, name, admin.create_session(name))
+        host_token = owner.add_member("host")
+        reader_tokens = {r: owner.add_member(f"reader{r}") for r in readers}
+        world = work / "hosts" / name
+        shutil.copytree(seed, world)
+        play(world, seed=index * 100_000)
+        host = CoordinatorClient(http, name, host_token)
+        with Repository.init(world) as repo:
+            repo.snapshot("first")
+            lease = host.acquire(f"setup-{name}", 60)
+            report = push(repo, host, fencing=lease.fencing)
+            host.release(lease.fencing)
+        return {
+            "session": name, "owner": owner._token,
+            "host": {"session": name, "token": host_token, "world": str(world), "index": index},
+            "readers": [{"session": name, "token": reader_tokens[r], "index": r,
+                         "world": str(work / "readers" / f"r{r:04d}")} for r in readers],
+            "first_head": report.head.hex(),
+        }
+
+
+def run_soak(config: SoakConfig, progress: bool = True) -> dict[str, Any]:
+    """Run the soak; return its summary (see the module docstring)."""
+    say = print if progress else (lambda *a, **k: None)
+    work = config.work or Path(tempfile.mkdtemp(prefix="peerhost-soak-"))
+    work.mkdir(parents=True, exist_ok=True)
+    t_setup = time.monotonic()
+    seed = work / "seed-world"
+    world_bytes = seed_world(seed)
+    server = Server(work / "coordinator", work / "coordinator.log")
+    workers: list[subprocess.Popen[str]] = []
+    sampler = MemorySampler(server)
+    canary: Canary | None = None
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            admin = CoordinatorClient(http, "", server.admin_token)
+            owner = CoordinatorClient(http, "canary", admin.create_session("canary"))
+            canary = Canary(server.url, owner.add_member("canary"))
+        by_session: dict[int, list[int]] = {i: [] for i in range(config.sessions)}
+        for r in range(config.readers):
+            by_session[r % config.sessions].append(r)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            sessions = list(pool.map(
+                lambda i: _setup_session(server.url, server.admin_token, i, seed, work,
+                                         by_session[i]), range(config.sessions)))
+        setup_seconds = time.monotonic() - t_setup
+        say(f"setup: {config.sessions} sessions of a {world_bytes / MiB:.2f} MiB world "
+            f"in {setup_seconds:.1f} s")
+
+        # Spread hosts and readers over the worker processes.
+        plans: list[dict[str, Any]] = [
+            {"url": server.url, "ttl": config.ttl, "push_every": list(config.push_every),
+             "reader_sleep": list(config.reader_sleep), "hosts": [], "readers": [],
+             "out": str(work / f"worker{w}.json")} for w in range(config.workers)]
+        for i, s in enumerate(sessions):
+            plans[i % config.workers]["hosts"].append(s["host"])
+        all_readers = [r for s in sessions for r in s["readers"]]
+        for i, r in enumerate(all_readers):
+            plans[i % config.workers]["readers"].append(r)
+        for w, plan in enumerate(plans):
+            path = work / f"worker{w}.config.json"
+            path.write_text(json.dumps(plan))
+            workers.append(subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), "--worker", str(path)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        for proc in workers:
+            assert proc.stdout is not None
+            line = _readline(proc, 120)
+            if line.strip() != "ready":
+                raise RuntimeError(f"a worker did not get ready: {line!r}")
+
+        sampler.start()
+        canary.start()
+        begin = time.monotonic() + 0.5
+        end = begin + config.seconds
+        for proc in workers:
+            assert proc.stdin is not None
+            proc.stdin.write(f"{begin} {end}\n")
+            proc.stdin.flush()
+        say(f"soak: {len(all_readers)} readers and {config.sessions} hosts in "
+            f"{config.workers} processes for {config.seconds:g} s")
+        for proc in workers:
+            proc.wait(timeout=max(10.0, end - time.monotonic()) + 180)
+        sampler.stopped.set()
+        sampler.join(timeout=5)
+        canary.stopped.set()
+        canary.join(timeout=130)
+        results = [json.loads(Path(p["out"]).read_text()) for p in plans]
+
+        # What the coordinator says, while it runs.
+        logs: dict[str, list[dict[str, Any]]] = {}
+        heads: dict[str, str | None] = {}
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            for s in sessions:
+                owner = CoordinatorClient(http, s["session"], s["owner"])
+                logs[s["session"]] = owner.log(limit=1000)
+                head = owner.head().head
+                heads[s["session"]] = None if head is None else head.hex()
+    finally:
+        sampler.stopped.set()
+        if canary is not None:
+            canary.stopped.set()
+        for proc in workers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        server.stop()
+
+    verify = _verify(server.data, sessions, results, logs, heads)
+    summary = _summarize(config, results, sampler.samples, begin, end, verify, setup_seconds,
+                         world_bytes)
+    summary["server_side"] = server_latencies(server.log)
+    assert canary is not None
+    ordered = sorted(canary.latencies)
+    summary["canary_renew"] = {"n": len(ordered), "errors": len(canary.errors),
+                               "error_samples": canary.errors[:5],
+                               "p50_ms": round(_percentile(ordered, 0.5) * 1000, 1),
+                               "p99_ms": round(_percentile(ordered, 0.99) * 1000, 1),
+                               "max_ms": round((ordered[-1] if ordered else 0.0) * 1000, 1)}
+    summary["errors"] += len(canary.errors)
+    if not config.keep and config.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        summary["work"] = str(work)
+    return summary
+
+
+def server_latencies(log: Path) -> dict[str, dict[str, float]]:
+    """p50/p99 per route from the coordinator's access log (time spent inside the server,
+    without the client's own queueing), and the count of each status."""
+    times: dict[str, list[float]] = {}
+    statuses: dict[str, int] = {}
+    with log.open("rb") as lines:
+        for raw in lines:
+            if b"peerhost_server.access" not in raw:
+                continue
+            parts = raw.decode("utf-8", "replace").split()
+            try:
+                at = parts.index("peerhost_server.access")
+                method, path, status = parts[at + 1], parts[at + 2], parts[at + 3]
+                ms = float(next(p for p in parts[at + 4:] if p.endswith("ms"))[:-2])
+            except (ValueError, IndexError, StopIteration):
+                continue
+            tail = path.split("/", 4)[4] if path.startswith("/v1/sessions/") and path.count("/") >= 4 else path
+            route = f"{method} {tail}"
+            times.setdefault(route, []).append(ms)
+            statuses[status] = statuses.get(status, 0) + 1
+    out: dict[str, dict[str, float]] = {"statuses": {k: float(v) for k, v in sorted(statuses.items())}}
+    for route, values in sorted(times.items()):
+        values.sort()
+        out[route] = {"n": float(len(values)), "p50_ms": round(_percentile(values, 0.5), 1),
+                      "p99_ms": round(_percentile(values, 0.99), 1)}
+    return out
+
+
+def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
+    assert proc.stdout is not None
+    box: list[str] = []
+    reader = threading.Thread(target=lambda: box.append(proc.stdout.readline()  # type: ignore[union-attr]
+                                                        ), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return box[0] if box else ""
+
+
+def _verify(data: Path, sessions: list[dict[str, Any]], results: list[dict[str, Any]],
+            logs: dict[str, list[dict[str, Any]]], heads: dict[str, str | None]) -> dict[str, Any]:
+    """Every acknowledged head in the log and reachable from the head; stores verify clean."""
+    acked: dict[str, list[str]] = {s["session"]: [s["first_head"]] for s in sessions}
+    seen: dict[str, set[str]] = {s["session"]: set() for s in sessions}
+    for result in results:
+        for name, values in result["acked"].items():
+            acked[name] += values
+        for name, values in result["seen"].items():
+            seen[name].update(values)
+    problems: list[str] = []
+    lost_log = lost_chain = unknown_seen = 0
+    objects = snapshots = 0
+    for s in sessions:
+        name = s["session"]
+        logged = {e["new"] for e in logs[name]}
+        missing = [h for h in acked[name] if h not in logged]
+        lost_log += len(missing)
+        if missing:
+            problems.append(f"{name}: {len(missing)} acknowledged heads not in the log")
+        strange = seen[name] - logged
+        unknown_seen += len(strange)
+        if strange:
+            problems.append(f"{name}: readers were told {len(strange)} heads the log lacks")
+        if heads[name] != acked[name][-1]:
+            problems.append(f"{name}: the head {heads[name]} is not the last acknowledged "
+                            f"{acked[name][-1]}")
+        head = heads[name]
+        if head is None:
+            problems.append(f"{name}: no head")
+            continue
+        store = LmdbStore(data / "sessions" / name / "store")
+        try:
+            report = walk(store, [from_hex(head)])
+        finally:
+            store.close()
+        objects += report.objects
+        snapshots += report.snapshots
+        if not report.ok:
+            problems.append(f"{name}: store problems: {report.problems[:3]}")
+        unreachable = [h for h in acked[name] if from_hex(h) not in report.reachable]
+        lost_chain += len(unreachable)
+        if unreachable:
+            problems.append(f"{name}: {len(unreachable)} acknowledged heads unreachable")
+    return {"acknowledged": sum(len(v) for v in acked.values()),
+            "lost_from_log": lost_log, "lost_from_chain": lost_chain,
+            "reader_heads_unknown": unknown_seen, "stores_walked_objects": objects,
+            "stores_walked_snapshots": snapshots, "problems": problems}
+
+
+def _percentile(ordered: list[float], p: float) -> float:
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else 0.0
+
+
+def _growth(samples: list[dict[str, float]], key: str, start: float) -> dict[str, float]:
+    """Least-squares slope of ``key`` over the samples from ``start``, as a % of its mean
+    over that span."""
+    points = [(s["t"], s[key]) for s in samples if s["t"] >= start and key in s]
+    if len(points) < 3:
+        return {"slope_bytes_per_s": 0.0, "growth_pct": 0.0}
+    ts, vs = [p[0] for p in points], [p[1] for p in points]
+    mt, mv = statistics.fmean(ts), statistics.fmean(vs)
+    var = sum((t - mt) ** 2 for t in ts)
+    slope = sum((t - mt) * (v - mv) for t, v in points) / var if var else 0.0
+    span = ts[-1] - ts[0]
+    return {"slope_bytes_per_s": round(slope, 1), "growth_pct": round(100 * slope * span / mv, 2)}
+
+
+def _summarize(config: SoakConfig, results: list[dict[str, Any]],
+               samples: list[dict[str, float]], begin: float, end: float,
+               verify: dict[str, Any], setup_seconds: float, world_bytes: int) -> dict[str, Any]:
+    ops = [op for r in results for op in r["ops"]]
+    window = max(end, max((o[2] + o[3] for o in ops), default=end)) - begin
+    kinds: dict[str, dict[str, Any]] = {}
+    errors: list[str] = []
+    for kind in sorted({o[0] for o in ops}):
+        mine = [o for o in ops if o[0] == kind]
+        ok = sorted(o[3] for o in mine if o[4] is None)
+        failed = [o for o in mine if o[4] is not None]
+        errors += [f"{o[0]} {o[1]}: {o[4]}" for o in failed]
+        kinds[kind] = {"ops": len(mine), "errors": len(failed),
+                       "per_s": round(len(mine) / config.seconds, 2),
+                       "p50_ms": round(_percentile(ok, 0.5) * 1000, 1),
+                       "p99_ms": round(_percentile(ok, 0.99) * 1000, 1),
+                       "max_ms": round((ok[-1] if ok else 0.0) * 1000, 1)}
+    wire = {k: sum(r["wire"][k] for r in results) for k in results[0]["wire"]} if results else {}
+    mem: dict[str, Any] = {"samples": len(samples)}
+    during = [s for s in samples if begin <= s["t"] <= end and "cpu_ms" in s]
+    cpu = {"workers_seconds": round(sum(r["cpu_seconds"] for r in results), 1),
+           "coordinator_seconds": round((during[-1]["cpu_ms"] - during[0]["cpu_ms"]) / 1000, 1)
+           if len(during) > 1 else None,
+           "cores": os.cpu_count()}
+    half = begin + config.seconds / 2
+    for key in ("VmRSS", "RssAnon", "RssFile"):
+        values = [s[key] for s in samples if key in s and s["t"] >= begin]
+        if not values:
+            continue
+        growth = _growth(samples, key, half)
+        mem[key] = {"first_mib": round(values[0] / MiB, 1), "last_mib": round(values[-1] / MiB, 1),
+                    "max_mib": round(max(values) / MiB, 1), **growth,
+                    "flat": abs(growth["growth_pct"]) < 5.0}
+    return {
+        "config": {**{k: (str(v) if isinstance(v, Path) else v)
+                      for k, v in asdict(config).items()}},
+        "world_bytes": world_bytes,
+        "setup_seconds": round(setup_seconds, 1),
+        "window_seconds": round(window, 1),
+        "kinds": kinds,
+        "ops_total": len(ops),
+        "errors": len(errors),
+        "error_samples": errors[:20],
+        "stuck_threads": sum(r["stuck_threads"] for r in results),
+        "wire_mib": {k: round(v / MiB, 2) for k, v in wire.items()},
+        "wire_mib_per_s": {k: round(v / MiB / config.seconds, 3) for k, v in wire.items()},
+        "verify": verify,
+        "memory": mem,
+        "cpu": cpu,
+        "memory_series": [{"t": round(s["t"] - begin, 1),
+                           **{k: round(v / MiB, 1) for k, v in s.items() if k.startswith(("Vm", "Rss"))}}
+                          for s in samples],
+    }
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"soak: {summary['config']['sessions']} sessions, "
+                        f"{summary['config']['readers']} readers, "
+                        f"{summary['config']['seconds']:g} s")
+    for column in ("kind", "ops", "errors", "per s", "p50 ms", "p99 ms", "max ms"):
+        table.add_column(column, justify="right" if column != "kind" else "left")
+    for kind, row in summary["kinds"].items():
+        table.add_row(kind, str(row["ops"]), str(row["errors"]), f"{row['per_s']:.2f}",
+                      f"{row['p50_ms']:.1f}", f"{row['p99_ms']:.1f}", f"{row['max_ms']:.1f}")
+    console.print(table)
+    mem = Table(title="coordinator memory (MiB); growth over the second half")
+    for column in ("", "first", "last", "max", "growth %", "flat"):
+        mem.add_column(column, justify="right")
+    for key in ("VmRSS", "RssAnon", "RssFile"):
+        if key in summary["memory"]:
+            m = summary["memory"][key]
+            mem.add_row(key, f"{m['first_mib']:.1f}", f"{m['last_mib']:.1f}", f"{m['max_mib']:.1f}",
+                        f"{m['growth_pct']:.2f}", "yes" if m["flat"] else "NO")
+    console.print(mem)
+    v = summary["verify"]
+    console.print(f"errors {summary['errors']}, acknowledged heads {v['acknowledged']}, lost from "
+                  f"log {v['lost_from_log']}, lost from chain {v['lost_from_chain']}, stores "
+                  f"walked: {v['stores_walked_objects']} objects, problems {len(v['problems'])}")
+    console.print(f"wire MiB/s: {summary['wire_mib_per_s']}; CPU seconds: {summary['cpu']}")
+    side = Table(title="inside the coordinator (access log)")
+    for column in ("route", "n", "p50 ms", "p99 ms"):
+        side.add_column(column, justify="right" if column != "route" else "left")
+    for route, row in summary.get("server_side", {}).items():
+        if route != "statuses" and row["n"] >= 10:
+            side.add_row(route, f"{row['n']:.0f}", f"{row['p50_ms']:.1f}", f"{row['p99_ms']:.1f}")
+    console.print(side)
+    console.print(f"statuses: {summary.get('server_side', {}).get('statuses')}")
+    console.print(f"canary renewals (a lone client in another process): {summary['canary_renew']}")
+    for line in summary["error_samples"][:5] + v["problems"][:5]:
+        console.print(f"  [red]{line}[/red]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--sessions", type=int, default=50)
+    parser.add_argument("--readers", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=180.0)
+    parser.add_argument("--workers", type=int, default=4, help="worker processes")
+    parser.add_argument("--ttl", type=float, default=60.0)
+    parser.add_argument("--work", type=Path, help="working folder (default: temporary)")
+    parser.add_argument("--keep", action="store_true", help="keep the working folder")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "soak.json")
+    args = parser.parse_args(argv)
+    if args.worker is not None:
+        worker_main(args.worker)
+        return 0
+    config = SoakConfig(sessions=args.sessions, readers=args.readers, seconds=args.seconds,
+                        workers=args.workers, ttl=args.ttl, work=args.work, keep=args.keep)
+    summary = run_soak(config)
+    print_summary(summary)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    ok = (summary["errors"] == 0 and not summary["verify"]["problems"]
+          and summary["stuck_threads"] == 0)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
