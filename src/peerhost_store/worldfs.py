@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import re
 import stat
+import unicodedata
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +85,24 @@ def check_rel_path(rel_path: str) -> list[str]:
     return parts
 
 
+def _fold(path: str) -> str:
+    # Unicode caseless matching (NFD, casefold, NFD): a superset of what NTFS and APFS equate.
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", path).casefold())
+
+
+def check_case_collisions(paths: Iterable[str]) -> None:
+    """Raise UnsafePath when two of ``paths`` (one tree's ``/``-separated paths) differ only
+    in letter case or Unicode normalization: on Windows and macOS both would be written to
+    one file, and one of them lost. Refused on every platform, so a tree restores the same
+    everywhere."""
+    seen: dict[str, str] = {}
+    for path in paths:
+        other = seen.setdefault(_fold(path), path)
+        if other != path:
+            raise UnsafePath(path, f"it is the same file as {other!r} on a case-insensitive "
+                             "file system (Windows, macOS)")
+
+
 def _is_link(st: os.stat_result) -> bool:
     if stat.S_ISLNK(st.st_mode):
         return True
@@ -129,6 +149,11 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> os.stat_re
             if durable:
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None:  # write() and fsync() errors (a full disk) name no file
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
