@@ -70,13 +70,8 @@ MIB = 1 << 20
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "reliability"
 TRIED: Counter[str] = Counter()
 KNOWN_BUGS = {
-    "test_names_colliding_on_case_insensitive_file_systems_are_refused":
-        "restore.plan does not call worldfs.check_case_collisions",
     "test_a_region_that_cannot_be_written_is_refused_before_writing":
         "restore checks region maps only when writing, after the head moved",
-    "test_malformed_head_answers_raise_typed_errors":
-        "client.py does not validate JSON answers (KeyError, TypeError, ValueError, "
-        "RecursionError)",
 }
 TOKEN = "phs.0123456789abcdef.hostile-coordinator-test-secret-0000000000"
 
@@ -345,8 +340,6 @@ def _collision_entry(server: Hostile, name: str, kind: EntryKind) -> DirEntry:
     return DirEntry(name, kind, server.add(EVIL), len(EVIL))
 
 
-@pytest.mark.xfail(reason="BUG (restore.py): prepare_restore does not check case collisions; "
-                   "worldfs.check_case_collisions exists, restore.plan must call it", strict=False)
 @pytest.mark.parametrize(("folder", "name", "kind"), COLLISIONS[:-1],
                          ids=["/".join((*f, n)) for f, n, _ in COLLISIONS[:-1]])
 def test_names_colliding_on_case_insensitive_file_systems_are_refused(
@@ -473,8 +466,6 @@ def test_malformed_answers_raise_typed_errors(local: Local, tail: str, status: i
     assert time.perf_counter() - started < 20
 
 
-@pytest.mark.xfail(reason="BUG (client.py): JSON answers are not validated; a hostile "
-                   "coordinator raises KeyError/TypeError/ValueError", strict=False)
 @pytest.mark.parametrize("body", [b"{}", b'{"head": 5, "fencing": null}',
                                   b'{"head": "zz", "fencing": 1}', b"[" * 100_000])
 def test_malformed_head_answers_raise_typed_errors(local: Local, body: bytes) -> None:

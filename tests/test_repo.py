@@ -16,7 +16,7 @@ from peerhost_store.errors import NotFound
 from peerhost_store.ids import hash_bytes
 from peerhost_store.lock import Locked
 from peerhost_store.objects import DirEntry, EntryKind, Snapshot, encode_blob, encode_snapshot
-from peerhost_store.repo import HEAD, Repository
+from peerhost_store.repo import HEAD, PENDING_RESTORE, Repository
 from peerhost_store.store import Update
 from peerhost_store.tree import build_dir
 from peerhost_store.worldfs import UnsafePath
@@ -252,3 +252,23 @@ def test_damaged_region_with_external_chunks_keeps_its_mcc(tmp_path: Path) -> No
         assert (tmp_path / "out/region" / name).read_bytes() == (world / "region" / name).read_bytes()
     with Repository.init(tmp_path / "out") as again:
         assert again.snapshot().snapshot.root == result.snapshot.root
+
+
+def test_an_interrupted_restore_is_finished_before_the_world_is_snapshotted(tmp_path: Path) -> None:
+    # As after a kill -9 between a rollback's head move and its last file: the next command
+    # must not snapshot the half-restored world as if it were real.
+    world = tmp_path / "w"
+    make_world(world)
+    with Repository.init(world) as repo:
+        v1 = repo.snapshot("v1")
+        (world / "extra.txt").write_text("only in v2")
+        (world / "level.dat").write_bytes(b"v2 level")
+        repo.snapshot("v2")
+        repo._commit_tree(v1.snapshot.root, "rollback to v1 (killed before any file)",
+                          restoring=True)
+        assert (world / "extra.txt").exists()
+        result = repo.snapshot("next")
+        assert not result.created, "the half-restored world was snapshotted"
+        assert not (world / "extra.txt").exists()
+        assert repo.scan().root == v1.snapshot.root
+        assert repo.store.get_meta(PENDING_RESTORE) is None

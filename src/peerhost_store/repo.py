@@ -17,18 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .diff import Change, diff_worlds
-from .errors import NotFound, PeerhostError
+from .errors import DecodeError, NotFound, PeerhostError
 from .ids import ObjectId, hash_bytes
 from .lock import FileLock
 from .maintenance import GcReport, WalkReport, collect_garbage, load_shallow, walk
 from .objects import Snapshot, decode, encode_snapshot
+from .region import RegionError
 from .restore import (
+    ObjectReader,
     Progress,
+    RestoreOp,
     RestoreResult,
     apply_restore,
     checkout_tree,
     prepare_restore,
-    restore_tree,
 )
 from .scan import ScanResult, scan_world
 from .store import LmdbStore, ObjectStore, Update
@@ -36,6 +38,11 @@ from .worldfs import STORE_DIR
 from .writer import ObjectWriter
 
 HEAD = "main"
+#: Store meta key: the root tree the world is being restored to. Set in the same transaction
+#: that moves the head (or before a restore that moves none), cleared once every file is
+#: written; a command that finds it (the restore was killed) finishes the restore before it
+#: looks at the world, so a half-restored world is never snapshotted as if it were real.
+PENDING_RESTORE = "pending-restore"
 
 
 class NotARepository(NotFound):
@@ -190,6 +197,7 @@ class Repository:
     def _snapshot(
         self, message: str, allow_empty: bool, progress: Progress | None, author: str | None
     ) -> SnapshotResult:
+        self._finish_restore()
         started = time.perf_counter()
         parent = self.head()
         writer = ObjectWriter(self.store)
@@ -219,15 +227,51 @@ class Repository:
                               writer.new_bytes + len(data), time.perf_counter() - started)
 
     def _commit_tree(self, root: ObjectId, message: str,
-                     other_parents: tuple[ObjectId, ...] = ()) -> ObjectId:
+                     other_parents: tuple[ObjectId, ...] = (), *,
+                     restoring: bool = False) -> ObjectId:
         parent = self.head()
         parents = ((parent,) if parent else ()) + other_parents
         snap = Snapshot(root, parents, int(time.time()), _author(), socket.gethostname(),
                         message, {})
         data = encode_snapshot(snap)
         oid = hash_bytes(data)
-        self.store.apply(Update(objects=[data], refs=[(HEAD, parent, oid)]))
+        meta: dict[str, bytes | None] = {PENDING_RESTORE: root} if restoring else {}
+        self.store.apply(Update(objects=[data], refs=[(HEAD, parent, oid)], meta=meta))
         return oid
+
+    def restore_moving_head(self, ops: list[RestoreOp], target: ObjectId,
+                            refs: list[tuple[str, ObjectId | None, ObjectId | None]],
+                            reader: ObjectReader | None = None,
+                            progress: Progress | None = None) -> RestoreResult:
+        """Move ``refs`` (compare-and-swap) and write ``ops`` (towards root tree ``target``)
+        as one recoverable step: see :data:`PENDING_RESTORE`. Call under :meth:`lock`."""
+        self.store.apply(Update(refs=refs, meta={PENDING_RESTORE: target}))
+        return self._apply_pending(ops, reader, progress)
+
+    def _apply_pending(self, ops: list[RestoreOp], reader: ObjectReader | None,
+                       progress: Progress | None) -> RestoreResult:
+        result = apply_restore(reader or self.store, self.world, ops, progress=progress)
+        self.store.apply(Update(meta={PENDING_RESTORE: None}))
+        return result
+
+    def _finish_restore(self) -> None:
+        """Finish a restore that was interrupted (see :data:`PENDING_RESTORE`)."""
+        target = self.store.get_meta(PENDING_RESTORE)
+        if target is None:
+            return
+        writer = ObjectWriter(self.store)
+        scan = scan_world(self.world, writer, self.store.load_stats())
+        self.store.apply(Update(hashed=writer.take(), stats=scan.stats))
+        try:
+            ops = prepare_restore(self.store, self.world, scan.root, ObjectId(target))
+            self._apply_pending(ops, None, None)
+        except (DecodeError, RegionError) as exc:
+            # The target itself cannot be written: retrying on every command would lock the
+            # world up. Give up on it once, loudly.
+            self.store.apply(Update(meta={PENDING_RESTORE: None}))
+            raise PeerhostError(f"an interrupted restore of {self.world} cannot be finished "
+                                f"({exc}); the world is partly restored: restore or roll back "
+                                "to a snapshot you trust") from exc
 
     # -- diff, checkout, restore, rollback ------------------------------------------------
 
@@ -258,7 +302,8 @@ class Repository:
         with self.lock():
             safety, live = self._safety_snapshot(f"safety snapshot before restoring {snapshot.hex()[:12]}")
             target = self.read_snapshot(snapshot).root
-            return safety, restore_tree(self.store, self.world, live, target, progress=progress)
+            ops = prepare_restore(self.store, self.world, live, target)
+            return safety, self.restore_moving_head(ops, target, [], progress=progress)
 
     def rollback(self, snapshot: ObjectId, progress: Progress | None = None) -> RollbackResult:
         """Make head a new snapshot holding ``snapshot``'s tree and restore the world to it.
@@ -270,8 +315,8 @@ class Repository:
             safety, live = self._safety_snapshot(f"safety snapshot before rollback to {snapshot.hex()[:12]}")
             target = self.read_snapshot(snapshot).root
             ops = prepare_restore(self.store, self.world, live, target)  # refuse before head moves
-            oid = self._commit_tree(target, f"rollback to {snapshot.hex()[:12]}")
-            restored = apply_restore(self.store, self.world, ops, progress=progress)
+            oid = self._commit_tree(target, f"rollback to {snapshot.hex()[:12]}", restoring=True)
+            restored = self._apply_pending(ops, None, progress)
             return RollbackResult(safety, oid, restored)
 
     def reconcile(self, other: ObjectId, *, keep_other: bool,
@@ -296,8 +341,8 @@ class Repository:
             ops = prepare_restore(self.store, self.world, live, target)  # refuse before head moves
             which = "theirs" if keep_other else "ours"
             oid = self._commit_tree(target, f"reconcile with {other.hex()[:12]}: kept "
-                                    f"{kept.hex()[:12]} ({which})", (other,))
-            restored = apply_restore(self.store, self.world, ops, progress=progress)
+                                    f"{kept.hex()[:12]} ({which})", (other,), restoring=True)
+            restored = self._apply_pending(ops, None, progress)
             return RollbackResult(safety, oid, restored)
 
     def _safety_snapshot(self, message: str) -> tuple[ObjectId | None, ObjectId]:

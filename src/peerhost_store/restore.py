@@ -10,17 +10,34 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 from .errors import DecodeError, PeerhostError
 from .ids import ObjectId
-from .objects import DirEntry, EntryKind, decode_blob
-from .store import ObjectStore
+from .objects import ChunkEntry, DirEntry, EntryKind, decode_blob
 from .region import ChunkRecord, external_name, region_coords, write_region
-from .tree import diff_trees, iter_region, load_blob
-from .worldfs import atomic_write, check_rel_path, remove_path, resolve_inside
+from .store import ObjectStore
+from .tree import diff_trees, iter_region, iter_tree, load_blob
+from .worldfs import (
+    atomic_write,
+    check_case_collisions,
+    check_rel_path,
+    remove_path,
+    resolve_inside,
+)
 
 Progress = Callable[[int, int], None]
+
+
+class ObjectReader(Protocol):
+    """What a restore reads objects through: a store, or a view of one (a pull restores
+    through one that knows which objects it has just fetched and checked). A reader may also
+    have ``region_entries(oid) -> list[ChunkEntry]``, a region map's entries as
+    :func:`iter_region` lists them, when it holds them decoded already."""
+
+    def get_raw(self, oid: ObjectId) -> bytes: ...
+
+    def get_many(self, oids: list[ObjectId]) -> list[bytes]: ...
 
 
 class RestoreError(PeerhostError):
@@ -34,6 +51,10 @@ class _Op:
     new: DirEntry | None
 
 
+#: A planned step of a restore (opaque outside this module: plan, check, then apply).
+RestoreOp = _Op
+
+
 @dataclass
 class RestoreResult:
     """What a restore changed on disk."""
@@ -44,11 +65,13 @@ class RestoreResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def plan(store: ObjectStore, current: ObjectId | None, target: ObjectId) -> list[_Op]:
+def plan(store: ObjectReader, current: ObjectId | None, target: ObjectId) -> list[_Op]:
     """The operations that turn tree ``current`` into tree ``target``, all paths checked."""
     ops = [_Op(path, old, new) for path, old, new in diff_trees(store, current, target)]
     for op in ops:
         check_rel_path(op.path)
+    # The whole target, not just what changes: a new name may collide with a kept one.
+    check_case_collisions(path for path, _ in iter_tree(store, target))
     return ops
 
 
@@ -72,7 +95,7 @@ def restore_tree(
 
 
 def prepare_restore(
-    store: ObjectStore, world: Path, current: ObjectId | None, target: ObjectId
+    store: ObjectReader, world: Path, current: ObjectId | None, target: ObjectId
 ) -> list[_Op]:
     """Plan a restore and check every path, in the tree and on disk, before anything is written.
 
@@ -86,7 +109,7 @@ def prepare_restore(
 
 
 def apply_restore(
-    store: ObjectStore,
+    store: ObjectReader,
     world: Path,
     ops: list[_Op],
     *,
@@ -153,7 +176,7 @@ def checkout_tree(
     return restore_tree(store, folder, None, target, progress=progress, durable=False)
 
 
-def _apply(store: ObjectStore, world: Path, op: _Op, result: RestoreResult,
+def _apply(store: ObjectReader, world: Path, op: _Op, result: RestoreResult,
            writer: _Writer) -> None:
     path = resolve_inside(world, op.path)
     old, new = op.old, op.new
@@ -201,8 +224,13 @@ def _apply(store: ObjectStore, world: Path, op: _Op, result: RestoreResult,
     result.bytes_written += len(data)
 
 
-def _records(store: ObjectStore, entry: DirEntry) -> list[ChunkRecord]:
-    chunks = list(iter_region(store, entry.oid))
+def _region(store: ObjectReader, oid: ObjectId) -> list[ChunkEntry]:
+    entries = getattr(store, "region_entries", None)
+    return list(iter_region(store, oid)) if entries is None else list(entries(oid))
+
+
+def _records(store: ObjectReader, entry: DirEntry) -> list[ChunkRecord]:
+    chunks = _region(store, entry.oid)
     payloads = store.get_many([c.oid for c in chunks])
     return [
         ChunkRecord(c.slot, c.compression, decode_blob(payload), c.timestamp, c.external)
@@ -210,8 +238,8 @@ def _records(store: ObjectStore, entry: DirEntry) -> list[ChunkRecord]:
     ]
 
 
-def _externals(store: ObjectStore, path: str, entry: DirEntry) -> set[str]:
+def _externals(store: ObjectReader, path: str, entry: DirEntry) -> set[str]:
     coords = region_coords(entry.name)
     if coords is None or entry.raw is not None:
         return set()
-    return {external_name(*coords, c.slot) for c in iter_region(store, entry.oid) if c.external}
+    return {external_name(*coords, c.slot) for c in _region(store, entry.oid) if c.external}

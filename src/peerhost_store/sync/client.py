@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -43,6 +44,8 @@ from .protocol import (
     encode_objects,
     parse_hex_id,
 )
+
+T = TypeVar("T")
 
 
 class CoordinatorError(PeerhostError):
@@ -285,11 +288,20 @@ class CoordinatorClient:
         response = self._send(method, path, body=body, params=params)
         try:
             value = response.json()
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: "[" * 100000
             raise ProtocolError(f"{method} {path}: the answer is not JSON") from exc
         if not isinstance(value, dict):
             raise ProtocolError(f"{method} {path}: the answer is not a JSON object")
         return value
+
+    def _parse(self, what: str, make: Callable[[], T]) -> T:
+        """``make()``, which reads fields of an answer; a hostile or broken coordinator's
+        answer of the wrong shape becomes a ProtocolError naming the endpoint."""
+        try:
+            return make()
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+            raise ProtocolError(f"{what}: malformed answer from the coordinator "
+                                f"({type(exc).__name__}: {exc})") from None
 
     # -- unauthenticated ------------------------------------------------------------------
 
@@ -331,20 +343,23 @@ class CoordinatorClient:
                 game: Any = None) -> Lease:
         """Take the lease. Raises LeaseHeld when someone else holds or has reserved it."""
         body = {"holder": holder, "ttl": ttl, "address": address, "game": game}
-        return Lease.from_json(self._json("POST", self._path("lease"), body))
+        answer = self._json("POST", self._path("lease"), body)
+        return self._parse("POST lease", lambda: Lease.from_json(answer))
 
     def standby(self, holder: str, ttl: float, *, address: str | None = None,
                 game: Any = None) -> Lease | int:
         """Take the lease if free, else queue as standby: return the lease or the position."""
         body = {"holder": holder, "ttl": ttl, "address": address, "game": game, "standby": True}
         answer = self._json("POST", self._path("lease"), body)
-        return int(answer["position"]) if answer.get("queued") else Lease.from_json(answer)
+        return self._parse("POST lease", lambda: int(answer["position"]) if answer.get("queued")
+                           else Lease.from_json(answer))
 
     def renew(self, fencing: int, *, address: str | None = None, game: Any = None) -> Renewal:
         """Extend the lease. Raises LeaseLost when ``fencing`` is no longer current."""
         answer = self._json("POST", self._path("lease/renew"),
                             {"fencing": fencing, "address": address, "game": game})
-        return Renewal(Lease.from_json(answer), bool(answer["sync_requested"]))
+        return self._parse("POST lease/renew", lambda: Renewal(Lease.from_json(answer),
+                                                                bool(answer["sync_requested"])))
 
     def release(self, fencing: int) -> None:
         """Give the lease up. Raises LeaseLost when ``fencing`` is no longer current."""
@@ -353,9 +368,9 @@ class CoordinatorClient:
     def lease_status(self) -> LeaseStatus:
         """Who holds the lease, the last fencing token, the standby queue."""
         a = self._json("GET", self._path("lease"))
-        return LeaseStatus(None if a["lease"] is None else Lease.from_json(a["lease"]),
-                           int(a["fencing"]), list(a["standby"]), a["reserved_for"],
-                           a["reserved_for_seconds"])
+        return self._parse("GET lease", lambda: LeaseStatus(
+            None if a["lease"] is None else Lease.from_json(a["lease"]), int(a["fencing"]),
+            list(a["standby"]), a["reserved_for"], a["reserved_for_seconds"]))
 
     def request_sync(self) -> str:
         """Ask the holder to push; return the holder's name."""
@@ -376,8 +391,8 @@ class CoordinatorClient:
     def upload(self, objects: list[bytes]) -> UploadResult:
         """Store encoded objects (the coordinator derives their ids)."""
         response = self._send("POST", self._path("objects"), raw=encode_objects(objects))
-        answer = response.json()
-        return UploadResult(int(answer["stored"]), int(answer["new"]))
+        return self._parse("POST objects", lambda: UploadResult(
+            int(response.json()["stored"]), int(response.json()["new"])))
 
     def download(self, ids: list[ObjectId]) -> list[bytes]:
         """Fetch objects in order. The answer may hold only a prefix of ``ids`` (the
@@ -421,7 +436,9 @@ class CoordinatorClient:
     def head(self) -> Head:
         """The session head and the current fencing token."""
         a = self._json("GET", self._path("head"))
-        return Head(None if a["head"] is None else from_hex(a["head"]), a["fencing"])
+        return self._parse("GET head", lambda: Head(
+            None if a["head"] is None else from_hex(a["head"]),
+            None if a["fencing"] is None else int(a["fencing"])))
 
     def set_head(self, old: ObjectId | None, new: ObjectId, fencing: int) -> int:
         """Move the head from ``old`` to ``new`` (compare-and-swap, fenced).
@@ -430,18 +447,21 @@ class CoordinatorClient:
         Raises Fenced, HeadMoved, NotFastForward or Incomplete.
         """
         body = {"old": None if old is None else old.hex(), "new": new.hex(), "fencing": fencing}
-        return int(self._json("POST", self._path("head"), body)["checked"])
+        answer = self._json("POST", self._path("head"), body)
+        return self._parse("POST head", lambda: int(answer["checked"]))
 
     def rollback(self, target: ObjectId, fencing: int | None = None) -> ObjectId:
         """Make a new head holding ``target``'s tree; return its id."""
         body: dict[str, Any] = {"target": target.hex()}
         if fencing is not None:
             body["fencing"] = fencing
-        return from_hex(self._json("POST", self._path("rollback"), body)["head"])
+        answer = self._json("POST", self._path("rollback"), body)
+        return self._parse("POST rollback", lambda: from_hex(answer["head"]))
 
     def log(self, limit: int = 100) -> list[dict[str, Any]]:
         """The last head moves, oldest first."""
-        return list(self._json("GET", self._path("log"), params={"limit": str(limit)})["entries"])
+        answer = self._json("GET", self._path("log"), params={"limit": str(limit)})
+        return self._parse("GET log", lambda: list(answer["entries"]))
 
 
 def _error(response: httpx.Response) -> CoordinatorError:

@@ -38,10 +38,19 @@ from typing import TypeVar
 from ..errors import DecodeError, NotFound, ObjectCorrupt, ObjectMissing, PeerhostError
 from ..ids import ObjectId, hash_bytes
 from ..maintenance import load_shallow
-from ..objects import RegionLeaf, Snapshot, decode, decode_blob, encode_dir_leaf
+from ..objects import (
+    ChunkEntry,
+    Index,
+    RegionLeaf,
+    Snapshot,
+    decode,
+    decode_blob,
+    encode_dir_leaf,
+)
 from ..repo import HEAD, Repository
-from ..restore import RestoreResult, apply_restore, prepare_restore
-from ..store import ObjectStore, Update
+from ..restore import RestoreResult, prepare_restore
+from ..store import LmdbStore, ObjectStore, Update
+from ..tree import iter_region
 from .client import CoordinatorClient, CoordinatorError, RateLimited, Unauthorized, WireStats
 from .delta import (
     KIND_DELTA,
@@ -546,12 +555,12 @@ def pull(
     if remote is None:
         return PullReport(None, repo.head(), "empty", wire=_wire_since(client, before))
     report = PullReport(remote, repo.head(), "")
-    fetched = fetch(repo.store, client, remote, ref=f"remotes/{client.session}",
-                    progress=progress, batch_bytes=batch_bytes, delta=delta)
+    run = _Fetch(repo.store, client, progress, batch_bytes)
+    fetched = run.run(remote, ref=f"remotes/{client.session}", delta=delta)
     report.objects_received, report.object_bytes = fetched.objects, fetched.object_bytes
     for name, value in fetched.chunks.counts().items():
         setattr(report, name, value)
-    _integrate(repo, client.session, remote, report)
+    _integrate(repo, client.session, remote, report, run.reader())
     report.wire = _wire_since(client, before)
     return report
 
@@ -577,6 +586,52 @@ class _Overlay:
         return self.store.get_raw(oid) if data is None else data
 
 
+class _Fetched:
+    """The store as the restore that ends a pull reads it: the objects this fetch checked
+    are not hashed a second time.
+
+    Invariant 2 (every object crossing a boundary is checked once) holds: each of them was
+    hashed against its id when it crossed into this process (:func:`_download`, or the
+    delta rebuild), moments before this read. Tree nodes are served from the very bytes
+    that were checked, still in memory. Blobs are read back from this process's own store,
+    where the fetch put them from its checked bytes: a read of our own fresh write crosses no
+    boundary, so :meth:`LmdbStore.get_many` is told to trust those ids alone. Every other
+    object (anything the store held before this pull) is read and checked as usual.
+    """
+
+    def __init__(self, store: ObjectStore, nodes: dict[ObjectId, bytes],
+                 decoded: dict[ObjectId, Index | RegionLeaf], blobs: set[ObjectId]) -> None:
+        self.store = store
+        self.nodes = nodes
+        self.decoded = decoded
+        self.blobs = blobs
+
+    def region_entries(self, oid: ObjectId) -> list[ChunkEntry]:
+        """A region map's chunk entries in slot order (:func:`iter_region`), from the nodes
+        the fetch decoded when it checked them where it can."""
+        node = self.decoded.get(oid)
+        if node is None:
+            return list(iter_region(self, oid))
+        if isinstance(node, RegionLeaf):
+            return list(node.entries)
+        return [entry for child in node.entries for entry in self.region_entries(child.oid)]
+
+    def get_raw(self, oid: ObjectId) -> bytes:
+        data = self.nodes.get(oid)
+        return self.get_many([oid])[0] if data is None else data
+
+    def get_many(self, oids: list[ObjectId]) -> list[bytes]:
+        found = [self.nodes.get(oid) for oid in oids]
+        rest = [oid for oid, data in zip(oids, found) if data is None]
+        if not rest:
+            read: Iterator[bytes] = iter(())
+        elif isinstance(self.store, LmdbStore):
+            read = iter(self.store.get_many(rest, trusted=self.blobs))
+        else:
+            read = iter(self.store.get_many(rest))
+        return [next(read) if data is None else data for data in found]
+
+
 class _Fetch:
     """One fetch: the node walk, then chunk deltas, then whole blobs, then the final update."""
 
@@ -589,6 +644,7 @@ class _Fetch:
         self.result = FetchResult()
         self.known = 0
         self.nodes: dict[ObjectId, bytes] = {}  # stored last, with the ref
+        self.decoded: dict[ObjectId, Index | RegionLeaf] = {}  # the nodes' maps, decoded
         self.blobs: dict[ObjectId, None] = {}  # missing blobs, in tree order
         self.chunks: set[ObjectId] = set()  # blobs region maps point at
         self.snapshots: list[tuple[ObjectId, ObjectId]] = []  # fetched: (snapshot, root)
@@ -596,6 +652,29 @@ class _Fetch:
         self._pending: list[bytes] = []
         self._pending_hashed: list[tuple[ObjectId, bytes]] = []
         self._pending_bytes = 0
+        self.checked: set[ObjectId] = set()  # blobs this fetch hashed and stored
+        self._storer: ThreadPoolExecutor | None = None
+        self._storing: Future[int] | None = None  # the blob batch being committed
+
+    def run(self, remote: ObjectId, *, ref: str, delta: bool) -> FetchResult:
+        """See :func:`fetch`."""
+        # Blob batches are committed on their own thread: the fsync of one overlaps the
+        # downloads and the checking of the next (on an error, a running commit finishes).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="phs-store") as storer:
+            self._storer = storer
+            try:
+                self.walk(remote)
+                if delta:
+                    self.deltas(self.store.get_ref(HEAD))
+                self.whole_blobs()
+                self.finish(ref, remote)
+            finally:
+                self._storer = None
+        return self.result
+
+    def reader(self) -> _Fetched:
+        """The store as the restore after this fetch should read it (see :class:`_Fetched`)."""
+        return _Fetched(self.store, self.nodes, self.decoded, self.checked)
 
     def tick(self) -> None:
         if self.progress is not None:
@@ -618,6 +697,8 @@ class _Fetch:
                 for (oid, kind), data in zip(part, _download(self.client, [o for o, _ in part])):
                     obj = decode_as(oid, data, kind)
                     self.nodes[oid] = data
+                    if isinstance(obj, (Index, RegionLeaf)):
+                        self.decoded[oid] = obj  # restore lists region maps' chunks again
                     self._count(len(data))
                     if isinstance(obj, Snapshot):
                         self.snapshots.append((oid, obj.root))
@@ -716,6 +797,9 @@ class _Fetch:
             self.tick()
 
     def finish(self, ref: str, remote: ObjectId) -> None:
+        if self._storing is not None:
+            self._storing.result()  # every blob is stored before the nodes that reach it
+            self._storing = None
         self.store.apply(Update(objects=self._pending + list(self.nodes.values()),
                                 hashed=self._pending_hashed,
                                 refs=[(ref, self.store.get_ref(ref), remote)]))
@@ -731,11 +815,19 @@ class _Fetch:
             self._pending_bytes += len(data)
         if hashed is not None:
             self._pending_hashed.append(hashed)
+            self.checked.add(hashed[0])
             self._pending_bytes += len(hashed[1])
         if self._pending_bytes >= self.batch_bytes:
             # A blob reaches nothing: storing it before the nodes that point at it is safe.
-            self.store.apply(Update(objects=self._pending, hashed=self._pending_hashed))
+            update = Update(objects=self._pending, hashed=self._pending_hashed)
             self._pending, self._pending_hashed, self._pending_bytes = [], [], 0
+            if self._storing is not None:
+                self._storing.result()  # one batch in memory while another is committed
+            if self._storer is None:
+                self._storing = None
+                self.store.apply(update)
+            else:
+                self._storing = self._storer.submit(self.store.apply, update)
 
 
 def fetch(
@@ -754,13 +846,7 @@ def fetch(
     snapshot this store holds come as delta batches (with ``delta``); then every other
     missing blob, whole.
     """
-    run = _Fetch(store, client, progress, batch_bytes)
-    run.walk(remote)
-    if delta:
-        run.deltas(store.get_ref(HEAD))
-    run.whole_blobs()
-    run.finish(ref, remote)
-    return run.result
+    return _Fetch(store, client, progress, batch_bytes).run(remote, ref=ref, delta=delta)
 
 
 def _download(client: CoordinatorClient, ids: list[ObjectId]) -> list[bytes]:
@@ -775,7 +861,8 @@ def _download(client: CoordinatorClient, ids: list[ObjectId]) -> list[bytes]:
     return out
 
 
-def _integrate(repo: Repository, session: str, remote: ObjectId, report: PullReport) -> None:
+def _integrate(repo: Repository, session: str, remote: ObjectId, report: PullReport,
+               reader: _Fetched) -> None:
     store = repo.store
     local = repo.head()
     if local is None:
@@ -795,10 +882,11 @@ def _integrate(repo: Repository, session: str, remote: ObjectId, report: PullRep
         report.outcome, report.head = "ahead", local
     elif local is None or is_ancestor(store, local, remote, shallow=shallow):
         with repo.lock():
-            ops = prepare_restore(store, repo.world, live, repo.read_snapshot(remote).root)
-            # Compare-and-swap: a snapshot taken since ours makes this fail, not vanish.
-            store.apply(Update(refs=[(HEAD, local, remote)]))
-            report.restored = apply_restore(store, repo.world, ops)
+            ops = prepare_restore(reader, repo.world, live, repo.read_snapshot(remote).root)
+            # Compare-and-swap: a snapshot taken since ours makes this fail, not vanish. A kill
+            # during the restore leaves it pending; the next command finishes it.
+            report.restored = repo.restore_moving_head(
+                ops, repo.read_snapshot(remote).root, [(HEAD, local, remote)], reader=reader)
         report.outcome, report.head = "fast-forward", remote
     else:
         raise Diverged(local, remote, "nothing was overwritten; choose a world with phs pull "
