@@ -223,9 +223,12 @@ def lease_lost(client: CoordinatorClient, exc: LeaseLost) -> LeaseLost:
 
 
 def push_with_lease(repo: Repository, client: CoordinatorClient, *, fencing: int | None,
-                    holder: str, progress: Progress | None = None) -> tuple[PushReport, dict[str, Any]]:
+                    holder: str, progress: Progress | None = None,
+                    remember: Callable[[Lease | None], None] | None = None,
+                    ) -> tuple[PushReport, dict[str, Any]]:
     """Push with the caller's lease (``fencing``), or with a short lease of its own when
     nobody holds one, released afterwards. Either lease is renewed while the push runs.
+    ``remember`` is told the short lease once taken, and None once released.
 
     Raises:
         LeaseHeld: someone else holds (or has reserved) the lease.
@@ -245,12 +248,16 @@ def push_with_lease(repo: Repository, client: CoordinatorClient, *, fencing: int
     if current is not None:
         raise lease_held(current)
     lease = client.acquire(holder, PUSH_TTL)
+    if remember is not None:
+        remember(lease)
     keep = _KeepAlive(client, lease, progress)
     try:
         report = push(repo, client, fencing=lease.fencing, progress=keep)
     finally:
         with suppress(CoordinatorError):  # it lapses after PUSH_TTL anyway
             client.release(lease.fencing)
+            if remember is not None:
+                remember(None)
     return report, {"fencing": lease.fencing, "holder": holder, "temporary": True,
                     "sync_requested": keep.sync_requested}
 
@@ -259,16 +266,56 @@ def _fencing(args: argparse.Namespace, repo: Repository, remote: Remote) -> int 
     if args.fencing is not None:
         return int(args.fencing)
     remembered = load_lease(meta_dir(repo), remote)
-    return None if remembered is None else int(remembered["fencing"])
+    if remembered is None or remembered.get("temporary"):
+        return None
+    return int(remembered["fencing"])
+
+
+#: The fencing token remembered while a push's own short lease is being asked for (real
+#: tokens are at least the wall clock in milliseconds).
+ACQUIRING = 0
+
+
+def _end_killed_push(client: CoordinatorClient, repo: Repository, remote: Remote) -> None:
+    """A push killed mid-way left its short lease held (and remembered): end it, or a re-run
+    would be refused as someone else's until the lease lapses."""
+    remembered = load_lease(meta_dir(repo), remote)
+    if remembered is None or not remembered.get("temporary"):
+        return
+    fencing = int(remembered["fencing"])
+    if fencing == ACQUIRING:
+        # Killed between asking for the lease and remembering it: if our holder name holds
+        # a lease now, it is that one (a push of this world by another phs of ours would be
+        # refused too: its lease would end and it would stop, fenced, moving nothing).
+        current = client.lease_status().lease
+        fencing = current.fencing if current and current.holder == remembered["holder"] else 0
+    if fencing:
+        with suppress(LeaseLost):
+            client.release(fencing)
+    save_lease(meta_dir(repo), remote, None)
 
 
 def run_push(args: argparse.Namespace) -> int:
     with open_repo(args) as repo:
         remote = pick_remote(meta_dir(repo), args.remote)
+
+        def remember(lease: Lease | None) -> None:
+            save_lease(meta_dir(repo), remote, None if lease is None else {
+                "fencing": lease.fencing, "holder": lease.holder, "ttl": lease.ttl,
+                "temporary": True})
+
         with connect_remote(remote) as client, \
                 progress_bar("push", enabled=not args.json, as_bytes=False) as bar:
             try:
-                report, lease = push_with_lease(repo, client, fencing=_fencing(args, repo, remote),
+                fencing = _fencing(args, repo, remote)
+                if fencing is None:
+                    _end_killed_push(client, repo, remote)
+                    # Written before the lease is asked for, so a kill right after the grant
+                    # still leaves a trace the re-run can end it by.
+                    save_lease(meta_dir(repo), remote, {
+                        "fencing": ACQUIRING, "holder": args.holder or holder_name(),
+                        "temporary": True})
+                report, lease = push_with_lease(repo, client, fencing=fencing, remember=remember,
                                                 holder=args.holder or holder_name(), progress=bar)
             except LeaseLost as exc:
                 if args.fencing is None:
