@@ -254,9 +254,6 @@ def test_kill_9_during_restore(tmp_path: Path, zygote: Zygote, versions: list[Pa
     finish(figures)
 
 
-@pytest.mark.xfail(strict=True, reason="bug in restore.checkout_tree: its docstring says an "
-                   "interrupted checkout is simply run again, but the re-run refuses the folder "
-                   "the killed one started (not empty)")
 def test_checkout_killed_mid_way_can_be_run_again(tmp_path: Path, zygote: Zygote,
                                                   versions: list[Path]) -> None:
     world = copy_world(versions[0], tmp_path / "world")

@@ -19,6 +19,7 @@ from .region import ChunkRecord, external_name, region_coords, write_region
 from .store import ObjectStore
 from .tree import diff_trees, iter_region, iter_tree, load_blob
 from .worldfs import (
+    TEMP_PREFIX,
     atomic_write,
     check_case_collisions,
     check_rel_path,
@@ -166,14 +167,51 @@ class _Writer:
 def checkout_tree(
     store: ObjectStore, target: ObjectId, folder: Path, *, progress: Progress | None = None
 ) -> RestoreResult:
-    """Write tree ``target`` into ``folder``, which must be missing or empty.
+    """Write tree ``target`` into ``folder``, which must be missing or empty, or hold what an
+    interrupted checkout of the same tree left (its marker file, its paths, temp files).
 
     Files are not fsynced one by one: there is no older version to lose, and an interrupted
-    checkout is simply run again.
+    checkout is simply run again (every file is rewritten, so a partly written one heals).
     """
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise RestoreError(f"{folder} is not an empty folder")
-    return restore_tree(store, folder, None, target, progress=progress, durable=False)
+    marker = folder / CHECKOUT_MARKER
+    if folder.exists():
+        if not folder.is_dir():
+            raise RestoreError(f"{folder} is not a folder")
+        if any(folder.iterdir()):
+            if not marker.is_file() or marker.is_symlink() or marker.read_bytes() != target:
+                raise RestoreError(f"{folder} is not an empty folder")
+            _check_partial_checkout(store, target, folder)
+    ops = prepare_restore(store, folder, None, target)  # refuses before anything is written
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.write_bytes(target)  # only a re-run of this checkout may write into it now
+    result = apply_restore(store, folder, ops, progress=progress, durable=False)
+    marker.unlink()
+    return result
+
+
+#: Left in a folder while a checkout writes it (scans skip the temp prefix).
+CHECKOUT_MARKER = f"{TEMP_PREFIX}checkout"
+
+
+def _check_partial_checkout(store: ObjectReader, target: ObjectId, folder: Path) -> None:
+    expected = {path for path, _ in iter_tree(store, target)}
+    for path in sorted(folder.rglob("*")):
+        if path.name == CHECKOUT_MARKER and path.parent == folder:
+            continue
+        if path.name.startswith(TEMP_PREFIX) and path.is_file() and not path.is_symlink():
+            path.unlink()  # a file the interrupted checkout was writing
+            continue
+        rel = path.relative_to(folder).as_posix()
+        if rel not in expected and not _is_external_of(rel, expected):
+            raise RestoreError(f"{folder} is not an empty folder (it holds {rel}, which is not "
+                               "part of this snapshot)")
+
+
+def _is_external_of(rel: str, expected: set[str]) -> bool:
+    """Whether ``rel`` is a ``c.X.Z.mcc`` beside an expected region (external chunks)."""
+    folder, _, name = rel.rpartition("/")
+    return name.startswith("c.") and name.endswith(".mcc") and any(
+        p.rpartition("/")[0] == folder and p.endswith(".mca") for p in expected)
 
 
 def _apply(store: ObjectReader, world: Path, op: _Op, result: RestoreResult,
