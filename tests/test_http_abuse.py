@@ -24,7 +24,6 @@ import json
 import random
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -62,29 +61,14 @@ class LimitedCoordinator(Coordinator):
     """The coordinator of ``test_server_uvicorn``, served with test limits (they are not
     command-line options; ``docs/operations.md`` §6 starts it from Python the same way)."""
 
-    def start(self) -> None:
+    def command(self) -> list[str]:
         code = (
             "import sys; from pathlib import Path; from peerhost_server import Limits, serve; "
             f"serve(Path(sys.argv[1]), {HOST!r}, int(sys.argv[2]), limits=Limits("
             f"body_timeout={BODY_TIMEOUT}, max_body_bytes={MAX_BODY}, rate={RATE}, "
             f"burst={BURST}))"
         )
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, str(self.data), str(self.port)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )
-        assert self.proc.stdout is not None
-        first = self.proc.stdout.readline()
-        if first.startswith("admin token"):
-            self.admin_token = first.rsplit(" ", 1)[1].strip()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://{HOST}:{self.port}/v1/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.05)
-        raise AssertionError("the coordinator did not come up")
+        return [sys.executable, "-c", code, str(self.data), str(self.port)]
 
 
 # -- raw HTTP ---------------------------------------------------------------------------------

@@ -39,12 +39,14 @@ class Coordinator:
         self.proc: subprocess.Popen[str] | None = None
         self.admin_token: str | None = None
 
+    def command(self) -> list[str]:
+        """How the coordinator is started (its first line of output may be the admin token)."""
+        return [sys.executable, "-m", "peerhost_server", "--data", str(self.data),
+                "--host", "127.0.0.1", "--port", str(self.port)]
+
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "peerhost_server", "--data", str(self.data),
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
         assert self.proc.stdout is not None
         first = self.proc.stdout.readline()
         if first.startswith("admin token"):
