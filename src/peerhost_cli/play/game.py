@@ -19,6 +19,20 @@ from peerhost_store.errors import PeerhostError
 READY = re.compile(r"\bDone \(\d+[.,]?\d*s\)!")
 
 
+def spawn(command: Sequence[str], *, stdin: int, cwd: Path | None = None) -> subprocess.Popen[str]:
+    """Start a helper process (the server, cloudflared) in its own process group, its stderr
+    merged into a line-buffered text stdout. The own group keeps a Ctrl-C in this terminal
+    from reaching it: phs decides how and when it stops."""
+    kwargs: dict[str, object] = {}
+    if sys.platform == "win32":
+        kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+    else:
+        kwargs["start_new_session"] = True
+    return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+        list(command), cwd=cwd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, encoding="utf-8", errors="replace", bufsize=1, **kwargs)
+
+
 class GameServerError(PeerhostError):
     """The server command could not start, or exited or hung before it was ready."""
 
@@ -51,16 +65,8 @@ class GameServer:
     def start(self) -> None:
         """Start the command. Its own process group keeps a Ctrl-C in this terminal from
         reaching it: phs stops it with ``stop`` so the world is saved first."""
-        kwargs: dict[str, object] = {}
-        if sys.platform == "win32":
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
-        else:
-            kwargs["start_new_session"] = True
         try:
-            self._proc = subprocess.Popen(
-                self.command, cwd=self.cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace",
-                bufsize=1, **kwargs)  # type: ignore[call-overload]
+            self._proc = spawn(self.command, stdin=subprocess.PIPE, cwd=self.cwd)
         except OSError as exc:
             raise GameServerError(f"cannot start the server command {self.command[0]!r} in "
                                   f"{self.cwd}: {exc}") from None

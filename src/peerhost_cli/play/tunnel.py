@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -25,6 +24,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from peerhost_store.errors import PeerhostError
+
+from .game import spawn
 
 #: The quick tunnel's public name, as cloudflared logs it.
 QUICK_TUNNEL = re.compile(r"https://([a-z0-9-]+\.trycloudflare\.com)\b")
@@ -79,16 +80,8 @@ class _Process:
         self._seen = threading.Condition()
 
     def start(self) -> None:
-        kwargs: dict[str, object] = {}
-        if sys.platform == "win32":
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
-        else:
-            kwargs["start_new_session"] = True  # a Ctrl-C is ours to handle, not its
         try:
-            self.proc = subprocess.Popen(
-                self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace",
-                **kwargs)  # type: ignore[call-overload]
+            self.proc = spawn(self.command, stdin=subprocess.DEVNULL)
         except OSError as exc:
             raise TunnelError(f"cannot run {self.command[0]!r} ({self.what}): {exc}; install "
                               "cloudflared or pick another tunnel (--tunnel direct|none)") from None
