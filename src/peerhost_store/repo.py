@@ -173,9 +173,12 @@ class Repository:
     def scan(self, progress: Progress | None = None) -> ScanResult:
         """Store the live world's tree (objects and stat cache, no ref) and return it."""
         with self.lock():  # gc must not delete what the new stat cache entries point at
-            writer = ObjectWriter(self.store)
-            result = scan_world(self.world, writer, self.store.load_stats(), progress=progress)
-            self.store.apply(Update(hashed=writer.take(), stats=result.stats))
+            return self._scan(progress)
+
+    def _scan(self, progress: Progress | None = None) -> ScanResult:
+        writer = ObjectWriter(self.store)
+        result = scan_world(self.world, writer, self.store.load_stats(), progress=progress)
+        self.store.apply(Update(hashed=writer.take(), stats=result.stats))
         return result
 
     def snapshot(
@@ -259,11 +262,9 @@ class Repository:
         target = self.store.get_meta(PENDING_RESTORE)
         if target is None:
             return
-        writer = ObjectWriter(self.store)
-        scan = scan_world(self.world, writer, self.store.load_stats())
-        self.store.apply(Update(hashed=writer.take(), stats=scan.stats))
+        live = self._scan().root  # under the lock the caller holds
         try:
-            ops = prepare_restore(self.store, self.world, scan.root, ObjectId(target))
+            ops = prepare_restore(self.store, self.world, live, ObjectId(target))
             self._apply_pending(ops, None, None)
         except (DecodeError, RegionError) as exc:
             # The target itself cannot be written: retrying on every command would lock the

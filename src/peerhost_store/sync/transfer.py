@@ -881,12 +881,13 @@ def _integrate(repo: Repository, session: str, remote: ObjectId, report: PullRep
     elif local is not None and is_ancestor(store, remote, local, shallow=shallow):
         report.outcome, report.head = "ahead", local
     elif local is None or is_ancestor(store, local, remote, shallow=shallow):
+        target = repo.read_snapshot(remote).root
         with repo.lock():
-            ops = prepare_restore(reader, repo.world, live, repo.read_snapshot(remote).root)
+            ops = prepare_restore(reader, repo.world, live, target)
             # Compare-and-swap: a snapshot taken since ours makes this fail, not vanish. A kill
             # during the restore leaves it pending; the next command finishes it.
             report.restored = repo.restore_moving_head(
-                ops, repo.read_snapshot(remote).root, [(HEAD, local, remote)], reader=reader)
+                ops, target, [(HEAD, local, remote)], reader=reader)
         report.outcome, report.head = "fast-forward", remote
     else:
         raise Diverged(local, remote, "nothing was overwritten; choose a world with phs pull "
