@@ -90,9 +90,9 @@ def run_join(connect: Connect, view: View, stop: threading.Event, *, local_port:
         with connect() as client:
             while not stop.is_set():
                 try:
+                    current = client.lease_status().lease
                     if standby is not None:
                         holder, ttl, become_host = standby
-                        current = client.lease_status().lease
                         # Never ask while our own name holds it: that would fence ourselves.
                         if current is None or current.holder != holder:
                             sent = clock()
@@ -105,7 +105,7 @@ def run_join(connect: Connect, view: View, stop: threading.Event, *, local_port:
                                 view.event(f"standby for the lease, position {got}: this "
                                            "machine hosts when the host leaves")
                                 position = got
-                    follower.follow(client.lease_status().lease)
+                    follower.follow(current)
                     if unreachable:
                         view.event("the coordinator answers again")
                     unreachable = False
