@@ -3,6 +3,7 @@ stopped gracefully (``stop`` on its console), killed only when it will not stop.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -19,11 +20,18 @@ from peerhost_store.errors import PeerhostError
 READY = re.compile(r"\bDone \(\d+[.,]?\d*s\)!")
 
 
+def helper_environment() -> dict[str, str]:
+    """This process's environment less phs's own variables (``PHS_TOKEN`` above all): the
+    server runs mods and plugins, and neither it nor cloudflared has any use for a token."""
+    return {name: value for name, value in os.environ.items()
+            if not name.upper().startswith("PHS_")}
+
+
 def spawn(command: Sequence[str], *, stdin: int, cwd: Path | None = None) -> subprocess.Popen[str]:
     """Start a helper process (the server, cloudflared) in its own process group, its stderr
-    merged into a line-buffered text stdout. The own group keeps a Ctrl-C in this terminal
-    from reaching it: phs decides how and when it stops."""
-    kwargs: dict[str, object] = {}
+    merged into a line-buffered text stdout, with :func:`helper_environment`. The own group
+    keeps a Ctrl-C in this terminal from reaching it: phs decides how and when it stops."""
+    kwargs: dict[str, object] = {"env": helper_environment()}
     if sys.platform == "win32":
         kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
     else:
