@@ -126,8 +126,9 @@ class Host:
             if lease is None:
                 return 130  # stopped while waiting as standby
             self.status.fencing = lease.fencing
-            save_lease(meta_dir(self.repo), self.remote,
-                       {"fencing": lease.fencing, "holder": lease.holder, "ttl": lease.ttl})
+            # Marked as the host's: phs lock acquire in this world must not take it over.
+            save_lease(meta_dir(self.repo), self.remote, {
+                "fencing": lease.fencing, "holder": lease.holder, "ttl": lease.ttl, "host": True})
             keeper = self.keeper = LeaseKeeper(lambda: connect_remote(self.remote), lease, sent,
                                                clock=self.clock, log=self.view.event)
             self.status.lease_left = keeper.seconds_left
