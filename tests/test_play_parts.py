@@ -133,7 +133,7 @@ def test_console_save_pauses_saving_through_the_server_console(tmp_path: Path) -
             assert "Automatic saving is now disabled" in said and "Saved the game" in said
             assert said.index("disabled") < said.index("Saved the game")
             assert (tmp_path / "world" / "level.dat").exists(), "not flushed before the snapshot"
-        wait_until(lambda: "Automatic saving is now enabled" in lines)
+        wait_until(lambda: any("Automatic saving is now enabled" in line for line in lines))
         with pytest.raises(RuntimeError), control.paused():
             raise RuntimeError("the snapshot failed")
         wait_until(lambda: sum("now enabled" in line for line in lines) == 2)

@@ -69,6 +69,9 @@ class GameServer:
         self._proc: subprocess.Popen[str] | None = None
         self._stdin_lock = threading.Lock()
         self._reader: threading.Thread | None = None
+        #: (pattern, event) pairs of :meth:`ask` calls waiting for an answer line.
+        self._waiters: list[tuple[re.Pattern[str], threading.Event]] = []
+        self._waiters_lock = threading.Lock()
 
     def start(self) -> None:
         """Start the command. Its own process group keeps a Ctrl-C in this terminal from
@@ -88,6 +91,10 @@ class GameServer:
             self.tail.append(line)
             if READY.search(line):
                 self.ready.set()
+            with self._waiters_lock:
+                for pattern, seen in self._waiters:
+                    if pattern.search(line):
+                        seen.set()
             self.on_line(line)
 
     @property
@@ -143,6 +150,18 @@ class GameServer:
                 return True
             except (OSError, ValueError):  # closed pipe: the server is exiting
                 return False
+
+    def ask(self, command: str, answer: re.Pattern[str], timeout: float) -> bool:
+        """Type ``command``; True once a console line printed after it matches ``answer``,
+        False when none did within ``timeout`` s or the console is gone."""
+        waiter = (answer, threading.Event())
+        with self._waiters_lock:
+            self._waiters.append(waiter)
+        try:
+            return self.send(command) and waiter[1].wait(timeout)
+        finally:
+            with self._waiters_lock:
+                self._waiters.remove(waiter)
 
     def wait(self, timeout: float) -> int | None:
         """Wait up to ``timeout`` s for it to exit; its exit code, or None."""
