@@ -84,6 +84,18 @@ def add_origin(phs: Phs, world: Path, tokens: dict[str, str], who: str) -> None:
     assert tokens[who] not in out + err
 
 
+def pushed_and_cloned(phs: Phs, session: dict[str, str], tmp: Path, pusher: str,
+                      cloner: str) -> tuple[Path, Path]:
+    """World ``tmp/a`` pushed to s1 with ``pusher``'s token, cloned into ``tmp/b`` with
+    ``cloner``'s."""
+    a, b = tmp / "a", tmp / "b"
+    world_with_history(a, phs)
+    add_origin(phs, a, session, pusher)
+    phs.json("push", "-C", str(a))
+    phs.json("clone", session["url"], "--session", "s1", "--token", session[cloner], str(b))
+    return a, b
+
+
 def root(world: Path) -> bytes:
     with Repository.open(world) as repo:
         head = repo.head()
@@ -246,11 +258,7 @@ def test_clone_push_pull_round_trip(session: dict[str, str], phs: Phs, tmp_path:
 def test_push_while_another_member_hosts_fails_with_exit_5(
     session: dict[str, str], phs: Phs, tmp_path: Path
 ) -> None:
-    a, b = tmp_path / "a", tmp_path / "b"
-    world_with_history(a, phs)
-    add_origin(phs, a, session, "owner")
-    phs.json("push", "-C", str(a))
-    phs.json("clone", session["url"], "--session", "s1", "--token", session["bob"], str(b))
+    a, b = pushed_and_cloned(phs, session, tmp_path, "owner", "bob")
     lease = phs.json("lock", "acquire", "-C", str(b), "--ttl", "60", "--holder", "bob-pc")
     (a / "data/notes.txt").write_bytes(b"a moved on")
     phs.json("snapshot", "-C", str(a))
@@ -279,11 +287,7 @@ def test_push_while_another_member_hosts_fails_with_exit_5(
 
 
 def test_lock_cycle_and_sync_request(session: dict[str, str], phs: Phs, tmp_path: Path) -> None:
-    a, b = tmp_path / "a", tmp_path / "b"
-    world_with_history(a, phs)
-    add_origin(phs, a, session, "owner")
-    phs.json("push", "-C", str(a))
-    phs.json("clone", session["url"], "--session", "s1", "--token", session["carol"], str(b))
+    a, b = pushed_and_cloned(phs, session, tmp_path, "owner", "carol")
     code, _, err = phs("sync", "-C", str(a))
     assert code == 1 and "no_lease" in err
     got = phs.json("lock", "acquire", "-C", str(b), "--ttl", "30", "--address", "b.lan:25565")
@@ -376,11 +380,7 @@ def test_lock_acquire_refuses_to_fence_out_the_same_holder_elsewhere(
 ) -> None:
     # A `phs host` (here: world b's lease) runs under the default holder name user@host; a
     # `phs lock acquire` of the same user in another world would re-grant it and fence it out.
-    a, b = tmp_path / "a", tmp_path / "b"
-    world_with_history(a, phs)
-    add_origin(phs, a, session, "bob")
-    phs.json("push", "-C", str(a))
-    phs.json("clone", session["url"], "--session", "s1", "--token", session["bob"], str(b))
+    a, b = pushed_and_cloned(phs, session, tmp_path, "bob", "bob")
     held = phs.json("lock", "acquire", "-C", str(b), "--ttl", "60")["lease"]
     code, _, err = phs("lock", "acquire", "-C", str(a))
     assert code == 5
