@@ -60,6 +60,8 @@ def coordinator_session(tmp: Path, members: tuple[str, ...] = ("alice", "bob")) 
 
 
 def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list):

@@ -4,6 +4,8 @@ demo, against a real uvicorn coordinator on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -82,11 +84,28 @@ def add_origin(phs: Phs, world: Path, tokens: dict[str, str], who: str) -> None:
     assert tokens[who] not in out + err
 
 
+def pushed_and_cloned(phs: Phs, session: dict[str, str], tmp: Path, pusher: str,
+                      cloner: str) -> tuple[Path, Path]:
+    """World ``tmp/a`` pushed to s1 with ``pusher``'s token, cloned into ``tmp/b`` with
+    ``cloner``'s."""
+    a, b = tmp / "a", tmp / "b"
+    world_with_history(a, phs)
+    add_origin(phs, a, session, pusher)
+    phs.json("push", "-C", str(a))
+    phs.json("clone", session["url"], "--session", "s1", "--token", session[cloner], str(b))
+    return a, b
+
+
 def root(world: Path) -> bytes:
     with Repository.open(world) as repo:
         head = repo.head()
         assert head is not None
         return repo.read_snapshot(head).root
+
+
+def credential_files() -> list[Path]:
+    """The tokens phs keeps in its config folder (a fresh one per test: see conftest.py)."""
+    return sorted((Path(os.environ["PHS_CONFIG_DIR"]) / "credentials").glob("*.json"))
 
 
 def one_line_error(err: str, *needles: str) -> None:
@@ -190,12 +209,16 @@ def test_remote_add_keeps_the_token_private(
     assert code == 0 and "origin" in out and session["url"] in out and session["owner"] not in out
     listed = phs.json("remote", "list", "-C", str(world))
     assert listed == [{"name": "origin", "url": session["url"], "session": "s1"}]
-    remotes = world / ".peerhost" / "remotes.json"
-    assert session["owner"] in remotes.read_text()
+    # The world keeps where and which session, never the token: worlds get zipped and shared.
+    world_files = b"".join(p.read_bytes() for p in (world / ".peerhost").rglob("*") if p.is_file())
+    assert session["owner"].encode() not in world_files
+    entry = json.loads((world / ".peerhost" / "remotes.json").read_text())["remotes"]["origin"]
+    assert (entry["url"], entry["session"]) == (session["url"], "s1") and "token" not in entry
+    [credential] = credential_files()
+    assert session["owner"] in credential.read_text()
     if sys.platform != "win32":
-        assert stat.S_IMODE(remotes.stat().st_mode) == 0o600
-    store = b"".join(p.read_bytes() for p in (world / ".peerhost" / "store").iterdir())
-    assert session["owner"].encode() not in store
+        assert stat.S_IMODE(credential.stat().st_mode) == 0o600
+        assert stat.S_IMODE(credential.parent.stat().st_mode) == 0o700
     code, _, err = phs("remote", "add", "origin", session["url"], "--session", "s1",
                        "--token", "x", "-C", str(world))
     assert code == 1
@@ -235,11 +258,7 @@ def test_clone_push_pull_round_trip(session: dict[str, str], phs: Phs, tmp_path:
 def test_push_while_another_member_hosts_fails_with_exit_5(
     session: dict[str, str], phs: Phs, tmp_path: Path
 ) -> None:
-    a, b = tmp_path / "a", tmp_path / "b"
-    world_with_history(a, phs)
-    add_origin(phs, a, session, "owner")
-    phs.json("push", "-C", str(a))
-    phs.json("clone", session["url"], "--session", "s1", "--token", session["bob"], str(b))
+    a, b = pushed_and_cloned(phs, session, tmp_path, "owner", "bob")
     lease = phs.json("lock", "acquire", "-C", str(b), "--ttl", "60", "--holder", "bob-pc")
     (a / "data/notes.txt").write_bytes(b"a moved on")
     phs.json("snapshot", "-C", str(a))
@@ -268,11 +287,7 @@ def test_push_while_another_member_hosts_fails_with_exit_5(
 
 
 def test_lock_cycle_and_sync_request(session: dict[str, str], phs: Phs, tmp_path: Path) -> None:
-    a, b = tmp_path / "a", tmp_path / "b"
-    world_with_history(a, phs)
-    add_origin(phs, a, session, "owner")
-    phs.json("push", "-C", str(a))
-    phs.json("clone", session["url"], "--session", "s1", "--token", session["carol"], str(b))
+    a, b = pushed_and_cloned(phs, session, tmp_path, "owner", "carol")
     code, _, err = phs("sync", "-C", str(a))
     assert code == 1 and "no_lease" in err
     got = phs.json("lock", "acquire", "-C", str(b), "--ttl", "30", "--address", "b.lan:25565")
@@ -358,6 +373,114 @@ def test_unreachable_coordinator_exits_8(phs: Phs, tmp_path: Path) -> None:
     code, _, err = phs("pull", "-C", str(a))
     assert code == 8
     one_line_error(err, "phs pull: error:", "unavailable")
+
+
+def test_lock_acquire_refuses_to_fence_out_the_same_holder_elsewhere(
+    session: dict[str, str], phs: Phs, tmp_path: Path
+) -> None:
+    # A `phs host` (here: world b's lease) runs under the default holder name user@host; a
+    # `phs lock acquire` of the same user in another world would re-grant it and fence it out.
+    a, b = pushed_and_cloned(phs, session, tmp_path, "bob", "bob")
+    held = phs.json("lock", "acquire", "-C", str(b), "--ttl", "60")["lease"]
+    code, _, err = phs("lock", "acquire", "-C", str(a))
+    assert code == 5
+    one_line_error(err, "phs lock acquire: error:", held["holder"], "member bob", " s left",
+                   "--force")
+    code, _, err = phs("lock", "acquire", "--standby", "-C", str(a))
+    assert code == 5
+    one_line_error(err, held["holder"], "--force")
+    assert phs.json("lock", "renew", "-C", str(b))["lease"]["fencing"] == held["fencing"]
+    # The world that holds it may take it again (a lost token); --force takes it anyway.
+    again = phs.json("lock", "acquire", "-C", str(b), "--ttl", "60")["lease"]
+    forced = phs.json("lock", "acquire", "-C", str(a), "--ttl", "60", "--force")["lease"]
+    assert forced["holder"] == held["holder"] and forced["fencing"] > again["fencing"]
+    code, _, err = phs("lock", "renew", "-C", str(b))
+    assert code == 5 and "lease_lost" in err
+    # Another holder name is refused by the coordinator itself, --force or not.
+    code, _, err = phs("lock", "acquire", "-C", str(b), "--holder", "other", "--force")
+    assert code == 5 and "lease_held" in err
+
+
+# -- credentials ----------------------------------------------------------------------------
+
+
+def test_the_suite_never_touches_the_real_config_folder() -> None:
+    import platformdirs
+
+    from peerhost_cli.credentials import config_dir
+
+    configured = os.environ.get("PHS_CONFIG_DIR")
+    assert configured and Path(configured).is_dir()
+    real = platformdirs.user_config_path("peerhost", appauthor=False).resolve()
+    assert not Path(configured).resolve().is_relative_to(real)
+    assert config_dir() == Path(configured)
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.environ['PHS_CONFIG_DIR'])"],
+                           capture_output=True, text=True, check=True)
+    assert child.stdout.strip() == configured
+
+
+def test_a_token_in_an_old_remotes_json_moves_to_the_config_folder(
+    session: dict[str, str], phs: Phs, tmp_path: Path
+) -> None:
+    a = tmp_path / "a"
+    world_with_history(a, phs)
+    remotes = a / ".peerhost" / "remotes.json"
+    remotes.write_text(json.dumps({"version": 1, "remotes": {"origin": {
+        "url": session["url"], "session": "s1", "token": session["owner"]}}}))
+    assert phs.json("remote", "list", "-C", str(a)) == [
+        {"name": "origin", "url": session["url"], "session": "s1"}]
+    assert session["owner"] not in remotes.read_text()
+    assert "token" not in json.loads(remotes.read_text())["remotes"]["origin"]
+    [credential] = credential_files()
+    assert session["owner"] in credential.read_text()
+    assert phs.json("push", "-C", str(a))["objects_sent"] > 0  # the moved token works
+
+
+def test_a_world_copied_without_its_token_says_how_to_give_it_one(
+    session: dict[str, str], phs: Phs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, copy = tmp_path / "a", tmp_path / "copy"
+    world_with_history(a, phs)
+    add_origin(phs, a, session, "owner")
+    phs.json("push", "-C", str(a))
+    shutil.copytree(a, copy)  # zipped and unpacked on a friend's machine: another config folder
+    monkeypatch.setenv("PHS_CONFIG_DIR", str(tmp_path / "friend-config"))
+    for command in (("pull",), ("status",), ("host",), ("lock", "acquire")):
+        code, _, err = phs(*command, "-C", str(copy))
+        assert code == 2, (command, err)
+        one_line_error(err, "remote 'origin'", "s1", "phs remote set-token origin", "PHS_TOKEN")
+    monkeypatch.setenv("PHS_TOKEN", session["bob"])
+    code, out, err = phs("remote", "set-token", "origin", "-C", str(copy))
+    assert code == 0 and session["bob"] not in out + err
+    monkeypatch.delenv("PHS_TOKEN")
+    assert phs.json("pull", "-C", str(copy))["outcome"] == "up-to-date"
+    assert phs.json("lock", "acquire", "-C", str(copy))["lease"]["member"] == "bob"
+    phs.json("lock", "release", "-C", str(copy))
+    # set-url re-points the remote and its token goes along (a coordinator that moved).
+    dead = f"http://127.0.0.1:{_free_port()}"
+    assert phs.json("remote", "set-url", "origin", dead, "-C", str(copy))["url"] == dead
+    assert phs("pull", "-C", str(copy))[0] == 8
+    phs.json("remote", "set-url", "origin", session["url"], "-C", str(copy))
+    assert phs.json("status", "-C", str(copy))["relation"] == "up-to-date"
+    # A remotes.json edited to send the token elsewhere does not get it.
+    remotes = copy / ".peerhost" / "remotes.json"
+    data = json.loads(remotes.read_text())
+    data["remotes"]["origin"]["url"] = dead
+    remotes.write_text(json.dumps(data))
+    code, _, err = phs("pull", "-C", str(copy))
+    assert code == 2
+    one_line_error(err, "phs remote set-token origin")
+    code, _, err = phs("remote", "set-token", "nope", "--token", "x", "-C", str(copy))
+    assert code == 3
+
+
+def test_remote_remove_forgets_the_token(session: dict[str, str], phs: Phs, tmp_path: Path) -> None:
+    a = tmp_path / "a"
+    world_with_history(a, phs)
+    add_origin(phs, a, session, "owner")
+    assert len(credential_files()) == 1
+    phs.json("remote", "remove", "origin", "-C", str(a))
+    assert credential_files() == []
 
 
 # -- demo -----------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ lease loss, host transfer to a standby, refusals that keep local work."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -253,3 +255,61 @@ def test_a_server_that_exits_by_itself_ends_hosting_with_the_final_push(tmp_path
         assert "released the lease" in host.text()
         assert owner.lease_status().lease is None
         assert session_files(session, tmp_path, "c")["data/last.txt"] == "before the server stopped"
+
+
+def test_without_rcon_a_sync_that_waits_too_long_saves_through_the_console(tmp_path: Path) -> None:
+    # Players keep changing the world: its files are never quiet for quiet_seconds.
+    with coordinator_session(tmp_path) as session:
+        a = make_peer(tmp_path, session, "A", "alice", quiet_seconds=3600, max_quiet_wait=1)
+        with phs("host", str(a.world)) as host:
+            host.wait_for(r"published")
+            write(a, "busy.txt", "players keep playing")
+            session.client().request_sync()
+            host.wait_for(r"sync requested: waiting for quiet files", timeout=20)
+            host.wait_for(r"saving through the server console", timeout=20)
+            host.wait_for(r"pushed [0-9a-f]{12}", timeout=20)
+            assert session_files(session, tmp_path, "c")["data/busy.txt"] == "players keep playing"
+            host.terminate()
+            assert host.finish() == 0, host.text()
+        text = host.text()
+        said = [text.index(line) for line in ("Automatic saving is now disabled", "Saved the game",
+                                              "Automatic saving is now enabled")]
+        assert said == sorted(said), text
+
+
+def test_without_a_consistent_save_the_host_keeps_waiting_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with coordinator_session(tmp_path) as session:
+        a = make_peer(tmp_path, session, "A", "alice", quiet_seconds=3600, max_quiet_wait=1,
+                      console_save=False)
+        b = make_peer(tmp_path, session, "B", "bob")  # a friend's world: phs status, sync, join
+        owner = session.client()
+        with phs("host", str(a.world)) as host:
+            host.wait_for(r"published")
+            head = owner.head().head
+            with phs("join", "-C", str(b.world), "--port", str(free_port())) as joiner:
+                joiner.wait_for(r"A hosts; point Minecraft at")
+                write(a, "busy.txt", "players keep playing")
+                capsys.readouterr()
+                assert phs_main(["sync", "-C", str(b.world)]) == 0
+                host.wait_for(r"sync requested: waiting for quiet files", timeout=20)
+                host.wait_for(r"no RCON and no console save", timeout=20)
+                joiner.wait_for(r"A: sync requested \d+ s ago, waiting for quiet files", timeout=20)
+                capsys.readouterr()
+                assert phs_main(["status", "-C", str(b.world)]) == 0
+                assert re.search(r"sync requested \d+ s ago, waiting for quiet files",
+                                 " ".join(capsys.readouterr().out.split()))
+                assert phs_main(["status", "-C", str(b.world), "--json"]) == 0
+                wait = json.loads(capsys.readouterr().out)["sync_wait"]
+                assert wait["reason"] == "sync requested" and wait["overdue"] is True
+                assert phs_main(["sync", "-C", str(b.world)]) == 0
+                assert "not taken the snapshot yet: sync requested" in " ".join(
+                    capsys.readouterr().out.split())
+                assert owner.head().head == head, "snapshotted a world that was being written"
+                joiner.terminate()
+                assert joiner.finish() == 0, joiner.text()
+            host.terminate()
+            assert host.finish() == 0, host.text()
+        # Stopped, the server saved everything: the final push has the play.
+        assert session_files(session, tmp_path, "c")["data/busy.txt"] == "players keep playing"

@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 from fakes.fake_rcon import FakeRcon
-from playutil import FAKE_SERVER, free_port, port_answers
+from fakes.recorded_env import ENV_DIR, recorded
+from playutil import FAKE_SERVER, FAKES, free_port, port_answers
+from rich.console import Console
 
 from peerhost_cli.play.config import (
     ConfigError,
@@ -25,12 +27,15 @@ from peerhost_cli.play.config import (
 from peerhost_cli.play.game import GameServer, GameServerError
 from peerhost_cli.play.keeper import LeaseKeeper
 from peerhost_cli.play.saving import (
+    ConsoleSaveControl,
     QuietFilesControl,
     RconSaveControl,
     SaveControlError,
     save_control,
 )
-from peerhost_cli.play.tunnel import TunnelError, TunnelSettings, make_tunnel
+from peerhost_cli.play.tunnel import Access, TunnelError, TunnelSettings, make_tunnel
+from peerhost_cli.play.view import HostStatus, render
+from peerhost_cli.play.waiting import SyncWait
 from peerhost_store.sync.client import CoordinatorUnavailable, Lease, LeaseLost, Renewal
 
 # -- settings ---------------------------------------------------------------------------------
@@ -48,6 +53,9 @@ def test_host_config_reads_toml_and_flags_override(tmp_path: Path) -> None:
     assert config.with_overrides(tunnel="none", address=None).tunnel == "none"
     assert config.with_overrides(address=None).address == "10.0.0.2:25565"
     assert load_host_config(tmp_path / "absent.toml") == HostConfig()
+    assert (HostConfig().max_quiet_wait, HostConfig().console_save) == (60.0, True)
+    path.write_text("[host]\nmax_quiet_wait = 30\nconsole-save = false\n")
+    assert (load_host_config(path).max_quiet_wait, load_host_config(path).console_save) == (30, False)
 
 
 @pytest.mark.parametrize("text, needle", [
@@ -56,6 +64,8 @@ def test_host_config_reads_toml_and_flags_override(tmp_path: Path) -> None:
     ("[host]\nttl = 'long'\n", "ttl has the wrong type"),
     ("[host]\nserver = 3\n", "'server' must be a string or a list"),
     ("[host]\nport = true\n", "port has the wrong type"),
+    ("[host]\nconsole_save = 'yes'\n", "console_save has the wrong type"),
+    ("[host]\nmax_quiet_wait = true\n", "max_quiet_wait has the wrong type"),
 ])
 def test_bad_host_config_names_the_file_and_the_key(tmp_path: Path, text: str, needle: str) -> None:
     path = tmp_path / "peerhost.toml"
@@ -111,14 +121,91 @@ def test_rcon_pauses_saving_around_the_snapshot_and_always_resumes() -> None:
         RconSaveControl(free_port(), "pw", timeout=2).run("save-off")
 
 
+def test_console_save_pauses_saving_through_the_server_console(tmp_path: Path) -> None:
+    lines: list[str] = []
+    server = fake_server(tmp_path, lines=lines)
+    server.start()
+    try:
+        server.wait_ready(20)
+        control = ConsoleSaveControl(server, timeout=10)
+        with control.paused():
+            said = "\n".join(lines)
+            assert "Automatic saving is now disabled" in said and "Saved the game" in said
+            assert said.index("disabled") < said.index("Saved the game")
+            assert (tmp_path / "world" / "level.dat").exists(), "not flushed before the snapshot"
+        wait_until(lambda: any("Automatic saving is now enabled" in line for line in lines))
+        with pytest.raises(RuntimeError), control.paused():
+            raise RuntimeError("the snapshot failed")
+        wait_until(lambda: sum("now enabled" in line for line in lines) == 2)
+    finally:
+        assert server.stop(10) == 0
+    # A server that does not answer on its console: no snapshot, and saving is switched back on.
+    lines.clear()
+    muted = fake_server(tmp_path, "--mute-saves", lines=lines)
+    muted.start()
+    try:
+        muted.wait_ready(20)
+        with pytest.raises(SaveControlError, match="Saved the game"), \
+                ConsoleSaveControl(muted, timeout=0.5).paused():
+            pytest.fail("snapshot taken without a flushed world")
+    finally:
+        assert muted.stop(10) == 0
+
+
+def test_a_sync_wait_is_shown_and_read_back_from_untrusted_lease_json() -> None:
+    wait = SyncWait("sync requested", since=1000.0)
+    assert wait.describe(now=1040.0) == "sync requested 40 s ago, waiting for quiet files"
+    overdue = SyncWait("snapshot due", since=1000.0, overdue=True)
+    assert "no RCON" in overdue.describe(now=1100.0)
+    game = {"tunnel": "direct", "port": 1, "sync_wait": wait.to_json()}
+    assert SyncWait.from_lease(Lease("A", "alice", 7, 60, 60, None, game)) == wait
+    for junk in (None, "x", [1], {"sync_wait": 3}, {"sync_wait": {"reason": "x" * 5000, "since": 1}},
+                 {"sync_wait": {"reason": "sync requested", "since": "soon"}},
+                 {"sync_wait": {"reason": "sync requested", "since": float("nan")}}):
+        assert SyncWait.from_lease(Lease("A", "alice", 7, 60, 60, None, junk)) is None
+    status = HostStatus("s1", "A", saving="quiet files", wait=SyncWait("sync requested", time.time()))
+    console = Console(record=True, width=120)
+    console.print(render(status))
+    assert "sync requested 0 s ago, waiting for quiet files" in console.export_text()
+
+
+def test_the_server_and_cloudflared_never_see_a_token(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PHS_TOKEN", "phs.0123456789abcdef.secret")
+    monkeypatch.setenv("PEERHOST_TEST_KEPT", "kept")
+    monkeypatch.setenv(ENV_DIR, str(tmp_path / "env"))
+    monkeypatch.setenv("PEERHOST_FAKE_CLOUDFLARE_DIR", str(tmp_path / "cloudflare"))
+    server = fake_server(tmp_path)
+    server.start()
+    cloudflared = str(FAKES / "cloudflared")
+    tunnel = make_tunnel("cloudflared", TunnelSettings(server.port, cloudflared=cloudflared))
+    try:
+        server.wait_ready(20)
+        published = tunnel.start()
+        assert published.address is not None
+        access = Access(cloudflared, published.address, free_port())
+        access.start()
+        access.stop()
+    finally:
+        tunnel.stop()
+        server.stop(10)
+    envs = recorded(tmp_path / "env", "server") + recorded(tmp_path / "env", "cloudflared")
+    assert len(envs) == 3
+    for env in envs:
+        assert not [name for name in env if name.upper().startswith("PHS_")], env
+        assert "phs.0123456789abcdef.secret" not in str(env)
+        assert env["PEERHOST_TEST_KEPT"] == "kept"  # cleaned, not emptied
+        assert env["PEERHOST_FAKE_CLOUDFLARE_DIR"] == str(tmp_path / "cloudflare")
+
+
 # -- the server process -----------------------------------------------------------------------
 
 
-def fake_server(tmp: Path, *extra: str) -> GameServer:
+def fake_server(tmp: Path, *extra: str, lines: list[str] | None = None) -> GameServer:
     port = free_port()
-    lines: list[str] = []
+    seen: list[str] = [] if lines is None else lines
     return GameServer([sys.executable, str(FAKE_SERVER), "--world", "world", "--port", str(port),
-                       *extra], tmp, port, lines.append)
+                       *extra], tmp, port, seen.append)
 
 
 def test_game_server_ready_console_and_graceful_stop(tmp_path: Path) -> None:

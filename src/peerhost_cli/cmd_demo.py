@@ -27,12 +27,14 @@ from .cmd_remote import (
     clone,
     connect,
     connect_remote,
+    remember_token,
     save_remotes,
     wire_json,
 )
 from .cmd_serve import BackgroundCoordinator
 from .cmd_sync import PUSH_TTL, chunk_counts, chunks_text, push_with_lease, remote_rollback
 from .common import Subparsers, short
+from .credentials import Credentials
 from .output import emit_json, human_bytes, out
 
 T = TypeVar("T")
@@ -157,8 +159,13 @@ def _demo_sync(args: argparse.Namespace, base: Path, world_a: Path, first: Objec
 
         owner, bob = steps.run("session", make_session,
                                lambda _: "admin created session demo; its owner (peer A) invited "
-                                         "member bob (peer B); tokens kept 0600 in .peerhost/remotes.json")
-        remote_a = Remote(DEFAULT_REMOTE, coord.url, "demo", owner)
+                                         "member bob (peer B); tokens kept 0600 outside the "
+                                         "worlds, in config/")
+        # The demo's tokens die with its coordinator: kept beside the worlds, not in the
+        # user's config folder.
+        credentials = Credentials(base / "config")
+        remote_a = remember_token(world_a / STORE_DIR, Remote(DEFAULT_REMOTE, coord.url, "demo"),
+                                  owner, credentials)
         remote_b = Remote(DEFAULT_REMOTE, coord.url, "demo", bob)
         save_remotes(world_a / STORE_DIR, {remote_a.name: remote_a})
 
@@ -173,7 +180,7 @@ def _demo_sync(args: argparse.Namespace, base: Path, world_a: Path, first: Objec
                     f"took a {PUSH_TTL:.0f} s lease, released it")
 
         steps.run("A push", lambda: push_from(world_a, remote_a, "peer-a"), say_push)
-        steps.run("B clone", lambda: clone(world_b, remote_b),
+        steps.run("B clone", lambda: clone(world_b, remote_b, credentials=credentials),
                   lambda r: f"{r[0].objects_received} objects ({human_bytes(r[0].object_bytes)}) "
                             f"received{_chunks(r[0])}, {_wire(r[1])}; "
                             f"{r[0].restored.written if r[0].restored else 0} files written")

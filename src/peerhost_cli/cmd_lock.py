@@ -2,7 +2,10 @@
 
 ``acquire`` remembers the fencing token in ``WORLD/.peerhost/lease.json`` so that ``push``,
 ``renew``, ``release`` and ``rollback --remote`` use it; a lease the coordinator says is lost
-is forgotten.
+is forgotten. The coordinator grants the lease again to the holder name that holds it (a host
+that restarted and lost its token), fencing out the old grant; so ``acquire`` refuses, unless
+``--force``, when its holder name holds the lease and this world did not take it: that is
+another world's lease, or a ``phs host`` still running (both default to ``user@host``).
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import argparse
 import dataclasses
 from typing import Any
 
-from peerhost_store.sync.client import Lease, LeaseLost
+from peerhost_store.errors import PeerhostError
+from peerhost_store.sync.client import CoordinatorClient, Lease, LeaseLost
 
 from .cmd_remote import (
     NoRemote,
@@ -40,6 +44,9 @@ def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--holder", default=None, help="holder name (default: user@host)")
     p.add_argument("--standby", action="store_true",
                    help="if someone else holds it, queue to get it next")
+    p.add_argument("--force", action="store_true",
+                   help="take it even when this holder name holds it elsewhere (that lease, "
+                        "e.g. a running phs host, is fenced out)")
     p.set_defaults(func=run_acquire)
     p = sub.add_parser("renew", parents=[common],
                        help="extend your lease; reports whether someone asked for a sync")
@@ -79,12 +86,43 @@ def _say_lease(verb: str, remote: Remote, lease: Lease) -> None:
               + (f", address {lease.address}" if lease.address else ""), markup=False)
 
 
+class HeldElsewhere(PeerhostError):
+    """``phs lock acquire`` would fence out a lease its holder name holds elsewhere.
+
+    Attributes:
+        lease: that lease.
+    """
+
+    def __init__(self, remote: Remote, lease: Lease) -> None:
+        self.lease = lease
+        super().__init__(
+            f"{lease.holder} (member {lease.member}) already holds the lease of session "
+            f"{remote.session} elsewhere (another world, or a running phs host), "
+            f"{lease.expires_in:.0f} s left; taking it would fence that one out: pass --force "
+            f"to take it anyway")
+
+
+def _refuse_if_held_elsewhere(client: CoordinatorClient, remote: Remote, holder: str,
+                              remembered: dict[str, Any] | None) -> None:
+    current = client.lease_status().lease
+    if current is None or current.holder != holder:
+        return  # free, or someone else's: the coordinator decides
+    # Ours only if this world took it with phs lock acquire: a lease remembered by a running
+    # phs host or by a push in progress belongs to that process.
+    ours = (remembered is not None and remembered["fencing"] == current.fencing
+            and not remembered.get("temporary") and not remembered.get("host"))
+    if not ours:
+        raise HeldElsewhere(remote, current)
+
+
 def run_acquire(args: argparse.Namespace) -> int:
     with open_repo(args) as repo:
         base = meta_dir(repo)
     remote = pick_remote(base, args.remote)
     holder = args.holder or holder_name()
     with connect_remote(remote) as client:
+        if not args.force:
+            _refuse_if_held_elsewhere(client, remote, holder, load_lease(base, remote))
         if args.standby:
             got: Lease | int = client.standby(holder, args.ttl, address=args.address)
         else:

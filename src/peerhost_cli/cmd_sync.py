@@ -36,8 +36,9 @@ from .cmd_remote import (
     save_lease,
     wire_json,
 )
-from .common import Subparsers, open_repo, short
+from .common import Subparsers, ago, open_repo, short
 from .output import emit_json, err, human_bytes, out, progress_bar
+from .play.waiting import SyncWait
 
 #: The lease ``phs push`` takes when nobody holds one; renewed while the push runs.
 PUSH_TTL = 120.0
@@ -452,7 +453,7 @@ def run_status(args: argparse.Namespace) -> int:
             "lease": None if lease.lease is None else dataclasses.asdict(lease.lease),
             "lease_is_mine": mine, "fencing": lease.fencing, "standby": lease.standby,
             "reserved_for": lease.reserved_for, "reserved_for_seconds": lease.reserved_for_seconds,
-            "local_head": _hex(local), "relation": relation,
+            "local_head": _hex(local), "relation": relation, "sync_wait": _wait_json(lease.lease),
         })
         return 0
     _print_status(remote, head, last[-1] if last else None, lease, mine, local, relation)
@@ -462,7 +463,7 @@ def run_status(args: argparse.Namespace) -> int:
 def _print_status(remote: Remote, head: ObjectId | None, last: dict[str, Any] | None,
                   lease: LeaseStatus, mine: bool, local: ObjectId | None, relation: str) -> None:
     out.print(f"session {remote.session} at {remote.url} (remote {remote.name})", markup=False)
-    moved = (f" ({last['kind']} by {last['member']}, {_ago(last['time'])})" if last else "")
+    moved = (f" ({last['kind']} by {last['member']}, {ago(last['time'])})" if last else "")
     out.print(f"  head     {short(head)}{moved}", markup=False)
     if lease.lease is None:
         out.print("  host     nobody holds the lease", markup=False)
@@ -471,6 +472,9 @@ def _print_status(remote: Remote, head: ObjectId | None, last: dict[str, Any] | 
         out.print(f"  host     {held.holder} (member {held.member}){' - you' if mine else ''}, "
                   f"fencing {held.fencing}, {held.expires_in:.0f} s left"
                   + (f", at {held.address}" if held.address else ""), markup=False)
+        wait = SyncWait.from_lease(held)
+        if wait is not None:
+            out.print(f"  waiting  {wait.describe()}", markup=False)
     if lease.reserved_for:
         out.print(f"  reserved for {lease.reserved_for} for {lease.reserved_for_seconds:.0f} s",
                   markup=False)
@@ -478,15 +482,6 @@ def _print_status(remote: Remote, head: ObjectId | None, last: dict[str, Any] | 
     hint = _RELATION_HINT.get(relation)
     out.print(f"  local    {short(local)}: {relation}" + (f" ({hint})" if hint else ""),
               markup=False)
-
-
-def _ago(seconds: float) -> str:
-    delta = max(0, int(time.time() - seconds))
-    if delta < 120:
-        return f"{delta} s ago"
-    if delta < 7200:
-        return f"{delta // 60} min ago"
-    return f"{delta // 3600} h ago"
 
 
 # -- sync request ---------------------------------------------------------------------------
@@ -497,12 +492,20 @@ def run_sync(args: argparse.Namespace) -> int:
         remote = pick_remote(meta_dir(repo), args.remote)
     with connect_remote(remote) as client:
         holder = client.request_sync()
+        wait = SyncWait.from_lease(client.lease_status().lease)
     if args.json:
-        emit_json({**remote.public(), "requested": True, "holder": holder})
-    else:
-        out.print(f"asked {holder} to push; the host sees it at its next lease renewal",
-                  markup=False)
+        emit_json({**remote.public(), "requested": True, "holder": holder,
+                   "sync_wait": None if wait is None else wait.to_json()})
+        return 0
+    out.print(f"asked {holder} to push; the host sees it at its next lease renewal", markup=False)
+    if wait is not None:
+        out.print(f"{holder} has not taken the snapshot yet: {wait.describe()}", markup=False)
     return 0
+
+
+def _wait_json(lease: Lease | None) -> dict[str, Any] | None:
+    wait = SyncWait.from_lease(lease)
+    return None if wait is None else wait.to_json()
 
 
 # -- rollback --remote ----------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,3 +37,14 @@ def snapshot_json(oid: ObjectId, snap: Snapshot) -> dict[str, Any]:
         "message": snap.message,
         "summary": snap.summary,
     }
+
+
+def ago(seconds: float, now: float | None = None) -> str:
+    """``40 s ago``, ``5 min ago``, ``3 h ago``: how long before ``now`` (default: the wall
+    clock) the time ``seconds`` was."""
+    delta = max(0, int((time.time() if now is None else now) - seconds))
+    if delta < 120:
+        return f"{delta} s ago"
+    if delta < 7200:
+        return f"{delta // 60} min ago"
+    return f"{delta // 3600} h ago"

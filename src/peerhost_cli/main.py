@@ -51,6 +51,7 @@ from . import (
     cmd_serve,
     cmd_sync,
 )
+from .cmd_lock import HeldElsewhere
 from .cmd_remote import UsageError
 from .output import err
 from .play.host import HostingEnded
@@ -64,7 +65,8 @@ EPILOG = """exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 verify found prob
 6 unsafe path refused, 7 token refused, 8 coordinator unreachable, 130 interrupted"""
 
 #: Coordinator answers that mean "someone else got there first": the same code as a busy world.
-_CONFLICTS = (Locked, RefConflict, LeaseHeld, LeaseLost, HeadMoved, Diverged, HostingEnded)
+_CONFLICTS = (Locked, RefConflict, LeaseHeld, LeaseLost, HeadMoved, Diverged, HostingEnded,
+              HeldElsewhere)
 
 
 def build_parser() -> argparse.ArgumentParser:

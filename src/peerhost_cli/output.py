@@ -20,6 +20,14 @@ def emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
+def report(as_json: bool, value: Any, text: str) -> None:
+    """A command's result: ``value`` as JSON (``--json``), else the line ``text``."""
+    if as_json:
+        emit_json(value)
+    else:
+        out.print(text, markup=False)
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":

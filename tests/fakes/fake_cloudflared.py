@@ -28,6 +28,7 @@ and ignored, before or after the subcommand. ``cloudflared --version`` prints a 
 
 The registry folder comes from ``PEERHOST_FAKE_CLOUDFLARE_DIR`` (required): one JSON file per
 hostname (``{"hostname", "port", "pid", "origin"}``), written atomically and removed on exit.
+With ``PEERHOST_FAKE_ENV_DIR`` set it records its environment there (recorded_env.py).
 SIGTERM and SIGINT end either mode cleanly (exit status 0), after the line
 ``INF Initiating graceful shutdown due to signal terminated ...`` (``interrupt`` for SIGINT).
 ``PEERHOST_FAKE_CLOUDFLARE_DELAY`` (seconds, default 0) delays the quick tunnel's box, to
@@ -50,6 +51,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from recorded_env import record_environment  # beside this file (run as a script)
 
 REGISTRY_ENV = "PEERHOST_FAKE_CLOUDFLARE_DIR"
 DELAY_ENV = "PEERHOST_FAKE_CLOUDFLARE_DELAY"
@@ -540,6 +543,7 @@ def run_access_tcp(args: Args) -> int:
 
 
 def main(argv: list[str]) -> int:
+    record_environment("cloudflared")
     try:
         args = parse(argv)
         if not args.positional and ({"--version", "-v", "-V"} & set(args.flags)):

@@ -4,12 +4,16 @@
 connection with a line naming its server folder, then closing it), prints a vanilla-like ``Done (...)!`` line and reads console commands:
 
 * ``stop``: writes ``level.dat`` (a save counter) and exits 0, like a server saving on stop;
-* ``save-all``: writes ``level.dat``;
+* ``save-all [flush]``: writes ``level.dat``, answering as vanilla does (``Saving the game
+  (this may take a moment!)``, then ``Saved the game``);
+* ``save-off``, ``save-on``: vanilla's answers (``Automatic saving is now disabled``, ...);
 * ``write NAME TEXT``: writes ``data/NAME.txt`` (a player changing the world);
 * anything else: ``Unknown or incomplete command``.
 
-``--ignore-stop`` makes it ignore ``stop`` (to test the kill fallback); ``--start-delay S``
-waits before listening.
+``--ignore-stop`` makes it ignore ``stop`` (to test the kill fallback); ``--mute-saves`` makes
+it ignore the save commands silently (a server whose console phs cannot use); ``--start-delay
+S`` waits before listening. With ``PEERHOST_FAKE_ENV_DIR`` set it records its environment
+(recorded_env.py).
 """
 
 from __future__ import annotations
@@ -21,14 +25,18 @@ import threading
 import time
 from pathlib import Path
 
+from recorded_env import record_environment  # beside this file (run as a script)
+
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--world", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--ignore-stop", action="store_true")
+    parser.add_argument("--mute-saves", action="store_true")
     parser.add_argument("--start-delay", type=float, default=0.0)
     args = parser.parse_args()
+    record_environment("server")
     world: Path = args.world
     world.mkdir(parents=True, exist_ok=True)
     saves = 0
@@ -65,9 +73,15 @@ def main() -> int:
             save()
             print("[Server thread/INFO]: Saving worlds", flush=True)
             return 0
+        if words[0] in ("save-all", "save-off", "save-on") and args.mute_saves:
+            continue
         if words[0] == "save-all":
+            print("[Server thread/INFO]: Saving the game (this may take a moment!)", flush=True)
             save()
             print("[Server thread/INFO]: Saved the game", flush=True)
+        elif words[0] in ("save-off", "save-on"):
+            state = "disabled" if words[0] == "save-off" else "enabled"
+            print(f"[Server thread/INFO]: Automatic saving is now {state}", flush=True)
         elif words[0] == "write" and len(words) >= 3:
             (world / "data").mkdir(exist_ok=True)
             (world / "data" / f"{words[1]}.txt").write_text(" ".join(words[2:]) + "\n")

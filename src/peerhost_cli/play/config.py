@@ -12,6 +12,8 @@ server command differs from one player's machine to the next)::
     address = "192.168.1.20:25565" # with tunnel = "direct": what friends connect to
     snapshot_minutes = 10
     ttl = 60
+    max_quiet_wait = 60            # without RCON: seconds a snapshot waits for quiet files
+    console_save = true            # then: save-off / save-all flush / save-on on the console
 
 Flags override the file; the file overrides the defaults.
 """
@@ -50,6 +52,11 @@ class HostConfig:
         snapshot_minutes: snapshot and push this often while hosting.
         ttl: seconds of the lease; it is renewed about every third of that.
         quiet_seconds: without RCON, snapshot only once the world files were this long unchanged.
+        max_quiet_wait: without RCON, seconds a snapshot waits for quiet files; past that it is
+            taken through the server console (``console_save``), else the host keeps waiting
+            and says so (status panel, lease).
+        console_save: the server reads console commands on its stdin (as a server started by
+            ``phs host`` does) and answers ``save-all flush`` with ``Saved the game``.
         ready_timeout: seconds the server may take to become ready.
         stop_timeout: seconds the server may take to stop after ``stop`` before it is killed.
         cloudflared: the cloudflared executable.
@@ -65,6 +72,8 @@ class HostConfig:
     snapshot_minutes: float = 10.0
     ttl: float = 60.0
     quiet_seconds: float = 5.0
+    max_quiet_wait: float = 60.0
+    console_save: bool = True
     ready_timeout: float = 300.0
     stop_timeout: float = 60.0
     cloudflared: str = "cloudflared"
@@ -86,7 +95,8 @@ def split_command(value: str | list[str], where: str) -> tuple[str, ...]:
 
 _KINDS: dict[str, type | tuple[type, ...]] = {
     "remote": str, "tunnel": str, "address": str, "port": int, "snapshot_minutes": (int, float),
-    "ttl": (int, float), "quiet_seconds": (int, float), "ready_timeout": (int, float),
+    "ttl": (int, float), "quiet_seconds": (int, float), "max_quiet_wait": (int, float),
+    "console_save": bool, "ready_timeout": (int, float),
     "stop_timeout": (int, float), "cloudflared": str, "holder": str, "server_dir": str,
 }
 
@@ -117,7 +127,7 @@ def load_host_config(path: Path) -> HostConfig:
             values[name] = split_command(value, str(path))
             continue
         kind = _KINDS[name]
-        if not isinstance(value, kind) or isinstance(value, bool):
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             raise ConfigError(f"{path}: [host] {key} has the wrong type ({type(value).__name__})")
         values[name] = Path(str(value)) if name == "server_dir" else value
     if values.get("server_dir") is not None and not values["server_dir"].is_absolute():

@@ -3,6 +3,7 @@ stopped gracefully (``stop`` on its console), killed only when it will not stop.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -19,11 +20,18 @@ from peerhost_store.errors import PeerhostError
 READY = re.compile(r"\bDone \(\d+[.,]?\d*s\)!")
 
 
+def helper_environment() -> dict[str, str]:
+    """This process's environment less phs's own variables (``PHS_TOKEN`` above all): the
+    server runs mods and plugins, and neither it nor cloudflared has any use for a token."""
+    return {name: value for name, value in os.environ.items()
+            if not name.upper().startswith("PHS_")}
+
+
 def spawn(command: Sequence[str], *, stdin: int, cwd: Path | None = None) -> subprocess.Popen[str]:
     """Start a helper process (the server, cloudflared) in its own process group, its stderr
-    merged into a line-buffered text stdout. The own group keeps a Ctrl-C in this terminal
-    from reaching it: phs decides how and when it stops."""
-    kwargs: dict[str, object] = {}
+    merged into a line-buffered text stdout, with :func:`helper_environment`. The own group
+    keeps a Ctrl-C in this terminal from reaching it: phs decides how and when it stops."""
+    kwargs: dict[str, object] = {"env": helper_environment()}
     if sys.platform == "win32":
         kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
     else:
@@ -61,6 +69,9 @@ class GameServer:
         self._proc: subprocess.Popen[str] | None = None
         self._stdin_lock = threading.Lock()
         self._reader: threading.Thread | None = None
+        #: (pattern, event) pairs of :meth:`ask` calls waiting for an answer line.
+        self._waiters: list[tuple[re.Pattern[str], threading.Event]] = []
+        self._waiters_lock = threading.Lock()
 
     def start(self) -> None:
         """Start the command. Its own process group keeps a Ctrl-C in this terminal from
@@ -80,6 +91,10 @@ class GameServer:
             self.tail.append(line)
             if READY.search(line):
                 self.ready.set()
+            with self._waiters_lock:
+                for pattern, seen in self._waiters:
+                    if pattern.search(line):
+                        seen.set()
             self.on_line(line)
 
     @property
@@ -135,6 +150,18 @@ class GameServer:
                 return True
             except (OSError, ValueError):  # closed pipe: the server is exiting
                 return False
+
+    def ask(self, command: str, answer: re.Pattern[str], timeout: float) -> bool:
+        """Type ``command``; True once a console line printed after it matches ``answer``,
+        False when none did within ``timeout`` s or the console is gone."""
+        waiter = (answer, threading.Event())
+        with self._waiters_lock:
+            self._waiters.append(waiter)
+        try:
+            return self.send(command) and waiter[1].wait(timeout)
+        finally:
+            with self._waiters_lock:
+                self._waiters.remove(waiter)
 
     def wait(self, timeout: float) -> int | None:
         """Wait up to ``timeout`` s for it to exit; its exit code, or None."""

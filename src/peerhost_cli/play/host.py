@@ -7,7 +7,10 @@
 4. Start the tunnel and publish its address on the lease.
 5. Keep the lease renewed (:class:`~.keeper.LeaseKeeper`).
 6. Every ``snapshot_minutes``, and when someone asks for a sync: a consistent snapshot
-   (:mod:`.saving`), then a push.
+   (:mod:`.saving`), then a push. Without RCON it waits for quiet files, at most
+   ``max_quiet_wait`` s, then saves through the server console (``console_save``); a server
+   without either keeps the snapshot waiting, shown in the panel and on the lease
+   (:mod:`.waiting`).
 7. On Ctrl-C / SIGTERM or when the server exits: stop the server, snapshot, push, release.
 8. If the lease is lost: stop the server at once, snapshot locally, never push, and say how to
    reconcile.
@@ -20,8 +23,9 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from peerhost_store.errors import PeerhostError
 from peerhost_store.repo import Repository
@@ -41,9 +45,16 @@ from ..cmd_sync import push_with_lease
 from .config import HostConfig, load_properties
 from .game import GameServer, forward_console
 from .keeper import LeaseKeeper
-from .saving import SaveControl, SaveControlError, save_control
+from .saving import (
+    ConsoleSaveControl,
+    QuietFilesControl,
+    SaveControl,
+    SaveControlError,
+    save_control,
+)
 from .tunnel import Published, Tunnel, TunnelError, TunnelSettings, make_tunnel
 from .view import HostStatus, View
+from .waiting import GAME_KEY, SyncWait
 
 #: How often the loop looks at the server, the lease and the clock.
 TICK = 0.5
@@ -107,9 +118,19 @@ class Host:
         props = load_properties(self.server_dir / "server.properties")
         self.port = config.port or props.port
         self.saver: SaveControl = save_control(props, config.quiet_seconds, view.event)
-        self.status = HostStatus(remote.session, self.holder, saving=self.saver.kind)
+        #: Without RCON, a server that reads its console: the fallback past max_quiet_wait
+        #: (set once the server runs; dropped when it does not answer).
+        self.console_save = config.console_save and isinstance(self.saver, QuietFilesControl)
+        self._console: ConsoleSaveControl | None = None
+        saving = self.saver.kind + (f", then the server console after {config.max_quiet_wait:g} s"
+                                    if self.console_save else "")
+        self.status = HostStatus(remote.session, self.holder, saving=saving)
         self._lease = lease
         self.keeper: LeaseKeeper | None = None
+        self._address: str | None = None
+        self._game: dict[str, Any] = {}
+        self._wait: SyncWait | None = None
+        self._wait_started = 0.0
 
     # -- the run --------------------------------------------------------------------------
 
@@ -126,8 +147,9 @@ class Host:
             if lease is None:
                 return 130  # stopped while waiting as standby
             self.status.fencing = lease.fencing
-            save_lease(meta_dir(self.repo), self.remote,
-                       {"fencing": lease.fencing, "holder": lease.holder, "ttl": lease.ttl})
+            # Marked as the host's: phs lock acquire in this world must not take it over.
+            save_lease(meta_dir(self.repo), self.remote, {
+                "fencing": lease.fencing, "holder": lease.holder, "ttl": lease.ttl, "host": True})
             keeper = self.keeper = LeaseKeeper(lambda: connect_remote(self.remote), lease, sent,
                                                clock=self.clock, log=self.view.event)
             self.status.lease_left = keeper.seconds_left
@@ -211,6 +233,8 @@ class Host:
         try:
             server.start()
             self.view.event(f"started the server (pid {server.pid}) in {self.server_dir}")
+            if self.console_save:
+                self._console = ConsoleSaveControl(server)
             forward_console(server, self.stop)
             try:
                 server.wait_ready(self.config.ready_timeout, self.stop)
@@ -232,7 +256,8 @@ class Host:
             self.port, self.config.address, self.config.cloudflared, log=lambda _: None))
         published: Published = tunnel.start()
         self.status.address, self.status.via = published.address, published.via
-        self.keeper.publish(published.address, {"tunnel": published.via, "port": self.port})
+        self._address, self._game = published.address, {"tunnel": published.via, "port": self.port}
+        self._publish()
         if published.address:
             self.view.event(f"published {published.address} ({published.via}); friends run: "
                             f"phs join")
@@ -243,6 +268,8 @@ class Host:
         keeper = self.keeper
         interval = self.config.snapshot_minutes * 60
         due = self.clock() + interval
+        owed: str | None = None  # why a snapshot is owed and not taken yet
+        retry_at = 0.0
         while True:
             if self.stop.is_set():
                 return Stop("stopped")
@@ -255,31 +282,76 @@ class Host:
                 self.view.event("the tunnel died; starting a new one")
                 tunnel.stop()
                 tunnel = self._start_tunnel()
-            asked = keeper.sync_requested.is_set()
-            if asked or self.clock() >= due:
+            if keeper.sync_requested.is_set():
                 keeper.sync_requested.clear()
-                if self._live_sync(client, server, tunnel, "sync requested" if asked else "periodic"):
-                    due = self.clock() + interval
+                owed, retry_at = "sync requested", 0.0
+            elif owed is None and self.clock() >= due:
+                owed = "snapshot due"
+            if owed is not None and self.clock() >= retry_at:
+                if self._live_sync(client, server, tunnel, owed):
+                    owed, due = None, self.clock() + interval
                 else:
-                    due = self.clock() + QUIET_RETRY
-                    if asked:
-                        keeper.sync_requested.set()  # still owed
+                    retry_at = self.clock() + min(QUIET_RETRY, max(TICK, self.config.max_quiet_wait))
             keeper.changed.wait(TICK)
             keeper.changed.clear()
 
     def _live_sync(self, client: CoordinatorClient, server: GameServer, tunnel: Tunnel,
                    why: str) -> bool:
-        """Step 6; False when the world was not quiet (try again soon)."""
-        if not self.saver.ready(self.repo.world):
+        """Step 6; False while the snapshot has to wait (try again soon)."""
+        saver = self._saver_now(why)
+        if saver is None:
             return False
         try:
-            with self.saver.paused():
+            with saver.paused():
                 self._snapshot(f"hosting ({why})")
         except SaveControlError as exc:
-            self.view.event(f"could not pause saving: {exc}; trying again later")
+            if saver is self._console:
+                self._console = None
+                self.view.event(f"{exc}; phs will not type on it again and waits for quiet files")
+            else:
+                self.view.event(f"could not pause saving: {exc}; trying again later")
             return False
+        self._set_wait(None)
         self._push(client, server, tunnel)
         return True
+
+    def _saver_now(self, why: str) -> SaveControl | None:
+        """How to snapshot now, or None: wait (said in the panel and on the lease)."""
+        if self.saver.ready(self.repo.world):
+            return self.saver
+        wait = self._wait
+        if wait is None or wait.reason != why:
+            if wait is None:
+                self._wait_started = self.clock()
+            self.view.event(f"{why}: waiting for quiet files (unchanged for "
+                            f"{self.config.quiet_seconds:g} s)")
+            self._set_wait(wait := SyncWait(why, time.time(), wait.overdue if wait else False))
+        waited = self.clock() - self._wait_started
+        if waited < self.config.max_quiet_wait:
+            return None
+        if self._console is not None:
+            self.view.event(f"waited {waited:.0f} s for quiet files: saving through the server "
+                            "console (save-off, save-all flush)")
+            return self._console
+        if not wait.overdue:
+            self.view.event(f"waited {waited:.0f} s for quiet files; with no RCON and no console "
+                            "save phs cannot pause the server, so it keeps waiting (enable RCON "
+                            "in server.properties, or console_save in peerhost.toml)")
+            self._set_wait(replace(wait, overdue=True))
+        return None
+
+    def _set_wait(self, wait: SyncWait | None) -> None:
+        if wait != self._wait:
+            self._wait = self.status.wait = wait
+            self._publish()
+
+    def _publish(self) -> None:
+        """The address, the tunnel and any wait, on the lease with the next renewal (now)."""
+        assert self.keeper is not None
+        game = dict(self._game)
+        if self._wait is not None:
+            game[GAME_KEY] = self._wait.to_json()
+        self.keeper.publish(self._address, game)
 
     # -- snapshots and pushes -------------------------------------------------------------
 

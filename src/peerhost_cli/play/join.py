@@ -17,6 +17,7 @@ from peerhost_store.sync.client import CoordinatorClient, CoordinatorUnavailable
 
 from .tunnel import Access, TunnelError
 from .view import View
+from .waiting import SyncWait
 
 #: How often the joiner looks at the lease.
 POLL = 1.0
@@ -37,12 +38,15 @@ class Follower:
         #: (holder, address, via) last followed; None before the first look.
         self.target: tuple[str | None, str | None, str | None] | None = None
         self.access: Access | None = None
+        #: The host's owed snapshot last said (a sync someone asked for, waiting for quiet files).
+        self.wait: SyncWait | None = None
 
     def follow(self, lease: Lease | None) -> None:
         """Adjust to the lease now on the coordinator."""
         via = lease.game.get("tunnel") if lease is not None and isinstance(lease.game, dict) else None
         target = (lease.holder if lease else None, lease.address if lease else None, via)
         if target == self.target and (self.access is None or self.access.alive()):
+            self._say_wait(lease)
             return
         changed = target != self.target
         self.close()
@@ -59,6 +63,17 @@ class Follower:
         self.target = target
         if changed:
             self._announce(lease, target)
+        self._say_wait(lease)
+
+    def _say_wait(self, lease: Lease | None) -> None:
+        wait = SyncWait.from_lease(lease)
+        if wait == self.wait:
+            return
+        if lease is not None and wait is not None:
+            self.view.event(f"{lease.holder}: {wait.describe()}")
+        elif lease is not None:
+            self.view.event(f"{lease.holder} is no longer waiting for quiet files")
+        self.wait = wait
 
     def _announce(self, lease: Lease | None, target: tuple[str | None, str | None, str | None]) -> None:
         holder, address, via = target

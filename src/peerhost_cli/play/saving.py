@@ -3,14 +3,17 @@
 With RCON (``enable-rcon=true`` in ``server.properties``) the server is told to flush
 everything and stop writing (``save-off``, ``save-all flush``) for the moment of the snapshot,
 and to write again (``save-on``) afterwards, also when the snapshot failed. Without RCON,
-phs cannot stop the server writing: it snapshots only once the world's files have been
-unchanged for a while (and always after the server has stopped).
+phs snapshots once the world's files have been unchanged for a while (and always after the
+server has stopped); when they stay busy past ``max_quiet_wait`` (people play), the host types
+the same commands on the server's console instead (:class:`ConsoleSaveControl`), if the
+server reads it: ``console_save`` in ``peerhost.toml``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +29,9 @@ from .config import ServerProperties
 
 #: What an RCON request may take: ``save-all flush`` of a big world takes seconds.
 RCON_TIMEOUT = 60.0
+#: What vanilla, Paper, Fabric and Forge print once ``save-all flush`` wrote the world (a chat
+#: line reads ``]: <name> Saved the game`` and does not match).
+SAVED = re.compile(r"\]: Saved the game\b")
 
 
 class SaveControlError(PeerhostError):
@@ -100,6 +106,41 @@ class RconSaveControl:
                 self.log(f"rcon: save-on failed ({exc}); retrying")
                 time.sleep(1 + attempt)
         self.log("rcon: could not re-enable saving: type save-on in the server console")
+
+
+class Console(Protocol):
+    """A server console phs can type on (:class:`~.game.GameServer`)."""
+
+    def send(self, command: str) -> bool: ...
+
+    def ask(self, command: str, answer: re.Pattern[str], timeout: float) -> bool: ...
+
+
+class ConsoleSaveControl:
+    """``save-off`` + ``save-all flush`` ... ``save-on`` typed on the server's console, for a
+    server without RCON. The snapshot waits for ``Saved the game``: no answer, no snapshot."""
+
+    kind = "server console"
+
+    def __init__(self, console: Console, *, timeout: float = RCON_TIMEOUT) -> None:
+        self.console = console
+        self.timeout = timeout
+
+    def ready(self, world: Path) -> bool:
+        return True
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        try:
+            # The server runs console commands in order: once save-all flush answers, saving
+            # is off and everything is written.
+            if not (self.console.send("save-off")
+                    and self.console.ask("save-all flush", SAVED, self.timeout)):
+                raise SaveControlError(f"the server console did not answer save-all flush with "
+                                       f"'Saved the game' within {self.timeout:g} s")
+            yield
+        finally:
+            self.console.send("save-on")  # also when save-off took effect but no answer came
 
 
 class QuietFilesControl:

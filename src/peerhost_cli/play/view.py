@@ -13,7 +13,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from ..common import ago
 from ..output import human_bytes, out
+from .waiting import SyncWait
 
 
 @dataclass
@@ -27,6 +29,7 @@ class HostStatus:
     address: str | None = None
     via: str | None = None
     saving: str | None = None
+    wait: SyncWait | None = None
     lease_left: Callable[[], float] | None = None
     last_snapshot: str | None = None
     last_snapshot_at: float | None = None
@@ -36,10 +39,7 @@ class HostStatus:
 
 
 def _ago(at: float | None) -> str:
-    if at is None:
-        return "never"
-    seconds = int(time.time() - at)
-    return f"{seconds} s ago" if seconds < 120 else f"{seconds // 60} min ago"
+    return "never" if at is None else ago(at)
 
 
 def render(status: HostStatus) -> Table:
@@ -53,6 +53,7 @@ def render(status: HostStatus) -> Table:
         ("address", f"{status.address or '-'}" + (f" via {status.via}" if status.via else "")),
         ("lease", "-" if left is None else f"{left:.0f} s left"),
         ("saving", status.saving or "-"),
+        *([("waiting", status.wait.describe())] if status.wait is not None else []),
         ("snapshot", f"{status.last_snapshot or '-'} ({_ago(status.last_snapshot_at)})"),
         ("push", (f"{status.pushes} pushes, last {_ago(status.last_push_at)}, "
                   f"{human_bytes(status.bytes_sent)} sent")),
