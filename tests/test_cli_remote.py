@@ -19,7 +19,8 @@ import httpx
 import pytest
 from worldfs_helpers import make_world
 
-from peerhost_cli.cmd_serve import BackgroundCoordinator, default_data_dir, parse_bind
+from peerhost_cli.cmd_serve import default_data_dir, parse_bind
+from peerhost_server.background import BackgroundCoordinator
 from peerhost_cli.main import main
 from peerhost_store.repo import Repository
 
@@ -407,7 +408,7 @@ def test_lock_acquire_refuses_to_fence_out_the_same_holder_elsewhere(
 def test_the_suite_never_touches_the_real_config_folder() -> None:
     import platformdirs
 
-    from peerhost_cli.credentials import config_dir
+    from peerhost_store.sync.credentials import config_dir
 
     configured = os.environ.get("PHS_CONFIG_DIR")
     assert configured and Path(configured).is_dir()

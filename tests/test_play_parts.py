@@ -25,7 +25,7 @@ from peerhost_cli.play.config import (
     parse_properties,
 )
 from peerhost_cli.play.game import GameServer, GameServerError
-from peerhost_cli.play.keeper import LeaseKeeper
+from peerhost_store.sync.keeper import LeaseKeeper
 from peerhost_cli.play.saving import (
     ConsoleSaveControl,
     QuietFilesControl,

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from test_sync_support import Server, make_session, new_repo, running
 from worldutil import HISTORIES, replace_world, world_content
 
-from peerhost_cli.cmd_sync import chunks_text, chunk_counts
+from peerhost_cli.reports import chunk_counts, chunks_text
 from peerhost_server import Limits
 from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.maintenance import walk

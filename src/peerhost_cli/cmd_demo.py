@@ -18,10 +18,9 @@ from rich.table import Table
 from peerhost_store.diff import ChunkChange, summarize
 from peerhost_store.ids import ObjectId
 from peerhost_store.repo import Repository
-from peerhost_store.sync.transfer import PullReport, PushReport, pull
-from peerhost_store.worldfs import STORE_DIR
-
-from .cmd_remote import (
+from peerhost_store.sync.credentials import Credentials
+from peerhost_store.sync.leasing import PUSH_TTL, push_with_lease, remote_rollback
+from peerhost_store.sync.remotes import (
     DEFAULT_REMOTE,
     Remote,
     clone,
@@ -29,13 +28,13 @@ from .cmd_remote import (
     connect_remote,
     remember_token,
     save_remotes,
-    wire_json,
 )
-from .cmd_serve import BackgroundCoordinator
-from .cmd_sync import PUSH_TTL, chunk_counts, chunks_text, push_with_lease, remote_rollback
+from peerhost_store.sync.transfer import PullReport, PushReport, pull
+from peerhost_store.worldfs import STORE_DIR
+
 from .common import Subparsers, short
-from .credentials import Credentials
 from .output import emit_json, human_bytes, out
+from .reports import chunk_counts, chunks_text, wire_json
 
 T = TypeVar("T")
 
@@ -145,6 +144,8 @@ def _chunks(report: PushReport | PullReport) -> str:
 def _demo_sync(args: argparse.Namespace, base: Path, world_a: Path, first: ObjectId,
                first_root: ObjectId, steps: _Steps) -> dict[str, Any]:
     """Peer A (the demo world, owner) and peer B (a member) share it through a coordinator."""
+    from peerhost_server.background import BackgroundCoordinator  # the server extra
+
     world_b = base / "peer-b"
     with BackgroundCoordinator(base / "coordinator") as coord:
         assert coord.admin_token is not None  # a fresh data folder
@@ -180,7 +181,11 @@ def _demo_sync(args: argparse.Namespace, base: Path, world_a: Path, first: Objec
                     f"took a {PUSH_TTL:.0f} s lease, released it")
 
         steps.run("A push", lambda: push_from(world_a, remote_a, "peer-a"), say_push)
-        steps.run("B clone", lambda: clone(world_b, remote_b, credentials=credentials),
+        def clone_b() -> tuple[PullReport, dict[str, int]]:
+            report, client = clone(world_b, remote_b, credentials=credentials)
+            return report, wire_json(client)
+
+        steps.run("B clone", clone_b,
                   lambda r: f"{r[0].objects_received} objects ({human_bytes(r[0].object_bytes)}) "
                             f"received{_chunks(r[0])}, {_wire(r[1])}; "
                             f"{r[0].restored.written if r[0].restored else 0} files written")

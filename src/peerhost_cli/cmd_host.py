@@ -12,17 +12,9 @@ from types import FrameType
 
 from peerhost_store.repo import Repository
 from peerhost_store.sync.client import Lease
+from peerhost_store.sync.remotes import Remote, connect_remote, holder_name, meta_dir, pick_remote
 
-from .cmd_remote import (
-    Remote,
-    UsageError,
-    connect_remote,
-    holder_name,
-    meta_dir,
-    pick_remote,
-    token_from,
-)
-from .common import Subparsers
+from .common import Subparsers, UsageError, token_from
 from .play.config import CONFIG_FILE, HostConfig, load_host_config, split_command
 from .play.host import Host
 from .play.join import run_join

@@ -14,10 +14,9 @@ import argparse
 import dataclasses
 from typing import Any
 
-from peerhost_store.errors import PeerhostError
-from peerhost_store.sync.client import CoordinatorClient, Lease, LeaseLost
-
-from .cmd_remote import (
+from peerhost_store.sync.client import Lease, LeaseLost
+from peerhost_store.sync.leasing import acquire_for_world
+from peerhost_store.sync.remotes import (
     NoRemote,
     Remote,
     connect_remote,
@@ -27,6 +26,7 @@ from .cmd_remote import (
     pick_remote,
     save_lease,
 )
+
 from .common import Subparsers, open_repo
 from .output import emit_json, out
 
@@ -86,47 +86,14 @@ def _say_lease(verb: str, remote: Remote, lease: Lease) -> None:
               + (f", address {lease.address}" if lease.address else ""), markup=False)
 
 
-class HeldElsewhere(PeerhostError):
-    """``phs lock acquire`` would fence out a lease its holder name holds elsewhere.
-
-    Attributes:
-        lease: that lease.
-    """
-
-    def __init__(self, remote: Remote, lease: Lease) -> None:
-        self.lease = lease
-        super().__init__(
-            f"{lease.holder} (member {lease.member}) already holds the lease of session "
-            f"{remote.session} elsewhere (another world, or a running phs host), "
-            f"{lease.expires_in:.0f} s left; taking it would fence that one out: pass --force "
-            f"to take it anyway")
-
-
-def _refuse_if_held_elsewhere(client: CoordinatorClient, remote: Remote, holder: str,
-                              remembered: dict[str, Any] | None) -> None:
-    current = client.lease_status().lease
-    if current is None or current.holder != holder:
-        return  # free, or someone else's: the coordinator decides
-    # Ours only if this world took it with phs lock acquire: a lease remembered by a running
-    # phs host or by a push in progress belongs to that process.
-    ours = (remembered is not None and remembered["fencing"] == current.fencing
-            and not remembered.get("temporary") and not remembered.get("host"))
-    if not ours:
-        raise HeldElsewhere(remote, current)
-
-
 def run_acquire(args: argparse.Namespace) -> int:
     with open_repo(args) as repo:
         base = meta_dir(repo)
     remote = pick_remote(base, args.remote)
     holder = args.holder or holder_name()
     with connect_remote(remote) as client:
-        if not args.force:
-            _refuse_if_held_elsewhere(client, remote, holder, load_lease(base, remote))
-        if args.standby:
-            got: Lease | int = client.standby(holder, args.ttl, address=args.address)
-        else:
-            got = client.acquire(holder, args.ttl, address=args.address)
+        got = acquire_for_world(client, base, remote, holder, args.ttl, address=args.address,
+                                standby=args.standby, force=args.force)
     if isinstance(got, int):
         if args.json:
             emit_json({**remote.public(), "queued": True, "position": got, "holder": holder})
@@ -134,7 +101,6 @@ def run_acquire(args: argparse.Namespace) -> int:
             out.print(f"queued as standby, position {got}; when the lease ends you get a short "
                       "window to take it (run phs lock acquire again)", markup=False)
         return 0
-    save_lease(base, remote, {"fencing": got.fencing, "holder": got.holder, "ttl": got.ttl})
     if args.json:
         emit_json({**remote.public(), "lease": lease_json(got)})
     else:

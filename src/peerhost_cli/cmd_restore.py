@@ -1,14 +1,21 @@
-"""phs checkout, phs restore, phs rollback."""
+"""phs checkout, phs restore, phs rollback (of the world, or with --remote of the session)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from peerhost_store.errors import NotFound
+from peerhost_store.ids import ObjectId, from_hex
+from peerhost_store.repo import Repository
 from peerhost_store.restore import RestoreResult
+from peerhost_store.sync.leasing import remote_rollback
+from peerhost_store.sync.remotes import connect_remote, holder_name, meta_dir, pick_remote
+from peerhost_store.sync.transfer import pull
 
-from .common import Subparsers, open_repo, short
+from .common import Subparsers, fencing_of, open_repo, short
 from .output import emit_json, err, human_bytes, out, progress_bar
+from .reports import print_pull, pull_json, wire_json
 
 
 def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -27,6 +34,11 @@ def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
         help="make head an older snapshot's world, as a new snapshot, and restore it",
     )
     p.add_argument("snapshot")
+    p.add_argument("--remote", nargs="?", const="", default=None, metavar="REMOTE",
+                   help="roll back the session on the coordinator (owner or lease holder), "
+                        "then pull")
+    p.add_argument("--fencing", type=int, default=None,
+                   help="with --remote: the fencing token of a lease you hold")
     p.set_defaults(func=run_rollback)
 
 
@@ -68,6 +80,8 @@ def run_restore(args: argparse.Namespace) -> int:
 
 
 def run_rollback(args: argparse.Namespace) -> int:
+    if args.remote is not None:
+        return _run_remote_rollback(args)
     with open_repo(args) as repo, progress_bar("rollback", enabled=not args.json, as_bytes=False) as bar:
         oid = repo.resolve(args.snapshot)
         result = repo.rollback(oid, progress=bar)
@@ -80,4 +94,35 @@ def run_rollback(args: argparse.Namespace) -> int:
         out.print(f"unsnapshotted changes were saved first as snapshot {short(result.safety)}")
     out.print(_say(f"rolled back to {short(oid)}; head is now {short(result.oid)} "
                    f"(undo with: phs rollback {short(result.safety or oid)})", result.restored))
+    return 0
+
+
+def _target(repo: Repository, spec: str) -> ObjectId:
+    try:
+        return repo.resolve(spec)
+    except NotFound:
+        text = spec.strip().lower()
+        if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
+            return from_hex(text)  # not here, but the coordinator may have it
+        raise
+
+
+def _run_remote_rollback(args: argparse.Namespace) -> int:
+    with open_repo(args) as repo:
+        base = meta_dir(repo)
+        remote = pick_remote(base, args.remote or None)
+        target = _target(repo, args.snapshot)
+        with connect_remote(remote) as client, \
+                progress_bar("pull", enabled=not args.json, as_bytes=False) as bar:
+            new_head, lease = remote_rollback(client, target, fencing=fencing_of(args, base, remote),
+                                              holder=holder_name())
+            report = pull(repo, client, progress=bar)
+            wire = wire_json(client)
+    if args.json:
+        emit_json({"target": target.hex(), "session_head": new_head.hex(), "lease": lease,
+                   "pull": pull_json(remote, report, wire)})
+        return 0
+    out.print(f"session {remote.session} rolled back to {short(target)}: its head is now "
+              f"{short(new_head)} (nothing deleted; undo with another rollback)", markup=False)
+    print_pull(remote, report, wire)
     return 0

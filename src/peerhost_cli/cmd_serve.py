@@ -1,26 +1,19 @@
-"""phs serve, phs session create|list|invite|revoke; a coordinator in a background thread."""
+"""phs serve, phs session create|list|invite|revoke."""
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
 import os
-import socket
 import sys
-import threading
-import time
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
 
 from rich.table import Table
 
-from .cmd_remote import UsageError, check_url, connect
-from .common import Subparsers, when
-from .output import emit_json, err, out
+from peerhost_store.sync.remotes import check_url, connect
 
-if TYPE_CHECKING:  # the server (starlette, prometheus) is imported only when one is run
-    from peerhost_server import Limits
+from .common import Subparsers, UsageError, when
+from .output import emit_json, err, out
 
 DEFAULT_BIND = "127.0.0.1:8000"
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -174,67 +167,3 @@ def run_revoke(args: argparse.Namespace) -> int:
     else:
         out.print(f"revoked {args.member}'s token in {args.session}", markup=False)
     return 0
-
-
-# -- a coordinator in this process ----------------------------------------------------------
-
-
-class BackgroundCoordinator:
-    """A coordinator served by uvicorn in a background thread, on a free port (demo, tests).
-
-    >>> with BackgroundCoordinator(Path("data")) as c:   # doctest: +SKIP
-    ...     print(c.url, c.admin_token)
-    """
-
-    def __init__(self, data_dir: Path, *, host: str = "127.0.0.1", port: int = 0,
-                 limits: Limits | None = None) -> None:
-        self.data_dir = data_dir
-        self.host = host
-        self.port = port
-        self.limits = limits
-        self.admin_token: str | None = None
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
-        self._app: Any = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def __enter__(self) -> Self:
-        import uvicorn
-
-        from peerhost_server import Limits, create_app
-
-        self._app = create_app(self.data_dir, limits=self.limits or Limits())
-        self.admin_token = self._app.state.admin_token
-        # Bind here so the port is known (port 0: any free one) and nobody can take it first.
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
-        sock.bind((self.host, self.port))
-        self.port = int(sock.getsockname()[1])
-        # log_config=None: leave the process's logging alone; no access log (ours has it).
-        config = uvicorn.Config(self._app, log_config=None, access_log=False,
-                                log_level="warning", lifespan="on")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
-                                        name="phs-coordinator", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self._stop()
-                raise OSError(f"the coordinator did not start on {self.url}")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._stop()
-
-    def _stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-        if self._app is not None:
-            self._app.state.coordinator.close()  # idempotent; the lifespan normally did it

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from peerhost_store.errors import PeerhostError
 from peerhost_store.ids import ObjectId
 from peerhost_store.objects import Snapshot
 from peerhost_store.repo import Repository
+from peerhost_store.sync.leasing import remembered_fencing
+from peerhost_store.sync.remotes import Remote
 
 Subparsers = Any  # argparse's _SubParsersAction is private
+
+
+class UsageError(PeerhostError):
+    """A command was given options that cannot work together, or is missing one (exit 2)."""
 
 
 def open_repo(args: argparse.Namespace) -> Repository:
@@ -48,3 +57,18 @@ def ago(seconds: float, now: float | None = None) -> str:
     if delta < 7200:
         return f"{delta // 60} min ago"
     return f"{delta // 3600} h ago"
+
+
+def fencing_of(args: argparse.Namespace, base: Path, remote: Remote) -> int | None:
+    """``--fencing``, else the lease ``phs lock acquire`` remembered in the world's ``base``."""
+    if args.fencing is not None:
+        return int(args.fencing)
+    return remembered_fencing(base, remote)
+
+
+def token_from(args: argparse.Namespace) -> str:
+    """``--token``, else ``$PHS_TOKEN``. Raises UsageError without either."""
+    token = args.token or os.environ.get("PHS_TOKEN")
+    if not token:
+        raise UsageError("a token is needed: --token or the PHS_TOKEN environment variable")
+    return str(token)

@@ -37,6 +37,8 @@ from peerhost_store.sync.client import (
     LeaseLost,
     Unauthorized,
 )
+from peerhost_store.sync.leasing import HeldElsewhere
+from peerhost_store.sync.remotes import BadRemote, NoToken
 from peerhost_store.sync.transfer import Diverged
 from peerhost_store.worldfs import UnsafePath
 
@@ -51,8 +53,7 @@ from . import (
     cmd_serve,
     cmd_sync,
 )
-from .cmd_lock import HeldElsewhere
-from .cmd_remote import UsageError
+from .common import UsageError
 from .output import err
 from .play.host import HostingEnded
 
@@ -80,7 +81,6 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    # cmd_sync after cmd_restore: it adds --remote to `phs rollback`.
     for module in (cmd_history, cmd_diff, cmd_restore, cmd_maintenance, cmd_serve, cmd_remote,
                    cmd_sync, cmd_lock, cmd_host):
         module.register(commands, common)
@@ -120,7 +120,7 @@ def _exit_code(exc: BaseException) -> int:
         return EXIT_UNREACHABLE
     if isinstance(exc, CoordinatorError) and exc.status == 404:
         return EXIT_NOT_FOUND  # no such session, member or snapshot on the coordinator
-    if isinstance(exc, UsageError):
+    if isinstance(exc, (UsageError, NoToken, BadRemote)):
         return EXIT_USAGE
     return EXIT_ERROR
 

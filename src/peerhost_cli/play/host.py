@@ -5,7 +5,8 @@
    and a history that diverged stops here, before anything is overwritten.
 3. Start the server command and wait until it is ready.
 4. Start the tunnel and publish its address on the lease.
-5. Keep the lease renewed (:class:`~.keeper.LeaseKeeper`).
+5. Keep the lease renewed (:class:`~peerhost_store.sync.keeper.LeaseKeeper`), the only
+   renewals while hosting (pushes use it too).
 6. Every ``snapshot_minutes``, and when someone asks for a sync: a consistent snapshot
    (:mod:`.saving`), then a push. Without RCON it waits for quiet files, at most
    ``max_quiet_wait`` s, then saves through the server console (``console_save``); a server
@@ -38,13 +39,13 @@ from peerhost_store.sync.client import (
     LeaseHeld,
     LeaseLost,
 )
+from peerhost_store.sync.keeper import LeaseKeeper
+from peerhost_store.sync.leasing import push_with_lease
+from peerhost_store.sync.remotes import Remote, connect_remote, holder_name, meta_dir, save_lease
 from peerhost_store.sync.transfer import Diverged, PushReport, pull
 
-from ..cmd_remote import Remote, connect_remote, holder_name, meta_dir, save_lease
-from ..cmd_sync import push_with_lease
 from .config import HostConfig, load_properties
 from .game import GameServer, forward_console
-from .keeper import LeaseKeeper
 from .saving import (
     ConsoleSaveControl,
     QuietFilesControl,
@@ -369,7 +370,7 @@ class Host:
         """Push the local head under the lease; None when the coordinator is unreachable."""
         assert self.keeper is not None
         try:
-            report, _ = push_with_lease(self.repo, client, fencing=self.keeper.fencing,
+            report, _ = push_with_lease(self.repo, client, keeper=self.keeper,
                                         holder=self.holder)
         except CoordinatorUnavailable as exc:
             self.view.event(f"push failed, the coordinator is unreachable ({exc}); "

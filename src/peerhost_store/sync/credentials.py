@@ -32,7 +32,7 @@ from typing import Any
 
 import platformdirs
 
-from peerhost_store.errors import PeerhostError
+from ..errors import PeerhostError
 
 CONFIG_ENV = "PHS_CONFIG_DIR"
 APP_NAME = "peerhost"

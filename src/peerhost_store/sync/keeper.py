@@ -15,7 +15,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from peerhost_store.sync.client import CoordinatorClient, CoordinatorError, Lease, LeaseLost
+from .client import CoordinatorClient, CoordinatorError, Lease, LeaseLost
 
 Connect = Callable[[], AbstractContextManager[CoordinatorClient]]
 
