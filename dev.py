@@ -1,8 +1,10 @@
 """Set-up and entry points for a fresh checkout: ``python3 dev.py demo`` and ``python3 dev.py test``.
 
 Creates (or reuses) ``.venv`` beside this file, installs the project into it when
-``pyproject.toml`` changed since the last install, then runs the demo or the test suite (after
+``pyproject.toml`` or ``constraints.txt`` changed since the last install (pinned by
+``constraints.txt``, so CI installs what was tested), then runs the demo or the test suite (after
 ``npm ci`` in ``e2e/node`` when its lock changed: the end-to-end tests' Minecraft server and bot).
+``python3 dev.py lock`` regenerates ``constraints.txt`` from a fresh resolution (tests/wheels.py).
 Only the standard library is used here, so it runs on any Python >= 3.11 (Windows: ``py dev.py``).
 """
 
@@ -19,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 STAMP = VENV / ".peerhost-installed"
+CONSTRAINTS = ROOT / "constraints.txt"
 
 
 def venv_python() -> Path:
@@ -34,15 +37,19 @@ def ensure_venv() -> Path:
     if not python.exists():
         print(f"creating {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    inputs = (ROOT / "pyproject.toml").read_bytes() + CONSTRAINTS.read_bytes()
+    wanted = hashlib.sha256(inputs).hexdigest()
     if not STAMP.exists() or STAMP.read_text().strip() != wanted:
         print("installing peerhost and its dependencies into .venv", flush=True)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[test]"],
-            check=True,
-        )
+        subprocess.run(install_command(python), check=True)
         STAMP.write_text(wanted)
     return python
+
+
+def install_command(python: Path) -> list[str]:
+    """pip installing the project (editable) with its test extra, pinned by constraints.txt."""
+    return [str(python), "-m", "pip", "install", "--quiet", "-c", str(CONSTRAINTS),
+            "-e", f"{ROOT}[test]"]
 
 
 def ensure_node_packages() -> None:
@@ -64,12 +71,15 @@ def ensure_node_packages() -> None:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("demo", "test", "phs"):
-        print("usage: python3 dev.py demo [phs demo options] | test [pytest options] | phs ARGS")
+    if not argv or argv[0] not in ("demo", "test", "phs", "lock"):
+        print("usage: python3 dev.py demo [phs demo options] | test [pytest options] | phs ARGS"
+              " | lock")
         return 2
     python = ensure_venv()
     command, rest = argv[0], argv[1:]
-    if command == "test":
+    if command == "lock":
+        cmd = [str(python), str(ROOT / "tests" / "wheels.py"), "lock"]
+    elif command == "test":
         ensure_node_packages()
         cmd = [str(python), "-m", "pytest", *rest]
     elif command == "demo":

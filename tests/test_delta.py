@@ -1,18 +1,19 @@
 from __future__ import annotations
 
 import random
+import struct
 import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-import amulet_nbt as nbt
 import msgpack
 import pytest
 import zstandard
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from peerhost_store import nbt
 from peerhost_store.chunk import compress
 from peerhost_store.errors import PeerhostError
 from peerhost_store.ids import ObjectId, hash_bytes
@@ -37,46 +38,39 @@ from peerhost_store.sync.delta import (
 MIB = 1 << 20
 
 
-def long_array(values: list[int]) -> nbt.LongArrayTag:
-    return nbt.LongArrayTag(values)  # type: ignore[no-untyped-call]
+def long_array(values: list[int]) -> nbt.Leaf:
+    return nbt.LONG_ARRAY, struct.pack(f">{len(values)}q", *values)
 
 
-def byte_array(values: list[int]) -> nbt.ByteArrayTag:
-    return nbt.ByteArrayTag(values)  # type: ignore[no-untyped-call]
+def byte_array(values: list[int]) -> nbt.Leaf:
+    return nbt.BYTE_ARRAY, struct.pack(f">{len(values)}b", *values)
 
 
 def chunk_nbt(last_update: int = 1000, extra: int = 0, *, seed: int = 7) -> bytes:
     """A chunk-like NBT: volatile longs up front, bulky arrays, and ``extra`` list entries."""
     rng = random.Random(seed)
     sections = nbt.ListTag(
+        nbt.COMPOUND,
         [
-            nbt.CompoundTag(
-                {
-                    "Y": nbt.ByteTag(y),
-                    "BlockStates": long_array([rng.randrange(2**40) for _ in range(64)]),
-                    "SkyLight": byte_array([rng.randrange(-128, 128) for _ in range(256)]),
-                }
-            )
+            {
+                "Y": nbt.byte_tag(y),
+                "BlockStates": long_array([rng.randrange(2**40) for _ in range(64)]),
+                "SkyLight": byte_array([rng.randrange(-128, 128) for _ in range(256)]),
+            }
             for y in range(4)
-        ]
+        ],
     )
     entities = nbt.ListTag(
-        [
-            nbt.CompoundTag({"id": nbt.StringTag("minecraft:pig"), "n": nbt.IntTag(i)})
-            for i in range(extra)
-        ],
-        10,
+        nbt.COMPOUND, [{"id": "minecraft:pig", "n": nbt.int_tag(i)} for i in range(extra)]
     )
-    root = nbt.CompoundTag(
-        {
-            "DataVersion": nbt.IntTag(3105),
-            "LastUpdate": nbt.LongTag(last_update),
-            "InhabitedTime": nbt.LongTag(last_update // 2),
-            "sections": sections,
-            "Entities": entities,
-        }
-    )
-    return nbt.NamedTag(root, "").to_nbt(compressed=False, little_endian=False)
+    root: nbt.Compound = {
+        "DataVersion": nbt.int_tag(3105),
+        "LastUpdate": nbt.long_tag(last_update),
+        "InhabitedTime": nbt.long_tag(last_update // 2),
+        "sections": sections,
+        "Entities": entities,
+    }
+    return nbt.dump(root)
 
 
 def blob_id(payload: bytes) -> ObjectId:

@@ -33,13 +33,12 @@ from test_sync_support import FAST, make_session, running
 from worldfs_helpers import make_world
 
 from peerhost_server import Limits
+from peerhost_store import nbt
 from peerhost_store.chunk import (
     MAX_NBT_BYTES,
     ChunkDecodeError,
-    check_nbt,
     classify_change,
     compress,
-    decode_java_utf,
     load_nbt,
 )
 from peerhost_store.diff import ChunkChange
@@ -404,9 +403,9 @@ nbt_documents = st.one_of(
 
 @BOUNDED
 @given(nbt_documents)
-def test_nbt_is_checked_or_refused_with_chunk_decode_error(raw: bytes) -> None:
-    tried("chunk.check_nbt")
-    refuses(ChunkDecodeError, check_nbt, raw)
+def test_nbt_is_loaded_or_refused_with_nbt_error(raw: bytes) -> None:
+    tried("nbt.load")
+    refuses(nbt.NbtError, nbt.load, raw)
 
 
 @BOUNDED
@@ -437,8 +436,8 @@ def test_classify_change_gives_a_verdict_or_chunk_decode_error(a: bytes, b: byte
 @given(st.binary(max_size=40) | st.lists(st.sampled_from(
     [b"\xc0\x80", b"\xed\xa0\x80", b"\xe0", b"\xf0\x9f\x98\x80", b"a"]), max_size=8).map(b"".join))
 def test_java_strings_decode_or_raise_unicode_decode_error(data: bytes) -> None:
-    tried("chunk.decode_java_utf")
-    refuses(UnicodeDecodeError, decode_java_utf, data)
+    tried("nbt.decode_java_utf")
+    refuses(UnicodeDecodeError, nbt.decode_java_utf, data)
 
 
 # -- huge declared sizes allocate nothing ---------------------------------------------------

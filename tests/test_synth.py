@@ -7,12 +7,11 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-import amulet_nbt as nbt
 import numpy as np
 import numpy.typing as npt
 import pytest
 
-from peerhost_store import region, synth
+from peerhost_store import nbt, region, synth
 
 SEED = 7
 
@@ -50,35 +49,33 @@ def _chunks(path: Path) -> dict[int, region.ChunkRecord]:
     return {record.slot: record for record in parsed.chunks}
 
 
-def _load(record: region.ChunkRecord) -> nbt.CompoundTag:
+def _load(record: region.ChunkRecord) -> nbt.Compound:
     assert record.compression == region.ZLIB
-    return nbt.load(zlib.decompress(record.payload), compressed=False).compound
+    return nbt.load(zlib.decompress(record.payload)).root
 
 
-def _block_indices(section: nbt.CompoundTag) -> tuple[list[str], npt.NDArray[Any]]:
-    states = section.get_compound("block_states")
-    palette = states.get_list("palette")
+def _block_indices(section: nbt.Compound) -> tuple[list[str], npt.NDArray[Any]]:
+    states = section["block_states"]
+    palette = states["palette"]
     names = []
     for i in range(len(palette)):
-        entry = palette.get_compound(i)
-        properties = (
-            entry.get_compound("Properties") if "Properties" in entry else nbt.CompoundTag()
-        )
-        names.append(entry.get_string("Name").py_str + str(sorted(properties.py_dict)))
+        entry = palette[i]
+        properties = entry.get("Properties", {})
+        names.append(entry["Name"] + str(sorted(properties)))
     if len(palette) == 1:
         assert "data" not in states
         return names, np.zeros(4096, dtype=np.int64)
     bits = max(4, math.ceil(math.log2(len(palette))))
-    data = states.get_long_array("data").np_array
-    assert len(data) == -(-4096 // (64 // bits))
+    data = states["data"][1]
+    assert len(data) // 8 == -(-4096 // (64 // bits))
     indices = synth.unpack_indices(data, bits, 4096)
     assert indices.max() < len(palette)
     assert len(np.unique(indices)) == len(palette)  # no unused palette entries
     return names, indices
 
 
-def _without_times(chunk: nbt.CompoundTag) -> nbt.CompoundTag:
-    copy = nbt.load(nbt.NamedTag(chunk).to_nbt(compressed=False), compressed=False).compound
+def _without_times(chunk: nbt.Compound) -> nbt.Compound:
+    copy = nbt.load(nbt.dump(chunk)).root
     del copy["LastUpdate"], copy["InhabitedTime"]
     return copy
 
@@ -113,18 +110,18 @@ def test_layout_and_small_files(world: Path) -> None:
     files = _files(world)
     assert files["session.lock"] == "☃".encode()
     assert (world / "datapacks").is_dir() and not any((world / "datapacks").iterdir())
-    level = nbt.load(gzip.decompress(files["level.dat"]), compressed=False).compound
-    data = level.get_compound("Data")
-    assert data.get_int("DataVersion").py_int == 3955
-    assert data.get_compound("Version").get_int("Id").py_int == 3955
-    assert data.get_compound("Version").get_string("Name").py_str == "1.21.1"
-    assert data.get_compound("WorldGenSettings").get_long("seed").py_int == SEED
+    level = nbt.load(gzip.decompress(files["level.dat"])).root
+    data = level["Data"]
+    assert nbt.as_int(data["DataVersion"]) == 3955
+    assert nbt.as_int(data["Version"]["Id"]) == 3955
+    assert data["Version"]["Name"] == "1.21.1"
+    assert nbt.as_int(data["WorldGenSettings"]["seed"]) == SEED
     players = [name for name in files if name.startswith("playerdata/")]
     assert len(players) == 1 and players[0].endswith(".dat")
-    player = nbt.load(gzip.decompress(files[players[0]]), compressed=False).compound
-    assert len(player.get_list("Pos")) == 3
-    raids = nbt.load(gzip.decompress(files["data/raids.dat"]), compressed=False).compound
-    assert "Raids" in raids.get_compound("data")
+    player = nbt.load(gzip.decompress(files[players[0]])).root
+    assert len(player["Pos"]) == 3
+    raids = nbt.load(gzip.decompress(files["data/raids.dat"])).root
+    assert "Raids" in raids["data"]
     assert {"region/r.0.0.mca", "DIM-1/region/r.0.0.mca", "DIM1/region/r.0.0.mca"} <= set(files)
 
 
@@ -140,46 +137,41 @@ def test_every_overworld_chunk_is_valid_1_21_nbt(world: Path) -> None:
     assert sorted(chunks) == list(range(1024))
     for slot, record in chunks.items():
         chunk = _load(record)
-        assert chunk.get_int("DataVersion").py_int == 3955
-        assert (chunk.get_int("xPos").py_int, chunk.get_int("zPos").py_int) == (
+        assert nbt.as_int(chunk["DataVersion"]) == 3955
+        assert (nbt.as_int(chunk["xPos"]), nbt.as_int(chunk["zPos"])) == (
             slot % 32,
             slot // 32,
         )
-        assert chunk.get_int("yPos").py_int == -4
-        assert chunk.get_string("Status").py_str == "minecraft:full"
+        assert nbt.as_int(chunk["yPos"]) == -4
+        assert chunk["Status"] == "minecraft:full"
         assert record.timestamp > 1_600_000_000
-        sections = chunk.get_list("sections")
-        assert [
-            sections.get_compound(i).get_byte("Y").py_int for i in range(len(sections))
-        ] == list(range(-4, 20))
+        sections = chunk["sections"]
+        assert [nbt.as_int(sections[i]["Y"]) for i in range(len(sections))] == list(range(-4, 20))
         for i in range(len(sections)):
-            _block_indices(sections.get_compound(i))
-            biomes = sections.get_compound(i).get_compound("biomes")
-            size = len(biomes.get_list("palette"))
+            _block_indices(sections[i])
+            biomes = sections[i]["biomes"]
+            size = len(biomes["palette"])
             if size > 1:
                 bits = math.ceil(math.log2(size))
-                assert (
-                    synth.unpack_indices(biomes.get_long_array("data").np_array, bits, 64).max()
-                    < size
-                )
-        heightmaps = chunk.get_compound("Heightmaps")
+                assert synth.unpack_indices(biomes["data"][1], bits, 64).max() < size
+        heightmaps = chunk["Heightmaps"]
         assert set(heightmaps.keys()) >= {"MOTION_BLOCKING", "WORLD_SURFACE", "OCEAN_FLOOR"}
-        assert all(len(heightmaps.get_long_array(k)) == 37 for k in heightmaps)
+        assert all(len(heightmaps[k][1]) == 37 * 8 for k in heightmaps)
         for key in ("block_entities", "fluid_ticks", "block_ticks"):
-            assert len(chunk.get_list(key)) == 0
-        assert len(chunk.get_list("PostProcessing")) == 24
-        assert set(chunk.get_compound("structures").keys()) == {"References", "starts"}
+            assert len(chunk[key]) == 0
+        assert len(chunk["PostProcessing"]) == 24
+        assert set(chunk["structures"].keys()) == {"References", "starts"}
 
 
 _PASSABLE = ["minecraft:air", "minecraft:cave_air", "minecraft:short_grass", "minecraft:dandelion"]
 _PASSABLE += ["minecraft:poppy"]
 
 
-def _names_volume(chunk: nbt.CompoundTag) -> npt.NDArray[Any]:
-    sections = chunk.get_list("sections")
+def _names_volume(chunk: nbt.Compound) -> npt.NDArray[Any]:
+    sections = chunk["sections"]
     layers = []
     for i in range(len(sections)):
-        names, indices = _block_indices(sections.get_compound(i))
+        names, indices = _block_indices(sections[i])
         layers.append(np.array([n.split("[")[0] for n in names], dtype=object)[indices])
     volume: npt.NDArray[Any] = np.concatenate(layers).reshape(-1, 16, 16)
     return volume  # (row from min_y, z, x)
@@ -195,10 +187,10 @@ def _top(mask: npt.NDArray[Any]) -> npt.NDArray[Any]:
 def test_heightmaps_match_the_blocks(world: Path, slot: int) -> None:
     chunk = _load(_chunks(world / "region" / "r.0.0.mca")[slot])
     volume = _names_volume(chunk)
-    heightmaps = chunk.get_compound("Heightmaps")
+    heightmaps = chunk["Heightmaps"]
 
     def stored(key: str) -> list[int]:
-        values = synth.unpack_indices(heightmaps.get_long_array(key).np_array, 9, 256)
+        values = synth.unpack_indices(heightmaps[key][1], 9, 256)
         return [int(v) for v in values]
 
     fluid = np.isin(volume, ["minecraft:water", "minecraft:seagrass"])
@@ -226,7 +218,7 @@ def test_packed_blocks_decode_to_the_generated_blocks(world: Path) -> None:
 
 def test_sky_light_only_up_to_the_section_above_the_highest_block(world: Path) -> None:
     chunk = _load(_chunks(world / "region" / "r.0.0.mca")[300])
-    surface = chunk.get_compound("Heightmaps").get_long_array("WORLD_SURFACE").np_array
+    surface = chunk["Heightmaps"]["WORLD_SURFACE"][1]
     top_section = (int(synth.unpack_indices(surface, 9, 256).max()) - 1) // 16
     lit = ["SkyLight" in section for section in _sections(chunk)]
     assert lit == [index <= top_section + 1 for index in range(24)]
@@ -238,20 +230,20 @@ def test_dimension_chunks(world: Path) -> None:
         chunks = _chunks(world / folder / "region" / "r.0.0.mca")
         assert len(chunks) == 16
         chunk = _load(chunks[0])
-        assert chunk.get_int("yPos").py_int == 0
-        assert len(chunk.get_list("sections")) == 16
+        assert nbt.as_int(chunk["yPos"]) == 0
+        assert len(chunk["sections"]) == 16
 
 
 def test_entities_and_poi_chunks(world: Path) -> None:
     for record in _chunks(world / "entities" / "r.0.0.mca").values():
         chunk = _load(record)
-        assert chunk.get_int("DataVersion").py_int == 3955
+        assert nbt.as_int(chunk["DataVersion"]) == 3955
         cx, cz = region.chunk_coords(0, 0, record.slot)
-        assert chunk.get_int_array("Position").np_array.tolist() == [cx, cz]
-        assert len(chunk.get_list("Entities")) >= 1
+        assert chunk["Position"] == nbt.int_array([cx, cz])
+        assert len(chunk["Entities"]) >= 1
     for record in _chunks(world / "poi" / "r.0.0.mca").values():
         chunk = _load(record)
-        assert "Sections" in chunk and chunk.get_int("DataVersion").py_int == 3955
+        assert "Sections" in chunk and nbt.as_int(chunk["DataVersion"]) == 3955
 
 
 def test_deterministic_and_sized_by_target_bytes(
@@ -310,8 +302,8 @@ def test_resaved_chunks_differ_only_in_their_times(
     before, after = _chunks(world / "region" / "r.0.0.mca"), _chunks(path / "region" / "r.0.0.mca")
     for ref in info.resaved:
         old, new = _load(before[ref.slot]), _load(after[ref.slot])
-        assert new.get_long("LastUpdate").py_int > old.get_long("LastUpdate").py_int
-        assert new.get_long("InhabitedTime").py_int > old.get_long("InhabitedTime").py_int
+        assert nbt.as_int(new["LastUpdate"]) > nbt.as_int(old["LastUpdate"])
+        assert nbt.as_int(new["InhabitedTime"]) > nbt.as_int(old["InhabitedTime"])
         assert _without_times(old) == _without_times(new)
         old_raw, new_raw = (zlib.decompress(c.payload) for c in (before[ref.slot], after[ref.slot]))
         assert len(old_raw) == len(new_raw)
@@ -325,7 +317,7 @@ def test_edited_chunks_change_content(world: Path, session: tuple[Path, synth.Se
     for ref in info.edited:
         old, new = _load(before[ref.slot]), _load(after[ref.slot])
         assert _without_times(old) != _without_times(new)
-        assert new.get_long("LastUpdate").py_int > old.get_long("LastUpdate").py_int
+        assert nbt.as_int(new["LastUpdate"]) > nbt.as_int(old["LastUpdate"])
         names = {name for section in _sections(new) for name in _block_indices(section)[0]}
         assert names & {
             f"minecraft:{b}[]" for b in ("cobblestone", "oak_planks", "stone_bricks", "bricks")
@@ -333,9 +325,9 @@ def test_edited_chunks_change_content(world: Path, session: tuple[Path, synth.Se
         assert after[ref.slot].timestamp > before[ref.slot].timestamp
 
 
-def _sections(chunk: nbt.CompoundTag) -> list[nbt.CompoundTag]:
-    sections = chunk.get_list("sections")
-    return [sections.get_compound(i) for i in range(len(sections))]
+def _sections(chunk: nbt.Compound) -> list[nbt.Compound]:
+    sections = chunk["sections"]
+    return [sections[i] for i in range(len(sections))]
 
 
 def test_untouched_chunks_keep_their_bytes(
@@ -357,16 +349,16 @@ def test_added_chunks_and_world_files(world: Path, session: tuple[Path, synth.Se
             chunk = _load(chunks[ref.slot])
             rx, rz = region.region_coords(Path(name).name) or (0, 0)
             cx, cz = region.chunk_coords(rx, rz, ref.slot)
-            assert (chunk.get_int("xPos").py_int, chunk.get_int("zPos").py_int) == (cx, cz)
+            assert (nbt.as_int(chunk["xPos"]), nbt.as_int(chunk["zPos"])) == (cx, cz)
             assert all(len(_block_indices(s)[0]) >= 1 for s in _sections(chunk))
 
-    def level(root: Path) -> nbt.CompoundTag:
+    def level(root: Path) -> nbt.Compound:
         raw = gzip.decompress((root / "level.dat").read_bytes())
-        return nbt.load(raw, compressed=False).compound.get_compound("Data")
+        return nbt.load(raw).root["Data"]
 
     old, new = level(world), level(path)
-    assert new.get_long("LastPlayed").py_int > old.get_long("LastPlayed").py_int
-    assert new.get_long("Time").py_int > old.get_long("Time").py_int
+    assert nbt.as_int(new["LastPlayed"]) > nbt.as_int(old["LastPlayed"])
+    assert nbt.as_int(new["Time"]) > nbt.as_int(old["Time"])
     changed = [
         n
         for n, data in _files(world).items()

@@ -11,3 +11,11 @@ from .errors import ApiError
 from .limits import Limits
 
 __all__ = ["ApiError", "Limits", "create_app", "serve"]
+
+
+def __getattr__(name: str) -> str:
+    if name == "__version__":
+        from peerhost_store import distribution_version
+
+        return distribution_version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,8 +1,8 @@
 """What changed between two world trees, at file and chunk level.
 
 Equal subtrees are skipped by id (see :func:`peerhost_store.tree.diff_trees`); inside a changed
-region only the differing pages are read. A modified chunk is decoded (with amulet-nbt, after
-bounded decompression and a depth check) to tell a content change from a re-save that touched
+region only the differing pages are read. A modified chunk is decoded (bounded decompression, then
+:mod:`peerhost_store.nbt`'s bounded reader) to tell a content change from a re-save that touched
 only ``LastUpdate``/``InhabitedTime``.
 """
 
@@ -102,7 +102,7 @@ def _classify(store: ObjectLoader, a: ChunkEntry, b: ChunkEntry) -> tuple[ChunkK
         fields = (("timestamp", a.timestamp, b.timestamp), ("compression", a.compression, b.compression),
                   ("external flag", a.external, b.external))
         return "resave", "same payload; " + ", ".join(name for name, x, y in fields if x != y) + " changed"
-    from .chunk import ChunkDecodeError, classify_change  # amulet-nbt loads only when needed
+    from .chunk import ChunkDecodeError, classify_change  # the NBT reader loads only when needed
 
     try:
         old = (a.compression, load_blob(store, a.oid))

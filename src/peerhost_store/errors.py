@@ -9,6 +9,7 @@ module live next to the code that raises them::
      +-- DecodeError (also ValueError)        objects: bytes are not a valid object
      +-- RegionError (also ValueError)        region: a region file that cannot be parsed
      +-- ChunkDecodeError (also ValueError)   chunk: payload or NBT refused
+     +-- NbtError (also ValueError)           nbt: NBT refused, or a value of the wrong type
      +-- UnsafePath (also ValueError)         worldfs: a path that would escape the world
      +-- RefConflict                          refs: compare-and-swap lost
      +-- NotFound (also LookupError)          snapshot ids, prefixes, refs

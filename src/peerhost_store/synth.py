@@ -38,11 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, ParamSpec, TypeVar
 
-import amulet_nbt as nbt
 import numpy as np
 import numpy.typing as npt
 
-from . import region
+from . import nbt, region
 from .errors import PeerhostError
 
 __all__ = [
@@ -473,7 +472,7 @@ def unpack_indices(longs: bytes | npt.NDArray[np.integer[Any]], bits: int, count
     """Inverse of :func:`pack_indices`.
 
     Args:
-        longs: big-endian bytes, or the longs themselves (as amulet-nbt's ``np_array`` gives).
+        longs: big-endian bytes (a Long_Array tag's payload), or the longs themselves.
         bits: bits per entry.
         count: how many entries to return.
     """
@@ -1203,11 +1202,11 @@ def _region_name(rx: int, rz: int) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# The other files of a world (small: amulet-nbt is fast enough and easier to read)
+# The other files of a world (small: values of peerhost_store.nbt, easier to read than bytes)
 
 
-def _gzip_nbt(tag: nbt.CompoundTag) -> bytes:
-    raw = nbt.NamedTag(tag, "").to_nbt(compressed=False)
+def _gzip_nbt(tag: nbt.Compound) -> bytes:
+    raw = nbt.dump(tag)
     return gzip.compress(raw, compresslevel=6, mtime=0)  # mtime=0 keeps the bytes reproducible
 
 
@@ -1215,102 +1214,97 @@ def _spawn(seed: int) -> tuple[int, int, int]:
     return 0, max(int(_heights(seed, 0, 0, 1, 1)[0, 0]), _SEA), 0
 
 
-def _dimensions_setting() -> nbt.CompoundTag:
-    def noise(dimension: str, settings: str, source: nbt.CompoundTag) -> nbt.CompoundTag:
-        generator = nbt.CompoundTag(
-            type=nbt.StringTag("minecraft:noise"),
-            settings=nbt.StringTag(settings),
-            biome_source=source,
-        )
-        return nbt.CompoundTag(type=nbt.StringTag(dimension), generator=generator)
-
-    def multi(preset: str) -> nbt.CompoundTag:
-        return nbt.CompoundTag(
-            type=nbt.StringTag("minecraft:multi_noise"), preset=nbt.StringTag(preset)
-        )
-
-    end_source = nbt.CompoundTag(type=nbt.StringTag("minecraft:the_end"))
-    return nbt.CompoundTag(
-        {
-            "minecraft:overworld": noise(
-                "minecraft:overworld", "minecraft:overworld", multi("minecraft:overworld")
-            ),
-            "minecraft:the_nether": noise(
-                "minecraft:the_nether", "minecraft:nether", multi("minecraft:nether")
-            ),
-            "minecraft:the_end": noise("minecraft:the_end", "minecraft:end", end_source),
+def _dimensions_setting() -> nbt.Compound:
+    def noise(dimension: str, settings: str, source: nbt.Compound) -> nbt.Compound:
+        generator: nbt.Compound = {
+            "type": "minecraft:noise",
+            "settings": settings,
+            "biome_source": source,
         }
-    )
+        return {"type": dimension, "generator": generator}
+
+    def multi(preset: str) -> nbt.Compound:
+        return {"type": "minecraft:multi_noise", "preset": preset}
+
+    end_source: nbt.Compound = {"type": "minecraft:the_end"}
+    return {
+        "minecraft:overworld": noise(
+            "minecraft:overworld", "minecraft:overworld", multi("minecraft:overworld")
+        ),
+        "minecraft:the_nether": noise(
+            "minecraft:the_nether", "minecraft:nether", multi("minecraft:nether")
+        ),
+        "minecraft:the_end": noise("minecraft:the_end", "minecraft:end", end_source),
+    }
 
 
 def _level_dat(seed: int) -> bytes:
     clock = _world_clock(seed)
     x, y, z = _spawn(seed)
-    version = nbt.CompoundTag(
-        Id=nbt.IntTag(DATA_VERSION),
-        Name=nbt.StringTag(VERSION_NAME),
-        Series=nbt.StringTag("main"),
-        Snapshot=nbt.ByteTag(0),
-    )
-    world_gen = nbt.CompoundTag(
-        seed=nbt.LongTag(_signed64(seed)),
-        generate_features=nbt.ByteTag(1),
-        bonus_chest=nbt.ByteTag(0),
-        dimensions=_dimensions_setting(),
-    )
-    game_rules = nbt.CompoundTag(
-        {
-            rule: nbt.StringTag(value)
-            for rule, value in (
-                ("doDaylightCycle", "true"),
-                ("keepInventory", "false"),
-                ("doMobSpawning", "true"),
-            )
-        }
-    )
-    data = nbt.CompoundTag(
-        DataVersion=nbt.IntTag(DATA_VERSION),
-        Version=version,
-        version=nbt.IntTag(19133),
-        LevelName=nbt.StringTag(f"PeerHost synthetic world {seed}"),
-        GameType=nbt.IntTag(0),
-        Difficulty=nbt.ByteTag(2),
-        DifficultyLocked=nbt.ByteTag(0),
-        hardcore=nbt.ByteTag(0),
-        allowCommands=nbt.ByteTag(0),
-        initialized=nbt.ByteTag(1),
-        SpawnX=nbt.IntTag(x),
-        SpawnY=nbt.IntTag(y),
-        SpawnZ=nbt.IntTag(z),
-        SpawnAngle=nbt.FloatTag(0.0),
-        LastPlayed=nbt.LongTag(clock.last_played * 1000 + _mix(seed, 5) % 1000),
-        Time=nbt.LongTag(clock.game_time),
-        DayTime=nbt.LongTag(clock.game_time),
-        raining=nbt.ByteTag(0),
-        rainTime=nbt.IntTag(12_000 + _mix(seed, 6) % 100_000),
-        thundering=nbt.ByteTag(0),
-        thunderTime=nbt.IntTag(12_000 + _mix(seed, 7) % 100_000),
-        clearWeatherTime=nbt.IntTag(0),
-        WanderingTraderSpawnChance=nbt.IntTag(25),
-        WanderingTraderSpawnDelay=nbt.IntTag(24_000),
-        ServerBrands=nbt.ListTag([nbt.StringTag("vanilla")]),
-        WasModded=nbt.ByteTag(0),
-        DataPacks=nbt.CompoundTag(
-            Enabled=nbt.ListTag([nbt.StringTag("vanilla")]), Disabled=nbt.ListTag([], 8)
-        ),
-        GameRules=game_rules,
-        WorldGenSettings=world_gen,
-        BorderCenterX=nbt.DoubleTag(0.0),
-        BorderCenterZ=nbt.DoubleTag(0.0),
-        BorderSize=nbt.DoubleTag(59_999_968.0),
-        BorderSafeZone=nbt.DoubleTag(5.0),
-        BorderWarningBlocks=nbt.DoubleTag(5.0),
-        BorderWarningTime=nbt.DoubleTag(15.0),
-        BorderDamagePerBlock=nbt.DoubleTag(0.2),
-        ScheduledEvents=nbt.ListTag([], 10),
-        CustomBossEvents=nbt.CompoundTag(),
-    )
-    return _gzip_nbt(nbt.CompoundTag(Data=data))
+    version: nbt.Compound = {
+        "Id": nbt.int_tag(DATA_VERSION),
+        "Name": VERSION_NAME,
+        "Series": "main",
+        "Snapshot": nbt.byte_tag(0),
+    }
+    world_gen: nbt.Compound = {
+        "seed": nbt.long_tag(_signed64(seed)),
+        "generate_features": nbt.byte_tag(1),
+        "bonus_chest": nbt.byte_tag(0),
+        "dimensions": _dimensions_setting(),
+    }
+    game_rules: nbt.Compound = {
+        rule: value
+        for rule, value in (
+            ("doDaylightCycle", "true"),
+            ("keepInventory", "false"),
+            ("doMobSpawning", "true"),
+        )
+    }
+    data: nbt.Compound = {
+        "DataVersion": nbt.int_tag(DATA_VERSION),
+        "Version": version,
+        "version": nbt.int_tag(19133),
+        "LevelName": f"PeerHost synthetic world {seed}",
+        "GameType": nbt.int_tag(0),
+        "Difficulty": nbt.byte_tag(2),
+        "DifficultyLocked": nbt.byte_tag(0),
+        "hardcore": nbt.byte_tag(0),
+        "allowCommands": nbt.byte_tag(0),
+        "initialized": nbt.byte_tag(1),
+        "SpawnX": nbt.int_tag(x),
+        "SpawnY": nbt.int_tag(y),
+        "SpawnZ": nbt.int_tag(z),
+        "SpawnAngle": nbt.float_tag(0.0),
+        "LastPlayed": nbt.long_tag(clock.last_played * 1000 + _mix(seed, 5) % 1000),
+        "Time": nbt.long_tag(clock.game_time),
+        "DayTime": nbt.long_tag(clock.game_time),
+        "raining": nbt.byte_tag(0),
+        "rainTime": nbt.int_tag(12_000 + _mix(seed, 6) % 100_000),
+        "thundering": nbt.byte_tag(0),
+        "thunderTime": nbt.int_tag(12_000 + _mix(seed, 7) % 100_000),
+        "clearWeatherTime": nbt.int_tag(0),
+        "WanderingTraderSpawnChance": nbt.int_tag(25),
+        "WanderingTraderSpawnDelay": nbt.int_tag(24_000),
+        "ServerBrands": nbt.ListTag(nbt.STRING, ["vanilla"]),
+        "WasModded": nbt.byte_tag(0),
+        "DataPacks": {
+            "Enabled": nbt.ListTag(nbt.STRING, ["vanilla"]),
+            "Disabled": nbt.ListTag(nbt.STRING),
+        },
+        "GameRules": game_rules,
+        "WorldGenSettings": world_gen,
+        "BorderCenterX": nbt.double_tag(0.0),
+        "BorderCenterZ": nbt.double_tag(0.0),
+        "BorderSize": nbt.double_tag(59_999_968.0),
+        "BorderSafeZone": nbt.double_tag(5.0),
+        "BorderWarningBlocks": nbt.double_tag(5.0),
+        "BorderWarningTime": nbt.double_tag(15.0),
+        "BorderDamagePerBlock": nbt.double_tag(0.2),
+        "ScheduledEvents": nbt.ListTag(nbt.COMPOUND),
+        "CustomBossEvents": {},
+    }
+    return _gzip_nbt({"Data": data})
 
 
 def _player_uuid(seed: int) -> tuple[str, list[int]]:
@@ -1328,38 +1322,41 @@ def _signed32(value: int) -> int:
     return value - (1 << 32) if value >> 31 else value
 
 
-def _int_array(values: Sequence[int]) -> nbt.IntArrayTag:
-    return nbt.IntArrayTag(values)  # type: ignore[no-untyped-call]  # untyped in amulet's stub
+def _long_array(values: npt.NDArray[np.int64]) -> nbt.Leaf:
+    return nbt.LONG_ARRAY, values.astype(">i8").tobytes()
 
 
-def _long_array(values: npt.NDArray[np.int64]) -> nbt.LongArrayTag:
-    return nbt.LongArrayTag(values)  # type: ignore[no-untyped-call]  # untyped in amulet's stub
+def _longs(leaf: nbt.Value) -> bytes:
+    """The big-endian payload of a Long_Array tag."""
+    if not (isinstance(leaf, tuple) and leaf[0] == nbt.LONG_ARRAY):
+        raise nbt.NbtError("expected a Long_Array tag")
+    return leaf[1]
 
 
-def _doubles(*values: float) -> nbt.ListTag[nbt.DoubleTag]:
-    return nbt.ListTag([nbt.DoubleTag(v) for v in values])
+def _doubles(*values: float) -> nbt.ListTag:
+    return nbt.ListTag(nbt.DOUBLE, [nbt.double_tag(v) for v in values])
 
 
-def _floats(*values: float) -> nbt.ListTag[nbt.FloatTag]:
-    return nbt.ListTag([nbt.FloatTag(v) for v in values])
+def _floats(*values: float) -> nbt.ListTag:
+    return nbt.ListTag(nbt.FLOAT, [nbt.float_tag(v) for v in values])
 
 
-def _item(slot: int, item: str, count: int) -> nbt.CompoundTag:
-    return nbt.CompoundTag(Slot=nbt.ByteTag(slot), id=nbt.StringTag(item), count=nbt.IntTag(count))
+def _item(slot: int, item: str, count: int) -> nbt.Compound:
+    return {"Slot": nbt.byte_tag(slot), "id": item, "count": nbt.int_tag(count)}
 
 
 def _player(seed: int) -> bytes:
     x, y, z = _spawn(seed)
     _, uuid_ints = _player_uuid(seed)
-    abilities = nbt.CompoundTag(
-        flying=nbt.ByteTag(0),
-        flySpeed=nbt.FloatTag(0.05),
-        instabuild=nbt.ByteTag(0),
-        invulnerable=nbt.ByteTag(0),
-        mayBuild=nbt.ByteTag(1),
-        mayfly=nbt.ByteTag(0),
-        walkSpeed=nbt.FloatTag(0.1),
-    )
+    abilities: nbt.Compound = {
+        "flying": nbt.byte_tag(0),
+        "flySpeed": nbt.float_tag(0.05),
+        "instabuild": nbt.byte_tag(0),
+        "invulnerable": nbt.byte_tag(0),
+        "mayBuild": nbt.byte_tag(1),
+        "mayfly": nbt.byte_tag(0),
+        "walkSpeed": nbt.float_tag(0.1),
+    }
     inventory = [
         _item(0, "minecraft:stone_pickaxe", 1),
         _item(1, "minecraft:torch", 23),
@@ -1367,90 +1364,90 @@ def _player(seed: int) -> bytes:
         _item(3, "minecraft:oak_planks", 37),
         _item(4, "minecraft:bread", 9),
     ]
-    player = nbt.CompoundTag(
-        DataVersion=nbt.IntTag(DATA_VERSION),
-        Pos=_doubles(x + 0.5, float(y), z + 0.5),
-        Motion=_doubles(0.0, -0.0784000015258789, 0.0),
-        Rotation=_floats(float(_mix(seed, 10) % 360) - 180.0, 12.5),
-        UUID=_int_array(uuid_ints),
-        Dimension=nbt.StringTag("minecraft:overworld"),
-        Health=nbt.FloatTag(20.0),
-        foodLevel=nbt.IntTag(20),
-        foodSaturationLevel=nbt.FloatTag(5.0),
-        foodExhaustionLevel=nbt.FloatTag(0.0),
-        XpLevel=nbt.IntTag(int(_mix(seed, 11) % 30)),
-        XpP=nbt.FloatTag(0.25),
-        XpTotal=nbt.IntTag(int(_mix(seed, 11) % 30) * 17),
-        Score=nbt.IntTag(0),
-        playerGameType=nbt.IntTag(0),
-        SelectedItemSlot=nbt.IntTag(0),
-        OnGround=nbt.ByteTag(1),
-        FallDistance=nbt.FloatTag(0.0),
-        Air=nbt.ShortTag(300),
-        Fire=nbt.ShortTag(-20),
-        Invulnerable=nbt.ByteTag(0),
-        PortalCooldown=nbt.IntTag(0),
-        Inventory=nbt.ListTag(inventory),
-        EnderItems=nbt.ListTag([], 10),
-        abilities=abilities,
-    )
+    player: nbt.Compound = {
+        "DataVersion": nbt.int_tag(DATA_VERSION),
+        "Pos": _doubles(x + 0.5, float(y), z + 0.5),
+        "Motion": _doubles(0.0, -0.0784000015258789, 0.0),
+        "Rotation": _floats(float(_mix(seed, 10) % 360) - 180.0, 12.5),
+        "UUID": nbt.int_array(uuid_ints),
+        "Dimension": "minecraft:overworld",
+        "Health": nbt.float_tag(20.0),
+        "foodLevel": nbt.int_tag(20),
+        "foodSaturationLevel": nbt.float_tag(5.0),
+        "foodExhaustionLevel": nbt.float_tag(0.0),
+        "XpLevel": nbt.int_tag(int(_mix(seed, 11) % 30)),
+        "XpP": nbt.float_tag(0.25),
+        "XpTotal": nbt.int_tag(int(_mix(seed, 11) % 30) * 17),
+        "Score": nbt.int_tag(0),
+        "playerGameType": nbt.int_tag(0),
+        "SelectedItemSlot": nbt.int_tag(0),
+        "OnGround": nbt.byte_tag(1),
+        "FallDistance": nbt.float_tag(0.0),
+        "Air": nbt.short_tag(300),
+        "Fire": nbt.short_tag(-20),
+        "Invulnerable": nbt.byte_tag(0),
+        "PortalCooldown": nbt.int_tag(0),
+        "Inventory": nbt.ListTag(nbt.COMPOUND, inventory),
+        "EnderItems": nbt.ListTag(nbt.COMPOUND),
+        "abilities": abilities,
+    }
     return _gzip_nbt(player)
 
 
 def _raids(seed: int) -> bytes:
-    data = nbt.CompoundTag(
-        Raids=nbt.ListTag([], 10),
-        NextAvailableID=nbt.IntTag(1),
-        Tick=nbt.IntTag(_world_clock(seed).game_time),
-    )
-    return _gzip_nbt(nbt.CompoundTag(data=data, DataVersion=nbt.IntTag(DATA_VERSION)))
+    data: nbt.Compound = {
+        "Raids": nbt.ListTag(nbt.COMPOUND),
+        "NextAvailableID": nbt.int_tag(1),
+        "Tick": nbt.int_tag(_world_clock(seed).game_time),
+    }
+    return _gzip_nbt({"data": data, "DataVersion": nbt.int_tag(DATA_VERSION)})
 
 
 _MOBS = ("minecraft:sheep", "minecraft:cow", "minecraft:pig", "minecraft:chicken")
 
 
-def _entity(rng: np.random.Generator, cx: int, cz: int, heights: I64) -> nbt.CompoundTag:
+def _entity(rng: np.random.Generator, cx: int, cz: int, heights: I64) -> nbt.Compound:
     lx, lz = (int(v) for v in rng.integers(0, 16, size=2))
     uuid = [_signed32(int(v)) for v in rng.integers(0, 1 << 32, size=4)]
-    return nbt.CompoundTag(
-        id=nbt.StringTag(_MOBS[int(rng.integers(0, len(_MOBS)))]),
-        Pos=_doubles(
+    return {
+        "id": _MOBS[int(rng.integers(0, len(_MOBS)))],
+        "Pos": _doubles(
             cx * 16 + lx + 0.5, float(max(int(heights[lz, lx]), _SEA)), cz * 16 + lz + 0.5
         ),
-        Motion=_doubles(0.0, -0.0784000015258789, 0.0),
-        Rotation=_floats(float(rng.integers(0, 360)) - 180.0, 0.0),
-        UUID=_int_array(uuid),
-        Health=nbt.FloatTag(10.0),
-        Air=nbt.ShortTag(300),
-        Fire=nbt.ShortTag(-1),
-        FallDistance=nbt.FloatTag(0.0),
-        OnGround=nbt.ByteTag(1),
-        Invulnerable=nbt.ByteTag(0),
-        PortalCooldown=nbt.IntTag(0),
-        PersistenceRequired=nbt.ByteTag(0),
-        Age=nbt.IntTag(0),
-    )
+        "Motion": _doubles(0.0, -0.0784000015258789, 0.0),
+        "Rotation": _floats(float(rng.integers(0, 360)) - 180.0, 0.0),
+        "UUID": nbt.int_array(uuid),
+        "Health": nbt.float_tag(10.0),
+        "Air": nbt.short_tag(300),
+        "Fire": nbt.short_tag(-1),
+        "FallDistance": nbt.float_tag(0.0),
+        "OnGround": nbt.byte_tag(1),
+        "Invulnerable": nbt.byte_tag(0),
+        "PortalCooldown": nbt.int_tag(0),
+        "PersistenceRequired": nbt.byte_tag(0),
+        "Age": nbt.int_tag(0),
+    }
 
 
 def _entities_chunk(seed: int, cx: int, cz: int) -> bytes:
     rng = _rng(seed, _SALT_ENTITIES, cx, cz)
     heights = _heights(seed, cx * 16, cz * 16, 16, 16)
     entities = [_entity(rng, cx, cz, heights) for _ in range(int(rng.integers(1, 5)))]
-    root = nbt.CompoundTag(
-        DataVersion=nbt.IntTag(DATA_VERSION),
-        Position=_int_array([cx, cz]),
-        Entities=nbt.ListTag(entities),
-    )
-    return nbt.NamedTag(root, "").to_nbt(compressed=False)
+    root: nbt.Compound = {
+        "DataVersion": nbt.int_tag(DATA_VERSION),
+        "Position": nbt.int_array([cx, cz]),
+        "Entities": nbt.ListTag(nbt.COMPOUND, entities),
+    }
+    return nbt.dump(root)
 
 
 def _poi_chunk(seed: int, cx: int, cz: int) -> bytes:
     section = _heights(seed, cx * 16, cz * 16, 1, 1)[0, 0] // 16
-    sections = nbt.CompoundTag(
-        {str(int(section)): nbt.CompoundTag(Valid=nbt.ByteTag(1), Records=nbt.ListTag([], 10))}
-    )
-    root = nbt.CompoundTag(DataVersion=nbt.IntTag(DATA_VERSION), Sections=sections)
-    return nbt.NamedTag(root, "").to_nbt(compressed=False)
+    sections: nbt.Compound = {
+        str(int(section)): {"Valid": nbt.byte_tag(1), "Records": nbt.ListTag(nbt.COMPOUND)}
+    }
+    root: nbt.Compound = {"DataVersion": nbt.int_tag(DATA_VERSION), "Sections": sections}
+    return nbt.dump(root)
 
 
 def _extras_region(
@@ -1723,10 +1720,10 @@ def play_session(
 def _start_session(level: nbt.NamedTag, seed: int, rng: np.random.Generator) -> _Session:
     """Some hours after the world was last played, for 10 to 60 minutes of game time."""
     try:
-        data = level.compound.get_compound("Data")
-        world_seed = data.get_compound("WorldGenSettings").get_long("seed").py_int
-        last_played, game_time = data.get_long("LastPlayed").py_int, data.get_long("Time").py_int
-    except (KeyError, TypeError) as exc:
+        data = nbt.as_compound(level.root["Data"])
+        world_seed = nbt.as_int(nbt.as_compound(data["WorldGenSettings"])["seed"])
+        last_played, game_time = nbt.as_int(data["LastPlayed"]), nbt.as_int(data["Time"])
+    except (KeyError, nbt.NbtError) as exc:
         raise SynthError(f"level.dat lacks what a 1.16+ world has: {exc!r}") from exc
     return _Session(
         seed=_u64(seed),
@@ -1745,8 +1742,8 @@ def _refs(picked: Iterable[tuple[int, int, int]]) -> tuple[ChunkRef, ...]:
 
 def _read_gzip_nbt(path: Path) -> nbt.NamedTag:
     try:
-        return nbt.load(gzip.decompress(path.read_bytes()), compressed=False)
-    except (OSError, EOFError, nbt.NBTError) as exc:
+        return nbt.load(gzip.decompress(path.read_bytes()))
+    except (OSError, EOFError, nbt.NbtError) as exc:
         raise SynthError(f"{path}: not readable gzip NBT: {exc}") from exc
 
 
@@ -1839,7 +1836,7 @@ def _replay_region(
         else:
             try:
                 raw = _resave(records[slot], kind == _EDIT, last_update, rng)
-            except (KeyError, TypeError, IndexError, zlib.error, nbt.NBTError) as exc:
+            except (KeyError, IndexError, zlib.error, nbt.NbtError) as exc:
                 # Not a 1.18+ full chunk (an old or proto chunk of a copied real world).
                 raise SynthError(f"{path}: cannot re-save chunk slot {slot}: {exc!r}") from exc
         records[slot] = region.ChunkRecord(slot, region.ZLIB, _compress(raw), timestamp)
@@ -1867,32 +1864,32 @@ def _resave(
 ) -> bytes:
     """The chunk's NBT re-encoded, optionally edited, with new LastUpdate and InhabitedTime.
 
-    amulet-nbt keeps key order and list types, so what is not changed re-encodes to the
-    same bytes.
+    :func:`nbt.load` keeps key order, list item types and the bits of every number, so what is
+    not changed re-encodes to the same bytes.
     """
-    root = nbt.load(_decompress(record), compressed=False)
-    chunk = root.compound
+    named = nbt.load(_decompress(record))
+    chunk = named.root
     if edit:
         _edit_blocks(chunk, rng)
-    previous_update = chunk.get_long("LastUpdate").py_int
-    inhabited = chunk.get_long("InhabitedTime").py_int
+    previous_update = nbt.as_int(chunk["LastUpdate"])
+    inhabited = nbt.as_int(chunk["InhabitedTime"])
     gained = int(rng.integers(1_200, 12_000)) if edit else int(rng.integers(1, 400))
-    chunk["LastUpdate"] = nbt.LongTag(max(last_update, previous_update + 1))
-    chunk["InhabitedTime"] = nbt.LongTag(inhabited + gained)
-    return root.to_nbt(compressed=False)
+    chunk["LastUpdate"] = nbt.long_tag(max(last_update, previous_update + 1))
+    chunk["InhabitedTime"] = nbt.long_tag(inhabited + gained)
+    return nbt.dump(chunk, named.name)
 
 
-def _edit_blocks(chunk: nbt.CompoundTag, rng: np.random.Generator) -> None:
+def _edit_blocks(chunk: nbt.Compound, rng: np.random.Generator) -> None:
     """Replace a few blocks at and just under the sea floor / ground by one building block.
 
     Solid for solid, so heightmaps and light stay right; the building blocks never occur in
     generated terrain, so the content always changes. Columns topped by a plant are left
     alone: it would stand on a block it cannot grow on.
     """
-    min_y = chunk.get_int("yPos").py_int * 16
-    heightmaps = chunk.get_compound("Heightmaps")
+    min_y = nbt.as_int(chunk["yPos"]) * 16
+    heightmaps = nbt.as_compound(chunk["Heightmaps"])
     floor, motion, surface = (
-        unpack_indices(heightmaps.get_long_array(key).np_array, 9, 256)
+        unpack_indices(_longs(heightmaps[key]), 9, 256)
         for key in ("OCEAN_FLOOR", "MOTION_BLOCKING", "WORLD_SURFACE")
     )
     columns = rng.choice(256, size=int(rng.integers(4, 25)), replace=False)
@@ -1901,36 +1898,37 @@ def _edit_blocks(chunk: nbt.CompoundTag, rng: np.random.Generator) -> None:
         columns = np.array([int(np.argmax(floor))])
     ys = floor[columns] - 1 - rng.integers(0, 3, size=len(columns)) + min_y
     name = _BUILD_BLOCKS[int(rng.integers(0, len(_BUILD_BLOCKS)))]
-    sections = chunk.get_list("sections")
-    by_y = {sections.get_compound(i).get_byte("Y").py_int: i for i in range(len(sections))}
+    sections = [nbt.as_compound(section) for section in nbt.as_list(chunk["sections"])]
+    by_y = {nbt.as_int(section["Y"]): i for i, section in enumerate(sections)}
     for section_y in sorted(set((ys >> 4).tolist())):
         here = (ys >> 4) == section_y
         positions = (ys[here] & 15) * 256 + columns[here]  # heightmap index is z * 16 + x
-        _set_blocks(sections.get_compound(by_y[section_y]), positions, name)
+        _set_blocks(sections[by_y[section_y]], positions, name)
 
 
-def _set_blocks(section: nbt.CompoundTag, positions: I64, name: str) -> None:
+def _set_blocks(section: nbt.Compound, positions: I64, name: str) -> None:
     """Set ``positions`` of a section to the block ``name``, compacting the palette."""
-    states = section.get_compound("block_states")
-    palette = states.get_list("palette")
-    entries = [palette.get_compound(i) for i in range(len(palette))]
+    states = nbt.as_compound(section["block_states"])
+    entries = [nbt.as_compound(entry) for entry in nbt.as_list(states["palette"])]
     if "data" in states:
-        packed = states.get_long_array("data").np_array
+        packed = _longs(states["data"])
         indices = unpack_indices(packed, _block_bits(len(entries)), 4096)
     else:
         indices = np.zeros(4096, dtype=np.int64)
-    names = [e.get_string("Name").py_str if "Properties" not in e else "" for e in entries]
+    names = [nbt.as_str(e["Name"]) if "Properties" not in e else "" for e in entries]
     if name not in names:
-        entries.append(nbt.CompoundTag(Name=nbt.StringTag(name)))
+        entries.append({"Name": name})
         names.append(name)
     indices[positions] = names.index(name)
     used = np.unique(indices)  # the game drops unused palette entries when it saves, too
     remap = np.zeros(len(entries), dtype=np.int64)
     remap[used] = np.arange(len(used))
-    new_states = nbt.CompoundTag(palette=nbt.ListTag([entries[int(i)] for i in used]))
+    new_states: nbt.Compound = {
+        "palette": nbt.ListTag(nbt.COMPOUND, [entries[int(i)] for i in used])
+    }
     if len(used) > 1:
         longs = np.frombuffer(pack_indices(remap[indices], _block_bits(len(used))), dtype=">i8")
-        new_states["data"] = _long_array(longs.astype(np.int64))
+        new_states["data"] = _long_array(longs)
     section["block_states"] = new_states
 
 
@@ -1940,19 +1938,19 @@ def _move_player(path: Path, world_seed: int, rng: np.random.Generator) -> None:
     if not players:
         return
     player = _read_gzip_nbt(players[0])
-    position = player.compound.get_list("Pos")
-    x, z = (int(position.get_double(i).py_float) + int(rng.integers(-200, 201)) for i in (0, 2))
+    position = nbt.as_list(player.root["Pos"])
+    x, z = (int(nbt.as_float(position[i])) + int(rng.integers(-200, 201)) for i in (0, 2))
     ground = max(int(_heights(world_seed, x, z, 1, 1)[0, 0]), _MIN_SURFACE, _SEA)
-    player.compound["Pos"] = _doubles(x + 0.5, float(ground), z + 0.5)
-    _atomic_write(players[0], _gzip_nbt(player.compound))
+    player.root["Pos"] = _doubles(x + 0.5, float(ground), z + 0.5)
+    _atomic_write(players[0], _gzip_nbt(player.root))
 
 
 def _bump_level(
     path: Path, level: nbt.NamedTag, session: _Session, rng: np.random.Generator
 ) -> None:
-    data = level.compound.get_compound("Data")
+    data = nbt.as_compound(level.root["Data"])
     end = session.start + session.length // 20
-    data["LastPlayed"] = nbt.LongTag(end * 1000 + int(rng.integers(0, 1000)))
-    data["Time"] = nbt.LongTag(session.game_time + session.length)
-    data["DayTime"] = nbt.LongTag(data.get_long("DayTime").py_int + session.length)
-    _atomic_write(path, _gzip_nbt(level.compound))
+    data["LastPlayed"] = nbt.long_tag(end * 1000 + int(rng.integers(0, 1000)))
+    data["Time"] = nbt.long_tag(session.game_time + session.length)
+    data["DayTime"] = nbt.long_tag(nbt.as_int(data["DayTime"]) + session.length)
+    _atomic_write(path, _gzip_nbt(level.root))

@@ -13,8 +13,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-import amulet_nbt as nbt
-
+from peerhost_store import nbt
 from peerhost_store.chunk import compress
 from peerhost_store.region import (
     CUSTOM,
@@ -38,33 +37,23 @@ GARBAGE = bytes((i * 131 + 7) & 0xFF for i in range(SECTOR))
 
 def chunk_nbt(cx: int, cz: int, filler: int = 0) -> bytes:
     """A small 1.18+-style chunk; ``filler`` adds a long byte array (to make LZ4 use blocks)."""
-    section = nbt.CompoundTag(
-        {
-            "Y": nbt.ByteTag(0),
-            "block_states": nbt.CompoundTag(
-                {
-                    "palette": nbt.ListTag(
-                        [nbt.CompoundTag({"Name": nbt.StringTag("minecraft:stone")})]
-                    )
-                }
-            ),
-        }
-    )
-    root = nbt.CompoundTag(
-        {
-            "DataVersion": nbt.IntTag(3337),
-            "xPos": nbt.IntTag(cx),
-            "zPos": nbt.IntTag(cz),
-            "yPos": nbt.IntTag(-4),
-            "Status": nbt.StringTag("minecraft:full"),
-            "LastUpdate": nbt.LongTag(1000 + cx),
-            "InhabitedTime": nbt.LongTag(20 * cz),
-            "sections": nbt.ListTag([section]),
-        }
-    )
+    section: nbt.Compound = {
+        "Y": nbt.byte_tag(0),
+        "block_states": {"palette": nbt.ListTag(nbt.COMPOUND, [{"Name": "minecraft:stone"}])},
+    }
+    root: nbt.Compound = {
+        "DataVersion": nbt.int_tag(3337),
+        "xPos": nbt.int_tag(cx),
+        "zPos": nbt.int_tag(cz),
+        "yPos": nbt.int_tag(-4),
+        "Status": "minecraft:full",
+        "LastUpdate": nbt.long_tag(1000 + cx),
+        "InhabitedTime": nbt.long_tag(20 * cz),
+        "sections": nbt.ListTag(nbt.COMPOUND, [section]),
+    }
     if filler:
-        root["filler"] = nbt.ByteArrayTag([i % 7 for i in range(filler)])
-    return nbt.NamedTag(root, "").to_nbt(compressed=False, little_endian=False)
+        root["filler"] = (nbt.BYTE_ARRAY, bytes(i % 7 for i in range(filler)))
+    return nbt.dump(root)
 
 
 def record(slot: int, compression: int, *, external: bool = False, filler: int = 0) -> ChunkRecord:
