@@ -29,7 +29,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from peerhost_store.synth import play_session, synthesize_world
+from peerhost_cli.synth import play_session, synthesize_world
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable

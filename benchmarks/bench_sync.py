@@ -623,7 +623,7 @@ def print_pairs(result: dict[str, Any]) -> None:
 def bench_big(server: Coordinator, work: Path, size_mib: int) -> dict[str, Any]:
     world_a, world_b = work / "big-A", work / "big-B"
     started = time.perf_counter()
-    from peerhost_store.synth import synthesize_world
+    from peerhost_cli.synth import synthesize_world
 
     info = synthesize_world(world_a, seed=size_mib, target_bytes=size_mib * MiB)
     synth_s = time.perf_counter() - started

@@ -7,7 +7,7 @@ pushed once. Then, for ``--seconds``:
 
 * one **host** per session (its own member token) takes the lease (ttl ``--ttl``), renews it
   every ttl/3 and, every 5 to 15 s, applies a synthesized play session
-  (:func:`peerhost_store.synth.play_session`) to its world, snapshots it and pushes it with
+  (:func:`peerhost_cli.synth.play_session`) to its world, snapshots it and pushes it with
   its fencing token;
 * ``--readers`` **readers** (reader ``r`` follows session ``r % sessions``, its own member
   token and repository) pull, check that their head is the head the coordinator told them and,
@@ -51,7 +51,8 @@ from typing import Any
 
 import httpx
 
-from peerhost_store import region, synth
+from peerhost_cli import synth
+from peerhost_store import region
 from peerhost_store.ids import from_hex
 from peerhost_store.maintenance import walk
 from peerhost_store.repo import Repository

@@ -11,7 +11,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from peerhost_store import nbt, region, synth
+from peerhost_cli import synth
+from peerhost_store import nbt, region
 
 SEED = 7
 

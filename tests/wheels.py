@@ -108,10 +108,19 @@ class Target:
 TARGETS = tuple(Target(python, platform) for python in PYTHONS for platform in PLATFORMS)
 
 
-def project_requirements(pyproject: Path = ROOT / "pyproject.toml") -> list[Requirement]:
-    """``[project] dependencies`` of pyproject.toml."""
+#: The extras a player may install (``pip install peerhost[server]`` for ``phs serve``,
+#: ``[demo]`` for ``phs demo``): they must resolve from wheels too. ``test`` is the project's own.
+PLAYER_EXTRAS = ("server", "demo")
+
+
+def project_requirements(pyproject: Path = ROOT / "pyproject.toml",
+                         extras: tuple[str, ...] = PLAYER_EXTRAS) -> list[Requirement]:
+    """``[project] dependencies`` of pyproject.toml and those of ``extras``."""
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
-    return [Requirement(text) for text in project["dependencies"]]
+    texts = list(project["dependencies"])
+    for extra in extras:
+        texts += project["optional-dependencies"][extra]
+    return [Requirement(text) for text in texts]
 
 
 def read_constraints(path: Path = CONSTRAINTS) -> list[Requirement]:

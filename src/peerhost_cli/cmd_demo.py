@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 from rich.table import Table
@@ -32,7 +33,7 @@ from peerhost_store.sync.remotes import (
 from peerhost_store.sync.transfer import PullReport, PushReport, pull
 from peerhost_store.worldfs import STORE_DIR
 
-from .common import Subparsers, short
+from .common import Subparsers, import_extra, short
 from .output import emit_json, human_bytes, out
 from .reports import chunk_counts, chunks_text, wire_json
 
@@ -65,6 +66,10 @@ class _Steps:
         return value
 
 
+def _synth() -> ModuleType:
+    return import_extra("peerhost_cli.synth", command="phs demo", extra="demo")
+
+
 def run_demo(args: argparse.Namespace) -> int:
     if args.keep is not None:
         args.keep.mkdir(parents=True)
@@ -74,7 +79,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace, base: Path) -> int:
-    from peerhost_store.synth import synthesize_world  # numpy: imported only for the demo
+    synthesize_world = _synth().synthesize_world
 
     world = base / "world"
     steps = _Steps()
@@ -144,7 +149,8 @@ def _chunks(report: PushReport | PullReport) -> str:
 def _demo_sync(args: argparse.Namespace, base: Path, world_a: Path, first: ObjectId,
                first_root: ObjectId, steps: _Steps) -> dict[str, Any]:
     """Peer A (the demo world, owner) and peer B (a member) share it through a coordinator."""
-    from peerhost_server.background import BackgroundCoordinator  # the server extra
+    background = import_extra("peerhost_server.background", command="phs demo", extra="server")
+    BackgroundCoordinator = background.BackgroundCoordinator
 
     world_b = base / "peer-b"
     with BackgroundCoordinator(base / "coordinator") as coord:
@@ -247,7 +253,8 @@ def _verify(world: Path) -> tuple[int, int]:
 
 
 def _play(world: Path, seed: int) -> str:
-    from peerhost_store.synth import SynthError, play_session
+    synth = _synth()
+    SynthError, play_session = synth.SynthError, synth.play_session
 
     try:
         info = play_session(world, seed=seed + 1, edit_chunks=20, resave_chunks=200, new_chunks=30)

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from peerhost_store.sync.remotes import check_url, connect
 
-from .common import Subparsers, UsageError, when
+from .common import Subparsers, UsageError, import_extra, when
 from .output import emit_json, err, out
 
 DEFAULT_BIND = "127.0.0.1:8000"
@@ -92,7 +92,7 @@ def _client_args(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from peerhost_server import serve
+    serve = import_extra("peerhost_server.app", command="phs serve", extra="server").serve
 
     data: Path = args.data if args.data is not None else default_data_dir()
     host, port = args.bind

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from peerhost_store.errors import PeerhostError
@@ -17,6 +19,31 @@ from peerhost_store.sync.leasing import remembered_fencing
 from peerhost_store.sync.remotes import Remote
 
 Subparsers = Any  # argparse's _SubParsersAction is private
+
+
+class MissingExtra(PeerhostError):
+    """A command needs an optional part of PeerHost that is not installed."""
+
+    def __init__(self, command: str, extra: str, missing: str) -> None:
+        self.extra = extra
+        self.missing = missing
+        super().__init__(f"{command} needs PeerHost's {extra} extra ({missing} is not installed): "
+                         f"pip install 'peerhost[{extra}]'")
+
+
+def import_extra(module: str, *, command: str, extra: str) -> ModuleType:
+    """``import module``, which needs the optional dependencies of ``extra``.
+
+    Raises:
+        MissingExtra: one of them is not installed (the message says how to install it).
+    """
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and exc.name.split(".")[0] in ("peerhost_store", "peerhost_cli",
+                                                               "peerhost_server"):
+            raise  # our own module is missing: a broken install, not an extra
+        raise MissingExtra(command, extra, exc.name or "a dependency") from exc
 
 
 class UsageError(PeerhostError):

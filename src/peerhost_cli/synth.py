@@ -41,8 +41,8 @@ from typing import Any, NamedTuple, ParamSpec, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from . import nbt, region
-from .errors import PeerhostError
+from peerhost_store import nbt, region
+from peerhost_store.errors import PeerhostError
 
 __all__ = [
     "DATA_VERSION",
