@@ -45,6 +45,7 @@ SESSION_ROLES: dict[tuple[str, str], frozenset[str]] = {
     ("POST", f"{S}/lease"): PLAYERS,
     ("POST", f"{S}/lease/renew"): PLAYERS,
     ("POST", f"{S}/lease/release"): PLAYERS,
+    ("POST", f"{S}/lease/reset"): frozenset({"owner"}),
     ("GET", f"{S}/lease"): PLAYERS,
     ("POST", f"{S}/sync-request"): PLAYERS | {"admin"},
     ("POST", f"{S}/objects/missing"): PLAYERS,

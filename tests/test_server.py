@@ -98,6 +98,7 @@ SESSION_ENDPOINTS = [
     ("POST", "lease", {"holder": "h", "ttl": 10}, {"owner", "member"}),
     ("POST", "lease/renew", {"fencing": 1}, {"owner", "member"}),
     ("POST", "lease/release", {"fencing": 1}, {"owner", "member"}),
+    ("POST", "lease/reset", {}, {"owner"}),
     ("GET", "lease", None, {"owner", "member"}),
     ("POST", "sync-request", {}, {"owner", "member", "admin"}),
     ("POST", "objects/missing", ID_BODY, {"owner", "member"}),

@@ -1,4 +1,5 @@
-"""phs serve, phs session create|list|invite|revoke; a coordinator in a background thread."""
+"""phs serve, phs session create|list|invite|revoke|reset-lease; a coordinator in a background
+thread."""
 
 from __future__ import annotations
 
@@ -79,6 +80,19 @@ def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("member")
     _server_options(p, "the session owner's")
     p.set_defaults(func=run_revoke)
+    _register_reset_lease(sub, common)
+
+
+def _register_reset_lease(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("reset-lease", parents=[common],
+                       help="end the lease whoever holds it and empty the standby queue "
+                            "(owner token)")
+    p.add_argument("session")
+    p.add_argument("--keep-lease", action="store_true", help="only empty the standby queue")
+    p.add_argument("--keep-standby", action="store_true",
+                   help="only end the lease (the first standby gets its window)")
+    _server_options(p, "the session owner's")
+    p.set_defaults(func=run_reset_lease)
 
 
 def _server_options(p: argparse.ArgumentParser, whose: str) -> None:
@@ -173,6 +187,19 @@ def run_revoke(args: argparse.Namespace) -> int:
         emit_json({"session": args.session, "revoked": args.member})
     else:
         out.print(f"revoked {args.member}'s token in {args.session}", markup=False)
+    return 0
+
+
+def run_reset_lease(args: argparse.Namespace) -> int:
+    url, token = _client_args(args)
+    with connect(url, args.session, token) as client:
+        answer = client.reset_lease(lease=not args.keep_lease, standby=not args.keep_standby)
+    if args.json:
+        emit_json({"session": args.session, **answer})
+        return 0
+    released = answer["released"]
+    out.print(f"{args.session}: " + (f"ended {released}'s lease" if released else "no lease ended")
+              + f"; dropped {len(answer['dropped'])} standby entries", markup=False)
     return 0
 
 

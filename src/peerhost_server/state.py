@@ -188,13 +188,16 @@ class Coordinator:
             return new.token
 
     def remove_member(self, session: str, name: str) -> None:
-        """Revoke a member's token."""
+        """Revoke a member's token; its lease and standby entry go in the same transaction
+        (:meth:`SessionLease.drop_member`), so nothing it queued outlives it."""
         with self._lock:
             record = self.session(session)
             token_id = record["members"].pop(name, None)
             if token_id is None:
                 raise ApiError(404, "no_member", f"{name!r} is not a member of {session!r}")
-            self._put({f"session/{session}": record, f"token/{token_id}": None})
+            revoked = {f"session/{session}": record, f"token/{token_id}": None}
+            with self.lease(session, also=revoked) as (state, now):
+                state.drop_member(now, name)
             with self._known_lock:  # after the delete is durable: see authenticate()
                 self._revocations += 1
                 self._known.clear()
@@ -265,13 +268,15 @@ class Coordinator:
         return slot
 
     @contextmanager
-    def lease(self, session: str) -> Iterator[tuple[SessionLease, float]]:
+    def lease(self, session: str, also: dict[str, Any] | None = None
+              ) -> Iterator[tuple[SessionLease, float]]:
         """Work on a session's lease state under that session's lock; persist it afterwards.
 
         The body works on a copy, which replaces the state only once whatever it changed that
         survives a restart is durably written, so nothing is answered that was not persisted;
         if the body or the write fails, the state stays as it was. A call that changes nothing
-        persisted (a renewal, mostly) writes nothing.
+        persisted (a renewal, mostly) writes nothing. ``also`` (meta values, as for
+        :meth:`_put`) is written in the same transaction, always.
 
         This may wait for the lock, which :meth:`commit_head` holds across an fsync: call it
         from a worker thread, never on the event loop (there, use :meth:`try_lease`).
@@ -281,8 +286,8 @@ class Coordinator:
             work = slot.state.copy()
             yield work, self.clock()
             persisted = work.to_json()
-            if persisted != slot.persisted:
-                self._put({f"lease/{session}": persisted})
+            if persisted != slot.persisted or also:
+                self._put({**(also or {}), f"lease/{session}": persisted})
                 slot.persisted = persisted
             slot.state = work
 

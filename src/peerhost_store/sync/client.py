@@ -365,6 +365,12 @@ class CoordinatorClient:
         """Give the lease up. Raises LeaseLost when ``fencing`` is no longer current."""
         self._json("POST", self._path("lease/release"), {"fencing": fencing})
 
+    def reset_lease(self, *, lease: bool = True, standby: bool = True) -> dict[str, Any]:
+        """End the lease whoever holds it (``lease``) and empty the standby queue
+        (``standby``); owner only. Returns ``{released, dropped, fencing}``: the holder whose
+        lease ended (or None) and the standby holders dropped."""
+        return self._json("POST", self._path("lease/reset"), {"lease": lease, "standby": standby})
+
     def lease_status(self) -> LeaseStatus:
         """Who holds the lease, the last fencing token, the standby queue."""
         a = self._json("GET", self._path("lease"))
