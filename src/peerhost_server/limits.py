@@ -13,6 +13,8 @@ from typing import Any
 import anyio
 from starlette.requests import ClientDisconnect, Request
 
+from peerhost_store.bounds import TreeLimits
+
 from .errors import ApiError
 
 
@@ -41,6 +43,9 @@ class Limits:
         max_ttl: longest lease in seconds.
         standby_window: seconds during which only the first standby may take a lease that
             was released or expired.
+        tree: how far a snapshot's tree may expand (every head move is checked against it);
+            keep it within the clients' own bounds (the same defaults), or their pulls refuse
+            what the coordinator accepted.
     """
 
     max_body_bytes: int = 64 << 20
@@ -55,6 +60,7 @@ class Limits:
     min_ttl: float = 1.0
     max_ttl: float = 3600.0
     standby_window: float = 15.0
+    tree: TreeLimits = TreeLimits()
 
 
 class TokenBucket:

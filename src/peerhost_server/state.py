@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from peerhost_store.bounds import Summary
 from peerhost_store.errors import StoreError
 from peerhost_store.ids import ObjectId
 from peerhost_store.lock import FileLock, Locked
@@ -233,6 +234,15 @@ class Coordinator:
                 self._pairings.popitem(last=False)
         return pairs
 
+    def summaries(self, session: str, oids: list[ObjectId]) -> list[Summary | None]:
+        """The summary stored with each id's completeness mark (None: no mark, or a mark
+        written before marks carried summaries, whose subgraph must be checked again)."""
+        out = []
+        for oid in oids:
+            raw = self.kv.get_meta(_complete_key(session, oid))
+            out.append(Summary.from_bytes(raw) if raw else None)
+        return out
+
     def is_complete(self, session: str, oids: list[ObjectId]) -> list[bool]:
         """Whether each id is marked complete in the session."""
         known = self._complete.setdefault(session, set())
@@ -336,11 +346,11 @@ class Coordinator:
         new: ObjectId,
         *,
         fencing: int | None,
-        verified: list[ObjectId],
+        verified: dict[ObjectId, Summary],
         entry: dict[str, Any],
     ) -> None:
         """Move the head from ``old`` to ``new``, append ``entry`` to the log and record
-        ``verified`` as complete, in one transaction. The fencing token (when given) is checked
+        ``verified`` as complete, each with its summary, in one transaction. The fencing token (when given) is checked
         under the session's lease lock, which is held until the head is written, so no grant
         or release slips in between. Other sessions' leases do not wait for this write.
 
@@ -352,7 +362,7 @@ class Coordinator:
                 _check_fencing(state, now, who, fencing)
             seq = int(self._get(f"logn/{session}") or 0)
             meta: dict[str, Any] = {f"log/{session}/{seq:012d}": entry, f"logn/{session}": seq + 1}
-            marks = {_complete_key(session, oid): b"" for oid in verified}
+            marks = {_complete_key(session, oid): s.to_bytes() for oid, s in verified.items()}
             try:
                 self.kv.apply(Update(
                     refs=[(f"head/{session}", old, new)],

@@ -94,6 +94,19 @@ class LmdbStore:
             out.append(bytes(data))  # bytes already: no copy
         return out
 
+    def peek(self, oids: list[ObjectId], n: int) -> list[tuple[int, bytes] | None]:
+        """Each object's stored size and first ``n`` bytes (None when absent), not hashed:
+        the coordinator sizes every blob a new tree reaches (one at a time, so a batch of
+        large files is never in memory at once)."""
+        def run(txn: lmdb.Transaction) -> list[tuple[int, bytes] | None]:
+            out: list[tuple[int, bytes] | None] = []
+            for oid in oids:
+                value = txn.get(oid, db=self._objects)
+                out.append(None if value is None else (len(value), bytes(value[:n])))
+            return out
+
+        return self._read(run)
+
     def iter_missing(self, oids: Iterable[ObjectId]) -> Iterator[ObjectId]:
         wanted = list(oids)
         missing = self._read(
