@@ -5,6 +5,8 @@ storage, and leases and standby entries that outlive a revocation."""
 from __future__ import annotations
 
 import json
+import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from test_sync_support import Clock, Server, make_session, new_repo, running
 from worldfs_helpers import make_world
 
 from peerhost_server import Limits
-from peerhost_store.errors import PeerhostError
+from peerhost_store.errors import DecodeError, PeerhostError
 from peerhost_store.ids import ObjectId
 from peerhost_store.objects import (
     ChunkEntry,
@@ -31,6 +33,7 @@ from peerhost_store.region import ZLIB
 from peerhost_store.repo import PENDING_RESTORE, Repository
 from peerhost_store.store import MemoryStore, Update
 from peerhost_store.sync.client import CoordinatorClient, CoordinatorError, Forbidden
+from peerhost_store.sync.protocol import MSGPACK, DeltaRequest, encode_delta_upload
 from peerhost_store.sync.transfer import pull, push
 from peerhost_store.tree import build_dir, build_region
 
@@ -339,3 +342,108 @@ def test_a_pending_restore_of_a_bomb_does_not_wedge_the_world(tmp_path: Path,
         assert not (world / "d0000").exists(), "nothing of the bomb was written"
         result = repo.snapshot("after")  # given up once, loudly; the world works again
         assert result.oid == head and (world / "keep.txt").read_bytes() == b"mine"
+
+
+# -- item 7: pairing and delta work is bounded per request, and stops with its client ---------
+
+
+def _honest_head(c: dict[str, CoordinatorClient], tmp_path: Path) -> tuple[ObjectId, int]:
+    """Alice pushes a small world; returns its tree and her fencing token."""
+    a = new_repo(tmp_path / "alice")
+    make_world(a.world)
+    (a.world / "level.dat").write_bytes(b"level")
+    a.snapshot("v1")
+    fencing = c["alice"].acquire("alice-pc", 600).fencing
+    push(a, c["alice"], fencing=fencing)
+    head = a.head()
+    assert head is not None
+    return a.read_snapshot(head).root, fencing
+
+
+def _bomb_tree(c: dict[str, CoordinatorClient], **shape: int) -> ObjectId:
+    objects = Collect()
+    root = dag_bomb(objects, **shape) if "levels" in shape else region_bomb(objects, **shape)
+    c["mallory"].upload(list(objects.objects.values()))
+    return root
+
+
+def _delta_error(c: CoordinatorClient, route: str, request: DeltaRequest) -> CoordinatorError:
+    with pytest.raises(CoordinatorError) as caught:
+        if route == "delta/get":
+            c.download_delta(request)
+        else:
+            c.upload_delta(b"not a batch", request)
+    return caught.value
+
+
+@pytest.mark.parametrize("route", ["delta/get", "delta"])
+def test_delta_requests_pair_only_trees_the_session_accepted(tmp_path: Path, route: str) -> None:
+    with running(tmp_path / "c", limits=FAST) as server:
+        c = _members(server)
+        head_tree, _ = _honest_head(c, tmp_path)
+        bomb = _bomb_tree(c, levels=4, fanout=32, file_bytes=1)
+        error = _delta_error(c["mallory"], route, DeltaRequest(bomb, head_tree, ((0, 1),)))
+        assert (error.status, error.code) == (422, "tree_not_validated")
+        assert error.details == {"id": bomb.hex(), "which": "base"}
+        if route == "delta/get":  # a pull pairs two accepted trees
+            error = _delta_error(c["mallory"], route, DeltaRequest(head_tree, bomb, ((0, 1),)))
+            assert (error.code, error.details["which"]) == ("tree_not_validated", "target")
+
+
+@pytest.mark.parametrize(("shape", "what"), [({"levels": 4, "fanout": 32, "file_bytes": 1},
+                                              "nodes"),
+                                             ({"regions": 300}, "chunks")])
+def test_pairing_a_bomb_stops_at_the_request_budget(tmp_path: Path, shape: dict[str, int],
+                                                    what: str) -> None:
+    limits = Limits(rate=1e6, burst=10**6, max_pairing_nodes=2_000 if what == "nodes" else 10**6,
+                    max_pairing_chunks=5_000)
+    with running(tmp_path / "c", limits=limits) as server:
+        c = _members(server)
+        head_tree, _ = _honest_head(c, tmp_path)
+        bomb = _bomb_tree(c, **shape)
+        # A push's target is not a head yet: only the budget bounds pairing it.
+        error = _delta_error(c["mallory"], "delta", DeltaRequest(head_tree, bomb, ((0, 1),)))
+        assert (error.status, error.code) == (413, "pairing_too_large")
+        assert error.details == {"what": what, "limit": 2_000 if what == "nodes" else 5_000}
+        c["bob"].lease_status()  # the coordinator serves on
+
+
+def test_the_client_pairs_within_a_budget_too() -> None:
+    from peerhost_store.sync.pairing import Budget, PairingTooLarge, pair_chunks
+
+    store = MemoryStore()
+    add = Collect()
+    bomb = region_bomb(add, regions=10_000)
+    store.apply(Update(objects=list(add.objects.values())))
+    with pytest.raises(PairingTooLarge) as refused:
+        pair_chunks(store, None, bomb, budget=Budget(nodes=10_000))
+    assert refused.value.what == "nodes"
+    assert isinstance(refused.value, DecodeError), "push and pull then send chunks whole"
+
+
+def test_pairing_stops_when_the_client_goes_away(tmp_path: Path) -> None:
+    from peerhost_cli.cmd_serve import BackgroundCoordinator
+
+    limits = Limits(rate=1e6, burst=10**6, max_pairing_nodes=10**9, max_pairing_chunks=10**9)
+    with BackgroundCoordinator(tmp_path / "c", limits=limits) as coord, \
+            httpx.Client(base_url=coord.url, timeout=30) as http:
+        assert coord.admin_token is not None
+        admin = CoordinatorClient(http, "s1", coord.admin_token)
+        owner = CoordinatorClient(http, "s1", admin.create_session("s1"))
+        c = {"owner": owner, **{m: CoordinatorClient(http, "s1", owner.add_member(m))
+                                for m in ("alice", "mallory")}}
+        head_tree, _ = _honest_head(c, tmp_path)
+        bomb = _bomb_tree(c, levels=6, fanout=32, file_bytes=1)  # 10^9 paths: hours to pair
+        body = encode_delta_upload(DeltaRequest(head_tree, bomb, ((0, 1),)), b"batch")
+        host, port = coord.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(b"POST /v1/sessions/s1/objects/delta HTTP/1.1\r\nHost: x\r\n"
+                         + f"Authorization: Bearer {c['mallory']._token}\r\n".encode()
+                         + f"Content-Type: {MSGPACK}\r\nContent-Length: {len(body)}\r\n\r\n"
+                           .encode() + body)
+            time.sleep(0.5)  # the pairing is under way
+        for _ in range(200):  # bounded: 20 s at most
+            if "peerhost_requests_cancelled_total 1.0" in owner.metrics():
+                break
+            time.sleep(0.1)
+        assert "peerhost_requests_cancelled_total 1.0" in owner.metrics()

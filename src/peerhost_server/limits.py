@@ -7,7 +7,7 @@ import contextlib
 import math
 import threading
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -36,6 +36,9 @@ class Limits:
         max_delta_rebuild: NBT bytes the coordinator decompresses and rebuilds for one
             ``objects/delta`` request; items past it are answered as failed, not rebuilt, so a
             hostile batch cannot buy unbounded work.
+        max_pairing_nodes: tree nodes one delta request may load to pair its two trees (413
+            ``pairing_too_large`` beyond; the client then sends or fetches those chunks whole).
+        max_pairing_chunks: chunk entries one pairing may consider (the same 413).
         body_timeout: seconds to receive a whole request body (408 beyond).
         rate: requests per second per token, refilled continuously.
         burst: requests a token may make at once (the bucket's size).
@@ -54,13 +57,15 @@ class Limits:
     max_delta_items: int = 32768
     max_delta_bytes: int = 64 << 20
     max_delta_rebuild: int = 256 << 20
+    max_pairing_nodes: int = 50_000
+    max_pairing_chunks: int = 200_000
     body_timeout: float = 60.0
     rate: float = 100.0
     burst: int = 400
     min_ttl: float = 1.0
     max_ttl: float = 3600.0
     standby_window: float = 15.0
-    tree: TreeLimits = TreeLimits()
+    tree: TreeLimits = field(default_factory=TreeLimits)
 
 
 class TokenBucket:

@@ -25,12 +25,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from peerhost_store.bounds import Summary
+from peerhost_store.bounds import DIR, Summary, TreeRefused
 from peerhost_store.errors import StoreError
 from peerhost_store.ids import ObjectId
 from peerhost_store.lock import FileLock, Locked
 from peerhost_store.store import LmdbStore, RefConflict, Update
-from peerhost_store.sync.pairing import Pair, pair_chunks
+from peerhost_store.sync.pairing import Budget, Pair, pair_chunks
 from peerhost_store.sync.protocol import ObjectStatus
 
 from .auth import (
@@ -52,7 +52,8 @@ Clock = Callable[[], float]
 T = TypeVar("T")
 
 #: Pairing lists kept in memory: a push or pull of a large change sends many delta requests
-#: for the same two trees, and each would otherwise diff them again.
+#: for the same two trees, and each would otherwise diff them again. At most this many lists,
+#: holding at most twice ``max_pairing_chunks`` pairs together.
 PAIRINGS_KEPT = 8
 
 
@@ -214,25 +215,42 @@ class Coordinator:
                 self._stores[session] = store
             return store
 
-    def pairing(self, session: str, base: ObjectId, target: ObjectId) -> list[Pair]:
-        """``pair_chunks`` of two trees of the session's store, remembered for the next
-        request (trees are content-addressed, so a computed list never goes stale).
+    def pairing(self, session: str, base: ObjectId, target: ObjectId,
+                cancelled: Callable[[], bool] = lambda: False) -> list[Pair]:
+        """``pair_chunks`` of two trees of the session's store, within this coordinator's
+        per-request budget, remembered for the next request (trees are content-addressed, so
+        a computed list never goes stale).
 
         Raises:
             ObjectMissing: a node of either tree is not stored in this session.
-            DecodeError: a node is malformed.
+            DecodeError: a node is malformed; PairingTooLarge past the budget.
+            PairingCancelled: ``cancelled()`` turned true (the client went away).
         """
         key = (session, base, target)
         with self._lock:
             if key in self._pairings:
                 self._pairings.move_to_end(key)
                 return self._pairings[key]
-        pairs = pair_chunks(self.store(session), base, target)  # outside the lock: it reads
+        budget = Budget(self.limits.max_pairing_nodes, self.limits.max_pairing_chunks, cancelled)
+        pairs = pair_chunks(self.store(session), base, target, budget=budget)  # reads: unlocked
         with self._lock:
             self._pairings[key] = pairs
-            while len(self._pairings) > PAIRINGS_KEPT:
+            while len(self._pairings) > PAIRINGS_KEPT or len(self._pairings) > 1 and sum(
+                    map(len, self._pairings.values())) > 2 * self.limits.max_pairing_chunks:
                 self._pairings.popitem(last=False)
         return pairs
+
+    def validated_tree(self, session: str, oid: ObjectId) -> bool:
+        """Whether ``oid`` is the root of a tree this session accepted at a head move (the
+        tree of a head or of its history), within today's bounds."""
+        summary = self.summaries(session, [oid])[0]
+        if summary is None or summary.kind != DIR or summary.reserved:
+            return False
+        try:
+            summary.within(self.limits.tree, "/")
+        except TreeRefused:
+            return False
+        return True
 
     def summaries(self, session: str, oids: list[ObjectId]) -> list[Summary | None]:
         """The summary stored with each id's completeness mark (None: no mark, or a mark
