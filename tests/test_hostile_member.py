@@ -5,21 +5,26 @@ storage, and leases and standby entries that outlive a revocation."""
 from __future__ import annotations
 
 import json
+import random
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from hostile_trees import Collect, dag_bomb, region_bomb, snapshot_of
-from test_sync_support import Clock, Server, make_session, new_repo, running
+from test_auth_matrix import _wait_up
+from test_sync_support import Clock, Server, TestClient, make_session, new_repo, running
 from worldfs_helpers import make_world
 
-from peerhost_server import Limits
+from peerhost_server import Limits, create_app
 from peerhost_store.errors import DecodeError, PeerhostError
-from peerhost_store.ids import ObjectId
+from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import (
     ChunkEntry,
     DirEntry,
@@ -447,3 +452,203 @@ def test_pairing_stops_when_the_client_goes_away(tmp_path: Path) -> None:
                 break
             time.sleep(0.1)
         assert "peerhost_requests_cancelled_total 1.0" in owner.metrics()
+
+
+# -- item 8: quotas, coordinator gc and retention, a full disk -----------------------------------
+
+
+class Wall:
+    """A wall clock that moves only when told (upload times, gc's grace period)."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextmanager
+def coordinator_at(path: Path, wall: Wall, **limits: Any) -> Iterator[Server]:
+    app = create_app(path, limits=Limits(rate=1e6, burst=10**6, **limits), wall=wall)
+    with TestClient(app) as http:
+        yield Server(http, CoordinatorClient(http, "", app.state.admin_token), path,
+                     app.state.admin_token)
+
+
+def _random_blobs(count: int, size: int, seed: int = 1) -> list[bytes]:
+    rng = random.Random(seed)
+    return [encode_blob(rng.randbytes(size)) for _ in range(count)]
+
+
+def test_uploads_past_the_session_quota_are_refused_with_507(tmp_path: Path) -> None:
+    with coordinator_at(tmp_path / "c", Wall(), quota_bytes=2 << 20) as server:
+        c = _members(server)
+        other = make_session(server, "s2")["alice"]
+        refused = None
+        for i in range(100):  # bounded: 6.4 MiB at most, three times the quota
+            try:
+                c["mallory"].upload(_random_blobs(1, 64 << 10, seed=i))
+            except CoordinatorError as exc:
+                refused = exc
+                break
+        assert refused is not None and (refused.status, refused.code) == (507, "quota_exceeded")
+        assert refused.details["limit"] == 2 << 20
+        assert refused.details["usage"] + refused.details["incoming"] > 2 << 20
+        stored = _random_blobs(1, 64 << 10, seed=0)[0]
+        assert c["bob"].download([hash_bytes(stored)]) == [stored], "reads go on"
+        other.upload(_random_blobs(4, 64 << 10, seed=200))  # another session has its own quota
+
+
+def test_gc_deletes_unreferenced_uploads_once_the_grace_period_passed(tmp_path: Path) -> None:
+    wall = Wall()
+    with coordinator_at(tmp_path / "c", wall, gc_grace=3600) as server:
+        c = _members(server)
+        _honest_head(c, tmp_path)
+        junk = _random_blobs(40, 32 << 10)
+        c["mallory"].upload(junk)
+        report = c["owner"].gc()
+        assert report["deleted_objects"] == 0, "uploads within the grace period are kept"
+        wall.now += 3601
+        usage = c["owner"].retention()["usage"]
+        report = c["owner"].gc()
+        assert report["deleted_objects"] == 40 and report["freed_bytes"] > 1 << 20
+        assert c["owner"].retention()["usage"] < usage
+        assert c["bob"].missing([hash_bytes(b) for b in junk]) == [hash_bytes(b) for b in junk]
+        b = new_repo(tmp_path / "bob")
+        assert pull(b, c["bob"]).outcome == "fast-forward"
+        assert b.verify().ok
+        with pytest.raises(CoordinatorError) as member:
+            c["mallory"].gc()
+        assert member.value.status == 403
+
+
+def test_retention_drops_old_snapshots_and_marks_where_history_was_cut(tmp_path: Path) -> None:
+    wall = Wall()
+    with coordinator_at(tmp_path / "c", wall, gc_grace=0) as server:
+        c = _members(server)
+        a = new_repo(tmp_path / "alice")
+        make_world(a.world)
+        fencing = c["alice"].acquire("alice-pc", 600).fencing
+        heads = []
+        for i in range(4):
+            (a.world / f"only-in-v{i}.txt").write_bytes(f"version {i}".encode() * 1000)
+            for j in range(i):
+                (a.world / f"only-in-v{j}.txt").unlink(missing_ok=True)
+            heads.append(a.snapshot(f"v{i}").oid)
+            push(a, c["alice"], fencing=fencing)
+            if i == 1:
+                bob = new_repo(tmp_path / "bob")
+                pull(bob, c["bob"])  # bob holds v1 and v0
+        with pytest.raises(CoordinatorError) as member:
+            c["mallory"].set_retention(keep_last=1)
+        assert member.value.status == 403
+        assert c["owner"].set_retention(keep_last=2)["policy"]["keep_last"] == 2
+        wall.now += 1  # past the grace period of every upload so far
+        report = c["owner"].gc()
+        assert (report["kept_snapshots"], report["dropped_snapshots"]) == (2, 2)
+        assert report["shallow"] == [heads[2].hex()]
+        assert c["bob"].head().shallow == {heads[2]}
+        with pytest.raises(CoordinatorError) as gone:
+            c["owner"].rollback(heads[0])
+        assert gone.value.code == "no_snapshot"
+        blob = hash_bytes(encode_blob(b"version 0" * 1000))
+        assert c["bob"].missing([blob]) == [blob], "objects only old snapshots reached are gone"
+        # A new member clones the cut history: it ends where the session's does, verified.
+        fresh = new_repo(tmp_path / "fresh")
+        assert pull(fresh, c["bob"]).outcome == "fast-forward"
+        assert [oid for oid, _ in fresh.log()] == [heads[3], heads[2]]
+        assert fresh.verify().ok
+        # A member behind the cut who holds the parents fast-forwards as before.
+        assert pull(bob, c["bob"]).outcome == "fast-forward" and bob.head() == heads[3]
+        # Pushing on top of the cut history works, and the next gc keeps the policy.
+        (a.world / "more.txt").write_bytes(b"more")
+        a.snapshot("v4")
+        push(a, c["alice"], fencing=fencing)
+        wall.now += 1
+        assert c["owner"].gc()["kept_snapshots"] == 2
+
+
+def test_a_tree_node_past_the_node_limit_is_refused_at_upload(server: Server) -> None:
+    c = _members(server)
+    entries = [DirEntry(f"{i:08d}-{'x' * 30}", EntryKind.FILE, ObjectId(bytes(32)), 0)
+               for i in range(20_000)]
+    node = encode_dir_leaf(entries)
+    assert len(node) > 1 << 20
+    with pytest.raises(CoordinatorError) as refused:
+        c["mallory"].upload([node])
+    assert (refused.value.status, refused.value.code) == (413, "node_too_large")
+    c["mallory"].upload(_random_blobs(1, 2 << 20))  # a blob that large is fine
+
+
+def test_phs_session_retention_and_gc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from peerhost_cli.cmd_serve import BackgroundCoordinator
+    from peerhost_cli.main import main
+
+    with BackgroundCoordinator(tmp_path / "c", limits=FAST) as coord, \
+            httpx.Client(base_url=coord.url) as http:
+        assert coord.admin_token is not None
+        owner = CoordinatorClient(http, "s1", CoordinatorClient(
+            http, "s1", coord.admin_token).create_session("s1"))
+        token = ["--url", coord.url, "--token", owner._token]
+        assert main(["session", "retention", "s1", "--keep-last", "3", "--keep-daily", "7",
+                     *token]) == 0
+        assert "keep-last 3, keep-daily 7" in capsys.readouterr().out
+        assert main(["session", "retention", "s1", "--json", *token]) == 0
+        assert json.loads(capsys.readouterr().out)["policy"]["keep_daily"] == 7
+        assert main(["session", "gc", "s1", "--json", *token]) == 0
+        assert json.loads(capsys.readouterr().out)["deleted_objects"] == 0
+        assert main(["session", "retention", "s1", "--keep-all", *token]) == 0
+        assert "keep everything" in capsys.readouterr().out
+        with pytest.raises(SystemExit) as usage:
+            main(["session", "retention", "s1", "--keep-last", "0", *token])
+        assert usage.value.code == 2
+
+
+def test_a_full_disk_answers_507_and_the_coordinator_serves_on(tmp_path: Path) -> None:
+    """On a full tmpfs, LMDB touching a page of its lock file with no block behind it was a
+    SIGBUS that killed the coordinator; a write on a full disk was a 500."""
+    from test_faults import fill, tmpfs
+    from test_server_uvicorn import free_port
+
+    with tmpfs(tmp_path / "disk", 24) as disk:
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "peerhost_server", "--data", str(disk / "c"), "--host",
+             "127.0.0.1", "--port", str(port), "--limit", "min_free_bytes=2MiB"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            assert proc.stdout is not None
+            admin_token = proc.stdout.readline().rsplit(" ", 1)[1].strip()
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+                _wait_up(http)
+                admin = CoordinatorClient(http, "s1", admin_token)
+                owner = CoordinatorClient(http, "s1", admin.create_session("s1"))
+                mallory = CoordinatorClient(http, "s1", owner.add_member("mallory"))
+                other = CoordinatorClient(http, "s2", admin.create_session("s2"))
+                first = _random_blobs(1, 1 << 20, seed=0)[0]
+                mallory.upload([first])
+                refused = None
+                for i in range(1, 40):  # bounded: 40 MiB at most on a 24 MiB disk
+                    try:
+                        mallory.upload(_random_blobs(1, 1 << 20, seed=i))
+                    except CoordinatorError as exc:
+                        refused = exc
+                        break
+                assert refused is not None, "the disk never filled"
+                assert (refused.status, refused.code) == (507, "disk_full"), refused
+                filler = fill(disk, leave=0)  # now even the coordinator's own writes fail
+                for call in (lambda: mallory.acquire("m", 60),
+                             lambda: other.missing([hash_bytes(first)]),  # opens a store
+                             lambda: mallory.upload(_random_blobs(1, 4096, seed=99))):
+                    try:
+                        call()
+                    except CoordinatorError as exc:
+                        assert (exc.status, exc.code) == (507, "disk_full"), exc
+                assert mallory.download([hash_bytes(first)]) == [first], "reads go on"
+                assert mallory.head().head is None
+                assert proc.poll() is None, "the coordinator is alive"
+                filler.unlink()
+                mallory.upload(_random_blobs(1, 4096, seed=98))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)

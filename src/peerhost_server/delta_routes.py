@@ -31,7 +31,7 @@ from peerhost_store.errors import DecodeError, ObjectCorrupt, ObjectMissing
 from peerhost_store.ids import ObjectId
 from peerhost_store.objects import decode_blob
 from peerhost_store.region import NONE
-from peerhost_store.store import LmdbStore, Update
+from peerhost_store.store import LmdbStore
 from peerhost_store.sync.delta import (
     KIND_DELTA,
     KIND_RAW,
@@ -59,6 +59,7 @@ from .errors import ApiError
 from .limits import Limits
 from .observe import Metrics
 from .state import Coordinator
+from .storage import write_objects
 from .web import (
     Cancelled,
     authorize,
@@ -214,7 +215,7 @@ async def upload_delta(request: Request) -> JSONResponse:
                 continue  # stored already (a resumed push): nothing to rebuild
             base = None if pairs is None else pairs[i].base
             rebuilder.add(item, None if base is None else base.compression)
-        new = store.apply(Update(hashed=rebuilder.verified)) if rebuilder.verified else 0
+        new = write_objects(coord, session, hashed=rebuilder.verified) if rebuilder.verified else 0
         return {"items": len(items), "stored": len(items) - len(rebuilder.failed), "new": new,
                 "failed": rebuilder.failed}
 

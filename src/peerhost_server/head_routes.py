@@ -22,7 +22,6 @@ from peerhost_store.bounds import Summary, TreeRefused, check_snapshot
 from peerhost_store.errors import DecodeError
 from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import Snapshot, decode, encode_snapshot
-from peerhost_store.store import Update
 from peerhost_store.sync.protocol import (
     ProtocolError,
     is_ancestor,
@@ -35,6 +34,7 @@ from .auth import MEMBER, OWNER, Identity
 from .errors import ApiError
 from .leases import SessionLease
 from .state import Coordinator, head_moved
+from .storage import write_objects
 from .web import authorize, coordinator, field, is_int, on_lease, read_json, session_name
 
 PLAYERS = {MEMBER, OWNER}
@@ -56,7 +56,9 @@ async def get_head(request: Request) -> JSONResponse:
         return None if lease is None else lease.fencing
 
     fencing = await on_lease(request, session, run)
-    return JSONResponse({"head": _hex(coord.head(session)), "fencing": fencing})
+    shallow = sorted(oid.hex() for oid in coord.shallow(session))
+    return JSONResponse({"head": _hex(coord.head(session)), "fencing": fencing,
+                         "shallow": shallow})
 
 
 def _id(body: dict[str, Any], name: str, optional: bool = False) -> ObjectId | None:
@@ -91,7 +93,8 @@ def _set_head(coord: Coordinator, session: str, who: Identity, old: ObjectId | N
         if current == new:
             return 0
         verified, checked, _ = _verify(coord, session, new)
-        if old is not None and not is_ancestor(coord.store(session), old, new):
+        if old is not None and not is_ancestor(coord.store(session), old, new,
+                                               shallow=coord.shallow(session)):
             raise ApiError(409, "not_fast_forward",
                            f"{new.hex()[:12]} does not descend from the head {old.hex()[:12]}; "
                            "roll back or merge first", {"head": old.hex()})
@@ -108,7 +111,7 @@ def _verify(coord: Coordinator, session: str, root: ObjectId
     store = coord.store(session)
     try:
         check = check_snapshot(store, lambda ids: coord.summaries(session, ids), root,
-                               coord.limits.tree)
+                               coord.limits.tree, shallow=coord.shallow(session))
     except (TreeRefused, UnsafePath) as exc:
         raise tree_refused(exc) from None
     except DecodeError as exc:
@@ -165,7 +168,7 @@ def _rollback(coord: Coordinator, session: str, who: Identity, target: ObjectId,
             message=f"rollback to {target.hex()[:12]}", summary={},
         ))
         oid = hash_bytes(data)
-        store.apply(Update(objects=[data]))
+        write_objects(coord, session, hashed=[(oid, data)], quota=False)  # recovery: no quota
         entry = {"time": time.time(), "member": who.member, "kind": "rollback",
                  "old": _hex(current), "new": oid.hex(), "target": target.hex(), "fencing": fencing}
         # Complete: its root is (verified above) and so is its parent, the current head.

@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +30,7 @@ from peerhost_store.bounds import DIR, Summary, TreeRefused
 from peerhost_store.errors import StoreError
 from peerhost_store.ids import ObjectId
 from peerhost_store.lock import FileLock, Locked
+from peerhost_store.retention import RetentionPolicy
 from peerhost_store.store import LmdbStore, RefConflict, Update
 from peerhost_store.sync.pairing import Budget, Pair, pair_chunks
 from peerhost_store.sync.protocol import ObjectStatus
@@ -60,9 +62,11 @@ PAIRINGS_KEPT = 8
 class Coordinator:
     """Sessions, tokens, leases, heads and logs of one data folder."""
 
-    def __init__(self, data_dir: Path, *, clock: Clock, limits: Limits) -> None:
+    def __init__(self, data_dir: Path, *, clock: Clock, limits: Limits,
+                 wall: Clock = time.time) -> None:
         self.data_dir = data_dir
         self.clock = clock
+        self.wall = wall  # upload times, retention: they must survive restarts
         self.limits = limits
         data_dir.mkdir(parents=True, exist_ok=True)
         self._owner_lock = FileLock(data_dir / "coordinator.lock")
@@ -88,6 +92,7 @@ class Coordinator:
         self._revocations = 0
         self._complete: dict[str, set[ObjectId]] = {}
         self._head_locks: dict[str, threading.Lock] = {}
+        self._upload_locks: dict[str, threading.Lock] = {}
         self._pairings: OrderedDict[tuple[str, ObjectId, ObjectId], list[Pair]] = OrderedDict()
         self._closed = False
         #: The admin token, when this start created it (shown once, never stored in clear).
@@ -356,6 +361,42 @@ class Coordinator:
         with self._lock:
             return self._head_locks.setdefault(session, threading.Lock())
 
+    def upload_lock(self, session: str) -> threading.Lock:
+        """Serialises a session's writes of objects with gc's deletion (the upload log)."""
+        with self._lock:
+            return self._upload_locks.setdefault(session, threading.Lock())
+
+    # -- retention ------------------------------------------------------------------------
+
+    def retention(self, session: str) -> RetentionPolicy:
+        """The session's retention policy (keeps everything unless the owner set one)."""
+        return RetentionPolicy(**(self._get(f"retention/{session}") or {}))
+
+    def set_retention(self, session: str, policy: RetentionPolicy) -> None:
+        self._put({f"retention/{session}": asdict(policy)})
+
+    def shallow(self, session: str) -> set[ObjectId]:
+        """Snapshots whose parents gc dropped (where the session's history was cut)."""
+        return {ObjectId(bytes.fromhex(h)) for h in self._get(f"shallow/{session}") or []}
+
+    def retained(self, session: str) -> list[ObjectId]:
+        """Snapshots the last gc kept that the head does not reach through parents."""
+        return [ObjectId(bytes.fromhex(h)) for h in self._get(f"retained/{session}") or []]
+
+    def forget(self, session: str, deleted: list[ObjectId], *, shallow: set[ObjectId],
+               retained: set[ObjectId]) -> None:
+        """Drop the completeness marks of objects gc is about to delete, and record where
+        history is now cut, in one transaction."""
+        marks: dict[str, bytes | None] = {_complete_key(session, oid): None for oid in deleted}
+        values = {f"shallow/{session}": sorted(o.hex() for o in shallow),
+                  f"retained/{session}": sorted(o.hex() for o in retained)}
+        self.kv.apply(Update(meta={**{k: json.dumps(v).encode() for k, v in values.items()},
+                                   **marks}))
+        self._complete.get(session, set()).difference_update(deleted)
+        with self._lock:
+            for key in [k for k in self._pairings if k[0] == session]:
+                del self._pairings[key]
+
     def commit_head(
         self,
         session: str,
@@ -411,6 +452,8 @@ class Coordinator:
                 **lease,
                 "head": None if head is None else head.hex(),
                 "storage_bytes": data.stat().st_size if data.exists() else 0,
+                "usage_bytes": self.store(name).used_bytes() if data.exists() else 0,
+                "quota_bytes": self.limits.quota_bytes,
             })
         return out
 
