@@ -32,13 +32,17 @@ def dag_bomb(add: Add, *, levels: int, fanout: int, file_bytes: int) -> ObjectId
     return inner
 
 
-def region_bomb(add: Add, *, regions: int) -> ObjectId:
+def region_bomb(add: Add, *, regions: int, declared: int | None = None, seed: int = 0
+                ) -> ObjectId:
     """A ``region/`` folder of ``regions`` region files all sharing one full region map
-    (1,024 chunks of one 4 KiB payload): ``regions`` x 4 MiB to write."""
-    blob = add(encode_blob(bytes(4000)))
+    (1,024 chunks of one 4 KiB payload): ``regions`` x 4 MiB to write. With ``declared``,
+    the entries lie about their chunk count (what a check of directory nodes alone sees);
+    ``seed`` makes another tree of the same shape."""
+    blob = add(encode_blob(seed.to_bytes(4, "big") + bytes(3996)))
     chunks = [ChunkEntry(slot, blob, ZLIB, 0) for slot in range(1024)]
     region = build_region(add, chunks)
-    files = [DirEntry(f"r.{i}.0.mca", EntryKind.REGION, region, len(chunks))
+    count = len(chunks) if declared is None else declared
+    files = [DirEntry(f"r.{i}.0.mca", EntryKind.REGION, region, count)
              for i in range(regions)]
     folder = build_dir(add, sorted(files))
     return build_dir(add, [DirEntry("region", EntryKind.DIR, folder, 0)])

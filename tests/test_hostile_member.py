@@ -395,13 +395,25 @@ def test_delta_requests_pair_only_trees_the_session_accepted(tmp_path: Path, rou
             assert (error.code, error.details["which"]) == ("tree_not_validated", "target")
 
 
-@pytest.mark.parametrize(("shape", "what"), [({"levels": 4, "fanout": 32, "file_bytes": 1},
-                                              "nodes"),
+def test_a_push_target_that_fails_the_shape_check_is_never_paired(tmp_path: Path) -> None:
+    with running(tmp_path / "c", limits=FAST) as server:
+        c = _members(server)
+        head_tree, _ = _honest_head(c, tmp_path)
+        bomb = _bomb_tree(c, levels=4, fanout=32, file_bytes=1)
+        error = _delta_error(c["mallory"], "delta", DeltaRequest(head_tree, bomb, ((0, 1),)))
+        assert (error.status, error.code, error.details["reason"]) == (422, "tree_refused",
+                                                                        "entries")
+
+
+# Region bombs pass the shape check of directory nodes: their entries under-declare their
+# chunks (1 each), or declare them honestly within the tree bounds (300 x 1,024).
+@pytest.mark.parametrize(("shape", "what"), [({"regions": 300, "declared": 1}, "nodes"),
                                              ({"regions": 300}, "chunks")])
 def test_pairing_a_bomb_stops_at_the_request_budget(tmp_path: Path, shape: dict[str, int],
                                                     what: str) -> None:
-    limits = Limits(rate=1e6, burst=10**6, max_pairing_nodes=2_000 if what == "nodes" else 10**6,
-                    max_pairing_chunks=5_000)
+    nodes = what == "nodes"
+    limits = Limits(rate=1e6, burst=10**6, max_pairing_nodes=2_000 if nodes else 10**6,
+                    max_pairing_chunks=10**7 if nodes else 5_000)
     with running(tmp_path / "c", limits=limits) as server:
         c = _members(server)
         head_tree, _ = _honest_head(c, tmp_path)
@@ -438,7 +450,8 @@ def test_pairing_stops_when_the_client_goes_away(tmp_path: Path) -> None:
         c = {"owner": owner, **{m: CoordinatorClient(http, "s1", owner.add_member(m))
                                 for m in ("alice", "mallory")}}
         head_tree, _ = _honest_head(c, tmp_path)
-        bomb = _bomb_tree(c, levels=6, fanout=32, file_bytes=1)  # 10^9 paths: hours to pair
+        # Passes the shape check (its entries under-declare), then minutes of pairing.
+        bomb = _bomb_tree(c, regions=100_000, declared=1)
         body = encode_delta_upload(DeltaRequest(head_tree, bomb, ((0, 1),)), b"batch")
         host, port = coord.url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port))) as sock:

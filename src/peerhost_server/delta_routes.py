@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from peerhost_store.bounds import TreeRefused
 from peerhost_store.chunk import MAX_NBT_BYTES, ChunkDecodeError, decompress
 from peerhost_store.errors import DecodeError, ObjectCorrupt, ObjectMissing
 from peerhost_store.ids import ObjectId
@@ -53,9 +54,11 @@ from peerhost_store.sync.protocol import (
     encode_delta_answer,
     expand_select,
 )
+from peerhost_store.worldfs import UnsafePath
 
 from .auth import MEMBER, OWNER
 from .errors import ApiError
+from .head_routes import tree_refused
 from .limits import Limits
 from .observe import Metrics
 from .state import Coordinator
@@ -101,6 +104,8 @@ def _selected(coord: Coordinator, session: str, request: DeltaRequest, lim: Limi
     except PairingTooLarge as exc:
         raise ApiError(413, "pairing_too_large", str(exc), {"what": exc.what,
                                                              "limit": exc.limit}) from None
+    except (TreeRefused, UnsafePath) as exc:
+        raise tree_refused(exc) from None
     except ObjectMissing as exc:
         raise ApiError(404, "object_missing", f"tree node {exc.oid.hex()} is not stored in "
                        "this session", {"id": exc.oid.hex()}) from None

@@ -68,8 +68,8 @@ class Limits:
     max_delta_items: int = 32768
     max_delta_bytes: int = 64 << 20
     max_delta_rebuild: int = 256 << 20
-    max_pairing_nodes: int = 50_000
-    max_pairing_chunks: int = 200_000
+    max_pairing_nodes: int = 20_000
+    max_pairing_chunks: int = 50_000
     body_timeout: float = 60.0
     rate: float = 100.0
     burst: int = 400

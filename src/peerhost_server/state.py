@@ -26,14 +26,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
-from peerhost_store.bounds import DIR, Summary, TreeRefused
+from peerhost_store.bounds import DIR, Summary, TreeRefused, check_tree
 from peerhost_store.errors import StoreError
 from peerhost_store.ids import ObjectId
 from peerhost_store.lock import FileLock, Locked
 from peerhost_store.retention import RetentionPolicy
 from peerhost_store.store import LmdbStore, RefConflict, Update
-from peerhost_store.sync.pairing import Budget, Pair, pair_chunks
+from peerhost_store.sync.pairing import Budget, Pair, PairingTooLarge, pair_chunks
 from peerhost_store.sync.protocol import ObjectStatus
+from peerhost_store.worldfs import UnsafePath
 
 from .auth import (
     ADMIN,
@@ -93,7 +94,9 @@ class Coordinator:
         self._complete: dict[str, set[ObjectId]] = {}
         self._head_locks: dict[str, threading.Lock] = {}
         self._upload_locks: dict[str, threading.Lock] = {}
-        self._pairings: OrderedDict[tuple[str, ObjectId, ObjectId], list[Pair]] = OrderedDict()
+        # Pairing lists, and how pairings were refused (as content-addressed as a list).
+        self._pairings: OrderedDict[tuple[str, ObjectId, ObjectId],
+                                    list[Pair] | Callable[[], Exception]] = OrderedDict()
         self._closed = False
         #: The admin token, when this start created it (shown once, never stored in clear).
         self.initial_admin_token = self._ensure_admin()
@@ -228,6 +231,8 @@ class Coordinator:
 
         Raises:
             ObjectMissing: a node of either tree is not stored in this session.
+            TreeRefused, UnsafePath: the target is not validated and fails
+                :func:`peerhost_store.bounds.check_tree`.
             DecodeError: a node is malformed; PairingTooLarge past the budget.
             PairingCancelled: ``cancelled()`` turned true (the client went away).
         """
@@ -235,15 +240,36 @@ class Coordinator:
         with self._lock:
             if key in self._pairings:
                 self._pairings.move_to_end(key)
-                return self._pairings[key]
-        budget = Budget(self.limits.max_pairing_nodes, self.limits.max_pairing_chunks, cancelled)
-        pairs = pair_chunks(self.store(session), base, target, budget=budget)  # reads: unlocked
-        with self._lock:
-            self._pairings[key] = pairs
-            while len(self._pairings) > PAIRINGS_KEPT or len(self._pairings) > 1 and sum(
-                    map(len, self._pairings.values())) > 2 * self.limits.max_pairing_chunks:
-                self._pairings.popitem(last=False)
+                known = self._pairings[key]
+                if callable(known):
+                    raise known()  # refused before: a repeated request costs nothing again
+                return known
+        try:
+            pairs = self._pair(session, base, target, cancelled)
+        except (TreeRefused, UnsafePath, PairingTooLarge) as exc:
+            self._remember(key, _refusal(exc))
+            raise
+        self._remember(key, pairs)
         return pairs
+
+    def _pair(self, session: str, base: ObjectId, target: ObjectId,
+              cancelled: Callable[[], bool]) -> list[Pair]:
+        store = self.store(session)
+        if not self.validated_tree(session, target):
+            # A push's tree, not a head yet: the client's bounded check first (each distinct
+            # directory node once), so a bomb costs its size, not the whole budget.
+            check_tree(store, target, self.limits.tree)
+        budget = Budget(self.limits.max_pairing_nodes, self.limits.max_pairing_chunks, cancelled)
+        return pair_chunks(store, base, target, budget=budget)  # reads: unlocked
+
+    def _remember(self, key: tuple[str, ObjectId, ObjectId],
+                  value: list[Pair] | Callable[[], Exception]) -> None:
+        with self._lock:
+            self._pairings[key] = value
+            while len(self._pairings) > PAIRINGS_KEPT or len(self._pairings) > 1 and sum(
+                    len(v) for v in self._pairings.values() if isinstance(v, list)
+            ) > 2 * self.limits.max_pairing_chunks:
+                self._pairings.popitem(last=False)
 
     def validated_tree(self, session: str, oid: ObjectId) -> bool:
         """Whether ``oid`` is the root of a tree this session accepted at a head move (the
@@ -481,6 +507,19 @@ def _check_fencing(state: SessionLease, now: float, who: Identity, fencing: int)
         raise ApiError(409, "fenced", f"fencing token {fencing} is not the current "
                        "lease; the head can no longer be moved with it",
                        {"lease": None if current is None else current.to_json(now)}) from exc
+
+
+def _refusal(exc: TreeRefused | UnsafePath | PairingTooLarge) -> Callable[[], Exception]:
+    """A maker of the same error, holding its fields only: a kept exception would keep its
+    traceback, and with it the frames of the refused walk (hundreds of MB of entries)."""
+    if isinstance(exc, PairingTooLarge):
+        what, limit = exc.what, exc.limit
+        return lambda: PairingTooLarge(what, limit)
+    if isinstance(exc, UnsafePath):
+        path, reason = exc.path, exc.reason
+        return lambda: UnsafePath(path, reason)
+    fields = (exc.what, exc.path, str(exc), exc.value, exc.limit)
+    return lambda: TreeRefused(*fields)
 
 
 def head_moved(actual: ObjectId | None) -> ApiError:

@@ -116,13 +116,24 @@ class _Budgeted:
 def chunk_key(region_path: str, slot: int) -> ChunkKey | None:
     """The world place of ``slot`` in the region file at ``region_path`` (``/``-separated),
     or None when the file is not an ``r.X.Z.mca`` in a region-format folder."""
+    return _key_of(_region_of(region_path), slot)
+
+
+def _region_of(region_path: str) -> tuple[str, str, int, int] | None:
+    """Dimension, kind and region coordinates of a region file (once per file, not chunk)."""
     folder, _, name = region_path.rpartition("/")
     place = region_place(folder)
     coords = region_coords(name)
     if place is None or coords is None:
         return None
-    x, z = chunk_coords(*coords, slot)
-    return place.dimension, place.kind, x, z
+    return place.dimension, place.kind, *coords
+
+
+def _key_of(region: tuple[str, str, int, int] | None, slot: int) -> ChunkKey | None:
+    if region is None:
+        return None
+    x, z = chunk_coords(region[2], region[3], slot)
+    return region[0], region[1], x, z
 
 
 def pair_chunks(store: ObjectLoader, old_root: ObjectId | None, new_root: ObjectId, *,
@@ -150,6 +161,7 @@ def pair_chunks(store: ObjectLoader, old_root: ObjectId | None, new_root: Object
         new_map = new.oid if new is not None and new.kind is EntryKind.REGION else None
         if old_map is None and new_map is None:
             continue
+        region = _region_of(path)
         # Every old chunk must be indexed before any new one is resolved: a moved region
         # file is removed at one path and added at another, in either order.
         for a, b in diff_regions(store, old_map, new_map):
@@ -157,7 +169,7 @@ def pair_chunks(store: ObjectLoader, old_root: ObjectId | None, new_root: Object
             if considered > budget.chunks:
                 raise PairingTooLarge("chunks", budget.chunks)
             slot = (b if b is not None else a).slot  # type: ignore[union-attr]
-            key = chunk_key(path, slot)
+            key = _key_of(region, slot)
             if a is not None and key is not None:
                 previous[key] = ChunkRef(a.oid, a.compression)
             if b is not None and (a is None or a.oid != b.oid):
