@@ -289,7 +289,7 @@ _KIND_OF = {"snapshot": SNAPSHOT, "dir": DIR, "region": REGION}
 @dataclass
 class _Node:
     kind: str
-    obj: Object
+    obj: Object | None  # None for a region leaf: its summary (``local``) is all that is needed
     path: str
     local: Summary  # what the node's own entries add (files, blobs), before its children
 
@@ -355,7 +355,9 @@ class _Walk:
         children: list[tuple[ObjectId, str, str]] = []
         for (oid, kind, path), obj in zip(part, objs, strict=True):
             local = self._local(oid, kind, path, obj, sizes)
-            self.nodes[oid] = _Node(kind, obj, path, local)
+            # Region leaves are most of a world's nodes: keep their summary, not their chunks.
+            kept = None if isinstance(obj, RegionLeaf) else obj
+            self.nodes[oid] = _Node(kind, kept, path, local)
             children += self._children(oid, kind, path, obj)
         return children
 
@@ -490,7 +492,7 @@ class _Walk:
             stack.extend((child, False) for child in self._child_ids(self.nodes[oid].obj)
                          if child not in done)
 
-    def _child_ids(self, obj: Object) -> list[ObjectId]:
+    def _child_ids(self, obj: Object | None) -> list[ObjectId]:
         if isinstance(obj, Snapshot):
             return [obj.root]  # parents are snapshots of their own: checked for themselves
         if isinstance(obj, Index):
@@ -508,7 +510,7 @@ class _Walk:
                            tree.reserved)
         if isinstance(obj, Index):
             return self._index(obj, node)
-        if isinstance(obj, RegionLeaf):
+        if obj is None:  # a region leaf
             return local
         assert isinstance(obj, DirLeaf)
         entries, chunks, size, depth = local.entries, 0, local.size, 0
