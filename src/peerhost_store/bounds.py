@@ -307,7 +307,6 @@ class _Walk:
         self.nodes: dict[ObjectId, _Node] = {}
         self.memo: dict[ObjectId, Summary] = {}
         self.map_roots: dict[ObjectId, str] = {}  # directory maps (folders, tree roots): path
-        self.roots: set[ObjectId] = set()  # tree roots of snapshots
         self.checked = 0
 
     # phase 1: read what is new -----------------------------------------------------------
@@ -317,7 +316,6 @@ class _Walk:
         frontier = [(root, kind, "/")]
         if kind == "dir":
             self.map_roots[root] = "/"
-            self.roots.add(root)
         while frontier:
             self.checked += len(frontier)
             todo = frontier
@@ -365,7 +363,6 @@ class _Walk:
                   ) -> list[tuple[ObjectId, str, str]]:
         if isinstance(obj, Snapshot):
             self.map_roots.setdefault(obj.root, "/")
-            self.roots.add(obj.root)
             out = [(obj.root, "dir", "/")]
             if oid not in self.shallow:
                 out += [(p, "snapshot", f"parent of snapshot {oid.hex()[:12]}")
