@@ -119,8 +119,8 @@ class Server:
         raise RuntimeError("the coordinator did not come up")
 
     def memory(self) -> dict[str, int] | None:
-        """VmRSS, RssAnon and RssFile in bytes and CPU time (``cpu_ms``), None once the
-        process is gone."""
+        """VmRSS, VmHWM (its peak), RssAnon and RssFile in bytes and CPU time (``cpu_ms``),
+        None once the process is gone."""
         try:
             text = Path(f"/proc/{self.proc.pid}/status").read_text()
         except OSError:
@@ -134,7 +134,7 @@ class Server:
             pass
         for line in text.splitlines():
             name, _, value = line.partition(":")
-            if name in ("VmRSS", "RssAnon", "RssFile"):
+            if name in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
                 out[name] = int(value.split()[0]) * 1024
         return out
 

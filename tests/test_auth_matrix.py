@@ -45,6 +45,7 @@ SESSION_ROLES: dict[tuple[str, str], frozenset[str]] = {
     ("POST", f"{S}/lease"): PLAYERS,
     ("POST", f"{S}/lease/renew"): PLAYERS,
     ("POST", f"{S}/lease/release"): PLAYERS,
+    ("POST", f"{S}/lease/reset"): frozenset({"owner"}),
     ("GET", f"{S}/lease"): PLAYERS,
     ("POST", f"{S}/sync-request"): PLAYERS | {"admin"},
     ("POST", f"{S}/objects/missing"): PLAYERS,
@@ -57,6 +58,9 @@ SESSION_ROLES: dict[tuple[str, str], frozenset[str]] = {
     ("POST", f"{S}/head"): PLAYERS,
     ("POST", f"{S}/rollback"): frozenset({"owner"}),  # a member needs the lease's fencing token
     ("GET", f"{S}/log"): PLAYERS,
+    ("GET", f"{S}/retention"): PLAYERS,
+    ("PUT", f"{S}/retention"): frozenset({"owner"}),
+    ("POST", f"{S}/gc"): frozenset({"owner"}),
 }
 BODIES: dict[tuple[str, str], object] = {
     **{(m, f"{S}/{tail}".replace("members/bob", "members/{member}")): body

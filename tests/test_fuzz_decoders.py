@@ -628,6 +628,9 @@ def test_coordinator_builds_delta_answers_from_bomb_chunks_as_stored_items(tmp_p
         store = repo.store
         objects = [store.get_raw(oid) for oid in store.iter_ids()]
         owner.upload(objects)
+        fencing = owner.acquire("owner-pc", 60).fencing  # delta requests pair session trees
+        owner.set_head(None, first.oid, fencing)
+        owner.set_head(first.oid, second.oid, fencing)
         base = repo.read_snapshot(first.oid).root
         target = repo.read_snapshot(second.oid).root
         tracemalloc.start()

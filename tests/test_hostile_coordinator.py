@@ -247,6 +247,7 @@ def before_outside(state: dict[str, tuple[str, str]]) -> dict[str, tuple[str, st
 
 
 EVIL = encode_blob(b"evil bytes")
+EVIL_SIZE = len(b"evil bytes")  # what an entry for it declares
 
 # (folder the name goes in, name, kind): each makes a path restore must refuse.
 UNSAFE = [
@@ -273,10 +274,10 @@ UNSAFE = [
 
 def _entry(server: Hostile, name: str, kind: EntryKind) -> DirEntry:
     if kind is EntryKind.FILE:
-        return DirEntry(name, kind, server.add(EVIL), len(EVIL))
+        return DirEntry(name, kind, server.add(EVIL), EVIL_SIZE)
     if kind is EntryKind.REGION:
         return DirEntry(name, kind, build_region(server.add, []), 0)
-    inner = build_dir(server.add, [DirEntry("data.mdb", EntryKind.FILE, server.add(EVIL), 1)])
+    inner = build_dir(server.add, [DirEntry("data.mdb", EntryKind.FILE, server.add(EVIL), EVIL_SIZE)])
     return DirEntry(name, kind, inner, 0)
 
 
@@ -289,7 +290,7 @@ def test_unsafe_paths_are_refused_before_anything_is_written(
     server = Hostile()
     # A good change first in diff order, so a refusal after writing it would show.
     root = server.graft(local.repo.store, local.root, (),
-                        DirEntry("aaa-first.txt", EntryKind.FILE, server.add(EVIL), 1))
+                        DirEntry("aaa-first.txt", EntryKind.FILE, server.add(EVIL), EVIL_SIZE))
     root = server.graft(local.repo.store, root, folder, _entry(server, name, kind))
     server.publish(root, local.head)
     error = refused_pull(local, server, UnsafePath)
@@ -302,7 +303,7 @@ def test_a_link_planted_on_the_way_is_refused(local: Local) -> None:
     os.symlink(local.outside, local.world / "region" / "sub")
     for folder in (("datapacks",), ("region", "sub")):
         server = Hostile()
-        entry = DirEntry("precious.txt", EntryKind.FILE, server.add(EVIL), len(EVIL))
+        entry = DirEntry("precious.txt", EntryKind.FILE, server.add(EVIL), EVIL_SIZE)
         server.publish(server.graft(local.repo.store, local.root, folder, entry), local.head)
         error = refused_pull(local, server, UnsafePath)
         assert "is a link" in str(error) and "/".join(folder) in str(error)
@@ -312,7 +313,7 @@ def test_a_link_planted_where_a_file_goes_is_replaced_not_followed(local: Local)
     target = local.outside / "precious.txt"
     os.symlink(target, local.world / "icon.png")
     server = Hostile()
-    entry = DirEntry("icon.png", EntryKind.FILE, server.add(EVIL), len(EVIL))
+    entry = DirEntry("icon.png", EntryKind.FILE, server.add(EVIL), EVIL_SIZE)
     server.publish(server.graft(local.repo.store, local.root, (), entry), local.head)
     for client in hostile_client(server):
         assert pull(local.repo, client).outcome == "fast-forward"
@@ -335,9 +336,9 @@ COLLISIONS = [
 
 def _collision_entry(server: Hostile, name: str, kind: EntryKind) -> DirEntry:
     if kind is EntryKind.DIR:
-        inner = build_dir(server.add, [DirEntry("r.0.0.mca", EntryKind.FILE, server.add(EVIL), 1)])
+        inner = build_dir(server.add, [DirEntry("r.0.0.mca", EntryKind.FILE, server.add(EVIL), EVIL_SIZE)])
         return DirEntry(name, kind, inner, 0)
-    return DirEntry(name, kind, server.add(EVIL), len(EVIL))
+    return DirEntry(name, kind, server.add(EVIL), EVIL_SIZE)
 
 
 @pytest.mark.parametrize(("folder", "name", "kind"), COLLISIONS[:-1],
@@ -398,7 +399,7 @@ def test_a_region_that_cannot_be_written_is_refused_before_writing(
         chunk = ChunkEntry(0, server.add(encode_blob(b"x")), ZLIB, 0, True)
         name = "not-a-region.mca"
     root = server.graft(local.repo.store, local.root, (),
-                        DirEntry("aaa-first.txt", EntryKind.FILE, server.add(EVIL), 1))
+                        DirEntry("aaa-first.txt", EntryKind.FILE, server.add(EVIL), EVIL_SIZE))
     root = server.graft(local.repo.store, root, ("region",), _region_entry(server, name, [chunk]))
     server.publish(root, local.head)
     refused_pull(local, server, PeerhostError)
@@ -422,7 +423,7 @@ def test_objects_of_the_wrong_kind_are_refused(local: Local) -> None:
 def test_a_node_that_does_not_hash_to_its_id_is_refused(local: Local) -> None:
     server = Hostile()
     root = server.graft(local.repo.store, local.root, (),
-                        DirEntry("new.txt", EntryKind.FILE, server.add(EVIL), 1))
+                        DirEntry("new.txt", EntryKind.FILE, server.add(EVIL), EVIL_SIZE))
     server.publish(root, local.head)
     server.objects[root] = server.objects[root] + b"\xc0"  # the bytes no longer hash to the id
     error = refused_pull(local, server, ObjectCorrupt)
@@ -431,7 +432,7 @@ def test_a_node_that_does_not_hash_to_its_id_is_refused(local: Local) -> None:
 
 def test_a_tree_nested_too_deep_is_refused(local: Local) -> None:
     server = Hostile()
-    inner = build_dir(server.add, [DirEntry("x", EntryKind.FILE, server.add(EVIL), 1)])
+    inner = build_dir(server.add, [DirEntry("x", EntryKind.FILE, server.add(EVIL), EVIL_SIZE)])
     for _ in range(200):
         inner = build_dir(server.add, [DirEntry("d", EntryKind.DIR, inner, 0)])
     server.publish(server.graft(local.repo.store, local.root, (),
@@ -457,7 +458,7 @@ def test_malformed_answers_raise_typed_errors(local: Local, tail: str, status: i
                                               body: bytes) -> None:
     server = Hostile()
     server.publish(server.graft(local.repo.store, local.root, (),
-                                DirEntry("new.txt", EntryKind.FILE, server.add(EVIL), 1)),
+                                DirEntry("new.txt", EntryKind.FILE, server.add(EVIL), EVIL_SIZE)),
                    local.head)
     ctype = "application/json" if tail == "head" else MSGPACK
     server.answers[tail] = (status, ctype, body)

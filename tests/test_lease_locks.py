@@ -125,7 +125,7 @@ def test_a_head_commit_holds_only_its_own_sessions_lease_lock(
     def commit() -> None:
         try:
             coord.commit_head("a", OWNER_OF_A, None, b"\x01" * 32, fencing=fa,  # type: ignore[arg-type]
-                              verified=[], entry={"kind": "push"})
+                              verified={}, entry={"kind": "push"})
             done.append(None)
         except BaseException as exc:  # noqa: BLE001
             done.append(exc)

@@ -98,6 +98,7 @@ SESSION_ENDPOINTS = [
     ("POST", "lease", {"holder": "h", "ttl": 10}, {"owner", "member"}),
     ("POST", "lease/renew", {"fencing": 1}, {"owner", "member"}),
     ("POST", "lease/release", {"fencing": 1}, {"owner", "member"}),
+    ("POST", "lease/reset", {}, {"owner"}),
     ("GET", "lease", None, {"owner", "member"}),
     ("POST", "sync-request", {}, {"owner", "member", "admin"}),
     ("POST", "objects/missing", ID_BODY, {"owner", "member"}),
@@ -110,6 +111,9 @@ SESSION_ENDPOINTS = [
     ("POST", "head", {"old": None, "new": OID, "fencing": 1}, {"owner", "member"}),
     ("POST", "rollback", {"target": OID}, {"owner"}),
     ("GET", "log", None, {"owner", "member"}),
+    ("GET", "retention", None, {"owner", "member"}),
+    ("PUT", "retention", {"keep_last": 5}, {"owner"}),
+    ("POST", "gc", {}, {"owner"}),
 ]
 ADMIN_ENDPOINTS = [("POST", "/v1/sessions", {"name": "new"}), ("GET", "/v1/sessions", None),
                    ("GET", "/v1/status", None)]

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from hostile_trees import Sized
 from hypothesis import given
 from hypothesis import strategies as st
 from test_sync_support import Server, make_session, new_repo, root_of
 from worldfs_helpers import make_world
 from worldutil import world_content
 
+from peerhost_store.bounds import SnapshotCheck, Summary, TreeLimits, check_snapshot
 from peerhost_store.errors import ObjectCorrupt
 from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.maintenance import walk
@@ -19,10 +21,8 @@ from peerhost_store.objects import encode_blob, encode_dir_leaf
 from peerhost_store.store import MemoryStore, Update
 from peerhost_store.sync.client import CoordinatorClient, CoordinatorUnavailable
 from peerhost_store.sync.protocol import (
-    Kind,
     ProtocolError,
     batch_by_size,
-    check_complete,
     decode_ids,
     decode_objects,
     encode_ids,
@@ -86,16 +86,22 @@ def test_completeness_check_skips_what_is_marked_complete(tmp_path: Path) -> Non
     head = repo.snapshot("one").oid
     for oid in walk(repo.store, [head]).reachable:
         store.add_raw(repo.store.get_raw(oid))
-    marked: set[ObjectId] = set()
-    first = check_complete(store, lambda ids: [i in marked for i in ids], head)
+    marked: dict[ObjectId, Summary] = {}
+
+    def check() -> SnapshotCheck:
+        return check_snapshot(Sized(store), lambda ids: [marked.get(i) for i in ids], head,
+                              TreeLimits())
+
+    first = check()
     assert first.missing is None and first.checked == len(walk(store, [head]).reachable)
-    marked.update(first.verified)
-    assert check_complete(store, lambda ids: [i in marked for i in ids], head).checked == 1
+    marked.update(first.summaries)
+    assert check().checked == 1
     blob = next(oid for oid in walk(store, [head]).reachable
                 if store.get_raw(oid) == encode_blob(b"hello"))
     del store.objects[blob]
-    missing = check_complete(store, lambda ids: [False] * len(ids), head)
-    assert missing.missing == blob and "dir node" in missing.where
+    marked.clear()
+    missing = check()
+    assert missing.missing == blob and missing.where.endswith("/world/a.txt")
     repo.close()
 
 
@@ -306,5 +312,5 @@ def test_incomplete_upload_cannot_become_head(server: Server) -> None:
     c["alice"].upload([leaf])
     c["alice"].set_head(None, hash_bytes(snap), lease.fencing)
     served = server.http.app.state.coordinator.store("s1")  # type: ignore[attr-defined]
-    assert check_complete(served, lambda ids: [False] * len(ids), hash_bytes(snap),
-                          Kind.SNAPSHOT).missing is None
+    assert check_snapshot(served, lambda ids: [None] * len(ids), hash_bytes(snap),
+                          TreeLimits()).missing is None

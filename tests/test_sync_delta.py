@@ -454,20 +454,20 @@ def test_a_mismatching_delta_stores_nothing_and_bases_come_from_the_session_only
         assert s1.upload_delta(encode_batch([good])) == DeltaUploadResult(1, 1, 1, [])
         assert store1.get_raw(new_id) == encode_blob(new)
         assert s1.upload_delta(encode_batch([good])) == DeltaUploadResult(1, 1, 0, [])
-        # Naming trees of another session: their nodes are not in this session's store.
+        # Naming trees no head of the session holds (here: stored in s1 only, and in neither
+        # session the tree of a head): refused before anything is paired.
         trees = MemoryStore()
         old = build_world(trees, {"region/r.0.0.mca": [(0, 1)]})
         new_tree = build_world(trees, {"region/r.0.0.mca": [(0, 2)]})
         s1.upload(list(trees.objects.values()))
         request = DeltaRequest(old, new_tree, ((0, 1),))
-        for tail, body in (("objects/delta/get", encode_delta_get(request)),
-                           ("objects/delta", encode_delta_upload(request, encode_batch([good])))):
-            status, answer = raw_call(server, s2, tail, body)
-            assert (status, answer["error"]["code"]) == (404, "object_missing")
-            assert answer["error"]["id"] in {old.hex(), new_tree.hex()}
-        # In s1 the trees pair; the chunk blob itself is missing there (a fake id).
-        status, answer = raw_call(server, s1, "objects/delta/get", encode_delta_get(request))
-        assert (status, answer["error"]["id"]) == (404, fake_id(2).hex())
+        for client in (s1, s2):
+            for tail, body in (("objects/delta/get", encode_delta_get(request)),
+                               ("objects/delta",
+                                encode_delta_upload(request, encode_batch([good])))):
+                status, answer = raw_call(server, client, tail, body)
+                assert (status, answer["error"]["code"]) == (422, "tree_not_validated")
+                assert answer["error"]["id"] == old.hex()
 
 
 def test_delta_requests_are_capped(tmp_path: Path, real_world: Callable[[str], Path]) -> None:

@@ -1,4 +1,4 @@
-"""phs serve, phs session create|list|invite|revoke."""
+"""phs serve, phs session create|list|invite|revoke|reset-lease|retention|gc."""
 
 from __future__ import annotations
 
@@ -51,6 +51,9 @@ def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--bind", type=parse_bind, default=parse_bind(DEFAULT_BIND), metavar="HOST:PORT",
                    help=f"address to listen on (default: {DEFAULT_BIND}; anything else than "
                         "loopback belongs behind a TLS reverse proxy)")
+    p.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
+                   help="change a limit: quota_bytes=4GiB, tree.max_entries=500000, "
+                        "gc_grace=86400, ... (docs/operations.md)")
     p.set_defaults(func=run_serve)
 
     session = commands.add_parser("session", help="create sessions and invite members")
@@ -72,6 +75,46 @@ def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("member")
     _server_options(p, "the session owner's")
     p.set_defaults(func=run_revoke)
+    _register_reset_lease(sub, common)
+    _register_storage(sub, common)
+
+
+def _register_reset_lease(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("reset-lease", parents=[common],
+                       help="end the lease whoever holds it and empty the standby queue "
+                            "(owner token)")
+    p.add_argument("session")
+    p.add_argument("--keep-lease", action="store_true", help="only empty the standby queue")
+    p.add_argument("--keep-standby", action="store_true",
+                   help="only end the lease (the first standby gets its window)")
+    _server_options(p, "the session owner's")
+    p.set_defaults(func=run_reset_lease)
+
+
+def _register_storage(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("retention", parents=[common],
+                       help="show or set what the coordinator keeps of a session's history "
+                            "(setting it: owner token)")
+    p.add_argument("session")
+    rules = [("last", "the N newest snapshots"),
+             ("hourly", "the newest of each of the last N hours with snapshots"),
+             ("daily", "... of the last N days"), ("weekly", "... of the last N ISO weeks")]
+    for rule, what in rules:
+        p.add_argument(f"--keep-{rule}", type=_positive, metavar="N", help=f"keep {what}")
+    p.add_argument("--keep-all", action="store_true", help="drop the policy: keep everything")
+    _server_options(p, "a player's (the owner's to set it)")
+    p.set_defaults(func=run_retention)
+    p = sub.add_parser("gc", parents=[common],
+                       help="delete what the session no longer needs, now (owner token)")
+    p.add_argument("session")
+    _server_options(p, "the session owner's")
+    p.set_defaults(func=run_gc)
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a whole number of 1 or more")
+    return int(value)
 
 
 def _server_options(p: argparse.ArgumentParser, whose: str) -> None:
@@ -92,14 +135,21 @@ def _client_args(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    serve = import_extra("peerhost_server.app", command="phs serve", extra="server").serve
+    server = import_extra("peerhost_server", command="phs serve", extra="server")
+    from peerhost_server.limits import override_limits
 
+    Limits, serve = server.Limits, server.serve
+
+    try:
+        limits = override_limits(Limits(), args.limit)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     data: Path = args.data if args.data is not None else default_data_dir()
     host, port = args.bind
     if not _is_loopback(host):
         err.print(f"warning: serving plain HTTP on {host}; tokens cross the network in clear "
                   "unless a TLS reverse proxy fronts it (docs/operations.md)", markup=False)
-    serve(data, host, port)
+    serve(data, host, port, limits)
     return 0
 
 
@@ -166,4 +216,52 @@ def run_revoke(args: argparse.Namespace) -> int:
         emit_json({"session": args.session, "revoked": args.member})
     else:
         out.print(f"revoked {args.member}'s token in {args.session}", markup=False)
+    return 0
+
+
+def run_reset_lease(args: argparse.Namespace) -> int:
+    url, token = _client_args(args)
+    with connect(url, args.session, token) as client:
+        answer = client.reset_lease(lease=not args.keep_lease, standby=not args.keep_standby)
+    if args.json:
+        emit_json({"session": args.session, **answer})
+        return 0
+    released = answer["released"]
+    out.print(f"{args.session}: " + (f"ended {released}'s lease" if released else "no lease ended")
+              + f"; dropped {len(answer['dropped'])} standby entries", markup=False)
+    return 0
+
+
+_RULES = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly")
+
+
+def run_retention(args: argparse.Namespace) -> int:
+    url, token = _client_args(args)
+    rules = {name: getattr(args, name) for name in _RULES}
+    with connect(url, args.session, token) as client:
+        if args.keep_all or any(v is not None for v in rules.values()):
+            answer = client.set_retention(**({} if args.keep_all else rules))
+        else:
+            answer = client.retention()
+    if args.json:
+        emit_json({"session": args.session, **answer})
+        return 0
+    policy = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in answer["policy"].items()
+                       if v is not None) or "keep everything"
+    out.print(f"{args.session}: {policy}; stores {answer['usage']:,} of {answer['quota']:,} "
+              f"bytes; history cut at {len(answer['shallow'])} snapshots", markup=False)
+    return 0
+
+
+def run_gc(args: argparse.Namespace) -> int:
+    url, token = _client_args(args)
+    with connect(url, args.session, token) as client:
+        report = client.gc()
+    if args.json:
+        emit_json({"session": args.session, **report})
+        return 0
+    out.print(f"{args.session}: kept {report['kept_snapshots']} snapshots, dropped "
+              f"{report['dropped_snapshots']}; deleted {report['deleted_objects']:,} objects "
+              f"({report['freed_bytes']:,} bytes); stores {report['usage']:,} bytes",
+              markup=False)
     return 0

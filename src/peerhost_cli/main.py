@@ -11,7 +11,8 @@ Exit codes (also in ``phs --help``):
 5    busy or conflict: another phs works on this world, head moved, the session lease is held by
      someone else or yours was lost (fenced), local and session histories diverged, or hosting
      ended without its final push (the world is kept in a local snapshot)
-6    refused: a path in a snapshot would leave the world folder
+6    refused: a path in a snapshot would leave the world folder, or its tree expands past the
+     bounds a restore accepts (a DAG bomb)
 7    the coordinator refused the token (missing, wrong, revoked, or lacking the role)
 8    the coordinator is unreachable (no answer)
 130  interrupted (Ctrl-C)
@@ -28,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from peerhost_store.bounds import TreeRefused
 from peerhost_store.errors import NotFound, PeerhostError
 from peerhost_store.lock import Locked
 from peerhost_store.store import RefConflict
@@ -65,7 +67,7 @@ EXIT_INTERRUPTED = 130
 
 EPILOG = """exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 verify found problems,
 5 busy or conflict (world in use, lease held or lost, head moved, diverged),
-6 unsafe path refused, 7 token refused, 8 coordinator unreachable, 130 interrupted"""
+6 unsafe path or tree refused, 7 token refused, 8 coordinator unreachable, 130 interrupted"""
 
 #: Coordinator answers that mean "someone else got there first": the same code as a busy world.
 _CONFLICTS = (Locked, RefConflict, LeaseHeld, LeaseLost, HeadMoved, Diverged, HostingEnded,
@@ -130,7 +132,7 @@ def _exit_code(exc: BaseException) -> int:
         return EXIT_NOT_FOUND
     if isinstance(exc, _CONFLICTS):
         return EXIT_BUSY
-    if isinstance(exc, UnsafePath):
+    if isinstance(exc, (UnsafePath, TreeRefused)):
         return EXIT_UNSAFE
     if isinstance(exc, Unauthorized):
         return EXIT_UNAUTHORIZED

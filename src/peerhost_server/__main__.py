@@ -1,4 +1,4 @@
-"""``python -m peerhost_server --data DIR [--host H] [--port P]``."""
+"""``python -m peerhost_server --data DIR [--host H] [--port P] [--limit NAME=VALUE]...``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from .app import serve
+from .limits import Limits, override_limits
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -14,8 +15,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True, help="the coordinator's data folder")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8765, help="port (default: %(default)s)")
+    parser.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
+                        help="change a limit (quota_bytes=4GiB, tree.max_entries=500000, ...)")
     args = parser.parse_args(argv)
-    serve(args.data, args.host, args.port)
+    try:
+        limits = override_limits(Limits(), args.limit)
+    except ValueError as exc:
+        parser.error(str(exc))
+    serve(args.data, args.host, args.port, limits)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,16 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from . import delta_routes, head_routes, lease_routes, objects, session_routes
-from .errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
+from peerhost_store.errors import StoreError
+
+from . import delta_routes, head_routes, lease_routes, objects, session_routes, storage
+from .errors import (
+    ApiError,
+    handle_api_error,
+    handle_http_exception,
+    handle_store_error,
+    handle_unexpected,
+)
 from .limits import Limits, TokenBucket
 from .observe import Metrics, ObserveMiddleware, metrics_endpoint
 from .state import Coordinator
@@ -27,6 +35,7 @@ def create_app(
     *,
     clock: Callable[[], float] = time.monotonic,
     limits: Limits = DEFAULT_LIMITS,
+    wall: Callable[[], float] = time.time,
 ) -> Starlette:
     """Build the coordinator over ``data_dir`` (created if needed).
 
@@ -36,16 +45,19 @@ def create_app(
 
     Args:
         clock: monotonic seconds; lease expiry and rate limits are judged on it.
-        limits: request, rate and lease limits.
+        limits: request, rate, lease, tree and storage limits.
+        wall: wall-clock seconds; upload times (gc's grace period) are judged on it.
     """
-    coordinator = Coordinator(Path(data_dir), clock=clock, limits=limits)
+    coordinator = Coordinator(Path(data_dir), clock=clock, limits=limits, wall=wall)
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        gc = storage.GcThread(coordinator)  # the coordinator's own gc, every gc_interval
         try:
             yield
         finally:
+            gc.stop()
             coordinator.close()
 
     app = Starlette(
@@ -57,12 +69,14 @@ def create_app(
             *head_routes.routes,
             *objects.routes,
             *delta_routes.routes,
+            *storage.routes,
             Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
         middleware=[Middleware(ObserveMiddleware, metrics=metrics)],
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: handle_http_exception,
+            StoreError: handle_store_error,
             Exception: handle_unexpected,
         },
         lifespan=lifespan,

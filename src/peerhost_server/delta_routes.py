@@ -8,28 +8,31 @@
 
 Nothing the client sends is trusted: ids of rebuilt objects are recomputed, bases are loaded
 from the session's own store only, and a request's work is capped (items, decompressed
-stream, NBT rebuilt). Requests usually name two trees and positions in the pairing list both
+stream, NBT rebuilt, tree nodes loaded and chunk entries considered to pair the trees, whose
+base, and a pull's target, must be trees the session accepted), and stops when the client
+goes away. Requests usually name two trees and positions in the pairing list both
 ends derive from them (:class:`peerhost_store.sync.protocol.DeltaRequest`), so no ids travel;
 an upload may instead carry its ids in the batch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import zstandard
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from peerhost_store.bounds import TreeRefused
 from peerhost_store.chunk import MAX_NBT_BYTES, ChunkDecodeError, decompress
 from peerhost_store.errors import DecodeError, ObjectCorrupt, ObjectMissing
 from peerhost_store.ids import ObjectId
 from peerhost_store.objects import decode_blob
 from peerhost_store.region import NONE
-from peerhost_store.store import LmdbStore, Update
+from peerhost_store.store import LmdbStore
 from peerhost_store.sync.delta import (
     KIND_DELTA,
     KIND_RAW,
@@ -40,7 +43,7 @@ from peerhost_store.sync.delta import (
     encode_batch,
     make_item,
 )
-from peerhost_store.sync.pairing import Pair, want_of
+from peerhost_store.sync.pairing import Pair, PairingCancelled, PairingTooLarge, want_of
 from peerhost_store.sync.protocol import (
     DeltaRequest,
     ProtocolError,
@@ -51,13 +54,25 @@ from peerhost_store.sync.protocol import (
     encode_delta_answer,
     expand_select,
 )
+from peerhost_store.worldfs import UnsafePath
 
 from .auth import MEMBER, OWNER
 from .errors import ApiError
+from .head_routes import tree_refused
 from .limits import Limits
 from .observe import Metrics
 from .state import Coordinator
-from .web import authorize, coordinator, limits, msgpack_response, read_msgpack_body, session_name
+from .storage import write_objects
+from .web import (
+    Cancelled,
+    authorize,
+    coordinator,
+    limits,
+    msgpack_response,
+    read_msgpack_body,
+    run_cancellable,
+    session_name,
+)
 
 PLAYERS = {MEMBER, OWNER}
 
@@ -66,13 +81,31 @@ def _bad(exc: ProtocolError | DeltaError) -> ApiError:
     return ApiError(400, "bad_delta", str(exc), {"index": exc.index})
 
 
-def _selected(coord: Coordinator, session: str, request: DeltaRequest, lim: Limits) -> list[Pair]:
-    """The pairs ``request`` selects from the pairing list of its two trees."""
+def _selected(coord: Coordinator, session: str, request: DeltaRequest, lim: Limits,
+              cancelled: Callable[[], bool], *, validated_target: bool) -> list[Pair]:
+    """The pairs ``request`` selects from the pairing list of its two trees.
+
+    The base must be a tree the session accepted (a head's or its history's); so must the
+    target of a pull's request (``validated_target``). A push's target is a tree the head has
+    not moved to yet: its pairing is bounded by the per-request budget alone.
+    """
     if request.count > lim.max_delta_items:
         raise ApiError(413, "too_many_items", f"{request.count} items asked; a delta batch "
                        f"holds at most {lim.max_delta_items}", {"limit": lim.max_delta_items})
+    for which, tree in (("base", request.base), ("target", request.target)):
+        if (which == "base" or validated_target) and not coord.validated_tree(session, tree):
+            raise ApiError(422, "tree_not_validated", f"the {which} tree {tree.hex()} is not "
+                           "the tree of a head or of its history in this session",
+                           {"id": tree.hex(), "which": which})
     try:
-        pairs = coord.pairing(session, request.base, request.target)
+        pairs = coord.pairing(session, request.base, request.target, cancelled)
+    except PairingCancelled:
+        raise Cancelled() from None
+    except PairingTooLarge as exc:
+        raise ApiError(413, "pairing_too_large", str(exc), {"what": exc.what,
+                                                             "limit": exc.limit}) from None
+    except (TreeRefused, UnsafePath) as exc:
+        raise tree_refused(exc) from None
     except ObjectMissing as exc:
         raise ApiError(404, "object_missing", f"tree node {exc.oid.hex()} is not stored in "
                        "this session", {"id": exc.oid.hex()}) from None
@@ -95,10 +128,13 @@ class _Rebuilder:
 
     store: LmdbStore
     budget: int
+    cancelled: Callable[[], bool]
     verified: list[tuple[ObjectId, bytes]] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
 
     def add(self, item: DeltaItem, base_compression: int | None) -> None:
+        if self.cancelled():
+            raise Cancelled()
         try:
             blob = self._rebuild(item, base_compression)
         except DeltaError as exc:
@@ -162,13 +198,14 @@ async def upload_delta(request: Request) -> JSONResponse:
     body = await read_msgpack_body(request)
     coord, lim = coordinator(request), limits(request)
 
-    def run() -> dict[str, Any]:
+    def run(cancelled: Callable[[], bool]) -> dict[str, Any]:
         try:
             header, batch = decode_delta_upload(body)
         except ProtocolError as exc:
             raise _bad(exc) from None
         _check_frame(batch, lim)
-        pairs = None if header is None else _selected(coord, session, header, lim)
+        pairs = None if header is None else _selected(coord, session, header, lim, cancelled,
+                                                      validated_target=False)
         try:
             items = decode_batch(batch, max_items=lim.max_delta_items,
                                  max_bytes=lim.max_delta_bytes,
@@ -177,17 +214,17 @@ async def upload_delta(request: Request) -> JSONResponse:
             raise _bad(exc) from None
         store = coord.store(session)
         absent = set(store.iter_missing(item.new_id for item in items))
-        rebuilder = _Rebuilder(store, lim.max_delta_rebuild)
+        rebuilder = _Rebuilder(store, lim.max_delta_rebuild, cancelled)
         for i, item in enumerate(items):
             if item.new_id not in absent:
                 continue  # stored already (a resumed push): nothing to rebuild
             base = None if pairs is None else pairs[i].base
             rebuilder.add(item, None if base is None else base.compression)
-        new = store.apply(Update(hashed=rebuilder.verified)) if rebuilder.verified else 0
+        new = write_objects(coord, session, hashed=rebuilder.verified) if rebuilder.verified else 0
         return {"items": len(items), "stored": len(items) - len(rebuilder.failed), "new": new,
                 "failed": rebuilder.failed}
 
-    answer = await run_in_threadpool(run)
+    answer = await run_cancellable(request, run)
     metrics: Metrics = request.app.state.metrics
     metrics.objects_stored.inc(answer["new"])
     return JSONResponse(answer)
@@ -216,12 +253,19 @@ def _load_base(store: LmdbStore, oid: ObjectId) -> bytes | None:
         return None  # then the item goes raw: the client rebuilds it without a base
 
 
-def build_batch(store: LmdbStore, pairs: list[Pair], lim: Limits) -> tuple[int, bytes]:
+def build_batch(store: LmdbStore, pairs: list[Pair], lim: Limits,
+                cancelled: Callable[[], bool] = lambda: False) -> tuple[int, bytes]:
     """Items for a prefix of ``pairs``: at least one, and stopping before they rebuild
-    ``max_response_bytes`` of objects or their stream exceeds ``max_delta_bytes``."""
+    ``max_response_bytes`` of objects or their stream exceeds ``max_delta_bytes``.
+
+    Raises:
+        Cancelled: ``cancelled()`` turned true (checked before each item: a few ms each).
+    """
     items: list[DeltaItem] = []
     rebuilt = stream = 0
     for pair in pairs:
+        if cancelled():
+            raise Cancelled()
         payload = _load_blob(store, pair.new.oid)
         if items and rebuilt + len(payload) > lim.max_response_bytes:
             break
@@ -247,15 +291,15 @@ async def download_delta(request: Request) -> Response:
     body = await read_msgpack_body(request)
     coord, lim = coordinator(request), limits(request)
 
-    def run() -> bytes:
+    def run(cancelled: Callable[[], bool]) -> bytes:
         try:
             header = decode_delta_get(body)
         except ProtocolError as exc:
             raise _bad(exc) from None
-        pairs = _selected(coord, session, header, lim)
-        return encode_delta_answer(*build_batch(coord.store(session), pairs, lim))
+        pairs = _selected(coord, session, header, lim, cancelled, validated_target=True)
+        return encode_delta_answer(*build_batch(coord.store(session), pairs, lim, cancelled))
 
-    return msgpack_response(await run_in_threadpool(run))
+    return msgpack_response(await run_cancellable(request, run))
 
 
 routes = [

@@ -6,6 +6,8 @@ sessions, members and ids, never a token.
 
 from __future__ import annotations
 
+import logging
+import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,6 +61,24 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, exc.headers)
+
+
+async def handle_store_error(request: Request, exc: Exception) -> Response:
+    """A write that failed: 507 ``disk_full`` when the disk is (nearly) full, so a client
+    learns what happened and that it may retry later; anything else is unexpected."""
+    data_dir = request.app.state.coordinator.data_dir
+    try:
+        free = shutil.disk_usage(data_dir).free
+    except OSError:
+        free = 0
+    if "is full" in str(exc) or free < request.app.state.limits.min_free_bytes:
+        return JSONResponse(error_body("disk_full", f"the coordinator's disk is full ({free:,} "
+                                       "bytes free); nothing was written, reads still work",
+                                       {"free": free}), 507)
+    # Handled here, not by ServerErrorMiddleware: log what it would have logged.
+    logging.getLogger("peerhost_server").error("%s %s failed", request.method,
+                                               request.url.path, exc_info=exc)
+    return await handle_unexpected(request, exc)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:

@@ -1,9 +1,11 @@
 """The session head (compare-and-swap, fenced), rollback and the head log.
 
 A head moves only when (1) the caller's fencing token is the current, unexpired lease, (2) the
-head still is what the caller expects, (3) the new snapshot is complete in the session store
-and (4) descends from the old head. (1) and (2) are checked again in the transaction that moves
-it. Completeness marks make (3) cost what changed (see ``check_complete``).
+head still is what the caller expects, (3) the new snapshot is complete in the session store,
+and its tree one an honest client would write (names, sizes, bounds on what it expands to:
+:mod:`peerhost_store.bounds`), and (4) descends from the old head. (1) and (2) are checked again
+in the transaction that moves it. Completeness marks, which carry each node's summary, make (3)
+cost what changed.
 """
 
 from __future__ import annotations
@@ -16,22 +18,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from peerhost_store.bounds import Summary, TreeRefused, check_snapshot
+from peerhost_store.errors import DecodeError
 from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import Snapshot, decode, encode_snapshot
-from peerhost_store.store import Update
 from peerhost_store.sync.protocol import (
-    Kind,
     ProtocolError,
-    check_complete,
     is_ancestor,
     parse_hex_id,
     parse_optional_hex_id,
 )
+from peerhost_store.worldfs import UnsafePath
 
 from .auth import MEMBER, OWNER, Identity
 from .errors import ApiError
 from .leases import SessionLease
 from .state import Coordinator, head_moved
+from .storage import write_objects
 from .web import authorize, coordinator, field, is_int, on_lease, read_json, session_name
 
 PLAYERS = {MEMBER, OWNER}
@@ -53,7 +56,9 @@ async def get_head(request: Request) -> JSONResponse:
         return None if lease is None else lease.fencing
 
     fencing = await on_lease(request, session, run)
-    return JSONResponse({"head": _hex(coord.head(session)), "fencing": fencing})
+    shallow = sorted(oid.hex() for oid in coord.shallow(session))
+    return JSONResponse({"head": _hex(coord.head(session)), "fencing": fencing,
+                         "shallow": shallow})
 
 
 def _id(body: dict[str, Any], name: str, optional: bool = False) -> ObjectId | None:
@@ -87,8 +92,9 @@ def _set_head(coord: Coordinator, session: str, who: Identity, old: ObjectId | N
             raise head_moved(current)
         if current == new:
             return 0
-        verified, checked = _verify(coord, session, new)
-        if old is not None and not is_ancestor(coord.store(session), old, new):
+        verified, checked, _ = _verify(coord, session, new)
+        if old is not None and not is_ancestor(coord.store(session), old, new,
+                                               shallow=coord.shallow(session)):
             raise ApiError(409, "not_fast_forward",
                            f"{new.hex()[:12]} does not descend from the head {old.hex()[:12]}; "
                            "roll back or merge first", {"head": old.hex()})
@@ -98,18 +104,33 @@ def _set_head(coord: Coordinator, session: str, who: Identity, old: ObjectId | N
         return checked
 
 
-def _verify(coord: Coordinator, session: str, root: ObjectId) -> tuple[list[ObjectId], int]:
+def _verify(coord: Coordinator, session: str, root: ObjectId
+            ) -> tuple[dict[ObjectId, Summary], int, Summary]:
+    """Check that snapshot ``root`` is complete and its tree is one an honest client would
+    write (:func:`peerhost_store.bounds.check_snapshot`), reading only what is not marked."""
     store = coord.store(session)
     try:
-        check = check_complete(store, lambda ids: coord.is_complete(session, ids), root,
-                               Kind.SNAPSHOT)
-    except ProtocolError as exc:
+        check = check_snapshot(store, lambda ids: coord.summaries(session, ids), root,
+                               coord.limits.tree, shallow=coord.shallow(session))
+    except (TreeRefused, UnsafePath) as exc:
+        raise tree_refused(exc) from None
+    except DecodeError as exc:
         raise ApiError(400, "malformed_tree", str(exc)) from None
-    if check.missing is not None:
-        raise ApiError(400, "incomplete", f"object {check.missing.hex()} ({check.where}) is not "
-                       "stored; upload it first", {"missing": check.missing.hex(),
-                                                   "where": check.where})
-    return check.verified, check.checked
+    if check.missing is not None or check.summary is None:
+        missing = (check.missing or root).hex()
+        raise ApiError(400, "incomplete", f"object {missing} ({check.where}) is not "
+                       "stored; upload it first", {"missing": missing, "where": check.where})
+    return check.summaries, check.checked, check.summary
+
+
+def tree_refused(exc: TreeRefused | UnsafePath) -> ApiError:
+    """The 422 answer for a tree an honest client would refuse to write."""
+    if isinstance(exc, UnsafePath):
+        return ApiError(422, "tree_refused", str(exc), {"reason": "name", "path": exc.path})
+    details: dict[str, Any] = {"reason": exc.what, "path": exc.path}
+    if exc.limit is not None:
+        details.update(value=exc.value, limit=exc.limit)
+    return ApiError(422, "tree_refused", str(exc), details)
 
 
 async def rollback(request: Request) -> JSONResponse:
@@ -137,7 +158,8 @@ def _rollback(coord: Coordinator, session: str, who: Identity, target: ObjectId,
         snap = decode(store.get_raw(target))
         if not isinstance(snap, Snapshot):
             raise ApiError(400, "not_a_snapshot", f"object {target.hex()} is not a snapshot")
-        _verify(coord, session, target)  # its tree must be whole to serve as the new head
+        # Its tree must be whole, and within this session's bounds, to serve as the head.
+        _, _, summary = _verify(coord, session, target)
         current = coord.head(session)
         # Nothing is deleted: the new snapshot sits on top of the head, holding the old tree.
         data = encode_snapshot(Snapshot(
@@ -146,11 +168,12 @@ def _rollback(coord: Coordinator, session: str, who: Identity, target: ObjectId,
             message=f"rollback to {target.hex()[:12]}", summary={},
         ))
         oid = hash_bytes(data)
-        store.apply(Update(objects=[data]))
+        write_objects(coord, session, hashed=[(oid, data)], quota=False)  # recovery: no quota
         entry = {"time": time.time(), "member": who.member, "kind": "rollback",
                  "old": _hex(current), "new": oid.hex(), "target": target.hex(), "fencing": fencing}
         # Complete: its root is (verified above) and so is its parent, the current head.
-        coord.commit_head(session, who, current, oid, fencing=fencing, verified=[oid], entry=entry)
+        coord.commit_head(session, who, current, oid, fencing=fencing, verified={oid: summary},
+                          entry=entry)
         return oid, current
 
 

@@ -1,4 +1,5 @@
-"""Acquire, renew, release and inspect a session's lease; ask its holder to sync."""
+"""Acquire, renew, release and inspect a session's lease; ask its holder to sync; the owner's
+reset (end the lease, empty the standby queue)."""
 
 from __future__ import annotations
 
@@ -110,6 +111,22 @@ async def release(request: Request) -> JSONResponse:
     return await on_lease(request, session, run, writes=True)
 
 
+async def reset(request: Request) -> JSONResponse:
+    """The owner ends the lease, whoever holds it, and empties the standby queue."""
+    session = session_name(request)
+    await authorize(request, {OWNER}, session)
+    body = await read_json(request)
+    flags = {name: field(body, name, lambda v: type(v) is bool, "true or false", True)
+             for name in ("lease", "standby")}
+
+    def run(state: SessionLease, now: float) -> JSONResponse:
+        ended, dropped = state.reset(now, **flags)
+        return JSONResponse({"released": None if ended is None else ended.holder,
+                             "dropped": dropped, "fencing": state.fencing})
+
+    return await on_lease(request, session, run, writes=True)
+
+
 async def status(request: Request) -> JSONResponse:
     session = session_name(request)
     await authorize(request, PLAYERS, session)
@@ -145,5 +162,6 @@ routes = [
     Route("/v1/sessions/{session}/lease", acquire, methods=["POST"]),
     Route("/v1/sessions/{session}/lease", status, methods=["GET"]),
     Route("/v1/sessions/{session}/lease/release", release, methods=["POST"]),
+    Route("/v1/sessions/{session}/lease/reset", reset, methods=["POST"]),
     Route("/v1/sessions/{session}/sync-request", request_sync, methods=["POST"]),
 ]

@@ -163,25 +163,33 @@ class SessionLease:
         blocker = self._blocker(me)
         if blocker is not None:
             if standby:
-                if me not in self.standby:
-                    self.standby.append(me)
-                return Queued(self.standby.index(me) + 1)
+                return Queued(self._queue(me))
             raise blocker
         # Never below the wall clock in milliseconds: a coordinator restored from an old backup
         # still hands out tokens above every token it issued after the backup was taken (as
         # long as it granted fewer than 1,000 leases a second, far above any real rate).
         self.fencing = max(self.fencing + 1, int(time.time() * 1000))
         self.lease = Lease(holder, member, self.fencing, ttl, now + ttl, address, game)
-        if me in self.standby:
-            self.standby.remove(me)
+        self.standby = [entry for entry in self.standby if entry[1] != member]
         self.reserved_for = None
         return self.lease
+
+    def _queue(self, me: tuple[str, str]) -> int:
+        """Queue ``me``; a member holds one entry, renamed in place by a later request (else
+        one token could queue thousands of made-up holders, each a reserved window)."""
+        for i, entry in enumerate(self.standby):
+            if entry[1] == me[1]:
+                self.standby[i] = me
+                return i + 1
+        self.standby.append(me)
+        return len(self.standby)
 
     def _blocker(self, me: tuple[str, str]) -> LeaseError | None:
         lease = self.lease
         if lease is not None and (lease.holder, lease.member) != me:
             return LeaseError("lease_held", f"the lease is held by {lease.holder}", None)
-        if lease is None and self.reserved_for is not None and self.reserved_for != me:
+        # A window is reserved for a member, under whichever holder name it comes back.
+        if lease is None and self.reserved_for is not None and self.reserved_for[1] != me[1]:
             return LeaseError("lease_reserved",
                               f"the lease is reserved for standby {self.reserved_for[0]}", None,
                               {"reserved_for": self.reserved_for[0]})
@@ -219,6 +227,36 @@ class SessionLease:
             self._held(fencing, member)
             self.lease = None
         self._reserve_next(now)
+
+    def drop_member(self, now: float, member: str) -> None:
+        """Forget everything ``member`` holds (its token was revoked): its lease ends, its
+        standby entry goes, and a window reserved for it passes to the next in the queue."""
+        self.settle(now)
+        self.standby = [entry for entry in self.standby if entry[1] != member]
+        if self.lease is not None and self.lease.member == member:
+            self.lease = None
+            self._reserve_next(now)
+        elif self.reserved_for is not None and self.reserved_for[1] == member:
+            self._reserve_next(now)
+
+    def reset(self, now: float, *, lease: bool = True, standby: bool = True
+              ) -> tuple[Lease | None, list[str]]:
+        """The owner's override: end the lease (``lease``) and empty the standby queue and
+        its reservation (``standby``). Returns the ended lease and the dropped holders.
+
+        With ``lease`` alone, the first standby gets its window as after a release.
+        """
+        self.settle(now)
+        ended = self.lease if lease else None
+        dropped: list[str] = []
+        if standby:
+            reserved = [] if self.reserved_for is None else [self.reserved_for[0]]
+            dropped = reserved + [holder for holder, _ in self.standby]
+            self.standby, self.reserved_for = [], None
+        if ended is not None:
+            self.lease = None
+            self._reserve_next(now)
+        return ended, dropped
 
     def check_fencing(self, now: float, *, fencing: int, member: str) -> Lease:
         """The lease, if ``fencing`` is its token and ``member`` holds it, unexpired.
@@ -261,7 +299,9 @@ class SessionLease:
             state.lease = Lease(raw["holder"], raw["member"], int(raw["fencing"]),
                                 float(raw["ttl"]), now + float(raw["ttl"]), raw.get("address"),
                                 raw.get("game"), bool(raw.get("sync_requested")))
-        state.standby = [(h, m) for h, m in data.get("standby", [])]
+        for holder, member in data.get("standby", []):  # saved before one entry per member
+            if all(m != member for _, m in state.standby):
+                state.standby.append((holder, member))
         reserved = data.get("reserved_for")
         if reserved is not None:
             state.reserved_for = (reserved[0], reserved[1])

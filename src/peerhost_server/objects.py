@@ -13,8 +13,7 @@ from starlette.routing import Route
 
 from peerhost_store.errors import DecodeError, ObjectCorrupt, ObjectMissing
 from peerhost_store.ids import ObjectId
-from peerhost_store.objects import check
-from peerhost_store.store import Update
+from peerhost_store.objects import blob_length, check
 from peerhost_store.sync.protocol import (
     ProtocolError,
     encode_ids,
@@ -26,6 +25,7 @@ from peerhost_store.sync.protocol import (
 from .auth import MEMBER, OWNER
 from .errors import ApiError
 from .observe import Metrics
+from .storage import write_objects
 from .web import (
     authorize,
     coordinator,
@@ -60,7 +60,8 @@ async def upload(request: Request) -> JSONResponse:
     session = session_name(request)
     await authorize(request, PLAYERS, session)
     body = await read_msgpack_body(request)
-    store = coordinator(request).store(session)
+    coord = coordinator(request)
+    node_limit = limits(request).max_node_bytes
 
     def run() -> tuple[int, int]:
         try:
@@ -68,12 +69,16 @@ async def upload(request: Request) -> JSONResponse:
         except ProtocolError as exc:
             raise ApiError(400, "bad_objects", str(exc), {"index": exc.index}) from None
         for i, data in enumerate(objects):
+            if len(data) > node_limit and blob_length(bytes(data[:7]), len(data)) is None:
+                raise ApiError(413, "node_too_large", f"object {i} is a tree node or snapshot "
+                               f"of {len(data):,} bytes; at most {node_limit:,} are accepted",
+                               {"index": i, "limit": node_limit})
             try:
                 check(data)
             except DecodeError as exc:
                 raise ApiError(400, "malformed_object", f"object {i} is malformed: {exc}",
                                {"index": i}) from None
-        return len(objects), store.apply(Update(objects=objects)) if objects else 0
+        return len(objects), write_objects(coord, session, objects) if objects else 0
 
     stored, new = await run_in_threadpool(run)
     metrics: Metrics = request.app.state.metrics

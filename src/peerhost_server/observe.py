@@ -38,6 +38,9 @@ class Metrics:
         self.objects_stored = Counter("peerhost_objects_stored", "New objects stored", registry=r)
         self.bytes_received = Counter("peerhost_bytes_received", "Request body bytes", registry=r)
         self.bytes_sent = Counter("peerhost_bytes_sent", "Response body bytes", registry=r)
+        self.cancelled = Counter("peerhost_requests_cancelled",
+                                 "Requests whose work stopped because the client went away",
+                                 registry=r)
 
 
 class ObserveMiddleware:

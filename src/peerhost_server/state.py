@@ -22,15 +22,19 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
+from peerhost_store.bounds import DIR, Summary, TreeRefused, check_tree
 from peerhost_store.errors import StoreError
 from peerhost_store.ids import ObjectId
 from peerhost_store.lock import FileLock, Locked
+from peerhost_store.retention import RetentionPolicy
 from peerhost_store.store import LmdbStore, RefConflict, Update
-from peerhost_store.sync.pairing import Pair, pair_chunks
+from peerhost_store.sync.pairing import Budget, Pair, PairingTooLarge, pair_chunks
 from peerhost_store.sync.protocol import ObjectStatus
+from peerhost_store.worldfs import UnsafePath
 
 from .auth import (
     ADMIN,
@@ -51,16 +55,19 @@ Clock = Callable[[], float]
 T = TypeVar("T")
 
 #: Pairing lists kept in memory: a push or pull of a large change sends many delta requests
-#: for the same two trees, and each would otherwise diff them again.
+#: for the same two trees, and each would otherwise diff them again. At most this many lists,
+#: holding at most twice ``max_pairing_chunks`` pairs together.
 PAIRINGS_KEPT = 8
 
 
 class Coordinator:
     """Sessions, tokens, leases, heads and logs of one data folder."""
 
-    def __init__(self, data_dir: Path, *, clock: Clock, limits: Limits) -> None:
+    def __init__(self, data_dir: Path, *, clock: Clock, limits: Limits,
+                 wall: Clock = time.time) -> None:
         self.data_dir = data_dir
         self.clock = clock
+        self.wall = wall  # upload times, retention: they must survive restarts
         self.limits = limits
         data_dir.mkdir(parents=True, exist_ok=True)
         self._owner_lock = FileLock(data_dir / "coordinator.lock")
@@ -86,7 +93,10 @@ class Coordinator:
         self._revocations = 0
         self._complete: dict[str, set[ObjectId]] = {}
         self._head_locks: dict[str, threading.Lock] = {}
-        self._pairings: OrderedDict[tuple[str, ObjectId, ObjectId], list[Pair]] = OrderedDict()
+        self._upload_locks: dict[str, threading.Lock] = {}
+        # Pairing lists, and how pairings were refused (as content-addressed as a list).
+        self._pairings: OrderedDict[tuple[str, ObjectId, ObjectId],
+                                    list[Pair] | Callable[[], Exception]] = OrderedDict()
         self._closed = False
         #: The admin token, when this start created it (shown once, never stored in clear).
         self.initial_admin_token = self._ensure_admin()
@@ -188,13 +198,16 @@ class Coordinator:
             return new.token
 
     def remove_member(self, session: str, name: str) -> None:
-        """Revoke a member's token."""
+        """Revoke a member's token; its lease and standby entry go in the same transaction
+        (:meth:`SessionLease.drop_member`), so nothing it queued outlives it."""
         with self._lock:
             record = self.session(session)
             token_id = record["members"].pop(name, None)
             if token_id is None:
                 raise ApiError(404, "no_member", f"{name!r} is not a member of {session!r}")
-            self._put({f"session/{session}": record, f"token/{token_id}": None})
+            revoked = {f"session/{session}": record, f"token/{token_id}": None}
+            with self.lease(session, also=revoked) as (state, now):
+                state.drop_member(now, name)
             with self._known_lock:  # after the delete is durable: see authenticate()
                 self._revocations += 1
                 self._known.clear()
@@ -210,25 +223,74 @@ class Coordinator:
                 self._stores[session] = store
             return store
 
-    def pairing(self, session: str, base: ObjectId, target: ObjectId) -> list[Pair]:
-        """``pair_chunks`` of two trees of the session's store, remembered for the next
-        request (trees are content-addressed, so a computed list never goes stale).
+    def pairing(self, session: str, base: ObjectId, target: ObjectId,
+                cancelled: Callable[[], bool] = lambda: False) -> list[Pair]:
+        """``pair_chunks`` of two trees of the session's store, within this coordinator's
+        per-request budget, remembered for the next request (trees are content-addressed, so
+        a computed list never goes stale).
 
         Raises:
             ObjectMissing: a node of either tree is not stored in this session.
-            DecodeError: a node is malformed.
+            TreeRefused, UnsafePath: the target is not validated and fails
+                :func:`peerhost_store.bounds.check_tree`.
+            DecodeError: a node is malformed; PairingTooLarge past the budget.
+            PairingCancelled: ``cancelled()`` turned true (the client went away).
         """
         key = (session, base, target)
         with self._lock:
             if key in self._pairings:
                 self._pairings.move_to_end(key)
-                return self._pairings[key]
-        pairs = pair_chunks(self.store(session), base, target)  # outside the lock: it reads
-        with self._lock:
-            self._pairings[key] = pairs
-            while len(self._pairings) > PAIRINGS_KEPT:
-                self._pairings.popitem(last=False)
+                known = self._pairings[key]
+                if callable(known):
+                    raise known()  # refused before: a repeated request costs nothing again
+                return known
+        try:
+            pairs = self._pair(session, base, target, cancelled)
+        except (TreeRefused, UnsafePath, PairingTooLarge) as exc:
+            self._remember(key, _refusal(exc))
+            raise
+        self._remember(key, pairs)
         return pairs
+
+    def _pair(self, session: str, base: ObjectId, target: ObjectId,
+              cancelled: Callable[[], bool]) -> list[Pair]:
+        store = self.store(session)
+        if not self.validated_tree(session, target):
+            # A push's tree, not a head yet: the client's bounded check first (each distinct
+            # directory node once), so a bomb costs its size, not the whole budget.
+            check_tree(store, target, self.limits.tree)
+        budget = Budget(self.limits.max_pairing_nodes, self.limits.max_pairing_chunks, cancelled)
+        return pair_chunks(store, base, target, budget=budget)  # reads: unlocked
+
+    def _remember(self, key: tuple[str, ObjectId, ObjectId],
+                  value: list[Pair] | Callable[[], Exception]) -> None:
+        with self._lock:
+            self._pairings[key] = value
+            while len(self._pairings) > PAIRINGS_KEPT or len(self._pairings) > 1 and sum(
+                    len(v) for v in self._pairings.values() if isinstance(v, list)
+            ) > 2 * self.limits.max_pairing_chunks:
+                self._pairings.popitem(last=False)
+
+    def validated_tree(self, session: str, oid: ObjectId) -> bool:
+        """Whether ``oid`` is the root of a tree this session accepted at a head move (the
+        tree of a head or of its history), within today's bounds."""
+        summary = self.summaries(session, [oid])[0]
+        if summary is None or summary.kind != DIR or summary.reserved:
+            return False
+        try:
+            summary.within(self.limits.tree, "/")
+        except TreeRefused:
+            return False
+        return True
+
+    def summaries(self, session: str, oids: list[ObjectId]) -> list[Summary | None]:
+        """The summary stored with each id's completeness mark (None: no mark, or a mark
+        written before marks carried summaries, whose subgraph must be checked again)."""
+        out = []
+        for oid in oids:
+            raw = self.kv.get_meta(_complete_key(session, oid))
+            out.append(Summary.from_bytes(raw) if raw else None)
+        return out
 
     def is_complete(self, session: str, oids: list[ObjectId]) -> list[bool]:
         """Whether each id is marked complete in the session."""
@@ -265,13 +327,15 @@ class Coordinator:
         return slot
 
     @contextmanager
-    def lease(self, session: str) -> Iterator[tuple[SessionLease, float]]:
+    def lease(self, session: str, also: dict[str, Any] | None = None
+              ) -> Iterator[tuple[SessionLease, float]]:
         """Work on a session's lease state under that session's lock; persist it afterwards.
 
         The body works on a copy, which replaces the state only once whatever it changed that
         survives a restart is durably written, so nothing is answered that was not persisted;
         if the body or the write fails, the state stays as it was. A call that changes nothing
-        persisted (a renewal, mostly) writes nothing.
+        persisted (a renewal, mostly) writes nothing. ``also`` (meta values, as for
+        :meth:`_put`) is written in the same transaction, always.
 
         This may wait for the lock, which :meth:`commit_head` holds across an fsync: call it
         from a worker thread, never on the event loop (there, use :meth:`try_lease`).
@@ -281,8 +345,8 @@ class Coordinator:
             work = slot.state.copy()
             yield work, self.clock()
             persisted = work.to_json()
-            if persisted != slot.persisted:
-                self._put({f"lease/{session}": persisted})
+            if persisted != slot.persisted or also:
+                self._put({**(also or {}), f"lease/{session}": persisted})
                 slot.persisted = persisted
             slot.state = work
 
@@ -323,6 +387,42 @@ class Coordinator:
         with self._lock:
             return self._head_locks.setdefault(session, threading.Lock())
 
+    def upload_lock(self, session: str) -> threading.Lock:
+        """Serialises a session's writes of objects with gc's deletion (the upload log)."""
+        with self._lock:
+            return self._upload_locks.setdefault(session, threading.Lock())
+
+    # -- retention ------------------------------------------------------------------------
+
+    def retention(self, session: str) -> RetentionPolicy:
+        """The session's retention policy (keeps everything unless the owner set one)."""
+        return RetentionPolicy(**(self._get(f"retention/{session}") or {}))
+
+    def set_retention(self, session: str, policy: RetentionPolicy) -> None:
+        self._put({f"retention/{session}": asdict(policy)})
+
+    def shallow(self, session: str) -> set[ObjectId]:
+        """Snapshots whose parents gc dropped (where the session's history was cut)."""
+        return {ObjectId(bytes.fromhex(h)) for h in self._get(f"shallow/{session}") or []}
+
+    def retained(self, session: str) -> list[ObjectId]:
+        """Snapshots the last gc kept that the head does not reach through parents."""
+        return [ObjectId(bytes.fromhex(h)) for h in self._get(f"retained/{session}") or []]
+
+    def forget(self, session: str, deleted: list[ObjectId], *, shallow: set[ObjectId],
+               retained: set[ObjectId]) -> None:
+        """Drop the completeness marks of objects gc is about to delete, and record where
+        history is now cut, in one transaction."""
+        marks: dict[str, bytes | None] = {_complete_key(session, oid): None for oid in deleted}
+        values = {f"shallow/{session}": sorted(o.hex() for o in shallow),
+                  f"retained/{session}": sorted(o.hex() for o in retained)}
+        self.kv.apply(Update(meta={**{k: json.dumps(v).encode() for k, v in values.items()},
+                                   **marks}))
+        self._complete.get(session, set()).difference_update(deleted)
+        with self._lock:
+            for key in [k for k in self._pairings if k[0] == session]:
+                del self._pairings[key]
+
     def commit_head(
         self,
         session: str,
@@ -331,11 +431,11 @@ class Coordinator:
         new: ObjectId,
         *,
         fencing: int | None,
-        verified: list[ObjectId],
+        verified: dict[ObjectId, Summary],
         entry: dict[str, Any],
     ) -> None:
         """Move the head from ``old`` to ``new``, append ``entry`` to the log and record
-        ``verified`` as complete, in one transaction. The fencing token (when given) is checked
+        ``verified`` as complete, each with its summary, in one transaction. The fencing token (when given) is checked
         under the session's lease lock, which is held until the head is written, so no grant
         or release slips in between. Other sessions' leases do not wait for this write.
 
@@ -347,7 +447,7 @@ class Coordinator:
                 _check_fencing(state, now, who, fencing)
             seq = int(self._get(f"logn/{session}") or 0)
             meta: dict[str, Any] = {f"log/{session}/{seq:012d}": entry, f"logn/{session}": seq + 1}
-            marks = {_complete_key(session, oid): b"" for oid in verified}
+            marks = {_complete_key(session, oid): s.to_bytes() for oid, s in verified.items()}
             try:
                 self.kv.apply(Update(
                     refs=[(f"head/{session}", old, new)],
@@ -378,6 +478,8 @@ class Coordinator:
                 **lease,
                 "head": None if head is None else head.hex(),
                 "storage_bytes": data.stat().st_size if data.exists() else 0,
+                "usage_bytes": self.store(name).used_bytes() if data.exists() else 0,
+                "quota_bytes": self.limits.quota_bytes,
             })
         return out
 
@@ -405,6 +507,19 @@ def _check_fencing(state: SessionLease, now: float, who: Identity, fencing: int)
         raise ApiError(409, "fenced", f"fencing token {fencing} is not the current "
                        "lease; the head can no longer be moved with it",
                        {"lease": None if current is None else current.to_json(now)}) from exc
+
+
+def _refusal(exc: TreeRefused | UnsafePath | PairingTooLarge) -> Callable[[], Exception]:
+    """A maker of the same error, holding its fields only: a kept exception would keep its
+    traceback, and with it the frames of the refused walk (hundreds of MB of entries)."""
+    if isinstance(exc, PairingTooLarge):
+        what, limit = exc.what, exc.limit
+        return lambda: PairingTooLarge(what, limit)
+    if isinstance(exc, UnsafePath):
+        path, reason = exc.path, exc.reason
+        return lambda: UnsafePath(path, reason)
+    fields = (exc.what, exc.path, str(exc), exc.value, exc.limit)
+    return lambda: TreeRefused(*fields)
 
 
 def head_moved(actual: ObjectId | None) -> ApiError:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
+import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -65,6 +67,41 @@ async def authorize(request: Request, roles: set[str], session: str | None = Non
         if who.role == ADMIN:  # others' tokens exist only for sessions that do
             coord.session(session)  # 404
     return who
+
+
+class Cancelled(Exception):
+    """The client went away while its request's work ran (see :func:`run_cancellable`)."""
+
+
+async def run_cancellable(request: Request, fn: Callable[[Callable[[], bool]], T]) -> T:
+    """``fn(cancelled)`` in a worker thread, where ``cancelled()`` turns true once the client
+    disconnects: work that a gone client would never see stops at its next check (``fn``
+    raises :class:`Cancelled` or its own error). Call after the body was read.
+
+    Raises:
+        ApiError: 499 ``cancelled`` (nobody reads it; the access log and metrics do).
+    """
+    gone = threading.Event()
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+
+    failed: Exception | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch)
+        try:
+            result = await run_in_threadpool(fn, gone.is_set)
+        except Exception as exc:  # raised below, outside the group (which would wrap it)
+            failed = exc
+        group.cancel_scope.cancel()
+    if isinstance(failed, Cancelled):
+        request.app.state.metrics.cancelled.inc()
+        raise ApiError(499, "cancelled", "the client went away") from None
+    if failed is not None:
+        raise failed
+    return result
 
 
 async def on_lease(request: Request, session: str, fn: Callable[[SessionLease, float], T], *,

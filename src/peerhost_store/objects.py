@@ -176,6 +176,19 @@ def _blob_start(data: bytes | memoryview) -> int | None:
     return None
 
 
+def blob_length(head: bytes, size: int) -> int | None:
+    """The payload length of a blob object of ``size`` bytes whose encoding starts with
+    ``head`` (its first 7 bytes or all of it), or None when it is not a blob as
+    :func:`encode_blob` frames one. Lets a store size a blob without reading it."""
+    if head[:2] != b"\x92\x01" or len(head) < 4:
+        return None
+    width = _BIN_WIDTH[head[2]]
+    if not width or len(head) < 3 + width:
+        return None
+    length = int.from_bytes(head[3 : 3 + width], "big")
+    return length if size == 3 + width + length else None
+
+
 def decode_blob(data: bytes) -> bytes:
     """Decode a blob object without a general msgpack pass (restore reads one per chunk).
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
+from .bounds import check_tree
 from .errors import DecodeError, PeerhostError
 from .ids import ObjectId
 from .objects import ChunkEntry, DirEntry, EntryKind, decode_blob
@@ -21,7 +22,6 @@ from .tree import diff_trees, iter_region, iter_tree, load_blob
 from .worldfs import (
     TEMP_PREFIX,
     atomic_write,
-    check_case_collisions,
     check_rel_path,
     remove_path,
     resolve_inside,
@@ -67,12 +67,16 @@ class RestoreResult:
 
 
 def plan(store: ObjectReader, current: ObjectId | None, target: ObjectId) -> list[_Op]:
-    """The operations that turn tree ``current`` into tree ``target``, all paths checked."""
+    """The operations that turn tree ``current`` into tree ``target``, all paths checked.
+
+    The target is checked first, each distinct node once (:func:`bounds.check_tree`: names,
+    case collisions across the whole tree, depth, what it expands to): the diff below walks
+    paths, which a tree sharing subtrees can make millions of.
+    """
+    check_tree(store, target)
     ops = [_Op(path, old, new) for path, old, new in diff_trees(store, current, target)]
     for op in ops:
         check_rel_path(op.path)
-    # The whole target, not just what changes: a new name may collide with a kept one.
-    check_case_collisions(path for path, _ in iter_tree(store, target))
     return ops
 
 
@@ -174,6 +178,7 @@ def checkout_tree(
     checkout is simply run again (every file is rewritten, so a partly written one heals).
     """
     marker = folder / CHECKOUT_MARKER
+    check_tree(store, target)  # before anything walks the tree path by path
     if folder.exists():
         if not folder.is_dir():
             raise RestoreError(f"{folder} is not a folder")
@@ -257,6 +262,10 @@ def _apply(store: ObjectReader, world: Path, op: _Op, result: RestoreResult,
             result.bytes_written += len(payload)
     else:
         data = load_blob(store, new.raw if new.raw is not None else new.oid)
+        if new.raw is None and len(data) != new.size:
+            # The bound checked before writing counted what entries declare; hold them to it.
+            raise DecodeError(f"{op.path}: the entry says {new.size} bytes, its blob holds "
+                              f"{len(data)}")
     writer.write(path, data)
     result.written += 1
     result.bytes_written += len(data)
@@ -269,6 +278,9 @@ def _region(store: ObjectReader, oid: ObjectId) -> list[ChunkEntry]:
 
 def _records(store: ObjectReader, entry: DirEntry) -> list[ChunkRecord]:
     chunks = _region(store, entry.oid)
+    if len(chunks) != entry.size:
+        raise DecodeError(f"{entry.name}: the entry says {entry.size} chunks, its region map "
+                          f"holds {len(chunks)}")
     payloads = store.get_many([c.oid for c in chunks])
     return [
         ChunkRecord(c.slot, c.compression, decode_blob(payload), c.timestamp, c.external)

@@ -62,14 +62,18 @@ def region_place(rel_path: str) -> RegionPlace | None:
     return None
 
 
-def check_name(name: str, path: str) -> None:
-    """Raise UnsafePath unless ``name`` is one harmless path component."""
+def check_name(name: str, path: str, *, portable: bool = False) -> None:
+    """Raise UnsafePath unless ``name`` is one harmless path component.
+
+    Names Windows reserves are refused on Windows, and everywhere with ``portable`` (the
+    coordinator: a tree it accepts must restore on every member's system).
+    """
     if name in ("", ".", ".."):
         raise UnsafePath(path, f"component {name!r} is not a file name")
     bad = _FORBIDDEN_CHARS.intersection(name)
     if bad:
         raise UnsafePath(path, f"component {name!r} contains {sorted(bad)!r}")
-    if os.name == "nt" and (_WINDOWS_RESERVED.match(name) or name[-1] in ". "):
+    if (portable or os.name == "nt") and (_WINDOWS_RESERVED.match(name) or name[-1] in ". "):
         raise UnsafePath(path, f"component {name!r} is reserved on Windows")
 
 
@@ -85,8 +89,10 @@ def check_rel_path(rel_path: str) -> list[str]:
     return parts
 
 
-def _fold(path: str) -> str:
-    # Unicode caseless matching (NFD, casefold, NFD): a superset of what NTFS and APFS equate.
+def fold_name(path: str) -> str:
+    """A name or path as case-insensitive file systems compare it: Unicode caseless matching
+    (NFD, casefold, NFD), a superset of what NTFS and APFS equate. Folding keeps ``/``, so
+    two paths fold alike exactly when, at their first differing component, the two names do."""
     return unicodedata.normalize("NFD", unicodedata.normalize("NFD", path).casefold())
 
 
@@ -97,7 +103,7 @@ def check_case_collisions(paths: Iterable[str]) -> None:
     everywhere."""
     seen: dict[str, str] = {}
     for path in paths:
-        other = seen.setdefault(_fold(path), path)
+        other = seen.setdefault(fold_name(path), path)
         if other != path:
             raise UnsafePath(path, f"it is the same file as {other!r} on a case-insensitive "
                              "file system (Windows, macOS)")

@@ -10,6 +10,7 @@ transaction finds it full; the failed transaction is retried, never half-applied
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import threading
 from collections.abc import Callable, Container, Iterable, Iterator
@@ -39,15 +40,17 @@ class LmdbStore:
             data_file = self.path / "data.mdb"
             on_disk = data_file.stat().st_size if data_file.exists() else 0
             size = map_size or max(MIN_MAP_SIZE, _round_up(2 * on_disk))
+            _back_lock_file(self.path / "lock.mdb")
             self._env = lmdb.open(
                 str(self.path), map_size=size, max_dbs=4, subdir=True, sync=True, metasync=True
             )
+            self._objects = self._env.open_db(b"objects")  # a write, on a new store
+            self._refs = self._env.open_db(b"refs")
+            self._stats = self._env.open_db(b"stats")
+            self._meta = self._env.open_db(b"meta")
         except (OSError, lmdb.Error) as exc:
-            raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
-        self._objects = self._env.open_db(b"objects")
-        self._refs = self._env.open_db(b"refs")
-        self._stats = self._env.open_db(b"stats")
-        self._meta = self._env.open_db(b"meta")
+            raise StoreError(_describe(self.path, exc, f"cannot open the store at {self.path}")
+                             ) from exc
         self._lock = threading.Lock()  # one write transaction at a time
         self._gate = _ResizeGate()
 
@@ -93,6 +96,19 @@ class LmdbStore:
                     raise ObjectCorrupt(oid, got, f"store {self.path}")
             out.append(bytes(data))  # bytes already: no copy
         return out
+
+    def peek(self, oids: list[ObjectId], n: int) -> list[tuple[int, bytes] | None]:
+        """Each object's stored size and first ``n`` bytes (None when absent), not hashed:
+        the coordinator sizes every blob a new tree reaches (one at a time, so a batch of
+        large files is never in memory at once)."""
+        def run(txn: lmdb.Transaction) -> list[tuple[int, bytes] | None]:
+            out: list[tuple[int, bytes] | None] = []
+            for oid in oids:
+                value = txn.get(oid, db=self._objects)
+                out.append(None if value is None else (len(value), bytes(value[:n])))
+            return out
+
+        return self._read(run)
 
     def iter_missing(self, oids: Iterable[ObjectId]) -> Iterator[ObjectId]:
         wanted = list(oids)
@@ -182,6 +198,18 @@ class LmdbStore:
         with self._gate.exclusive():
             self._env.set_mapsize(min(MAX_MAP_SIZE, current * 2))
 
+    def used_bytes(self) -> int:
+        """Bytes of the pages live data takes (pages gc freed are not counted: the file does
+        not shrink, but they are reused)."""
+        def run(txn: lmdb.Transaction) -> int:
+            total = 0
+            for db in (self._objects, self._refs, self._stats, self._meta):
+                st = txn.stat(db)
+                total += (st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]) * st["psize"]
+            return total
+
+        return self._read(run)
+
     def map_size(self) -> int:
         """The current size of the memory map in bytes."""
         return int(self._env.info()["map_size"])
@@ -252,10 +280,34 @@ def _round_up(n: int) -> int:
     return -(-n // MIN_MAP_SIZE) * MIN_MAP_SIZE
 
 
-def _describe(path: Path, exc: lmdb.Error) -> str:
+#: Bytes of LMDB's lock file for its default 126 readers (what it creates on Linux/macOS).
+LOCK_FILE_BYTES = 8192
+
+
+def _back_lock_file(path: Path) -> None:
+    """Give LMDB's lock file real blocks before it maps it. LMDB creates it with ftruncate, a
+    file with holes; its first touch of a page (the first reader slot of a new thread) then
+    needs a block, and on a full disk (tmpfs above all) that is a SIGBUS that kills the
+    process, not an error. posix_fallocate keeps the content (other processes may have the
+    file open) and fails with ENOSPC up front instead. Windows has no call for it, and LMDB
+    allocates its files there itself."""
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is None:
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fallocate(fd, 0, max(LOCK_FILE_BYTES, os.fstat(fd).st_size))
+    finally:
+        os.close(fd)
+
+
+def _describe(path: Path, exc: lmdb.Error | OSError,
+              what: str | None = None) -> str:
     code = getattr(exc, "errno", None) or (exc.args[0] if exc.args else None)
     if code == errno.ENOSPC or "No space left" in str(exc) or _disk_full(path):
         return f"the disk holding the store at {path} is full; nothing was written ({exc})"
+    if what is not None:
+        return f"{what}: {exc}"
     return f"writing the store at {path} failed; nothing was written: {exc}"
 
 

@@ -177,10 +177,12 @@ class LeaseStatus:
 
 @dataclass(frozen=True)
 class Head:
-    """The session head and the current lease's fencing token (None when nobody holds it)."""
+    """The session head, the current lease's fencing token (None when nobody holds it) and
+    the snapshots whose parents the session's retention dropped (its history stops there)."""
 
     head: ObjectId | None
     fencing: int | None
+    shallow: frozenset[ObjectId] = frozenset()
 
 
 @dataclass
@@ -365,6 +367,12 @@ class CoordinatorClient:
         """Give the lease up. Raises LeaseLost when ``fencing`` is no longer current."""
         self._json("POST", self._path("lease/release"), {"fencing": fencing})
 
+    def reset_lease(self, *, lease: bool = True, standby: bool = True) -> dict[str, Any]:
+        """End the lease whoever holds it (``lease``) and empty the standby queue
+        (``standby``); owner only. Returns ``{released, dropped, fencing}``: the holder whose
+        lease ended (or None) and the standby holders dropped."""
+        return self._json("POST", self._path("lease/reset"), {"lease": lease, "standby": standby})
+
     def lease_status(self) -> LeaseStatus:
         """Who holds the lease, the last fencing token, the standby queue."""
         a = self._json("GET", self._path("lease"))
@@ -438,7 +446,8 @@ class CoordinatorClient:
         a = self._json("GET", self._path("head"))
         return self._parse("GET head", lambda: Head(
             None if a["head"] is None else from_hex(a["head"]),
-            None if a["fencing"] is None else int(a["fencing"])))
+            None if a["fencing"] is None else int(a["fencing"]),
+            frozenset(from_hex(h) for h in a.get("shallow") or ())))
 
     def set_head(self, old: ObjectId | None, new: ObjectId, fencing: int) -> int:
         """Move the head from ``old`` to ``new`` (compare-and-swap, fenced).
@@ -457,6 +466,21 @@ class CoordinatorClient:
             body["fencing"] = fencing
         answer = self._json("POST", self._path("rollback"), body)
         return self._parse("POST rollback", lambda: from_hex(answer["head"]))
+
+    # -- storage ---------------------------------------------------------------------------
+
+    def retention(self) -> dict[str, Any]:
+        """The retention policy, where history is cut, usage and quota (bytes)."""
+        return self._json("GET", self._path("retention"))
+
+    def set_retention(self, **policy: int | None) -> dict[str, Any]:
+        """Set the retention policy (owner): ``keep_last``, ``keep_hourly``, ``keep_daily``,
+        ``keep_weekly``; none keeps everything. The next gc applies it."""
+        return self._json("PUT", self._path("retention"), policy)
+
+    def gc(self) -> dict[str, Any]:
+        """Run the coordinator's gc of this session now (owner); returns its report."""
+        return self._json("POST", self._path("gc"), {})
 
     def log(self, limit: int = 100) -> list[dict[str, Any]]:
         """The last head moves, oldest first."""

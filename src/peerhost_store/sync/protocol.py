@@ -25,12 +25,12 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import msgpack
 
-from ..errors import DecodeError, ObjectMissing, PeerhostError
+from ..errors import DecodeError, PeerhostError
 from ..ids import ID_SIZE, ObjectId
 from ..objects import (
     DirEntry,
@@ -54,7 +54,7 @@ BATCH_BYTES = 16 << 20
 #: How many ids one ``objects/missing``, ``objects/status`` or ``objects/get`` request asks
 #: about (about 560 KiB of ids).
 IDS_PER_REQUEST = 16384
-#: How many objects the coordinator's completeness walk reads per store transaction.
+#: How many objects a walk reads per store transaction.
 READ_BATCH = 1024
 
 #: A push sends its chunk deltas in batches that rebuild about this many bytes of objects:
@@ -371,78 +371,6 @@ class BatchLoader(Protocol):
     def get_many(self, oids: list[ObjectId]) -> list[bytes]: ...
 
     def iter_missing(self, oids: Iterable[ObjectId]) -> Iterator[ObjectId]: ...
-
-
-@dataclass
-class CompletenessCheck:
-    """The result of :func:`check_complete`.
-
-    Attributes:
-        missing: the first missing object found, or None when the graph is complete.
-        where: what needed the missing object (e.g. ``region node 3fa2...``).
-        verified: nodes and snapshots read and found complete; the caller records them so the
-            next check skips their subgraphs.
-        checked: how many objects the walk looked at (its cost).
-    """
-
-    missing: ObjectId | None = None
-    where: str = ""
-    verified: list[ObjectId] = field(default_factory=list)
-    checked: int = 0
-
-
-def check_complete(
-    store: BatchLoader,
-    is_complete: Callable[[list[ObjectId]], list[bool]],
-    root: ObjectId,
-    kind: Kind = Kind.SNAPSHOT,
-) -> CompletenessCheck:
-    """Check that everything ``root`` reaches is stored, skipping what is known complete.
-
-    The walk goes breadth-first, a level of the graph at a time, so each level costs one
-    ``is_complete`` query and a few batched reads. Subgraphs whose root ``is_complete`` says
-    is complete are not entered, so after the first check the cost grows with the change, not
-    with the world. Blobs are checked for presence only (the coordinator decoded every object
-    when it was uploaded). Snapshot parents are followed, so a complete snapshot carries its
-    whole history.
-
-    Raises:
-        ProtocolError: a stored object is malformed or of the wrong kind for its reference.
-    """
-    result = CompletenessCheck()
-    seen: set[ObjectId] = set()
-    frontier: list[tuple[ObjectId, Kind, str]] = [(root, kind, "the new head")]
-    while frontier:
-        level = []
-        for item in frontier:
-            if item[0] not in seen:  # an id reached twice (two empty folders) is read once
-                seen.add(item[0])
-                level.append(item)
-        result.checked += len(level)
-        blobs = [item for item in level if item[1] is Kind.BLOB]
-        nodes = [item for item in level if item[1] is not Kind.BLOB]
-        missing_blobs = set(store.iter_missing(oid for oid, _, _ in blobs))
-        for oid, _, where in blobs:
-            if oid in missing_blobs:
-                result.missing, result.where = oid, where
-                return result
-        known = is_complete([oid for oid, _, _ in nodes]) if nodes else []
-        todo = [item for item, done in zip(nodes, known) if not done]
-        frontier = []
-        for part in chunked(todo, READ_BATCH):
-            ids = [oid for oid, _, _ in part]
-            try:
-                datas = store.get_many(ids)
-            except ObjectMissing as exc:
-                result.missing = exc.oid
-                result.where = next(where for oid, _, where in part if oid == exc.oid)
-                return result
-            for (oid, kind_, _), data in zip(part, datas):
-                obj = decode_as(oid, data, kind_)
-                label = f"{kind_.value} node {oid.hex()[:12]}"
-                frontier += [(child, k, label) for child, k in children(oid, obj, kind_)]
-            result.verified += ids
-    return result
 
 
 def is_ancestor(

@@ -35,6 +35,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import TypeVar
 
+import msgpack
+
 from ..errors import DecodeError, NotFound, ObjectCorrupt, ObjectMissing, PeerhostError
 from ..ids import ObjectId, hash_bytes
 from ..maintenance import load_shallow
@@ -551,11 +553,12 @@ def pull(
         ObjectCorrupt: the coordinator sent bytes that do not hash to the asked id.
     """
     before = client.stats.copy()
-    remote = client.head().head
+    answer = client.head()
+    remote = answer.head
     if remote is None:
         return PullReport(None, repo.head(), "empty", wire=_wire_since(client, before))
     report = PullReport(remote, repo.head(), "")
-    run = _Fetch(repo.store, client, progress, batch_bytes)
+    run = _Fetch(repo.store, client, progress, batch_bytes, cut=answer.shallow)
     fetched = run.run(remote, ref=f"remotes/{client.session}", delta=delta)
     report.objects_received, report.object_bytes = fetched.objects, fetched.object_bytes
     for name, value in fetched.chunks.counts().items():
@@ -636,8 +639,11 @@ class _Fetch:
     """One fetch: the node walk, then chunk deltas, then whole blobs, then the final update."""
 
     def __init__(self, store: ObjectStore, client: CoordinatorClient, progress: Progress | None,
-                 batch_bytes: int) -> None:
+                 batch_bytes: int, cut: frozenset[ObjectId] = frozenset()) -> None:
         self.store = store
+        #: Snapshots whose parents the session's retention dropped: not followed, and
+        #: recorded as shallow here when this store lacks their parents too.
+        self.cut = cut
         self.client = client
         self.progress = progress
         self.batch_bytes = batch_bytes
@@ -704,7 +710,7 @@ class _Fetch:
                         self.snapshots.append((oid, obj.root))
                     elif isinstance(obj, RegionLeaf):
                         self.chunks.update(entry.oid for entry in obj.entries)
-                    for child in children(oid, obj, kind):
+                    for child in children(oid, obj, kind, follow_parents=oid not in self.cut):
                         if child[0] not in seen:
                             seen.add(child[0])
                             after.append(child)
@@ -802,7 +808,18 @@ class _Fetch:
             self._storing = None
         self.store.apply(Update(objects=self._pending + list(self.nodes.values()),
                                 hashed=self._pending_hashed,
-                                refs=[(ref, self.store.get_ref(ref), remote)]))
+                                refs=[(ref, self.store.get_ref(ref), remote)],
+                                meta=self._shallow()))
+
+    def _shallow(self) -> dict[str, bytes | None]:
+        """The local ``shallow`` list, grown by fetched snapshots whose history was cut."""
+        cut = [oid for oid in self.cut if oid in self.nodes]
+        parents = [p for oid in cut for p in _parents(self.nodes[oid])]
+        absent = set(self.store.iter_missing(parents))
+        new = {oid for oid in cut if any(p in absent for p in _parents(self.nodes[oid]))}
+        if not new:
+            return {}
+        return {"shallow": msgpack.packb(sorted(load_shallow(self.store) | new))}
 
     def _count(self, size: int) -> None:
         self.result.objects += 1
@@ -839,14 +856,20 @@ def fetch(
     progress: Progress | None = None,
     batch_bytes: int = STORE_BATCH_BYTES,
     delta: bool = True,
+    cut: frozenset[ObjectId] = frozenset(),
 ) -> FetchResult:
     """Store every object ``remote`` reaches that ``store`` lacks and point ``ref`` at it.
 
     Tree nodes come first, a level per request; then the missing chunk blobs that pair with a
     snapshot this store holds come as delta batches (with ``delta``); then every other
-    missing blob, whole.
+    missing blob, whole. Parents of ``cut`` snapshots (``Head.shallow``) are not fetched.
     """
-    return _Fetch(store, client, progress, batch_bytes).run(remote, ref=ref, delta=delta)
+    return _Fetch(store, client, progress, batch_bytes, cut).run(remote, ref=ref, delta=delta)
+
+
+def _parents(data: bytes) -> tuple[ObjectId, ...]:
+    snap = decode(data)
+    return snap.parents if isinstance(snap, Snapshot) else ()
 
 
 def _download(client: CoordinatorClient, ids: list[ObjectId]) -> list[bytes]:
