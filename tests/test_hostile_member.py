@@ -112,7 +112,7 @@ def test_the_owner_clears_the_queue_and_force_releases(tmp_path: Path) -> None:
 
 
 def test_phs_session_reset_lease(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from peerhost_cli.cmd_serve import BackgroundCoordinator
+    from peerhost_server.background import BackgroundCoordinator
     from peerhost_cli.main import main
 
     with BackgroundCoordinator(tmp_path / "c", limits=FAST) as coord:
@@ -439,7 +439,7 @@ def test_the_client_pairs_within_a_budget_too() -> None:
 
 
 def test_pairing_stops_when_the_client_goes_away(tmp_path: Path) -> None:
-    from peerhost_cli.cmd_serve import BackgroundCoordinator
+    from peerhost_server.background import BackgroundCoordinator
 
     limits = Limits(rate=1e6, burst=10**6, max_pairing_nodes=10**9, max_pairing_chunks=10**9)
     with BackgroundCoordinator(tmp_path / "c", limits=limits) as coord, \
@@ -594,7 +594,7 @@ def test_a_tree_node_past_the_node_limit_is_refused_at_upload(server: Server) ->
 
 
 def test_phs_session_retention_and_gc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from peerhost_cli.cmd_serve import BackgroundCoordinator
+    from peerhost_server.background import BackgroundCoordinator
     from peerhost_cli.main import main
 
     with BackgroundCoordinator(tmp_path / "c", limits=FAST) as coord, \
