@@ -266,6 +266,74 @@ def test_checkout_killed_mid_way_can_be_run_again(tmp_path: Path, zygote: Zygote
     assert tree_root(tmp_path / "copy") == tree_root(world)
 
 
+def test_snapshot_after_a_killed_rollback_keeps_newer_play(tmp_path: Path, zygote: Zygote,
+                                                          versions: list[Path]) -> None:
+    """A rollback killed mid-way, then (every other round) play on the half-restored world,
+    then ``phs snapshot``: an interruption alone is finished; play is snapshotted and never
+    overwritten, and then either the rollback is run again or ``phs restore --abort``."""
+    rng = random.Random(SEED + 7)
+    world = copy_world(versions[0], tmp_path / "world")
+    snaps: list[ObjectId] = []
+    expected: list[dict[str, bytes]] = []
+    with Repository.init(world) as repo:
+        for i, version in enumerate(versions):
+            replace_world(world, version)
+            snaps.append(repo.snapshot(f"v{i}").oid)
+            repo.checkout(snaps[-1], tmp_path / f"co{i}")
+            expected.append(world_files(tmp_path / f"co{i}"))
+    replace_world(world, tmp_path / f"co{len(versions) - 1}")
+    current, acked = len(versions) - 1, list(snaps)
+    out = tmp_path / "out.txt"
+    figures = Figures("pending_restore_snapshot")
+    kept_play = finished_by_snapshot = aborted = 0
+    for i in range(ROUNDS // 3):
+        target = rng.choice([v for v in range(len(versions)) if v != current])
+        rollback = ["rollback", "--json", "-C", str(world), snaps[target].hex()]
+        child = zygote.phs(rollback, out, die_after_writes=rng.randint(1, 3))
+        landed = zygote.wait(child) == -signal.SIGKILL
+        with Repository.open(world) as repo:
+            before = repo.head()
+            pending = repo.pending_restore() is not None
+        assert pending == landed
+        play = i % 2 == 1
+        if play:
+            (world / "level.dat").write_bytes(rng.randbytes(4096))
+            (world / f"play{i}.dat").write_bytes(rng.randbytes(64 << 10))
+        now = world_files(world)
+        snap = run_ok(zygote, ["snapshot", "--json", "-C", str(world)], out)
+        result = snap.json()
+        acked.append(oid(result["id"]))
+        if play:
+            assert world_files(world) == now, "play after the interrupted rollback was overwritten"
+            assert result["created"] and result["root"] == tree_root(world).hex()
+            assert not landed or "phs restore --abort" in snap.output(), snap.output()
+            kept_play += landed
+        else:
+            assert world_files(world) == expected[target], "the interruption alone is finished"
+            assert not result["created"] and oid(result["id"]) == before
+            finished_by_snapshot += landed
+        current = target
+        if play and landed and rng.random() < 0.5:
+            run_ok(zygote, ["restore", "--abort", "-C", str(world)], out)
+            assert world_files(world) == now, "abort writes nothing"
+            aborted += 1
+        elif play and landed:
+            run_ok(zygote, rollback, out)
+            assert world_files(world) == expected[target], "running it again finishes it"
+        with Repository.open(world) as repo:
+            assert repo.pending_restore() is None, "every round ends with the choice made"
+        if world_files(world) != expected[current]:  # the next round starts from a snapshot
+            replace_world(world, tmp_path / f"co{current}")
+            acked.append(oid(run_ok(zygote, ["snapshot", "--json", "-C", str(world)], out)
+                             .json()["id"]))
+        check_repo(world, acked)
+        tally(figures, landed, 3)
+    figures.extra.update(play_kept=kept_play, finished_by_snapshot=finished_by_snapshot,
+                         aborted=aborted)
+    figures.write()
+    assert kept_play and finished_by_snapshot and aborted, figures
+
+
 # -- gc ---------------------------------------------------------------------------------------
 
 

@@ -10,11 +10,18 @@ from peerhost_store.ids import ObjectId
 from peerhost_store.objects import Snapshot
 from peerhost_store.repo import Repository
 
+from .output import err
+
 Subparsers = Any  # argparse's _SubParsersAction is private
 
 
 def open_repo(args: argparse.Namespace) -> Repository:
-    return Repository.open(args.world)
+    return Repository.open(args.world, notify=notice)
+
+
+def notice(text: str) -> None:
+    """One line on stderr about what a command did beyond its own work."""
+    err.print(f"phs: {text}", markup=False, soft_wrap=True)
 
 
 def short(oid: ObjectId | None) -> str:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from peerhost_store.errors import NotFound, PeerhostError
 from peerhost_store.lock import Locked
+from peerhost_store.pending import RestorePending
 from peerhost_store.store import RefConflict
 from peerhost_store.sync.client import (
     CoordinatorError,
@@ -64,7 +65,8 @@ EPILOG = """exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 verify found prob
 6 unsafe path refused, 7 token refused, 8 coordinator unreachable, 130 interrupted"""
 
 #: Coordinator answers that mean "someone else got there first": the same code as a busy world.
-_CONFLICTS = (Locked, RefConflict, LeaseHeld, LeaseLost, HeadMoved, Diverged, HostingEnded)
+_CONFLICTS = (Locked, RefConflict, LeaseHeld, LeaseLost, HeadMoved, Diverged, HostingEnded,
+              RestorePending)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,6 +47,7 @@ from ..objects import (
     decode_blob,
     encode_dir_leaf,
 )
+from ..pending import RestorePending
 from ..repo import HEAD, Repository
 from ..restore import RestoreResult, prepare_restore
 from ..store import LmdbStore, ObjectStore, Update
@@ -875,6 +876,8 @@ def _integrate(repo: Repository, session: str, remote: ObjectId, report: PullRep
         taken = repo.snapshot(f"unsnapshotted changes before pulling session {session}")
         report.safety = taken.oid if taken.created else None
         local, live = taken.oid, taken.snapshot.root
+        if (pending := repo.pending_restore()) is not None:
+            raise RestorePending(pending, taken.oid)  # play after it: the user chooses
     shallow = load_shallow(store)
     if local == remote:
         report.outcome, report.head = "up-to-date", local
@@ -887,7 +890,7 @@ def _integrate(repo: Repository, session: str, remote: ObjectId, report: PullRep
             # Compare-and-swap: a snapshot taken since ours makes this fail, not vanish. A kill
             # during the restore leaves it pending; the next command finishes it.
             report.restored = repo.restore_moving_head(
-                ops, target, [(HEAD, local, remote)], reader=reader)
+                ops, target, [(HEAD, local, remote)], reader=reader, source=live)
         report.outcome, report.head = "fast-forward", remote
     else:
         raise Diverged(local, remote, "nothing was overwritten; choose a world with phs pull "
