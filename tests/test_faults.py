@@ -531,6 +531,69 @@ def test_kill_9_during_pull(tmp_path: Path, zygote: Zygote, versions: list[Path]
     finish(figures)
 
 
+@dataclass
+class Cloned:
+    s: Session
+    pusher: Repository
+    fencing: int
+    world: Path
+
+
+@contextmanager
+def cloned_session(zygote: Zygote, tmp_path: Path, versions: list[Path],
+                   world: Path | None = None) -> Iterator[Cloned]:
+    """A live coordinator whose session head (version 0) alice pushed from ``tmp_path /
+    "source"``, cloned by bob (with ``phs clone``) into ``world``."""
+    source = copy_world(versions[0], tmp_path / "source")
+    world = world or tmp_path / "world"
+    with coordinator_session(zygote, tmp_path / "coordinator") as s, \
+            Repository.init(source) as pusher:
+        fencing = s.alice.acquire("alice-pc", 600).fencing
+        pusher.snapshot("v0")
+        push(pusher, s.alice, fencing=fencing)
+        run_ok(zygote, ["clone", s.coordinator.url, "--session", "s1", str(world)],
+               tmp_path / "clone.txt", env={"PHS_TOKEN": s.tokens["bob"]})
+        yield Cloned(s, pusher, fencing, world)
+
+
+def test_gc_racing_pull(tmp_path: Path, zygote: Zygote, versions: list[Path]) -> None:
+    """``phs gc`` run again and again while ``phs pull`` fetches in small batches: gc may be
+    refused (the world is busy) but never deletes what the pull stored or relies on, and the
+    head never moves onto missing objects."""
+    rng = random.Random(SEED + 8)
+    out, gc_out = tmp_path / "out.txt", tmp_path / "gc.txt"
+    with cloned_session(zygote, tmp_path, versions) as c:
+        s, pusher, fencing, world, source = c.s, c.pusher, c.fencing, c.world, c.pusher.world
+        figures = Figures("gc_racing_pull")
+        gcs = deleted = busy = 0
+        for i in range(7):
+            mutate(source, versions[(i + 1) % len(versions)], rng)
+            head = pusher.snapshot(f"round {i}").oid
+            push(pusher, s.alice, fencing=fencing)
+            shutil.rmtree(tmp_path / "co", ignore_errors=True)
+            pusher.checkout(head, tmp_path / "co")
+            child = zygote.phs(["pull", "--json", "-C", str(world)], out, batch_bytes=BATCH)
+            deadline = time.monotonic() + 60
+            while zygote.poll(child) is None and time.monotonic() < deadline:
+                collector = zygote.phs(["gc", "--json", "-C", str(world)], gc_out)
+                status = zygote.wait(collector)
+                assert status in (0, 5), f"gc exited {status}: {collector.output()[-2000:]}"
+                gcs += 1
+                deleted += (collector.json() or {}).get("deleted_objects", 0)
+            status = zygote.wait(child)
+            assert status in (0, 5), f"pull exited {status}: {child.output()[-2000:]}"
+            busy += status == 5  # gc held the world's lock when the pull came to write it
+            check_repo(world, [])
+            report = run_ok(zygote, ["pull", "--json", "-C", str(world)], out).json()
+            assert report["head"] == head.hex(), report
+            assert world_files(world) == world_files(tmp_path / "co"), "the re-run converges"
+            check_repo(world, [head])
+            tally(figures, True, 2)
+    figures.extra.update(gc_runs=gcs, objects_deleted=deleted, pulls_refused_busy=busy)
+    figures.write()
+    assert gcs > figures.rounds, figures
+
+
 def undo_snapshot_on_top(world: Path, head: ObjectId) -> None:
     """Move head back from a snapshot taken on top of ``head`` and restore ``head``'s world."""
     with Repository.open(world) as repo:
@@ -542,16 +605,9 @@ def undo_snapshot_on_top(world: Path, head: ObjectId) -> None:
 
 def test_pull_killed_while_restoring_converges(tmp_path: Path, zygote: Zygote,
                                                versions: list[Path]) -> None:
-    source = copy_world(versions[0], tmp_path / "source")
-    world = tmp_path / "world"
     out = tmp_path / "out.txt"
-    with coordinator_session(zygote, tmp_path / "coordinator") as s, \
-            Repository.init(source) as pusher:
-        fencing = s.alice.acquire("alice-pc", 600).fencing
-        pusher.snapshot("v0")
-        push(pusher, s.alice, fencing=fencing)
-        run_ok(zygote, ["clone", s.coordinator.url, "--session", "s1", str(world)], out,
-               env={"PHS_TOKEN": s.tokens["bob"]})
+    with cloned_session(zygote, tmp_path, versions) as c:
+        s, pusher, fencing, world, source = c.s, c.pusher, c.fencing, c.world, c.pusher.world
         replace_world(source, versions[1])
         head = pusher.snapshot("v1").oid
         push(pusher, s.alice, fencing=fencing)

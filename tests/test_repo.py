@@ -372,3 +372,24 @@ def test_restore_abort_after_play_was_kept_keeps_it(
     assert aborted.head == kept == repo.head(), "the kept play stays head"
     assert _files(repo.world) == played
     assert repo.snapshot("after").created is False
+
+
+def test_gc_keeps_what_live_pins_protect_and_drops_stale_pins(repo: Repository) -> None:
+    from peerhost_store.maintenance import walk
+
+    repo.snapshot("v1")
+    (repo.world / "kept.dat").write_bytes(os.urandom(1000))
+    kept_root = repo.scan().root  # unreachable from any ref, like a pull's found objects
+    (repo.world / "kept.dat").unlink()
+    (repo.world / "lost.dat").write_bytes(os.urandom(1000))
+    lost_root = repo.scan().root
+    (repo.world / "lost.dat").unlink()
+    live, dead = repo.store.new_pin(), repo.store.new_pin()
+    repo.store.apply(Update(pins={live: [(kept_root, True)], dead: [(lost_root, True)]}))
+    repo.store._pin_locks.pop(dead).__exit__(None, None, None)  # type: ignore[attr-defined]
+    kept = walk(repo.store, [], nodes=[kept_root]).reachable
+    repo.gc()
+    assert all(oid in repo.store for oid in kept), "a pinned node keeps its whole subtree"
+    assert lost_root not in repo.store, "a stale pin protects nothing"
+    assert repo.store.load_pins().stale == []
+    assert repo.verify().ok

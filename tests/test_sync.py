@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from worldutil import world_content
 from peerhost_store.errors import ObjectCorrupt
 from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.maintenance import walk
-from peerhost_store.objects import encode_blob, encode_dir_leaf
+from peerhost_store.objects import decode, encode_blob, encode_dir_leaf
+from peerhost_store.repo import Repository
 from peerhost_store.store import MemoryStore, Update
 from peerhost_store.sync.client import CoordinatorClient, CoordinatorUnavailable
 from peerhost_store.sync.protocol import (
@@ -308,3 +310,52 @@ def test_incomplete_upload_cannot_become_head(server: Server) -> None:
     served = server.http.app.state.coordinator.store("s1")  # type: ignore[attr-defined]
     assert check_complete(served, lambda ids: [False] * len(ids), hash_bytes(snap),
                           Kind.SNAPSHOT).missing is None
+
+
+class GcWhileFetching(CoordinatorClient):
+    """A client whose blob downloads answer two objects at a time and run ``phs gc`` on the
+    pulling repository each time, as a concurrent gc would between the fetch's batches (the
+    fetch holds no lock)."""
+
+    def __init__(self, base: CoordinatorClient, repo: Repository) -> None:
+        super().__init__(base.http, base.session, base._token)
+        self.repo = repo
+        self.gcs = 0
+
+    def download(self, ids):  # type: ignore[no-untyped-def]
+        answer = super().download(ids)[:2]
+        if any(isinstance(decode(data), bytes) for data in answer):
+            self.repo.gc()
+            self.gcs += 1
+        return answer
+
+
+def test_gc_during_a_pull_deletes_nothing_the_pull_wrote_or_relied_on(
+        server: Server, tmp_path: Path) -> None:
+    c = make_session(server)
+    lease = c["alice"].acquire("alice-pc", 60)
+    a = new_repo(tmp_path / "a")
+    make_world(a.world)
+    a.snapshot("v1")
+    push(a, c["alice"], fencing=lease.fencing)
+    b = new_repo(tmp_path / "b")
+    pull(b, c["bob"])
+    rng = random.Random(11)
+    shared = {f"shared{i}.dat": rng.randbytes(40 << 10) for i in range(4)}
+    for name, data in shared.items():  # b stores these blobs unreachable (as phs diff does)
+        (b.world / name).write_bytes(data)
+    b.scan()
+    for name in shared:
+        (b.world / name).unlink()
+    for name, data in shared.items():
+        (a.world / name).write_bytes(data)
+    for i in range(8):
+        (a.world / f"new{i}.dat").write_bytes(rng.randbytes(40 << 10))
+    v2 = a.snapshot("v2").oid
+    push(a, c["alice"], fencing=lease.fencing)
+    racing = GcWhileFetching(c["bob"], b)
+    report = pull(b, racing, batch_bytes=64 << 10)  # a durable batch every two blobs
+    assert racing.gcs > 1 and report.outcome == "fast-forward" and b.head() == v2
+    assert b.verify().ok, [str(p) for p in b.verify().problems[:3]]
+    assert b.scan().root == a.read_snapshot(v2).root
+    assert b.store.load_pins().ids == {}, "the pull's pins are gone with it"

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from peerhost_store.errors import NotFound, PeerhostError
 from peerhost_store.lock import Locked
+from peerhost_store.maintenance import GcBusy
 from peerhost_store.pending import RestorePending
 from peerhost_store.store import RefConflict
 from peerhost_store.sync.client import (
@@ -66,7 +67,7 @@ EPILOG = """exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 verify found prob
 
 #: Coordinator answers that mean "someone else got there first": the same code as a busy world.
 _CONFLICTS = (Locked, RefConflict, LeaseHeld, LeaseLost, HeadMoved, Diverged, HostingEnded,
-              RestorePending)
+              RestorePending, GcBusy)
 
 
 def build_parser() -> argparse.ArgumentParser:

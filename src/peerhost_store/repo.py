@@ -20,7 +20,7 @@ from .diff import Change, diff_worlds
 from .errors import DecodeError, NotFound, ObjectCorrupt, ObjectMissing, PeerhostError
 from .ids import ObjectId, hash_bytes
 from .lock import FileLock
-from .maintenance import GcReport, WalkReport, collect_garbage, load_shallow, walk
+from .maintenance import GC_TRIES, GcBusy, GcReport, WalkReport, collect_garbage, load_shallow, walk
 from .objects import Snapshot, decode, encode_snapshot
 from .pending import PENDING_RESTORE, PendingRestore, RestoreIncomplete, kept_notice, only_restored
 from .region import RegionError
@@ -34,7 +34,7 @@ from .restore import (
     prepare_restore,
 )
 from .scan import ScanResult, scan_world
-from .store import LmdbStore, ObjectStore, Update
+from .store import LmdbStore, ObjectStore, PinsChanged, Update
 from .worldfs import STORE_DIR
 from .writer import ObjectWriter
 
@@ -435,14 +435,23 @@ class Repository:
         if keep_last is not None and keep_last < 1:
             raise PeerhostError("gc keeps at least one snapshot")
         with self.lock():
-            retained: list[ObjectId] = []
-            for _, ref in self.store.iter_refs():
-                for i, (oid, _) in enumerate(self.log(ref)):
-                    if keep_last is not None and i >= keep_last:
-                        break
-                    if oid not in retained:
-                        retained.append(oid)
-            return collect_garbage(self.store, retained)
+            for _ in range(GC_TRIES):
+                pins = self.store.load_pins()  # before the refs: see collect_garbage
+                retained: list[ObjectId] = []
+                for _, ref in self.store.iter_refs():
+                    for i, (oid, _) in enumerate(self.log(ref)):
+                        if keep_last is not None and i >= keep_last:
+                            break
+                        if oid not in retained:
+                            retained.append(oid)
+                pending = self.pending_restore()
+                keep = [pending.source, pending.target] if pending else []
+                try:
+                    return collect_garbage(self.store, retained, keep=keep, pins=pins)
+                except PinsChanged:
+                    continue  # a pull pinned objects or moved its ref meanwhile
+            raise GcBusy(f"gc gave up after {GC_TRIES} walks: a pull kept changing what it "
+                         "protects; nothing was deleted; run gc again when it has finished")
 
 
 def _author() -> str:

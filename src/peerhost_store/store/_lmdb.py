@@ -12,7 +12,8 @@ from __future__ import annotations
 import errno
 import shutil
 import threading
-from collections.abc import Callable, Container, Iterable, Iterator
+import uuid
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Self, TypeVar
@@ -21,12 +22,15 @@ import lmdb
 
 from ..errors import ObjectCorrupt, ObjectMissing, StoreError
 from ..ids import ObjectId, hash_bytes
-from . import RefConflict, Update
+from ..lock import FileLock, Locked
+from . import Pins, PinsChanged, RefConflict, Update
 
 T = TypeVar("T")
 
 MIN_MAP_SIZE = 256 << 20
 MAX_MAP_SIZE = 1 << 44  # 16 TiB of address space: far beyond any world
+#: Meta key of the pin generation (8 bytes, big-endian).
+PIN_GENERATION = "pins/generation"
 
 
 class LmdbStore:
@@ -40,7 +44,7 @@ class LmdbStore:
             on_disk = data_file.stat().st_size if data_file.exists() else 0
             size = map_size or max(MIN_MAP_SIZE, _round_up(2 * on_disk))
             self._env = lmdb.open(
-                str(self.path), map_size=size, max_dbs=4, subdir=True, sync=True, metasync=True
+                str(self.path), map_size=size, max_dbs=5, subdir=True, sync=True, metasync=True
             )
         except (OSError, lmdb.Error) as exc:
             raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
@@ -48,8 +52,12 @@ class LmdbStore:
         self._refs = self._env.open_db(b"refs")
         self._stats = self._env.open_db(b"stats")
         self._meta = self._env.open_db(b"meta")
+        # Keys: pin name, "/", object id; value b"\x01" for a tree node, b"\x00" otherwise.
+        self._pins = self._env.open_db(b"pins")
         self._lock = threading.Lock()  # one write transaction at a time
         self._gate = _ResizeGate()
+        #: Pins this handle owns, each with the lock on its file that says its owner lives.
+        self._pin_locks: dict[str, FileLock] = {}
 
     # -- reads --------------------------------------------------------------------------
 
@@ -142,7 +150,9 @@ class LmdbStore:
             for _ in range(64):
                 try:
                     with self._gate.shared(), self._env.begin(write=True) as txn:
-                        return self._apply(txn, update, objects)
+                        new = self._apply(txn, update, objects)
+                    self._release_pins(name for name, ids in update.pins.items() if ids is None)
+                    return new
                 except lmdb.MapFullError:
                     self._grow()
                 except lmdb.MapResizedError:
@@ -161,9 +171,17 @@ class LmdbStore:
             actual = None if raw is None else ObjectId(bytes(raw))
             if actual != expected:
                 raise RefConflict(name, expected, actual)
-        new = sum(1 for oid, data in objects if txn.put(oid, data, db=self._objects, overwrite=False))
+        generation = _generation(txn.get(PIN_GENERATION.encode(), db=self._meta))
+        if update.pins_at is not None and update.pins_at != generation:
+            raise PinsChanged(update.pins_at, generation)
+        new = sum(1 for oid, data in objects if self._put_object(txn, oid, data))
         for oid in update.delete_objects:
             txn.delete(oid, db=self._objects)
+        for oid in update.require:  # an exception here aborts the whole transaction
+            if txn.get(oid, db=self._objects) is None:
+                raise ObjectMissing(oid, "an update that requires it")
+        if self._apply_pins(txn, update.pins):
+            txn.put(PIN_GENERATION.encode(), (generation + 1).to_bytes(8, "big"), db=self._meta)
         for name, _, target in update.refs:
             if target is None:
                 txn.delete(name.encode(), db=self._refs)
@@ -174,6 +192,91 @@ class LmdbStore:
         _put_all(txn, self._stats, update.stats)
         _put_all(txn, self._meta, update.meta)
         return new
+
+    def _put_object(self, txn: lmdb.Transaction, oid: ObjectId, data: bytes | memoryview) -> bool:
+        if txn.put(oid, data, db=self._objects, overwrite=False):
+            return True
+        if txn.get(oid, db=self._objects) == data:
+            return False
+        # The stored bytes differ from these, which hash to ``oid``: they are corrupt.
+        return bool(txn.put(oid, data, db=self._objects))
+
+    def _apply_pins(self, txn: lmdb.Transaction,
+                    pins: dict[str, Sequence[tuple[ObjectId, bool]] | None]) -> bool:
+        """Add or drop pins; return whether anything changed."""
+        changed = False
+        for name, pinned in pins.items():
+            prefix = name.encode() + b"/"
+            if pinned is None:
+                cursor = txn.cursor(db=self._pins)
+                found = cursor.set_range(prefix)
+                while found and bytes(cursor.key()).startswith(prefix):
+                    found = cursor.delete()
+                    changed = True
+                continue
+            for oid, node in pinned:
+                txn.put(prefix + oid, b"\x01" if node else b"\x00", db=self._pins)
+                changed = True
+        return changed
+
+    # -- pins -----------------------------------------------------------------------------
+
+    def new_pin(self) -> str:
+        name = uuid.uuid4().hex
+        lock = FileLock(self._pin_file(name))
+        try:
+            self._pin_file(name).parent.mkdir(exist_ok=True)
+            lock.__enter__()
+        except OSError as exc:
+            raise StoreError(f"cannot create a pin in the store at {self.path}: {exc}") from exc
+        self._pin_locks[name] = lock
+        return name
+
+    def load_pins(self) -> Pins:
+        def read(txn: lmdb.Transaction) -> tuple[int, dict[str, dict[ObjectId, bool]]]:
+            pins: dict[str, dict[ObjectId, bool]] = {}
+            for key, value in txn.cursor(db=self._pins):
+                name, oid = bytes(key[:-33]).decode(), ObjectId(bytes(key[-32:]))
+                pins.setdefault(name, {})[oid] = value == b"\x01"
+            return _generation(txn.get(PIN_GENERATION.encode(), db=self._meta)), pins
+
+        generation, pins = self._read(read)
+        ids: dict[ObjectId, bool] = {}
+        stale = []
+        for name, pinned in sorted(pins.items()):
+            if name not in self._pin_locks and not self._pin_owner_lives(name):
+                stale.append(name)
+                continue
+            for oid, node in pinned.items():
+                ids[oid] = ids.get(oid, False) or node
+        return Pins(generation, ids, stale)
+
+    def _pin_file(self, name: str) -> Path:
+        return self.path / "pins" / f"{name}.lock"
+
+    def _pin_owner_lives(self, name: str) -> bool:
+        """Whether another handle (another process) holds the lock on the pin's file."""
+        path = self._pin_file(name)
+        if not path.exists():
+            return False
+        try:
+            with FileLock(path):
+                return False
+        except Locked:
+            return True
+        except OSError:
+            return True  # cannot tell: keep protecting what it pins
+
+    def _release_pins(self, names: Iterable[str]) -> None:
+        for name in names:
+            lock = self._pin_locks.pop(name, None)
+            if lock is not None:
+                lock.__exit__(None, None, None)
+            try:
+                with FileLock(self._pin_file(name)):
+                    self._pin_file(name).unlink()
+            except (Locked, OSError):
+                pass  # still owned elsewhere, or gone already
 
     def _grow(self) -> None:
         current = self._env.info()["map_size"]
@@ -191,6 +294,9 @@ class LmdbStore:
         return (self.path / "data.mdb").stat().st_size
 
     def close(self) -> None:
+        for lock in self._pin_locks.values():
+            lock.__exit__(None, None, None)  # what it pinned is stale from now on
+        self._pin_locks.clear()
         self._env.close()
 
     def __enter__(self) -> Self:
@@ -238,6 +344,10 @@ class _ResizeGate:
             with self._cond:
                 self._resizing = False
                 self._cond.notify_all()
+
+
+def _generation(raw: bytes | memoryview | None) -> int:
+    return 0 if raw is None else int.from_bytes(raw, "big")
 
 
 def _put_all(txn: lmdb.Transaction, db: lmdb._Database, changes: dict[str, bytes | None]) -> None:

@@ -14,7 +14,9 @@ tree and the size of the change, never one request per object.
   always has its whole subtree (snapshot and pull store children before parents), so a
   present node is complete. Blobs are stored as they arrive; tree nodes and the
   ``remotes/<session>`` ref are stored together at the end, so an interrupted pull never
-  leaves a node without its children.
+  leaves a node without its children. Until then no ref reaches what the pull stored or
+  found present, so it pins those (a concurrent gc keeps them, see
+  :class:`~peerhost_store.store.Pins`), and the final update requires them present.
 
 **Chunk deltas.** When the receiving side already holds a snapshot (the session head for a
 push; for a pull, a snapshot that both the session's history and the local store hold), the
@@ -32,6 +34,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field, fields
 from typing import TypeVar
 
@@ -656,6 +659,9 @@ class _Fetch:
         self.checked: set[ObjectId] = set()  # blobs this fetch hashed and stored
         self._storer: ThreadPoolExecutor | None = None
         self._storing: Future[int] | None = None  # the blob batch being committed
+        #: What this fetch stored or found present: pinned until the ref reaches it.
+        self.pin = store.new_pin()
+        self.relied: list[ObjectId] = []
 
     def run(self, remote: ObjectId, *, ref: str, delta: bool) -> FetchResult:
         """See :func:`fetch`."""
@@ -669,6 +675,10 @@ class _Fetch:
                     self.deltas(self.store.get_ref(HEAD))
                 self.whole_blobs()
                 self.finish(ref, remote)
+            except BaseException:
+                with suppress(PeerhostError):  # else the pin goes stale when we exit
+                    self.store.apply(Update(pins={self.pin: None}))
+                raise
             finally:
                 self._storer = None
         return self.result
@@ -687,6 +697,7 @@ class _Fetch:
         frontier: list[tuple[ObjectId, Kind]] = [(remote, Kind.SNAPSHOT)]
         while frontier:
             absent = set(self.store.iter_missing(oid for oid, _ in frontier))
+            absent |= self._rely_on([item for item in frontier if item[0] not in absent])
             self.held += [oid for oid, kind in frontier
                           if kind is Kind.SNAPSHOT and oid not in absent]
             want = [item for item in frontier if item[0] in absent]
@@ -711,6 +722,17 @@ class _Fetch:
                             after.append(child)
                 self.tick()
             frontier = after
+
+    def _rely_on(self, present: list[tuple[ObjectId, Kind]]) -> set[ObjectId]:
+        """Pin objects found present (a present node: with its subtree), then return those
+        that a concurrent gc deleted before the pin landed: they are fetched instead."""
+        if not present:
+            return set()
+        self.store.apply(Update(pins={self.pin: [(oid, kind is not Kind.BLOB)
+                                                 for oid, kind in present]}))
+        ids = [oid for oid, _ in present]
+        self.relied += ids
+        return set(self.store.iter_missing(ids))
 
     def deltas(self, prefer: ObjectId | None) -> None:
         """Fetch the missing chunk blobs that pair with a snapshot held here as deltas."""
@@ -801,9 +823,12 @@ class _Fetch:
         if self._storing is not None:
             self._storing.result()  # every blob is stored before the nodes that reach it
             self._storing = None
+        # Every object the nodes reach is here (pinned, so gc kept it): checked at commit.
         self.store.apply(Update(objects=self._pending + list(self.nodes.values()),
                                 hashed=self._pending_hashed,
-                                refs=[(ref, self.store.get_ref(ref), remote)]))
+                                refs=[(ref, self.store.get_ref(ref), remote)],
+                                require=[*self.relied, *self.checked],
+                                pins={self.pin: None}))
 
     def _count(self, size: int) -> None:
         self.result.objects += 1
@@ -819,8 +844,11 @@ class _Fetch:
             self.checked.add(hashed[0])
             self._pending_bytes += len(hashed[1])
         if self._pending_bytes >= self.batch_bytes:
-            # A blob reaches nothing: storing it before the nodes that point at it is safe.
-            update = Update(objects=self._pending, hashed=self._pending_hashed)
+            # A blob reaches nothing: storing it before the nodes that point at it is safe,
+            # pinned in the same transaction (no ref reaches it yet).
+            update = Update(objects=self._pending, hashed=self._pending_hashed, pins={
+                self.pin: [(hash_bytes(data), False) for data in self._pending]
+                + [(oid, False) for oid, _ in self._pending_hashed]})
             self._pending, self._pending_hashed, self._pending_bytes = [], [], 0
             if self._storing is not None:
                 self._storing.result()  # one batch in memory while another is committed
