@@ -40,8 +40,9 @@ from test_server_uvicorn import free_port
 from worldutil import HISTORIES, copy_world, replace_world
 
 from peerhost_store.errors import StoreError
-from peerhost_store.ids import ObjectId
+from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.maintenance import walk
+from peerhost_store.objects import decode, encode_blob
 from peerhost_store.repo import HEAD, Repository
 from peerhost_store.restore import restore_tree
 from peerhost_store.scan import scan_world
@@ -594,6 +595,60 @@ def test_gc_racing_pull(tmp_path: Path, zygote: Zygote, versions: list[Path]) ->
     assert gcs > figures.rounds, figures
 
 
+def flip_bit(store: LmdbStore, target: ObjectId, rng: random.Random) -> None:
+    with store._env.begin(write=True) as txn:
+        data = bytearray(txn.get(target, db=store._objects))
+        data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        txn.put(target, bytes(data), db=store._objects)
+
+
+def test_corrupt_objects_are_repaired_from_the_world_and_the_coordinator(
+        tmp_path: Path, zygote: Zygote, versions: list[Path]) -> None:
+    """Bits flipped in stored objects (a chunk and a folder node of an old session snapshot,
+    a blob the live world still holds, one of a local-only snapshot): the commands that do
+    not need them go on, ``phs repair`` heals what the world or the coordinator has and drops
+    the rest from the local snapshot, saying so."""
+    rng = random.Random(SEED + 9)
+    out = tmp_path / "out.txt"
+    with cloned_session(zygote, tmp_path, versions) as c:
+        mutate(c.pusher.world, versions[1], rng)
+        c.pusher.snapshot("v1")
+        push(c.pusher, c.s.alice, fencing=c.fencing)
+        run_ok(zygote, ["pull", "-C", str(c.world)], out)
+        (c.world / "local.dat").write_bytes(rng.randbytes(1000))
+        run_ok(zygote, ["snapshot", "-C", str(c.world), "-m", "local only"], out)
+        (c.world / "local.dat").unlink()
+        run_ok(zygote, ["snapshot", "-C", str(c.world), "-m", "after"], out)
+        with Repository.open(c.world) as repo:
+            log = list(repo.log())
+            v0 = log[-1][1]
+            now = walk(repo.store, [log[0][0]], follow_parents=False).reachable
+            old_only = sorted(walk(repo.store, [log[-1][0]], follow_parents=False).reachable
+                              - now - {log[-1][0]})
+            node = next(o for o in old_only if not isinstance(decode(repo.store.get_raw(o)), bytes))
+            chunk = next(o for o in old_only if isinstance(decode(repo.store.get_raw(o)), bytes))
+            live = hash_bytes(encode_blob((c.world / "fault0.dat").read_bytes()))
+            local = walk(repo.store, [log[1][0]], follow_parents=False).reachable - now
+            lost = next(o for o in local if isinstance(decode(repo.store.get_raw(o)), bytes))
+            damaged = [node, chunk, live, lost]
+            for target in damaged:
+                flip_bit(repo.store, target, rng)  # type: ignore[arg-type]
+        verify = zygote.phs(["verify", "-C", str(c.world)], out)
+        assert zygote.wait(verify) == 4
+        (c.world / "level.dat").write_bytes(rng.randbytes(2000))  # play goes on
+        run_ok(zygote, ["snapshot", "-C", str(c.world), "-m", "not blocked"], out)
+        report = run_ok(zygote, ["repair", "--json", "-C", str(c.world)], out).json()
+        assert report["damaged"] == 4, report
+        assert report["healed"] == {"the live world": 1, "origin": 2}, report
+        assert [x["path"] for x in report["lost"]] == ["local.dat"], report
+        run_ok(zygote, ["verify", "-C", str(c.world)], out)
+        run_ok(zygote, ["restore", "-C", str(c.world), log[-1][0].hex()], out)
+        assert tree_root(c.world) == v0.root
+        Figures("corrupt_object_repair", rounds=1, kills_mid_way=len(damaged),
+                operations_checked=6, extra={"healed": report["healed"],
+                                             "lost": len(report["lost"])}).write()
+
+
 def undo_snapshot_on_top(world: Path, head: ObjectId) -> None:
     """Move head back from a snapshot taken on top of ``head`` and restore ``head``'s world."""
     with Repository.open(world) as repo:
@@ -880,6 +935,36 @@ def test_disk_full_during_pull(tmp_path: Path, zygote: Zygote, versions: list[Pa
         assert (report["outcome"], report["head"]) == ("fast-forward", v1.hex())
         assert tree_root(world) == pusher.read_snapshot(v1).root
         check_repo(world, [v0, v1])
+
+
+def test_disk_full_during_the_restore_phase_of_a_pull(tmp_path: Path, zygote: Zygote,
+                                                     versions: list[Path]) -> None:
+    """The fetch lands and the head moves; then the disk fills before the first file is
+    written: one clear line, no file half-written, and the next pull finishes the restore."""
+    out = tmp_path / "out.txt"
+    with tmpfs(tmp_path / "disk", 24) as disk, \
+            cloned_session(zygote, tmp_path, versions, disk / "world") as c:
+        mutate(c.pusher.world, versions[3], random.Random(SEED))
+        v1 = c.pusher.snapshot("v1").oid
+        push(c.pusher, c.s.alice, fencing=c.fencing)
+        c.pusher.checkout(v1, tmp_path / "co")
+        old, new = world_files(c.world), world_files(tmp_path / "co")
+        child = zygote.phs(["pull", "-C", str(c.world)], out, fill_disk_at_first_write=disk)
+        assert zygote.wait(child) == 1, child.output()
+        message = child.output().strip()
+        assert len(message.splitlines()) == 1 and "No space left" in message, message
+        assert str(c.world) in message and "phs restore --abort" in message, message
+        assert not mixed_problems(world_files(c.world), old, new)
+        assert not temp_files(c.world), "a failed write leaves no temporary file"
+        with Repository.open(c.world) as repo:
+            assert repo.pending_restore() is not None and repo.head() == v1
+        record("disk_full_pull_restore", message)
+        (disk / "filler.bin").unlink()
+        again = run_ok(zygote, ["pull", "--json", "-C", str(c.world)], out)
+        assert (again.json()["outcome"], again.json()["head"]) == ("up-to-date", v1.hex())
+        assert "finished an interrupted pull" in again.output(), again.output()
+        assert world_files(c.world) == new
+        check_repo(c.world, [v1])
 
 
 def test_lmdb_map_full_is_a_clear_error(tmp_path: Path, versions: list[Path],

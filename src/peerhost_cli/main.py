@@ -7,7 +7,7 @@ Exit codes (also in ``phs --help``):
 1    an error (the message says what and where)
 2    bad usage (unknown command, bad option, no token given)
 3    not found: no store here, unknown snapshot or prefix, no such remote, session or member
-4    verify found missing or corrupt objects
+4    verify found missing or corrupt objects, or a command needs objects that are (phs repair)
 5    busy or conflict: another phs works on this world, head moved, the session lease is held by
      someone else or yours was lost (fenced), local and session histories diverged, or hosting
      ended without its final push (the world is kept in a local snapshot)
@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from peerhost_store.errors import NotFound, PeerhostError
+from peerhost_store.errors import DamagedObjects, NotFound, PeerhostError
 from peerhost_store.lock import Locked
 from peerhost_store.maintenance import GcBusy
 from peerhost_store.pending import RestorePending
@@ -61,7 +61,7 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_VERIFY, EXIT_BUSY, EXIT_UN
 EXIT_UNAUTHORIZED, EXIT_UNREACHABLE = 7, 8
 EXIT_INTERRUPTED = 130
 
-EPILOG = """exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 verify found problems,
+EPILOG = """exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 damaged objects (verify, repair),
 5 busy or conflict (world in use, lease held or lost, head moved, diverged),
 6 unsafe path refused, 7 token refused, 8 coordinator unreachable, 130 interrupted"""
 
@@ -111,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _exit_code(exc: BaseException) -> int:
     if isinstance(exc, NotFound):
         return EXIT_NOT_FOUND
+    if isinstance(exc, DamagedObjects):
+        return EXIT_VERIFY
     if isinstance(exc, _CONFLICTS):
         return EXIT_BUSY
     if isinstance(exc, UnsafePath):

@@ -6,6 +6,7 @@ module live next to the code that raises them::
     PeerhostError
      +-- ObjectMissing (also KeyError)        store: no object with that id
      +-- ObjectCorrupt (also ValueError)      store/objects: bytes do not hash to their id
+     +-- DamagedObjects                       restore: objects it needs are missing or corrupt
      +-- DecodeError (also ValueError)        objects: bytes are not a valid object
      +-- RegionError (also ValueError)        region: a region file that cannot be parsed
      +-- ChunkDecodeError (also ValueError)   chunk: payload or NBT refused
@@ -60,3 +61,23 @@ class NotFound(PeerhostError, LookupError):
 
 class StoreError(PeerhostError):
     """The store cannot be opened or written."""
+
+
+class DamagedObjects(PeerhostError):
+    """Objects an operation needs are missing or corrupt; it stopped before writing anything.
+
+    Attributes:
+        problems: ``(id, "missing" | "corrupt", path that needs it)`` for each one found.
+    """
+
+    def __init__(self, problems: list[tuple[ObjectId, str, str]], what: str = "the restore") -> None:
+        self.problems = problems
+        oid, kind, where = problems[0]
+        more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
+        super().__init__(f"{what} needs {kind} object {oid.hex()} ({where}){more}; nothing "
+                         "was written; run phs repair (it fetches good copies from the "
+                         "remotes, or drops what is lost from the snapshots that hold it)")
+
+    @property
+    def oids(self) -> list[ObjectId]:
+        return [oid for oid, _, _ in self.problems]

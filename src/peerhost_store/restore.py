@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
-from .errors import DecodeError, PeerhostError
+from .errors import DamagedObjects, DecodeError, ObjectCorrupt, ObjectMissing, PeerhostError
 from .ids import ObjectId
 from .objects import ChunkEntry, DirEntry, EntryKind, decode_blob
 from .region import ChunkRecord, external_name, region_coords, write_region
@@ -34,7 +34,9 @@ class ObjectReader(Protocol):
     """What a restore reads objects through: a store, or a view of one (a pull restores
     through one that knows which objects it has just fetched and checked). A reader may also
     have ``region_entries(oid) -> list[ChunkEntry]``, a region map's entries as
-    :func:`iter_region` lists them, when it holds them decoded already."""
+    :func:`iter_region` lists them, when it holds them decoded already, and
+    ``checked(oid) -> bool``, true for objects it checked moments ago (not read again
+    before the restore)."""
 
     def get_raw(self, oid: ObjectId) -> bytes: ...
 
@@ -102,11 +104,64 @@ def prepare_restore(
 
     Raises:
         UnsafePath: a path in the tree, or a link on disk, would lead outside ``world``.
+        DamagedObjects: objects the restore needs are missing or corrupt.
     """
-    ops = plan(store, current, target)
+    try:
+        ops = plan(store, current, target)
+    except (ObjectMissing, ObjectCorrupt) as exc:  # a tree node: the diff reads every one
+        raise DamagedObjects([_problem(exc, "a folder of the trees compared")]) from exc
     for op in ops:
         resolve_inside(world, op.path)  # links planted on disk are refused before any write
+    check_objects(store, ops)
     return ops
+
+
+def check_objects(store: ObjectReader, ops: list[_Op], batch: int = 256) -> None:
+    """Read every object ``ops`` will read (the store checks each against its id), so that a
+    damaged one stops the restore before its first write rather than half-way.
+
+    Raises:
+        DamagedObjects: each missing or corrupt object found, with the path that needs it.
+    """
+    checked = getattr(store, "checked", None)
+    damaged: list[tuple[ObjectId, str, str]] = []
+    blobs: list[tuple[ObjectId, str]] = []
+    for op in ops:
+        for entry in (op.old, op.new):
+            if entry is None or entry.kind is EntryKind.DIR:
+                continue
+            if entry is op.old and (entry.kind is not EntryKind.REGION or entry.raw is not None):
+                continue  # of the old side, restore reads only region maps (their externals)
+            if entry.kind is EntryKind.REGION and entry.raw is None:
+                try:
+                    chunks = _region(store, entry.oid)
+                except (ObjectMissing, ObjectCorrupt) as exc:
+                    damaged.append(_problem(exc, op.path))
+                    continue
+                if entry is op.new:
+                    blobs += [(c.oid, f"{op.path} chunk slot {c.slot}") for c in chunks]
+            else:
+                blobs.append((entry.raw or entry.oid, op.path))
+    if checked is not None:
+        blobs = [(oid, where) for oid, where in blobs if not checked(oid)]
+    for start in range(0, len(blobs), batch):
+        part = blobs[start : start + batch]
+        try:
+            store.get_many([oid for oid, _ in part])
+        except (ObjectMissing, ObjectCorrupt):
+            for oid, where in part:  # find each one
+                try:
+                    store.get_many([oid])
+                except (ObjectMissing, ObjectCorrupt) as exc:
+                    damaged.append(_problem(exc, where))
+    if damaged:
+        raise DamagedObjects(damaged)
+
+
+def _problem(exc: ObjectMissing | ObjectCorrupt, where: str) -> tuple[ObjectId, str, str]:
+    if isinstance(exc, ObjectMissing):
+        return exc.oid, "missing", where
+    return exc.expected, "corrupt", where
 
 
 def apply_restore(

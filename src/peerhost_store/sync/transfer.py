@@ -38,7 +38,14 @@ from contextlib import suppress
 from dataclasses import dataclass, field, fields
 from typing import TypeVar
 
-from ..errors import DecodeError, NotFound, ObjectCorrupt, ObjectMissing, PeerhostError
+from ..errors import (
+    DamagedObjects,
+    DecodeError,
+    NotFound,
+    ObjectCorrupt,
+    ObjectMissing,
+    PeerhostError,
+)
 from ..ids import ObjectId, hash_bytes
 from ..maintenance import load_shallow
 from ..objects import (
@@ -52,7 +59,7 @@ from ..objects import (
 )
 from ..pending import RestorePending
 from ..repo import HEAD, Repository
-from ..restore import RestoreResult, prepare_restore
+from ..restore import RestoreOp, RestoreResult, prepare_restore
 from ..store import LmdbStore, ObjectStore, Update
 from ..tree import iter_region
 from .client import CoordinatorClient, CoordinatorError, RateLimited, Unauthorized, WireStats
@@ -564,7 +571,7 @@ def pull(
     report.objects_received, report.object_bytes = fetched.objects, fetched.object_bytes
     for name, value in fetched.chunks.counts().items():
         setattr(report, name, value)
-    _integrate(repo, client.session, remote, report, run.reader())
+    _integrate(repo, client.session, remote, report, run.reader(), client)
     report.wire = _wire_since(client, before)
     return report
 
@@ -623,6 +630,11 @@ class _Fetched:
     def get_raw(self, oid: ObjectId) -> bytes:
         data = self.nodes.get(oid)
         return self.get_many([oid])[0] if data is None else data
+
+    def checked(self, oid: ObjectId) -> bool:
+        """Whether this fetch checked the object moments ago (a restore need not read it
+        before it writes, see :func:`~peerhost_store.restore.check_objects`)."""
+        return oid in self.blobs or oid in self.nodes
 
     def get_many(self, oids: list[ObjectId]) -> list[bytes]:
         found = [self.nodes.get(oid) for oid in oids]
@@ -741,14 +753,17 @@ class _Fetch:
         # Any held snapshot of the session's history is complete here and on the coordinator;
         # the local head (the world's current state) is the closest to what comes.
         held = prefer if prefer in self.held else self.held[0]
-        snapshot = decode(self.store.get_raw(held))
+        try:
+            snapshot = decode(self.store.get_raw(held))
+        except ObjectCorrupt:
+            return  # damaged here (phs repair heals it): every blob comes whole
         assert isinstance(snapshot, Snapshot)  # the walk reached it as a parent snapshot
         overlay = _Overlay(self.nodes, self.store)
         for _, root in self.snapshots:
             try:
                 pairs = pair_chunks(overlay, snapshot.root, root)
-            except (ObjectMissing, DecodeError):
-                continue  # cannot happen in a sound repository; the blobs then go whole
+            except (ObjectMissing, ObjectCorrupt, DecodeError):
+                continue  # not in a sound repository; the blobs then go whole
             chosen = [i for i, pair in enumerate(pairs)
                       if pair.new.oid in self.blobs and pair.new.oid in self.chunks]
             while chosen:
@@ -777,7 +792,7 @@ class _Fetch:
                  if item.kind == KIND_DELTA and p.base is not None]
         try:
             bases = dict(zip(based, self.store.get_many(based)))
-        except ObjectMissing:  # the held tree is complete here; never in a sound repository
+        except (ObjectMissing, ObjectCorrupt):  # a damaged base: these chunks come whole
             counts.fallbacks += len(pairs)
             return
         for pair, item in zip(pairs, items):
@@ -890,8 +905,47 @@ def _download(client: CoordinatorClient, ids: list[ObjectId]) -> list[bytes]:
     return out
 
 
+class CoordinatorSource:
+    """Good copies of objects from a coordinator session (:class:`~peerhost_store.repair.
+    ObjectSource`): for ``phs repair``, and for a pull whose restore needs an object that is
+    damaged here."""
+
+    def __init__(self, client: CoordinatorClient, name: str) -> None:
+        self.client = client
+        self.name = name
+
+    def fetch(self, ids: list[ObjectId]) -> dict[ObjectId, bytes]:
+        """The bytes of those of ``ids`` the session stores, each checked against its id."""
+        out: dict[ObjectId, bytes] = {}
+        for part in chunked(ids, IDS_PER_REQUEST):
+            lacking = set(self.client.missing(list(part)))
+            have = [oid for oid in part if oid not in lacking]
+            out.update(zip(have, _download(self.client, have)) if have else ())
+        return out
+
+
+#: Times a pull heals objects its restore needs before it gives up (a healed region map can
+#: reveal damaged chunks under it).
+HEAL_ROUNDS = 4
+
+
+def _prepare_healing(repo: Repository, client: CoordinatorClient, reader: _Fetched,
+                     live: ObjectId, target: ObjectId) -> list[RestoreOp]:
+    """:func:`prepare_restore`; objects it needs that are damaged here are fetched again from
+    the session first (nothing is written before every one is good)."""
+    for _ in range(HEAL_ROUNDS):
+        try:
+            return prepare_restore(reader, repo.world, live, target)
+        except DamagedObjects as exc:
+            got = CoordinatorSource(client, client.session).fetch(exc.oids)
+            if not got:
+                raise
+            repo.store.apply(Update(objects=list(got.values())))
+    return prepare_restore(reader, repo.world, live, target)
+
+
 def _integrate(repo: Repository, session: str, remote: ObjectId, report: PullReport,
-               reader: _Fetched) -> None:
+               reader: _Fetched, client: CoordinatorClient) -> None:
     store = repo.store
     local = repo.head()
     if local is None:
@@ -914,7 +968,7 @@ def _integrate(repo: Repository, session: str, remote: ObjectId, report: PullRep
     elif local is None or is_ancestor(store, local, remote, shallow=shallow):
         target = repo.read_snapshot(remote).root
         with repo.lock():
-            ops = prepare_restore(reader, repo.world, live, target)
+            ops = _prepare_healing(repo, client, reader, live, target)
             # Compare-and-swap: a snapshot taken since ours makes this fail, not vanish. A kill
             # during the restore leaves it pending; the next command finishes it.
             report.restored = repo.restore_moving_head(
