@@ -610,6 +610,7 @@ def test_corrupt_objects_are_repaired_from_the_world_and_the_coordinator(
     the rest from the local snapshot, saying so."""
     rng = random.Random(SEED + 9)
     out = tmp_path / "out.txt"
+    figures = Figures("corrupt_object_repair", rounds=1, operations_checked=6)
     with cloned_session(zygote, tmp_path, versions) as c:
         mutate(c.pusher.world, versions[1], rng)
         c.pusher.snapshot("v1")
@@ -644,9 +645,9 @@ def test_corrupt_objects_are_repaired_from_the_world_and_the_coordinator(
         run_ok(zygote, ["verify", "-C", str(c.world)], out)
         run_ok(zygote, ["restore", "-C", str(c.world), log[-1][0].hex()], out)
         assert tree_root(c.world) == v0.root
-        Figures("corrupt_object_repair", rounds=1, kills_mid_way=len(damaged),
-                operations_checked=6, extra={"healed": report["healed"],
-                                             "lost": len(report["lost"])}).write()
+        figures.kills_mid_way = len(damaged)
+        figures.extra.update(healed=report["healed"], lost=len(report["lost"]))
+        figures.write()
 
 
 def undo_snapshot_on_top(world: Path, head: ObjectId) -> None:
@@ -811,6 +812,75 @@ def test_coordinator_kill_9_during_lease_changes(tmp_path: Path, zygote: Zygote)
         figures.extra["highest_token"] = highest  # a frozen wall clock: 1,000,000 + grants
     figures.write()
     assert figures.rounds >= ROUNDS and figures.kills_mid_way >= ROUNDS // 3, figures
+
+
+# -- a damaged store file ---------------------------------------------------------------------
+
+
+def main_db_root(data_file: Path) -> int:
+    """The page number of LMDB's main database root (it names the others), from the newer of
+    the two meta pages: page header 16 bytes, magic, version, address, map size, then two
+    database records of 48 bytes each (free pages, main) whose last field is the root."""
+    raw = data_file.read_bytes()
+    metas = []
+    for page in (0, 1):
+        meta = raw[page * 4096 + 16:]
+        root = int.from_bytes(meta[24 + 48 + 40:24 + 48 + 48], "little")
+        txnid = int.from_bytes(meta[24 + 96 + 8:24 + 96 + 16], "little")
+        metas.append((txnid, root))
+    return max(metas)[1]
+
+
+def test_a_damaged_store_file_gives_one_clear_line(tmp_path: Path, zygote: Zygote,
+                                                   versions: list[Path]) -> None:
+    """16-byte runs overwritten in data.mdb (the main database's root page, then seeded
+    offsets in the middle): verify, log, diff and checkout each end with one line naming the
+    store and what to do, never a traceback or a crash; verify exits 4 on a store error."""
+    world = copy_world(versions[0], tmp_path / "world")
+    with Repository.init(world) as repo:
+        repo.snapshot("v0")
+        replace_world(world, versions[1])
+        repo.snapshot("v1")
+    data = world / ".peerhost" / "store" / "data.mdb"
+    pristine = data.read_bytes()
+    rng = random.Random(SEED + 10)
+    pages = len(pristine) // 4096
+    cases = [("main database root", [main_db_root(data) * 4096])]  # its page header
+    cases += [(f"seed {i}", [rng.randrange(pages // 4, 3 * pages // 4) * 4096 + rng.choice((0, 16, 24))
+                             for _ in range(rng.randint(1, 3))]) for i in range(6)]
+    out = tmp_path / "out.txt"
+    outcomes: dict[str, int] = {}
+    store_errors = 0
+    figures = Figures("damaged_store_file", rounds=len(cases), kills_mid_way=len(cases))
+    for name, offsets in cases:
+        damaged = bytearray(pristine)
+        for offset in offsets:
+            damaged[offset:offset + 16] = rng.randbytes(16)
+        data.write_bytes(bytes(damaged))
+        for argv in (["verify"], ["log"], ["diff", "head~1", "head"],
+                     ["checkout", "head", str(tmp_path / f"co-{len(outcomes)}")]):
+            child = zygote.phs([*argv, "-C", str(world)], out)
+            status = zygote.wait(child)
+            text = child.output()
+            label = f"{name}: phs {argv[0]}"
+            outcomes[label] = status
+            assert status >= 0, f"{label} died of signal {-status}"
+            assert "Traceback" not in text and status != 99, f"{label}:\n{text[-3000:]}"
+            errors = [line for line in text.splitlines() if line.startswith("phs ")]
+            assert status == 0 or errors or argv[0] == "verify", f"{label}: {text[-2000:]}"
+            if any("is damaged" in line for line in errors):
+                store_errors += 1
+                assert len(errors) == 1 and str(data.parent) in errors[0], f"{label}: {text}"
+                assert "from a backup" in errors[0], errors[0]
+                assert argv[0] != "verify" or status == 4, f"{label} exited {status}"
+            if argv[0] == "verify":
+                assert status in (0, 4), f"{label} exited {status}: {text[-2000:]}"
+    assert outcomes["main database root: phs verify"] == 4
+    assert store_errors >= 4, outcomes
+    figures.operations_checked = len(outcomes)
+    figures.extra.update(store_errors=store_errors, exit_codes={
+        str(k): list(outcomes.values()).count(k) for k in sorted(set(outcomes.values()))})
+    figures.write()
 
 
 # -- a full disk and a full map ---------------------------------------------------------------

@@ -7,7 +7,8 @@ Exit codes (also in ``phs --help``):
 1    an error (the message says what and where)
 2    bad usage (unknown command, bad option, no token given)
 3    not found: no store here, unknown snapshot or prefix, no such remote, session or member
-4    verify found missing or corrupt objects, or a command needs objects that are (phs repair)
+4    damage: verify found missing or corrupt objects, a command needs objects that are (phs
+     repair heals them), or the store's file itself is damaged (restore it from a backup)
 5    busy or conflict: another phs works on this world, head moved, the session lease is held by
      someone else or yours was lost (fenced), local and session histories diverged, or hosting
      ended without its final push (the world is kept in a local snapshot)
@@ -26,7 +27,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from peerhost_store.errors import DamagedObjects, NotFound, PeerhostError
+from peerhost_store.errors import DamagedObjects, NotFound, PeerhostError, StoreDamaged
 from peerhost_store.lock import Locked
 from peerhost_store.maintenance import GcBusy
 from peerhost_store.pending import RestorePending
@@ -111,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _exit_code(exc: BaseException) -> int:
     if isinstance(exc, NotFound):
         return EXIT_NOT_FOUND
-    if isinstance(exc, DamagedObjects):
+    if isinstance(exc, (DamagedObjects, StoreDamaged)):
         return EXIT_VERIFY
     if isinstance(exc, _CONFLICTS):
         return EXIT_BUSY

@@ -14,6 +14,7 @@ module live next to the code that raises them::
      +-- RefConflict                          refs: compare-and-swap lost
      +-- NotFound (also LookupError)          snapshot ids, prefixes, refs
      +-- StoreError                           store: cannot open, map full, ...
+          +-- StoreDamaged                    store: its file is damaged (restore a backup)
 """
 
 from __future__ import annotations
@@ -61,6 +62,18 @@ class NotFound(PeerhostError, LookupError):
 
 class StoreError(PeerhostError):
     """The store cannot be opened or written."""
+
+
+class StoreDamaged(StoreError):
+    """The store's file itself is damaged (its pages, not one object): nothing in it can be
+    trusted to be found. The way out is a backup of the store folder, or a fresh clone."""
+
+    def __init__(self, path: object, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(f"the store at {path} is damaged ({detail}): restore that folder from "
+                         "a backup, or clone the session again into a new folder (phs clone); "
+                         "the world's files are not affected")
 
 
 class DamagedObjects(PeerhostError):

@@ -20,7 +20,7 @@ from typing import Self, TypeVar
 
 import lmdb
 
-from ..errors import ObjectCorrupt, ObjectMissing, StoreError
+from ..errors import ObjectCorrupt, ObjectMissing, StoreDamaged, StoreError
 from ..ids import ObjectId, hash_bytes
 from ..lock import FileLock, Locked
 from . import Pins, PinsChanged, RefConflict, Update
@@ -31,6 +31,9 @@ MIN_MAP_SIZE = 256 << 20
 MAX_MAP_SIZE = 1 << 44  # 16 TiB of address space: far beyond any world
 #: Meta key of the pin generation (8 bytes, big-endian).
 PIN_GENERATION = "pins/generation"
+#: What LMDB raises when its file's pages do not hold what they should.
+DAMAGE = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError, lmdb.BadDbiError,
+          lmdb.BadValsizeError, lmdb.PageFullError, lmdb.VersionMismatchError)
 
 
 class LmdbStore:
@@ -46,14 +49,21 @@ class LmdbStore:
             self._env = lmdb.open(
                 str(self.path), map_size=size, max_dbs=5, subdir=True, sync=True, metasync=True
             )
+        except DAMAGE as exc:
+            raise StoreDamaged(self.path, str(exc)) from exc
         except (OSError, lmdb.Error) as exc:
             raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
-        self._objects = self._env.open_db(b"objects")
-        self._refs = self._env.open_db(b"refs")
-        self._stats = self._env.open_db(b"stats")
-        self._meta = self._env.open_db(b"meta")
-        # Keys: pin name, "/", object id; value b"\x01" for a tree node, b"\x00" otherwise.
-        self._pins = self._env.open_db(b"pins")
+        try:
+            self._objects = self._env.open_db(b"objects")
+            self._refs = self._env.open_db(b"refs")
+            self._stats = self._env.open_db(b"stats")
+            self._meta = self._env.open_db(b"meta")
+            # Keys: pin name, "/", object id; value b"\x01" for a tree node, b"\x00" otherwise.
+            self._pins = self._env.open_db(b"pins")
+        except lmdb.Error as exc:  # the main database names the others: a damaged page
+            self._env.close()
+            raise StoreDamaged(self.path, str(exc)) from exc
+        self._size = on_disk
         self._lock = threading.Lock()  # one write transaction at a time
         self._gate = _ResizeGate()
         #: Pins this handle owns, each with the lock on its file that says its owner lives.
@@ -64,15 +74,33 @@ class LmdbStore:
     def _read(self, fn: Callable[[lmdb.Transaction], T]) -> T:
         for _ in range(3):
             try:
-                with self._gate.shared(), self._env.begin() as txn:
+                # buffers: values are views of the map until copied, so a damaged length is
+                # seen (_value) before any byte past the end of the file is touched (SIGBUS).
+                with self._gate.shared(), self._env.begin(buffers=True) as txn:
                     return fn(txn)
             except lmdb.MapResizedError:
                 # Another process grew the map; adopt its size and read again.
                 with self._gate.exclusive():
                     self._env.set_mapsize(0)
+            except (*DAMAGE, UnicodeDecodeError) as exc:
+                raise StoreDamaged(self.path, str(exc)) from exc
             except lmdb.Error as exc:
                 raise StoreError(f"reading the store at {self.path} failed: {exc}") from exc
         raise StoreError(f"the store at {self.path} keeps being resized under us")
+
+    def _value(self, value: memoryview | bytes | None) -> bytes | None:
+        """A value read in :meth:`_read`, copied out of the map once its length is sane."""
+        if value is None:
+            return None
+        if len(value) > self._size:
+            try:  # the file has grown since we last looked, or the length is damaged
+                self._size = (self.path / "data.mdb").stat().st_size
+            except OSError:
+                pass
+            if len(value) > self._size:
+                raise StoreDamaged(self.path, f"a value claims {len(value)} bytes, more than "
+                                   "the file holds")
+        return bytes(value)
 
     def __contains__(self, oid: object) -> bool:
         if not isinstance(oid, bytes):
@@ -90,7 +118,7 @@ class LmdbStore:
         stored itself moments ago (a pull restoring what it just fetched): they cross no
         boundary between that check and this read. Everything else is checked here.
         """
-        rows = self._read(lambda txn: [txn.get(oid, db=self._objects) for oid in oids])
+        rows = self._read(lambda txn: [self._value(txn.get(oid, db=self._objects)) for oid in oids])
         out: list[bytes] = []
         for oid, data in zip(oids, rows):
             if data is None:
@@ -99,7 +127,7 @@ class LmdbStore:
                 got = hash_bytes(data)
                 if got != oid:
                     raise ObjectCorrupt(oid, got, f"store {self.path}")
-            out.append(bytes(data))  # bytes already: no copy
+            out.append(data)
         return out
 
     def iter_missing(self, oids: Iterable[ObjectId]) -> Iterator[ObjectId]:
@@ -116,25 +144,27 @@ class LmdbStore:
         return iter(ids)
 
     def get_ref(self, name: str) -> ObjectId | None:
-        value = self._read(lambda txn: txn.get(name.encode(), db=self._refs))
-        return None if value is None else ObjectId(bytes(value))
+        value = self._read(lambda txn: self._value(txn.get(name.encode(), db=self._refs)))
+        return None if value is None else self._ref(name, value)
 
     def iter_refs(self) -> Iterator[tuple[str, ObjectId]]:
         rows = self._read(
-            lambda txn: [
-                (bytes(k).decode(), ObjectId(bytes(v))) for k, v in txn.cursor(db=self._refs)
-            ]
+            lambda txn: [(bytes(k).decode(), self._value(v)) for k, v in txn.cursor(db=self._refs)]
         )
-        return iter(rows)
+        return iter([(name, self._ref(name, value)) for name, value in rows if value is not None])
+
+    def _ref(self, name: str, value: bytes) -> ObjectId:
+        if len(value) != 32:
+            raise StoreDamaged(self.path, f"ref {name!r} holds {len(value)} bytes, not an id")
+        return ObjectId(value)
 
     def load_stats(self) -> dict[str, bytes]:
         return self._read(
-            lambda txn: {bytes(k).decode(): bytes(v) for k, v in txn.cursor(db=self._stats)}
+            lambda txn: {bytes(k).decode(): self._value(v) or b"" for k, v in txn.cursor(db=self._stats)}
         )
 
     def get_meta(self, key: str) -> bytes | None:
-        value = self._read(lambda txn: txn.get(key.encode(), db=self._meta))
-        return None if value is None else bytes(value)
+        return self._read(lambda txn: self._value(txn.get(key.encode(), db=self._meta)))
 
     # -- writes -------------------------------------------------------------------------
 
@@ -158,6 +188,8 @@ class LmdbStore:
                 except lmdb.MapResizedError:
                     with self._gate.exclusive():
                         self._env.set_mapsize(0)
+                except DAMAGE as exc:
+                    raise StoreDamaged(self.path, f"{exc}; nothing was written") from exc
                 except lmdb.Error as exc:
                     raise StoreError(_describe(self.path, exc)) from exc
         raise StoreError(f"the store at {self.path} could not grow its map")
