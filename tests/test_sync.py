@@ -359,3 +359,43 @@ def test_gc_during_a_pull_deletes_nothing_the_pull_wrote_or_relied_on(
     assert b.verify().ok, [str(p) for p in b.verify().problems[:3]]
     assert b.scan().root == a.read_snapshot(v2).root
     assert b.store.load_pins().ids == {}, "the pull's pins are gone with it"
+
+
+def test_a_pull_that_finds_play_after_an_interrupted_pull_stops_and_keeps_it(
+        server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from peerhost_store import restore as restore_module
+    from peerhost_store.pending import RestoreIncomplete, RestorePending
+
+    c = make_session(server)
+    lease = c["alice"].acquire("alice-pc", 60)
+    a = new_repo(tmp_path / "a")
+    make_world(a.world)
+    a.snapshot("v1")
+    push(a, c["alice"], fencing=lease.fencing)
+    b = new_repo(tmp_path / "b")
+    pull(b, c["bob"])
+    (a.world / "level.dat").write_bytes(b"v2")
+    (a.world / "new.txt").write_bytes(b"v2")
+    a.snapshot("v2")
+    push(a, c["alice"], fencing=lease.fencing)
+    real = restore_module.atomic_write
+
+    def refuse(path: Path, data: bytes, *, durable: bool = True) -> object:
+        if path.name == "new.txt":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path, data, durable=durable)
+
+    monkeypatch.setattr(restore_module, "atomic_write", refuse)
+    with pytest.raises(RestoreIncomplete):
+        pull(b, c["bob"])
+    monkeypatch.undo()
+    (b.world / "played.txt").write_bytes(b"bob played on")
+    played = {p.name: p.read_bytes() for p in b.world.iterdir() if p.is_file()}
+    with pytest.raises(RestorePending, match="phs restore --abort") as stopped:
+        pull(b, c["bob"])
+    assert {p.name: p.read_bytes() for p in b.world.iterdir() if p.is_file()} == played
+    assert b.head() == stopped.value.kept and b.scan().root == root_of(b)
+    assert b.abort_restore().head == stopped.value.kept
+    assert pull(b, c["bob"]).outcome == "ahead", "the kept play descends from the session head"

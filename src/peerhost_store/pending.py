@@ -99,17 +99,16 @@ class RestorePending(PeerhostError):
     """The world changed after a restore was interrupted; nothing is written until the user
     chooses (a busy-or-conflict error)."""
 
-    def __init__(self, pending: PendingRestore, kept: ObjectId | None) -> None:
+    def __init__(self, pending: PendingRestore, kept: ObjectId) -> None:
         self.pending = pending
         self.kept = kept
         super().__init__(kept_notice(pending, kept))
 
 
-def kept_notice(pending: PendingRestore, kept: ObjectId | None) -> str:
+def kept_notice(pending: PendingRestore, kept: ObjectId) -> str:
     """The one line that says play after an interrupted restore was kept, and the choices."""
-    where = f"it is in snapshot {kept.hex()[:12]}" if kept else "it is snapshotted, not overwritten"
     return (f"an interrupted {pending.describe()} was not finished: the world changed since "
-            f"({where}); {pending.choices()}")
+            f"(kept in snapshot {kept.hex()[:12]}); {pending.choices()}")
 
 
 def only_restored(store: ObjectLoader, pending: PendingRestore, live: ObjectId) -> bool:

@@ -198,14 +198,20 @@ class Repository:
         allow_empty: bool = False,
         progress: Progress | None = None,
         author: str | None = None,
+        tell_pending: bool = True,
     ) -> SnapshotResult:
         """Snapshot the world and move head to it.
 
         When the world equals head's tree and ``allow_empty`` is false, head is returned
-        with ``created`` false. Durable once it returns.
+        with ``created`` false. Durable once it returns. An interrupted restore is finished
+        first, unless the world changed since: then the snapshot keeps that play and (with
+        ``tell_pending``) :attr:`notify` says so, with the user's two choices.
         """
         with self.lock():
-            return self._snapshot(message, allow_empty, progress, author)
+            result = self._snapshot(message, allow_empty, progress, author)
+            if tell_pending and (pending := self.pending_restore()) is not None:
+                self.notify(kept_notice(pending, result.oid))
+            return result
 
     def _snapshot(
         self, message: str, allow_empty: bool, progress: Progress | None, author: str | None,
@@ -299,9 +305,9 @@ class Repository:
             return
         live = self._scan().root  # under the lock the caller holds
         if not only_restored(self.store, mark, live):
-            self.notify(f"an interrupted {mark.describe()} is replaced by this command (the "
-                        "world as it was is snapshotted first)" if replacing
-                        else kept_notice(mark, None))
+            if replacing:
+                self.notify(f"an interrupted {mark.describe()} is replaced by this command "
+                            "(the world as it was is snapshotted first)")
             return
         try:
             ops = prepare_restore(self.store, self.world, live, mark.target)

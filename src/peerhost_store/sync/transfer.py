@@ -955,7 +955,8 @@ def _integrate(repo: Repository, session: str, remote: ObjectId, report: PullRep
             raise Diverged(kept.oid, remote, f"the world held other files, kept in snapshot "
                            f"{kept.oid.hex()[:12]}; move them away or roll back to the session")
     else:
-        taken = repo.snapshot(f"unsnapshotted changes before pulling session {session}")
+        taken = repo.snapshot(f"unsnapshotted changes before pulling session {session}",
+                              tell_pending=False)
         report.safety = taken.oid if taken.created else None
         local, live = taken.oid, taken.snapshot.root
         if (pending := repo.pending_restore()) is not None:
