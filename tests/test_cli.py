@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from peerhost_cli.main import main
-from worldfs_helpers import make_world
+from worldfs_helpers import make_world, refuse_writes_to
 
 
 def phs(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -94,24 +94,13 @@ def test_verify_exit_code_on_problems(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_a_failed_rollback_says_what_failed_and_both_ways_out(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    import errno
-
-    from peerhost_store import restore as restore_module
-
     world = make_world(tmp_path / "w")
     w = str(world)
     phs(capsys, "init", "-C", w)
     first = json.loads(phs(capsys, "snapshot", "-C", w, "--json")[1])["id"]
     (world / "level.dat").write_bytes(b"v2")
     before = json.loads(phs(capsys, "snapshot", "-C", w, "--json")[1])["id"]
-    real = restore_module.atomic_write
-
-    def refuse(path: Path, data: bytes, *, durable: bool = True) -> object:
-        if path.name == "level.dat":
-            raise PermissionError(errno.EACCES, "Permission denied", str(path))
-        return real(path, data, durable=durable)
-
-    monkeypatch.setattr(restore_module, "atomic_write", refuse)
+    refuse_writes_to(monkeypatch, "level.dat")
     code, _, err = phs(capsys, "rollback", "-C", w, "head~1")
     monkeypatch.undo()
     assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err

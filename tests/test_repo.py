@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import signal
@@ -21,7 +20,7 @@ from peerhost_store.repo import HEAD, PENDING_RESTORE, Repository
 from peerhost_store.store import Update
 from peerhost_store.tree import build_dir
 from peerhost_store.worldfs import UnsafePath
-from worldfs_helpers import make_world
+from worldfs_helpers import make_world, refuse_writes_to
 
 
 def _files(world: Path) -> dict[str, bytes]:
@@ -278,21 +277,6 @@ def test_an_interrupted_restore_is_finished_before_the_world_is_snapshotted(tmp_
 # -- an interrupted restore and play made after it (issue 11, item 1) -------------------------
 
 
-def _refuse_writes_to(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    """Make restore's writes of files called ``name`` fail as an unwritable file would (the
-    tests run as root in CI, where a chmod does not stop a write)."""
-    from peerhost_store import restore as restore_module
-
-    real = restore_module.atomic_write
-
-    def write(path: Path, data: bytes, *, durable: bool = True) -> os.stat_result:
-        if path.name == name:
-            raise PermissionError(errno.EACCES, "Permission denied", str(path))
-        return real(path, data, durable=durable)
-
-    monkeypatch.setattr(restore_module, "atomic_write", write)
-
-
 def _failed_rollback(repo: Repository, monkeypatch: pytest.MonkeyPatch) -> tuple[
         list[str], dict[str, bytes], dict[str, bytes]]:
     """v1, then v2, then a rollback to v1 that fails on level.dat after head moved. Returns
@@ -306,7 +290,7 @@ def _failed_rollback(repo: Repository, monkeypatch: pytest.MonkeyPatch) -> tuple
     (world / "playerdata" / "alice.dat").write_bytes(b"alice v2")
     repo.snapshot("v2")
     state_v2 = _files(world)
-    _refuse_writes_to(monkeypatch, "level.dat")
+    refuse_writes_to(monkeypatch, "level.dat")
     with pytest.raises((OSError, PeerhostError)) as failed:
         repo.rollback(v1)
     monkeypatch.undo()

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from test_sync_support import Server, make_session, new_repo, root_of
-from worldfs_helpers import make_world
+from worldfs_helpers import make_world, refuse_writes_to
 from worldutil import world_content
 
 from peerhost_store.errors import ObjectCorrupt
@@ -330,16 +330,23 @@ class GcWhileFetching(CoordinatorClient):
         return answer
 
 
-def test_gc_during_a_pull_deletes_nothing_the_pull_wrote_or_relied_on(
-        server: Server, tmp_path: Path) -> None:
+def alice_and_bob(server: Server, tmp_path: Path) -> tuple[
+        dict[str, CoordinatorClient], int, Repository, Repository]:
+    """A session whose head alice pushed from repository ``a``; bob pulled it into ``b``."""
     c = make_session(server)
-    lease = c["alice"].acquire("alice-pc", 60)
+    fencing = c["alice"].acquire("alice-pc", 60).fencing
     a = new_repo(tmp_path / "a")
     make_world(a.world)
     a.snapshot("v1")
-    push(a, c["alice"], fencing=lease.fencing)
+    push(a, c["alice"], fencing=fencing)
     b = new_repo(tmp_path / "b")
     pull(b, c["bob"])
+    return c, fencing, a, b
+
+
+def test_gc_during_a_pull_deletes_nothing_the_pull_wrote_or_relied_on(
+        server: Server, tmp_path: Path) -> None:
+    c, fencing, a, b = alice_and_bob(server, tmp_path)
     rng = random.Random(11)
     shared = {f"shared{i}.dat": rng.randbytes(40 << 10) for i in range(4)}
     for name, data in shared.items():  # b stores these blobs unreachable (as phs diff does)
@@ -352,7 +359,7 @@ def test_gc_during_a_pull_deletes_nothing_the_pull_wrote_or_relied_on(
     for i in range(8):
         (a.world / f"new{i}.dat").write_bytes(rng.randbytes(40 << 10))
     v2 = a.snapshot("v2").oid
-    push(a, c["alice"], fencing=lease.fencing)
+    push(a, c["alice"], fencing=fencing)
     racing = GcWhileFetching(c["bob"], b)
     report = pull(b, racing, batch_bytes=64 << 10)  # a durable batch every two blobs
     assert racing.gcs > 1 and report.outcome == "fast-forward" and b.head() == v2
@@ -363,31 +370,14 @@ def test_gc_during_a_pull_deletes_nothing_the_pull_wrote_or_relied_on(
 
 def test_a_pull_that_finds_play_after_an_interrupted_pull_stops_and_keeps_it(
         server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import errno
-
-    from peerhost_store import restore as restore_module
     from peerhost_store.pending import RestoreIncomplete, RestorePending
 
-    c = make_session(server)
-    lease = c["alice"].acquire("alice-pc", 60)
-    a = new_repo(tmp_path / "a")
-    make_world(a.world)
-    a.snapshot("v1")
-    push(a, c["alice"], fencing=lease.fencing)
-    b = new_repo(tmp_path / "b")
-    pull(b, c["bob"])
+    c, fencing, a, b = alice_and_bob(server, tmp_path)
     (a.world / "level.dat").write_bytes(b"v2")
     (a.world / "new.txt").write_bytes(b"v2")
     a.snapshot("v2")
-    push(a, c["alice"], fencing=lease.fencing)
-    real = restore_module.atomic_write
-
-    def refuse(path: Path, data: bytes, *, durable: bool = True) -> object:
-        if path.name == "new.txt":
-            raise PermissionError(errno.EACCES, "Permission denied", str(path))
-        return real(path, data, durable=durable)
-
-    monkeypatch.setattr(restore_module, "atomic_write", refuse)
+    push(a, c["alice"], fencing=fencing)
+    refuse_writes_to(monkeypatch, "new.txt")
     with pytest.raises(RestoreIncomplete):
         pull(b, c["bob"])
     monkeypatch.undo()
