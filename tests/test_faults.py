@@ -646,7 +646,7 @@ def test_corrupt_objects_are_repaired_from_the_world_and_the_coordinator(
         run_ok(zygote, ["restore", "-C", str(c.world), log[-1][0].hex()], out)
         assert tree_root(c.world) == v0.root
         figures.kills_mid_way = len(damaged)
-        figures.extra.update(healed=report["healed"], lost=len(report["lost"]))
+        figures.extra.update(healed=report["healed"], paths_dropped=len(report["lost"]))
         figures.write()
 
 
@@ -1024,6 +1024,7 @@ def test_disk_full_during_the_restore_phase_of_a_pull(tmp_path: Path, zygote: Zy
         message = child.output().strip()
         assert len(message.splitlines()) == 1 and "No space left" in message, message
         assert str(c.world) in message and "phs restore --abort" in message, message
+        assert "run phs pull again" in message, message
         assert not mixed_problems(world_files(c.world), old, new)
         assert not temp_files(c.world), "a failed write leaves no temporary file"
         with Repository.open(c.world) as repo:

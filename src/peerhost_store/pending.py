@@ -74,15 +74,24 @@ class PendingRestore:
         return f"{self.command} to {what}" if self.command == "rollback" else f"{self.command} of {what}"
 
     def finish_hint(self) -> str:
-        """The command that writes the target again (a pull's or reconcile's target is a
-        snapshot that head descends from: rolling back to it keeps head's history)."""
+        """The command that writes the target over whatever the world holds (a pull's or
+        reconcile's target is a snapshot that head descends from: rolling back to it keeps
+        head's history)."""
         verb = "restore" if self.command == "restore" else "rollback"
         return f"phs {verb} {self.snapshot.hex()[:12]}" if self.snapshot else f"phs {verb} SNAPSHOT"
 
-    def choices(self) -> str:
+    def rerun_hint(self) -> str:
+        """The command to run again when the restore was only interrupted (any command that
+        looks at the world finishes it first)."""
+        return "phs pull" if self.command in ("pull", "reconcile") else self.finish_hint()
+
+    def choices(self, finish: str, *, kept: bool = False) -> str:
+        """Both ways out, in words: ``finish``, or ``phs restore --abort`` (after play was
+        ``kept`` in a snapshot on top, head stays there)."""
         back = self.before.hex()[:12] if self.before else "no snapshot"
-        return (f"run {self.finish_hint()} to finish it, or phs restore --abort to drop it "
-                f"(head goes back to {back}, the world is not touched)")
+        where = "head stays at the kept play" if kept else f"head goes back to {back}"
+        return (f"run {finish} to finish it, or phs restore --abort to drop it ({where}, the "
+                "world is not touched)")
 
 
 class RestoreIncomplete(PeerhostError):
@@ -92,7 +101,8 @@ class RestoreIncomplete(PeerhostError):
         self.pending = pending
         self.cause = cause
         super().__init__(f"{pending.describe()} stopped part-way: {cause}; the world is "
-                         f"partly restored: fix that, then {pending.choices()}")
+                         f"partly restored: fix that, then "
+                         f"{pending.choices(pending.rerun_hint() + ' again')}")
 
 
 class RestorePending(PeerhostError):
@@ -108,7 +118,8 @@ class RestorePending(PeerhostError):
 def kept_notice(pending: PendingRestore, kept: ObjectId) -> str:
     """The one line that says play after an interrupted restore was kept, and the choices."""
     return (f"an interrupted {pending.describe()} was not finished: the world changed since "
-            f"(kept in snapshot {kept.hex()[:12]}); {pending.choices()}")
+            f"(kept in snapshot {kept.hex()[:12]}); "
+            f"{pending.choices(pending.finish_hint(), kept=True)}")
 
 
 def only_restored(store: ObjectLoader, pending: PendingRestore, live: ObjectId) -> bool:

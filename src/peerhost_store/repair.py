@@ -88,7 +88,7 @@ def repair(repo: Repository, sources: Sequence[ObjectSource] = ()) -> RepairRepo
     with repo.lock():
         if (pending := repo.pending_restore()) is not None:
             raise PeerhostError(f"an interrupted {pending.describe()} is pending: "
-                                f"{pending.choices()}; then run phs repair")
+                                f"{pending.choices(pending.finish_hint())}; then run phs repair")
         damaged = _damaged(repo)
         seen = set(damaged)
         offered: set[ObjectId] = set()  # ids the live world was scanned for
