@@ -850,6 +850,7 @@ def test_a_damaged_store_file_gives_one_clear_line(tmp_path: Path, zygote: Zygot
                              for _ in range(rng.randint(1, 3))]) for i in range(6)]
     out = tmp_path / "out.txt"
     outcomes: dict[str, int] = {}
+    messages: dict[str, str] = {}
     store_errors = 0
     figures = Figures("damaged_store_file", rounds=len(cases), kills_mid_way=len(cases))
     for name, offsets in cases:
@@ -868,6 +869,8 @@ def test_a_damaged_store_file_gives_one_clear_line(tmp_path: Path, zygote: Zygot
             assert "Traceback" not in text and status != 99, f"{label}:\n{text[-3000:]}"
             errors = [line for line in text.splitlines() if line.startswith("phs ")]
             assert status == 0 or errors or argv[0] == "verify", f"{label}: {text[-2000:]}"
+            if errors:
+                messages[label] = f"exit {status}: {errors[0][:160]}"
             if any("is damaged" in line for line in errors):
                 store_errors += 1
                 assert len(errors) == 1 and str(data.parent) in errors[0], f"{label}: {text}"
@@ -879,7 +882,8 @@ def test_a_damaged_store_file_gives_one_clear_line(tmp_path: Path, zygote: Zygot
     assert store_errors >= 4, outcomes
     figures.operations_checked = len(outcomes)
     figures.extra.update(store_errors=store_errors, exit_codes={
-        str(k): list(outcomes.values()).count(k) for k in sorted(set(outcomes.values()))})
+        str(k): list(outcomes.values()).count(k) for k in sorted(set(outcomes.values()))},
+        messages=messages)
     figures.write()
 
 

@@ -7,7 +7,7 @@ Exit codes (also in ``phs --help``):
 1    an error (the message says what and where)
 2    bad usage (unknown command, bad option, no token given)
 3    not found: no store here, unknown snapshot or prefix, no such remote, session or member
-4    damage: verify found missing or corrupt objects, a command needs objects that are (phs
+4    damage: verify found missing or corrupt objects, a restore needs objects that are (phs
      repair heals them), or the store's file itself is damaged (restore it from a backup)
 5    busy or conflict: another phs works on this world, head moved, the session lease is held by
      someone else or yours was lost (fenced), local and session histories diverged, or hosting
