@@ -21,6 +21,7 @@ import json
 import os
 import random
 import select
+import shutil
 import signal
 import statistics
 import subprocess
@@ -77,12 +78,33 @@ def _die_after_writes(count: int) -> None:
     setattr(restore, "atomic_write", write)  # noqa: B010
 
 
+def _fill_disk_at_first_write(folder: Path, leave: int) -> None:
+    """Fill the file system holding ``folder`` (all but ``leave`` bytes) just before restore
+    writes its first file: a disk that fills up after a pull fetched and moved the head."""
+    from peerhost_store import restore
+
+    real: Callable[..., os.stat_result] = getattr(restore, "atomic_write")  # noqa: B009
+    lock = threading.Lock()
+
+    def write(path: Path, data: bytes, *, durable: bool = True) -> os.stat_result:
+        with lock:
+            filler = folder / "filler.bin"
+            if not filler.exists():
+                with open(filler, "wb") as f:
+                    f.write(b"\0" * max(0, shutil.disk_usage(folder).free - leave))
+        return real(path, data, durable=durable)
+
+    setattr(restore, "atomic_write", write)  # noqa: B010
+
+
 def _op_phs(args: dict[str, Any]) -> int:
     os.environ.update(args.get("env", {}))
     if args.get("batch_bytes"):
         _small_batches(int(args["batch_bytes"]))
     if args.get("die_after_writes"):
         _die_after_writes(int(args["die_after_writes"]))
+    if args.get("fill_disk_at_first_write"):
+        _fill_disk_at_first_write(Path(args["fill_disk_at_first_write"]), 64 << 10)
     from peerhost_cli.main import main
 
     return main(args["argv"])
@@ -254,9 +276,12 @@ class Zygote:
         return Child(int(pid), out, time.monotonic())
 
     def phs(self, argv: list[str], out: Path, *, batch_bytes: int | None = None,
-            env: dict[str, str] | None = None, die_after_writes: int | None = None) -> Child:
+            env: dict[str, str] | None = None, die_after_writes: int | None = None,
+            fill_disk_at_first_write: Path | None = None) -> Child:
         return self.run("phs", {"argv": argv, "batch_bytes": batch_bytes, "env": env or {},
-                                "die_after_writes": die_after_writes}, out)
+                                "die_after_writes": die_after_writes,
+                                "fill_disk_at_first_write": fill_disk_at_first_write and
+                                str(fill_disk_at_first_write)}, out)
 
     def kill(self, child: Child, sig: int = signal.SIGKILL) -> bool:
         """Signal ``child``; False when it already exited (and was reaped)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from peerhost_cli.main import main
-from worldfs_helpers import make_world
+from worldfs_helpers import make_world, refuse_writes_to
 
 
 def phs(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -90,3 +90,46 @@ def test_verify_exit_code_on_problems(tmp_path: Path, capsys: pytest.CaptureFixt
         repo.store.apply(Update(delete_objects=[root]))
     code, _, err = phs(capsys, "verify", "-C", str(world))
     assert code == 4 and "missing object" in err
+
+
+def test_a_failed_rollback_says_what_failed_and_both_ways_out(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    world = make_world(tmp_path / "w")
+    w = str(world)
+    phs(capsys, "init", "-C", w)
+    first = json.loads(phs(capsys, "snapshot", "-C", w, "--json")[1])["id"]
+    (world / "level.dat").write_bytes(b"v2")
+    before = json.loads(phs(capsys, "snapshot", "-C", w, "--json")[1])["id"]
+    refuse_writes_to(monkeypatch, "level.dat")
+    code, _, err = phs(capsys, "rollback", "-C", w, "head~1")
+    monkeypatch.undo()
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "Permission denied" in err and str(world / "level.dat") in err, err
+    assert f"phs rollback {first[:12]}" in err and "phs restore --abort" in err, err
+    (world / "level.dat").write_bytes(b"played after the failed rollback")
+    code, out, err = phs(capsys, "snapshot", "-C", w, "--json")
+    assert code == 0 and json.loads(out)["created"], "the play is snapshotted"
+    assert err.count("\n") == 1 and "was not finished" in err and "phs restore --abort" in err, err
+    assert (world / "level.dat").read_bytes() == b"played after the failed rollback"
+    code, out, err = phs(capsys, "restore", "-C", w, "--abort", "--json")
+    assert code == 0 and json.loads(out)["head"] == json.loads(out)["kept"], out
+    assert (world / "level.dat").read_bytes() == b"played after the failed rollback"
+    code, _, err = phs(capsys, "restore", "-C", w, "--abort")
+    assert code == 3 and "no interrupted restore" in err
+    assert before in {e["id"] for e in json.loads(phs(capsys, "log", "-C", w, "--json")[1])}
+
+
+def test_the_undo_hint_of_a_rollback_undoes_it(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    world = make_world(tmp_path / "w")
+    w = str(world)
+    phs(capsys, "init", "-C", w)
+    phs(capsys, "snapshot", "-C", w)
+    (world / "level.dat").write_bytes(b"v2")
+    phs(capsys, "snapshot", "-C", w)
+    code, out, _ = phs(capsys, "rollback", "-C", w, "head~1")
+    assert code == 0 and (world / "level.dat").read_bytes() != b"v2"
+    hint = out.split("undo with: ", 1)[1].split(")", 1)[0].split()
+    assert hint[:2] == ["phs", "rollback"], out
+    assert phs(capsys, "rollback", "-C", w, hint[2])[0] == 0
+    assert (world / "level.dat").read_bytes() == b"v2", f"{' '.join(hint)} did not undo it"

@@ -40,8 +40,9 @@ from test_server_uvicorn import free_port
 from worldutil import HISTORIES, copy_world, replace_world
 
 from peerhost_store.errors import StoreError
-from peerhost_store.ids import ObjectId
+from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.maintenance import walk
+from peerhost_store.objects import decode, encode_blob
 from peerhost_store.repo import HEAD, Repository
 from peerhost_store.restore import restore_tree
 from peerhost_store.scan import scan_world
@@ -266,6 +267,74 @@ def test_checkout_killed_mid_way_can_be_run_again(tmp_path: Path, zygote: Zygote
     assert tree_root(tmp_path / "copy") == tree_root(world)
 
 
+def test_snapshot_after_a_killed_rollback_keeps_newer_play(tmp_path: Path, zygote: Zygote,
+                                                          versions: list[Path]) -> None:
+    """A rollback killed mid-way, then (every other round) play on the half-restored world,
+    then ``phs snapshot``: an interruption alone is finished; play is snapshotted and never
+    overwritten, and then either the rollback is run again or ``phs restore --abort``."""
+    rng = random.Random(SEED + 7)
+    world = copy_world(versions[0], tmp_path / "world")
+    snaps: list[ObjectId] = []
+    expected: list[dict[str, bytes]] = []
+    with Repository.init(world) as repo:
+        for i, version in enumerate(versions):
+            replace_world(world, version)
+            snaps.append(repo.snapshot(f"v{i}").oid)
+            repo.checkout(snaps[-1], tmp_path / f"co{i}")
+            expected.append(world_files(tmp_path / f"co{i}"))
+    replace_world(world, tmp_path / f"co{len(versions) - 1}")
+    current, acked = len(versions) - 1, list(snaps)
+    out = tmp_path / "out.txt"
+    figures = Figures("pending_restore_snapshot")
+    kept_play = finished_by_snapshot = aborted = 0
+    for i in range(ROUNDS // 3):
+        target = rng.choice([v for v in range(len(versions)) if v != current])
+        rollback = ["rollback", "--json", "-C", str(world), snaps[target].hex()]
+        child = zygote.phs(rollback, out, die_after_writes=rng.randint(1, 3))
+        landed = zygote.wait(child) == -signal.SIGKILL
+        with Repository.open(world) as repo:
+            before = repo.head()
+            pending = repo.pending_restore() is not None
+        assert pending == landed
+        play = i % 2 == 1
+        if play:
+            (world / "level.dat").write_bytes(rng.randbytes(4096))
+            (world / f"play{i}.dat").write_bytes(rng.randbytes(64 << 10))
+        now = world_files(world)
+        snap = run_ok(zygote, ["snapshot", "--json", "-C", str(world)], out)
+        result = snap.json()
+        acked.append(oid(result["id"]))
+        if play:
+            assert world_files(world) == now, "play after the interrupted rollback was overwritten"
+            assert result["created"] and result["root"] == tree_root(world).hex()
+            assert not landed or "phs restore --abort" in snap.output(), snap.output()
+            kept_play += landed
+        else:
+            assert world_files(world) == expected[target], "the interruption alone is finished"
+            assert not result["created"] and oid(result["id"]) == before
+            finished_by_snapshot += landed
+        current = target
+        if play and landed and rng.random() < 0.5:
+            run_ok(zygote, ["restore", "--abort", "-C", str(world)], out)
+            assert world_files(world) == now, "abort writes nothing"
+            aborted += 1
+        elif play and landed:
+            run_ok(zygote, rollback, out)
+            assert world_files(world) == expected[target], "running it again finishes it"
+        with Repository.open(world) as repo:
+            assert repo.pending_restore() is None, "every round ends with the choice made"
+        if world_files(world) != expected[current]:  # the next round starts from a snapshot
+            replace_world(world, tmp_path / f"co{current}")
+            acked.append(oid(run_ok(zygote, ["snapshot", "--json", "-C", str(world)], out)
+                             .json()["id"]))
+        check_repo(world, acked)
+        tally(figures, landed, 3)
+    figures.extra.update(play_kept=kept_play, finished_by_snapshot=finished_by_snapshot,
+                         aborted=aborted)
+    figures.write()
+    assert kept_play and finished_by_snapshot and aborted, figures
+
+
 # -- gc ---------------------------------------------------------------------------------------
 
 
@@ -463,6 +532,124 @@ def test_kill_9_during_pull(tmp_path: Path, zygote: Zygote, versions: list[Path]
     finish(figures)
 
 
+@dataclass
+class Cloned:
+    s: Session
+    pusher: Repository
+    fencing: int
+    world: Path
+
+
+@contextmanager
+def cloned_session(zygote: Zygote, tmp_path: Path, versions: list[Path],
+                   world: Path | None = None) -> Iterator[Cloned]:
+    """A live coordinator whose session head (version 0) alice pushed from ``tmp_path /
+    "source"``, cloned by bob (with ``phs clone``) into ``world``."""
+    source = copy_world(versions[0], tmp_path / "source")
+    world = world or tmp_path / "world"
+    with coordinator_session(zygote, tmp_path / "coordinator") as s, \
+            Repository.init(source) as pusher:
+        fencing = s.alice.acquire("alice-pc", 600).fencing
+        pusher.snapshot("v0")
+        push(pusher, s.alice, fencing=fencing)
+        run_ok(zygote, ["clone", s.coordinator.url, "--session", "s1", str(world)],
+               tmp_path / "clone.txt", env={"PHS_TOKEN": s.tokens["bob"]})
+        yield Cloned(s, pusher, fencing, world)
+
+
+def test_gc_racing_pull(tmp_path: Path, zygote: Zygote, versions: list[Path]) -> None:
+    """``phs gc`` run again and again while ``phs pull`` fetches in small batches: gc may be
+    refused (the world is busy) but never deletes what the pull stored or relies on, and the
+    head never moves onto missing objects."""
+    rng = random.Random(SEED + 8)
+    out, gc_out = tmp_path / "out.txt", tmp_path / "gc.txt"
+    with cloned_session(zygote, tmp_path, versions) as c:
+        s, pusher, fencing, world, source = c.s, c.pusher, c.fencing, c.world, c.pusher.world
+        figures = Figures("gc_racing_pull")
+        gcs = deleted = busy = 0
+        for i in range(7):
+            mutate(source, versions[(i + 1) % len(versions)], rng)
+            head = pusher.snapshot(f"round {i}").oid
+            push(pusher, s.alice, fencing=fencing)
+            shutil.rmtree(tmp_path / "co", ignore_errors=True)
+            pusher.checkout(head, tmp_path / "co")
+            child = zygote.phs(["pull", "--json", "-C", str(world)], out, batch_bytes=BATCH)
+            deadline = time.monotonic() + 60
+            while zygote.poll(child) is None and time.monotonic() < deadline:
+                collector = zygote.phs(["gc", "--json", "-C", str(world)], gc_out)
+                status = zygote.wait(collector)
+                assert status in (0, 5), f"gc exited {status}: {collector.output()[-2000:]}"
+                gcs += 1
+                deleted += (collector.json() or {}).get("deleted_objects", 0)
+            status = zygote.wait(child)
+            assert status in (0, 5), f"pull exited {status}: {child.output()[-2000:]}"
+            busy += status == 5  # gc held the world's lock when the pull came to write it
+            check_repo(world, [])
+            report = run_ok(zygote, ["pull", "--json", "-C", str(world)], out).json()
+            assert report["head"] == head.hex(), report
+            assert world_files(world) == world_files(tmp_path / "co"), "the re-run converges"
+            check_repo(world, [head])
+            tally(figures, True, 2)
+    figures.extra.update(gc_runs=gcs, objects_deleted=deleted, pulls_refused_busy=busy)
+    figures.write()
+    assert gcs > figures.rounds, figures
+
+
+def flip_bit(store: LmdbStore, target: ObjectId, rng: random.Random) -> None:
+    with store._env.begin(write=True) as txn:
+        data = bytearray(txn.get(target, db=store._objects))
+        data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        txn.put(target, bytes(data), db=store._objects)
+
+
+def test_corrupt_objects_are_repaired_from_the_world_and_the_coordinator(
+        tmp_path: Path, zygote: Zygote, versions: list[Path]) -> None:
+    """Bits flipped in stored objects (a chunk and a folder node of an old session snapshot,
+    a blob the live world still holds, one of a local-only snapshot): the commands that do
+    not need them go on, ``phs repair`` heals what the world or the coordinator has and drops
+    the rest from the local snapshot, saying so."""
+    rng = random.Random(SEED + 9)
+    out = tmp_path / "out.txt"
+    figures = Figures("corrupt_object_repair", rounds=1, operations_checked=6)
+    with cloned_session(zygote, tmp_path, versions) as c:
+        mutate(c.pusher.world, versions[1], rng)
+        c.pusher.snapshot("v1")
+        push(c.pusher, c.s.alice, fencing=c.fencing)
+        run_ok(zygote, ["pull", "-C", str(c.world)], out)
+        (c.world / "local.dat").write_bytes(rng.randbytes(1000))
+        run_ok(zygote, ["snapshot", "-C", str(c.world), "-m", "local only"], out)
+        (c.world / "local.dat").unlink()
+        run_ok(zygote, ["snapshot", "-C", str(c.world), "-m", "after"], out)
+        with Repository.open(c.world) as repo:
+            log = list(repo.log())
+            v0 = log[-1][1]
+            now = walk(repo.store, [log[0][0]], follow_parents=False).reachable
+            old_only = sorted(walk(repo.store, [log[-1][0]], follow_parents=False).reachable
+                              - now - {log[-1][0]})
+            node = next(o for o in old_only if not isinstance(decode(repo.store.get_raw(o)), bytes))
+            chunk = next(o for o in old_only if isinstance(decode(repo.store.get_raw(o)), bytes))
+            live = hash_bytes(encode_blob((c.world / "fault0.dat").read_bytes()))
+            local = walk(repo.store, [log[1][0]], follow_parents=False).reachable - now
+            lost = next(o for o in local if isinstance(decode(repo.store.get_raw(o)), bytes))
+            damaged = [node, chunk, live, lost]
+            for target in damaged:
+                flip_bit(repo.store, target, rng)  # type: ignore[arg-type]
+        verify = zygote.phs(["verify", "-C", str(c.world)], out)
+        assert zygote.wait(verify) == 4
+        (c.world / "level.dat").write_bytes(rng.randbytes(2000))  # play goes on
+        run_ok(zygote, ["snapshot", "-C", str(c.world), "-m", "not blocked"], out)
+        report = run_ok(zygote, ["repair", "--json", "-C", str(c.world)], out).json()
+        assert report["damaged"] == 4, report
+        assert report["healed"] == {"the live world": 1, "origin": 2}, report
+        assert [x["path"] for x in report["lost"]] == ["local.dat"], report
+        run_ok(zygote, ["verify", "-C", str(c.world)], out)
+        run_ok(zygote, ["restore", "-C", str(c.world), log[-1][0].hex()], out)
+        assert tree_root(c.world) == v0.root
+        figures.kills_mid_way = len(damaged)
+        figures.extra.update(healed=report["healed"], paths_dropped=len(report["lost"]))
+        figures.write()
+
+
 def undo_snapshot_on_top(world: Path, head: ObjectId) -> None:
     """Move head back from a snapshot taken on top of ``head`` and restore ``head``'s world."""
     with Repository.open(world) as repo:
@@ -474,16 +661,9 @@ def undo_snapshot_on_top(world: Path, head: ObjectId) -> None:
 
 def test_pull_killed_while_restoring_converges(tmp_path: Path, zygote: Zygote,
                                                versions: list[Path]) -> None:
-    source = copy_world(versions[0], tmp_path / "source")
-    world = tmp_path / "world"
     out = tmp_path / "out.txt"
-    with coordinator_session(zygote, tmp_path / "coordinator") as s, \
-            Repository.init(source) as pusher:
-        fencing = s.alice.acquire("alice-pc", 600).fencing
-        pusher.snapshot("v0")
-        push(pusher, s.alice, fencing=fencing)
-        run_ok(zygote, ["clone", s.coordinator.url, "--session", "s1", str(world)], out,
-               env={"PHS_TOKEN": s.tokens["bob"]})
+    with cloned_session(zygote, tmp_path, versions) as c:
+        s, pusher, fencing, world, source = c.s, c.pusher, c.fencing, c.world, c.pusher.world
         replace_world(source, versions[1])
         head = pusher.snapshot("v1").oid
         push(pusher, s.alice, fencing=fencing)
@@ -634,6 +814,79 @@ def test_coordinator_kill_9_during_lease_changes(tmp_path: Path, zygote: Zygote)
     assert figures.rounds >= ROUNDS and figures.kills_mid_way >= ROUNDS // 3, figures
 
 
+# -- a damaged store file ---------------------------------------------------------------------
+
+
+def main_db_root(data_file: Path) -> int:
+    """The page number of LMDB's main database root (it names the others), from the newer of
+    the two meta pages: page header 16 bytes, magic, version, address, map size, then two
+    database records of 48 bytes each (free pages, main) whose last field is the root."""
+    raw = data_file.read_bytes()
+    metas = []
+    for page in (0, 1):
+        meta = raw[page * 4096 + 16:]
+        root = int.from_bytes(meta[24 + 48 + 40:24 + 48 + 48], "little")
+        txnid = int.from_bytes(meta[24 + 96 + 8:24 + 96 + 16], "little")
+        metas.append((txnid, root))
+    return max(metas)[1]
+
+
+def test_a_damaged_store_file_gives_one_clear_line(tmp_path: Path, zygote: Zygote,
+                                                   versions: list[Path]) -> None:
+    """16-byte runs overwritten in data.mdb (the main database's root page, then seeded
+    offsets in the middle): verify, log, diff and checkout each end with one line naming the
+    store and what to do, never a traceback or a crash; verify exits 4 on a store error."""
+    world = copy_world(versions[0], tmp_path / "world")
+    with Repository.init(world) as repo:
+        repo.snapshot("v0")
+        replace_world(world, versions[1])
+        repo.snapshot("v1")
+    data = world / ".peerhost" / "store" / "data.mdb"
+    pristine = data.read_bytes()
+    rng = random.Random(SEED + 10)
+    pages = len(pristine) // 4096
+    cases = [("main database root", [main_db_root(data) * 4096])]  # its page header
+    cases += [(f"seed {i}", [rng.randrange(pages // 4, 3 * pages // 4) * 4096 + rng.choice((0, 16, 24))
+                             for _ in range(rng.randint(1, 3))]) for i in range(6)]
+    out = tmp_path / "out.txt"
+    outcomes: dict[str, int] = {}
+    messages: dict[str, str] = {}
+    store_errors = 0
+    figures = Figures("damaged_store_file", rounds=len(cases), kills_mid_way=len(cases))
+    for name, offsets in cases:
+        damaged = bytearray(pristine)
+        for offset in offsets:
+            damaged[offset:offset + 16] = rng.randbytes(16)
+        data.write_bytes(bytes(damaged))
+        for argv in (["verify"], ["log"], ["diff", "head~1", "head"],
+                     ["checkout", "head", str(tmp_path / f"co-{len(outcomes)}")]):
+            child = zygote.phs([*argv, "-C", str(world)], out)
+            status = zygote.wait(child)
+            text = child.output()
+            label = f"{name}: phs {argv[0]}"
+            outcomes[label] = status
+            assert status >= 0, f"{label} died of signal {-status}"
+            assert "Traceback" not in text and status != 99, f"{label}:\n{text[-3000:]}"
+            errors = [line for line in text.splitlines() if line.startswith("phs ")]
+            assert status == 0 or errors or argv[0] == "verify", f"{label}: {text[-2000:]}"
+            if errors:
+                messages[label] = f"exit {status}: {errors[0][:160]}"
+            if any("is damaged" in line for line in errors):
+                store_errors += 1
+                assert len(errors) == 1 and str(data.parent) in errors[0], f"{label}: {text}"
+                assert "from a backup" in errors[0], errors[0]
+                assert argv[0] != "verify" or status == 4, f"{label} exited {status}"
+            if argv[0] == "verify":
+                assert status in (0, 4), f"{label} exited {status}: {text[-2000:]}"
+    assert outcomes["main database root: phs verify"] == 4
+    assert store_errors >= 4, outcomes
+    figures.operations_checked = len(outcomes)
+    figures.extra.update(store_errors=store_errors, exit_codes={
+        str(k): list(outcomes.values()).count(k) for k in sorted(set(outcomes.values()))},
+        messages=messages)
+    figures.write()
+
+
 # -- a full disk and a full map ---------------------------------------------------------------
 
 
@@ -756,6 +1009,37 @@ def test_disk_full_during_pull(tmp_path: Path, zygote: Zygote, versions: list[Pa
         assert (report["outcome"], report["head"]) == ("fast-forward", v1.hex())
         assert tree_root(world) == pusher.read_snapshot(v1).root
         check_repo(world, [v0, v1])
+
+
+def test_disk_full_during_the_restore_phase_of_a_pull(tmp_path: Path, zygote: Zygote,
+                                                     versions: list[Path]) -> None:
+    """The fetch lands and the head moves; then the disk fills before the first file is
+    written: one clear line, no file half-written, and the next pull finishes the restore."""
+    out = tmp_path / "out.txt"
+    with tmpfs(tmp_path / "disk", 24) as disk, \
+            cloned_session(zygote, tmp_path, versions, disk / "world") as c:
+        mutate(c.pusher.world, versions[3], random.Random(SEED))
+        v1 = c.pusher.snapshot("v1").oid
+        push(c.pusher, c.s.alice, fencing=c.fencing)
+        c.pusher.checkout(v1, tmp_path / "co")
+        old, new = world_files(c.world), world_files(tmp_path / "co")
+        child = zygote.phs(["pull", "-C", str(c.world)], out, fill_disk_at_first_write=disk)
+        assert zygote.wait(child) == 1, child.output()
+        message = child.output().strip()
+        assert len(message.splitlines()) == 1 and "No space left" in message, message
+        assert str(c.world) in message and "phs restore --abort" in message, message
+        assert "run phs pull again" in message, message
+        assert not mixed_problems(world_files(c.world), old, new)
+        assert not temp_files(c.world), "a failed write leaves no temporary file"
+        with Repository.open(c.world) as repo:
+            assert repo.pending_restore() is not None and repo.head() == v1
+        record("disk_full_pull_restore", message)
+        (disk / "filler.bin").unlink()
+        again = run_ok(zygote, ["pull", "--json", "-C", str(c.world)], out)
+        assert (again.json()["outcome"], again.json()["head"]) == ("up-to-date", v1.hex())
+        assert "finished an interrupted pull" in again.output(), again.output()
+        assert world_files(c.world) == new
+        check_repo(c.world, [v1])
 
 
 def test_lmdb_map_full_is_a_clear_error(tmp_path: Path, versions: list[Path],

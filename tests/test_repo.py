@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from peerhost_store.errors import NotFound
+from peerhost_store.errors import NotFound, PeerhostError
 from peerhost_store.ids import hash_bytes
 from peerhost_store.lock import Locked
 from peerhost_store.objects import DirEntry, EntryKind, Snapshot, encode_blob, encode_snapshot
@@ -20,7 +20,7 @@ from peerhost_store.repo import HEAD, PENDING_RESTORE, Repository
 from peerhost_store.store import Update
 from peerhost_store.tree import build_dir
 from peerhost_store.worldfs import UnsafePath
-from worldfs_helpers import make_world
+from worldfs_helpers import make_world, refuse_writes_to
 
 
 def _files(world: Path) -> dict[str, bytes]:
@@ -263,12 +263,117 @@ def test_an_interrupted_restore_is_finished_before_the_world_is_snapshotted(tmp_
         v1 = repo.snapshot("v1")
         (world / "extra.txt").write_text("only in v2")
         (world / "level.dat").write_bytes(b"v2 level")
-        repo.snapshot("v2")
+        v2 = repo.snapshot("v2")
         repo._commit_tree(v1.snapshot.root, "rollback to v1 (killed before any file)",
-                          restoring=True)
+                          restoring=("rollback", v1.oid, v2.snapshot.root))
         assert (world / "extra.txt").exists()
         result = repo.snapshot("next")
         assert not result.created, "the half-restored world was snapshotted"
         assert not (world / "extra.txt").exists()
         assert repo.scan().root == v1.snapshot.root
         assert repo.store.get_meta(PENDING_RESTORE) is None
+
+
+# -- an interrupted restore and play made after it (issue 11, item 1) -------------------------
+
+
+def _failed_rollback(repo: Repository, monkeypatch: pytest.MonkeyPatch) -> tuple[
+        list[str], dict[str, bytes], dict[str, bytes]]:
+    """v1, then v2, then a rollback to v1 that fails on level.dat after head moved. Returns
+    the notices, v1's files and v2's files."""
+    notices: list[str] = []
+    repo.notify = notices.append
+    world = repo.world
+    v1 = repo.snapshot("v1").oid
+    state_v1 = _files(world)
+    (world / "level.dat").write_bytes(b"v2 level")
+    (world / "playerdata" / "alice.dat").write_bytes(b"alice v2")
+    repo.snapshot("v2")
+    state_v2 = _files(world)
+    refuse_writes_to(monkeypatch, "level.dat")
+    with pytest.raises((OSError, PeerhostError)) as failed:
+        repo.rollback(v1)
+    monkeypatch.undo()
+    assert "Permission denied" in str(failed.value) and "level.dat" in str(failed.value)
+    return notices, state_v1, state_v2
+
+
+def _play_on(world: Path) -> dict[str, bytes]:
+    (world / "level.dat").write_bytes(b"v3 level, played after the failed rollback")
+    (world / "playerdata" / "bob.dat").write_bytes(b"bob joined")
+    return _files(world)
+
+
+def test_a_failed_rollback_is_never_finished_over_newer_play(
+        repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    notices, _, _ = _failed_rollback(repo, monkeypatch)
+    failed_head = repo.head()
+    played = _play_on(repo.world)
+    result = repo.snapshot("after play")
+    assert _files(repo.world) == played, "the pending rollback overwrote newer play"
+    assert result.created and result.snapshot.parents == (failed_head,)
+    assert result.snapshot.root == repo.scan().root, "the play is in the snapshot"
+    assert any("phs restore --abort" in n and "phs rollback" in n for n in notices), notices
+    again = repo.snapshot("and again")  # still not finished behind the player's back
+    assert not again.created and _files(repo.world) == played
+    assert repo.verify().ok
+
+
+def test_a_rollback_interrupted_by_newer_play_is_finished_by_running_it_again(
+        repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, state_v1, _ = _failed_rollback(repo, monkeypatch)
+    _play_on(repo.world)
+    kept = repo.snapshot("after play").oid
+    target = repo.resolve("head~3")  # v1: kept <- the failed rollback <- v2 <- v1
+    assert repo.read_snapshot(target).message == "v1"
+    result = repo.rollback(target)
+    assert _files(repo.world) == state_v1
+    assert repo.read_snapshot(result.oid).parents == (kept,), "the kept play stays in history"
+    assert repo.store.get_meta(PENDING_RESTORE) is None
+    assert repo.snapshot("after").created is False
+
+
+def test_restore_abort_returns_to_the_pre_restore_head_and_leaves_the_world(
+        repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, state_v1, _ = _failed_rollback(repo, monkeypatch)
+    v2 = repo.resolve("head~1")
+    partial = _files(repo.world)
+    assert partial != state_v1
+    aborted = repo.abort_restore()
+    assert aborted.head == v2 and repo.head() == v2, "head is back where the rollback found it"
+    assert _files(repo.world) == partial, "abort writes nothing"
+    assert repo.store.get_meta(PENDING_RESTORE) is None
+    with pytest.raises(NotFound, match="no interrupted restore"):
+        repo.abort_restore()
+
+
+def test_restore_abort_after_play_was_kept_keeps_it(
+        repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    _failed_rollback(repo, monkeypatch)
+    played = _play_on(repo.world)
+    kept = repo.snapshot("after play").oid
+    aborted = repo.abort_restore()
+    assert aborted.head == kept == repo.head(), "the kept play stays head"
+    assert _files(repo.world) == played
+    assert repo.snapshot("after").created is False
+
+
+def test_gc_keeps_what_live_pins_protect_and_drops_stale_pins(repo: Repository) -> None:
+    from peerhost_store.maintenance import walk
+
+    repo.snapshot("v1")
+    (repo.world / "kept.dat").write_bytes(os.urandom(1000))
+    kept_root = repo.scan().root  # unreachable from any ref, like a pull's found objects
+    (repo.world / "kept.dat").unlink()
+    (repo.world / "lost.dat").write_bytes(os.urandom(1000))
+    lost_root = repo.scan().root
+    (repo.world / "lost.dat").unlink()
+    live, dead = repo.store.new_pin(), repo.store.new_pin()
+    repo.store.apply(Update(pins={live: [(kept_root, True)], dead: [(lost_root, True)]}))
+    repo.store._pin_locks.pop(dead).__exit__(None, None, None)  # type: ignore[attr-defined]
+    kept = walk(repo.store, [], nodes=[kept_root]).reachable
+    repo.gc()
+    assert all(oid in repo.store for oid in kept), "a pinned node keeps its whole subtree"
+    assert lost_root not in repo.store, "a stale pin protects nothing"
+    assert repo.store.load_pins().stale == []
+    assert repo.verify().ok

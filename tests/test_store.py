@@ -23,6 +23,10 @@ class TestMemoryStore(ObjectStoreTests):
         assert isinstance(store, MemoryStore)
         store.objects[oid] = data
 
+    def end_pin_owner(self, store: ObjectStore, name: str) -> None:
+        assert isinstance(store, MemoryStore)
+        store.live_pins.discard(name)
+
 
 class TestLmdbStore(ObjectStoreTests):
     @pytest.fixture
@@ -36,6 +40,11 @@ class TestLmdbStore(ObjectStoreTests):
         env = store._env
         with env.begin(write=True) as txn:
             txn.put(oid, data, db=store._objects)
+
+    def end_pin_owner(self, store: ObjectStore, name: str) -> None:
+        # What the death of the owning process does: its lock on the pin's file goes away.
+        assert isinstance(store, LmdbStore)
+        store._pin_locks.pop(name).__exit__(None, None, None)
 
 
 def test_lmdb_survives_reopen(tmp_path: Path) -> None:

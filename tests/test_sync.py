@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,14 +11,15 @@ from hostile_trees import Sized
 from hypothesis import given
 from hypothesis import strategies as st
 from test_sync_support import Server, make_session, new_repo, root_of
-from worldfs_helpers import make_world
+from worldfs_helpers import make_world, refuse_writes_to
 from worldutil import world_content
 
 from peerhost_store.bounds import SnapshotCheck, Summary, TreeLimits, check_snapshot
 from peerhost_store.errors import ObjectCorrupt
 from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.maintenance import walk
-from peerhost_store.objects import encode_blob, encode_dir_leaf
+from peerhost_store.objects import decode, encode_blob, encode_dir_leaf
+from peerhost_store.repo import Repository
 from peerhost_store.store import MemoryStore, Update
 from peerhost_store.sync.client import CoordinatorClient, CoordinatorUnavailable
 from peerhost_store.sync.protocol import (
@@ -314,3 +316,82 @@ def test_incomplete_upload_cannot_become_head(server: Server) -> None:
     served = server.http.app.state.coordinator.store("s1")  # type: ignore[attr-defined]
     assert check_snapshot(served, lambda ids: [None] * len(ids), hash_bytes(snap),
                           TreeLimits()).missing is None
+
+
+class GcWhileFetching(CoordinatorClient):
+    """A client whose blob downloads answer two objects at a time and run ``phs gc`` on the
+    pulling repository each time, as a concurrent gc would between the fetch's batches (the
+    fetch holds no lock)."""
+
+    def __init__(self, base: CoordinatorClient, repo: Repository) -> None:
+        super().__init__(base.http, base.session, base._token)
+        self.repo = repo
+        self.gcs = 0
+
+    def download(self, ids):  # type: ignore[no-untyped-def]
+        answer = super().download(ids)[:2]
+        if any(isinstance(decode(data), bytes) for data in answer):
+            self.repo.gc()
+            self.gcs += 1
+        return answer
+
+
+def alice_and_bob(server: Server, tmp_path: Path) -> tuple[
+        dict[str, CoordinatorClient], int, Repository, Repository]:
+    """A session whose head alice pushed from repository ``a``; bob pulled it into ``b``."""
+    c = make_session(server)
+    fencing = c["alice"].acquire("alice-pc", 60).fencing
+    a = new_repo(tmp_path / "a")
+    make_world(a.world)
+    a.snapshot("v1")
+    push(a, c["alice"], fencing=fencing)
+    b = new_repo(tmp_path / "b")
+    pull(b, c["bob"])
+    return c, fencing, a, b
+
+
+def test_gc_during_a_pull_deletes_nothing_the_pull_wrote_or_relied_on(
+        server: Server, tmp_path: Path) -> None:
+    c, fencing, a, b = alice_and_bob(server, tmp_path)
+    rng = random.Random(11)
+    shared = {f"shared{i}.dat": rng.randbytes(40 << 10) for i in range(4)}
+    for name, data in shared.items():  # b stores these blobs unreachable (as phs diff does)
+        (b.world / name).write_bytes(data)
+    b.scan()
+    for name in shared:
+        (b.world / name).unlink()
+    for name, data in shared.items():
+        (a.world / name).write_bytes(data)
+    for i in range(8):
+        (a.world / f"new{i}.dat").write_bytes(rng.randbytes(40 << 10))
+    v2 = a.snapshot("v2").oid
+    push(a, c["alice"], fencing=fencing)
+    racing = GcWhileFetching(c["bob"], b)
+    report = pull(b, racing, batch_bytes=64 << 10)  # a durable batch every two blobs
+    assert racing.gcs > 1 and report.outcome == "fast-forward" and b.head() == v2
+    assert b.verify().ok, [str(p) for p in b.verify().problems[:3]]
+    assert b.scan().root == a.read_snapshot(v2).root
+    assert b.store.load_pins().ids == {}, "the pull's pins are gone with it"
+
+
+def test_a_pull_that_finds_play_after_an_interrupted_pull_stops_and_keeps_it(
+        server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from peerhost_store.pending import RestoreIncomplete, RestorePending
+
+    c, fencing, a, b = alice_and_bob(server, tmp_path)
+    (a.world / "level.dat").write_bytes(b"v2")
+    (a.world / "new.txt").write_bytes(b"v2")
+    a.snapshot("v2")
+    push(a, c["alice"], fencing=fencing)
+    refuse_writes_to(monkeypatch, "new.txt")
+    with pytest.raises(RestoreIncomplete):
+        pull(b, c["bob"])
+    monkeypatch.undo()
+    (b.world / "played.txt").write_bytes(b"bob played on")
+    played = {p.name: p.read_bytes() for p in b.world.iterdir() if p.is_file()}
+    with pytest.raises(RestorePending, match="phs restore --abort") as stopped:
+        pull(b, c["bob"])
+    assert {p.name: p.read_bytes() for p in b.world.iterdir() if p.is_file()} == played
+    assert b.head() == stopped.value.kept and b.scan().root == root_of(b)
+    assert b.abort_restore().head == stopped.value.kept
+    assert pull(b, c["bob"]).outcome == "ahead", "the kept play descends from the session head"

@@ -1,10 +1,15 @@
-"""phs verify, phs gc."""
+"""phs verify, phs gc, phs repair."""
 
 from __future__ import annotations
 
 import argparse
+from contextlib import ExitStack
 
-from .common import Subparsers, open_repo
+from peerhost_store.repair import ObjectSource, RepairReport, repair
+from peerhost_store.sync.remotes import connect_remote, load_remotes, meta_dir
+from peerhost_store.sync.transfer import CoordinatorSource
+
+from .common import Subparsers, open_repo, short
 from .output import emit_json, err, human_bytes, out
 
 
@@ -17,6 +22,11 @@ def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-last", type=int, default=None, metavar="N",
                    help="retain only the newest N snapshots (default: all history)")
     p.set_defaults(func=run_gc)
+    p = commands.add_parser(
+        "repair", parents=[common],
+        help="heal missing or corrupt objects from the world and the remotes; drop what is "
+             "lost from the snapshots that hold it")
+    p.set_defaults(func=run_repair)
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -44,3 +54,39 @@ def run_gc(args: argparse.Namespace) -> int:
         out.print(f"gc: kept {report.kept_snapshots} snapshots ({report.kept_objects} objects), "
                   f"deleted {report.deleted_objects} objects")
     return 0
+
+
+def run_repair(args: argparse.Namespace) -> int:
+    with open_repo(args) as repo, ExitStack() as stack:
+        sources: list[ObjectSource] = [
+            CoordinatorSource(stack.enter_context(connect_remote(remote)), name)
+            for name, remote in sorted(load_remotes(meta_dir(repo)).items())]
+        report = repair(repo, sources)
+    if args.json:
+        emit_json(_repair_json(report))
+        return 0
+    if not report.damaged:
+        out.print("repair: nothing is missing or corrupt", markup=False)
+        return 0
+    healed = ", ".join(f"{n} healed from {'remote ' if where != 'the live world' else ''}{where}"
+                       for where, n in report.healed.items())
+    out.print(f"repair: {report.damaged} damaged objects; {healed or 'none could be healed'}"
+              f"; {len(report.lost)} paths lost", markup=False)
+    for lost in report.lost:
+        new = report.rewritten.get(lost.snapshot)
+        out.print(f"  lost in snapshot {short(lost.snapshot)} (now {short(new)}): {lost.path}",
+                  markup=False)
+    for name, (old, new) in report.heads.items():
+        out.print(f"  {name} moved from {short(old)} to {short(new)} (the old snapshots stay "
+                  "until phs gc)", markup=False)
+    return 0
+
+
+def _repair_json(report: RepairReport) -> dict[str, object]:
+    return {
+        "damaged": report.damaged, "healed": report.healed,
+        "lost": [{"snapshot": lost.snapshot.hex(), "path": lost.path} for lost in report.lost],
+        "rewritten": {old.hex(): new.hex() for old, new in report.rewritten.items()},
+        "heads": {name: {"old": old.hex(), "new": new.hex() if new else None}
+                  for name, (old, new) in report.heads.items()},
+    }

@@ -13,7 +13,7 @@ from peerhost_store.sync.leasing import remote_rollback
 from peerhost_store.sync.remotes import connect_remote, holder_name, meta_dir, pick_remote
 from peerhost_store.sync.transfer import pull
 
-from .common import Subparsers, fencing_of, open_repo, short
+from .common import Subparsers, UsageError, fencing_of, open_repo, short
 from .output import emit_json, err, human_bytes, out, progress_bar
 from .reports import print_pull, pull_json, wire_json
 
@@ -27,7 +27,10 @@ def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
         "restore", parents=[common],
         help="make the world hold a snapshot (unsnapshotted changes are snapshotted first)",
     )
-    p.add_argument("snapshot")
+    p.add_argument("snapshot", nargs="?")
+    p.add_argument("--abort", action="store_true",
+                   help="drop an interrupted restore or rollback: head goes back to where it "
+                        "was, the world is not touched")
     p.set_defaults(func=run_restore)
     p = commands.add_parser(
         "rollback", parents=[common],
@@ -66,6 +69,10 @@ def run_checkout(args: argparse.Namespace) -> int:
 
 
 def run_restore(args: argparse.Namespace) -> int:
+    if args.abort == (args.snapshot is not None):
+        raise UsageError("give a snapshot to restore, or --abort (not both)")
+    if args.abort:
+        return run_abort(args)
     with open_repo(args) as repo, progress_bar("restore", enabled=not args.json, as_bytes=False) as bar:
         oid = repo.resolve(args.snapshot)
         safety, result = repo.restore(oid, progress=bar)
@@ -76,6 +83,22 @@ def run_restore(args: argparse.Namespace) -> int:
     if safety is not None:
         out.print(f"unsnapshotted changes were saved first as snapshot {short(safety)}")
     out.print(_say(f"restored {short(oid)}", result))
+    return 0
+
+
+def run_abort(args: argparse.Namespace) -> int:
+    with open_repo(args) as repo:
+        result = repo.abort_restore()
+    kept = result.head != result.pending.before
+    if args.json:
+        emit_json({"aborted": result.pending.describe(), "head": result.head.hex() if result.head else None,
+                   "before": result.pending.before.hex() if result.pending.before else None,
+                   "kept": result.head.hex() if kept and result.head else None})
+        return 0
+    where = (f"head stays at {short(result.head)}, which holds the play kept since" if kept
+             else f"head is back at {short(result.head)}")
+    out.print(f"dropped the interrupted {result.pending.describe()}: {where}; the world was not "
+              "touched (phs snapshot records it as it is)", markup=False)
     return 0
 
 
@@ -93,7 +116,7 @@ def run_rollback(args: argparse.Namespace) -> int:
     if result.safety is not None:
         out.print(f"unsnapshotted changes were saved first as snapshot {short(result.safety)}")
     out.print(_say(f"rolled back to {short(oid)}; head is now {short(result.oid)} "
-                   f"(undo with: phs rollback {short(result.safety or oid)})", result.restored))
+                   f"(undo with: phs rollback {short(result.previous)})", result.restored))
     return 0
 
 

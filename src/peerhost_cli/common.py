@@ -18,6 +18,8 @@ from peerhost_store.repo import Repository
 from peerhost_store.sync.leasing import remembered_fencing
 from peerhost_store.sync.remotes import Remote
 
+from .output import err
+
 Subparsers = Any  # argparse's _SubParsersAction is private
 
 
@@ -51,7 +53,12 @@ class UsageError(PeerhostError):
 
 
 def open_repo(args: argparse.Namespace) -> Repository:
-    return Repository.open(args.world)
+    return Repository.open(args.world, notify=notice)
+
+
+def notice(text: str) -> None:
+    """One line on stderr about what a command did beyond its own work."""
+    err.print(f"phs: {text}", markup=False, soft_wrap=True)
 
 
 def short(oid: ObjectId | None) -> str:

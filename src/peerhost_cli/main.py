@@ -7,7 +7,8 @@ Exit codes (also in ``phs --help``):
 1    an error (the message says what and where)
 2    bad usage (unknown command, bad option, no token given)
 3    not found: no store here, unknown snapshot or prefix, no such remote, session or member
-4    verify found missing or corrupt objects
+4    damage: verify found missing or corrupt objects, a restore needs objects that are (phs
+     repair heals them), or the store's file itself is damaged (restore it from a backup)
 5    busy or conflict: another phs works on this world, head moved, the session lease is held by
      someone else or yours was lost (fenced), local and session histories diverged, or hosting
      ended without its final push (the world is kept in a local snapshot)
@@ -30,8 +31,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from peerhost_store.bounds import TreeRefused
-from peerhost_store.errors import NotFound, PeerhostError
+from peerhost_store.errors import DamagedObjects, NotFound, PeerhostError, StoreDamaged
 from peerhost_store.lock import Locked
+from peerhost_store.maintenance import GcBusy
+from peerhost_store.pending import RestorePending
 from peerhost_store.store import RefConflict
 from peerhost_store.sync.client import (
     CoordinatorError,
@@ -65,13 +68,13 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_VERIFY, EXIT_BUSY, EXIT_UN
 EXIT_UNAUTHORIZED, EXIT_UNREACHABLE = 7, 8
 EXIT_INTERRUPTED = 130
 
-EPILOG = """exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 verify found problems,
+EPILOG = """exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 damaged objects (verify, repair),
 5 busy or conflict (world in use, lease held or lost, head moved, diverged),
 6 unsafe path or tree refused, 7 token refused, 8 coordinator unreachable, 130 interrupted"""
 
 #: Coordinator answers that mean "someone else got there first": the same code as a busy world.
 _CONFLICTS = (Locked, RefConflict, LeaseHeld, LeaseLost, HeadMoved, Diverged, HostingEnded,
-              HeldElsewhere)
+              HeldElsewhere, RestorePending, GcBusy)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _exit_code(exc: BaseException) -> int:
     if isinstance(exc, NotFound):
         return EXIT_NOT_FOUND
+    if isinstance(exc, (DamagedObjects, StoreDamaged)):
+        return EXIT_VERIFY
     if isinstance(exc, _CONFLICTS):
         return EXIT_BUSY
     if isinstance(exc, (UnsafePath, TreeRefused)):

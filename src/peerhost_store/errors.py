@@ -6,6 +6,7 @@ module live next to the code that raises them::
     PeerhostError
      +-- ObjectMissing (also KeyError)        store: no object with that id
      +-- ObjectCorrupt (also ValueError)      store/objects: bytes do not hash to their id
+     +-- DamagedObjects                       restore: objects it needs are missing or corrupt
      +-- DecodeError (also ValueError)        objects: bytes are not a valid object
      +-- RegionError (also ValueError)        region: a region file that cannot be parsed
      +-- ChunkDecodeError (also ValueError)   chunk: payload or NBT refused
@@ -14,6 +15,7 @@ module live next to the code that raises them::
      +-- RefConflict                          refs: compare-and-swap lost
      +-- NotFound (also LookupError)          snapshot ids, prefixes, refs
      +-- StoreError                           store: cannot open, map full, ...
+          +-- StoreDamaged                    store: its file is damaged (restore a backup)
 """
 
 from __future__ import annotations
@@ -61,3 +63,35 @@ class NotFound(PeerhostError, LookupError):
 
 class StoreError(PeerhostError):
     """The store cannot be opened or written."""
+
+
+class StoreDamaged(StoreError):
+    """The store's file itself is damaged (its pages, not one object): nothing in it can be
+    trusted to be found. The way out is a backup of the store folder, or a fresh clone."""
+
+    def __init__(self, path: object, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(f"the store at {path} is damaged ({detail}): restore that folder from "
+                         "a backup, or clone the session again into a new folder (phs clone); "
+                         "the world's files are not affected")
+
+
+class DamagedObjects(PeerhostError):
+    """Objects an operation needs are missing or corrupt; it stopped before writing anything.
+
+    Attributes:
+        problems: ``(id, "missing" | "corrupt", path that needs it)`` for each one found.
+    """
+
+    def __init__(self, problems: list[tuple[ObjectId, str, str]], what: str = "the restore") -> None:
+        self.problems = problems
+        oid, kind, where = problems[0]
+        more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
+        super().__init__(f"{what} needs {kind} object {oid.hex()} ({where}){more}; nothing "
+                         "was written; run phs repair (it fetches good copies from the "
+                         "remotes, or drops what is lost from the snapshots that hold it)")
+
+    @property
+    def oids(self) -> list[ObjectId]:
+        return [oid for oid, _, _ in self.problems]

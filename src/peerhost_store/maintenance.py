@@ -7,11 +7,19 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from .errors import DecodeError, ObjectCorrupt, ObjectMissing
+from .errors import DecodeError, ObjectCorrupt, ObjectMissing, PeerhostError
 from .ids import ObjectId
 from .objects import DirEntry, EntryKind, Index, Object, Snapshot, decode
 from .scan import cached_ids
-from .store import ObjectStore, Update
+from .store import ObjectStore, Pins, Update
+
+#: Walks gc makes before it gives up while transfers keep pinning objects.
+GC_TRIES = 5
+
+
+class GcBusy(PeerhostError):
+    """The pins changed during each of gc's walks (a pull kept running); nothing was
+    deleted."""
 
 
 @dataclass
@@ -48,6 +56,7 @@ def walk(
     shallow: set[ObjectId] = frozenset(),  # type: ignore[assignment]
     follow_parents: bool = True,
     read_blobs: bool = True,
+    nodes: Iterable[ObjectId] = (),
 ) -> WalkReport:
     """Visit every object reachable from ``snapshots``, re-hashing each one read.
 
@@ -55,9 +64,11 @@ def walk(
         shallow: snapshots whose parents were pruned by gc (not reported missing).
         follow_parents: also walk the snapshots' ancestors.
         read_blobs: read (and so verify) blobs too; gc only needs their ids.
+        nodes: tree nodes (of any kind) to walk from as well.
     """
     report = WalkReport()
     stack: list[tuple[ObjectId, str, str]] = [(oid, "snapshot", "ref") for oid in snapshots]
+    stack += [(oid, "node", "pinned") for oid in nodes]
     while stack:
         oid, kind, where = stack.pop()
         if oid in report.reachable:
@@ -144,12 +155,24 @@ class GcReport:
     deleted_objects: int
 
 
-def collect_garbage(store: ObjectStore, retained: list[ObjectId]) -> GcReport:
+def collect_garbage(store: ObjectStore, retained: list[ObjectId], *,
+                    keep: Iterable[ObjectId] = (), pins: Pins | None = None) -> GcReport:
     """Delete every object that the ``retained`` snapshots do not reach.
 
     Snapshots whose parents are not retained become shallow. Stat cache entries that point at
-    deleted objects are dropped, so a later snapshot never reuses a deleted object.
+    deleted objects are dropped, so a later snapshot never reuses a deleted object. Live pins
+    (objects a running pull wrote or relies on) are kept, with the subtrees of pinned nodes,
+    and so are the trees in ``keep`` (a pending restore's); stale pins are dropped.
+
+    Args:
+        pins: the pins loaded before ``retained`` was read from the refs (default: now). A
+            pull drops its pin in the transaction that moves its ref, so pins read first and
+            refs read after cannot both miss what it stored.
+
+    Raises:
+        PinsChanged: pins changed since ``pins`` were loaded; nothing was deleted (walk again).
     """
+    pins = store.load_pins() if pins is None else pins
     shallow = load_shallow(store)
     kept = set(retained)
     for oid in retained:
@@ -159,10 +182,14 @@ def collect_garbage(store: ObjectStore, retained: list[ObjectId]) -> GcReport:
         if any(p not in kept for p in snap.parents):
             shallow.add(oid)
     shallow &= kept
-    report = walk(store, retained, shallow=shallow, follow_parents=False, read_blobs=False)
+    nodes = [oid for oid, node in pins.ids.items() if node] + list(keep)
+    present = set(nodes) - set(store.iter_missing(nodes))  # pinned before it is stored
+    report = walk(store, retained, shallow=shallow, follow_parents=False, read_blobs=False,
+                  nodes=[oid for oid in nodes if oid in present])
     if not report.ok:
         raise DecodeError(f"gc stopped, the store has problems: {report.problems[0]}")
-    garbage = [oid for oid in store.iter_ids() if oid not in report.reachable]
+    protected = report.reachable | pins.ids.keys()
+    garbage = [oid for oid in store.iter_ids() if oid not in protected]
     stale = {
         path: None
         for path, value in store.load_stats().items()
@@ -173,6 +200,8 @@ def collect_garbage(store: ObjectStore, retained: list[ObjectId]) -> GcReport:
             delete_objects=garbage,
             stats=stale,  # type: ignore[arg-type]
             meta={"shallow": msgpack.packb(sorted(shallow))},
+            pins=dict.fromkeys(pins.stale),
+            pins_at=pins.generation,
         )
     )
     return GcReport(len(retained), len(report.reachable), len(garbage))

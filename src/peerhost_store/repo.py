@@ -12,16 +12,17 @@ import heapq
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .diff import Change, diff_worlds
-from .errors import DecodeError, NotFound, PeerhostError
+from .errors import DecodeError, NotFound, ObjectCorrupt, ObjectMissing, PeerhostError
 from .ids import ObjectId, hash_bytes
 from .lock import FileLock
-from .maintenance import GcReport, WalkReport, collect_garbage, load_shallow, walk
+from .maintenance import GC_TRIES, GcBusy, GcReport, WalkReport, collect_garbage, load_shallow, walk
 from .objects import Snapshot, decode, encode_snapshot
+from .pending import PENDING_RESTORE, PendingRestore, RestoreIncomplete, kept_notice, only_restored
 from .region import RegionError
 from .restore import (
     ObjectReader,
@@ -33,16 +34,11 @@ from .restore import (
     prepare_restore,
 )
 from .scan import ScanResult, scan_world
-from .store import LmdbStore, ObjectStore, Update
+from .store import LmdbStore, ObjectStore, PinsChanged, Update
 from .worldfs import STORE_DIR
 from .writer import ObjectWriter
 
 HEAD = "main"
-#: Store meta key: the root tree the world is being restored to. Set in the same transaction
-#: that moves the head (or before a restore that moves none), cleared once every file is
-#: written; a command that finds it (the restore was killed) finishes the restore before it
-#: looks at the world, so a half-restored world is never snapshotted as if it were real.
-PENDING_RESTORE = "pending-restore"
 
 
 class NotARepository(NotFound):
@@ -69,35 +65,49 @@ class RollbackResult:
     safety: ObjectId | None
     oid: ObjectId
     restored: RestoreResult
+    #: Head before the rollback (after the safety snapshot): rolling back to it undoes this one.
+    previous: ObjectId | None = None
+
+
+@dataclass(frozen=True)
+class AbortResult:
+    """An interrupted restore dropped by :meth:`Repository.abort_restore`."""
+
+    pending: PendingRestore
+    head: ObjectId | None
 
 
 class Repository:
     """A world folder and the store that keeps its snapshots (``WORLD/.peerhost``)."""
 
-    def __init__(self, world: Path, store: ObjectStore, lock_path: Path) -> None:
+    def __init__(self, world: Path, store: ObjectStore, lock_path: Path,
+                 notify: Callable[[str], None] | None = None) -> None:
         self.world = world
         self.store = store
         self._lock_path = lock_path
+        #: Told, one line at a time, what a command did beyond its own work (it finished an
+        #: interrupted restore, or kept play made after one).
+        self.notify: Callable[[str], None] = notify or (lambda _: None)
 
     # -- opening --------------------------------------------------------------------------
 
     @classmethod
-    def init(cls, world: Path) -> Repository:
+    def init(cls, world: Path, *, notify: Callable[[str], None] | None = None) -> Repository:
         """Create the store of ``world`` (an existing folder); open it if it exists."""
         world = world.resolve()
         if not world.is_dir():
             raise NotFound(f"{world} is not a folder")
         (world / STORE_DIR / "store").mkdir(parents=True, exist_ok=True)
-        return cls.open(world)
+        return cls.open(world, notify=notify)
 
     @classmethod
-    def open(cls, start: Path) -> Repository:
+    def open(cls, start: Path, *, notify: Callable[[str], None] | None = None) -> Repository:
         """Open the store of the world at ``start`` or at its nearest parent that has one."""
         start = start.resolve()
         for folder in (start, *start.parents):
             if (folder / STORE_DIR / "store").is_dir():
                 base = folder / STORE_DIR
-                return cls(folder, LmdbStore(base / "store"), base / "lock")
+                return cls(folder, LmdbStore(base / "store"), base / "lock", notify)
         raise NotARepository(f"no PeerHost store in {start} or its parents (run 'phs init')")
 
     def close(self) -> None:
@@ -188,19 +198,26 @@ class Repository:
         allow_empty: bool = False,
         progress: Progress | None = None,
         author: str | None = None,
+        tell_pending: bool = True,
     ) -> SnapshotResult:
         """Snapshot the world and move head to it.
 
         When the world equals head's tree and ``allow_empty`` is false, head is returned
-        with ``created`` false. Durable once it returns.
+        with ``created`` false. Durable once it returns. An interrupted restore is finished
+        first, unless the world changed since: then the snapshot keeps that play and (with
+        ``tell_pending``) :attr:`notify` says so, with the user's two choices.
         """
         with self.lock():
-            return self._snapshot(message, allow_empty, progress, author)
+            result = self._snapshot(message, allow_empty, progress, author)
+            if tell_pending and (pending := self.pending_restore()) is not None:
+                self.notify(kept_notice(pending, result.oid))
+            return result
 
     def _snapshot(
-        self, message: str, allow_empty: bool, progress: Progress | None, author: str | None
+        self, message: str, allow_empty: bool, progress: Progress | None, author: str | None,
+        *, replacing: bool = False,
     ) -> SnapshotResult:
-        self._finish_restore()
+        self._finish_restore(replacing=replacing)
         started = time.perf_counter()
         parent = self.head()
         writer = ObjectWriter(self.store)
@@ -231,41 +248,70 @@ class Repository:
 
     def _commit_tree(self, root: ObjectId, message: str,
                      other_parents: tuple[ObjectId, ...] = (), *,
-                     restoring: bool = False) -> ObjectId:
+                     restoring: tuple[str, ObjectId, ObjectId] | None = None) -> ObjectId:
+        """Commit ``root`` on top of head. With ``restoring`` (command, snapshot, source
+        tree), the same transaction records the restore of ``root`` about to begin."""
         parent = self.head()
         parents = ((parent,) if parent else ()) + other_parents
         snap = Snapshot(root, parents, int(time.time()), _author(), socket.gethostname(),
                         message, {})
         data = encode_snapshot(snap)
         oid = hash_bytes(data)
-        meta: dict[str, bytes | None] = {PENDING_RESTORE: root} if restoring else {}
+        meta: dict[str, bytes | None] = {}
+        if restoring is not None:
+            command, snapshot, source = restoring
+            mark = PendingRestore(root, source, parent, oid, snapshot, command)
+            meta[PENDING_RESTORE] = mark.encode()
         self.store.apply(Update(objects=[data], refs=[(HEAD, parent, oid)], meta=meta))
         return oid
 
     def restore_moving_head(self, ops: list[RestoreOp], target: ObjectId,
                             refs: list[tuple[str, ObjectId | None, ObjectId | None]],
                             reader: ObjectReader | None = None,
-                            progress: Progress | None = None) -> RestoreResult:
-        """Move ``refs`` (compare-and-swap) and write ``ops`` (towards root tree ``target``)
-        as one recoverable step: see :data:`PENDING_RESTORE`. Call under :meth:`lock`."""
-        self.store.apply(Update(refs=refs, meta={PENDING_RESTORE: target}))
-        return self._apply_pending(ops, reader, progress)
+                            progress: Progress | None = None, *, source: ObjectId,
+                            command: str = "pull") -> RestoreResult:
+        """Move ``refs`` (compare-and-swap) and write ``ops`` (from root tree ``source``
+        towards ``target``) as one recoverable step: see :mod:`peerhost_store.pending`.
+        Call under :meth:`lock`."""
+        moves = {name: (old, new) for name, old, new in refs}
+        before, after = moves.get(HEAD, (self.head(), self.head()))
+        mark = PendingRestore(target, source, before, after, after, command)
+        self.store.apply(Update(refs=refs, meta={PENDING_RESTORE: mark.encode()}))
+        return self._apply_pending(ops, reader, progress, mark)
 
     def _apply_pending(self, ops: list[RestoreOp], reader: ObjectReader | None,
-                       progress: Progress | None) -> RestoreResult:
-        result = apply_restore(reader or self.store, self.world, ops, progress=progress)
+                       progress: Progress | None, mark: PendingRestore) -> RestoreResult:
+        try:
+            result = apply_restore(reader or self.store, self.world, ops, progress=progress)
+        except (OSError, ObjectMissing, ObjectCorrupt) as exc:
+            raise RestoreIncomplete(mark, exc) from exc
         self.store.apply(Update(meta={PENDING_RESTORE: None}))
         return result
 
-    def _finish_restore(self) -> None:
-        """Finish a restore that was interrupted (see :data:`PENDING_RESTORE`)."""
-        target = self.store.get_meta(PENDING_RESTORE)
-        if target is None:
+    def pending_restore(self) -> PendingRestore | None:
+        """The restore that began writing the world and did not finish, if any."""
+        raw = self.store.get_meta(PENDING_RESTORE)
+        if raw is None:
+            return None
+        head = self.head()
+        return PendingRestore.decode(raw, head, self.read_snapshot(head).root if head else None)
+
+    def _finish_restore(self, *, replacing: bool = False) -> None:
+        """Finish a restore that was interrupted, unless the world changed since: then leave
+        it to the caller's snapshot and tell the user (see :mod:`peerhost_store.pending`).
+        ``replacing``: the caller is about to write a restore of its own."""
+        mark = self.pending_restore()
+        if mark is None:
             return
         live = self._scan().root  # under the lock the caller holds
+        if not only_restored(self.store, mark, live):
+            if replacing:
+                self.notify(f"an interrupted {mark.describe()} is replaced by this command "
+                            "(the world as it was is snapshotted first)")
+            return
         try:
-            ops = prepare_restore(self.store, self.world, live, ObjectId(target))
-            self._apply_pending(ops, None, None)
+            ops = prepare_restore(self.store, self.world, live, mark.target)
+            result = self._apply_pending(ops, None, None, mark)
         except (DecodeError, RegionError) as exc:
             # The target itself cannot be written: retrying on every command would lock the
             # world up. Give up on it once, loudly.
@@ -273,6 +319,23 @@ class Repository:
             raise PeerhostError(f"an interrupted restore of {self.world} cannot be finished "
                                 f"({exc}); the world is partly restored: restore or roll back "
                                 "to a snapshot you trust") from exc
+        self.notify(f"finished an interrupted {mark.describe()}: {result.written} files "
+                    f"written, {result.removed} removed")
+
+    def abort_restore(self) -> AbortResult:
+        """Drop an interrupted restore: head goes back to where the restore found it, unless
+        play was snapshotted on top since (head then stays: it holds that play); the world is
+        not touched. Raises NotFound when no restore is pending."""
+        with self.lock():
+            mark = self.pending_restore()
+            if mark is None:
+                raise NotFound(f"there is no interrupted restore in {self.world} to abort")
+            head = self.head()
+            refs: list[tuple[str, ObjectId | None, ObjectId | None]] = []
+            if head == mark.after and head != mark.before:
+                refs, head = [(HEAD, head, mark.before)], mark.before
+            self.store.apply(Update(refs=refs, meta={PENDING_RESTORE: None}))
+            return AbortResult(mark, head)
 
     # -- diff, checkout, restore, rollback ------------------------------------------------
 
@@ -304,7 +367,10 @@ class Repository:
             safety, live = self._safety_snapshot(f"safety snapshot before restoring {snapshot.hex()[:12]}")
             target = self.read_snapshot(snapshot).root
             ops = prepare_restore(self.store, self.world, live, target)
-            return safety, self.restore_moving_head(ops, target, [], progress=progress)
+            head = self.head()
+            mark = PendingRestore(target, live, head, head, snapshot, "restore")
+            self.store.apply(Update(meta={PENDING_RESTORE: mark.encode()}))
+            return safety, self._apply_pending(ops, None, progress, mark)
 
     def rollback(self, snapshot: ObjectId, progress: Progress | None = None) -> RollbackResult:
         """Make head a new snapshot holding ``snapshot``'s tree and restore the world to it.
@@ -316,9 +382,11 @@ class Repository:
             safety, live = self._safety_snapshot(f"safety snapshot before rollback to {snapshot.hex()[:12]}")
             target = self.read_snapshot(snapshot).root
             ops = prepare_restore(self.store, self.world, live, target)  # refuse before head moves
-            oid = self._commit_tree(target, f"rollback to {snapshot.hex()[:12]}", restoring=True)
-            restored = self._apply_pending(ops, None, progress)
-            return RollbackResult(safety, oid, restored)
+            previous = self.head()
+            oid = self._commit_tree(target, f"rollback to {snapshot.hex()[:12]}",
+                                    restoring=("rollback", snapshot, live))
+            restored = self._apply_pending(ops, None, progress, self._mark())
+            return RollbackResult(safety, oid, restored, previous)
 
     def reconcile(self, other: ObjectId, *, keep_other: bool,
                   progress: Progress | None = None) -> RollbackResult:
@@ -342,13 +410,19 @@ class Repository:
             ops = prepare_restore(self.store, self.world, live, target)  # refuse before head moves
             which = "theirs" if keep_other else "ours"
             oid = self._commit_tree(target, f"reconcile with {other.hex()[:12]}: kept "
-                                    f"{kept.hex()[:12]} ({which})", (other,), restoring=True)
-            restored = self._apply_pending(ops, None, progress)
-            return RollbackResult(safety, oid, restored)
+                                    f"{kept.hex()[:12]} ({which})", (other,),
+                                    restoring=("reconcile", kept, live))
+            restored = self._apply_pending(ops, None, progress, self._mark())
+            return RollbackResult(safety, oid, restored, head)
+
+    def _mark(self) -> PendingRestore:
+        mark = self.pending_restore()
+        assert mark is not None, "recorded with the head move just before"
+        return mark
 
     def _safety_snapshot(self, message: str) -> tuple[ObjectId | None, ObjectId]:
         head = self.head()
-        result = self._snapshot(message, False, None, None)
+        result = self._snapshot(message, False, None, None, replacing=True)
         return (result.oid if result.created and head is not None else None), result.snapshot.root
 
     # -- maintenance ----------------------------------------------------------------------
@@ -367,14 +441,23 @@ class Repository:
         if keep_last is not None and keep_last < 1:
             raise PeerhostError("gc keeps at least one snapshot")
         with self.lock():
-            retained: list[ObjectId] = []
-            for _, ref in self.store.iter_refs():
-                for i, (oid, _) in enumerate(self.log(ref)):
-                    if keep_last is not None and i >= keep_last:
-                        break
-                    if oid not in retained:
-                        retained.append(oid)
-            return collect_garbage(self.store, retained)
+            for _ in range(GC_TRIES):
+                pins = self.store.load_pins()  # before the refs: see collect_garbage
+                retained: list[ObjectId] = []
+                for _, ref in self.store.iter_refs():
+                    for i, (oid, _) in enumerate(self.log(ref)):
+                        if keep_last is not None and i >= keep_last:
+                            break
+                        if oid not in retained:
+                            retained.append(oid)
+                pending = self.pending_restore()
+                keep = [pending.source, pending.target] if pending else []
+                try:
+                    return collect_garbage(self.store, retained, keep=keep, pins=pins)
+                except PinsChanged:
+                    continue  # a pull pinned objects or moved its ref meanwhile
+            raise GcBusy(f"gc gave up after {GC_TRIES} walks: a pull kept changing what it "
+                         "protects; nothing was deleted; run gc again when it has finished")
 
 
 def _author() -> str:

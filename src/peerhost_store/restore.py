@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
 from .bounds import check_tree
-from .errors import DecodeError, PeerhostError
+from .errors import DamagedObjects, DecodeError, ObjectCorrupt, ObjectMissing, PeerhostError
 from .ids import ObjectId
 from .objects import ChunkEntry, DirEntry, EntryKind, decode_blob
 from .region import ChunkRecord, external_name, region_coords, write_region
@@ -34,7 +34,9 @@ class ObjectReader(Protocol):
     """What a restore reads objects through: a store, or a view of one (a pull restores
     through one that knows which objects it has just fetched and checked). A reader may also
     have ``region_entries(oid) -> list[ChunkEntry]``, a region map's entries as
-    :func:`iter_region` lists them, when it holds them decoded already."""
+    :func:`iter_region` lists them, when it holds them decoded already, and
+    ``checked(oid) -> bool``, true for objects it checked moments ago (not read again
+    before the restore)."""
 
     def get_raw(self, oid: ObjectId) -> bytes: ...
 
@@ -50,6 +52,10 @@ class _Op:
     path: str
     old: DirEntry | None
     new: DirEntry | None
+    #: The chunk entries of ``old`` and ``new`` when they are region maps, as
+    #: :func:`check_objects` read them (so that writing does not decode them again).
+    old_chunks: tuple[ChunkEntry, ...] | None = None
+    new_chunks: tuple[ChunkEntry, ...] | None = None
 
 
 #: A planned step of a restore (opaque outside this module: plan, check, then apply).
@@ -106,11 +112,68 @@ def prepare_restore(
 
     Raises:
         UnsafePath: a path in the tree, or a link on disk, would lead outside ``world``.
+        DamagedObjects: objects the restore needs are missing or corrupt.
     """
-    ops = plan(store, current, target)
+    try:
+        ops = plan(store, current, target)
+    except (ObjectMissing, ObjectCorrupt) as exc:  # a tree node: the diff reads every one
+        raise DamagedObjects([_problem(exc, "a folder of the trees compared")]) from exc
     for op in ops:
         resolve_inside(world, op.path)  # links planted on disk are refused before any write
-    return ops
+    return check_objects(store, ops)
+
+
+def check_objects(store: ObjectReader, ops: list[_Op], batch: int = 256) -> list[_Op]:
+    """Read every object ``ops`` will read (the store checks each against its id), so that a
+    damaged one stops the restore before its first write rather than half-way. Returns the
+    ops with the region maps' entries it read.
+
+    Raises:
+        DamagedObjects: each missing or corrupt object found, with the path that needs it.
+    """
+    checked = getattr(store, "checked", None)
+    damaged: list[tuple[ObjectId, str, str]] = []
+    blobs: list[tuple[ObjectId, str]] = []
+    checked_ops = []
+    for op in ops:
+        read: list[tuple[ChunkEntry, ...] | None] = [None, None]  # old's, new's
+        for side, entry in enumerate((op.old, op.new)):
+            if entry is None or entry.kind is EntryKind.DIR:
+                continue
+            if side == 0 and (entry.kind is not EntryKind.REGION or entry.raw is not None):
+                continue  # of the old side, restore reads only region maps (their externals)
+            if entry.kind is EntryKind.REGION and entry.raw is None:
+                try:
+                    chunks = read[side] = tuple(_region(store, entry.oid))
+                except (ObjectMissing, ObjectCorrupt) as exc:
+                    damaged.append(_problem(exc, op.path))
+                    continue
+                if side == 1:
+                    blobs += [(c.oid, f"{op.path} chunk slot {c.slot}") for c in chunks]
+            else:
+                blobs.append((entry.raw or entry.oid, op.path))
+        checked_ops.append(replace(op, old_chunks=read[0], new_chunks=read[1]))
+    if checked is not None:
+        blobs = [(oid, where) for oid, where in blobs if not checked(oid)]
+    for start in range(0, len(blobs), batch):
+        part = blobs[start : start + batch]
+        try:
+            store.get_many([oid for oid, _ in part])
+        except (ObjectMissing, ObjectCorrupt):
+            for oid, where in part:  # find each one
+                try:
+                    store.get_many([oid])
+                except (ObjectMissing, ObjectCorrupt) as exc:
+                    damaged.append(_problem(exc, where))
+    if damaged:
+        raise DamagedObjects(damaged)
+    return checked_ops
+
+
+def _problem(exc: ObjectMissing | ObjectCorrupt, where: str) -> tuple[ObjectId, str, str]:
+    if isinstance(exc, ObjectMissing):
+        return exc.oid, "missing", where
+    return exc.expected, "corrupt", where
 
 
 def apply_restore(
@@ -226,9 +289,9 @@ def _apply(store: ObjectReader, world: Path, op: _Op, result: RestoreResult,
     if new is None or new.kind is EntryKind.DIR:
         writer.drain()  # removals and folders come after every queued write, as planned
     if old is not None and old.kind is EntryKind.REGION:
-        stale = _externals(store, op.path, old)
+        stale = _externals(store, op.path, old, op.old_chunks)
         if new is not None and new.kind is EntryKind.REGION:
-            stale -= _externals(store, op.path, new)
+            stale -= _externals(store, op.path, new, op.new_chunks)
         if stale:
             writer.drain()
         for name in stale:
@@ -252,7 +315,7 @@ def _apply(store: ObjectReader, world: Path, op: _Op, result: RestoreResult,
         writer.drain()
         remove_path(path)  # a folder stands where a file goes: its children were removed first
     if new.kind is EntryKind.REGION and new.raw is None:
-        data, externals = write_region(_records(store, new))
+        data, externals = write_region(_records(store, new, op.new_chunks))
         coords = region_coords(new.name)
         if externals and coords is None:
             raise DecodeError(f"{op.path}: external chunks in a file that is not r.X.Z.mca")
@@ -276,8 +339,9 @@ def _region(store: ObjectReader, oid: ObjectId) -> list[ChunkEntry]:
     return list(iter_region(store, oid)) if entries is None else list(entries(oid))
 
 
-def _records(store: ObjectReader, entry: DirEntry) -> list[ChunkRecord]:
-    chunks = _region(store, entry.oid)
+def _records(store: ObjectReader, entry: DirEntry,
+             read: tuple[ChunkEntry, ...] | None) -> list[ChunkRecord]:
+    chunks = _region(store, entry.oid) if read is None else read
     if len(chunks) != entry.size:
         raise DecodeError(f"{entry.name}: the entry says {entry.size} chunks, its region map "
                           f"holds {len(chunks)}")
@@ -288,8 +352,10 @@ def _records(store: ObjectReader, entry: DirEntry) -> list[ChunkRecord]:
     ]
 
 
-def _externals(store: ObjectReader, path: str, entry: DirEntry) -> set[str]:
+def _externals(store: ObjectReader, path: str, entry: DirEntry,
+               read: tuple[ChunkEntry, ...] | None) -> set[str]:
     coords = region_coords(entry.name)
     if coords is None or entry.raw is not None:
         return set()
-    return {external_name(*coords, c.slot) for c in _region(store, entry.oid) if c.external}
+    chunks = _region(store, entry.oid) if read is None else read
+    return {external_name(*coords, c.slot) for c in chunks if c.external}

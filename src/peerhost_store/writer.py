@@ -18,9 +18,13 @@ class ObjectWriter:
     more than the overlap gained.)
     """
 
-    def __init__(self, store: ObjectStore, batch_bytes: int = BATCH_BYTES) -> None:
+    def __init__(self, store: ObjectStore, batch_bytes: int = BATCH_BYTES, *,
+                 heal: frozenset[ObjectId] = frozenset()) -> None:
         self.store = store
         self.batch_bytes = batch_bytes
+        #: Ids whose stored bytes are damaged: written again when produced (see ``healed``).
+        self.heal = heal
+        self.healed: set[ObjectId] = set()
         self._pending: list[tuple[ObjectId, bytes]] = []
         self._pending_ids: set[ObjectId] = set()
         self._pending_size = 0
@@ -47,7 +51,8 @@ class ObjectWriter:
         if not pending:
             return []
         missing = set(self.store.iter_missing(oid for oid, _ in pending))
-        fresh = [(oid, data) for oid, data in pending if oid in missing]
+        self.healed.update(oid for oid, _ in pending if oid in self.heal)
+        fresh = [(oid, data) for oid, data in pending if oid in missing or oid in self.heal]
         self.new_objects += len(fresh)
         self.new_bytes += sum(len(data) for _, data in fresh)
         return fresh

@@ -5,7 +5,9 @@ A store holds four things:
 * objects, keyed by id, immutable (``add`` of a known object is a no-op);
 * refs, named heads (``main``), changed only by compare-and-swap;
 * the stat cache, ``path -> bytes`` written by snapshot so unchanged files are never re-read;
-* meta, small ``key -> bytes`` settings.
+* meta, small ``key -> bytes`` settings;
+* pins: ids that a running transfer wrote or relies on before any ref reaches them. gc treats
+  live pins as roots; a pin whose owner is gone (its process died) is stale and ignored.
 
 Every change goes through :meth:`ObjectStore.apply`, which applies an :class:`Update` atomically:
 all of it or, when a ref's expected value does not match, none of it (:class:`RefConflict`).
@@ -21,6 +23,31 @@ from typing import Protocol
 
 from ..errors import PeerhostError, StoreError
 from ..ids import ObjectId
+
+
+class PinsChanged(PeerhostError):
+    """An update made against the pins of an earlier moment (``Update.pins_at``) found them
+    changed: what it deletes may now be needed. Nothing was applied."""
+
+    def __init__(self, expected: int, actual: int) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"objects were pinned since generation {expected} (now {actual})")
+
+
+@dataclass(frozen=True)
+class Pins:
+    """The live pins of a store (:meth:`ObjectStore.load_pins`).
+
+    Attributes:
+        generation: grows whenever pins change (an update can require it unchanged).
+        ids: each pinned id, and whether it is a tree node (its subtree is protected too).
+        stale: names of pins whose owner is gone; their ids are not in ``ids``.
+    """
+
+    generation: int
+    ids: dict[ObjectId, bool]
+    stale: list[str]
 
 
 class RefConflict(PeerhostError):
@@ -46,6 +73,13 @@ class Update:
     a larger buffer (an upload's body), which the store copies.
     ``refs`` are compare-and-swaps ``(name, expected, new)`` where None means absent;
     ``stats`` and ``meta`` map keys to new values (None deletes).
+
+    ``require`` lists ids that must be stored once the update is applied (after its own
+    objects and deletions), or nothing is applied (:class:`ObjectMissing`): a ref moves only
+    onto objects that are there. ``pins`` adds ``(id, is_node)`` pairs under a pin name from
+    :meth:`ObjectStore.new_pin`, or drops the whole pin (None). With ``pins_at``, nothing is
+    applied (:class:`PinsChanged`) if the pins changed after that generation (gc deletes only
+    what no pin it has seen protects).
     """
 
     objects: Sequence[bytes | memoryview] = field(default_factory=list)
@@ -55,6 +89,9 @@ class Update:
     meta: dict[str, bytes | None] = field(default_factory=dict)
     delete_objects: list[ObjectId] = field(default_factory=list)
     clear_stats: bool = False
+    require: Sequence[ObjectId] = field(default_factory=list)
+    pins: dict[str, Sequence[tuple[ObjectId, bool]] | None] = field(default_factory=dict)
+    pins_at: int | None = None
 
 
 class ObjectStore(Protocol):
@@ -71,7 +108,8 @@ class ObjectStore(Protocol):
         ...
 
     def add_raw(self, data: bytes) -> tuple[ObjectId, bool]:
-        """Store one object durably; return its id and whether it was new."""
+        """Store one object durably; return its id and whether it was written (new, or in
+        place of stored bytes that were corrupt)."""
         ...
 
     def iter_missing(self, oids: Iterable[ObjectId]) -> Iterator[ObjectId]:
@@ -83,7 +121,9 @@ class ObjectStore(Protocol):
         ...
 
     def apply(self, update: Update) -> int:
-        """Apply ``update`` atomically; return how many objects were new. Raises RefConflict."""
+        """Apply ``update`` atomically; return how many objects were written (new, or in
+        place of corrupt bytes). Raises RefConflict, PinsChanged, or ObjectMissing for
+        ``require``; then nothing was applied."""
         ...
 
     def get_ref(self, name: str) -> ObjectId | None: ...
@@ -96,6 +136,13 @@ class ObjectStore(Protocol):
 
     def get_meta(self, key: str) -> bytes | None: ...
 
+    def new_pin(self) -> str:
+        """A new pin name owned by this store handle: live until an update drops it, the
+        store is closed, or the process ends."""
+        ...
+
+    def load_pins(self) -> Pins: ...
+
     def close(self) -> None: ...
 
 
@@ -106,6 +153,8 @@ __all__ = [
     "LmdbStore",
     "MemoryStore",
     "ObjectStore",
+    "Pins",
+    "PinsChanged",
     "RefConflict",
     "StoreError",
     "Update",

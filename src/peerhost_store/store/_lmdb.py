@@ -13,21 +13,28 @@ import errno
 import os
 import shutil
 import threading
-from collections.abc import Callable, Container, Iterable, Iterator
+import uuid
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Self, TypeVar
 
 import lmdb
 
-from ..errors import ObjectCorrupt, ObjectMissing, StoreError
+from ..errors import ObjectCorrupt, ObjectMissing, StoreDamaged, StoreError
 from ..ids import ObjectId, hash_bytes
-from . import RefConflict, Update
+from ..lock import FileLock, Locked
+from . import Pins, PinsChanged, RefConflict, Update
 
 T = TypeVar("T")
 
 MIN_MAP_SIZE = 256 << 20
 MAX_MAP_SIZE = 1 << 44  # 16 TiB of address space: far beyond any world
+#: Meta key of the pin generation (8 bytes, big-endian).
+PIN_GENERATION = "pins/generation"
+#: What LMDB raises when its file's pages do not hold what they should.
+DAMAGE = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError, lmdb.BadDbiError,
+          lmdb.BadValsizeError, lmdb.PageFullError, lmdb.VersionMismatchError)
 
 
 class LmdbStore:
@@ -42,32 +49,65 @@ class LmdbStore:
             size = map_size or max(MIN_MAP_SIZE, _round_up(2 * on_disk))
             _back_lock_file(self.path / "lock.mdb")
             self._env = lmdb.open(
-                str(self.path), map_size=size, max_dbs=4, subdir=True, sync=True, metasync=True
+                str(self.path), map_size=size, max_dbs=5, subdir=True, sync=True, metasync=True
             )
+        except DAMAGE as exc:
+            raise StoreDamaged(self.path, str(exc)) from exc
+        except (OSError, lmdb.Error) as exc:
+            raise StoreError(_describe(self.path, exc, f"cannot open the store at {self.path}")
+                             ) from exc
+        try:
             self._objects = self._env.open_db(b"objects")  # a write, on a new store
             self._refs = self._env.open_db(b"refs")
             self._stats = self._env.open_db(b"stats")
             self._meta = self._env.open_db(b"meta")
-        except (OSError, lmdb.Error) as exc:
+            # Keys: pin name, "/", object id; value b"\x01" for a tree node, b"\x00" otherwise.
+            self._pins = self._env.open_db(b"pins")
+        except lmdb.Error as exc:
+            self._env.close()
+            if isinstance(exc, DAMAGE) or not _is_disk_full(self.path, exc):
+                # The main database names the others: a damaged page.
+                raise StoreDamaged(self.path, str(exc)) from exc
             raise StoreError(_describe(self.path, exc, f"cannot open the store at {self.path}")
                              ) from exc
+        self._size = on_disk
         self._lock = threading.Lock()  # one write transaction at a time
         self._gate = _ResizeGate()
+        #: Pins this handle owns, each with the lock on its file that says its owner lives.
+        self._pin_locks: dict[str, FileLock] = {}
 
     # -- reads --------------------------------------------------------------------------
 
     def _read(self, fn: Callable[[lmdb.Transaction], T]) -> T:
         for _ in range(3):
             try:
-                with self._gate.shared(), self._env.begin() as txn:
+                # buffers: values are views of the map until copied, so a damaged length is
+                # seen (_value) before any byte past the end of the file is touched (SIGBUS).
+                with self._gate.shared(), self._env.begin(buffers=True) as txn:
                     return fn(txn)
             except lmdb.MapResizedError:
                 # Another process grew the map; adopt its size and read again.
                 with self._gate.exclusive():
                     self._env.set_mapsize(0)
+            except (*DAMAGE, UnicodeDecodeError) as exc:
+                raise StoreDamaged(self.path, str(exc)) from exc
             except lmdb.Error as exc:
                 raise StoreError(f"reading the store at {self.path} failed: {exc}") from exc
         raise StoreError(f"the store at {self.path} keeps being resized under us")
+
+    def _value(self, value: memoryview | bytes | None) -> bytes | None:
+        """A value read in :meth:`_read`, copied out of the map once its length is sane."""
+        if value is None:
+            return None
+        if len(value) > self._size:
+            try:  # the file has grown since we last looked, or the length is damaged
+                self._size = (self.path / "data.mdb").stat().st_size
+            except OSError:
+                pass
+            if len(value) > self._size:
+                raise StoreDamaged(self.path, f"a value claims {len(value)} bytes, more than "
+                                   "the file holds")
+        return bytes(value)
 
     def __contains__(self, oid: object) -> bool:
         if not isinstance(oid, bytes):
@@ -85,7 +125,7 @@ class LmdbStore:
         stored itself moments ago (a pull restoring what it just fetched): they cross no
         boundary between that check and this read. Everything else is checked here.
         """
-        rows = self._read(lambda txn: [txn.get(oid, db=self._objects) for oid in oids])
+        rows = self._read(lambda txn: [self._value(txn.get(oid, db=self._objects)) for oid in oids])
         out: list[bytes] = []
         for oid, data in zip(oids, rows):
             if data is None:
@@ -94,7 +134,7 @@ class LmdbStore:
                 got = hash_bytes(data)
                 if got != oid:
                     raise ObjectCorrupt(oid, got, f"store {self.path}")
-            out.append(bytes(data))  # bytes already: no copy
+            out.append(data)
         return out
 
     def peek(self, oids: list[ObjectId], n: int) -> list[tuple[int, bytes] | None]:
@@ -124,25 +164,27 @@ class LmdbStore:
         return iter(ids)
 
     def get_ref(self, name: str) -> ObjectId | None:
-        value = self._read(lambda txn: txn.get(name.encode(), db=self._refs))
-        return None if value is None else ObjectId(bytes(value))
+        value = self._read(lambda txn: self._value(txn.get(name.encode(), db=self._refs)))
+        return None if value is None else self._ref(name, value)
 
     def iter_refs(self) -> Iterator[tuple[str, ObjectId]]:
         rows = self._read(
-            lambda txn: [
-                (bytes(k).decode(), ObjectId(bytes(v))) for k, v in txn.cursor(db=self._refs)
-            ]
+            lambda txn: [(bytes(k).decode(), self._value(v)) for k, v in txn.cursor(db=self._refs)]
         )
-        return iter(rows)
+        return iter([(name, self._ref(name, value)) for name, value in rows if value is not None])
+
+    def _ref(self, name: str, value: bytes) -> ObjectId:
+        if len(value) != 32:
+            raise StoreDamaged(self.path, f"ref {name!r} holds {len(value)} bytes, not an id")
+        return ObjectId(value)
 
     def load_stats(self) -> dict[str, bytes]:
         return self._read(
-            lambda txn: {bytes(k).decode(): bytes(v) for k, v in txn.cursor(db=self._stats)}
+            lambda txn: {bytes(k).decode(): self._value(v) or b"" for k, v in txn.cursor(db=self._stats)}
         )
 
     def get_meta(self, key: str) -> bytes | None:
-        value = self._read(lambda txn: txn.get(key.encode(), db=self._meta))
-        return None if value is None else bytes(value)
+        return self._read(lambda txn: self._value(txn.get(key.encode(), db=self._meta)))
 
     # -- writes -------------------------------------------------------------------------
 
@@ -158,12 +200,16 @@ class LmdbStore:
             for _ in range(64):
                 try:
                     with self._gate.shared(), self._env.begin(write=True) as txn:
-                        return self._apply(txn, update, objects)
+                        new = self._apply(txn, update, objects)
+                    self._release_pins(name for name, ids in update.pins.items() if ids is None)
+                    return new
                 except lmdb.MapFullError:
                     self._grow()
                 except lmdb.MapResizedError:
                     with self._gate.exclusive():
                         self._env.set_mapsize(0)
+                except DAMAGE as exc:
+                    raise StoreDamaged(self.path, f"{exc}; nothing was written") from exc
                 except lmdb.Error as exc:
                     raise StoreError(_describe(self.path, exc)) from exc
         raise StoreError(f"the store at {self.path} could not grow its map")
@@ -177,9 +223,17 @@ class LmdbStore:
             actual = None if raw is None else ObjectId(bytes(raw))
             if actual != expected:
                 raise RefConflict(name, expected, actual)
-        new = sum(1 for oid, data in objects if txn.put(oid, data, db=self._objects, overwrite=False))
+        generation = _generation(txn.get(PIN_GENERATION.encode(), db=self._meta))
+        if update.pins_at is not None and update.pins_at != generation:
+            raise PinsChanged(update.pins_at, generation)
+        new = sum(1 for oid, data in objects if self._put_object(txn, oid, data))
         for oid in update.delete_objects:
             txn.delete(oid, db=self._objects)
+        for oid in update.require:  # an exception here aborts the whole transaction
+            if txn.get(oid, db=self._objects) is None:
+                raise ObjectMissing(oid, "an update that requires it")
+        if self._apply_pins(txn, update.pins):
+            txn.put(PIN_GENERATION.encode(), (generation + 1).to_bytes(8, "big"), db=self._meta)
         for name, _, target in update.refs:
             if target is None:
                 txn.delete(name.encode(), db=self._refs)
@@ -190,6 +244,91 @@ class LmdbStore:
         _put_all(txn, self._stats, update.stats)
         _put_all(txn, self._meta, update.meta)
         return new
+
+    def _put_object(self, txn: lmdb.Transaction, oid: ObjectId, data: bytes | memoryview) -> bool:
+        if txn.put(oid, data, db=self._objects, overwrite=False):
+            return True
+        if txn.get(oid, db=self._objects) == data:
+            return False
+        # The stored bytes differ from these, which hash to ``oid``: they are corrupt.
+        return bool(txn.put(oid, data, db=self._objects))
+
+    def _apply_pins(self, txn: lmdb.Transaction,
+                    pins: dict[str, Sequence[tuple[ObjectId, bool]] | None]) -> bool:
+        """Add or drop pins; return whether anything changed."""
+        changed = False
+        for name, pinned in pins.items():
+            prefix = name.encode() + b"/"
+            if pinned is None:
+                cursor = txn.cursor(db=self._pins)
+                found = cursor.set_range(prefix)
+                while found and bytes(cursor.key()).startswith(prefix):
+                    found = cursor.delete()
+                    changed = True
+                continue
+            for oid, node in pinned:
+                txn.put(prefix + oid, b"\x01" if node else b"\x00", db=self._pins)
+                changed = True
+        return changed
+
+    # -- pins -----------------------------------------------------------------------------
+
+    def new_pin(self) -> str:
+        name = uuid.uuid4().hex
+        lock = FileLock(self._pin_file(name))
+        try:
+            self._pin_file(name).parent.mkdir(exist_ok=True)
+            lock.__enter__()
+        except OSError as exc:
+            raise StoreError(f"cannot create a pin in the store at {self.path}: {exc}") from exc
+        self._pin_locks[name] = lock
+        return name
+
+    def load_pins(self) -> Pins:
+        def read(txn: lmdb.Transaction) -> tuple[int, dict[str, dict[ObjectId, bool]]]:
+            pins: dict[str, dict[ObjectId, bool]] = {}
+            for key, value in txn.cursor(db=self._pins):
+                name, oid = bytes(key[:-33]).decode(), ObjectId(bytes(key[-32:]))
+                pins.setdefault(name, {})[oid] = value == b"\x01"
+            return _generation(txn.get(PIN_GENERATION.encode(), db=self._meta)), pins
+
+        generation, pins = self._read(read)
+        ids: dict[ObjectId, bool] = {}
+        stale = []
+        for name, pinned in sorted(pins.items()):
+            if name not in self._pin_locks and not self._pin_owner_lives(name):
+                stale.append(name)
+                continue
+            for oid, node in pinned.items():
+                ids[oid] = ids.get(oid, False) or node
+        return Pins(generation, ids, stale)
+
+    def _pin_file(self, name: str) -> Path:
+        return self.path / "pins" / f"{name}.lock"
+
+    def _pin_owner_lives(self, name: str) -> bool:
+        """Whether another handle (another process) holds the lock on the pin's file."""
+        path = self._pin_file(name)
+        if not path.exists():
+            return False
+        try:
+            with FileLock(path):
+                return False
+        except Locked:
+            return True
+        except OSError:
+            return True  # cannot tell: keep protecting what it pins
+
+    def _release_pins(self, names: Iterable[str]) -> None:
+        for name in names:
+            lock = self._pin_locks.pop(name, None)
+            if lock is not None:
+                lock.__exit__(None, None, None)
+            try:
+                with FileLock(self._pin_file(name)):
+                    self._pin_file(name).unlink()
+            except (Locked, OSError):
+                pass  # still owned elsewhere, or gone already
 
     def _grow(self) -> None:
         current = self._env.info()["map_size"]
@@ -219,6 +358,9 @@ class LmdbStore:
         return (self.path / "data.mdb").stat().st_size
 
     def close(self) -> None:
+        for lock in self._pin_locks.values():
+            lock.__exit__(None, None, None)  # what it pinned is stale from now on
+        self._pin_locks.clear()
         self._env.close()
 
     def __enter__(self) -> Self:
@@ -268,6 +410,10 @@ class _ResizeGate:
                 self._cond.notify_all()
 
 
+def _generation(raw: bytes | memoryview | None) -> int:
+    return 0 if raw is None else int.from_bytes(raw, "big")
+
+
 def _put_all(txn: lmdb.Transaction, db: lmdb._Database, changes: dict[str, bytes | None]) -> None:
     for key, value in changes.items():
         if value is None:
@@ -301,10 +447,14 @@ def _back_lock_file(path: Path) -> None:
         os.close(fd)
 
 
+def _is_disk_full(path: Path, exc: lmdb.Error | OSError) -> bool:
+    code = getattr(exc, "errno", None) or (exc.args[0] if exc.args else None)
+    return code == errno.ENOSPC or "No space left" in str(exc) or _disk_full(path)
+
+
 def _describe(path: Path, exc: lmdb.Error | OSError,
               what: str | None = None) -> str:
-    code = getattr(exc, "errno", None) or (exc.args[0] if exc.args else None)
-    if code == errno.ENOSPC or "No space left" in str(exc) or _disk_full(path):
+    if _is_disk_full(path, exc):
         return f"the disk holding the store at {path} is full; nothing was written ({exc})"
     if what is not None:
         return f"{what}: {exc}"

@@ -14,7 +14,9 @@ tree and the size of the change, never one request per object.
   always has its whole subtree (snapshot and pull store children before parents), so a
   present node is complete. Blobs are stored as they arrive; tree nodes and the
   ``remotes/<session>`` ref are stored together at the end, so an interrupted pull never
-  leaves a node without its children.
+  leaves a node without its children. Until then no ref reaches what the pull stored or
+  found present, so it pins those (a concurrent gc keeps them, see
+  :class:`~peerhost_store.store.Pins`), and the final update requires them present.
 
 **Chunk deltas.** When the receiving side already holds a snapshot (the session head for a
 push; for a pull, a snapshot that both the session's history and the local store hold), the
@@ -32,12 +34,20 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field, fields
 from typing import TypeVar
 
 import msgpack
 
-from ..errors import DecodeError, NotFound, ObjectCorrupt, ObjectMissing, PeerhostError
+from ..errors import (
+    DamagedObjects,
+    DecodeError,
+    NotFound,
+    ObjectCorrupt,
+    ObjectMissing,
+    PeerhostError,
+)
 from ..ids import ObjectId, hash_bytes
 from ..maintenance import load_shallow
 from ..objects import (
@@ -49,8 +59,9 @@ from ..objects import (
     decode_blob,
     encode_dir_leaf,
 )
+from ..pending import RestorePending
 from ..repo import HEAD, Repository
-from ..restore import RestoreResult, prepare_restore
+from ..restore import RestoreOp, RestoreResult, prepare_restore
 from ..store import LmdbStore, ObjectStore, Update
 from ..tree import iter_region
 from .client import CoordinatorClient, CoordinatorError, RateLimited, Unauthorized, WireStats
@@ -563,7 +574,7 @@ def pull(
     report.objects_received, report.object_bytes = fetched.objects, fetched.object_bytes
     for name, value in fetched.chunks.counts().items():
         setattr(report, name, value)
-    _integrate(repo, client.session, remote, report, run.reader())
+    _integrate(repo, client.session, remote, report, run.reader(), client)
     report.wire = _wire_since(client, before)
     return report
 
@@ -623,6 +634,11 @@ class _Fetched:
         data = self.nodes.get(oid)
         return self.get_many([oid])[0] if data is None else data
 
+    def checked(self, oid: ObjectId) -> bool:
+        """Whether this fetch checked the object moments ago (a restore need not read it
+        before it writes, see :func:`~peerhost_store.restore.check_objects`)."""
+        return oid in self.blobs or oid in self.nodes
+
     def get_many(self, oids: list[ObjectId]) -> list[bytes]:
         found = [self.nodes.get(oid) for oid in oids]
         rest = [oid for oid, data in zip(oids, found) if data is None]
@@ -661,6 +677,9 @@ class _Fetch:
         self.checked: set[ObjectId] = set()  # blobs this fetch hashed and stored
         self._storer: ThreadPoolExecutor | None = None
         self._storing: Future[int] | None = None  # the blob batch being committed
+        #: What this fetch stored or found present: pinned until the ref reaches it.
+        self.pin = store.new_pin()
+        self.relied: list[ObjectId] = []
 
     def run(self, remote: ObjectId, *, ref: str, delta: bool) -> FetchResult:
         """See :func:`fetch`."""
@@ -674,6 +693,10 @@ class _Fetch:
                     self.deltas(self.store.get_ref(HEAD))
                 self.whole_blobs()
                 self.finish(ref, remote)
+            except BaseException:
+                with suppress(PeerhostError):  # else the pin goes stale when we exit
+                    self.store.apply(Update(pins={self.pin: None}))
+                raise
             finally:
                 self._storer = None
         return self.result
@@ -692,6 +715,7 @@ class _Fetch:
         frontier: list[tuple[ObjectId, Kind]] = [(remote, Kind.SNAPSHOT)]
         while frontier:
             absent = set(self.store.iter_missing(oid for oid, _ in frontier))
+            absent |= self._rely_on([item for item in frontier if item[0] not in absent])
             self.held += [oid for oid, kind in frontier
                           if kind is Kind.SNAPSHOT and oid not in absent]
             want = [item for item in frontier if item[0] in absent]
@@ -717,6 +741,17 @@ class _Fetch:
                 self.tick()
             frontier = after
 
+    def _rely_on(self, present: list[tuple[ObjectId, Kind]]) -> set[ObjectId]:
+        """Pin objects found present (a present node: with its subtree), then return those
+        that a concurrent gc deleted before the pin landed: they are fetched instead."""
+        if not present:
+            return set()
+        self.store.apply(Update(pins={self.pin: [(oid, kind is not Kind.BLOB)
+                                                 for oid, kind in present]}))
+        ids = [oid for oid, _ in present]
+        self.relied += ids
+        return set(self.store.iter_missing(ids))
+
     def deltas(self, prefer: ObjectId | None) -> None:
         """Fetch the missing chunk blobs that pair with a snapshot held here as deltas."""
         if not self.held or not self.snapshots:
@@ -724,14 +759,17 @@ class _Fetch:
         # Any held snapshot of the session's history is complete here and on the coordinator;
         # the local head (the world's current state) is the closest to what comes.
         held = prefer if prefer in self.held else self.held[0]
-        snapshot = decode(self.store.get_raw(held))
+        try:
+            snapshot = decode(self.store.get_raw(held))
+        except ObjectCorrupt:
+            return  # damaged here (phs repair heals it): every blob comes whole
         assert isinstance(snapshot, Snapshot)  # the walk reached it as a parent snapshot
         overlay = _Overlay(self.nodes, self.store)
         for _, root in self.snapshots:
             try:
                 pairs = pair_chunks(overlay, snapshot.root, root)
-            except (ObjectMissing, DecodeError):
-                continue  # cannot happen in a sound repository; the blobs then go whole
+            except (ObjectMissing, ObjectCorrupt, DecodeError):
+                continue  # not in a sound repository; the blobs then go whole
             chosen = [i for i, pair in enumerate(pairs)
                       if pair.new.oid in self.blobs and pair.new.oid in self.chunks]
             while chosen:
@@ -760,7 +798,7 @@ class _Fetch:
                  if item.kind == KIND_DELTA and p.base is not None]
         try:
             bases = dict(zip(based, self.store.get_many(based)))
-        except ObjectMissing:  # the held tree is complete here; never in a sound repository
+        except (ObjectMissing, ObjectCorrupt):  # a damaged base: these chunks come whole
             counts.fallbacks += len(pairs)
             return
         for pair, item in zip(pairs, items):
@@ -806,10 +844,13 @@ class _Fetch:
         if self._storing is not None:
             self._storing.result()  # every blob is stored before the nodes that reach it
             self._storing = None
+        # Every object the nodes reach is here (pinned, so gc kept it): checked at commit.
         self.store.apply(Update(objects=self._pending + list(self.nodes.values()),
                                 hashed=self._pending_hashed,
                                 refs=[(ref, self.store.get_ref(ref), remote)],
-                                meta=self._shallow()))
+                                meta=self._shallow(),
+                                require=[*self.relied, *self.checked],
+                                pins={self.pin: None}))
 
     def _shallow(self) -> dict[str, bytes | None]:
         """The local ``shallow`` list, grown by fetched snapshots whose history was cut."""
@@ -835,8 +876,11 @@ class _Fetch:
             self.checked.add(hashed[0])
             self._pending_bytes += len(hashed[1])
         if self._pending_bytes >= self.batch_bytes:
-            # A blob reaches nothing: storing it before the nodes that point at it is safe.
-            update = Update(objects=self._pending, hashed=self._pending_hashed)
+            # A blob reaches nothing: storing it before the nodes that point at it is safe,
+            # pinned in the same transaction (no ref reaches it yet).
+            update = Update(objects=self._pending, hashed=self._pending_hashed, pins={
+                self.pin: [(hash_bytes(data), False) for data in self._pending]
+                + [(oid, False) for oid, _ in self._pending_hashed]})
             self._pending, self._pending_hashed, self._pending_bytes = [], [], 0
             if self._storing is not None:
                 self._storing.result()  # one batch in memory while another is committed
@@ -884,8 +928,47 @@ def _download(client: CoordinatorClient, ids: list[ObjectId]) -> list[bytes]:
     return out
 
 
+class CoordinatorSource:
+    """Good copies of objects from a coordinator session (:class:`~peerhost_store.repair.
+    ObjectSource`): for ``phs repair``, and for a pull whose restore needs an object that is
+    damaged here."""
+
+    def __init__(self, client: CoordinatorClient, name: str) -> None:
+        self.client = client
+        self.name = name
+
+    def fetch(self, ids: list[ObjectId]) -> dict[ObjectId, bytes]:
+        """The bytes of those of ``ids`` the session stores, each checked against its id."""
+        out: dict[ObjectId, bytes] = {}
+        for part in chunked(ids, IDS_PER_REQUEST):
+            lacking = set(self.client.missing(list(part)))
+            have = [oid for oid in part if oid not in lacking]
+            out.update(zip(have, _download(self.client, have)) if have else ())
+        return out
+
+
+#: Times a pull heals objects its restore needs before it gives up (a healed region map can
+#: reveal damaged chunks under it).
+HEAL_ROUNDS = 4
+
+
+def _prepare_healing(repo: Repository, client: CoordinatorClient, reader: _Fetched,
+                     live: ObjectId, target: ObjectId) -> list[RestoreOp]:
+    """:func:`prepare_restore`; objects it needs that are damaged here are fetched again from
+    the session first (nothing is written before every one is good)."""
+    for _ in range(HEAL_ROUNDS):
+        try:
+            return prepare_restore(reader, repo.world, live, target)
+        except DamagedObjects as exc:
+            got = CoordinatorSource(client, client.session).fetch(exc.oids)
+            if not got:
+                raise
+            repo.store.apply(Update(objects=list(got.values())))
+    return prepare_restore(reader, repo.world, live, target)
+
+
 def _integrate(repo: Repository, session: str, remote: ObjectId, report: PullReport,
-               reader: _Fetched) -> None:
+               reader: _Fetched, client: CoordinatorClient) -> None:
     store = repo.store
     local = repo.head()
     if local is None:
@@ -895,9 +978,12 @@ def _integrate(repo: Repository, session: str, remote: ObjectId, report: PullRep
             raise Diverged(kept.oid, remote, f"the world held other files, kept in snapshot "
                            f"{kept.oid.hex()[:12]}; move them away or roll back to the session")
     else:
-        taken = repo.snapshot(f"unsnapshotted changes before pulling session {session}")
+        taken = repo.snapshot(f"unsnapshotted changes before pulling session {session}",
+                              tell_pending=False)
         report.safety = taken.oid if taken.created else None
         local, live = taken.oid, taken.snapshot.root
+        if (pending := repo.pending_restore()) is not None:
+            raise RestorePending(pending, taken.oid)  # play after it: the user chooses
     shallow = load_shallow(store)
     if local == remote:
         report.outcome, report.head = "up-to-date", local
@@ -906,11 +992,11 @@ def _integrate(repo: Repository, session: str, remote: ObjectId, report: PullRep
     elif local is None or is_ancestor(store, local, remote, shallow=shallow):
         target = repo.read_snapshot(remote).root
         with repo.lock():
-            ops = prepare_restore(reader, repo.world, live, target)
+            ops = _prepare_healing(repo, client, reader, live, target)
             # Compare-and-swap: a snapshot taken since ours makes this fail, not vanish. A kill
             # during the restore leaves it pending; the next command finishes it.
             report.restored = repo.restore_moving_head(
-                ops, target, [(HEAD, local, remote)], reader=reader)
+                ops, target, [(HEAD, local, remote)], reader=reader, source=live)
         report.outcome, report.head = "fast-forward", remote
     else:
         raise Diverged(local, remote, "nothing was overwritten; choose a world with phs pull "
