@@ -60,7 +60,7 @@ def coordinator(tmp_path: Path) -> Iterator[BackgroundCoordinator]:
 def session(coordinator: BackgroundCoordinator, phs: Phs) -> dict[str, str]:
     """Session s1 with owner and members bob and carol: their tokens, and the URL."""
     url, admin = coordinator.url, coordinator.admin_token or ""
-    owner = phs.json("session", "create", "s1", "--url", url, "--token", admin)["owner_token"]
+    owner = phs.json("session", "create", "s1", "--url", url, "--token", admin)["token"]
     tokens = {"url": url, "owner": owner}
     for member in ("bob", "carol"):
         tokens[member] = phs.json("session", "invite", "s1", member, "--url", url,

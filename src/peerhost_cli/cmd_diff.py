@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import argparse
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.table import Table
-
-from peerhost_store.diff import Change, ChunkChange, FileChange, summarize
-
-from .common import Subparsers, open_repo
+from .common import Parents, Subparsers, open_repo
 from .output import emit_json, out
 
+if TYPE_CHECKING:
+    from peerhost_store.diff import Change, ChunkChange
 
-def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
+
+def register(commands: Subparsers, parents: Parents) -> None:
     p = commands.add_parser(
-        "diff", parents=[common],
+        "diff", parents=parents("world", "json"),
         help="what changed: A..B, A..live world, or (no argument) head..live world",
     )
     p.add_argument("old", nargs="?", help="snapshot id, prefix or head~N (default: head)")
@@ -28,6 +27,8 @@ def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def run_diff(args: argparse.Namespace) -> int:
+    from peerhost_store.diff import summarize
+
     with open_repo(args) as repo:
         old = repo.resolve(args.old or "head")
         new = repo.resolve(args.new) if args.new else None
@@ -38,11 +39,13 @@ def run_diff(args: argparse.Namespace) -> int:
         return 0
     if not args.stat:
         _print_changes(changes)
-    out.print(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in totals.items()) or "no changes")
+    out.line(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in totals.items()) or "no changes")
     return 0
 
 
 def _json(change: Change) -> dict[str, Any]:
+    from peerhost_store.diff import FileChange
+
     if isinstance(change, FileChange):
         return {"type": "file", "path": change.path, "status": change.status, "kind": change.kind,
                 "old_size": change.old_size, "new_size": change.new_size}
@@ -52,6 +55,10 @@ def _json(change: Change) -> dict[str, Any]:
 
 
 def _print_changes(changes: list[Change]) -> None:
+    from rich.table import Table
+
+    from peerhost_store.diff import FileChange
+
     files = Table("status", "path", "kind", "size", title="files")
     chunks: dict[tuple[str, str, str, str | None], list[ChunkChange]] = defaultdict(list)
     for c in changes:
@@ -69,7 +76,7 @@ def _print_changes(changes: list[Change]) -> None:
         out.print(table)
 
 
-def _size(c: FileChange) -> str:
+def _size(c: Any) -> str:
     if c.old_size is not None and c.new_size is not None:
         return f"{c.old_size} -> {c.new_size}"
     return str(c.new_size if c.new_size is not None else c.old_size or "")

@@ -4,34 +4,33 @@ from __future__ import annotations
 
 import argparse
 
-from rich.table import Table
-
-from peerhost_store.repo import Repository
-
-from .common import Subparsers, open_repo, short, snapshot_json, when
+from .common import Parents, Subparsers, open_repo, short, snapshot_json, when
 from .output import emit_json, err, human_bytes, out, progress_bar
 
 
-def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
-    p = commands.add_parser("init", parents=[common], help="create the store of a world folder")
+def register(commands: Subparsers, parents: Parents) -> None:
+    common = parents("world", "json")
+    p = commands.add_parser("init", parents=common, help="create the store of a world folder")
     p.add_argument("path", nargs="?", type=str, help="world folder (default: -C or the current folder)")
     p.set_defaults(func=run_init)
-    p = commands.add_parser("snapshot", parents=[common], help="snapshot the world")
+    p = commands.add_parser("snapshot", parents=common, help="snapshot the world")
     p.add_argument("-m", "--message", default="", help="what happened since the last snapshot")
     p.add_argument("--allow-empty", action="store_true", help="snapshot even when nothing changed")
     p.set_defaults(func=run_snapshot)
-    p = commands.add_parser("log", parents=[common], help="list snapshots, newest first")
+    p = commands.add_parser("log", parents=common, help="list snapshots, newest first")
     p.add_argument("-n", "--limit", type=int, default=None, help="show at most N snapshots")
     p.set_defaults(func=run_log)
 
 
 def run_init(args: argparse.Namespace) -> int:
+    from peerhost_store.repo import Repository
+
     folder = args.world / args.path if args.path else args.world
     with Repository.init(folder) as repo:
         if args.json:
             emit_json({"world": str(repo.world), "store": str(repo.world / ".peerhost")})
         else:
-            out.print(f"initialized a PeerHost store in {repo.world / '.peerhost'}")
+            out.line(f"initialized a PeerHost store in {repo.world / '.peerhost'}")
     return 0
 
 
@@ -53,7 +52,7 @@ def run_snapshot(args: argparse.Namespace) -> int:
         })
         return 0
     if not result.created:
-        out.print(f"nothing changed since snapshot {short(result.oid)}")
+        out.line(f"nothing changed since snapshot {short(result.oid)}")
         return 0
     out.print(
         f"snapshot [bold]{short(result.oid)}[/] (root {short(result.snapshot.root)}): "
@@ -74,6 +73,8 @@ def run_log(args: argparse.Namespace) -> int:
     if args.json:
         emit_json([snapshot_json(oid, snap) for oid, snap in rows])
         return 0
+    from rich.table import Table
+
     table = Table("snapshot", "time", "author", "chunks", "message")
     for oid, snap in rows:
         table.add_row(short(oid), when(snap.time), f"{snap.author}@{snap.host}",

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from .common import Subparsers, open_repo
+from .common import Parents, Subparsers, open_repo
 from .output import emit_json, err, human_bytes, out
 
 
-def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
-    p = commands.add_parser("verify", parents=[common],
+def register(commands: Subparsers, parents: Parents) -> None:
+    common = parents("world", "json")
+    p = commands.add_parser("verify", parents=common,
                             help="re-hash every object reachable from the refs")
     p.set_defaults(func=run_verify)
-    p = commands.add_parser("gc", parents=[common],
+    p = commands.add_parser("gc", parents=common,
                             help="delete objects that no retained snapshot reaches")
     p.add_argument("--keep-last", type=int, default=None, metavar="N",
                    help="retain only the newest N snapshots (default: all history)")
@@ -27,10 +28,10 @@ def run_verify(args: argparse.Namespace) -> int:
                    "snapshots": report.snapshots, "problems": [str(p) for p in report.problems]})
     else:
         for problem in report.problems:
-            err.print(f"problem: {problem}", markup=False)
+            err.line(f"problem: {problem}")
         state = "ok" if report.ok else f"{len(report.problems)} problems"
-        out.print(f"verify {state}: {report.objects} objects ({human_bytes(report.bytes)}) "
-                  f"in {report.snapshots} snapshots re-hashed")
+        out.line(f"verify {state}: {report.objects} objects ({human_bytes(report.bytes)}) "
+                 f"in {report.snapshots} snapshots re-hashed")
     return 0 if report.ok else 4
 
 
@@ -41,6 +42,6 @@ def run_gc(args: argparse.Namespace) -> int:
         emit_json({"kept_snapshots": report.kept_snapshots, "kept_objects": report.kept_objects,
                    "deleted_objects": report.deleted_objects})
     else:
-        out.print(f"gc: kept {report.kept_snapshots} snapshots ({report.kept_objects} objects), "
-                  f"deleted {report.deleted_objects} objects")
+        out.line(f"gc: kept {report.kept_snapshots} snapshots ({report.kept_objects} objects), "
+                 f"deleted {report.deleted_objects} objects")
     return 0

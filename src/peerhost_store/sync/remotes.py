@@ -20,19 +20,21 @@ import getpass
 import os
 import shutil
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from ..errors import NotFound, PeerhostError
-from ..repo import Repository
 from ..worldfs import STORE_DIR
 from .client import CoordinatorClient
 from .credentials import Credential, Credentials, config_dir, read_json_file, write_private
-from .transfer import Progress, PullReport, pull
+
+if TYPE_CHECKING:  # the transfer machinery is imported by clone() only: phs status starts fast
+    from ..repo import Repository
+    from .transfer import Progress, PullReport
 
 __all__ = [
     "DEFAULT_REMOTE",
@@ -112,7 +114,7 @@ class NoToken(PeerhostError):
 
 def meta_dir(world: Repository | Path) -> Path:
     """``WORLD/.peerhost``: where remotes.json and lease.json live."""
-    return (world.world if isinstance(world, Repository) else world) / STORE_DIR
+    return (world if isinstance(world, Path) else world.world) / STORE_DIR
 
 
 def load_remotes(base: Path, credentials: Credentials | None = None) -> dict[str, Remote]:
@@ -277,9 +279,12 @@ def holder_name() -> str:
 
 
 def clone(folder: Path, remote: Remote, progress: Progress | None = None,
-          credentials: Credentials | None = None) -> tuple[PullReport, CoordinatorClient]:
+          credentials: Credentials | None = None, *,
+          connected: Callable[[CoordinatorClient], None] | None = None,
+          ) -> tuple[PullReport, CoordinatorClient]:
     """Init ``folder`` (missing or empty), remember ``remote`` (its token in ``credentials``),
-    pull it.
+    pull it. ``connected`` is told the client before the pull starts (to show its wire
+    totals while it runs).
 
     Returns the pull report and the client it used (its ``stats`` are the wire totals). On
     failure a folder this call created is removed again (a half-made world), and so is the
@@ -289,6 +294,9 @@ def clone(folder: Path, remote: Remote, progress: Progress | None = None,
         BadRemote: ``folder`` is not empty.
         NoToken: ``remote`` has no token.
     """
+    from ..repo import Repository
+    from .transfer import pull
+
     created = not folder.exists()
     if not created and (not folder.is_dir() or any(folder.iterdir())):
         raise BadRemote(f"{folder} is not an empty folder")
@@ -303,6 +311,8 @@ def clone(folder: Path, remote: Remote, progress: Progress | None = None,
             remote = remember_token(meta_dir(repo), remote, token, credentials)
             save_remotes(meta_dir(repo), {remote.name: remote})
             with connect_remote(remote) as client:
+                if connected is not None:
+                    connected(client)
                 return pull(repo, client, progress=progress), client
     except BaseException:
         credentials.remove(remote.credential)
