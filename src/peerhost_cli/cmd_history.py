@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import Parents, Subparsers, open_repo, short, snapshot_json, when
+from .common import Parents, Subparsers, add_force, open_repo, short, snapshot_json, when
 from .output import emit_json, err, human_bytes, out, progress_bar
 
 
@@ -16,6 +16,7 @@ def register(commands: Subparsers, parents: Parents) -> None:
     p = commands.add_parser("snapshot", parents=common, help="snapshot the world")
     p.add_argument("-m", "--message", default="", help="what happened since the last snapshot")
     p.add_argument("--allow-empty", action="store_true", help="snapshot even when nothing changed")
+    add_force(p)
     p.set_defaults(func=run_snapshot)
     p = commands.add_parser("log", parents=common, help="list snapshots, newest first")
     p.add_argument("-n", "--limit", type=int, default=None, help="show at most N snapshots")

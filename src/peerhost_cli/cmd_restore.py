@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from peerhost_store.errors import NotFound
 
-from .common import Parents, Subparsers, fencing_of, open_repo, short
+from .common import Parents, Subparsers, add_force, fencing_of, open_repo, short
 from .output import emit_json, err, human_bytes, out, progress_bar
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ def register(commands: Subparsers, parents: Parents) -> None:
         help="make the world hold a snapshot (unsnapshotted changes are snapshotted first)",
     )
     p.add_argument("snapshot")
+    add_force(p)
     p.set_defaults(func=run_restore)
     p = commands.add_parser(
         "rollback", parents=common,
@@ -39,6 +40,7 @@ def register(commands: Subparsers, parents: Parents) -> None:
                         "then pull")
     p.add_argument("--fencing", type=int, default=None,
                    help="with --remote: the fencing token of a lease you hold")
+    add_force(p)
     p.set_defaults(func=run_rollback)
 
 

@@ -79,9 +79,20 @@ class UsageError(PeerhostError):
 
 
 def open_repo(args: argparse.Namespace) -> Repository:
+    """The repository at ``-C``; ``--force`` (snapshot, restore, rollback) lets it work on a
+    world Minecraft has open."""
     from peerhost_store.repo import Repository
 
-    return Repository.open(args.world)
+    repo = Repository.open(args.world)
+    repo.check_world = not getattr(args, "force", False)
+    return repo
+
+
+def add_force(p: argparse.ArgumentParser) -> None:
+    """``--force``: go ahead although Minecraft has the world open (session.lock is held)."""
+    p.add_argument("--force", action="store_true",
+                   help="go ahead although Minecraft has the world open (its session.lock is "
+                        "held): the result may miss what the game has not saved yet")
 
 
 def short(oid: ObjectId | None) -> str:

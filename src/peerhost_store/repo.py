@@ -35,6 +35,7 @@ from .restore import (
 from .scan import ScanResult, scan_world
 from .store import LmdbStore, ObjectStore, Update
 from .worldfs import STORE_DIR
+from .worldlock import check_world_closed
 from .writer import ObjectWriter
 
 HEAD = "main"
@@ -78,6 +79,10 @@ class Repository:
         self.world = world
         self.store = store
         self._lock_path = lock_path
+        #: Refuse to snapshot or write a world Minecraft has open (it holds session.lock:
+        #: :mod:`.worldlock`). ``phs host`` turns this off while the server it runs is up (it
+        #: pauses the server's saving around each snapshot); ``--force`` turns it off.
+        self.check_world = True
 
     # -- opening --------------------------------------------------------------------------
 
@@ -200,6 +205,8 @@ class Repository:
     def _snapshot(
         self, message: str, allow_empty: bool, progress: Progress | None, author: str | None
     ) -> SnapshotResult:
+        if self.check_world:
+            check_world_closed(self.world)
         self._finish_restore()
         started = time.perf_counter()
         parent = self.head()
@@ -248,6 +255,8 @@ class Repository:
                             progress: Progress | None = None) -> RestoreResult:
         """Move ``refs`` (compare-and-swap) and write ``ops`` (towards root tree ``target``)
         as one recoverable step: see :data:`PENDING_RESTORE`. Call under :meth:`lock`."""
+        if self.check_world:
+            check_world_closed(self.world)
         self.store.apply(Update(refs=refs, meta={PENDING_RESTORE: target}))
         return self._apply_pending(ops, reader, progress)
 

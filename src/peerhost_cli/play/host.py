@@ -233,6 +233,9 @@ class Host:
         tunnel: Tunnel | None = None
         try:
             server.start()
+            # The server holds session.lock from now on: this host's own snapshots pause its
+            # saving (or wait for quiet files), so they may read the world it has open.
+            self.repo.check_world = False
             self.view.event(f"started the server (pid {server.pid}) in {self.server_dir}")
             if self.console_save:
                 self._console = ConsoleSaveControl(server)
@@ -429,6 +432,7 @@ class Host:
             tunnel.stop()
         if server is not None:
             server.stop(min(timeout, self.config.stop_timeout))
+            self.repo.check_world = True
 
     def _lost(self, server: GameServer | None, tunnel: Tunnel | None, why: str) -> LostLease:
         """Step 8: stop now, keep the world locally, never push."""
@@ -457,6 +461,7 @@ class Host:
             tunnel.stop()
         if server.returncode() is None and server.pid is not None:
             server.stop(self.config.stop_timeout)
+        self.repo.check_world = True
 
 
 def run_host(world: Path, remote: Remote, config: HostConfig, view: View, stop: threading.Event,

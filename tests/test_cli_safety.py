@@ -1,0 +1,116 @@
+"""Never let a player believe their world is safe when it is not (issue 13): a world
+Minecraft has open is neither snapshotted nor restored, ``phs init`` wants a world, the
+rollback undo hint names the previous head, and push and status see the live world."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import playutil
+from playutil import FAKES, coordinator_session, make_peer
+from test_cli_remote import Phs
+from worldfs_helpers import make_world
+
+from peerhost_store.repo import Repository
+from peerhost_store.worldlock import WorldInUse, world_in_use
+
+HOLD_LOCK = f"""
+import sys, time
+sys.path.insert(0, {str(FAKES)!r})
+from fake_mc_server import lock_session
+from pathlib import Path
+handle = lock_session(Path(sys.argv[1]))
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+@contextmanager
+def minecraft_running(world: Path) -> Iterator[None]:
+    """Another process holds world/session.lock as a running Minecraft does."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(world)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+@pytest.fixture
+def phs(capsys: pytest.CaptureFixture[str]) -> Phs:
+    return Phs(capsys)
+
+
+def one_line(err: str, *needles: str) -> None:
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_world_in_use_sees_a_held_session_lock(tmp_path: Path) -> None:
+    world = make_world(tmp_path / "w")
+    assert not world_in_use(world) and not world_in_use(tmp_path / "nowhere")
+    with minecraft_running(world):
+        assert world_in_use(world)
+    assert not world_in_use(world)
+
+
+@pytest.mark.parametrize("command", [["snapshot"], ["restore", "head"], ["rollback", "head~1"]])
+def test_a_world_open_in_minecraft_is_refused_unless_forced(
+        tmp_path: Path, phs: Phs, command: list[str]) -> None:
+    world = make_world(tmp_path / "w")
+    w = str(world)
+    assert phs("init", "-C", w)[0] == 0
+    assert phs("snapshot", "-C", w)[0] == 0
+    (world / "data").mkdir()
+    (world / "data" / "x.txt").write_text("two")
+    assert phs("snapshot", "-C", w)[0] == 0
+    (world / "data" / "x.txt").write_text("unsaved play")
+    with Repository.open(world) as repo:
+        head = repo.head()
+    with minecraft_running(world):
+        code, _, err = phs(*command, "-C", w)
+        assert code == 5
+        one_line(err, "open in Minecraft", "session.lock", "phs host", "--force")
+        with Repository.open(world) as repo:
+            assert repo.head() == head, "the refusal moved the head"
+        assert (world / "data" / "x.txt").read_text() == "unsaved play"
+        assert phs(*command, "-C", w, "--force")[0] == 0
+
+
+def test_the_library_refuses_too_and_can_be_told_not_to(tmp_path: Path) -> None:
+    world = make_world(tmp_path / "w")
+    with Repository.init(world) as repo, minecraft_running(world):
+        with pytest.raises(WorldInUse):
+            repo.snapshot()
+        repo.check_world = False
+        assert repo.snapshot().created
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="signals and subprocess timing")
+def test_phs_host_snapshots_its_own_running_server_but_phs_snapshot_is_refused(
+        tmp_path: Path) -> None:
+    with coordinator_session(tmp_path) as session:
+        a = make_peer(tmp_path, session, "A", "alice")
+        with playutil.phs("host", str(a.world)) as host:
+            host.wait_for(r"published")
+            assert world_in_use(a.world), "the fake server holds session.lock like Minecraft"
+            (a.world / "data").mkdir(exist_ok=True)
+            (a.world / "data" / "note.txt").write_text("placed")
+            time.sleep(0.3)
+            refused = subprocess.run(
+                [sys.executable, "-m", "peerhost_cli.main", "snapshot", "-C", str(a.world)],
+                capture_output=True, text=True, timeout=60, check=False)
+            assert refused.returncode == 5 and "open in Minecraft" in refused.stderr
+            assert session.client().request_sync() == "A"
+            host.wait_for(r"pushed [0-9a-f]{12}", timeout=20)  # its own snapshot went through
+            host.terminate()
+            assert host.finish() == 0, host.text()
