@@ -98,7 +98,7 @@ def make_peer(tmp: Path, session: Session, name: str, member: str, **settings: o
     (folder / "server.properties").write_text(f"#Minecraft server properties\nserver-port={port}\n")
     (folder / "peerhost.toml").write_text(
         "[host]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in config.items()))
-    assert phs_main(["init", "-C", str(world)]) == 0
+    assert phs_main(["init", "--force", "-C", str(world)]) == 0  # empty: the session fills it
     assert phs_main(["remote", "add", "origin", session.url, "--session", session.name,
                      "--token", session.tokens[member], "-C", str(world)]) == 0
     return Peer(name, folder, port, config)

@@ -114,3 +114,24 @@ def test_phs_host_snapshots_its_own_running_server_but_phs_snapshot_is_refused(
             host.wait_for(r"pushed [0-9a-f]{12}", timeout=20)  # its own snapshot went through
             host.terminate()
             assert host.finish() == 0, host.text()
+
+
+def test_init_wants_a_world_and_names_the_one_inside(tmp_path: Path, phs: Phs,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    server = tmp_path / "my-server"
+    make_world(server / "world")
+    (server / "server.properties").write_text("server-port=25565\n")
+    monkeypatch.chdir(server)
+    code, _, err = phs("init")
+    assert code == 3
+    one_line(err, "phs init: error: no level.dat here; did you mean -C world?")
+    code, _, err = phs("init", "-C", str(server))
+    assert code == 3
+    one_line(err, "no level.dat", f"did you mean -C {server / 'world'}?")
+    assert not (server / ".peerhost").exists()
+    code, _, err = phs("init", "-C", str(tmp_path / "my-server" / "world" / "region"))
+    assert code == 3 and "not a Minecraft world folder" in err and "--force" in err
+    assert phs("init", "-C", str(server / "world"))[0] == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert phs("init", "--force", "-C", str(empty))[0] == 0

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from peerhost_store.errors import NotFound
 
 from .common import Parents, Subparsers, add_force, open_repo, short, snapshot_json, when
 from .output import emit_json, err, human_bytes, out, progress_bar
@@ -12,6 +15,8 @@ def register(commands: Subparsers, parents: Parents) -> None:
     common = parents("world", "json")
     p = commands.add_parser("init", parents=common, help="create the store of a world folder")
     p.add_argument("path", nargs="?", type=str, help="world folder (default: -C or the current folder)")
+    p.add_argument("--force", action="store_true",
+                   help="create the store even though the folder has no level.dat")
     p.set_defaults(func=run_init)
     p = commands.add_parser("snapshot", parents=common, help="snapshot the world")
     p.add_argument("-m", "--message", default="", help="what happened since the last snapshot")
@@ -23,16 +28,35 @@ def register(commands: Subparsers, parents: Parents) -> None:
     p.set_defaults(func=run_log)
 
 
+class NotAWorld(NotFound):
+    """``phs init`` in a folder without ``level.dat``."""
+
+
 def run_init(args: argparse.Namespace) -> int:
     from peerhost_store.repo import Repository
 
     folder = args.world / args.path if args.path else args.world
+    if not args.force and folder.is_dir() and not (folder / "level.dat").is_file():
+        raise NotAWorld(_not_a_world(folder))
     with Repository.init(folder) as repo:
         if args.json:
             emit_json({"world": str(repo.world), "store": str(repo.world / ".peerhost")})
         else:
             out.line(f"initialized a PeerHost store in {repo.world / '.peerhost'}")
     return 0
+
+
+def _not_a_world(folder: Path) -> str:
+    """What to say when ``folder`` has no level.dat: the world folders inside it, if any."""
+    worlds = sorted(p.name for p in folder.iterdir() if (p / "level.dat").is_file())
+    where = "here" if folder == Path(".") else f"in {folder}"
+    if worlds:
+        names = " or ".join(f"-C {folder / name if folder != Path('.') else name}"
+                            for name in worlds[:3])
+        return f"no level.dat {where}; did you mean {names}?"
+    return (f"no level.dat {where}: this is not a Minecraft world folder (point -C at the "
+            "folder that has level.dat; phs clone fills an empty folder from a session; "
+            "--force creates the store anyway)")
 
 
 def run_snapshot(args: argparse.Namespace) -> int:
