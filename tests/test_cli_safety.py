@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import playutil
 from playutil import FAKES, coordinator_session, make_peer
-from test_cli_remote import Phs
+from test_cli_remote import Phs, add_origin, coordinator, session, world_with_history  # noqa: F401
 from worldfs_helpers import make_world
 
 from peerhost_store.repo import Repository
@@ -135,3 +135,42 @@ def test_init_wants_a_world_and_names_the_one_inside(tmp_path: Path, phs: Phs,
     empty = tmp_path / "empty"
     empty.mkdir()
     assert phs("init", "--force", "-C", str(empty))[0] == 0
+
+
+def test_rollback_names_the_previous_head_to_undo_and_refuses_a_no_op(
+        tmp_path: Path, phs: Phs) -> None:
+    world = make_world(tmp_path / "w")
+    w = str(world)
+    phs("init", "-C", w)
+    first = phs.json("snapshot", "-C", w, "-m", "first")["id"]
+    (world / "notes.txt").write_text("second")
+    second = phs.json("snapshot", "-C", w, "-m", "second")["id"]
+    code, out, err = phs("rollback", first[:8], "-C", w)
+    assert code == 0, err
+    assert f"undo with: phs rollback {second[:12]}" in out
+    code, out, err = phs("rollback", second[:8], "-C", w)  # the undo, named as the hint said
+    assert code == 0 and (world / "notes.txt").read_text() == "second"
+    head = phs.json("log", "-C", w)[0]["id"]
+    code, _, err = phs("rollback", "head", "-C", w)
+    assert code == 1
+    one_line(err, f"head {head[:12]} already holds the world of {head[:12]}: nothing to roll back")
+    code, _, err = phs("rollback", second[:8], "-C", w)  # another snapshot of the same tree
+    assert code == 1 and "nothing to roll back" in err
+    assert phs.json("log", "-C", w)[0]["id"] == head, "a refused rollback added a snapshot"
+
+
+def test_a_session_rollback_names_the_previous_session_head_and_refuses_a_no_op(
+        session: dict[str, str], phs: Phs, tmp_path: Path) -> None:  # noqa: F811
+    a = tmp_path / "a"
+    first = world_with_history(a, phs)
+    add_origin(phs, a, session, "owner")
+    (a / "data" / "notes.txt").write_text("griefed")
+    second = phs.json("snapshot", "-C", str(a))["id"]
+    phs.json("push", "-C", str(a))
+    code, out, err = phs("rollback", first[:8], "--remote", "-C", str(a))
+    assert code == 0, err
+    assert f"undo with: phs rollback {second[:12]} --remote" in out
+    head = phs.json("status", "-C", str(a))["head"]
+    code, _, err = phs("rollback", head[:8], "--remote", "-C", str(a))
+    assert code == 1 and "nothing to roll back" in err
+    assert phs.json("status", "-C", str(a))["head"] == head

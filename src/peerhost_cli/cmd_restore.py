@@ -87,15 +87,18 @@ def run_rollback(args: argparse.Namespace) -> int:
     with open_repo(args) as repo, progress_bar("rollback", enabled=not args.json, unit="files") as bar:
         oid = repo.resolve(args.snapshot)
         result = repo.rollback(oid, progress=bar)
+        # Undoing is rolling back to the head before this rollback (the safety snapshot if
+        # one was taken): the rollback snapshot's parent, never its target.
+        previous = repo.read_snapshot(result.oid).parents[0]
     if args.json:
-        emit_json({"target": oid.hex(), "head": result.oid.hex(),
+        emit_json({"target": oid.hex(), "head": result.oid.hex(), "previous_head": previous.hex(),
                    "safety_snapshot": result.safety.hex() if result.safety else None,
                    **_restored(result.restored)})
         return 0
     if result.safety is not None:
         out.line(f"unsnapshotted changes were saved first as snapshot {short(result.safety)}")
     out.line(_say(f"rolled back to {short(oid)}; head is now {short(result.oid)} "
-                   f"(undo with: phs rollback {short(result.safety or oid)})", result.restored))
+                  f"(undo with: phs rollback {short(previous)})", result.restored))
     return 0
 
 
@@ -109,6 +112,18 @@ def _target(repo: Repository, spec: str) -> ObjectId:
         if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
             return from_hex(text)  # not here, but the coordinator may have it
         raise
+
+
+def _refuse_a_no_op(repo: Repository, target: ObjectId, head: ObjectId | None) -> None:
+    """A session rollback to the tree its head holds would only add an empty snapshot."""
+    from peerhost_store.repo import NothingToRollBack
+
+    if head is None:
+        return
+    same = head == target or (head in repo.store and target in repo.store
+                              and repo.read_snapshot(head).root == repo.read_snapshot(target).root)
+    if same:
+        raise NothingToRollBack(target, head)
 
 
 def _run_remote_rollback(args: argparse.Namespace) -> int:
@@ -125,15 +140,19 @@ def _run_remote_rollback(args: argparse.Namespace) -> int:
         with connect_remote(remote) as client, \
                 progress_bar("pull", enabled=not args.json, unit="objects",
                              moved=lambda: client.stats.received) as bar:
+            previous = client.head().head
+            _refuse_a_no_op(repo, target, previous)
             new_head, lease = remote_rollback(client, target, fencing=fencing_of(args, base, remote),
                                               holder=holder_name())
             report = pull(repo, client, progress=bar)
             wire = wire_json(client)
     if args.json:
         emit_json({"target": target.hex(), "session_head": new_head.hex(), "lease": lease,
+                   "previous_head": None if previous is None else previous.hex(),
                    "pull": pull_json(remote, report, wire)})
         return 0
     out.line(f"session {remote.session} rolled back to {short(target)}: its head is now "
-             f"{short(new_head)} (nothing deleted; undo with another rollback)")
+             f"{short(new_head)} (nothing deleted; undo with: phs rollback {short(previous)} "
+             "--remote)")
     print_pull(remote, report, wire)
     return 0

@@ -50,6 +50,17 @@ class NotARepository(NotFound):
     """The folder (and its parents) has no PeerHost store."""
 
 
+class NothingToRollBack(PeerhostError):
+    """A rollback to the world head already holds: it would only add an empty snapshot."""
+
+    def __init__(self, target: ObjectId, head: ObjectId | None) -> None:
+        self.target = target
+        self.head = head
+        at = f"head {head.hex()[:12]}" if head is not None else "the world"
+        super().__init__(f"{at} already holds the world of {target.hex()[:12]}: nothing to "
+                         "roll back")
+
+
 @dataclass(frozen=True)
 class SnapshotResult:
     """A snapshot that was taken (``created``) or found unchanged."""
@@ -320,10 +331,15 @@ class Repository:
 
         History is kept (the rollback itself can be rolled back); unsnapshotted changes are
         snapshotted first.
+
+        Raises:
+            NothingToRollBack: the world (head, once snapshotted) already holds that tree.
         """
         with self.lock():
             safety, live = self._safety_snapshot(f"safety snapshot before rollback to {snapshot.hex()[:12]}")
             target = self.read_snapshot(snapshot).root
+            if target == live:
+                raise NothingToRollBack(snapshot, self.head())
             ops = prepare_restore(self.store, self.world, live, target)  # refuse before head moves
             oid = self._commit_tree(target, f"rollback to {snapshot.hex()[:12]}", restoring=True)
             restored = self._apply_pending(ops, None, progress)
