@@ -174,3 +174,41 @@ def test_a_session_rollback_names_the_previous_session_head_and_refuses_a_no_op(
     code, _, err = phs("rollback", head[:8], "--remote", "-C", str(a))
     assert code == 1 and "nothing to roll back" in err
     assert phs.json("status", "-C", str(a))["head"] == head
+
+
+def test_push_pull_and_status_give_the_same_next_step_after_a_divergence(
+        session: dict[str, str], phs: Phs, tmp_path: Path) -> None:  # noqa: F811
+    a, b = tmp_path / "a", tmp_path / "b"
+    world_with_history(a, phs)
+    add_origin(phs, a, session, "owner")
+    phs.json("push", "-C", str(a))
+    phs.json("clone", session["url"], "--session", "s1", "--token", session["bob"], str(b))
+    for world, text in ((a, "a played"), (b, "b played")):
+        (world / "data" / "notes.txt").write_text(text)
+        phs.json("snapshot", "-C", str(world))
+    phs.json("push", "-C", str(b))
+    step = "pick a world with phs pull --keep theirs (the session's) or --keep ours (this one)"
+    code, _, err = phs("push", "-C", str(a))
+    assert code == 5
+    one_line(err, "have diverged", step)
+    code, _, err = phs("pull", "-C", str(a))
+    assert code == 5
+    one_line(err, "have diverged", step)
+    assert "phs pull --keep theirs|ours" in phs("status", "-C", str(a))[1]
+    assert phs.json("pull", "--keep", "theirs", "-C", str(a))["outcome"] == "reconciled"
+    assert phs.json("push", "-C", str(a))["up_to_date"] is False
+
+
+def test_a_push_from_behind_says_there_is_nothing_to_push(
+        session: dict[str, str], phs: Phs, tmp_path: Path) -> None:  # noqa: F811
+    a, b = tmp_path / "a", tmp_path / "b"
+    world_with_history(a, phs)
+    add_origin(phs, a, session, "owner")
+    phs.json("push", "-C", str(a))
+    phs.json("clone", session["url"], "--session", "s1", "--token", session["bob"], str(b))
+    (b / "data" / "notes.txt").write_text("b played")
+    phs.json("snapshot", "-C", str(b))
+    phs.json("push", "-C", str(b))
+    code, _, err = phs("push", "-C", str(a))
+    assert code == 5
+    one_line(err, "already descends from local head", "nothing to push", "phs pull brings")
