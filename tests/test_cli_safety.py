@@ -212,3 +212,27 @@ def test_a_push_from_behind_says_there_is_nothing_to_push(
     code, _, err = phs("push", "-C", str(a))
     assert code == 5
     one_line(err, "already descends from local head", "nothing to push", "phs pull brings")
+
+
+def test_status_and_push_see_the_live_world(
+        session: dict[str, str], phs: Phs, tmp_path: Path) -> None:  # noqa: F811
+    a = tmp_path / "a"
+    world_with_history(a, phs)
+    add_origin(phs, a, session, "owner")
+    phs.json("push", "-C", str(a))
+    status = phs.json("status", "-C", str(a))
+    assert status["relation"] == "up-to-date" and status["unsnapshotted_changes"] is False
+    assert "no changes since the local head" in phs("status", "-C", str(a))[1]
+    (a / "data" / "notes.txt").write_text("played since the last snapshot")
+    status = phs.json("status", "-C", str(a))
+    assert status["relation"] == "up-to-date" and status["unsnapshotted_changes"] is True
+    assert "has changes no snapshot holds yet (phs push snapshots them first" in \
+        phs("status", "-C", str(a))[1]
+    pushed = phs.json("push", "-C", str(a))
+    assert pushed["up_to_date"] is False and pushed["safety_snapshot"] == pushed["head"]
+    assert phs.json("status", "-C", str(a))["unsnapshotted_changes"] is False
+    b = tmp_path / "b"
+    phs.json("clone", session["url"], "--session", "s1", "--token", session["bob"], str(b))
+    assert (b / "data" / "notes.txt").read_text() == "played since the last snapshot"
+    code, out, _ = phs("push", "-C", str(a))
+    assert code == 0 and "nothing to send" in out and "saved first" not in out

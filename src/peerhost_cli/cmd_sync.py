@@ -72,6 +72,10 @@ def run_push(args: argparse.Namespace) -> int:
         base = meta_dir(repo)
         remote = pick_remote(base, args.remote)
         holder = args.holder or holder_name()
+        # Play not in a snapshot is not in the session either: snapshot it first (refused, with
+        # what to do, when Minecraft has the world open).
+        taken = repo.snapshot("unsnapshotted changes before pushing")
+        safety = taken.oid if taken.created else None
 
         def remember(lease: Lease | None) -> None:
             save_lease(base, remote, None if lease is None else {
@@ -97,8 +101,11 @@ def run_push(args: argparse.Namespace) -> int:
                 raise lease_lost(client, exc) from None
             wire = wire_json(client)
     if args.json:
-        emit_json(push_json(remote, report, wire, lease.to_json()))
+        emit_json({**push_json(remote, report, wire, lease.to_json()),
+                   "safety_snapshot": _hex(safety)})
     else:
+        if safety is not None:
+            out.line(f"unsnapshotted changes were saved first as snapshot {short(safety)}")
         print_push(remote, report, wire, lease.to_json())
     return 0
 
@@ -171,6 +178,7 @@ def run_status(args: argparse.Namespace) -> int:
             last = client.log(1)
             relation = compare_heads(repo, client, head)
         local = repo.head()
+        changed = _unsnapshotted(repo)
     mine = (remembered is not None and lease.lease is not None
             and lease.lease.fencing == remembered["fencing"])
     if args.json:
@@ -180,10 +188,32 @@ def run_status(args: argparse.Namespace) -> int:
             "lease_is_mine": mine, "fencing": lease.fencing, "standby": lease.standby,
             "reserved_for": lease.reserved_for, "reserved_for_seconds": lease.reserved_for_seconds,
             "local_head": _hex(local), "relation": relation, "sync_wait": _wait_json(lease.lease),
+            "unsnapshotted_changes": changed,
         })
         return 0
     _print_status(remote, head, last[-1] if last else None, lease, mine, local, relation)
+    out.line(f"  world    {_WORLD_STATE[changed]}")
     return 0
+
+
+_WORLD_STATE = {
+    False: "no changes since the local head",
+    True: "has changes no snapshot holds yet (phs push snapshots them first; phs snapshot)",
+    None: "not looked at: another phs is working on this world right now",
+}
+
+
+def _unsnapshotted(repo: Repository) -> bool | None:
+    """Whether the live world differs from the local head (None: another phs holds the
+    world's lock). The stat cache makes this cheap: unchanged files are not read."""
+    from peerhost_store.lock import Locked
+
+    try:
+        live = repo.scan().root
+    except Locked:
+        return None
+    head = repo.head()
+    return head is None or repo.read_snapshot(head).root != live
 
 
 def _print_status(remote: Remote, head: ObjectId | None, last: dict[str, Any] | None,

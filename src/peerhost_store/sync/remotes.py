@@ -255,7 +255,11 @@ def check_url(url: str) -> str:
 @contextlib.contextmanager
 def connect(url: str, session: str, token: str) -> Iterator[CoordinatorClient]:
     """A client of ``session`` at ``url`` over a fresh ``httpx.Client``."""
-    with httpx.Client(base_url=check_url(url), timeout=HTTP_TIMEOUT) as http:
+    url = check_url(url)
+    # An http:// coordinator has no TLS to verify: skip loading the CA bundle (~50 ms of the
+    # 0.3 s phs status may take). The client follows no redirects, so it never leaves that URL.
+    verify = not url.startswith("http://")
+    with httpx.Client(base_url=url, timeout=HTTP_TIMEOUT, verify=verify) as http:
         yield CoordinatorClient(http, session, token)
 
 
