@@ -3,13 +3,23 @@ they do something, one JSON naming scheme, one-line errors that say what to chec
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from test_cli_remote import Phs, coordinator, phs  # noqa: F401
+from worldfs_helpers import make_world
 
 from peerhost_server.background import BackgroundCoordinator
+from peerhost_store.sync.client import CoordinatorUnavailable, Lease
+from peerhost_store.sync.keeper import LeaseKeeper
+from peerhost_store.sync.remotes import connect
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -41,3 +51,106 @@ def test_tokens_are_called_token_in_json(coordinator: BackgroundCoordinator,  # 
                        "--token", created["token"])
     assert set(created) == {"session", "url", "token"} and len(created["token"]) > 20
     assert "token" in invited
+
+
+@contextmanager
+def silent_coordinator() -> Iterator[str]:
+    """A TCP server on 127.0.0.1 that accepts connections and never answers; its URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+def closed_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        return int(s.getsockname()[1])
+
+
+def test_an_unreachable_coordinator_is_one_line_with_the_url_and_what_to_check(
+        tmp_path: Path, phs: Phs) -> None:  # noqa: F811
+    world = make_world(tmp_path / "w")
+    url = f"http://127.0.0.1:{closed_port()}"
+    assert phs("init", "-C", str(world))[0] == 0
+    assert phs("remote", "add", "origin", url, "--session", "s1", "--token", "t",
+               "--no-check", "-C", str(world))[0] == 0
+    for command in (["status"], ["pull"], ["lock", "status"]):
+        code, _, err = phs(*command, "-C", str(world))
+        assert code == 8, err
+        assert err.count("\n") == 1 and "Traceback" not in err and "Error(" not in err, err
+        assert f"cannot reach the coordinator at {url}: connection refused; check that it is " \
+               "running" in err
+
+
+def test_a_coordinator_that_never_answers_is_given_up_on_within_the_call_timeout() -> None:
+    with silent_coordinator() as url, connect(url, "s1", "token") as client:
+        started = time.monotonic()
+        with pytest.raises(CoordinatorUnavailable) as caught:
+            client.renew(7, seconds=0.5)
+        assert time.monotonic() - started < 10
+        assert "accepted the connection but sent no answer within 0.5 s" in str(caught.value)
+        assert caught.value.url == url
+
+
+def test_a_lease_keeper_facing_a_silent_coordinator_knows_by_the_lease_deadline() -> None:
+    with silent_coordinator() as url:
+        lease = Lease("A", "alice", 7, 2.0, 2.0)
+        keeper = LeaseKeeper(lambda: connect(url, "s1", "token"), lease, time.monotonic())
+        keeper.start()
+        try:
+            deadline = time.monotonic() + 15  # the old read timeout alone was 120 s
+            while keeper.lost is None:
+                assert time.monotonic() < deadline, "the keeper hung on a renewal"
+                time.sleep(0.05)
+            assert "could not be reached" in keeper.lost
+        finally:
+            keeper.stop()
+
+
+def test_remote_add_set_token_and_set_url_check_with_the_coordinator(
+        coordinator: BackgroundCoordinator, phs: Phs, tmp_path: Path) -> None:  # noqa: F811
+    url = coordinator.url
+    owner = phs.json("session", "create", "s1", "--url", url,
+                     "--token", coordinator.admin_token or "")["token"]
+    phs.json("session", "create", "s2", "--url", url, "--token", coordinator.admin_token or "")
+    world = make_world(tmp_path / "w")
+    w = str(world)
+    phs("init", "-C", w)
+    down = f"http://127.0.0.1:{closed_port()}"
+    for args, code, needle in [
+        ([url, "--session", "s1", "--token", "phs_wrong"], 7,
+         f"{url} refused this token for session s1"),
+        ([url, "--session", "s2", "--token", owner], 7, "another session"),
+        ([down, "--session", "s1", "--token", owner], 8, "--no-check to save it"),
+    ]:
+        got, _, err = phs("remote", "add", "origin", *args, "-C", w)
+        assert got == code, err
+        assert err.count("\n") == 1 and needle in err, err
+    assert phs.json("remote", "list", "-C", w) == []
+    added = phs.json("remote", "add", "origin", url, "--session", "s1", "--token", owner, "-C", w)
+    assert added["checked"] is True
+    got, _, err = phs("remote", "set-token", "origin", "--token", "phs_wrong", "-C", w)
+    assert got == 7 and "refused this token" in err
+    got, _, err = phs("remote", "set-url", "origin", down, "-C", w)
+    assert got == 8 and "cannot reach the coordinator" in err
+    assert phs.json("remote", "list", "-C", w)[0]["url"] == url
+    assert phs.json("status", "-C", w)["session"] == "s1"  # the stored token still works
+    assert phs.json("remote", "set-url", "origin", down, "--no-check", "-C", w)["url"] == down

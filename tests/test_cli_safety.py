@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 import playutil
+import pytest
 from playutil import FAKES, coordinator_session, make_peer
 from test_cli_remote import Phs, add_origin, coordinator, session, world_with_history  # noqa: F401
 from worldfs_helpers import make_world
@@ -98,8 +98,8 @@ def test_the_library_refuses_too_and_can_be_told_not_to(tmp_path: Path) -> None:
 @pytest.mark.skipif(sys.platform == "win32", reason="signals and subprocess timing")
 def test_phs_host_snapshots_its_own_running_server_but_phs_snapshot_is_refused(
         tmp_path: Path) -> None:
-    with coordinator_session(tmp_path) as session:
-        a = make_peer(tmp_path, session, "A", "alice")
+    with coordinator_session(tmp_path) as played:
+        a = make_peer(tmp_path, played, "A", "alice")
         with playutil.phs("host", str(a.world)) as host:
             host.wait_for(r"published")
             assert world_in_use(a.world), "the fake server holds session.lock like Minecraft"
@@ -110,7 +110,7 @@ def test_phs_host_snapshots_its_own_running_server_but_phs_snapshot_is_refused(
                 [sys.executable, "-m", "peerhost_cli.main", "snapshot", "-C", str(a.world)],
                 capture_output=True, text=True, timeout=60, check=False)
             assert refused.returncode == 5 and "open in Minecraft" in refused.stderr
-            assert session.client().request_sync() == "A"
+            assert played.client().request_sync() == "A"
             host.wait_for(r"pushed [0-9a-f]{12}", timeout=20)  # its own snapshot went through
             host.terminate()
             assert host.finish() == 0, host.text()

@@ -26,6 +26,7 @@ def register(commands: Subparsers, parents: Parents) -> None:
     p.add_argument("name", help="a short name, e.g. origin")
     p.add_argument("url", help="the coordinator, e.g. https://mc.example.org")
     add_session_options(p)
+    add_no_check(p)
     p.set_defaults(func=run_remote_add)
     p = sub.add_parser("list", parents=common, help="list remotes (never shows tokens)")
     p.set_defaults(func=run_remote_list)
@@ -38,11 +39,13 @@ def register(commands: Subparsers, parents: Parents) -> None:
     p.add_argument("--token", default=None,
                    help="the token (default: $PHS_TOKEN; prefer the variable, a command line "
                         "is visible to other local users)")
+    add_no_check(p)
     p.set_defaults(func=run_remote_set_token)
     p = sub.add_parser("set-url", parents=common,
                        help="point a remote at another URL of its coordinator (the token goes along)")
     p.add_argument("name")
     p.add_argument("url")
+    add_no_check(p)
     p.set_defaults(func=run_remote_set_url)
 
     p = commands.add_parser("clone", parents=parents("json"),
@@ -58,6 +61,22 @@ def add_session_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", default=None,
                    help="member or owner token (default: $PHS_TOKEN; prefer the variable, "
                         "a command line is visible to other local users)")
+
+
+def add_no_check(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-check", action="store_true",
+                   help="save it without asking the coordinator whether URL, session and token "
+                        "work (e.g. while it is down)")
+
+
+def checked(args: argparse.Namespace, remote: Remote) -> Remote:
+    """``remote``, once the coordinator accepted its URL, session and token (unless
+    ``--no-check``)."""
+    from peerhost_store.sync.remotes import check_remote
+
+    if not args.no_check:
+        check_remote(remote, f"phs remote {args.remote_command}")
+    return remote
 
 
 def store_dir(args: argparse.Namespace) -> Path:
@@ -86,11 +105,13 @@ def run_remote_add(args: argparse.Namespace) -> int:
     remotes = load_remotes(base)
     if args.name in remotes:
         raise RemoteExists(f"remote {args.name!r} exists; phs remote remove {args.name} first")
-    remote = Remote(args.name, check_url(args.url), args.session)
+    remote = checked(args, Remote(args.name, check_url(args.url), args.session, token_from(args)))
     remotes[remote.name] = remote = remember_token(base, remote, token_from(args))
     save_remotes(base, remotes)
-    report(args.json, remote.public(), f"added remote {remote.name}: session {remote.session} "
-           f"at {remote.url} (its token is kept in {config_dir()})")
+    how = "not checked" if args.no_check else "the coordinator accepted its token"
+    report(args.json, {**remote.public(), "checked": not args.no_check},
+           f"added remote {remote.name}: session {remote.session} at {remote.url} ({how}; the "
+           f"token is kept in {config_dir()})")
     return 0
 
 
@@ -149,7 +170,11 @@ def run_remote_set_token(args: argparse.Namespace) -> int:
     from peerhost_store.sync.credentials import config_dir
     from peerhost_store.sync.remotes import remember_token
 
-    remote = _update_remote(args, lambda base, r: remember_token(base, r, token_from(args)))
+    def retoken(base: Path, remote: Remote) -> Remote:
+        checked(args, replace(remote, token=token_from(args)))
+        return remember_token(base, remote, token_from(args))
+
+    remote = _update_remote(args, retoken)
     report(args.json, {**remote.public(), "token_stored": True},
            f"remote {remote.name}: token stored in {config_dir()}")
     return 0
@@ -160,6 +185,8 @@ def run_remote_set_url(args: argparse.Namespace) -> int:
 
     def repoint(base: Path, remote: Remote) -> Remote:
         remote = replace(remote, url=check_url(args.url))
+        if remote.token is not None:
+            checked(args, remote)
         # Stored again for the new URL: a token is sent only where it was stored for.
         return remote if remote.token is None else remember_token(base, remote, remote.token)
 

@@ -376,8 +376,7 @@ class Host:
             report, _ = push_with_lease(self.repo, client, keeper=self.keeper,
                                         holder=self.holder)
         except CoordinatorUnavailable as exc:
-            self.view.event(f"push failed, the coordinator is unreachable ({exc}); "
-                            "the next one will send it")
+            self.view.event(f"push failed: {exc}; the next one will send it")
             return None
         except LeaseLost as exc:
             raise self._lost(server, tunnel, f"the coordinator refused the push: {exc.message}")

@@ -126,8 +126,8 @@ def run_join(connect: Connect, view: View, stop: threading.Event, *, local_port:
                     unreachable = False
                 except CoordinatorUnavailable as exc:
                     if not unreachable:
-                        view.event(f"the coordinator is unreachable ({exc}); retrying; the "
-                                   "current connection (if any) keeps working")
+                        view.event(f"{exc}; retrying (a game connection already made "
+                                   "keeps working)")
                     unreachable = True
                 stop.wait(POLL)
     finally:

@@ -29,7 +29,13 @@ import httpx
 
 from ..errors import NotFound, PeerhostError
 from ..worldfs import STORE_DIR
-from .client import CoordinatorClient
+from .client import (
+    BULK_SECONDS,
+    CoordinatorClient,
+    CoordinatorUnavailable,
+    Unauthorized,
+    timeout_of,
+)
 from .credentials import Credential, Credentials, config_dir, read_json_file, write_private
 
 if TYPE_CHECKING:  # the transfer machinery is imported by clone() only: phs status starts fast
@@ -43,6 +49,7 @@ __all__ = [
     "NoToken",
     "Remote",
     "RemoteExists",
+    "check_remote",
     "check_url",
     "choose_remote",
     "clone",
@@ -62,8 +69,6 @@ __all__ = [
 REMOTES_FILE = "remotes.json"
 LEASE_FILE = "lease.json"
 DEFAULT_REMOTE = "origin"
-#: Seconds one HTTP request may take; an upload batch is 4-60 MiB, so slow links need room.
-HTTP_TIMEOUT = 120.0
 
 
 class BadRemote(PeerhostError, ValueError):
@@ -259,7 +264,9 @@ def connect(url: str, session: str, token: str) -> Iterator[CoordinatorClient]:
     # An http:// coordinator has no TLS to verify: skip loading the CA bundle (~50 ms of the
     # 0.3 s phs status may take). The client follows no redirects, so it never leaves that URL.
     verify = not url.startswith("http://")
-    with httpx.Client(base_url=url, timeout=HTTP_TIMEOUT, verify=verify) as http:
+    # Each request sets its own timeout (CoordinatorClient: short for the lease, long for
+    # object batches); this one is for anything else sent over the client.
+    with httpx.Client(base_url=url, timeout=timeout_of(BULK_SECONDS), verify=verify) as http:
         yield CoordinatorClient(http, session, token)
 
 
@@ -268,6 +275,30 @@ def connect_remote(remote: Remote) -> contextlib.AbstractContextManager[Coordina
     if remote.token is None:
         raise NoToken(remote)
     return connect(remote.url, remote.session, remote.token)
+
+
+def check_remote(remote: Remote, command: str) -> None:
+    """Ask the coordinator whether ``remote``'s URL, session and token work together (one
+    ``GET head``), as ``phs remote add`` does before it saves a remote.
+
+    Raises:
+        CoordinatorUnavailable: nothing answers at the URL.
+        Unauthorized: the token is not one of that coordinator's, or not of that session
+            (:class:`~.client.Forbidden`).
+        CoordinatorError: another error answer (404: no such session).
+    """
+    with connect_remote(remote) as client:
+        try:
+            client.head()
+        except CoordinatorUnavailable as exc:
+            raise CoordinatorUnavailable(
+                exc.code, f"cannot reach the coordinator at {remote.url}: {exc.reason}; check "
+                f"the URL and that the coordinator runs (or {command} --no-check to save it "
+                "without asking)", 0, exc.details) from None
+        except Unauthorized as exc:
+            raise type(exc)(exc.code, f"{remote.url} refused this token for session "
+                            f"{remote.session} ({exc.message}); check the token and the "
+                            "session name", exc.status, exc.details) from None
 
 
 def holder_name() -> str:
