@@ -154,3 +154,19 @@ def test_remote_add_set_token_and_set_url_check_with_the_coordinator(
     assert phs.json("remote", "list", "-C", w)[0]["url"] == url
     assert phs.json("status", "-C", w)["session"] == "s1"  # the stored token still works
     assert phs.json("remote", "set-url", "origin", down, "--no-check", "-C", w)["url"] == down
+
+
+def test_serve_on_a_busy_port_is_one_line_exit_1_and_makes_no_admin_token(
+        tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "peerhost_cli.main", "serve", "--data", str(tmp_path / "d"),
+             "--bind", f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=60,
+            check=False)
+    assert proc.returncode == 1
+    assert proc.stdout == "", "printed (an admin token?) before the bind failed"
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"phs serve: error: cannot listen on 127.0.0.1:{port}: address already in use" \
+        in proc.stderr and "--bind" in proc.stderr
+    assert not (tmp_path / "d").exists(), "state (and an admin token nobody saw) was created"
