@@ -13,9 +13,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from test_cli_remote import Phs, coordinator, phs  # noqa: F401
+from test_cli_remote import (  # noqa: F401
+    Phs,
+    add_origin,
+    coordinator,
+    phs,
+    session,
+    world_with_history,
+)
 from worldfs_helpers import make_world
 
+from peerhost_cli.main import main
 from peerhost_server.background import BackgroundCoordinator
 from peerhost_store.sync.client import CoordinatorUnavailable, Lease
 from peerhost_store.sync.keeper import LeaseKeeper
@@ -170,3 +178,76 @@ def test_serve_on_a_busy_port_is_one_line_exit_1_and_makes_no_admin_token(
     assert f"phs serve: error: cannot listen on 127.0.0.1:{port}: address already in use" \
         in proc.stderr and "--bind" in proc.stderr
     assert not (tmp_path / "d").exists(), "state (and an admin token nobody saw) was created"
+
+
+def history(tmp: Path, phs: Phs) -> tuple[Path, list[str]]:  # noqa: F811
+    """A world with snapshots first, second, third: their ids, oldest first."""
+    world = make_world(tmp / "w")
+    phs("init", "-C", str(world))
+    ids = []
+    for text in ("first", "second", "third"):
+        (world / "notes.txt").write_text(text)
+        ids.append(phs.json("snapshot", "-C", str(world), "-m", text)["id"])
+    return world, ids
+
+
+def test_snapshot_names_follow_git(tmp_path: Path, phs: Phs) -> None:  # noqa: F811
+    world, (first, second, third) = history(tmp_path, phs)
+    w = str(world)
+
+    cases = [("head", third), ("head~", second), ("head^", second), ("head~1", second),
+             ("head^^", first), ("head~2", first), ("head~1^", first),
+             (f"{third[:6]}~", second), ("HEAD^0", third), ("head^1~1", first)]
+    for i, (spec, want) in enumerate(cases):
+        got = phs.json("checkout", spec, str(tmp_path / f"co{i}"), "-C", w)
+        assert got["snapshot"] == want, spec
+    for spec, needle in [("head~3", "history is not that long"),
+                         ("head^2", "has 1 parent, not a ^2"), ("head~x", "expected ~N or ^N")]:
+        code, _, err = phs("diff", spec, "-C", w)
+        assert code == 3 and needle in err, err
+
+
+def test_log_marks_head_and_says_what_a_rollback_restored(tmp_path: Path, phs: Phs) -> None:  # noqa: F811
+    world, (first, second, third) = history(tmp_path, phs)
+    w = str(world)
+    phs.json("rollback", first[:8], "-C", w)
+    code, out, _ = phs("log", "-C", w)
+    assert code == 0
+    assert "(head)" in out and out.index("(head)") < out.index(third[:12])
+    assert f'rollback to {first[:12]}: the world of' in out and '("first")' in out
+    log = phs.json("log", "-C", w)
+    assert log[0]["refs"] == ["head"] and log[0]["rollback_target"] == first
+    assert [e["rollback_target"] for e in log[1:]] == [None, None, None]
+
+
+def test_log_graph_shows_the_parents_of_a_merge(
+        session: dict[str, str], phs: Phs, tmp_path: Path) -> None:  # noqa: F811
+    a, b = tmp_path / "a", tmp_path / "b"
+    world_with_history(a, phs)
+    add_origin(phs, a, session, "owner")
+    phs.json("push", "-C", str(a))
+    phs.json("clone", session["url"], "--session", "s1", "--token", session["bob"], str(b))
+    for world, text in ((a, "a played"), (b, "b played")):
+        (world / "data" / "notes.txt").write_text(text)
+        phs.json("snapshot", "-C", str(world), "-m", f"{world.name} played")
+    phs.json("push", "-C", str(b))
+    merged = phs.json("pull", "--keep", "theirs", "-C", str(a))
+    code = main(["log", "--graph", "-C", str(a)])
+    assert code == 0
+    text = phs.capsys.readouterr().out
+    rows = [line.rstrip() for line in text.splitlines()]
+    assert rows[1].startswith("*") and merged["head"][:12] in rows[1] and "(head" in rows[1]
+    assert "session s1" in text and "[merge of" in text
+    assert rows[2].startswith("|\\")
+    assert any(r.startswith("| *") for r in rows) and any(r.startswith("|/") for r in rows)
+
+
+def test_the_graph_is_drawn_children_first_even_when_times_disagree() -> None:
+    from peerhost_cli.loggraph import graph, topological
+
+    # "first" claims to be newer than "b" (a friend's clock was ahead): children still come first.
+    rows = [("M", ("a", "b")), ("a", ("first",)), ("first", ()), ("b", ("first",))]
+    ordered = topological(rows)
+    assert [k for k, _ in ordered] == ["M", "a", "b", "first"]
+    assert graph(ordered) == [("*", "M"), ("|\\", None), ("* |", "a"), ("| *", "b"),
+                              ("|/", None), ("*", "first")]

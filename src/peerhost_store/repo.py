@@ -32,6 +32,8 @@ from .restore import (
     checkout_tree,
     prepare_restore,
 )
+from .revspec import parse_revspec
+from .revspec import walk as walk_revspec
 from .scan import ScanResult, scan_world
 from .store import LmdbStore, ObjectStore, Update
 from .worldfs import STORE_DIR
@@ -160,29 +162,27 @@ class Repository:
                     heapq.heappush(queue, (-self.read_snapshot(parent).time, parent))
 
     def resolve(self, spec: str) -> ObjectId:
-        """Resolve ``head``, ``head~N`` or a unique hex prefix (4+ digits) to a snapshot id."""
-        text = spec.strip().lower()
-        base, _, back = text.partition("~")
-        if base in ("head", HEAD):
+        """Resolve a snapshot name to its id: ``head`` or a unique hex prefix (4+ digits),
+        followed by git's ``~N`` and ``^N`` steps (``head~``, ``head~3``, ``3fa2c1^2``; see
+        :mod:`.revspec`)."""
+        name = parse_revspec(spec)
+        if name.base in ("head", HEAD):
             oid = self.head()
             if oid is None:
                 raise NotFound("there are no snapshots yet")
-            if back and not back.isdigit():
-                raise NotFound(f"{spec!r}: expected head~N with a number N")
-            shallow = load_shallow(self.store)
-            for _ in range(int(back or 0)):
-                parents = self.read_snapshot(oid).parents
-                if not parents or oid in shallow:
-                    raise NotFound(f"{spec}: history is not that long")
-                oid = parents[0]
+        elif len(name.base) < 4 or any(c not in "0123456789abcdef" for c in name.base):
+            raise NotFound(f"{spec!r} is not a snapshot id, a prefix of 4+ hex digits, or "
+                           "head, head~N, head^")
+        else:
+            matches = {oid for oid, _ in self.log() if oid.hex().startswith(name.base)}
+            if len(matches) != 1:
+                raise NotFound(f"{spec!r} matches {len(matches)} snapshots" + (
+                    ": give more digits" if matches else ""))
+            oid = matches.pop()
+        if not name.steps:
             return oid
-        if len(text) < 4 or any(c not in "0123456789abcdef" for c in text):
-            raise NotFound(f"{spec!r} is not a snapshot id, a prefix of 4+ hex digits, or head~N")
-        matches = {oid for oid, _ in self.log() if oid.hex().startswith(text)}
-        if len(matches) != 1:
-            raise NotFound(f"{spec!r} matches {len(matches)} snapshots" + (
-                ": give more digits" if matches else ""))
-        return matches.pop()
+        return walk_revspec(spec, oid, name.steps, lambda o: self.read_snapshot(o).parents,
+                    load_shallow(self.store))
 
     # -- snapshot -------------------------------------------------------------------------
 
