@@ -13,14 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from test_cli_remote import (  # noqa: F401
-    Phs,
-    add_origin,
-    coordinator,
-    phs,
-    session,
-    world_with_history,
-)
+from test_cli_remote import Phs, coordinator, phs, session  # noqa: F401
+from test_cli_safety import diverged
 from worldfs_helpers import make_world
 
 from peerhost_cli.main import main
@@ -208,7 +202,7 @@ def test_snapshot_names_follow_git(tmp_path: Path, phs: Phs) -> None:  # noqa: F
 
 
 def test_log_marks_head_and_says_what_a_rollback_restored(tmp_path: Path, phs: Phs) -> None:  # noqa: F811
-    world, (first, second, third) = history(tmp_path, phs)
+    world, (first, _, third) = history(tmp_path, phs)
     w = str(world)
     phs.json("rollback", first[:8], "-C", w)
     code, out, _ = phs("log", "-C", w)
@@ -222,15 +216,7 @@ def test_log_marks_head_and_says_what_a_rollback_restored(tmp_path: Path, phs: P
 
 def test_log_graph_shows_the_parents_of_a_merge(
         session: dict[str, str], phs: Phs, tmp_path: Path) -> None:  # noqa: F811
-    a, b = tmp_path / "a", tmp_path / "b"
-    world_with_history(a, phs)
-    add_origin(phs, a, session, "owner")
-    phs.json("push", "-C", str(a))
-    phs.json("clone", session["url"], "--session", "s1", "--token", session["bob"], str(b))
-    for world, text in ((a, "a played"), (b, "b played")):
-        (world / "data" / "notes.txt").write_text(text)
-        phs.json("snapshot", "-C", str(world), "-m", f"{world.name} played")
-    phs.json("push", "-C", str(b))
+    a, _ = diverged(session, phs, tmp_path)
     merged = phs.json("pull", "--keep", "theirs", "-C", str(a))
     code = main(["log", "--graph", "-C", str(a)])
     assert code == 0

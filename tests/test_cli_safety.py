@@ -176,17 +176,23 @@ def test_a_session_rollback_names_the_previous_session_head_and_refuses_a_no_op(
     assert phs.json("status", "-C", str(a))["head"] == head
 
 
-def test_push_pull_and_status_give_the_same_next_step_after_a_divergence(
-        session: dict[str, str], phs: Phs, tmp_path: Path) -> None:  # noqa: F811
-    a, b = tmp_path / "a", tmp_path / "b"
+def diverged(session: dict[str, str], phs: Phs, tmp: Path) -> tuple[Path, Path]:  # noqa: F811
+    """Worlds a (owner) and b (bob, a clone): both played on after a's first push, b pushed."""
+    a, b = tmp / "a", tmp / "b"
     world_with_history(a, phs)
     add_origin(phs, a, session, "owner")
     phs.json("push", "-C", str(a))
     phs.json("clone", session["url"], "--session", "s1", "--token", session["bob"], str(b))
-    for world, text in ((a, "a played"), (b, "b played")):
-        (world / "data" / "notes.txt").write_text(text)
-        phs.json("snapshot", "-C", str(world))
+    for world in (a, b):
+        (world / "data" / "notes.txt").write_text(f"{world.name} played")
+        phs.json("snapshot", "-C", str(world), "-m", f"{world.name} played")
     phs.json("push", "-C", str(b))
+    return a, b
+
+
+def test_push_pull_and_status_give_the_same_next_step_after_a_divergence(
+        session: dict[str, str], phs: Phs, tmp_path: Path) -> None:  # noqa: F811
+    a, _ = diverged(session, phs, tmp_path)
     step = "pick a world with phs pull --keep theirs (the session's) or --keep ours (this one)"
     code, _, err = phs("push", "-C", str(a))
     assert code == 5
