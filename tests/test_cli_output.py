@@ -3,6 +3,9 @@ they do something, one JSON naming scheme, one-line errors that say what to chec
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -11,14 +14,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_cli_remote import Phs, coordinator, phs, session  # noqa: F401
 from test_cli_safety import diverged
 from worldfs_helpers import make_world
+from worldutil import copy_world, replace_world
 
 from peerhost_cli.main import main
 from peerhost_server.background import BackgroundCoordinator
+from peerhost_store.repo import Repository
 from peerhost_store.sync.client import CoordinatorUnavailable, Lease
 from peerhost_store.sync.keeper import LeaseKeeper
 from peerhost_store.sync.remotes import connect
@@ -237,3 +243,71 @@ def test_the_graph_is_drawn_children_first_even_when_times_disagree() -> None:
     assert [k for k, _ in ordered] == ["M", "a", "b", "first"]
     assert graph(ordered) == [("*", "M"), ("|\\", None), ("* |", "a"), ("| *", "b"),
                               ("|/", None), ("*", "first")]
+
+
+def test_diff_sizes_use_one_unit_per_column_and_the_summary_reads_as_a_sentence() -> None:
+    from peerhost_cli.cmd_diff import column_sizes, summary_text
+
+    assert column_sizes([3 << 20, 512 << 10, None, 10]) == ["3.0 MiB", "0.5 MiB", "", "<0.1 MiB"]
+    assert column_sizes([100, 7]) == ["100 B", "7 B"]
+    totals = {"files_added": 1, "files_modified": 2, "chunks_added": 3, "chunks_modified": 1230,
+              "chunks_content": 30, "chunks_resave": 1200}
+    assert summary_text(totals) == (
+        "3 files changed (1 added, 2 modified); 1,233 chunks changed (3 added, 1,230 modified): "
+        "of the modified, 30 with new content, 1,200 only re-saved by the game")
+    assert summary_text({}) == "no changes"
+    assert summary_text({"files_removed": 1}) == "1 file changed (1 removed)"
+
+
+def world_with_a_chunk_change(tmp: Path, real_world: Any) -> Path:
+    world = copy_world(real_world("aviadbag-1.19-history") / "3195128", tmp / "w")
+    assert main(["init", "-C", str(world)]) == 0 and main(["snapshot", "-C", str(world)]) == 0
+    replace_world(world, real_world("aviadbag-1.19-history") / "500ee47")
+    return world
+
+
+def test_diff_piped_lists_every_chunk_with_its_blocks_uncut(
+        tmp_path: Path, real_world: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    world = world_with_a_chunk_change(tmp_path, real_world)
+    capsys.readouterr()
+    proc = subprocess.run([sys.executable, "-m", "peerhost_cli.main", "diff", "-C", str(world)],
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "COLUMNS": "60"})
+    assert proc.returncode == 0, proc.stderr
+    changes = json.loads(subprocess.run(
+        [sys.executable, "-m", "peerhost_cli.main", "diff", "-C", str(world), "--json"],
+        capture_output=True, text=True, timeout=120, check=True).stdout)["changes"]
+    chunks = [c for c in changes if c["type"] == "chunk"]
+    assert len(chunks) > 50
+    for c in chunks:  # every chunk has its own line, with its blocks, not folded at 60 columns
+        x, z = c["x"], c["z"]
+        line = f" {x},{z} "
+        assert any(line in row and f"{x * 16}..{x * 16 + 15}, {z * 16}..{z * 16 + 15}" in row
+                   for row in proc.stdout.splitlines()), (x, z)
+    assert "..." not in proc.stdout and "…" not in proc.stdout
+    last = proc.stdout.splitlines()[-1]
+    assert last.startswith("11 files changed (11 modified); ") and "with new content" in last
+    assert "KiB" in proc.stdout and " -> " in proc.stdout  # file sizes; region chunk counts
+
+
+def test_diff_on_a_terminal_groups_chunks_and_says_how_to_see_them_all(
+        tmp_path: Path, real_world: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from peerhost_cli.cmd_diff import SHOWN_CHUNKS, _print_changes
+
+    world = world_with_a_chunk_change(tmp_path, real_world)
+    with Repository.open(world) as repo:
+        changes = list(repo.diff(repo.resolve("head"), None))
+    capsys.readouterr()
+    _print_changes(changes, every_chunk=False)
+    text = capsys.readouterr().out
+    assert "more (phs diff | less lists all)" in text
+    where = re.findall(r"-?\d+,-?\d+ \((-?\d+)\.\.(-?\d+), (-?\d+)\.\.(-?\d+)\)", text)
+    assert len(where) >= SHOWN_CHUNKS
+    assert all(int(x1) - int(x0) == 15 and int(z1) - int(z0) == 15 for x0, x1, z0, z1 in where)
+
+
+def test_a_closed_pipe_ends_phs_quietly(tmp_path: Path, real_world: Any) -> None:
+    world = world_with_a_chunk_change(tmp_path, real_world)
+    proc = subprocess.run(f"{sys.executable} -m peerhost_cli.main diff -C {world} | head -1",
+                          shell=True, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.stderr == "" and proc.stdout.count("\n") == 1

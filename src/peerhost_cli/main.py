@@ -21,6 +21,7 @@ Exit codes (also in ``phs --help``):
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import traceback
@@ -47,6 +48,7 @@ from .output import err
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_VERIFY, EXIT_BUSY, EXIT_UNSAFE = 0, 1, 2, 3, 4, 5, 6
 EXIT_UNAUTHORIZED, EXIT_UNREACHABLE = 7, 8
 EXIT_INTERRUPTED = 130
+EXIT_PIPE = 141
 
 EPILOG = """exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 verify found problems,
 5 busy or conflict (world in use, lease held or lost, head moved, diverged),
@@ -103,6 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.line("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # phs log | head: the reader is gone. Stop quietly, as git does (128 + SIGPIPE), and
+        # keep Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
     except (PeerhostError, OSError) as exc:
         if args.debug:
             traceback.print_exc()
