@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from peerhost_store.errors import NotFound
+from peerhost_store.errors import NotFound, PeerhostError
 
 from .common import Parents, Subparsers, add_force, open_repo, short, snapshot_json, when
 from .output import emit_json, err, human_bytes, out, progress_bar
@@ -170,8 +170,13 @@ def _rollback_target(repo: Repository, snap: Snapshot) -> tuple[ObjectId, Snapsh
     match = _ROLLBACK.match(snap.message) if not snap.summary else None
     if match is None:
         return None
+    if not snap.parents or snap.parents[0] not in repo.store:
+        return None  # its history was cut by gc --keep-last
     # Bounded: a rollback older than this many snapshots is shown by its id only.
-    for oid, old in itertools.islice(repo.log(snap.parents[0]) if snap.parents else (), 5000):
-        if oid.hex().startswith(match.group(1)):
-            return oid, old
+    try:
+        for oid, old in itertools.islice(repo.log(snap.parents[0]), 5000):
+            if oid.hex().startswith(match.group(1)):
+                return oid, old
+    except PeerhostError:  # a damaged history: phs verify says where; log still lists
+        return None
     return None
