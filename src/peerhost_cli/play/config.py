@@ -150,20 +150,16 @@ class ServerProperties:
 
 
 def parse_properties(text: str) -> dict[str, str]:
-    """Java ``.properties`` as Minecraft writes it: ``key=value`` lines, ``#`` comments.
+    """A Java ``.properties`` file, as Java reads it (``javaproperties``): ``key=value``,
+    ``key: value`` or ``key value`` lines, ``#``/``!`` comments, backslash escapes
+    (``rcon.password=p\\:ss`` is ``p:ss``), ``\\uXXXX``, continued lines.
 
-    (Minecraft writes no continuation lines or escapes in the keys phs reads.)
+    Raises:
+        ValueError: a malformed ``\\u`` escape.
     """
-    values: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line[0] in "#!":
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            key, _, value = line.partition(":")
-        values[key.strip()] = value.strip()
-    return values
+    import javaproperties
+
+    return dict(javaproperties.loads(text))
 
 
 def load_properties(path: Path) -> ServerProperties:
@@ -173,9 +169,18 @@ def load_properties(path: Path) -> ServerProperties:
         ConfigError: a port that is not a number in 1..65535.
     """
     try:
-        values = parse_properties(path.read_text(encoding="utf-8", errors="replace"))
+        raw = path.read_bytes()
     except FileNotFoundError:
         return ServerProperties()
+    try:
+        # Minecraft writes UTF-8 (1.18+); Java's own Properties.store writes ISO-8859-1.
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("iso-8859-1")
+    try:
+        values = parse_properties(text)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not a valid properties file: {exc}") from None
 
     def port(key: str, default: int) -> int:
         raw = values.get(key, "") or str(default)
