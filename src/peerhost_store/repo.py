@@ -21,7 +21,7 @@ from .errors import DecodeError, NotFound, PeerhostError
 from .ids import ObjectId, hash_bytes
 from .lock import FileLock
 from .maintenance import GcReport, WalkReport, collect_garbage, load_shallow, walk
-from .objects import Snapshot, decode, encode_snapshot
+from .objects import GameValue, Snapshot, decode, encode_snapshot
 from .region import RegionError
 from .restore import (
     ObjectReader,
@@ -37,6 +37,7 @@ from .revspec import walk as walk_revspec
 from .scan import ScanResult, scan_world
 from .store import LmdbStore, ObjectStore, Update
 from .worldfs import STORE_DIR
+from .worldinfo import game_fields, mods_in, read_world_info
 from .worldlock import check_world_closed
 from .writer import ObjectWriter
 
@@ -96,6 +97,9 @@ class Repository:
         #: :mod:`.worldlock`). ``phs host`` turns this off while the server it runs is up (it
         #: pauses the server's saving around each snapshot); ``--force`` turns it off.
         self.check_world = True
+        #: The server folder the world is hosted from, whose mods each snapshot records
+        #: (:mod:`.worldinfo`); None: the world's parent when it holds server.properties.
+        self.server_dir: Path | None = None
 
     # -- opening --------------------------------------------------------------------------
 
@@ -238,6 +242,7 @@ class Repository:
             host=socket.gethostname(),
             message=message,
             summary=summary,
+            game=self.game(),
         )
         data = encode_snapshot(snap)
         oid = hash_bytes(data)
@@ -246,6 +251,15 @@ class Repository:
         )
         return SnapshotResult(oid, snap, True, scan, writer.new_objects + 1,
                               writer.new_bytes + len(data), time.perf_counter() - started)
+
+    def game(self) -> dict[str, GameValue]:
+        """What a snapshot of the world now records of its game: level.dat's version and
+        data packs, and the server folder's mods (:mod:`.worldinfo`)."""
+        server = self.server_dir
+        if server is None and (self.world.parent / "server.properties").is_file():
+            server = self.world.parent
+        return game_fields(read_world_info(self.world),
+                           None if server is None else mods_in(server))
 
     def _commit_tree(self, root: ObjectId, message: str,
                      other_parents: tuple[ObjectId, ...] = (), *,
