@@ -39,6 +39,11 @@ def _host_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ttl", type=float, default=None, help="lease seconds (default 60)")
     g.add_argument("--holder", default=None, help="name on the lease (default: user@host)")
     g.add_argument("--cloudflared", default=None, help="the cloudflared executable")
+    g.add_argument("--game-version", default=None, metavar="VERSION",
+                   help="the server's Minecraft version (1.21.4) when its jar does not say")
+    g.add_argument("--upgrade", action="store_true", default=None,
+                   help="host even though the server is newer than the world: it upgrades "
+                        "the world (friends then need the new version too)")
 
 
 def register(commands: Subparsers, parents: Parents) -> None:
@@ -73,7 +78,7 @@ def host_config(world: Path, args: argparse.Namespace) -> HostConfig:
         server_dir=args.server_dir, tunnel=args.tunnel, address=args.address,
         port=args.game_port, snapshot_minutes=args.snapshot_minutes, ttl=args.ttl,
         holder=args.holder, cloudflared=args.cloudflared,
-        remote=args.remote)
+        remote=args.remote, game_version=args.game_version, upgrade=args.upgrade)
 
 
 @contextlib.contextmanager
@@ -147,6 +152,8 @@ def run_join_command(args: argparse.Namespace) -> int:
         with stop_on_signals() as stop:
             standby = None
             if args.standby:
+                # What this machine needs to host is checked now, not when the lease comes.
+                Host(repo, chosen, config, view, stop).preflight()
                 holder = config.holder or holder_name()
 
                 def become_host(lease: Lease, sent: float) -> int:

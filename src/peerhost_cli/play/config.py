@@ -14,6 +14,8 @@ server command differs from one player's machine to the next)::
     ttl = 60
     max_quiet_wait = 60            # without RCON: seconds a snapshot waits for quiet files
     console_save = true            # then: save-off / save-all flush / save-on on the console
+    game_version = "1.21.4"        # when the server jar does not say (phs checks the world's)
+    upgrade = false                # true: host even when the server would upgrade the world
 
 Flags override the file; the file overrides the defaults.
 """
@@ -61,6 +63,9 @@ class HostConfig:
         stop_timeout: seconds the server may take to stop after ``stop`` before it is killed.
         cloudflared: the cloudflared executable.
         holder: the name on the lease (default: user@host).
+        game_version: the server's Minecraft version (``1.21.4``) or data version (``4189``),
+            when phs cannot read it from the server jar (:mod:`.guards`).
+        upgrade: host even when the server is newer than the world (it upgrades the world).
     """
 
     server: tuple[str, ...] = ()
@@ -78,6 +83,8 @@ class HostConfig:
     stop_timeout: float = 60.0
     cloudflared: str = "cloudflared"
     holder: str | None = None
+    game_version: str | None = None
+    upgrade: bool = False
 
     def with_overrides(self, **values: Any) -> HostConfig:
         """A copy with every non-None value applied (command-line flags)."""
@@ -98,6 +105,7 @@ _KINDS: dict[str, type | tuple[type, ...]] = {
     "ttl": (int, float), "quiet_seconds": (int, float), "max_quiet_wait": (int, float),
     "console_save": bool, "ready_timeout": (int, float),
     "stop_timeout": (int, float), "cloudflared": str, "holder": str, "server_dir": str,
+    "game_version": str, "upgrade": bool,
 }
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from peerhost_store.errors import PeerhostError
+from peerhost_store.ids import hash_bytes
 from peerhost_store.repo import Repository
 from peerhost_store.sync.client import (
     CoordinatorClient,
@@ -43,9 +44,11 @@ from peerhost_store.sync.keeper import LeaseKeeper
 from peerhost_store.sync.leasing import push_with_lease
 from peerhost_store.sync.remotes import Remote, connect_remote, holder_name, meta_dir, save_lease
 from peerhost_store.sync.transfer import Diverged, PushReport, pull
+from peerhost_store.worldinfo import mods_in
 
 from .config import HostConfig, load_properties
 from .game import GameServer, forward_console
+from .guards import STARTING, check_version, mods_warning, preflight, server_version
 from .saving import (
     ConsoleSaveControl,
     QuietFilesControl,
@@ -130,6 +133,12 @@ class Host:
         self.keeper: LeaseKeeper | None = None
         self._address: str | None = None
         self._game: dict[str, Any] = {}
+        #: What the lease says of the game: the version to join with, the mods (set after the
+        #: pull, when the world is the one this host runs).
+        self._game_info: dict[str, Any] = {}
+        self.version = server_version(config, self.server_dir)
+        self._saw_version = False
+        repo.server_dir = self.server_dir  # the mods each snapshot records
         self._wait: SyncWait | None = None
         self._wait_started = 0.0
 
@@ -144,6 +153,8 @@ class Host:
             LostLease, HostingEnded: hosting ended without the final push (kept locally).
         """
         with self.view.live(self.status), connect_remote(self.remote) as client:
+            if self._lease is None:  # a standby checked before it queued (phs join --standby)
+                self.preflight()
             lease, sent = self._lease or self._take_lease(client)
             if lease is None:
                 return 130  # stopped while waiting as standby
@@ -172,6 +183,60 @@ class Host:
                 keeper.stop()
                 save_lease(meta_dir(self.repo), self.remote, None)
         return 0
+
+    def preflight(self) -> None:
+        """Check what hosting needs on this machine, before the lease (:mod:`.guards`)."""
+        for note in preflight(self.config, self.server_dir, self.repo.world, self.port,
+                              self.repo.game()):
+            self.view.event(note)
+
+    def _check_game(self) -> None:
+        """After the pull, before the server starts: the session's world against this
+        server's version, and its mods against those of the last host."""
+        world = self.repo.game()
+        note = check_version(world, self.version, upgrade=self.config.upgrade)
+        if note:
+            self.view.event(note)
+        mods = mods_in(self.server_dir)
+        last = self._last_game()
+        if last is not None:
+            warning = mods_warning(last[1], mods, last[0])
+            if warning:
+                self.view.event(f"warning: {warning}")
+        version = self.version.name if self.version and self.version.name else world.get("version")
+        self._game_info = {k: v for k, v in (
+            ("version", version),
+            ("data_version", (self.version.data_version if self.version else None)
+             or world.get("data_version")),
+            ("mods", {"count": len(mods), "digest": hash_bytes("\n".join(mods).encode()).hex()[:16]}
+             if mods else None)) if v is not None}
+
+    def _last_game(self) -> tuple[str, dict[str, Any]] | None:
+        """Who made the newest snapshot (a few back at most) that recorded mods, and its game."""
+        oid = self.repo.head()
+        for _ in range(20):
+            if oid is None:
+                return None
+            snap = self.repo.read_snapshot(oid)
+            if "mods" in snap.game:
+                return f"{snap.author}@{snap.host}", dict(snap.game)
+            oid = snap.parents[0] if snap.parents else None
+        return None
+
+    def _console_line(self, line: str) -> None:
+        """A server console line: shown, and its version compared once it says it."""
+        self.view.line(line)
+        if self._saw_version:
+            return
+        match = STARTING.search(line)
+        if match is None:
+            return
+        self._saw_version = True
+        world = self.repo.game().get("version")
+        if self.version is None and isinstance(world, str) and match.group(1) != world:
+            self.view.event(f"warning: the server says it is Minecraft {match.group(1)} and the "
+                            f"world was saved by {world}: set game_version in peerhost.toml so "
+                            "that phs can refuse a downgrade or an unasked upgrade before start")
 
     def _take_lease(self, client: CoordinatorClient) -> tuple[Lease | None, float]:
         queued = False
@@ -224,12 +289,13 @@ class Host:
                             f" ({report.objects_received} objects)",
             "ahead": "this world has snapshots the session lacks: pushing them",
         }[report.outcome])
+        self._check_game()
         self._snapshot_and_push(client, "before hosting")
 
     def _play(self, client: CoordinatorClient) -> None:
         assert self.keeper is not None
         self.status.phase = "starting the server"
-        server = GameServer(self.config.server, self.server_dir, self.port, self.view.line)
+        server = GameServer(self.config.server, self.server_dir, self.port, self._console_line)
         tunnel: Tunnel | None = None
         try:
             server.start()
@@ -260,7 +326,8 @@ class Host:
             self.port, self.config.address, self.config.cloudflared, log=lambda _: None))
         published: Published = tunnel.start()
         self.status.address, self.status.via = published.address, published.via
-        self._address, self._game = published.address, {"tunnel": published.via, "port": self.port}
+        self._address = published.address
+        self._game = {"tunnel": published.via, "port": self.port, **self._game_info}
         self._publish()
         if published.address:
             self.view.event(f"published {published.address} ({published.via}); friends run: "
