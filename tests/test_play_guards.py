@@ -4,24 +4,38 @@ notifications that never block hosting."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgpack
 import playutil
 import pytest
 from playutil import Peer, Session, coordinator_session, make_peer, toml_value
+from test_cli_remote import Phs, coordinator, phs, session  # noqa: F401
+from test_cli_safety import diverged
 from worldutil import copy_world, replace_world
 
 from peerhost_cli.main import main as phs_main
-from peerhost_cli.play.config import ConfigError, HostConfig, load_properties, parse_properties
+from peerhost_cli.play.config import (
+    ConfigError,
+    HostConfig,
+    load_host_config,
+    load_properties,
+    parse_properties,
+)
 from peerhost_cli.play.guards import (
     ServerVersion,
     VersionRefused,
@@ -29,6 +43,7 @@ from peerhost_cli.play.guards import (
     mods_warning,
     server_version,
 )
+from peerhost_cli.play.notify import MAX_PENDING, Notifier
 from peerhost_store import nbt
 from peerhost_store.errors import DecodeError
 from peerhost_store.objects import Snapshot, decode, encode_snapshot
@@ -179,9 +194,9 @@ def set_config(peer: Peer, **changes: object) -> None:
         "[host]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in settings.items()))
 
 
-def real_peer(tmp: Path, session: Session, real_world: Any, **config: object) -> Peer:
+def real_peer(tmp: Path, played: Session, real_world: Any, **config: object) -> Peer:
     """Peer A (alice), its world a copy of a real 1.18.2 world, ``config`` in peerhost.toml."""
-    peer = make_peer(tmp, session, "A", "alice")
+    peer = make_peer(tmp, played, "A", "alice")
     replace_world(peer.world, real_world("aviadbag-1.18.2-initial"))
     set_config(peer, **config)
     return peer
@@ -202,9 +217,9 @@ def real_peer(tmp: Path, session: Session, real_world: Any, **config: object) ->
 def test_host_refuses_before_it_takes_the_lease(
         tmp_path: Path, real_world: Any, change: dict[str, object], flags: tuple[str, ...],
         needle: str) -> None:
-    with coordinator_session(tmp_path) as session:
-        peer = real_peer(tmp_path, session, real_world, **change)
-        owner = session.client()
+    with coordinator_session(tmp_path) as played:
+        peer = real_peer(tmp_path, played, real_world, **change)
+        owner = played.client()
         before = owner.lease_status().fencing
         proc = host_run(peer, *flags)
         assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -215,26 +230,26 @@ def test_host_refuses_before_it_takes_the_lease(
 
 @pytest.mark.skipif(sys.platform == "win32", reason="subprocess timing")
 def test_host_refuses_a_busy_game_port_before_the_lease(tmp_path: Path) -> None:
-    with coordinator_session(tmp_path) as session:
-        peer = make_peer(tmp_path, session, "A", "alice")
+    with coordinator_session(tmp_path) as played:
+        peer = make_peer(tmp_path, played, "A", "alice")
         with socket.create_server(("127.0.0.1", peer.port)):
             proc = host_run(peer)
         assert proc.returncode == 1 and f"port {peer.port} on this machine is in use" in \
             proc.stderr, proc.stderr
-        assert session.client().lease_status().fencing == 0
+        assert played.client().lease_status().fencing == 0
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="subprocess timing")
 def test_an_announced_upgrade_hosts_and_the_lease_says_the_version(
         tmp_path: Path, real_world: Any) -> None:
-    with coordinator_session(tmp_path) as session:
-        peer = real_peer(tmp_path, session, real_world, game_version="1.19.4")
+    with coordinator_session(tmp_path) as played:
+        peer = real_peer(tmp_path, played, real_world, game_version="1.19.4")
         with playutil.phs("host", str(peer.world), "--upgrade") as host:
             host.wait_for(r"upgrading the world from Minecraft 1\.18\.2 \(data version 2975\) "
                           r"to 1\.19\.4, as asked")
             host.wait_for(r"published")
             deadline = time.monotonic() + 10
-            while (lease := session.client().lease_status().lease) is None or not lease.game:
+            while (lease := played.client().lease_status().lease) is None or not lease.game:
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
             assert lease.game["version"] == "1.19.4" and lease.game["tunnel"] == "direct"
@@ -245,23 +260,23 @@ def test_an_announced_upgrade_hosts_and_the_lease_says_the_version(
 @pytest.mark.skipif(sys.platform == "win32", reason="subprocess timing")
 def test_the_pulled_world_is_checked_again_before_the_server_starts(
         tmp_path: Path, real_world: Any) -> None:
-    with coordinator_session(tmp_path) as session:
-        a = real_peer(tmp_path, session, real_world)
+    with coordinator_session(tmp_path) as played:
+        a = real_peer(tmp_path, played, real_world)
         assert phs_main(["push", "-C", str(a.world)]) == 0  # the session's world is 1.18.2
-        b = make_peer(tmp_path, session, "B", "bob")  # an empty world: nothing to check yet
+        b = make_peer(tmp_path, played, "B", "bob")  # an empty world: nothing to check yet
         set_config(b, game_version="1.17.1")
         proc = host_run(b)
         assert proc.returncode == 1 and "an older server cannot load a newer world" in \
             proc.stderr, proc.stdout + proc.stderr
         assert "started the server" not in proc.stdout
-        assert session.client().lease_status().lease is None, "the lease was not given back"
+        assert played.client().lease_status().lease is None, "the lease was not given back"
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="signals and subprocess timing")
 def test_a_host_with_other_mods_than_the_last_one_is_warned(tmp_path: Path) -> None:
-    with coordinator_session(tmp_path) as session:
-        a = make_peer(tmp_path, session, "A", "alice")
-        b = make_peer(tmp_path, session, "B", "bob")
+    with coordinator_session(tmp_path) as played:
+        a = make_peer(tmp_path, played, "A", "alice")
+        b = make_peer(tmp_path, played, "B", "bob")
         for peer, jar in ((a, "create-0.5.jar"), (b, "other-1.0.jar")):
             (peer.folder / "mods").mkdir()
             (peer.folder / "mods" / jar).write_bytes(b"PK")
@@ -293,3 +308,145 @@ def test_a_joiner_is_told_which_minecraft_version_to_join_with(
     text = capsys.readouterr().out
     assert "alice@pc hosts Minecraft 1.21.4; point Minecraft at 10.0.0.5:25565" in text
     assert "bob@pc hosts; point Minecraft at 10.0.0.6:25565" in text and "evil" not in text
+
+
+# -- notifications ----------------------------------------------------------------------------
+
+
+@contextmanager
+def webhook_server(*, answer: bool = True) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A webhook on 127.0.0.1 recording each POST (headers and JSON body); with ``answer``
+    False it accepts connections and never answers."""
+    got: list[dict[str, Any]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            got.append({"path": self.path, "headers": dict(self.headers),
+                        "body": json.loads(body)})
+            if not answer:
+                time.sleep(30)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/api/webhooks/1/secret", got
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_notifier_never_blocks_and_drops_past_its_bound() -> None:
+    release = threading.Event()
+    posted: list[str] = []
+
+    def slow_post(url: str, body: dict[str, str]) -> int:
+        release.wait(10)
+        posted.append(body["content"])
+        return 204
+
+    notifier = Notifier("https://chat.example/hook", post=slow_post)
+    started = time.monotonic()
+    for i in range(MAX_PENDING * 3):
+        notifier.send(f"message {i}")
+    assert time.monotonic() - started < 1, "send() waited for the webhook"
+    assert notifier.dropped >= MAX_PENDING
+    release.set()
+    notifier.close()
+    assert posted and len(posted) <= MAX_PENDING + 1 and posted[0] == "message 0"
+    failures: list[str] = []
+
+    def broken(url: str, body: dict[str, str]) -> int:
+        raise OSError("no route")
+
+    notifier = Notifier("https://user:pw@chat.example/hook/secret", post=broken,
+                        log=failures.append)
+    notifier.send("a")
+    notifier.send("b")
+    notifier.close()
+    assert len(failures) == 1 and "chat.example" in failures[0]
+    assert "secret" not in failures[0] and "pw" not in failures[0]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="signals and subprocess timing")
+def test_a_webhook_hears_who_hosts_where_and_when_hosting_moves_and_never_a_token(
+        tmp_path: Path) -> None:
+    with coordinator_session(tmp_path) as played, webhook_server() as (url, got):
+        a = make_peer(tmp_path, played, "A", "alice", webhook=url)
+        b = make_peer(tmp_path, played, "B", "bob", webhook=url)
+        with playutil.phs("host", str(a.world)) as host:
+            host.wait_for(r"published")
+            with playutil.phs("join", "--standby", "-C", str(b.world)) as standby:
+                standby.wait_for(r"standby for the lease, position 1")
+                host.terminate()
+                assert host.finish() == 0, host.text()
+                standby.wait_for(r"published", timeout=30)
+                standby.terminate()
+                assert standby.finish() == 0, standby.text()
+        texts = [g["body"]["content"] for g in got]
+        assert any(re.fullmatch(rf"A now hosts s1 at 127\.0\.0\.1:{a.port}; friends run phs "
+                                r"join", t) for t in texts), texts
+        assert any(t.startswith("A stopped hosting s1; its world is pushed") for t in texts)
+        assert any(t.startswith(f"hosting moved: B now hosts s1 at 127.0.0.1:{b.port}")
+                   for t in texts), (texts, standby.text())
+        for g in got:
+            assert set(g["body"]) == {"content"} and "authorization" not in \
+                {k.lower() for k in g["headers"]}
+            assert not any(token in json.dumps(g) for token in played.tokens.values())
+        assert url not in host.text() + standby.text(), "the webhook URL is a secret"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="signals and subprocess timing")
+def test_a_webhook_that_never_answers_does_not_hold_hosting_up(tmp_path: Path) -> None:
+    with coordinator_session(tmp_path) as played, webhook_server(answer=False) as (url, got):
+        a = make_peer(tmp_path, played, "A", "alice", webhook=url)
+        with playutil.phs("host", str(a.world)) as host:
+            host.wait_for(r"published")
+            started = time.monotonic()
+            host.terminate()
+            assert host.finish(timeout=60) == 0, host.text()
+        assert time.monotonic() - started < 40
+        assert got, "the notification was sent"
+        assert played.client().lease_status().lease is None
+
+
+def test_a_webhook_must_be_an_http_url(tmp_path: Path) -> None:
+    (tmp_path / "peerhost.toml").write_text('[host]\nwebhook = "file:///etc/passwd"\n')
+    with pytest.raises(ConfigError, match="webhook must be an https:// URL"):
+        load_host_config(tmp_path / "peerhost.toml")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="signals and subprocess timing")
+def test_a_webhook_hears_of_diverged_histories_and_a_lost_lease(
+        session: dict[str, str], phs: Phs, tmp_path: Path) -> None:  # noqa: F811
+    a, _ = diverged(session, phs, tmp_path)
+    port = playutil.free_port()
+    with webhook_server() as (url, got):
+        (tmp_path / "peerhost.toml").write_text("[host]\n" + "".join(
+            f"{k} = {toml_value(v)}\n" for k, v in {
+                "server": [sys.executable, str(playutil.FAKE_SERVER), "--world", "a", "--port",
+                           str(port)],
+                "tunnel": "none", "ttl": 3, "holder": "A", "webhook": url}.items()))
+        (tmp_path / "server.properties").write_text(f"server-port={port}\n")
+        with playutil.phs("host", str(a)) as refused:
+            assert refused.finish() == 5, refused.text()
+        assert phs.json("pull", "--keep", "ours", "-C", str(a))["outcome"] == "reconciled"
+        with playutil.phs("host", str(a)) as host, \
+                httpx.Client(base_url=session["url"], timeout=10) as http:
+            host.wait_for(r"the server is ready")
+            owner = playutil.CoordinatorClient(http, "s1", session["owner"])
+            lease = owner.lease_status().lease
+            assert lease is not None
+            owner.release(lease.fencing)  # the owner ends the host's lease
+            host.wait_for(r"LEASE LOST", timeout=20)
+            assert host.finish() == 5
+        texts = [g["body"]["content"] for g in got]
+        assert any(t.startswith("histories diverged: A cannot host s1") for t in texts), texts
+        assert any(t.startswith("sync failed: A lost the lease of s1") for t in texts), texts

@@ -16,6 +16,7 @@ server command differs from one player's machine to the next)::
     console_save = true            # then: save-off / save-all flush / save-on on the console
     game_version = "1.21.4"        # when the server jar does not say (phs checks the world's)
     upgrade = false                # true: host even when the server would upgrade the world
+    webhook = "https://discord.com/api/webhooks/..."  # told when hosting starts, moves, fails
 
 Flags override the file; the file overrides the defaults.
 """
@@ -66,6 +67,8 @@ class HostConfig:
         game_version: the server's Minecraft version (``1.21.4``) or data version (``4189``),
             when phs cannot read it from the server jar (:mod:`.guards`).
         upgrade: host even when the server is newer than the world (it upgrades the world).
+        webhook: a chat webhook (Discord's JSON) told when hosting starts, moves or fails
+            (:mod:`.notify`); a secret: never printed.
     """
 
     server: tuple[str, ...] = ()
@@ -85,6 +88,7 @@ class HostConfig:
     holder: str | None = None
     game_version: str | None = None
     upgrade: bool = False
+    webhook: str | None = None
 
     def with_overrides(self, **values: Any) -> HostConfig:
         """A copy with every non-None value applied (command-line flags)."""
@@ -105,7 +109,7 @@ _KINDS: dict[str, type | tuple[type, ...]] = {
     "ttl": (int, float), "quiet_seconds": (int, float), "max_quiet_wait": (int, float),
     "console_save": bool, "ready_timeout": (int, float),
     "stop_timeout": (int, float), "cloudflared": str, "holder": str, "server_dir": str,
-    "game_version": str, "upgrade": bool,
+    "game_version": str, "upgrade": bool, "webhook": str,
 }
 
 
@@ -138,6 +142,9 @@ def load_host_config(path: Path) -> HostConfig:
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             raise ConfigError(f"{path}: [host] {key} has the wrong type ({type(value).__name__})")
         values[name] = Path(str(value)) if name == "server_dir" else value
+    webhook = values.get("webhook")
+    if webhook is not None and not webhook.startswith(("https://", "http://")):
+        raise ConfigError(f"{path}: [host] webhook must be an https:// URL")
     if values.get("server_dir") is not None and not values["server_dir"].is_absolute():
         values["server_dir"] = path.parent / values["server_dir"]
     return HostConfig(**values)

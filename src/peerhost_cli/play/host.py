@@ -49,6 +49,7 @@ from peerhost_store.worldinfo import mods_in
 from .config import HostConfig, load_properties
 from .game import GameServer, forward_console
 from .guards import STARTING, check_version, mods_warning, preflight, server_version
+from .notify import Notifier
 from .saving import (
     ConsoleSaveControl,
     QuietFilesControl,
@@ -139,6 +140,11 @@ class Host:
         self.version = server_version(config, self.server_dir)
         self._saw_version = False
         repo.server_dir = self.server_dir  # the mods each snapshot records
+        self.notify = Notifier(config.webhook, log=view.event)
+        #: Someone else hosted before this run (it took over as standby): hosting moved.
+        self._moved = lease is not None
+        self._announced: str | None = None  # the address the webhook was last told
+        self._push_failing = False
         self._wait: SyncWait | None = None
         self._wait_started = 0.0
 
@@ -182,6 +188,7 @@ class Host:
             finally:
                 keeper.stop()
                 save_lease(meta_dir(self.repo), self.remote, None)
+                self.notify.close()
         return 0
 
     def preflight(self) -> None:
@@ -260,7 +267,7 @@ class Host:
                 if not queued:
                     self.view.event(f"queued as standby (position {got}); hosting starts when "
                                     f"{current.holder if current else 'the host'} leaves")
-                    queued = True
+                    queued = self._moved = True
             self.status.phase = "standby"
             if self.stop.wait(STANDBY_POLL):
                 return None, 0.0
@@ -272,6 +279,10 @@ class Host:
             report = pull(self.repo, client)
         except Diverged as exc:
             ours = exc.local.hex()[:12] if exc.local else None
+            self.notify.send(f"histories diverged: {self.holder} cannot host "
+                             f"{self.remote.session}, its world has play the session lacks and "
+                             "the session moved on; nothing was overwritten (they pick a world "
+                             "with phs pull --keep theirs|ours)")
             raise HostingEnded(
                 f"this world and session {self.remote.session} have diverged: the session moved "
                 f"on (to {exc.remote.hex()[:12] if exc.remote else '-'}) since this world's last "
@@ -332,7 +343,21 @@ class Host:
         if published.address:
             self.view.event(f"published {published.address} ({published.via}); friends run: "
                             f"phs join")
+            self._announce(published.address)
         return tunnel
+
+    def _announce(self, address: str) -> None:
+        version = self._game_info.get("version")
+        playing = f" (Minecraft {version})" if version else ""
+        if self._announced is not None:
+            text = (f"hosting moved: {self.holder}'s address for {self.remote.session} is now "
+                    f"{address} (its tunnel restarted)")
+        elif self._moved:
+            text = f"hosting moved: {self.holder} now hosts {self.remote.session} at {address}{playing}"
+        else:
+            text = f"{self.holder} now hosts {self.remote.session} at {address}{playing}"
+        self._announced = address
+        self.notify.send(text + "; friends run phs join")
 
     def _loop(self, client: CoordinatorClient, server: GameServer, tunnel: Tunnel) -> Stop:
         assert self.keeper is not None
@@ -444,12 +469,21 @@ class Host:
                                         holder=self.holder)
         except CoordinatorUnavailable as exc:
             self.view.event(f"push failed: {exc}; the next one will send it")
+            if not self._push_failing:  # once per outage, not once per try
+                self._push_failing = True
+                self.notify.send(f"sync failed: {self.holder} cannot reach the coordinator to "
+                                 f"push {self.remote.session} ({exc.reason}); it keeps hosting "
+                                 "and tries again")
             return None
         except LeaseLost as exc:
             raise self._lost(server, tunnel, f"the coordinator refused the push: {exc.message}")
         except (HeadMoved, Diverged) as exc:
             raise self._ended(server, tunnel, f"the session head moved without this host "
                               f"(a rollback on the coordinator?): {exc}")
+        if self._push_failing:
+            self._push_failing = False
+            self.notify.send(f"{self.holder} reached the coordinator again: "
+                             f"{self.remote.session} is in sync")
         if not report.up_to_date:
             self.status.pushes += 1
             self.status.last_push_at = time.time()
@@ -481,10 +515,15 @@ class Host:
                 raise self._lost(None, None, self.keeper.lost)
             time.sleep(2 + 2 * attempt)
         else:
+            self.notify.send(f"sync failed: {self.holder} stopped hosting {self.remote.session} "
+                             "but its final push did not reach the coordinator; the world is "
+                             "kept on its machine until it runs phs push")
             raise HostingEnded("the final push did not reach the coordinator; the world is "
                                "kept in the local snapshot: run phs push when it is back",
                                self.status.last_snapshot)
         self.keeper.stop()
+        self.notify.send(f"{self.holder} stopped hosting {self.remote.session}; its world is "
+                         f"pushed (snapshot {self.status.last_snapshot})")
         try:
             client.release(self.keeper.fencing)
             self.view.event("released the lease")
@@ -504,6 +543,9 @@ class Host:
         """Step 8: stop now, keep the world locally, never push."""
         self.status.phase = "lease lost"
         self.view.event(f"LEASE LOST: {why}; stopping the server now")
+        self.notify.send(f"sync failed: {self.holder} lost the lease of {self.remote.session} "
+                         "and stopped its server; its last play is kept on its machine, not "
+                         "pushed")
         self._stop_everything(server, tunnel)
         kept = self._snapshot("hosting lost the lease: kept locally, not pushed")
         return LostLease(
@@ -514,6 +556,9 @@ class Host:
             f"and both histories stay.", kept)
 
     def _ended(self, server: GameServer | None, tunnel: Tunnel | None, why: str) -> HostingEnded:
+        self.notify.send(f"histories diverged: the head of {self.remote.session} moved without "
+                         f"its host {self.holder} (a rollback?); it stopped its server and keeps "
+                         "its world on its machine, not pushed")
         self._stop_everything(server, tunnel)
         kept = self._snapshot("hosting ended: the session moved; kept locally, not pushed")
         return HostingEnded(f"{why}. The server was stopped and the world kept in local "
