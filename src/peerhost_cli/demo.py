@@ -14,8 +14,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
-from rich.table import Table
-
 from peerhost_store.diff import ChunkChange, summarize
 from peerhost_store.ids import ObjectId
 from peerhost_store.repo import Repository
@@ -34,21 +32,32 @@ from peerhost_store.sync.transfer import PullReport, PushReport, pull
 from peerhost_store.worldfs import STORE_DIR
 
 from .common import import_extra, short
-from .output import emit_json, human_bytes, out
+from .output import emit_json, err, human_bytes, out
 from .reports import chunk_counts, chunks_text, wire_json
 
 T = TypeVar("T")
 
 
 class _Steps:
-    def __init__(self) -> None:
+    """Runs the demo's steps; with ``live``, each is shown as it runs (a spinner on a
+    terminal) and printed as soon as it is done."""
+
+    def __init__(self, live: bool) -> None:
         self.rows: list[dict[str, Any]] = []
+        self.live = live
 
     def run(self, name: str, fn: Callable[[], T], describe: Callable[[T], str]) -> T:
         started = time.perf_counter()
-        value = fn()
+        if self.live and err.is_terminal:
+            with err.console.status(f"{name} ...", spinner="dots"):
+                value = fn()
+        else:
+            value = fn()
         seconds = time.perf_counter() - started
-        self.rows.append({"step": name, "seconds": round(seconds, 3), "result": describe(value)})
+        row = {"step": name, "seconds": round(seconds, 3), "result": describe(value)}
+        self.rows.append(row)
+        if self.live:
+            out.line(f"{name:<15} {row['result']} ({seconds:.2f} s)")
         return value
 
 
@@ -68,7 +77,7 @@ def _demo(args: argparse.Namespace, base: Path) -> int:
     synthesize_world = _synth().synthesize_world
 
     world = base / "world"
-    steps = _Steps()
+    steps = _Steps(live=not args.json)
     if args.source is not None:
         steps.run("copy world", lambda: shutil.copytree(args.source, world,
                                                          ignore=shutil.ignore_patterns(STORE_DIR, "session.lock")),
@@ -113,13 +122,12 @@ def _demo(args: argparse.Namespace, base: Path) -> int:
     if args.json:
         emit_json({"ok": ok, **result, "steps": steps.rows, "history": history})
     else:
-        table = Table("step", "what happened", "time", title="PeerHost demo")
-        for row in steps.rows:
-            table.add_row(row["step"], row["result"], f"{row['seconds']:.2f} s")
-        out.print(table)
-        out.print("history (newest first): " + " <- ".join(history))
+        total = sum(row["seconds"] for row in steps.rows)
+        out.line(f"{'all ok' if ok else 'SOMETHING FAILED'}: {len(steps.rows)} steps in "
+                 f"{total:.1f} s")
+        out.line("history (newest first): " + " <- ".join(history))
         if args.keep is not None:
-            out.print(f"the world and its store are kept in {world}")
+            out.line(f"the world and its store are kept in {world}")
     return 0 if ok else 1
 
 

@@ -115,11 +115,20 @@ def progress_bar(label: str, *, enabled: bool, unit: str = "bytes",
         TransferSpeedColumn,
     )
 
+    from rich.text import Text
+
+    class Count(ProgressColumn):
+        """``12/345 files`` (``12 files`` before the total is known)."""
+
+        def render(self, task: Any) -> Text:
+            total = "" if task.total is None else f"/{task.total:,.0f}"
+            return Text(f"{task.completed:,.0f}{total} {unit}")
+
     columns: list[ProgressColumn | str] = [TextColumn(label), BarColumn()]
     if unit == "bytes":
         columns += [DownloadColumn(binary_units=True), TransferSpeedColumn()]
     else:
-        columns.append(TextColumn("{task.completed:,.0f}/{task.total:,.0f} " + unit))
+        columns.append(Count())
         if moved is not None:
             columns.append(TextColumn("{task.fields[moved]}"))
     columns.append(TimeRemainingColumn())
