@@ -119,5 +119,5 @@ def test_the_demo_prints_each_step_as_it_runs(tmp_path: Path) -> None:
     rest = proc.stdout.read()
     assert proc.wait(120) == 0
     assert first.startswith("synthesize ") and still_running, "steps came only at the end"
-    assert re.search(r"^snapshot +[0-9a-f]{12}: read .* \(\d+\.\d\d s\)$", rest, re.M), rest
+    assert re.search(r"^snapshot +[0-9a-f]{12}: read .* \(\d+\.\d\d s\)$", rest, re.MULTILINE), rest
     assert rest.splitlines()[-2].startswith("all ok: ")

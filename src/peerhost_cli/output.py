@@ -114,7 +114,6 @@ def progress_bar(label: str, *, enabled: bool, unit: str = "bytes",
         TimeRemainingColumn,
         TransferSpeedColumn,
     )
-
     from rich.text import Text
 
     class Count(ProgressColumn):
