@@ -207,7 +207,8 @@ def test_snapshot_names_follow_git(tmp_path: Path, phs: Phs) -> None:  # noqa: F
         assert code == 3 and needle in err, err
 
 
-def test_log_marks_head_and_says_what_a_rollback_restored(tmp_path: Path, phs: Phs) -> None:  # noqa: F811
+def test_log_marks_head_and_says_what_a_rollback_restored(
+        tmp_path: Path, phs: Phs) -> None:  # noqa: F811
     world, (first, _, third) = history(tmp_path, phs)
     w = str(world)
     phs.json("rollback", first[:8], "-C", w)

@@ -10,7 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_cli_remote import Phs, add_origin, coordinator, phs, session, world_with_history  # noqa: F401
+from test_cli_remote import (  # noqa: F401
+    Phs,
+    add_origin,
+    coordinator,
+    phs,
+    session,
+    world_with_history,
+)
 
 #: Run phs's main in a fresh interpreter, then print the modules it imported as JSON.
 PROBE = """
