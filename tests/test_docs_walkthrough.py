@@ -26,10 +26,8 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,7 @@ from typing import Any
 
 import pytest
 from playutil import FAKES, Proc, free_port
+from test_host import read_greeting  # what Minecraft sees on 127.0.0.1:PORT
 from worldutil import copy_world
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX shells and signals")
@@ -212,21 +211,6 @@ class Walkthrough:
                     proc.kill()
 
 
-def play_through(port: int, timeout: float = 20) -> str:
-    """What Minecraft sees connecting to 127.0.0.1:``port``: the (fake) server's greeting."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
-                greeting = conn.recv(200).decode()
-                if greeting:
-                    return greeting
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, f"nothing answered on 127.0.0.1:{port}"
-        time.sleep(0.2)
-
-
 def join_port(proc: Proc) -> int:
     """The local port ``phs join`` said to point Minecraft at (it said so when it started)."""
     pattern = r"point Minecraft at 127\.0\.0\.1:(\d+)"
@@ -264,7 +248,7 @@ def test_getting_started_from_nothing_to_playing_with_friends(walk: Any) -> None
         w.run_block(who[number], block)
         if number == "4.":  # bob plays through the tunnel, on alice's server
             bob_port = join_port(w.players["bob"].background["join"])
-            assert play_through(bob_port) == "fake minecraft server of my-server\n"
+            assert read_greeting(bob_port) == "fake minecraft server of my-server\n"
         if number == "5.":  # alice stops hosting; the standby, carol, takes over
             carol = w.players["carol"].background["join"]
             assert "standby for the lease, position 1" in carol.text()
@@ -273,7 +257,7 @@ def test_getting_started_from_nothing_to_playing_with_friends(walk: Any) -> None
             at = carol.wait_for(r"published (\S+) \(cloudflared\)", timeout=40).group(1)
             bob = w.players["bob"].background["join"]
             bob.wait_for(rf"carol@\S+ hosts.* at {re.escape(at)}", timeout=40)
-            assert play_through(bob_port) == "fake minecraft server of my-server\n"
+            assert read_greeting(bob_port) == "fake minecraft server of my-server\n"
     rolled = w.outputs[-1]
     assert "rolled back to" in rolled and "undo with: phs rollback" in rolled, rolled
 
@@ -287,6 +271,6 @@ def test_readme_from_nothing_to_playing_with_friends(walk: Any) -> None:
     w: Walkthrough = walk(toml)
     w.run_block("admin", walkthrough[0])
     bob = w.players["bob"].background["join"]
-    assert play_through(join_port(bob)) == "fake minecraft server of my-server\n"
+    assert read_greeting(join_port(bob)) == "fake minecraft server of my-server\n"
     w.stop("bob", "join")
     w.stop("alice", "host")
