@@ -70,6 +70,24 @@ def ensure_node_packages() -> None:
     stamp.write_text(wanted)
 
 
+def ensure_tmux() -> None:
+    """tmux for the terminal tests (tests/test_cli_tmux.py drives phs host, join and push in
+    it). Under CI=true they fail without it, so it is installed there from Debian's archive
+    (apt-get, as root or through sudo); elsewhere they skip without it."""
+    if shutil.which("tmux") is not None or os.environ.get("CI") != "true":
+        return
+    apt = shutil.which("apt-get")
+    if apt is None:
+        print("tmux not found and no apt-get to install it: the terminal tests will fail",
+              flush=True)
+        return
+    sudo = [] if not hasattr(os, "geteuid") or os.geteuid() == 0 else ["sudo"]
+    print("installing tmux (apt-get) for the terminal tests", flush=True)
+    subprocess.run([*sudo, apt, "update", "-qq"], check=True)
+    subprocess.run([*sudo, apt, "install", "-y", "-qq", "--no-install-recommends", "tmux"],
+                   check=True)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test", "phs", "lock"):
         print("usage: python3 dev.py demo [phs demo options] | test [pytest options] | phs ARGS"
@@ -81,6 +99,7 @@ def main(argv: list[str]) -> int:
         cmd = [str(python), str(ROOT / "tests" / "wheels.py"), "lock"]
     elif command == "test":
         ensure_node_packages()
+        ensure_tmux()
         cmd = [str(python), "-m", "pytest", *rest]
     elif command == "demo":
         cmd = [str(python), "-m", "peerhost_cli.main", "demo", *rest]

@@ -21,6 +21,7 @@ import httpx
 from test_server_uvicorn import Coordinator, free_port
 
 from peerhost_cli.main import main as phs_main
+from peerhost_cli.play.game import port_answers  # noqa: F401 - the tests' too
 from peerhost_store.sync.client import CoordinatorClient
 
 FAKES = Path(__file__).parent / "fakes"
@@ -98,7 +99,7 @@ def make_peer(tmp: Path, session: Session, name: str, member: str, **settings: o
     (folder / "server.properties").write_text(f"#Minecraft server properties\nserver-port={port}\n")
     (folder / "peerhost.toml").write_text(
         "[host]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in config.items()))
-    assert phs_main(["init", "-C", str(world)]) == 0
+    assert phs_main(["init", "--force", "-C", str(world)]) == 0  # empty: the session fills it
     assert phs_main(["remote", "add", "origin", session.url, "--session", session.name,
                      "--token", session.tokens[member], "-C", str(world)]) == 0
     return Peer(name, folder, port, config)
@@ -185,13 +186,3 @@ def phs(*args: str, env: dict[str, str] | None = None) -> Iterator[Proc]:
         yield proc
     finally:
         proc.kill()
-
-
-def port_answers(port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False

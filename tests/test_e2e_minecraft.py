@@ -134,7 +134,7 @@ def start_play(tmp: Path, session: Session, stack: ExitStack) -> Play:
     player = stack.enter_context(phs(
         "join", "--url", session.url, "--session", "s1", "--port", str(join_port),
         "--cloudflared", CLOUDFLARED, env={**env, "PHS_TOKEN": session.tokens["carol"]}))
-    player.wait_for(rf"A hosts at {first} .*127\.0\.0\.1:{join_port}")
+    player.wait_for(rf"A hosts(?: Minecraft \S+)? at {first} .*127\.0\.0\.1:{join_port}")
     return Play(session, a, b, host, standby, player, join_port, first)
 
 
@@ -150,7 +150,7 @@ def test_host_hands_over_to_a_standby_and_the_bot_finds_its_blocks(tmp_path: Pat
         assert "released the lease" in host.text()
         second = standby.wait_for(r"published (\S+\.trycloudflare\.com)", timeout=120).group(1)
         assert second != play.first
-        player.wait_for(rf"B hosts at {second} .*127\.0\.0\.1:{join_port}", timeout=30)
+        player.wait_for(rf"B hosts(?: Minecraft \S+)? at {second} .*127\.0\.0\.1:{join_port}", timeout=30)
 
         code, answer = bot(join_port, "check", BLOCKS)
         assert code == 0 and matches(answer) == [True, True], answer
@@ -178,7 +178,7 @@ def test_crashed_host_loses_the_session_to_the_standby_and_cannot_push_later(tmp
         standby.wait_for(r"the lease came to this standby", timeout=TTL + 30)
         assert time.monotonic() - crashed_at >= TTL - 2, "taken over before the lease expired"
         standby.wait_for(r"published (\S+\.trycloudflare\.com)", timeout=120)
-        player.wait_for(rf"B hosts at .*127\.0\.0\.1:{join_port}", timeout=30)
+        player.wait_for(rf"B hosts(?: Minecraft \S+)? at .*127\.0\.0\.1:{join_port}", timeout=30)
         code, answer = bot(join_port, "check", BLOCKS + LATER)
         assert matches(answer) == [True, True, False], answer  # the last pushed snapshot
         assert code == 1

@@ -273,9 +273,11 @@ class ScriptedClient:
     def __init__(self, answers: list[Any]) -> None:
         self.answers = answers
         self.calls: list[dict[str, Any]] = []
+        self.waits: list[float] = []  # how long each renewal would wait for its answer
 
-    def renew(self, fencing: int, **extra: Any) -> Renewal:
+    def renew(self, fencing: int, *, seconds: float, **extra: Any) -> Renewal:
         self.calls.append({"fencing": fencing, **extra})
+        self.waits.append(seconds)
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, Exception):
             raise answer

@@ -9,17 +9,14 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from peerhost_store.repo import Repository
-from peerhost_store.sync.client import Lease
-from peerhost_store.sync.remotes import Remote, connect_remote, holder_name, meta_dir, pick_remote
+from .common import Parents, Subparsers, UsageError, token_from
 
-from .common import Subparsers, UsageError, token_from
-from .play.config import CONFIG_FILE, HostConfig, load_host_config, split_command
-from .play.host import Host
-from .play.join import run_join
-from .play.tunnel import providers
-from .play.view import View
+if TYPE_CHECKING:
+    from peerhost_store.sync.remotes import Remote
+
+    from .play.config import HostConfig
 
 DEFAULT_JOIN_PORT = 25565
 
@@ -27,13 +24,13 @@ DEFAULT_JOIN_PORT = 25565
 def _host_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--remote", default=None,
                    help="the remote naming the session (default: origin, or the only one)")
-    g = p.add_argument_group(f"hosting (flags override {CONFIG_FILE} beside the world)")
+    g = p.add_argument_group("hosting (flags override peerhost.toml beside the world)")
     g.add_argument("--server", default=None, metavar="COMMAND",
                    help="the server command, e.g. \"java -jar server.jar nogui\"")
     g.add_argument("--server-dir", type=Path, default=None,
                    help="folder the server runs in (default: the world's parent)")
-    g.add_argument("--tunnel", default=None, choices=providers(),
-                   help="how friends reach you (default: cloudflared)")
+    g.add_argument("--tunnel", default=None, metavar="PROVIDER",
+                   help="how friends reach you: cloudflared (default), direct or none")
     g.add_argument("--address", default=None, help="with --tunnel direct: HOST:PORT to publish")
     g.add_argument("--game-port", type=int, default=None,
                    help="the game port (default: server-port of server.properties, else 25565)")
@@ -42,10 +39,15 @@ def _host_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ttl", type=float, default=None, help="lease seconds (default 60)")
     g.add_argument("--holder", default=None, help="name on the lease (default: user@host)")
     g.add_argument("--cloudflared", default=None, help="the cloudflared executable")
+    g.add_argument("--game-version", default=None, metavar="VERSION",
+                   help="the server's Minecraft version (1.21.4) when its jar does not say")
+    g.add_argument("--upgrade", action="store_true", default=None,
+                   help="host even though the server is newer than the world: it upgrades "
+                        "the world (friends then need the new version too)")
 
 
-def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
-    p = commands.add_parser("host", parents=[common],
+def register(commands: Subparsers, parents: Parents) -> None:
+    p = commands.add_parser("host", parents=parents("world"),
                             help="host the session: lease, pull, run the server, tunnel, push")
     p.add_argument("folder", nargs="?", type=Path, default=None, metavar="WORLD",
                    help="the world folder (default: -C, else the current folder)")
@@ -54,7 +56,7 @@ def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
     _host_options(p)
     p.set_defaults(func=run_host)
 
-    p = commands.add_parser("join", parents=[common],
+    p = commands.add_parser("join", parents=parents("world"),
                             help="connect to whoever hosts the session, following host changes")
     p.add_argument("--url", default=None, help="a coordinator URL (without a world folder)")
     p.add_argument("--session", default=None, help="with --url: the session")
@@ -68,13 +70,15 @@ def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def host_config(world: Path, args: argparse.Namespace) -> HostConfig:
+    from .play.config import CONFIG_FILE, load_host_config, split_command
+
     config = load_host_config(world.parent / CONFIG_FILE)
     return config.with_overrides(
         server=None if args.server is None else split_command(args.server, "--server"),
         server_dir=args.server_dir, tunnel=args.tunnel, address=args.address,
         port=args.game_port, snapshot_minutes=args.snapshot_minutes, ttl=args.ttl,
         holder=args.holder, cloudflared=args.cloudflared,
-        remote=args.remote)
+        remote=args.remote, game_version=args.game_version, upgrade=args.upgrade)
 
 
 @contextlib.contextmanager
@@ -101,6 +105,12 @@ def stop_on_signals() -> Iterator[threading.Event]:
 
 
 def run_host(args: argparse.Namespace) -> int:
+    from peerhost_store.repo import Repository
+    from peerhost_store.sync.remotes import meta_dir, pick_remote
+
+    from .play.host import Host
+    from .play.view import View
+
     world = (args.folder or args.world).resolve()
     with Repository.open(world) as repo:
         config = host_config(repo.world, args)
@@ -110,6 +120,8 @@ def run_host(args: argparse.Namespace) -> int:
 
 
 def _join_remote(args: argparse.Namespace) -> Remote | None:
+    from peerhost_store.sync.remotes import Remote
+
     if args.url is not None:
         if args.session is None:
             raise UsageError("--url needs --session (and a token: --token or $PHS_TOKEN)")
@@ -118,6 +130,15 @@ def _join_remote(args: argparse.Namespace) -> Remote | None:
 
 
 def run_join_command(args: argparse.Namespace) -> int:
+    from peerhost_store.repo import Repository
+    from peerhost_store.sync.client import Lease
+    from peerhost_store.sync.remotes import connect_remote, holder_name, meta_dir, pick_remote
+
+    from .play.config import HostConfig
+    from .play.host import Host
+    from .play.join import run_join
+    from .play.view import View
+
     view = View()
     remote = _join_remote(args)
     if remote is not None and not args.standby:
@@ -131,6 +152,8 @@ def run_join_command(args: argparse.Namespace) -> int:
         with stop_on_signals() as stop:
             standby = None
             if args.standby:
+                # What this machine needs to host is checked now, not when the lease comes.
+                Host(repo, chosen, config, view, stop).preflight()
                 holder = config.holder or holder_name()
 
                 def become_host(lease: Lease, sent: float) -> int:

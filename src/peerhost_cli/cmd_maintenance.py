@@ -3,45 +3,74 @@
 from __future__ import annotations
 
 import argparse
-from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any, cast
 
-from peerhost_store.repair import ObjectSource, RepairReport, repair
-from peerhost_store.sync.remotes import connect_remote, load_remotes, meta_dir
-from peerhost_store.sync.transfer import CoordinatorSource
+from .common import Parents, Subparsers, open_repo, short
+from .output import Progress, emit_json, err, human_bytes, out, progress_bar
 
-from .common import Subparsers, open_repo, short
-from .output import emit_json, err, human_bytes, out
+if TYPE_CHECKING:
+    from peerhost_store.ids import ObjectId
+    from peerhost_store.repair import RepairReport
+    from peerhost_store.store import ObjectStore
 
 
-def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
-    p = commands.add_parser("verify", parents=[common],
+def register(commands: Subparsers, parents: Parents) -> None:
+    common = parents("world", "json")
+    p = commands.add_parser("verify", parents=common,
                             help="re-hash every object reachable from the refs")
     p.set_defaults(func=run_verify)
-    p = commands.add_parser("gc", parents=[common],
+    p = commands.add_parser("gc", parents=common,
                             help="delete objects that no retained snapshot reaches")
     p.add_argument("--keep-last", type=int, default=None, metavar="N",
                    help="retain only the newest N snapshots (default: all history)")
     p.set_defaults(func=run_gc)
     p = commands.add_parser(
-        "repair", parents=[common],
+        "repair", parents=common,
         help="heal missing or corrupt objects from the world and the remotes; drop what is "
              "lost from the snapshots that hold it")
     p.set_defaults(func=run_repair)
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    with open_repo(args) as repo:
-        report = repo.verify()
+    with open_repo(args) as repo, progress_bar("verify", enabled=not args.json) as bar:
+        store = repo.store
+        if bar is not None:
+            # About the bytes verify reads: the store file (with its free pages) bounds them.
+            size = (repo.world / ".peerhost" / "store" / "data.mdb").stat().st_size
+            repo.store = cast("ObjectStore", _Reading(store, bar, size))
+        try:
+            report = repo.verify()
+        finally:
+            repo.store = store
     if args.json:
         emit_json({"ok": report.ok, "objects": report.objects, "bytes": report.bytes,
                    "snapshots": report.snapshots, "problems": [str(p) for p in report.problems]})
     else:
         for problem in report.problems:
-            err.print(f"problem: {problem}", markup=False)
+            err.line(f"problem: {problem}")
         state = "ok" if report.ok else f"{len(report.problems)} problems"
-        out.print(f"verify {state}: {report.objects} objects ({human_bytes(report.bytes)}) "
-                  f"in {report.snapshots} snapshots re-hashed")
+        out.line(f"verify {state}: {report.objects} objects ({human_bytes(report.bytes)}) "
+                 f"in {report.snapshots} snapshots re-hashed")
     return 0 if report.ok else 4
+
+
+class _Reading:
+    """A store that tells ``progress`` how many bytes were read from it (verify's bar)."""
+
+    def __init__(self, store: ObjectStore, progress: Progress, total: int) -> None:
+        self._store = store
+        self._progress = progress
+        self._total = total
+        self._read = 0
+
+    def get_raw(self, oid: ObjectId) -> bytes:
+        data = self._store.get_raw(oid)
+        self._read += len(data)
+        self._progress(self._read, max(self._total, self._read))
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
 
 
 def run_gc(args: argparse.Namespace) -> int:
@@ -51,12 +80,18 @@ def run_gc(args: argparse.Namespace) -> int:
         emit_json({"kept_snapshots": report.kept_snapshots, "kept_objects": report.kept_objects,
                    "deleted_objects": report.deleted_objects})
     else:
-        out.print(f"gc: kept {report.kept_snapshots} snapshots ({report.kept_objects} objects), "
-                  f"deleted {report.deleted_objects} objects")
+        out.line(f"gc: kept {report.kept_snapshots} snapshots ({report.kept_objects} objects), "
+                 f"deleted {report.deleted_objects} objects")
     return 0
 
 
 def run_repair(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
+    from peerhost_store.repair import ObjectSource, repair
+    from peerhost_store.sync.remotes import connect_remote, load_remotes, meta_dir
+    from peerhost_store.sync.transfer import CoordinatorSource
+
     with open_repo(args) as repo, ExitStack() as stack:
         sources: list[ObjectSource] = [
             CoordinatorSource(stack.enter_context(connect_remote(remote)), name)
@@ -66,19 +101,18 @@ def run_repair(args: argparse.Namespace) -> int:
         emit_json(_repair_json(report))
         return 0
     if not report.damaged:
-        out.print("repair: nothing is missing or corrupt", markup=False)
+        out.line("repair: nothing is missing or corrupt")
         return 0
     healed = ", ".join(f"{n} healed from {'remote ' if where != 'the live world' else ''}{where}"
                        for where, n in report.healed.items())
-    out.print(f"repair: {report.damaged} damaged objects; {healed or 'none could be healed'}"
-              f"; {len(report.lost)} paths lost", markup=False)
+    out.line(f"repair: {report.damaged} damaged objects; {healed or 'none could be healed'}"
+             f"; {len(report.lost)} paths lost")
     for lost in report.lost:
         new = report.rewritten.get(lost.snapshot)
-        out.print(f"  lost in snapshot {short(lost.snapshot)} (now {short(new)}): {lost.path}",
-                  markup=False)
+        out.line(f"  lost in snapshot {short(lost.snapshot)} (now {short(new)}): {lost.path}")
     for name, (old, new) in report.heads.items():
-        out.print(f"  {name} moved from {short(old)} to {short(new)} (the old snapshots stay "
-                  "until phs gc)", markup=False)
+        out.line(f"  {name} moved from {short(old)} to {short(new)} (the old snapshots stay "
+                 "until phs gc)")
     return 0
 
 

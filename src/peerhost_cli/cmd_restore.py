@@ -4,36 +4,37 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from peerhost_store.errors import NotFound
-from peerhost_store.ids import ObjectId, from_hex
-from peerhost_store.repo import Repository
-from peerhost_store.restore import RestoreResult
-from peerhost_store.sync.leasing import remote_rollback
-from peerhost_store.sync.remotes import connect_remote, holder_name, meta_dir, pick_remote
-from peerhost_store.sync.transfer import pull
 
-from .common import Subparsers, UsageError, fencing_of, open_repo, short
+from .common import Parents, Subparsers, UsageError, add_force, fencing_of, open_repo, short
 from .output import emit_json, err, human_bytes, out, progress_bar
-from .reports import print_pull, pull_json, wire_json
+
+if TYPE_CHECKING:
+    from peerhost_store.ids import ObjectId
+    from peerhost_store.repo import Repository
+    from peerhost_store.restore import RestoreResult
 
 
-def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
-    p = commands.add_parser("checkout", parents=[common], help="write a snapshot into an empty folder")
+def register(commands: Subparsers, parents: Parents) -> None:
+    common = parents("world", "json")
+    p = commands.add_parser("checkout", parents=common, help="write a snapshot into an empty folder")
     p.add_argument("snapshot", help="snapshot id, prefix or head~N")
     p.add_argument("folder", type=Path, help="an empty or missing folder")
     p.set_defaults(func=run_checkout)
     p = commands.add_parser(
-        "restore", parents=[common],
+        "restore", parents=common,
         help="make the world hold a snapshot (unsnapshotted changes are snapshotted first)",
     )
     p.add_argument("snapshot", nargs="?")
     p.add_argument("--abort", action="store_true",
                    help="drop an interrupted restore or rollback: head goes back to where it "
                         "was, the world is not touched")
+    add_force(p)
     p.set_defaults(func=run_restore)
     p = commands.add_parser(
-        "rollback", parents=[common],
+        "rollback", parents=common,
         help="make head an older snapshot's world, as a new snapshot, and restore it",
     )
     p.add_argument("snapshot")
@@ -42,6 +43,7 @@ def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
                         "then pull")
     p.add_argument("--fencing", type=int, default=None,
                    help="with --remote: the fencing token of a lease you hold")
+    add_force(p)
     p.set_defaults(func=run_rollback)
 
 
@@ -52,19 +54,19 @@ def _restored(result: RestoreResult) -> dict[str, object]:
 
 def _say(verb: str, result: RestoreResult) -> str:
     for warning in result.warnings:
-        err.print(f"warning: {warning}", markup=False)
+        err.line(f"warning: {warning}")
     return (f"{verb}: {result.written} files written ({human_bytes(result.bytes_written)}), "
             f"{result.removed} removed")
 
 
 def run_checkout(args: argparse.Namespace) -> int:
-    with open_repo(args) as repo, progress_bar("checkout", enabled=not args.json, as_bytes=False) as bar:
+    with open_repo(args) as repo, progress_bar("checkout", enabled=not args.json, unit="files") as bar:
         oid = repo.resolve(args.snapshot)
         result = repo.checkout(oid, args.folder, progress=bar)
     if args.json:
         emit_json({"snapshot": oid.hex(), "folder": str(args.folder), **_restored(result)})
     else:
-        out.print(_say(f"checked out {short(oid)} into {args.folder}", result))
+        out.line(_say(f"checked out {short(oid)} into {args.folder}", result))
     return 0
 
 
@@ -73,7 +75,7 @@ def run_restore(args: argparse.Namespace) -> int:
         raise UsageError("give a snapshot to restore, or --abort (not both)")
     if args.abort:
         return run_abort(args)
-    with open_repo(args) as repo, progress_bar("restore", enabled=not args.json, as_bytes=False) as bar:
+    with open_repo(args) as repo, progress_bar("restore", enabled=not args.json, unit="files") as bar:
         oid = repo.resolve(args.snapshot)
         safety, result = repo.restore(oid, progress=bar)
     if args.json:
@@ -81,8 +83,8 @@ def run_restore(args: argparse.Namespace) -> int:
                    **_restored(result)})
         return 0
     if safety is not None:
-        out.print(f"unsnapshotted changes were saved first as snapshot {short(safety)}")
-    out.print(_say(f"restored {short(oid)}", result))
+        out.line(f"unsnapshotted changes were saved first as snapshot {short(safety)}")
+    out.line(_say(f"restored {short(oid)}", result))
     return 0
 
 
@@ -105,22 +107,27 @@ def run_abort(args: argparse.Namespace) -> int:
 def run_rollback(args: argparse.Namespace) -> int:
     if args.remote is not None:
         return _run_remote_rollback(args)
-    with open_repo(args) as repo, progress_bar("rollback", enabled=not args.json, as_bytes=False) as bar:
+    with open_repo(args) as repo, progress_bar("rollback", enabled=not args.json, unit="files") as bar:
         oid = repo.resolve(args.snapshot)
         result = repo.rollback(oid, progress=bar)
+        # Undoing is rolling back to the head before this rollback (the safety snapshot if
+        # one was taken): the rollback snapshot's parent, never its target.
+        previous = repo.read_snapshot(result.oid).parents[0]
     if args.json:
-        emit_json({"target": oid.hex(), "head": result.oid.hex(),
+        emit_json({"target": oid.hex(), "head": result.oid.hex(), "previous_head": previous.hex(),
                    "safety_snapshot": result.safety.hex() if result.safety else None,
                    **_restored(result.restored)})
         return 0
     if result.safety is not None:
-        out.print(f"unsnapshotted changes were saved first as snapshot {short(result.safety)}")
-    out.print(_say(f"rolled back to {short(oid)}; head is now {short(result.oid)} "
-                   f"(undo with: phs rollback {short(result.previous)})", result.restored))
+        out.line(f"unsnapshotted changes were saved first as snapshot {short(result.safety)}")
+    out.line(_say(f"rolled back to {short(oid)}; head is now {short(result.oid)} "
+                  f"(undo with: phs rollback {short(result.previous)})", result.restored))
     return 0
 
 
 def _target(repo: Repository, spec: str) -> ObjectId:
+    from peerhost_store.ids import from_hex
+
     try:
         return repo.resolve(spec)
     except NotFound:
@@ -130,22 +137,45 @@ def _target(repo: Repository, spec: str) -> ObjectId:
         raise
 
 
+def _refuse_a_no_op(repo: Repository, target: ObjectId, head: ObjectId | None) -> None:
+    """A session rollback to the tree its head holds would only add an empty snapshot."""
+    from peerhost_store.repo import NothingToRollBack
+
+    if head is None:
+        return
+    same = head == target or (head in repo.store and target in repo.store
+                              and repo.read_snapshot(head).root == repo.read_snapshot(target).root)
+    if same:
+        raise NothingToRollBack(target, head)
+
+
 def _run_remote_rollback(args: argparse.Namespace) -> int:
+    from peerhost_store.sync.leasing import remote_rollback
+    from peerhost_store.sync.remotes import connect_remote, holder_name, meta_dir, pick_remote
+    from peerhost_store.sync.transfer import pull
+
+    from .reports import print_pull, pull_json, wire_json
+
     with open_repo(args) as repo:
         base = meta_dir(repo)
         remote = pick_remote(base, args.remote or None)
         target = _target(repo, args.snapshot)
         with connect_remote(remote) as client, \
-                progress_bar("pull", enabled=not args.json, as_bytes=False) as bar:
+                progress_bar("pull", enabled=not args.json, unit="objects",
+                             moved=lambda: client.stats.received) as bar:
+            previous = client.head().head
+            _refuse_a_no_op(repo, target, previous)
             new_head, lease = remote_rollback(client, target, fencing=fencing_of(args, base, remote),
                                               holder=holder_name())
             report = pull(repo, client, progress=bar)
             wire = wire_json(client)
     if args.json:
         emit_json({"target": target.hex(), "session_head": new_head.hex(), "lease": lease,
+                   "previous_head": None if previous is None else previous.hex(),
                    "pull": pull_json(remote, report, wire)})
         return 0
-    out.print(f"session {remote.session} rolled back to {short(target)}: its head is now "
-              f"{short(new_head)} (nothing deleted; undo with another rollback)", markup=False)
+    out.line(f"session {remote.session} rolled back to {short(target)}: its head is now "
+             f"{short(new_head)} (nothing deleted; undo with: phs rollback {short(previous)} "
+             "--remote)")
     print_pull(remote, report, wire)
     return 0

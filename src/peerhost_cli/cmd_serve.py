@@ -8,11 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from rich.table import Table
-
-from peerhost_store.sync.remotes import check_url, connect
-
-from .common import Subparsers, UsageError, import_extra, when
+from .common import Parents, Subparsers, UsageError, import_extra, when
 from .output import emit_json, err, out
 
 DEFAULT_BIND = "127.0.0.1:8000"
@@ -44,8 +40,8 @@ def parse_bind(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
-    p = commands.add_parser("serve", parents=[common], help="run a coordinator")
+def register(commands: Subparsers, parents: Parents) -> None:
+    p = commands.add_parser("serve", parents=parents(), help="run a coordinator")
     p.add_argument("--data", type=Path, default=None,
                    help=f"its data folder (default: {default_data_dir()})")
     p.add_argument("--bind", type=parse_bind, default=parse_bind(DEFAULT_BIND), metavar="HOST:PORT",
@@ -58,19 +54,20 @@ def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
 
     session = commands.add_parser("session", help="create sessions and invite members")
     sub = session.add_subparsers(dest="session_command", metavar="ACTION", required=True)
-    p = sub.add_parser("create", parents=[common], help="create a session (admin token)")
+    common = parents("json")
+    p = sub.add_parser("create", parents=common, help="create a session (admin token)")
     p.add_argument("name")
     _server_options(p, "admin")
     p.set_defaults(func=run_create)
-    p = sub.add_parser("list", parents=[common], help="list sessions (admin token)")
+    p = sub.add_parser("list", parents=common, help="list sessions (admin token)")
     _server_options(p, "admin")
     p.set_defaults(func=run_list)
-    p = sub.add_parser("invite", parents=[common], help="add a member; prints its token (owner token)")
+    p = sub.add_parser("invite", parents=common, help="add a member; prints its token (owner token)")
     p.add_argument("session")
     p.add_argument("member")
     _server_options(p, "the session owner's")
     p.set_defaults(func=run_invite)
-    p = sub.add_parser("revoke", parents=[common], help="revoke a member's token (owner token)")
+    p = sub.add_parser("revoke", parents=common, help="revoke a member's token (owner token)")
     p.add_argument("session")
     p.add_argument("member")
     _server_options(p, "the session owner's")
@@ -79,8 +76,8 @@ def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
     _register_storage(sub, common)
 
 
-def _register_reset_lease(sub: Subparsers, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("reset-lease", parents=[common],
+def _register_reset_lease(sub: Subparsers, common: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("reset-lease", parents=common,
                        help="end the lease whoever holds it and empty the standby queue "
                             "(owner token)")
     p.add_argument("session")
@@ -91,8 +88,8 @@ def _register_reset_lease(sub: Subparsers, common: argparse.ArgumentParser) -> N
     p.set_defaults(func=run_reset_lease)
 
 
-def _register_storage(sub: Subparsers, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("retention", parents=[common],
+def _register_storage(sub: Subparsers, common: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("retention", parents=common,
                        help="show or set what the coordinator keeps of a session's history "
                             "(setting it: owner token)")
     p.add_argument("session")
@@ -104,7 +101,7 @@ def _register_storage(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-all", action="store_true", help="drop the policy: keep everything")
     _server_options(p, "a player's (the owner's to set it)")
     p.set_defaults(func=run_retention)
-    p = sub.add_parser("gc", parents=[common],
+    p = sub.add_parser("gc", parents=common,
                        help="delete what the session no longer needs, now (owner token)")
     p.add_argument("session")
     _server_options(p, "the session owner's")
@@ -124,6 +121,8 @@ def _server_options(p: argparse.ArgumentParser, whose: str) -> None:
 
 
 def _client_args(args: argparse.Namespace) -> tuple[str, str]:
+    from peerhost_store.sync.remotes import check_url
+
     url = check_url(args.url or os.environ.get("PHS_URL") or DEFAULT_URL)
     token = args.token or os.environ.get("PHS_TOKEN")
     if not token:
@@ -147,8 +146,8 @@ def run_serve(args: argparse.Namespace) -> int:
     data: Path = args.data if args.data is not None else default_data_dir()
     host, port = args.bind
     if not _is_loopback(host):
-        err.print(f"warning: serving plain HTTP on {host}; tokens cross the network in clear "
-                  "unless a TLS reverse proxy fronts it (docs/operations.md)", markup=False)
+        err.line(f"warning: serving plain HTTP on {host}; tokens cross the network in clear "
+                 "unless a TLS reverse proxy fronts it (docs/operations.md)")
     serve(data, host, port, limits)
     return 0
 
@@ -166,21 +165,24 @@ def _is_loopback(host: str) -> bool:
 
 
 def run_create(args: argparse.Namespace) -> int:
+    from peerhost_store.sync.remotes import connect
+
     url, token = _client_args(args)
     with connect(url, "", token) as client:
         owner = client.create_session(args.name)
     if args.json:
-        emit_json({"session": args.name, "url": url, "owner_token": owner})
+        emit_json({"session": args.name, "url": url, "token": owner})
     else:
-        # soft_wrap: a token must come out on one line, whatever the terminal width.
-        out.print(f"created session {args.name}; owner token (shown once): {owner}",
-                  markup=False, soft_wrap=True)
-        out.print(f"invite members with: phs session invite {args.name} NAME --token <owner token>",
-                  markup=False, soft_wrap=True)
+        out.line(f"created session {args.name}; owner token (shown once): {owner}")
+        out.line(f"invite members with: phs session invite {args.name} NAME --token <owner token>")
     return 0
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from peerhost_store.sync.remotes import connect
+
     url, token = _client_args(args)
     with connect(url, "", token) as client:
         sessions = client.list_sessions()
@@ -190,36 +192,44 @@ def run_list(args: argparse.Namespace) -> int:
     table = Table("session", "created", "members")
     for s in sessions:
         table.add_row(s["name"], when(int(s["created"])), ", ".join(s["members"]) or "-")
-    out.print(table if sessions else "no sessions (phs session create NAME)")
+    if sessions:
+        out.print(table)
+    else:
+        out.line("no sessions (phs session create NAME)")
     return 0
 
 
 def run_invite(args: argparse.Namespace) -> int:
+    from peerhost_store.sync.remotes import connect
+
     url, token = _client_args(args)
     with connect(url, args.session, token) as client:
         member = client.add_member(args.member)
     if args.json:
         emit_json({"session": args.session, "member": args.member, "url": url, "token": member})
     else:
-        out.print(f"invited {args.member} to {args.session}; their token (shown once): {member}",
-                  markup=False, soft_wrap=True)
-        out.print(f"they join with: phs clone {url} --session {args.session} WORLD_FOLDER "
-                  "(token in $PHS_TOKEN)", markup=False, soft_wrap=True)
+        out.line(f"invited {args.member} to {args.session}; their token (shown once): {member}")
+        out.line(f"they join with: phs clone {url} --session {args.session} WORLD_FOLDER "
+                 "(token in $PHS_TOKEN)")
     return 0
 
 
 def run_revoke(args: argparse.Namespace) -> int:
+    from peerhost_store.sync.remotes import connect
+
     url, token = _client_args(args)
     with connect(url, args.session, token) as client:
         client.remove_member(args.member)
     if args.json:
         emit_json({"session": args.session, "revoked": args.member})
     else:
-        out.print(f"revoked {args.member}'s token in {args.session}", markup=False)
+        out.line(f"revoked {args.member}'s token in {args.session}")
     return 0
 
 
 def run_reset_lease(args: argparse.Namespace) -> int:
+    from peerhost_store.sync.remotes import connect
+
     url, token = _client_args(args)
     with connect(url, args.session, token) as client:
         answer = client.reset_lease(lease=not args.keep_lease, standby=not args.keep_standby)
@@ -236,6 +246,8 @@ _RULES = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly")
 
 
 def run_retention(args: argparse.Namespace) -> int:
+    from peerhost_store.sync.remotes import connect
+
     url, token = _client_args(args)
     rules = {name: getattr(args, name) for name in _RULES}
     with connect(url, args.session, token) as client:
@@ -254,6 +266,8 @@ def run_retention(args: argparse.Namespace) -> int:
 
 
 def run_gc(args: argparse.Namespace) -> int:
+    from peerhost_store.sync.remotes import connect
+
     url, token = _client_args(args)
     with connect(url, args.session, token) as client:
         report = client.gc()

@@ -6,21 +6,49 @@ import argparse
 import importlib
 import os
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peerhost_store.errors import PeerhostError
-from peerhost_store.ids import ObjectId
-from peerhost_store.objects import Snapshot
-from peerhost_store.repo import Repository
-from peerhost_store.sync.leasing import remembered_fencing
-from peerhost_store.sync.remotes import Remote
+
+if TYPE_CHECKING:  # imported where used: phs --help must not load the library
+    from peerhost_store.ids import ObjectId
+    from peerhost_store.objects import Snapshot
+    from peerhost_store.repo import Repository
+    from peerhost_store.sync.remotes import Remote
 
 from .output import err
 
 Subparsers = Any  # argparse's _SubParsersAction is private
+
+
+@dataclass(frozen=True)
+class Parents:
+    """The option groups commands share, each a parent parser. Every command takes
+    ``--debug``; ``-C`` only those that work on a world folder, ``--json`` only those that
+    print a result as JSON (``phs host --json`` is a usage error, not a silent no-op)."""
+
+    debug: argparse.ArgumentParser
+    world: argparse.ArgumentParser
+    json: argparse.ArgumentParser
+
+    @classmethod
+    def make(cls) -> Parents:
+        debug = argparse.ArgumentParser(add_help=False)
+        debug.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+        world = argparse.ArgumentParser(add_help=False)
+        world.add_argument("-C", "--world", type=Path, default=Path("."),
+                           help="world folder (default: the current folder)")
+        as_json = argparse.ArgumentParser(add_help=False)
+        as_json.add_argument("--json", action="store_true", help="print the result as JSON")
+        return cls(debug, world, as_json)
+
+    def __call__(self, *groups: str) -> list[argparse.ArgumentParser]:
+        """``--debug`` and the named groups (``"world"``, ``"json"``)."""
+        return [self.debug, *(getattr(self, g) for g in groups)]
 
 
 class MissingExtra(PeerhostError):
@@ -53,12 +81,25 @@ class UsageError(PeerhostError):
 
 
 def open_repo(args: argparse.Namespace) -> Repository:
-    return Repository.open(args.world, notify=notice)
+    """The repository at ``-C``; ``--force`` (snapshot, restore, rollback) lets it work on a
+    world Minecraft has open."""
+    from peerhost_store.repo import Repository
+
+    repo = Repository.open(args.world, notify=notice)
+    repo.check_world = not getattr(args, "force", False)
+    return repo
 
 
 def notice(text: str) -> None:
     """One line on stderr about what a command did beyond its own work."""
-    err.print(f"phs: {text}", markup=False, soft_wrap=True)
+    err.line(f"phs: {text}")
+
+
+def add_force(p: argparse.ArgumentParser) -> None:
+    """``--force``: go ahead although Minecraft has the world open (session.lock is held)."""
+    p.add_argument("--force", action="store_true",
+                   help="go ahead although Minecraft has the world open (its session.lock is "
+                        "held): the result may miss what the game has not saved yet")
 
 
 def short(oid: ObjectId | None) -> str:
@@ -95,6 +136,8 @@ def ago(seconds: float, now: float | None = None) -> str:
 
 def fencing_of(args: argparse.Namespace, base: Path, remote: Remote) -> int | None:
     """``--fencing``, else the lease ``phs lock acquire`` remembered in the world's ``base``."""
+    from peerhost_store.sync.leasing import remembered_fencing
+
     if args.fencing is not None:
         return int(args.fencing)
     return remembered_fencing(base, remote)

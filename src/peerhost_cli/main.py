@@ -23,33 +23,17 @@ Exit codes (also in ``phs --help``):
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
-from peerhost_store.bounds import TreeRefused
-from peerhost_store.errors import DamagedObjects, NotFound, PeerhostError, StoreDamaged
-from peerhost_store.lock import Locked
-from peerhost_store.maintenance import GcBusy
-from peerhost_store.pending import RestorePending
-from peerhost_store.store import RefConflict
-from peerhost_store.sync.client import (
-    CoordinatorError,
-    CoordinatorUnavailable,
-    HeadMoved,
-    LeaseHeld,
-    LeaseLost,
-    Unauthorized,
-)
-from peerhost_store.sync.leasing import HeldElsewhere
-from peerhost_store.sync.remotes import BadRemote, NoToken
-from peerhost_store.sync.transfer import Diverged
-from peerhost_store.worldfs import UnsafePath
+from peerhost_store.errors import NotFound, PeerhostError
 
 from . import (
+    cmd_demo,
     cmd_diff,
     cmd_history,
     cmd_host,
@@ -60,29 +44,39 @@ from . import (
     cmd_serve,
     cmd_sync,
 )
-from .common import UsageError
+from .common import Parents, UsageError
 from .output import err
-from .play.host import HostingEnded
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_VERIFY, EXIT_BUSY, EXIT_UNSAFE = 0, 1, 2, 3, 4, 5, 6
 EXIT_UNAUTHORIZED, EXIT_UNREACHABLE = 7, 8
 EXIT_INTERRUPTED = 130
+EXIT_PIPE = 141
 
 EPILOG = """exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 damaged objects (verify, repair),
 5 busy or conflict (world in use, lease held or lost, head moved, diverged),
 6 unsafe path or tree refused, 7 token refused, 8 coordinator unreachable, 130 interrupted"""
 
-#: Coordinator answers that mean "someone else got there first": the same code as a busy world.
-_CONFLICTS = (Locked, RefConflict, LeaseHeld, LeaseLost, HeadMoved, Diverged, HostingEnded,
-              HeldElsewhere, RestorePending, GcBusy)
+# Errors by "module:Class". The command modules import the library lazily (phs --help and
+# phs status start in well under 0.3 s), so the error classes are looked up in sys.modules:
+# a module that was never imported cannot have raised anything.
+#: Someone else got there first: the same code as a busy world.
+_CONFLICTS = (
+    "peerhost_store.lock:Locked", "peerhost_store.store:RefConflict",
+    "peerhost_store.worldlock:WorldInUse",
+    "peerhost_store.sync.client:LeaseHeld", "peerhost_store.sync.client:LeaseLost",
+    "peerhost_store.sync.client:HeadMoved", "peerhost_store.sync.transfer:Diverged",
+    "peerhost_store.sync.leasing:HeldElsewhere", "peerhost_cli.play.host:HostingEnded",
+    "peerhost_store.pending:RestorePending", "peerhost_store.maintenance:GcBusy",
+)
+_USAGE = ("peerhost_store.sync.remotes:NoToken", "peerhost_store.sync.remotes:BadRemote")
+#: Damaged objects or a damaged store file: what verify finds (exit 4).
+_DAMAGED = ("peerhost_store.errors:DamagedObjects", "peerhost_store.errors:StoreDamaged")
+#: A path or tree restore refuses (exit 6).
+_UNSAFE = ("peerhost_store.worldfs:UnsafePath", "peerhost_store.bounds:TreeRefused")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-C", "--world", type=Path, default=Path("."),
-                        help="world folder (default: the current folder)")
-    common.add_argument("--json", action="store_true", help="print the result as JSON")
-    common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parents = Parents.make()
     parser = argparse.ArgumentParser(
         prog="phs", description="PeerHost: snapshots and sync of Minecraft Java worlds",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -90,11 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_ShowVersion)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (cmd_history, cmd_diff, cmd_restore, cmd_maintenance, cmd_serve, cmd_remote,
-                   cmd_sync, cmd_lock, cmd_host):
-        module.register(commands, common)
-    from . import cmd_demo
-
-    cmd_demo.register(commands, common)
+                   cmd_sync, cmd_lock, cmd_host, cmd_demo):
+        module.register(commands, parents)
     return parser
 
 
@@ -119,33 +110,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
         return code
     except KeyboardInterrupt:
-        err.print("interrupted")
+        err.line("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # phs log | head: the reader is gone. Stop quietly, as git does (128 + SIGPIPE), and
+        # keep Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
     except (PeerhostError, OSError) as exc:
         if args.debug:
             traceback.print_exc()
         action = getattr(args, f"{args.command}_command", None)  # `phs lock renew`, ...
         name = f"{args.command} {action}" if action else args.command
-        err.print(f"phs {name}: error: {exc}", markup=False, soft_wrap=True)
+        err.line(f"phs {name}: error: {exc}")
         return _exit_code(exc)
 
 
+def _raised(exc: BaseException, names: Sequence[str]) -> bool:
+    """Whether ``exc`` is an instance of one of ``names`` ("module:Class")."""
+    for name in names:
+        module_name, _, cls = name.partition(":")
+        module = sys.modules.get(module_name)
+        if module is not None and isinstance(exc, getattr(module, cls)):
+            return True
+    return False
+
+
 def _exit_code(exc: BaseException) -> int:
+    client = sys.modules.get("peerhost_store.sync.client")
     if isinstance(exc, NotFound):
         return EXIT_NOT_FOUND
-    if isinstance(exc, (DamagedObjects, StoreDamaged)):
+    if _raised(exc, _DAMAGED):
         return EXIT_VERIFY
-    if isinstance(exc, _CONFLICTS):
+    if _raised(exc, _CONFLICTS):
         return EXIT_BUSY
-    if isinstance(exc, (UnsafePath, TreeRefused)):
+    if _raised(exc, _UNSAFE):
         return EXIT_UNSAFE
-    if isinstance(exc, Unauthorized):
-        return EXIT_UNAUTHORIZED
-    if isinstance(exc, CoordinatorUnavailable):
-        return EXIT_UNREACHABLE
-    if isinstance(exc, CoordinatorError) and exc.status == 404:
-        return EXIT_NOT_FOUND  # no such session, member or snapshot on the coordinator
-    if isinstance(exc, (UsageError, NoToken, BadRemote)):
+    if client is not None:
+        if isinstance(exc, client.Unauthorized):
+            return EXIT_UNAUTHORIZED
+        if isinstance(exc, client.CoordinatorUnavailable):
+            return EXIT_UNREACHABLE
+        if isinstance(exc, client.CoordinatorError) and exc.status == 404:
+            return EXIT_NOT_FOUND  # no such session, member or snapshot on the coordinator
+    if isinstance(exc, UsageError) or _raised(exc, _USAGE):
         return EXIT_USAGE
     return EXIT_ERROR
 

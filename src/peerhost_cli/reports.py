@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from peerhost_store.ids import ObjectId
-from peerhost_store.sync.client import CoordinatorClient
-from peerhost_store.sync.remotes import Remote
-from peerhost_store.sync.transfer import PullReport, PushReport
+from typing import TYPE_CHECKING, Any
 
 from .common import short
 from .output import err, human_bytes, out
+
+if TYPE_CHECKING:
+    from peerhost_store.ids import ObjectId
+    from peerhost_store.sync.client import CoordinatorClient
+    from peerhost_store.sync.remotes import Remote
+    from peerhost_store.sync.transfer import PullReport, PushReport
 
 
 def wire_json(client: CoordinatorClient) -> dict[str, int]:
@@ -77,24 +78,23 @@ def print_push(remote: Remote, report: PushReport, wire: dict[str, int],
                lease: dict[str, Any]) -> None:
     where = f"{remote.name} (session {remote.session})"
     if report.up_to_date:
-        out.print(f"{where} already has {short(report.head)}; nothing to send. {_wire_text(wire)}",
-                  markup=False)
+        out.line(f"{where} already has {short(report.head)}; nothing to send. {_wire_text(wire)}")
         return
-    out.print(f"pushed {short(report.head)} to {where}: {report.objects_sent} objects "
-              f"({human_bytes(report.object_bytes)}) sent, {report.objects_new} new there"
-              f"{chunks_text(chunk_counts(report))}; {_wire_text(wire)}", markup=False)
+    out.line(f"pushed {short(report.head)} to {where}: {report.objects_sent} objects "
+             f"({human_bytes(report.object_bytes)}) sent, {report.objects_new} new there"
+             f"{chunks_text(chunk_counts(report))}; {_wire_text(wire)}")
     if lease["temporary"]:
-        out.print(f"(took lease {lease['fencing']} as {lease['holder']} for the push and "
-                  "released it)", markup=False)
+        out.line(f"(took lease {lease['fencing']} as {lease['holder']} for the push and "
+                 "released it)")
     if lease["sync_requested"]:
-        out.print("someone asked for a sync while this push ran: snapshot and push again")
+        out.line("someone asked for a sync while this push ran: snapshot and push again")
 
 
 def print_pull(remote: Remote, report: PullReport, wire: dict[str, int]) -> None:
     for warning in report.restored.warnings if report.restored else []:
-        err.print(f"warning: {warning}", markup=False)
+        err.line(f"warning: {warning}")
     if report.safety is not None:
-        out.print(f"unsnapshotted changes were saved first as snapshot {short(report.safety)}")
+        out.line(f"unsnapshotted changes were saved first as snapshot {short(report.safety)}")
     got = (f"{report.objects_received} objects ({human_bytes(report.object_bytes)}) received"
            f"{chunks_text(chunk_counts(report))}")
     text = {
@@ -108,4 +108,4 @@ def print_pull(remote: Remote, report: PullReport, wire: dict[str, int]) -> None
         text = (f"fast-forward to {short(report.head)}: {got}; "
                 + (f"{r.written} files written ({human_bytes(r.bytes_written)}), {r.removed} removed"
                    if r else "world unchanged"))
-    out.print(f"{text}; {_wire_text(wire)}", markup=False)
+    out.line(f"{text}; {_wire_text(wire)}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -99,11 +101,13 @@ def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 8765,
           limits: Limits = DEFAULT_LIMITS) -> None:
     """Run the coordinator with uvicorn until interrupted.
 
-    Prints the admin token on the first start only; it is stored hashed and cannot be shown
-    again.
+    The address is bound first: a port in use is an ``OSError`` with a one-line message, and
+    nothing else happens (no state is created, no admin token made). Then the admin token is
+    printed, on the first start only; it is stored hashed and cannot be shown again.
     """
     import uvicorn  # the server extra; imported here so the package imports without it
 
+    sock = _listen(host, port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     app = create_app(data_dir, limits=limits)
     if app.state.admin_token is not None:
@@ -112,5 +116,23 @@ def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 8765,
     # uvicorn's own access log would duplicate ours (which names members, not addresses).
     # "auto" takes uvloop and httptools when installed (dependencies, but uvloop has no Windows
     # build), else asyncio and h11.
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info",
-                loop="auto", http="auto", timeout_keep_alive=KEEP_ALIVE_SECONDS)
+    config = uvicorn.Config(app, access_log=False, log_level="info", loop="auto", http="auto",
+                            timeout_keep_alive=KEEP_ALIVE_SECONDS)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, as uvicorn binds one. Raises OSError saying which
+    address is taken and what to do."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    if sys.platform != "win32":  # on Windows SO_REUSEADDR would let two servers share a port
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        why = (exc.strerror or str(exc)).lower()
+        raise OSError(f"cannot listen on {host}:{port}: {why} (another coordinator or program "
+                      "may use it: stop that one, or pick another address with --bind)") from None
+    sock.set_inheritable(True)
+    return sock

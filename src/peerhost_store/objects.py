@@ -10,7 +10,7 @@ those bytes (:func:`peerhost_store.ids.hash_bytes`), so objects are immutable an
  2       dir leaf     ``[2, [DirEntry...]]``: entries sorted by name
  3       index        ``[3, level, [[first_key, child_id]...]]``: an inner node of a paged map
  4       region leaf  ``[4, [ChunkEntry...]]``: chunk slots sorted by slot
- 5       snapshot     ``[5, root, [parents], time, author, host, message, {summary}]``
+ 5       snapshot     ``[5, root, [parents], time, author, host, message, {summary}(, {game})]``
 ======  ===========  ==========================================================================
 
 Directories and regions are *paged maps* (see :mod:`peerhost_store.tree`): a small map is one
@@ -90,6 +90,10 @@ class Snapshot:
     host: str
     message: str
     summary: dict[str, int] = field(default_factory=dict)
+    #: The game that saved the world (:mod:`peerhost_store.worldinfo`): ``version``,
+    #: ``data_version``, ``datapacks``, ``mods``, ``world_mods``. Encoded only when not
+    #: empty, so a snapshot without it has the bytes (and the id) it always had.
+    game: dict[str, GameValue] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,7 @@ class RegionLeaf:
 
 Node = Index | DirLeaf | RegionLeaf
 Object = bytes | Node | Snapshot
+GameValue = int | str | tuple[str, ...]
 
 
 def _pack(value: Any) -> bytes:
@@ -156,10 +161,13 @@ def encode_index(level: int, entries: list[IndexEntry]) -> bytes:
 
 
 def encode_snapshot(s: Snapshot) -> bytes:
-    """Encode a snapshot object."""
-    return _pack(
-        [SNAPSHOT, s.root, list(s.parents), s.time, s.author, s.host, s.message, s.summary]
-    )
+    """Encode a snapshot object (``game`` keys sorted, as decoding requires)."""
+    fields: list[Any] = [SNAPSHOT, s.root, list(s.parents), s.time, s.author, s.host, s.message,
+                         s.summary]
+    if s.game:
+        fields.append({k: list(v) if isinstance(v, tuple) else v
+                       for k, v in sorted(s.game.items())})
+    return _pack(fields)
 
 
 _BIN_WIDTH = [0] * 256
@@ -328,8 +336,9 @@ def _decode_index(value: list[Any]) -> Index:
 
 
 def _decode_snapshot(value: list[Any]) -> Snapshot:
-    _expect(len(value) == 8, "a snapshot has 8 fields")
-    _, root, parents, time, author, host, message, summary = value
+    _expect(len(value) in (8, 9), "a snapshot has 8 fields, or 9 with its game")
+    _, root, parents, time, author, host, message, summary = value[:8]
+    game = _decode_game(value[8]) if len(value) == 9 else {}
     _expect(isinstance(parents, list), "parents is a list")
     _expect(all(type(x) is str for x in (author, host, message)), "author, host, message are text")
     _expect(isinstance(summary, dict), "summary is a map")
@@ -345,7 +354,34 @@ def _decode_snapshot(value: list[Any]) -> Snapshot:
         host,
         message,
         summary,
+        game,
     )
+
+
+#: Bounds of a snapshot's ``game``: it describes a world, it is not a place to store one.
+MAX_GAME_KEYS, MAX_GAME_KEY, MAX_GAME_TEXT, MAX_GAME_LIST = 32, 64, 256, 4096
+
+
+def _decode_game(game: Any) -> dict[str, GameValue]:
+    _expect(isinstance(game, dict) and 0 < len(game) <= MAX_GAME_KEYS,
+            f"game is a map of 1 to {MAX_GAME_KEYS} entries")
+    keys = list(game)
+    _expect(all(type(k) is str and 0 < len(k) <= MAX_GAME_KEY for k in keys),
+            f"game keys are names of 1 to {MAX_GAME_KEY} characters")
+    _expect_sorted(keys)
+    out: dict[str, GameValue] = {}
+    for key, item in game.items():
+        if type(item) is int:
+            out[key] = _int(item, f"game {key}")
+        elif type(item) is str:
+            _expect(len(item) <= MAX_GAME_TEXT, f"game {key} is at most {MAX_GAME_TEXT} characters")
+            out[key] = item
+        else:
+            _expect(type(item) is list and len(item) <= MAX_GAME_LIST
+                    and all(type(x) is str and len(x) <= MAX_GAME_TEXT for x in item),
+                    f"game {key} is an integer, a text or a list of at most {MAX_GAME_LIST} texts")
+            out[key] = tuple(item)
+    return out
 
 
 def _expect_sorted(keys: list[Any]) -> None:

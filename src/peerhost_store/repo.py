@@ -21,7 +21,7 @@ from .errors import DecodeError, NotFound, ObjectCorrupt, ObjectMissing, Peerhos
 from .ids import ObjectId, hash_bytes
 from .lock import FileLock
 from .maintenance import GC_TRIES, GcBusy, GcReport, WalkReport, collect_garbage, load_shallow, walk
-from .objects import Snapshot, decode, encode_snapshot
+from .objects import GameValue, Snapshot, decode, encode_snapshot
 from .pending import PENDING_RESTORE, PendingRestore, RestoreIncomplete, kept_notice, only_restored
 from .region import RegionError
 from .restore import (
@@ -33,9 +33,13 @@ from .restore import (
     checkout_tree,
     prepare_restore,
 )
+from .revspec import parse_revspec
+from .revspec import walk as walk_revspec
 from .scan import ScanResult, scan_world
 from .store import LmdbStore, ObjectStore, PinsChanged, Update
 from .worldfs import STORE_DIR
+from .worldinfo import game_fields, mods_in, read_world_info
+from .worldlock import check_world_closed
 from .writer import ObjectWriter
 
 HEAD = "main"
@@ -43,6 +47,17 @@ HEAD = "main"
 
 class NotARepository(NotFound):
     """The folder (and its parents) has no PeerHost store."""
+
+
+class NothingToRollBack(PeerhostError):
+    """A rollback to the world head already holds: it would only add an empty snapshot."""
+
+    def __init__(self, target: ObjectId, head: ObjectId | None) -> None:
+        self.target = target
+        self.head = head
+        at = f"head {head.hex()[:12]}" if head is not None else "the world"
+        super().__init__(f"{at} already holds the world of {target.hex()[:12]}: nothing to "
+                         "roll back")
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,13 @@ class Repository:
         #: Told, one line at a time, what a command did beyond its own work (it finished an
         #: interrupted restore, or kept play made after one).
         self.notify: Callable[[str], None] = notify or (lambda _: None)
+        #: Refuse to snapshot or write a world Minecraft has open (it holds session.lock:
+        #: :mod:`.worldlock`). ``phs host`` turns this off while the server it runs is up (it
+        #: pauses the server's saving around each snapshot); ``--force`` turns it off.
+        self.check_world = True
+        #: The server folder the world is hosted from, whose mods each snapshot records
+        #: (:mod:`.worldinfo`); None: the world's parent when it holds server.properties.
+        self.server_dir: Path | None = None
 
     # -- opening --------------------------------------------------------------------------
 
@@ -154,29 +176,27 @@ class Repository:
                     heapq.heappush(queue, (-self.read_snapshot(parent).time, parent))
 
     def resolve(self, spec: str) -> ObjectId:
-        """Resolve ``head``, ``head~N`` or a unique hex prefix (4+ digits) to a snapshot id."""
-        text = spec.strip().lower()
-        base, _, back = text.partition("~")
-        if base in ("head", HEAD):
+        """Resolve a snapshot name to its id: ``head`` or a unique hex prefix (4+ digits),
+        followed by git's ``~N`` and ``^N`` steps (``head~``, ``head~3``, ``3fa2c1^2``; see
+        :mod:`.revspec`)."""
+        name = parse_revspec(spec)
+        if name.base in ("head", HEAD):
             oid = self.head()
             if oid is None:
                 raise NotFound("there are no snapshots yet")
-            if back and not back.isdigit():
-                raise NotFound(f"{spec!r}: expected head~N with a number N")
-            shallow = load_shallow(self.store)
-            for _ in range(int(back or 0)):
-                parents = self.read_snapshot(oid).parents
-                if not parents or oid in shallow:
-                    raise NotFound(f"{spec}: history is not that long")
-                oid = parents[0]
+        elif len(name.base) < 4 or any(c not in "0123456789abcdef" for c in name.base):
+            raise NotFound(f"{spec!r} is not a snapshot id, a prefix of 4+ hex digits, or "
+                           "head, head~N, head^")
+        else:
+            matches = {oid for oid, _ in self.log() if oid.hex().startswith(name.base)}
+            if len(matches) != 1:
+                raise NotFound(f"{spec!r} matches {len(matches)} snapshots" + (
+                    ": give more digits" if matches else ""))
+            oid = matches.pop()
+        if not name.steps:
             return oid
-        if len(text) < 4 or any(c not in "0123456789abcdef" for c in text):
-            raise NotFound(f"{spec!r} is not a snapshot id, a prefix of 4+ hex digits, or head~N")
-        matches = {oid for oid, _ in self.log() if oid.hex().startswith(text)}
-        if len(matches) != 1:
-            raise NotFound(f"{spec!r} matches {len(matches)} snapshots" + (
-                ": give more digits" if matches else ""))
-        return matches.pop()
+        return walk_revspec(spec, oid, name.steps, lambda o: self.read_snapshot(o).parents,
+                    load_shallow(self.store))
 
     # -- snapshot -------------------------------------------------------------------------
 
@@ -217,6 +237,8 @@ class Repository:
         self, message: str, allow_empty: bool, progress: Progress | None, author: str | None,
         *, replacing: bool = False,
     ) -> SnapshotResult:
+        if self.check_world:
+            check_world_closed(self.world)
         self._finish_restore(replacing=replacing)
         started = time.perf_counter()
         parent = self.head()
@@ -237,6 +259,7 @@ class Repository:
             host=socket.gethostname(),
             message=message,
             summary=summary,
+            game=self.game(),
         )
         data = encode_snapshot(snap)
         oid = hash_bytes(data)
@@ -245,6 +268,15 @@ class Repository:
         )
         return SnapshotResult(oid, snap, True, scan, writer.new_objects + 1,
                               writer.new_bytes + len(data), time.perf_counter() - started)
+
+    def game(self) -> dict[str, GameValue]:
+        """What a snapshot of the world now records of its game: level.dat's version and
+        data packs, and the server folder's mods (:mod:`.worldinfo`)."""
+        server = self.server_dir
+        if server is None and (self.world.parent / "server.properties").is_file():
+            server = self.world.parent
+        return game_fields(read_world_info(self.world),
+                           None if server is None else mods_in(server))
 
     def _commit_tree(self, root: ObjectId, message: str,
                      other_parents: tuple[ObjectId, ...] = (), *,
@@ -273,6 +305,8 @@ class Repository:
         """Move ``refs`` (compare-and-swap) and write ``ops`` (from root tree ``source``
         towards ``target``) as one recoverable step: see :mod:`peerhost_store.pending`.
         Call under :meth:`lock`."""
+        if self.check_world:
+            check_world_closed(self.world)
         moves = {name: (old, new) for name, old, new in refs}
         before, after = moves.get(HEAD, (self.head(), self.head()))
         mark = PendingRestore(target, source, before, after, after, command)
@@ -377,10 +411,15 @@ class Repository:
 
         History is kept (the rollback itself can be rolled back); unsnapshotted changes are
         snapshotted first.
+
+        Raises:
+            NothingToRollBack: the world (head, once snapshotted) already holds that tree.
         """
         with self.lock():
             safety, live = self._safety_snapshot(f"safety snapshot before rollback to {snapshot.hex()[:12]}")
             target = self.read_snapshot(snapshot).root
+            if target == live:
+                raise NothingToRollBack(snapshot, self.head())
             ops = prepare_restore(self.store, self.world, live, target)  # refuse before head moves
             previous = self.head()
             oid = self._commit_tree(target, f"rollback to {snapshot.hex()[:12]}",

@@ -10,6 +10,9 @@ connection with a line naming its server folder, then closing it), prints a vani
 * ``write NAME TEXT``: writes ``data/NAME.txt`` (a player changing the world);
 * anything else: ``Unknown or incomplete command``.
 
+Like Minecraft it holds ``session.lock`` in the world locked while it runs (``fcntl.lockf``,
+as Java's ``FileChannel.tryLock`` does on POSIX; ``msvcrt.locking`` on Windows).
+
 ``--ignore-stop`` makes it ignore ``stop`` (to test the kill fallback); ``--mute-saves`` makes
 it ignore the save commands silently (a server whose console phs cannot use); ``--start-delay
 S`` waits before listening. With ``PEERHOST_FAKE_ENV_DIR`` set it records its environment
@@ -28,6 +31,23 @@ from pathlib import Path
 from recorded_env import record_environment  # beside this file (run as a script)
 
 
+def lock_session(world: Path) -> object:
+    """Open and lock ``world/session.lock`` as Minecraft does; keep the returned file open."""
+    handle = open(world / "session.lock", "wb")  # noqa: SIM115 - held for the whole run
+    handle.write("\u2603".encode())
+    handle.flush()
+    if sys.platform == "win32":
+        import msvcrt
+
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return handle
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--world", type=Path, required=True)
@@ -39,6 +59,7 @@ def main() -> int:
     record_environment("server")
     world: Path = args.world
     world.mkdir(parents=True, exist_ok=True)
+    session_lock = lock_session(world)  # noqa: F841 - held until the process exits
     saves = 0
 
     def save() -> None:

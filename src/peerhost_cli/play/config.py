@@ -14,6 +14,9 @@ server command differs from one player's machine to the next)::
     ttl = 60
     max_quiet_wait = 60            # without RCON: seconds a snapshot waits for quiet files
     console_save = true            # then: save-off / save-all flush / save-on on the console
+    game_version = "1.21.4"        # when the server jar does not say (phs checks the world's)
+    upgrade = false                # true: host even when the server would upgrade the world
+    webhook = "https://discord.com/api/webhooks/..."  # told when hosting starts, moves, fails
 
 Flags override the file; the file overrides the defaults.
 """
@@ -61,6 +64,11 @@ class HostConfig:
         stop_timeout: seconds the server may take to stop after ``stop`` before it is killed.
         cloudflared: the cloudflared executable.
         holder: the name on the lease (default: user@host).
+        game_version: the server's Minecraft version (``1.21.4``) or data version (``4189``),
+            when phs cannot read it from the server jar (:mod:`.guards`).
+        upgrade: host even when the server is newer than the world (it upgrades the world).
+        webhook: a chat webhook (Discord's JSON) told when hosting starts, moves or fails
+            (:mod:`.notify`); a secret: never printed.
     """
 
     server: tuple[str, ...] = ()
@@ -78,6 +86,9 @@ class HostConfig:
     stop_timeout: float = 60.0
     cloudflared: str = "cloudflared"
     holder: str | None = None
+    game_version: str | None = None
+    upgrade: bool = False
+    webhook: str | None = None
 
     def with_overrides(self, **values: Any) -> HostConfig:
         """A copy with every non-None value applied (command-line flags)."""
@@ -98,6 +109,7 @@ _KINDS: dict[str, type | tuple[type, ...]] = {
     "ttl": (int, float), "quiet_seconds": (int, float), "max_quiet_wait": (int, float),
     "console_save": bool, "ready_timeout": (int, float),
     "stop_timeout": (int, float), "cloudflared": str, "holder": str, "server_dir": str,
+    "game_version": str, "upgrade": bool, "webhook": str,
 }
 
 
@@ -130,6 +142,9 @@ def load_host_config(path: Path) -> HostConfig:
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             raise ConfigError(f"{path}: [host] {key} has the wrong type ({type(value).__name__})")
         values[name] = Path(str(value)) if name == "server_dir" else value
+    webhook = values.get("webhook")
+    if webhook is not None and not webhook.startswith(("https://", "http://")):
+        raise ConfigError(f"{path}: [host] webhook must be an https:// URL")
     if values.get("server_dir") is not None and not values["server_dir"].is_absolute():
         values["server_dir"] = path.parent / values["server_dir"]
     return HostConfig(**values)
@@ -150,20 +165,16 @@ class ServerProperties:
 
 
 def parse_properties(text: str) -> dict[str, str]:
-    """Java ``.properties`` as Minecraft writes it: ``key=value`` lines, ``#`` comments.
+    """A Java ``.properties`` file, as Java reads it (``javaproperties``): ``key=value``,
+    ``key: value`` or ``key value`` lines, ``#``/``!`` comments, backslash escapes
+    (``rcon.password=p\\:ss`` is ``p:ss``), ``\\uXXXX``, continued lines.
 
-    (Minecraft writes no continuation lines or escapes in the keys phs reads.)
+    Raises:
+        ValueError: a malformed ``\\u`` escape.
     """
-    values: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line[0] in "#!":
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            key, _, value = line.partition(":")
-        values[key.strip()] = value.strip()
-    return values
+    import javaproperties
+
+    return dict(javaproperties.loads(text))
 
 
 def load_properties(path: Path) -> ServerProperties:
@@ -173,9 +184,18 @@ def load_properties(path: Path) -> ServerProperties:
         ConfigError: a port that is not a number in 1..65535.
     """
     try:
-        values = parse_properties(path.read_text(encoding="utf-8", errors="replace"))
+        raw = path.read_bytes()
     except FileNotFoundError:
         return ServerProperties()
+    try:
+        # Minecraft writes UTF-8 (1.18+); Java's own Properties.store writes ISO-8859-1.
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("iso-8859-1")
+    try:
+        values = parse_properties(text)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not a valid properties file: {exc}") from None
 
     def port(key: str, default: int) -> int:
         raw = values.get(key, "") or str(default)

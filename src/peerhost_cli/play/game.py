@@ -41,6 +41,15 @@ def spawn(command: Sequence[str], *, stdin: int, cwd: Path | None = None) -> sub
         text=True, encoding="utf-8", errors="replace", bufsize=1, **kwargs)
 
 
+def port_answers(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 class GameServerError(PeerhostError):
     """The server command could not start, or exited or hung before it was ready."""
 
@@ -105,13 +114,6 @@ class GameServer:
         """The exit code once it exited, else None."""
         return None if self._proc is None else self._proc.poll()
 
-    def _port_answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                return True
-        except OSError:
-            return False
-
     def wait_ready(self, timeout: float, stop: threading.Event | None = None) -> None:
         """Block until the server printed its ``Done (`` line or its port answers.
 
@@ -134,7 +136,7 @@ class GameServer:
                                       f"'Done (' line, port {self.port} not answering)")
             if now - checked_port >= 2.0:
                 checked_port = now
-                if self._port_answers():
+                if port_answers(self.port):
                     self.ready.set()
                     break
             self.ready.wait(0.2)

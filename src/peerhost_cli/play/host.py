@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from peerhost_store.errors import PeerhostError
+from peerhost_store.ids import hash_bytes
 from peerhost_store.repo import Repository
 from peerhost_store.sync.client import (
     CoordinatorClient,
@@ -43,9 +44,12 @@ from peerhost_store.sync.keeper import LeaseKeeper
 from peerhost_store.sync.leasing import push_with_lease
 from peerhost_store.sync.remotes import Remote, connect_remote, holder_name, meta_dir, save_lease
 from peerhost_store.sync.transfer import Diverged, PushReport, pull
+from peerhost_store.worldinfo import mods_in
 
 from .config import HostConfig, load_properties
 from .game import GameServer, forward_console
+from .guards import STARTING, check_version, mods_warning, preflight, server_version
+from .notify import Notifier
 from .saving import (
     ConsoleSaveControl,
     QuietFilesControl,
@@ -130,6 +134,17 @@ class Host:
         self.keeper: LeaseKeeper | None = None
         self._address: str | None = None
         self._game: dict[str, Any] = {}
+        #: What the lease says of the game: the version to join with, the mods (set after the
+        #: pull, when the world is the one this host runs).
+        self._game_info: dict[str, Any] = {}
+        self.version = server_version(config, self.server_dir)
+        self._saw_version = False
+        repo.server_dir = self.server_dir  # the mods each snapshot records
+        self.notify = Notifier(config.webhook, log=view.event)
+        #: Someone else hosted before this run (it took over as standby): hosting moved.
+        self._moved = lease is not None
+        self._announced: str | None = None  # the address the webhook was last told
+        self._push_failing = False
         self._wait: SyncWait | None = None
         self._wait_started = 0.0
 
@@ -144,6 +159,8 @@ class Host:
             LostLease, HostingEnded: hosting ended without the final push (kept locally).
         """
         with self.view.live(self.status), connect_remote(self.remote) as client:
+            if self._lease is None:  # a standby checked before it queued (phs join --standby)
+                self.preflight()
             lease, sent = self._lease or self._take_lease(client)
             if lease is None:
                 return 130  # stopped while waiting as standby
@@ -171,7 +188,62 @@ class Host:
             finally:
                 keeper.stop()
                 save_lease(meta_dir(self.repo), self.remote, None)
+                self.notify.close()
         return 0
+
+    def preflight(self) -> None:
+        """Check what hosting needs on this machine, before the lease (:mod:`.guards`)."""
+        for note in preflight(self.config, self.server_dir, self.repo.world, self.port,
+                              self.repo.game()):
+            self.view.event(note)
+
+    def _check_game(self) -> None:
+        """After the pull, before the server starts: the session's world against this
+        server's version, and its mods against those of the last host."""
+        world = self.repo.game()
+        note = check_version(world, self.version, upgrade=self.config.upgrade)
+        if note:
+            self.view.event(note)
+        mods = mods_in(self.server_dir)
+        last = self._last_game()
+        if last is not None:
+            warning = mods_warning(last[1], mods, last[0])
+            if warning:
+                self.view.event(f"warning: {warning}")
+        version = self.version.name if self.version and self.version.name else world.get("version")
+        self._game_info = {k: v for k, v in (
+            ("version", version),
+            ("data_version", (self.version.data_version if self.version else None)
+             or world.get("data_version")),
+            ("mods", {"count": len(mods), "digest": hash_bytes("\n".join(mods).encode()).hex()[:16]}
+             if mods else None)) if v is not None}
+
+    def _last_game(self) -> tuple[str, dict[str, Any]] | None:
+        """Who made the newest snapshot (a few back at most) that recorded mods, and its game."""
+        oid = self.repo.head()
+        for _ in range(20):
+            if oid is None:
+                return None
+            snap = self.repo.read_snapshot(oid)
+            if "mods" in snap.game:
+                return f"{snap.author}@{snap.host}", dict(snap.game)
+            oid = snap.parents[0] if snap.parents else None
+        return None
+
+    def _console_line(self, line: str) -> None:
+        """A server console line: shown, and its version compared once it says it."""
+        self.view.line(line)
+        if self._saw_version:
+            return
+        match = STARTING.search(line)
+        if match is None:
+            return
+        self._saw_version = True
+        world = self.repo.game().get("version")
+        if self.version is None and isinstance(world, str) and match.group(1) != world:
+            self.view.event(f"warning: the server says it is Minecraft {match.group(1)} and the "
+                            f"world was saved by {world}: set game_version in peerhost.toml so "
+                            "that phs can refuse a downgrade or an unasked upgrade before start")
 
     def _take_lease(self, client: CoordinatorClient) -> tuple[Lease | None, float]:
         queued = False
@@ -195,7 +267,7 @@ class Host:
                 if not queued:
                     self.view.event(f"queued as standby (position {got}); hosting starts when "
                                     f"{current.holder if current else 'the host'} leaves")
-                    queued = True
+                    queued = self._moved = True
             self.status.phase = "standby"
             if self.stop.wait(STANDBY_POLL):
                 return None, 0.0
@@ -207,6 +279,10 @@ class Host:
             report = pull(self.repo, client)
         except Diverged as exc:
             ours = exc.local.hex()[:12] if exc.local else None
+            self.notify.send(f"histories diverged: {self.holder} cannot host "
+                             f"{self.remote.session}, its world has play the session lacks and "
+                             "the session moved on; nothing was overwritten (they pick a world "
+                             "with phs pull --keep theirs|ours)")
             raise HostingEnded(
                 f"this world and session {self.remote.session} have diverged: the session moved "
                 f"on (to {exc.remote.hex()[:12] if exc.remote else '-'}) since this world's last "
@@ -224,15 +300,19 @@ class Host:
                             f" ({report.objects_received} objects)",
             "ahead": "this world has snapshots the session lacks: pushing them",
         }[report.outcome])
+        self._check_game()
         self._snapshot_and_push(client, "before hosting")
 
     def _play(self, client: CoordinatorClient) -> None:
         assert self.keeper is not None
         self.status.phase = "starting the server"
-        server = GameServer(self.config.server, self.server_dir, self.port, self.view.line)
+        server = GameServer(self.config.server, self.server_dir, self.port, self._console_line)
         tunnel: Tunnel | None = None
         try:
             server.start()
+            # The server holds session.lock from now on: this host's own snapshots pause its
+            # saving (or wait for quiet files), so they may read the world it has open.
+            self.repo.check_world = False
             self.view.event(f"started the server (pid {server.pid}) in {self.server_dir}")
             if self.console_save:
                 self._console = ConsoleSaveControl(server)
@@ -257,12 +337,27 @@ class Host:
             self.port, self.config.address, self.config.cloudflared, log=lambda _: None))
         published: Published = tunnel.start()
         self.status.address, self.status.via = published.address, published.via
-        self._address, self._game = published.address, {"tunnel": published.via, "port": self.port}
+        self._address = published.address
+        self._game = {"tunnel": published.via, "port": self.port, **self._game_info}
         self._publish()
         if published.address:
             self.view.event(f"published {published.address} ({published.via}); friends run: "
                             f"phs join")
+            self._announce(published.address)
         return tunnel
+
+    def _announce(self, address: str) -> None:
+        version = self._game_info.get("version")
+        playing = f" (Minecraft {version})" if version else ""
+        if self._announced is not None:
+            text = (f"hosting moved: {self.holder}'s address for {self.remote.session} is now "
+                    f"{address} (its tunnel restarted)")
+        elif self._moved:
+            text = f"hosting moved: {self.holder} now hosts {self.remote.session} at {address}{playing}"
+        else:
+            text = f"{self.holder} now hosts {self.remote.session} at {address}{playing}"
+        self._announced = address
+        self.notify.send(text + "; friends run phs join")
 
     def _loop(self, client: CoordinatorClient, server: GameServer, tunnel: Tunnel) -> Stop:
         assert self.keeper is not None
@@ -373,14 +468,22 @@ class Host:
             report, _ = push_with_lease(self.repo, client, keeper=self.keeper,
                                         holder=self.holder)
         except CoordinatorUnavailable as exc:
-            self.view.event(f"push failed, the coordinator is unreachable ({exc}); "
-                            "the next one will send it")
+            self.view.event(f"push failed: {exc}; the next one will send it")
+            if not self._push_failing:  # once per outage, not once per try
+                self._push_failing = True
+                self.notify.send(f"sync failed: {self.holder} cannot reach the coordinator to "
+                                 f"push {self.remote.session} ({exc.reason}); it keeps hosting "
+                                 "and tries again")
             return None
         except LeaseLost as exc:
             raise self._lost(server, tunnel, f"the coordinator refused the push: {exc.message}")
         except (HeadMoved, Diverged) as exc:
             raise self._ended(server, tunnel, f"the session head moved without this host "
                               f"(a rollback on the coordinator?): {exc}")
+        if self._push_failing:
+            self._push_failing = False
+            self.notify.send(f"{self.holder} reached the coordinator again: "
+                             f"{self.remote.session} is in sync")
         if not report.up_to_date:
             self.status.pushes += 1
             self.status.last_push_at = time.time()
@@ -412,10 +515,15 @@ class Host:
                 raise self._lost(None, None, self.keeper.lost)
             time.sleep(2 + 2 * attempt)
         else:
+            self.notify.send(f"sync failed: {self.holder} stopped hosting {self.remote.session} "
+                             "but its final push did not reach the coordinator; the world is "
+                             "kept on its machine until it runs phs push")
             raise HostingEnded("the final push did not reach the coordinator; the world is "
                                "kept in the local snapshot: run phs push when it is back",
                                self.status.last_snapshot)
         self.keeper.stop()
+        self.notify.send(f"{self.holder} stopped hosting {self.remote.session}; its world is "
+                         f"pushed (snapshot {self.status.last_snapshot})")
         try:
             client.release(self.keeper.fencing)
             self.view.event("released the lease")
@@ -429,11 +537,15 @@ class Host:
             tunnel.stop()
         if server is not None:
             server.stop(min(timeout, self.config.stop_timeout))
+            self.repo.check_world = True
 
     def _lost(self, server: GameServer | None, tunnel: Tunnel | None, why: str) -> LostLease:
         """Step 8: stop now, keep the world locally, never push."""
         self.status.phase = "lease lost"
         self.view.event(f"LEASE LOST: {why}; stopping the server now")
+        self.notify.send(f"sync failed: {self.holder} lost the lease of {self.remote.session} "
+                         "and stopped its server; its last play is kept on its machine, not "
+                         "pushed")
         self._stop_everything(server, tunnel)
         kept = self._snapshot("hosting lost the lease: kept locally, not pushed")
         return LostLease(
@@ -444,6 +556,9 @@ class Host:
             f"and both histories stay.", kept)
 
     def _ended(self, server: GameServer | None, tunnel: Tunnel | None, why: str) -> HostingEnded:
+        self.notify.send(f"histories diverged: the head of {self.remote.session} moved without "
+                         f"its host {self.holder} (a rollback?); it stopped its server and keeps "
+                         "its world on its machine, not pushed")
         self._stop_everything(server, tunnel)
         kept = self._snapshot("hosting ended: the session moved; kept locally, not pushed")
         return HostingEnded(f"{why}. The server was stopped and the world kept in local "
@@ -457,6 +572,7 @@ class Host:
             tunnel.stop()
         if server.returncode() is None and server.pid is not None:
             server.stop(self.config.stop_timeout)
+        self.repo.check_world = True
 
 
 def run_host(world: Path, remote: Remote, config: HostConfig, view: View, stop: threading.Event,

@@ -77,15 +77,20 @@ class Follower:
 
     def _announce(self, lease: Lease | None, target: tuple[str | None, str | None, str | None]) -> None:
         holder, address, via = target
+        game = lease.game if lease is not None and isinstance(lease.game, dict) else {}
+        version = game.get("version")
+        # The lease is any member's JSON: only a short plain version name is repeated.
+        what = (f" Minecraft {version}" if isinstance(version, str) and len(version) <= 32
+                and version.isprintable() else "")
         if lease is None:
             self.view.event("nobody hosts the session right now; waiting for a host")
         elif not address:
-            self.view.event(f"{holder} hosts the session but published no address yet")
+            self.view.event(f"{holder} hosts{what} but published no address yet")
         elif via == "cloudflared":
-            self.view.event(f"{holder} hosts at {address} (cloudflared); point Minecraft at "
-                            f"127.0.0.1:{self.local_port}")
+            self.view.event(f"{holder} hosts{what} at {address} (cloudflared); point Minecraft "
+                            f"at 127.0.0.1:{self.local_port}")
         else:
-            self.view.event(f"{holder} hosts; point Minecraft at {address}")
+            self.view.event(f"{holder} hosts{what}; point Minecraft at {address}")
 
     def close(self) -> None:
         if self.access is not None:
@@ -126,8 +131,8 @@ def run_join(connect: Connect, view: View, stop: threading.Event, *, local_port:
                     unreachable = False
                 except CoordinatorUnavailable as exc:
                     if not unreachable:
-                        view.event(f"the coordinator is unreachable ({exc}); retrying; the "
-                                   "current connection (if any) keeps working")
+                        view.event(f"{exc}; retrying (a game connection already made "
+                                   "keeps working)")
                     unreachable = True
                 stop.wait(POLL)
     finally:

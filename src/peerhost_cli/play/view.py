@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.table import Table
 
 from ..common import ago
-from ..output import human_bytes, out
+from ..output import Stream, human_bytes, out
 from .waiting import SyncWait
 
 
@@ -66,8 +66,8 @@ def render(status: HostStatus) -> Table:
 class View:
     """Lines from the server and from phs; a live panel when stdout is a terminal."""
 
-    def __init__(self, console: Console = out) -> None:
-        self.console = console
+    def __init__(self, console: Console | Stream = out) -> None:
+        self.console = console.console if isinstance(console, Stream) else console
         self.status: HostStatus | None = None
         self._lock = threading.Lock()
 

@@ -20,6 +20,7 @@ which is one) and turns every error answer into an exception::
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +48,20 @@ from .protocol import (
 
 T = TypeVar("T")
 
+#: Seconds to wait for a connection; past that the coordinator counts as unreachable.
+CONNECT_SECONDS = 10.0
+#: Seconds to wait for the answer to a small request (lease, head, log, members): a
+#: coordinator that accepts a connection and never answers is given up on after this.
+CONTROL_SECONDS = 20.0
+#: Seconds for a bulk request: object batches of up to 60 MiB each way, and the head's
+#: completeness check, on a slow home uplink.
+BULK_SECONDS = 120.0
+
+
+def timeout_of(seconds: float) -> httpx.Timeout:
+    """A request timeout: :data:`CONNECT_SECONDS` to connect, ``seconds`` for the rest."""
+    return httpx.Timeout(seconds, connect=min(CONNECT_SECONDS, seconds))
+
 
 class CoordinatorError(PeerhostError):
     """The coordinator answered with an error (or, for a subclass, not at all).
@@ -68,7 +83,50 @@ class CoordinatorError(PeerhostError):
 
 
 class CoordinatorUnavailable(CoordinatorError):
-    """No answer: the coordinator is down or unreachable, or the connection broke."""
+    """No answer: the coordinator is down or unreachable, or the connection broke.
+
+    Its message is one line naming the URL, what happened and what to check
+    (:meth:`from_transport`); ``url`` and ``reason`` are also in ``details``.
+    """
+
+    def __str__(self) -> str:
+        return self.message
+
+    @property
+    def url(self) -> str:
+        return str(self.details.get("url", ""))
+
+    @property
+    def reason(self) -> str:
+        return str(self.details.get("reason", self.message))
+
+    @classmethod
+    def from_transport(cls, url: str, exc: httpx.TransportError,
+                       timeout: httpx.Timeout) -> CoordinatorUnavailable:
+        """The error for ``exc``, raised by a request to the coordinator at ``url``."""
+        reason = _transport_reason(exc, timeout)
+        return cls("unavailable", f"cannot reach the coordinator at {url}: {reason}; check that "
+                   "it is running and that this URL reaches it from here (phs remote list shows "
+                   "a world's URL, phs remote set-url changes it)", 0,
+                   {"url": url, "reason": reason})
+
+
+def _transport_reason(exc: httpx.TransportError, timeout: httpx.Timeout) -> str:
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"no connection within {timeout.connect:g} s"
+    if isinstance(exc, httpx.ReadTimeout):
+        return f"it accepted the connection but sent no answer within {timeout.read:g} s"
+    if isinstance(exc, httpx.WriteTimeout):
+        return f"it took no data for {timeout.write:g} s"
+    if isinstance(exc, httpx.PoolTimeout):
+        return f"no free connection within {timeout.pool:g} s"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the connection closed before an answer came"
+    # "[Errno 111] Connection refused" -> "connection refused"
+    text = re.sub(r"^\[Errno -?\d+\] ", "", str(exc).strip()) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectError):
+        return text[:1].lower() + text[1:]
+    return f"the connection broke ({text})"
 
 
 class Unauthorized(CoordinatorError):
@@ -250,7 +308,8 @@ class CoordinatorClient:
         return f"/v1/sessions/{self.session}/{tail}"
 
     def _send(self, method: str, path: str, *, body: Any = None, raw: bytes | None = None,
-              params: dict[str, str] | None = None) -> httpx.Response:
+              params: dict[str, str] | None = None,
+              seconds: float = CONTROL_SECONDS) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self._token}"}
         if raw is not None:
             headers["Content-Type"] = MSGPACK
@@ -260,13 +319,18 @@ class CoordinatorClient:
             content = json.dumps(body).encode()
         else:
             content = None
+        timeout = timeout_of(seconds)
         try:
+            # The timeout goes in the extensions, where httpx puts its ``timeout=`` argument:
+            # starlette's TestClient (the tests' transport) warns about the argument.
             response = self.http.request(method, path, content=content, headers=headers,
-                                         params=params)
+                                         params=params,
+                                         extensions={"timeout": timeout.as_dict()})
         except httpx.TransportError as exc:
             with self._stats_lock:
                 self.stats.requests += 1
-            raise CoordinatorUnavailable("unavailable", f"{method} {path}: {exc!r}", 0) from exc
+            raise CoordinatorUnavailable.from_transport(
+                str(self.http.base_url).rstrip("/"), exc, timeout) from None
         with self._stats_lock:
             self._count(response)
         if response.status_code >= 400:
@@ -286,8 +350,9 @@ class CoordinatorClient:
         self.stats.received += received
 
     def _json(self, method: str, path: str, body: Any = None,
-              params: dict[str, str] | None = None) -> dict[str, Any]:
-        response = self._send(method, path, body=body, params=params)
+              params: dict[str, str] | None = None,
+              seconds: float = CONTROL_SECONDS) -> dict[str, Any]:
+        response = self._send(method, path, body=body, params=params, seconds=seconds)
         try:
             value = response.json()
         except (ValueError, RecursionError) as exc:  # RecursionError: "[" * 100000
@@ -356,10 +421,17 @@ class CoordinatorClient:
         return self._parse("POST lease", lambda: int(answer["position"]) if answer.get("queued")
                            else Lease.from_json(answer))
 
-    def renew(self, fencing: int, *, address: str | None = None, game: Any = None) -> Renewal:
-        """Extend the lease. Raises LeaseLost when ``fencing`` is no longer current."""
+    def renew(self, fencing: int, *, address: str | None = None, game: Any = None,
+              seconds: float = CONTROL_SECONDS) -> Renewal:
+        """Extend the lease. Raises LeaseLost when ``fencing`` is no longer current.
+
+        Args:
+            seconds: how long to wait for the answer (a lease keeper gives no more than the
+                lease has left).
+        """
         answer = self._json("POST", self._path("lease/renew"),
-                            {"fencing": fencing, "address": address, "game": game})
+                            {"fencing": fencing, "address": address, "game": game},
+                            seconds=seconds)
         return self._parse("POST lease/renew", lambda: Renewal(Lease.from_json(answer),
                                                                 bool(answer["sync_requested"])))
 
@@ -388,24 +460,28 @@ class CoordinatorClient:
 
     def missing(self, ids: list[ObjectId]) -> list[ObjectId]:
         """The ids the session does not store."""
-        response = self._send("POST", self._path("objects/missing"), raw=encode_ids(ids))
+        response = self._send("POST", self._path("objects/missing"), raw=encode_ids(ids),
+                              seconds=BULK_SECONDS)
         return decode_ids(response.content)
 
     def object_status(self, ids: list[ObjectId]) -> list[ObjectStatus]:
         """Missing, present or complete, for each id."""
-        response = self._send("POST", self._path("objects/status"), raw=encode_ids(ids))
+        response = self._send("POST", self._path("objects/status"), raw=encode_ids(ids),
+                              seconds=BULK_SECONDS)
         return decode_statuses(response.content, len(ids))
 
     def upload(self, objects: list[bytes]) -> UploadResult:
         """Store encoded objects (the coordinator derives their ids)."""
-        response = self._send("POST", self._path("objects"), raw=encode_objects(objects))
+        response = self._send("POST", self._path("objects"), raw=encode_objects(objects),
+                              seconds=BULK_SECONDS)
         return self._parse("POST objects", lambda: UploadResult(
             int(response.json()["stored"]), int(response.json()["new"])))
 
     def download(self, ids: list[ObjectId]) -> list[bytes]:
         """Fetch objects in order. The answer may hold only a prefix of ``ids`` (the
         coordinator caps answer size); ask again for the rest. Bytes are not checked here."""
-        response = self._send("POST", self._path("objects/get"), raw=encode_ids(ids))
+        response = self._send("POST", self._path("objects/get"), raw=encode_ids(ids),
+                              seconds=BULK_SECONDS)
         objects = decode_objects(response.content)
         if not objects and ids or len(objects) > len(ids):
             raise ProtocolError(f"asked for {len(ids)} objects, got {len(objects)}")
@@ -421,7 +497,7 @@ class CoordinatorClient:
             request: the trees and pairing-list positions the batch is for.
         """
         response = self._send("POST", self._path("objects/delta"),
-                               raw=encode_delta_upload(request, batch))
+                               raw=encode_delta_upload(request, batch), seconds=BULK_SECONDS)
         try:
             answer = response.json()
             failed = [(parse_hex_id(f["id"], "failed id"), str(f["reason"]))
@@ -436,7 +512,7 @@ class CoordinatorClient:
         builds per answer: it returns ``(count, batch)`` for the first ``count`` selected
         positions (at least one); ask again for the rest. The batch is not checked here."""
         response = self._send("POST", self._path("objects/delta/get"),
-                              raw=encode_delta_get(request))
+                              raw=encode_delta_get(request), seconds=BULK_SECONDS)
         return decode_delta_answer(response.content, request.count)
 
     # -- head -----------------------------------------------------------------------------
@@ -456,7 +532,7 @@ class CoordinatorClient:
         Raises Fenced, HeadMoved, NotFastForward or Incomplete.
         """
         body = {"old": None if old is None else old.hex(), "new": new.hex(), "fencing": fencing}
-        answer = self._json("POST", self._path("head"), body)
+        answer = self._json("POST", self._path("head"), body, seconds=BULK_SECONDS)
         return self._parse("POST head", lambda: int(answer["checked"]))
 
     def rollback(self, target: ObjectId, fencing: int | None = None) -> ObjectId:
@@ -464,7 +540,7 @@ class CoordinatorClient:
         body: dict[str, Any] = {"target": target.hex()}
         if fencing is not None:
             body["fencing"] = fencing
-        answer = self._json("POST", self._path("rollback"), body)
+        answer = self._json("POST", self._path("rollback"), body, seconds=BULK_SECONDS)
         return self._parse("POST rollback", lambda: from_hex(answer["head"]))
 
     # -- storage ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from .client import CoordinatorClient, CoordinatorError, Lease, LeaseLost
+from .client import CONTROL_SECONDS, CoordinatorClient, CoordinatorError, Lease, LeaseLost
 
 Connect = Callable[[], AbstractContextManager[CoordinatorClient]]
 
@@ -92,8 +92,11 @@ class LeaseKeeper:
                 with self._lock:
                     extra = dict(self._publish)
                 sent = self.clock()
+                # Never wait for an answer past the deadline: a coordinator that accepts and
+                # never answers would otherwise hold the keeper past the lease's end.
+                wait = max(1.0, min(CONTROL_SECONDS, self.deadline - sent))
                 try:
-                    renewal = client.renew(self.fencing, **extra)
+                    renewal = client.renew(self.fencing, seconds=wait, **extra)
                 except LeaseLost as exc:
                     self._lose(f"the coordinator says lease {self.fencing} is no longer current "
                                f"({exc.message}): someone else holds the session now")
@@ -101,7 +104,7 @@ class LeaseKeeper:
                 except CoordinatorError as exc:
                     # Unreachable, rate limited, or a coordinator error: try again soon; the
                     # deadline decides when to give up.
-                    self.log(f"lease renewal failed ({exc}); retrying")
+                    self.log(f"lease renewal failed: {exc}; retrying")
                     due = self.clock() + min(RETRY_SECONDS, self.ttl / 6)
                     continue
                 self.renewals += 1

@@ -42,7 +42,6 @@ from ..objects import (
     Snapshot,
     decode,
 )
-from .delta import DEFAULT_LEVEL
 
 MSGPACK = "application/x-msgpack"
 #: Objects go up in batches of at least this many bytes (or the remainder): per-request
@@ -561,6 +560,8 @@ def decode_delta_answer(data: bytes, asked: int) -> tuple[int, bytes]:
 
 def batch_level(stream_bytes: int) -> int:
     """The zstd level for a batch whose items hold ``stream_bytes`` bytes of data."""
+    from .delta import DEFAULT_LEVEL  # zstandard and the chunk codecs: not for phs status
+
     return DEFAULT_LEVEL if stream_bytes <= SLOW_LEVEL_UP_TO else FAST_LEVEL
 
 

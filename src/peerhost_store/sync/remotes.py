@@ -20,19 +20,27 @@ import getpass
 import os
 import shutil
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from ..errors import NotFound, PeerhostError
-from ..repo import Repository
 from ..worldfs import STORE_DIR
-from .client import CoordinatorClient
+from .client import (
+    BULK_SECONDS,
+    CoordinatorClient,
+    CoordinatorUnavailable,
+    Unauthorized,
+    timeout_of,
+)
 from .credentials import Credential, Credentials, config_dir, read_json_file, write_private
-from .transfer import Progress, PullReport, pull
+
+if TYPE_CHECKING:  # the transfer machinery is imported by clone() only: phs status starts fast
+    from ..repo import Repository
+    from .transfer import Progress, PullReport
 
 __all__ = [
     "DEFAULT_REMOTE",
@@ -41,6 +49,7 @@ __all__ = [
     "NoToken",
     "Remote",
     "RemoteExists",
+    "check_remote",
     "check_url",
     "choose_remote",
     "clone",
@@ -60,8 +69,6 @@ __all__ = [
 REMOTES_FILE = "remotes.json"
 LEASE_FILE = "lease.json"
 DEFAULT_REMOTE = "origin"
-#: Seconds one HTTP request may take; an upload batch is 4-60 MiB, so slow links need room.
-HTTP_TIMEOUT = 120.0
 
 
 class BadRemote(PeerhostError, ValueError):
@@ -112,7 +119,7 @@ class NoToken(PeerhostError):
 
 def meta_dir(world: Repository | Path) -> Path:
     """``WORLD/.peerhost``: where remotes.json and lease.json live."""
-    return (world.world if isinstance(world, Repository) else world) / STORE_DIR
+    return (world if isinstance(world, Path) else world.world) / STORE_DIR
 
 
 def load_remotes(base: Path, credentials: Credentials | None = None) -> dict[str, Remote]:
@@ -253,7 +260,13 @@ def check_url(url: str) -> str:
 @contextlib.contextmanager
 def connect(url: str, session: str, token: str) -> Iterator[CoordinatorClient]:
     """A client of ``session`` at ``url`` over a fresh ``httpx.Client``."""
-    with httpx.Client(base_url=check_url(url), timeout=HTTP_TIMEOUT) as http:
+    url = check_url(url)
+    # An http:// coordinator has no TLS to verify: skip loading the CA bundle (~50 ms of the
+    # 0.3 s phs status may take). The client follows no redirects, so it never leaves that URL.
+    verify = not url.startswith("http://")
+    # Each request sets its own timeout (CoordinatorClient: short for the lease, long for
+    # object batches); this one is for anything else sent over the client.
+    with httpx.Client(base_url=url, timeout=timeout_of(BULK_SECONDS), verify=verify) as http:
         yield CoordinatorClient(http, session, token)
 
 
@@ -262,6 +275,30 @@ def connect_remote(remote: Remote) -> contextlib.AbstractContextManager[Coordina
     if remote.token is None:
         raise NoToken(remote)
     return connect(remote.url, remote.session, remote.token)
+
+
+def check_remote(remote: Remote, command: str) -> None:
+    """Ask the coordinator whether ``remote``'s URL, session and token work together (one
+    ``GET head``), as ``phs remote add`` does before it saves a remote.
+
+    Raises:
+        CoordinatorUnavailable: nothing answers at the URL.
+        Unauthorized: the token is not one of that coordinator's, or not of that session
+            (:class:`~.client.Forbidden`).
+        CoordinatorError: another error answer (404: no such session).
+    """
+    with connect_remote(remote) as client:
+        try:
+            client.head()
+        except CoordinatorUnavailable as exc:
+            raise CoordinatorUnavailable(
+                exc.code, f"cannot reach the coordinator at {remote.url}: {exc.reason}; check "
+                f"the URL and that the coordinator runs (or {command} --no-check to save it "
+                "without asking)", 0, exc.details) from None
+        except Unauthorized as exc:
+            raise type(exc)(exc.code, f"{remote.url} refused this token for session "
+                            f"{remote.session} ({exc.message}); check the token and the "
+                            "session name", exc.status, exc.details) from None
 
 
 def holder_name() -> str:
@@ -277,9 +314,12 @@ def holder_name() -> str:
 
 
 def clone(folder: Path, remote: Remote, progress: Progress | None = None,
-          credentials: Credentials | None = None) -> tuple[PullReport, CoordinatorClient]:
+          credentials: Credentials | None = None, *,
+          connected: Callable[[CoordinatorClient], None] | None = None,
+          ) -> tuple[PullReport, CoordinatorClient]:
     """Init ``folder`` (missing or empty), remember ``remote`` (its token in ``credentials``),
-    pull it.
+    pull it. ``connected`` is told the client before the pull starts (to show its wire
+    totals while it runs).
 
     Returns the pull report and the client it used (its ``stats`` are the wire totals). On
     failure a folder this call created is removed again (a half-made world), and so is the
@@ -289,6 +329,9 @@ def clone(folder: Path, remote: Remote, progress: Progress | None = None,
         BadRemote: ``folder`` is not empty.
         NoToken: ``remote`` has no token.
     """
+    from ..repo import Repository
+    from .transfer import pull
+
     created = not folder.exists()
     if not created and (not folder.is_dir() or any(folder.iterdir())):
         raise BadRemote(f"{folder} is not an empty folder")
@@ -303,6 +346,8 @@ def clone(folder: Path, remote: Remote, progress: Progress | None = None,
             remote = remember_token(meta_dir(repo), remote, token, credentials)
             save_remotes(meta_dir(repo), {remote.name: remote})
             with connect_remote(remote) as client:
+                if connected is not None:
+                    connected(client)
                 return pull(repo, client, progress=progress), client
     except BaseException:
         credentials.remove(remote.credential)

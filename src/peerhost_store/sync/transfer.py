@@ -130,6 +130,24 @@ class Diverged(PeerhostError):
         super().__init__(f"local head {loc} and session head {rem} have diverged; {hint}")
 
 
+#: The next step after a divergence, the same wherever one is found (push, pull, host, status).
+DIVERGED_HINT = ("nothing was overwritten; pick a world with phs pull --keep theirs (the "
+                 "session's) or --keep ours (this one): both histories stay, and the next push "
+                 "is accepted")
+
+
+class Behind(Diverged):
+    """A push of a head the session has already moved past: nothing of it is missing there."""
+
+    def __init__(self, local: ObjectId, remote: ObjectId) -> None:
+        PeerhostError.__init__(
+            self, f"the session head {remote.hex()[:12]} already descends from local head "
+                  f"{local.hex()[:12]}: there is nothing to push; phs pull brings the session's "
+                  "world here")
+        self.local = local
+        self.remote = remote
+
+
 class ObjectTooLarge(PeerhostError, ValueError):
     """An object larger than one upload request may carry."""
 
@@ -250,7 +268,8 @@ def push(
 
     Raises:
         NotFound: the repository has no snapshot.
-        Diverged: the session head is not an ancestor of the local head (pull first).
+        Diverged: the session head is not an ancestor of the local head (:class:`Behind`
+            when the local head is an ancestor of the session head).
         Fenced, HeadMoved, Incomplete: from the final compare-and-swap.
     """
     before = client.stats.copy()
@@ -265,7 +284,11 @@ def push(
         return report
     shallow = load_shallow(repo.store)
     if remote is not None and not is_ancestor(repo.store, remote, head, shallow=shallow):
-        raise Diverged(head, remote, "pull, then push again")
+        from .relation import compare_heads  # fetches snapshots of the session's history
+
+        if compare_heads(repo, client, remote) == "behind":
+            raise Behind(head, remote)
+        raise Diverged(head, remote, DIVERGED_HINT)
     # The session holds the remote head complete, and so does this store (a stored snapshot
     # has its whole tree here): its chunks are the previous versions to send deltas against.
     base = repo.read_snapshot(remote).root if remote is not None and delta else None
@@ -976,7 +999,7 @@ def _integrate(repo: Repository, session: str, remote: ObjectId, report: PullRep
         if live not in (EMPTY_TREE, repo.read_snapshot(remote).root):
             kept = repo.snapshot(f"local world before pulling session {session}")
             raise Diverged(kept.oid, remote, f"the world held other files, kept in snapshot "
-                           f"{kept.oid.hex()[:12]}; move them away or roll back to the session")
+                           f"{kept.oid.hex()[:12]}; {DIVERGED_HINT}")
     else:
         taken = repo.snapshot(f"unsnapshotted changes before pulling session {session}",
                               tell_pending=False)
@@ -999,6 +1022,4 @@ def _integrate(repo: Repository, session: str, remote: ObjectId, report: PullRep
                 ops, target, [(HEAD, local, remote)], reader=reader, source=live)
         report.outcome, report.head = "fast-forward", remote
     else:
-        raise Diverged(local, remote, "nothing was overwritten; choose a world with phs pull "
-                       "--keep theirs (the session's) or --keep ours (this one): both histories "
-                       "stay, and the next push is accepted")
+        raise Diverged(local, remote, DIVERGED_HINT)

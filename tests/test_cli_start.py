@@ -1,0 +1,61 @@
+"""phs starts fast (issue 13: ``phs --help`` and ``phs status`` under 0.3 s as whole
+processes): the command modules import the library, rich and httpx's CLI only when a command
+needs them. Checked by what a run imports, never by timing (speed goes to benchmarks/: see
+benchmarks/bench_cli_start.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from test_cli_remote import (  # noqa: F401
+    Phs,
+    add_origin,
+    coordinator,
+    phs,
+    session,
+    world_with_history,
+)
+
+#: Run phs's main in a fresh interpreter, then print the modules it imported as JSON.
+PROBE = """
+import json, sys
+from peerhost_cli.main import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+sys.stdout.flush()
+sys.stderr.write("MODULES " + json.dumps(sorted(sys.modules)) + "\\n")
+"""
+
+
+def imported_by(*args: str, cwd: Path | None = None) -> set[str]:
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True,
+                          timeout=60, cwd=cwd, check=False)
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("MODULES "))
+    return set(json.loads(line.removeprefix("MODULES ")))
+
+
+def heavy(modules: set[str], *names: str) -> list[str]:
+    return sorted(m for m in modules if m.split(".")[0] in names or m in names)
+
+
+def test_help_imports_neither_the_library_nor_rich_nor_httpx() -> None:
+    modules = imported_by("--help")
+    assert heavy(modules, "rich", "httpx", "lmdb", "click", "pygments", "msgpack") == []
+    assert "peerhost_store.repo" not in modules and "peerhost_cli.play.host" not in modules
+
+
+def test_status_imports_neither_rich_nor_httpx_cli_nor_the_transfer_code(
+        session: dict[str, str], phs: Phs, tmp_path: Path) -> None:  # noqa: F811
+    world = tmp_path / "w"
+    world_with_history(world, phs)
+    add_origin(phs, world, session, "bob")
+    modules = imported_by("status", "-C", str(world))
+    assert "peerhost_store.sync.client" in modules  # it did talk to the coordinator
+    assert heavy(modules, "rich", "click", "pygments", "httpx._main") == []
+    assert "peerhost_store.sync.transfer" not in modules
+    assert "peerhost_store.sync.delta" not in modules
