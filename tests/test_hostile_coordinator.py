@@ -169,7 +169,7 @@ class _Either:
         self.objects, self.store = objects, store
 
     def get_raw(self, oid: ObjectId) -> bytes:
-        return self.objects[oid] if oid in self.objects else self.store.get_raw(oid)
+        return self.objects[oid] if oid in self.objects else self.store.objects.get_raw(oid)
 
 
 # -- a world with known content -------------------------------------------------------------
@@ -548,7 +548,7 @@ def test_delta_answer_bombs_fall_back_to_whole_objects(local: Local, name: str) 
     assert report.outcome == "fast-forward" and report.fallbacks == 1 and report.chunks_delta == 0
     assert peak < 40 * MIB, (name, peak)
     assert world_state(local.world) != before  # the chunk arrived whole and was written
-    assert hash_bytes(new_blob) in local.repo.store
+    assert hash_bytes(new_blob) in local.repo.store.objects
 
 
 def test_a_delta_item_that_does_not_rebuild_its_chunk_falls_back(local: Local) -> None:
