@@ -28,6 +28,7 @@ __all__ = [
     "GraphLoader",
     "Kind",
     "Problem",
+    "READ_BATCH",
     "WalkReport",
     "WrongKind",
     "check_kind",

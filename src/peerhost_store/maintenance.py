@@ -15,6 +15,14 @@ from .objects import Snapshot, decode
 from .scan import cached_ids
 from .store import Pins, Store, Update
 
+__all__ = [
+    "GC_TRIES",
+    "GcBusy",
+    "GcReport",
+    "collect_garbage",
+    "load_shallow",
+]
+
 #: Walks gc makes before it gives up while transfers keep pinning objects.
 GC_TRIES = 5
 

@@ -43,6 +43,15 @@ from .store import Update
 from .tree import ObjectLoader, build_dir, build_region, load_node
 from .writer import ObjectWriter
 
+__all__ = [
+    "Lost",
+    "MAX_ROUNDS",
+    "ObjectSource",
+    "RepairReport",
+    "WORLD",
+    "repair",
+]
+
 WORLD = "the live world"
 #: Rounds of walk-then-heal (a healed node can reveal damaged children; trees are shallow).
 MAX_ROUNDS = 32

@@ -39,6 +39,16 @@ from .store import LmdbStore, PinsChanged, Store, Update
 from .worldfs import STORE_DIR
 from .writer import ObjectWriter
 
+__all__ = [
+    "AbortResult",
+    "HEAD",
+    "NotARepository",
+    "OpenStore",
+    "Repository",
+    "RollbackResult",
+    "SnapshotResult",
+]
+
 HEAD = "main"
 
 

@@ -26,6 +26,21 @@ from .worldfs import (
     resolve_inside,
 )
 
+__all__ = [
+    "CHECKOUT_MARKER",
+    "ObjectReader",
+    "Progress",
+    "RestoreError",
+    "RestoreOp",
+    "RestoreResult",
+    "apply_restore",
+    "check_objects",
+    "checkout_tree",
+    "plan",
+    "prepare_restore",
+    "restore_tree",
+]
+
 Progress = Callable[[int, int], None]
 
 

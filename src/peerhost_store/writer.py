@@ -6,6 +6,8 @@ from __future__ import annotations
 from .ids import ObjectId, hash_bytes
 from .store import Store, Update
 
+__all__ = ["BATCH_BYTES", "ObjectWriter"]
+
 BATCH_BYTES = 32 << 20
 
 

@@ -45,6 +45,28 @@ from .protocol import (
     parse_hex_id,
 )
 
+__all__ = [
+    "CoordinatorClient",
+    "CoordinatorError",
+    "CoordinatorUnavailable",
+    "DeltaUploadResult",
+    "Fenced",
+    "Forbidden",
+    "Head",
+    "HeadMoved",
+    "Incomplete",
+    "Lease",
+    "LeaseHeld",
+    "LeaseLost",
+    "LeaseStatus",
+    "NotFastForward",
+    "RateLimited",
+    "Renewal",
+    "Unauthorized",
+    "UploadResult",
+    "WireStats",
+]
+
 T = TypeVar("T")
 
 

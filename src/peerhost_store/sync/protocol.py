@@ -34,6 +34,44 @@ from ..errors import PeerhostError
 from ..ids import ID_SIZE, ObjectId
 from .delta import DEFAULT_LEVEL
 
+__all__ = [
+    "BATCH_BYTES",
+    "DELTA_ANSWER_BYTES",
+    "DELTA_BATCH_BYTES",
+    "DELTA_BATCH_ITEMS",
+    "DELTA_STREAM_BYTES",
+    "DeltaRequest",
+    "FAST_LEVEL",
+    "IDS_PER_REQUEST",
+    "MSGPACK",
+    "ObjectStatus",
+    "ProtocolError",
+    "READ_BATCH",
+    "Range",
+    "SLOW_LEVEL_UP_TO",
+    "batch_by_size",
+    "batch_level",
+    "chunked",
+    "decode_delta_answer",
+    "decode_delta_get",
+    "decode_delta_upload",
+    "decode_ids",
+    "decode_objects",
+    "decode_statuses",
+    "delta_output_size",
+    "encode_delta_answer",
+    "encode_delta_get",
+    "encode_delta_upload",
+    "encode_ids",
+    "encode_objects",
+    "encode_statuses",
+    "expand_select",
+    "parse_hex_id",
+    "parse_optional_hex_id",
+    "select_ranges",
+    "split_objects",
+]
+
 MSGPACK = "application/x-msgpack"
 #: Objects go up in batches of at least this many bytes (or the remainder): per-request
 #: overhead stays small next to the payload, and a batch stays far below the body limit.

@@ -35,10 +35,13 @@ from .credentials import Credential, Credentials, config_dir, read_json_file, wr
 from .transfer import Progress, PullReport, pull
 
 __all__ = [
-    "DEFAULT_REMOTE",
     "BadRemote",
+    "DEFAULT_REMOTE",
+    "HTTP_TIMEOUT",
+    "LEASE_FILE",
     "NoRemote",
     "NoToken",
+    "REMOTES_FILE",
     "Remote",
     "RemoteExists",
     "check_url",
@@ -55,6 +58,7 @@ __all__ = [
     "remember_token",
     "save_lease",
     "save_remotes",
+    "with_token",
 ]
 
 REMOTES_FILE = "remotes.json"

@@ -93,6 +93,26 @@ from .protocol import (
     select_ranges,
 )
 
+__all__ = [
+    "ChunkCounts",
+    "CoordinatorSource",
+    "DOWNLOAD_BYTES",
+    "Diverged",
+    "EMPTY_TREE",
+    "FetchResult",
+    "HEAL_ROUNDS",
+    "IN_FLIGHT",
+    "MAX_REQUEST_BYTES",
+    "ObjectTooLarge",
+    "Progress",
+    "PullReport",
+    "PushReport",
+    "STORE_BATCH_BYTES",
+    "fetch",
+    "pull",
+    "push",
+]
+
 Progress = Callable[[int, int], None]
 T = TypeVar("T")
 R = TypeVar("R")
