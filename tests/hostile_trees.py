@@ -79,8 +79,8 @@ class Sized:
         self.store = store
 
     def get_many(self, oids: list[ObjectId]) -> list[bytes]:
-        return list(self.store.get_many(oids))
+        return list(self.store.objects.get_many(oids))
 
     def peek(self, oids: list[ObjectId], n: int) -> list[tuple[int, bytes] | None]:
-        objects = self.store.objects
+        objects = self.store.backend.data
         return [(len(objects[o]), objects[o][:n]) if o in objects else None for o in oids]

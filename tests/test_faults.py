@@ -41,7 +41,7 @@ from worldutil import HISTORIES, copy_world, replace_world
 
 from peerhost_store.errors import StoreError
 from peerhost_store.ids import ObjectId, hash_bytes
-from peerhost_store.maintenance import walk
+from peerhost_store.graph import walk
 from peerhost_store.objects import decode, encode_blob
 from peerhost_store.repo import HEAD, Repository
 from peerhost_store.restore import restore_tree
@@ -355,8 +355,8 @@ def test_kill_9_during_gc(tmp_path: Path, zygote: Zygote, versions: list[Path]) 
             for k in range(4):
                 (world / f"fault{k}.dat").unlink()
             head = repo.snapshot("without").oid
-            kept = walk(repo.store, [head], follow_parents=False, read_blobs=False).reachable
-            return head, set(repo.store.iter_ids()), kept
+            kept = walk(repo.store.objects, [head], follow_parents=False, read_blobs=False).reachable
+            return head, set(repo.store.objects.iter_ids()), kept
 
     head, _, kept = make_garbage(1)
     first = run_ok(zygote, argv, out)
@@ -369,12 +369,12 @@ def test_kill_9_during_gc(tmp_path: Path, zygote: Zygote, versions: list[Path]) 
         landed = zygote.kill_after(child, timing.delay())
         assert check_repo(world, [head]) == head
         with Repository.open(world) as repo:
-            ids = set(repo.store.iter_ids())
+            ids = set(repo.store.objects.iter_ids())
         assert ids in (before, kept), "gc deletes all its garbage at once or nothing"
         again = run_ok(zygote, argv, out)
         timing.add(again.seconds)
         with Repository.open(world) as repo:
-            assert set(repo.store.iter_ids()) == kept, "the re-run converges"
+            assert set(repo.store.objects.iter_ids()) == kept, "the re-run converges"
             assert repo.head() == head
         deleted += len(before - kept)
         tally(figures, landed, 2)
@@ -623,14 +623,14 @@ def test_corrupt_objects_are_repaired_from_the_world_and_the_coordinator(
         with Repository.open(c.world) as repo:
             log = list(repo.log())
             v0 = log[-1][1]
-            now = walk(repo.store, [log[0][0]], follow_parents=False).reachable
-            old_only = sorted(walk(repo.store, [log[-1][0]], follow_parents=False).reachable
+            now = walk(repo.store.objects, [log[0][0]], follow_parents=False).reachable
+            old_only = sorted(walk(repo.store.objects, [log[-1][0]], follow_parents=False).reachable
                               - now - {log[-1][0]})
-            node = next(o for o in old_only if not isinstance(decode(repo.store.get_raw(o)), bytes))
-            chunk = next(o for o in old_only if isinstance(decode(repo.store.get_raw(o)), bytes))
+            node = next(o for o in old_only if not isinstance(decode(repo.store.objects.get_raw(o)), bytes))
+            chunk = next(o for o in old_only if isinstance(decode(repo.store.objects.get_raw(o)), bytes))
             live = hash_bytes(encode_blob((c.world / "fault0.dat").read_bytes()))
-            local = walk(repo.store, [log[1][0]], follow_parents=False).reachable - now
-            lost = next(o for o in local if isinstance(decode(repo.store.get_raw(o)), bytes))
+            local = walk(repo.store.objects, [log[1][0]], follow_parents=False).reachable - now
+            lost = next(o for o in local if isinstance(decode(repo.store.objects.get_raw(o)), bytes))
             damaged = [node, chunk, live, lost]
             for target in damaged:
                 flip_bit(repo.store, target, rng)  # type: ignore[arg-type]

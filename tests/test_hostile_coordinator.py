@@ -40,6 +40,7 @@ from starlette.routing import Route
 
 from peerhost_store.chunk import compress
 from peerhost_store.errors import DecodeError, ObjectCorrupt, PeerhostError
+from peerhost_store.graph import WrongKind
 from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import (
     ChunkEntry,
@@ -169,7 +170,7 @@ class _Either:
         self.objects, self.store = objects, store
 
     def get_raw(self, oid: ObjectId) -> bytes:
-        return self.objects[oid] if oid in self.objects else self.store.get_raw(oid)
+        return self.objects[oid] if oid in self.objects else self.store.objects.get_raw(oid)
 
 
 # -- a world with known content -------------------------------------------------------------
@@ -413,11 +414,11 @@ def test_objects_of_the_wrong_kind_are_refused(local: Local) -> None:
     blob = server.add(EVIL)
     # The snapshot's root is a blob, then a region leaf where a directory belongs.
     server.publish(blob, local.head)
-    error = refused_pull(local, server, ProtocolError)
+    error = refused_pull(local, server, WrongKind)
     assert blob.hex() in str(error) and "referenced as a dir" in str(error)
     region_root = build_region(server.add, [ChunkEntry(0, blob, ZLIB, 0, False)])
     server.publish(region_root, local.head)
-    refused_pull(local, server, ProtocolError)
+    refused_pull(local, server, WrongKind)
 
 
 def test_a_node_that_does_not_hash_to_its_id_is_refused(local: Local) -> None:
@@ -548,7 +549,7 @@ def test_delta_answer_bombs_fall_back_to_whole_objects(local: Local, name: str) 
     assert report.outcome == "fast-forward" and report.fallbacks == 1 and report.chunks_delta == 0
     assert peak < 40 * MIB, (name, peak)
     assert world_state(local.world) != before  # the chunk arrived whole and was written
-    assert hash_bytes(new_blob) in local.repo.store
+    assert hash_bytes(new_blob) in local.repo.store.objects
 
 
 def test_a_delta_item_that_does_not_rebuild_its_chunk_falls_back(local: Local) -> None:

@@ -302,7 +302,7 @@ class CountingReads:
 
     def get_many(self, oids: list[ObjectId]) -> list[bytes]:
         self.count += len(oids)
-        return self.store.get_many(oids)
+        return self.store.objects.get_many(oids)
 
 
 @pytest.fixture
@@ -433,7 +433,7 @@ def test_the_client_pairs_within_a_budget_too() -> None:
     bomb = region_bomb(add, regions=10_000)
     store.apply(Update(objects=list(add.objects.values())))
     with pytest.raises(PairingTooLarge) as refused:
-        pair_chunks(store, None, bomb, budget=Budget(nodes=10_000))
+        pair_chunks(store.objects, None, bomb, budget=Budget(nodes=10_000))
     assert refused.value.what == "nodes"
     assert isinstance(refused.value, DecodeError), "push and pull then send chunks whole"
 

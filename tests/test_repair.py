@@ -16,7 +16,7 @@ from worldutil import HISTORIES, copy_world, replace_world
 from peerhost_cli.main import main
 from peerhost_store.errors import DamagedObjects
 from peerhost_store.ids import ObjectId, hash_bytes
-from peerhost_store.maintenance import walk
+from peerhost_store.graph import walk
 from peerhost_store.objects import EntryKind, encode_blob
 from peerhost_store.repair import repair
 from peerhost_store.repo import Repository
@@ -97,7 +97,7 @@ def test_repair_drops_what_cannot_be_recovered_and_says_what(
         v0 = repo.snapshot("v0")
         replace_world(world, versions[1])
         v1 = repo.snapshot("v1")
-        now = walk(repo.store, [v1.oid], follow_parents=False).reachable
+        now = walk(repo.store.objects, [v1.oid], follow_parents=False).reachable
         path, slot, chunk = next((p, c.slot, c.oid) for p, e in iter_tree(repo.store, v0.snapshot.root)
                                  if e.kind is EntryKind.REGION
                                  for c in iter_region(repo.store, e.oid) if c.oid not in now)
@@ -172,7 +172,7 @@ def test_pull_is_not_blocked_by_a_damaged_object_it_does_not_need(
     push(a, c["alice"], fencing=lease.fencing)
     old = {c.oid for _, e in iter_tree(b.store, v0.snapshot.root) if e.kind is EntryKind.REGION
            for c in iter_region(b.store, e.oid)}
-    new = walk(a.store, [v1.oid], follow_parents=False).reachable
+    new = walk(a.store.objects, [v1.oid], follow_parents=False).reachable
     base = next(iter(sorted(old - new)))  # a chunk v1 changed: the delta base of its new version
     corrupt(b.store, base)
     report = pull(b, c["bob"])

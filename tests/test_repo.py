@@ -92,10 +92,10 @@ def test_gc_keep_last_deletes_old_objects_and_verify_stays_clean(repo: Repositor
     for i in range(4):
         (world / "playerdata" / "alice.dat").write_bytes(f"alice {i}".encode() * 1000)
         repo.snapshot(f"v{i}")
-    before = len(list(repo.store.iter_ids()))
+    before = len(list(repo.store.objects.iter_ids()))
     report = repo.gc(keep_last=2)
     assert report.kept_snapshots == 2 and report.deleted_objects > 0
-    assert len(list(repo.store.iter_ids())) == before - report.deleted_objects
+    assert len(list(repo.store.objects.iter_ids())) == before - report.deleted_objects
     assert [s.message for _, s in repo.log()] == ["v3", "v2"]
     assert repo.verify().ok
     # The stat cache must not hand out deleted objects: the next snapshot is still complete.
@@ -120,14 +120,14 @@ def test_a_second_writer_is_refused_while_one_works(repo: Repository) -> None:
 
 
 def _hostile_snapshot(repo: Repository, name: str) -> bytes:
-    add = lambda data: repo.store.add_raw(data)[0]  # noqa: E731
+    add = lambda data: repo.store.objects.put(data)[0]  # noqa: E731
     blob = add(encode_blob(b"evil"))
     inner = build_dir(add, [DirEntry("x", EntryKind.FILE, blob, 4)])
     root = build_dir(add, sorted([DirEntry("aaa.txt", EntryKind.FILE, blob, 4),
                                   DirEntry(name, EntryKind.FILE if name != "dir" else EntryKind.DIR,
                                            blob if name != "dir" else inner, 4)]))
     data = encode_snapshot(Snapshot(root, (), 0, "mallory", "evil", "", {}))
-    repo.store.add_raw(data)
+    repo.store.objects.put(data)
     return hash_bytes(data)
 
 
@@ -271,7 +271,7 @@ def test_an_interrupted_restore_is_finished_before_the_world_is_snapshotted(tmp_
         assert not result.created, "the half-restored world was snapshotted"
         assert not (world / "extra.txt").exists()
         assert repo.scan().root == v1.snapshot.root
-        assert repo.store.get_meta(PENDING_RESTORE) is None
+        assert repo.store.meta.get(PENDING_RESTORE) is None
 
 
 # -- an interrupted restore and play made after it (issue 11, item 1) -------------------------
@@ -329,7 +329,7 @@ def test_a_rollback_interrupted_by_newer_play_is_finished_by_running_it_again(
     result = repo.rollback(target)
     assert _files(repo.world) == state_v1
     assert repo.read_snapshot(result.oid).parents == (kept,), "the kept play stays in history"
-    assert repo.store.get_meta(PENDING_RESTORE) is None
+    assert repo.store.meta.get(PENDING_RESTORE) is None
     assert repo.snapshot("after").created is False
 
 
@@ -342,7 +342,7 @@ def test_restore_abort_returns_to_the_pre_restore_head_and_leaves_the_world(
     aborted = repo.abort_restore()
     assert aborted.head == v2 and repo.head() == v2, "head is back where the rollback found it"
     assert _files(repo.world) == partial, "abort writes nothing"
-    assert repo.store.get_meta(PENDING_RESTORE) is None
+    assert repo.store.meta.get(PENDING_RESTORE) is None
     with pytest.raises(NotFound, match="no interrupted restore"):
         repo.abort_restore()
 
@@ -359,7 +359,7 @@ def test_restore_abort_after_play_was_kept_keeps_it(
 
 
 def test_gc_keeps_what_live_pins_protect_and_drops_stale_pins(repo: Repository) -> None:
-    from peerhost_store.maintenance import walk
+    from peerhost_store.graph import walk
 
     repo.snapshot("v1")
     (repo.world / "kept.dat").write_bytes(os.urandom(1000))
@@ -371,9 +371,9 @@ def test_gc_keeps_what_live_pins_protect_and_drops_stale_pins(repo: Repository) 
     live, dead = repo.store.new_pin(), repo.store.new_pin()
     repo.store.apply(Update(pins={live: [(kept_root, True)], dead: [(lost_root, True)]}))
     repo.store._pin_locks.pop(dead).__exit__(None, None, None)  # type: ignore[attr-defined]
-    kept = walk(repo.store, [], nodes=[kept_root]).reachable
+    kept = walk(repo.store.objects, [], nodes=[kept_root]).reachable
     repo.gc()
-    assert all(oid in repo.store for oid in kept), "a pinned node keeps its whole subtree"
-    assert lost_root not in repo.store, "a stale pin protects nothing"
+    assert all(oid in repo.store.objects for oid in kept), "a pinned node keeps its whole subtree"
+    assert lost_root not in repo.store.objects, "a stale pin protects nothing"
     assert repo.store.load_pins().stale == []
     assert repo.verify().ok

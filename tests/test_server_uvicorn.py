@@ -15,7 +15,7 @@ import pytest
 from worldutil import copy_world
 
 from peerhost_store.ids import ObjectId, hash_bytes
-from peerhost_store.maintenance import walk
+from peerhost_store.graph import walk
 from peerhost_store.repo import Repository
 from peerhost_store.store import LmdbStore
 from peerhost_store.sync.client import CoordinatorClient, CoordinatorUnavailable, UploadResult
@@ -97,7 +97,7 @@ def test_sigkill_mid_push_then_resume(tmp_path: Path, real_world: Callable[[str]
     world = copy_world(real_world("prismarine-fixtures"), tmp_path / "world")
     repo = Repository.init(world)
     repo.snapshot("all fixtures")
-    total = walk(repo.store, [repo.head()]).reachable  # type: ignore[list-item]
+    total = walk(repo.store.objects, [repo.head()]).reachable  # type: ignore[list-item]
     server = Coordinator(tmp_path / "coordinator", free_port())
     server.start()
     try:

@@ -10,38 +10,62 @@ import pytest
 
 from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import encode_blob
-from peerhost_store.store import LmdbStore, MemoryStore, ObjectStore, Update
-from peerhost_store.testing import ObjectStoreTests
+from peerhost_store.store import (
+    LmdbStore,
+    MemoryObjects,
+    MemoryStore,
+    ObjectStore,
+    RefStore,
+    Store,
+    Update,
+)
+from peerhost_store.testing import ObjectStoreTests, RefStoreTests, StoreTests
 
 
-class TestMemoryStore(ObjectStoreTests):
+class TestMemoryObjects(ObjectStoreTests):
     @pytest.fixture
-    def store(self) -> Iterator[ObjectStore]:
+    def objects(self) -> Iterator[ObjectStore]:
+        yield MemoryObjects()
+
+
+class TestLmdbObjects(ObjectStoreTests):
+    @pytest.fixture
+    def objects(self, tmp_path: Path) -> Iterator[ObjectStore]:
+        with LmdbStore(tmp_path / "store") as store:
+            yield store.objects.backend
+
+
+class TestMemoryRefs(RefStoreTests):
+    @pytest.fixture
+    def refs(self) -> Iterator[RefStore]:
+        yield MemoryStore().refs
+
+
+class TestLmdbRefs(RefStoreTests):
+    @pytest.fixture
+    def refs(self, tmp_path: Path) -> Iterator[RefStore]:
+        with LmdbStore(tmp_path / "store") as store:
+            yield store.refs
+
+
+class TestMemoryStore(StoreTests):
+    @pytest.fixture
+    def store(self) -> Iterator[Store]:
         yield MemoryStore()
 
-    def raw_put(self, store: ObjectStore, oid: ObjectId, data: bytes) -> None:
-        assert isinstance(store, MemoryStore)
-        store.objects[oid] = data
-
-    def end_pin_owner(self, store: ObjectStore, name: str) -> None:
+    def end_pin_owner(self, store: Store, name: str) -> None:
         assert isinstance(store, MemoryStore)
         store.live_pins.discard(name)
 
 
-class TestLmdbStore(ObjectStoreTests):
+class TestLmdbStore(StoreTests):
     @pytest.fixture
-    def store(self, tmp_path: Path) -> Iterator[ObjectStore]:
+    def store(self, tmp_path: Path) -> Iterator[Store]:
         s = LmdbStore(tmp_path / "store")
         yield s
         s.close()
 
-    def raw_put(self, store: ObjectStore, oid: ObjectId, data: bytes) -> None:
-        assert isinstance(store, LmdbStore)
-        env = store._env
-        with env.begin(write=True) as txn:
-            txn.put(oid, data, db=store._objects)
-
-    def end_pin_owner(self, store: ObjectStore, name: str) -> None:
+    def end_pin_owner(self, store: Store, name: str) -> None:
         # What the death of the owning process does: its lock on the pin's file goes away.
         assert isinstance(store, LmdbStore)
         store._pin_locks.pop(name).__exit__(None, None, None)
@@ -49,11 +73,11 @@ class TestLmdbStore(ObjectStoreTests):
 
 def test_lmdb_survives_reopen(tmp_path: Path) -> None:
     with LmdbStore(tmp_path / "s") as s:
-        oid, _ = s.add_raw(encode_blob(b"kept"))
+        oid, _ = s.objects.put(encode_blob(b"kept"))
         s.apply(Update(refs=[("main", None, oid)]))
     with LmdbStore(tmp_path / "s") as s:
-        assert s.get_ref("main") == oid
-        assert s.get_raw(oid) == encode_blob(b"kept")
+        assert s.refs.get("main") == oid
+        assert s.objects.get_raw(oid) == encode_blob(b"kept")
 
 
 def test_lmdb_grows_its_map(tmp_path: Path) -> None:
@@ -61,8 +85,8 @@ def test_lmdb_grows_its_map(tmp_path: Path) -> None:
         blobs = [encode_blob(bytes([i]) * 300_000) for i in range(20)]  # ~6 MB into a 1 MiB map
         assert s.apply(Update(objects=blobs)) == 20
         assert s.map_size() > 1 << 20
-        assert all(s.get_raw(ObjectId(oid)) for oid in s.iter_ids())
-        assert len(list(s.iter_ids())) == 20
+        assert all(s.objects.get_raw(ObjectId(oid)) for oid in s.objects.iter_ids())
+        assert len(list(s.objects.iter_ids())) == 20
 
 
 def test_lmdb_adopts_a_map_grown_by_another_process(tmp_path: Path) -> None:
@@ -76,7 +100,7 @@ def test_lmdb_adopts_a_map_grown_by_another_process(tmp_path: Path) -> None:
         )
         subprocess.run([sys.executable, "-c", child, str(tmp_path / "s")], check=True, timeout=60)
         a.apply(Update(objects=[encode_blob(bytes(3_000_001))]))
-        assert len(list(a.iter_ids())) == 3
+        assert len(list(a.objects.iter_ids())) == 3
 
 
 def test_lmdb_version_is_recent() -> None:
@@ -100,7 +124,7 @@ def test_lmdb_readers_in_other_threads_survive_map_growth(tmp_path: Path) -> Non
     def read() -> None:
         try:
             while not stop.wait(0.001):  # a request's worth of other work between reads
-                assert s.get_many([oid] * 2000)[-1] == first  # a long read transaction
+                assert s.objects.get_many([oid] * 2000)[-1] == first  # a long read transaction
         except BaseException as exc:  # reported below
             errors.append(exc)
 

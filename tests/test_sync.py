@@ -17,7 +17,7 @@ from worldutil import world_content
 from peerhost_store.bounds import SnapshotCheck, Summary, TreeLimits, check_snapshot
 from peerhost_store.errors import ObjectCorrupt
 from peerhost_store.ids import ObjectId, hash_bytes
-from peerhost_store.maintenance import walk
+from peerhost_store.graph import walk
 from peerhost_store.objects import decode, encode_blob, encode_dir_leaf
 from peerhost_store.repo import Repository
 from peerhost_store.store import MemoryStore, Update
@@ -86,8 +86,8 @@ def test_completeness_check_skips_what_is_marked_complete(tmp_path: Path) -> Non
     make_world(repo.world / "world")
     (repo.world / "world" / "a.txt").write_bytes(b"hello")
     head = repo.snapshot("one").oid
-    for oid in walk(repo.store, [head]).reachable:
-        store.add_raw(repo.store.get_raw(oid))
+    for oid in walk(repo.store.objects, [head]).reachable:
+        store.objects.put(repo.store.objects.get_raw(oid))
     marked: dict[ObjectId, Summary] = {}
 
     def check() -> SnapshotCheck:
@@ -95,12 +95,12 @@ def test_completeness_check_skips_what_is_marked_complete(tmp_path: Path) -> Non
                               TreeLimits())
 
     first = check()
-    assert first.missing is None and first.checked == len(walk(store, [head]).reachable)
+    assert first.missing is None and first.checked == len(walk(store.objects, [head]).reachable)
     marked.update(first.summaries)
     assert check().checked == 1
-    blob = next(oid for oid in walk(store, [head]).reachable
-                if store.get_raw(oid) == encode_blob(b"hello"))
-    del store.objects[blob]
+    blob = next(oid for oid in walk(store.objects, [head]).reachable
+                if store.objects.get_raw(oid) == encode_blob(b"hello"))
+    del store.backend.data[blob]
     marked.clear()
     missing = check()
     assert missing.missing == blob and missing.where.endswith("/world/a.txt")
@@ -125,7 +125,7 @@ def test_push_then_pull_gives_the_same_tree(server: Server, tmp_path: Path) -> N
     assert pulled.outcome == "fast-forward" and pulled.objects_received == report.objects_sent
     assert root_of(b) == root_of(a) and b.head() == a.head()
     assert world_content(b.world) == world_content(a.world)
-    assert b.store.get_ref("remotes/s1") == a.head()
+    assert b.store.refs.get("remotes/s1") == a.head()
     again = pull(b, c["bob"])
     assert again.outcome == "up-to-date" and again.objects_received == 0
     assert push(a, c["alice"], fencing=lease.fencing).up_to_date
@@ -179,7 +179,7 @@ def test_an_interrupted_push_resumes_without_resending(
     report = push(a, retry, fencing=lease.fencing, batch_bytes=128 << 10)
     assert not landed & set(retry.sent_ids)
     assert report.objects_new == report.objects_sent == len(retry.sent_ids)
-    total = len(walk(a.store, [a.head()]).reachable)  # type: ignore[list-item]
+    total = len(walk(a.store.objects, [a.head()]).reachable)  # type: ignore[list-item]
     assert len(landed) + report.objects_sent == total
     assert [e["new"] for e in c["bob"].log()] == [a.head().hex()]  # type: ignore[union-attr]
     assert push(a, retry, fencing=lease.fencing).up_to_date
@@ -199,7 +199,7 @@ def test_pull_refuses_bytes_that_do_not_match_their_id(server: Server, tmp_path:
     b = new_repo(tmp_path / "b")
     with pytest.raises(ObjectCorrupt):
         pull(b, Tampering(server.http, "s1", c["bob"]._token))
-    assert b.head() is None and b.store.get_ref("remotes/s1") is None
+    assert b.head() is None and b.store.refs.get("remotes/s1") is None
 
 
 def test_divergence_is_reported_and_local_changes_are_kept(server: Server, tmp_path: Path) -> None:
@@ -220,7 +220,7 @@ def test_divergence_is_reported_and_local_changes_are_kept(server: Server, tmp_p
     assert err.value.remote == a.head()
     assert b.read_snapshot(b.head()).message.startswith("unsnapshotted changes")  # type: ignore[arg-type]
     assert (b.world / "w" / "from-b.txt").read_text() == "b"
-    assert b.store.get_ref("remotes/s1") == a.head()
+    assert b.store.refs.get("remotes/s1") == a.head()
     with pytest.raises(Diverged):
         push(b, c["bob"], fencing=lease.fencing)
 

@@ -19,7 +19,7 @@ from worldutil import HISTORIES, replace_world, world_content
 from peerhost_cli.reports import chunk_counts, chunks_text
 from peerhost_server import Limits
 from peerhost_store.ids import ObjectId, hash_bytes
-from peerhost_store.maintenance import walk
+from peerhost_store.graph import walk
 from peerhost_store.objects import ChunkEntry, DirEntry, EntryKind, decode_blob, encode_blob
 from peerhost_store.repo import Repository
 from peerhost_store.store import MemoryStore
@@ -71,7 +71,7 @@ def build_world(store: MemoryStore, regions: Layout,
     does not read them) and plain files."""
 
     def add(data: bytes) -> ObjectId:
-        return store.add_raw(data)[0]
+        return store.objects.put(data)[0]
 
     tree: dict[str, object] = {}
     for path, chunks in regions.items():
@@ -137,7 +137,7 @@ def test_pairing_uses_coordinates_and_lists_only_what_the_old_tree_lacks() -> No
     store = MemoryStore()
     old = build_world(store, OLD_WORLD, {"level.dat": b"v1"})
     new = build_world(store, NEW_WORLD, {"level.dat": b"v2"})
-    pairs = pair_chunks(store, old, new)
+    pairs = pair_chunks(store.objects, old, new)
     assert simple(pairs) == [
         (fake_id(21), fake_id(20)),  # DIM-1 sorts first
         (fake_id(22), None),
@@ -151,14 +151,14 @@ def test_pairing_uses_coordinates_and_lists_only_what_the_old_tree_lacks() -> No
     other = MemoryStore()
     assert build_world(other, OLD_WORLD, {"level.dat": b"v1"}) == old
     assert build_world(other, NEW_WORLD, {"level.dat": b"v2"}) == new
-    assert pair_chunks(other, old, new) == pairs
+    assert pair_chunks(other.objects, old, new) == pairs
 
 
 def test_pairing_without_an_old_tree_lists_every_chunk_once_and_reads_no_blob() -> None:
     store = MemoryStore()
     new = build_world(store, {"region/r.0.0.mca": [(0, 1), (1, 1), (2, 2)]})
-    assert simple(pair_chunks(store, None, new)) == [(fake_id(1), None), (fake_id(2), None)]
-    assert pair_chunks(store, new, new) == []
+    assert simple(pair_chunks(store.objects, None, new)) == [(fake_id(1), None), (fake_id(2), None)]
+    assert pair_chunks(store.objects, new, new) == []
 
 
 def test_pairing_skips_unchanged_subtrees() -> None:
@@ -173,7 +173,7 @@ def test_pairing_skips_unchanged_subtrees() -> None:
 
         def get_raw(self, oid: ObjectId) -> bytes:
             Counting.reads += 1
-            return store.get_raw(oid)
+            return store.objects.get_raw(oid)
 
     assert simple(pair_chunks(Counting(), old, new)) == [(fake_id(3010), fake_id(3009))]
     assert Counting.reads < 30  # the changed path only: reading every region takes 150
@@ -239,7 +239,7 @@ def test_report_counters_are_printed() -> None:
 def changed_chunks(repo: Repository, old: ObjectId, new: ObjectId) -> tuple[list[Pair], int]:
     """The pairing list between two snapshots' trees and the sum of their new payloads."""
     pairs = pair_chunks(repo.store, repo.read_snapshot(old).root, repo.read_snapshot(new).root)
-    return pairs, sum(len(decode_blob(repo.store.get_raw(p.new.oid))) for p in pairs)
+    return pairs, sum(len(decode_blob(repo.store.objects.get_raw(p.new.oid))) for p in pairs)
 
 
 def wire(report: PushReport | PullReport) -> int:
@@ -286,7 +286,7 @@ def test_push_and_pull_follow_a_history_with_deltas(
         if previous is not None:
             pairs, payload = changed_chunks(a, previous, head)
         server_lacks = len(list(store.iter_missing(p.new.oid for p in pairs)))
-        b_lacks = len(list(b.store.iter_missing(p.new.oid for p in pairs)))
+        b_lacks = len(list(b.store.objects.missing(p.new.oid for p in pairs)))
         pushed = push(a, c["alice"], fencing=lease.fencing)
         pulled = pull(b, c["bob"])
         assert pulled.outcome == "fast-forward" and b.head() == head
@@ -459,7 +459,7 @@ def test_a_mismatching_delta_stores_nothing_and_bases_come_from_the_session_only
         trees = MemoryStore()
         old = build_world(trees, {"region/r.0.0.mca": [(0, 1)]})
         new_tree = build_world(trees, {"region/r.0.0.mca": [(0, 2)]})
-        s1.upload(list(trees.objects.values()))
+        s1.upload(list(trees.backend.data.values()))
         request = DeltaRequest(old, new_tree, ((0, 1),))
         for client in (s1, s2):
             for tail, body in (("objects/delta/get", encode_delta_get(request)),

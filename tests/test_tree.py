@@ -21,7 +21,7 @@ def _chunks(d: dict[int, tuple[ObjectId, int, int, bool]]) -> list[ChunkEntry]:
 
 
 def _region(store: MemoryStore, d: dict[int, tuple[ObjectId, int, int, bool]]) -> ObjectId:
-    return build_region(lambda data: store.add_raw(data)[0], _chunks(d))
+    return build_region(lambda data: store.objects.put(data)[0], _chunks(d))
 
 
 @settings(max_examples=60, deadline=None)
@@ -29,9 +29,9 @@ def _region(store: MemoryStore, d: dict[int, tuple[ObjectId, int, int, bool]]) -
 def test_region_map_round_trip_and_id_stability(d: dict[int, tuple[ObjectId, int, int, bool]]) -> None:
     store = MemoryStore()
     root = _region(store, d)
-    assert list(iter_map(store, root)) == _chunks(d)
+    assert list(iter_map(store.objects, root)) == _chunks(d)
     assert _region(MemoryStore(), d) == root  # the shape depends only on the entries
-    assert list(diff_maps(store, root, root)) == []
+    assert list(diff_maps(store.objects, root, root)) == []
 
 
 @settings(max_examples=60, deadline=None)
@@ -39,7 +39,7 @@ def test_region_map_round_trip_and_id_stability(d: dict[int, tuple[ObjectId, int
 def test_region_diff_matches_dict_comparison(a: dict, b: dict) -> None:  # type: ignore[type-arg]
     store = MemoryStore()
     ra, rb = _region(store, a), _region(store, b)
-    got = [(x.slot if x else y.slot, x, y) for x, y in diff_maps(store, ra, rb)]  # type: ignore[union-attr]
+    got = [(x.slot if x else y.slot, x, y) for x, y in diff_maps(store.objects, ra, rb)]  # type: ignore[union-attr]
     expected = []
     for slot in sorted(a.keys() | b.keys()):
         old = ChunkEntry(slot, *a[slot]) if slot in a else None
@@ -61,24 +61,24 @@ def test_one_changed_chunk_stores_under_4_kib_of_nodes() -> None:
     store = MemoryStore()
     full = {slot: (hash_bytes(bytes([slot % 256, slot // 256])), 2, 1_700_000_000, False) for slot in range(1024)}
     _region(store, full)
-    before = set(store.objects)
+    before = set(store.backend.data)
     changed = dict(full)
     changed[517] = (hash_bytes(b"new"), 2, 1_700_000_100, False)
     _region(store, changed)
-    new_bytes = sum(len(store.objects[oid]) for oid in set(store.objects) - before)
+    new_bytes = sum(len(store.backend.data[oid]) for oid in set(store.backend.data) - before)
     assert new_bytes < 2500, new_bytes
 
 
 def test_large_directory_is_paged_and_diffs_by_name() -> None:
     store = MemoryStore()
-    add = lambda data: store.add_raw(data)[0]  # noqa: E731
+    add = lambda data: store.objects.put(data)[0]  # noqa: E731
     blob = add(encode_blob(b"x"))
     names = [f"r.{x}.{z}.mca" for x in range(-10, 10) for z in range(-10, 10)]
     entries = [DirEntry(n, EntryKind.FILE, blob, 1) for n in sorted(names)]
     root = build_dir(add, entries)
-    assert decode(store.get_raw(root)).__class__.__name__ == "Index"
+    assert decode(store.objects.get_raw(root)).__class__.__name__ == "Index"
     other = add(encode_blob(b"y"))
     changed = [e._replace(oid=other) if e.name == "r.3.-4.mca" else e for e in entries]
     root2 = build_dir(add, changed)
-    diff = list(diff_maps(store, root, root2))
+    diff = list(diff_maps(store.objects, root, root2))
     assert [(a.name, b.name) for a, b in diff] == [("r.3.-4.mca", "r.3.-4.mca")]  # type: ignore[union-attr]

@@ -155,7 +155,7 @@ def _ref_labels(repo: Repository) -> dict[ObjectId, list[str]]:
     head = repo.head()
     if head is not None:
         labels[head] = ["head"]
-    for name, oid in sorted(repo.store.iter_refs()):
+    for name, oid in repo.store.refs.items():
         if name.startswith("remotes/"):
             labels.setdefault(oid, []).append(f"session {name.removeprefix('remotes/')}")
     return labels
@@ -170,7 +170,7 @@ def _rollback_target(repo: Repository, snap: Snapshot) -> tuple[ObjectId, Snapsh
     match = _ROLLBACK.match(snap.message) if not snap.summary else None
     if match is None:
         return None
-    if not snap.parents or snap.parents[0] not in repo.store:
+    if not snap.parents or snap.parents[0] not in repo.store.objects:
         return None  # its history was cut by gc --keep-last
     # Bounded: a rollback older than this many snapshots is shown by its id only.
     try:

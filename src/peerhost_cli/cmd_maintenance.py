@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 from .common import Parents, Subparsers, open_repo, short
-from .output import Progress, emit_json, err, human_bytes, out, progress_bar
+from .output import emit_json, err, human_bytes, out, progress_bar
 
 if TYPE_CHECKING:
-    from peerhost_store.ids import ObjectId
     from peerhost_store.repair import RepairReport
-    from peerhost_store.store import ObjectStore
 
 
 def register(commands: Subparsers, parents: Parents) -> None:
@@ -33,15 +31,15 @@ def register(commands: Subparsers, parents: Parents) -> None:
 
 def run_verify(args: argparse.Namespace) -> int:
     with open_repo(args) as repo, progress_bar("verify", enabled=not args.json) as bar:
-        store = repo.store
+        on_read = None
         if bar is not None:
             # About the bytes verify reads: the store file (with its free pages) bounds them.
             size = (repo.world / ".peerhost" / "store" / "data.mdb").stat().st_size
-            repo.store = cast("ObjectStore", _Reading(store, bar, size))
-        try:
-            report = repo.verify()
-        finally:
-            repo.store = store
+
+            def on_read(done: int) -> None:
+                bar(done, max(size, done))
+
+        report = repo.verify(on_read=on_read)
     if args.json:
         emit_json({"ok": report.ok, "objects": report.objects, "bytes": report.bytes,
                    "snapshots": report.snapshots, "problems": [str(p) for p in report.problems]})
@@ -52,25 +50,6 @@ def run_verify(args: argparse.Namespace) -> int:
         out.line(f"verify {state}: {report.objects} objects ({human_bytes(report.bytes)}) "
                  f"in {report.snapshots} snapshots re-hashed")
     return 0 if report.ok else 4
-
-
-class _Reading:
-    """A store that tells ``progress`` how many bytes were read from it (verify's bar)."""
-
-    def __init__(self, store: ObjectStore, progress: Progress, total: int) -> None:
-        self._store = store
-        self._progress = progress
-        self._total = total
-        self._read = 0
-
-    def get_raw(self, oid: ObjectId) -> bytes:
-        data = self._store.get_raw(oid)
-        self._read += len(data)
-        self._progress(self._read, max(self._total, self._read))
-        return data
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
 
 def run_gc(args: argparse.Namespace) -> int:

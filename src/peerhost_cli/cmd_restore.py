@@ -143,7 +143,7 @@ def _refuse_a_no_op(repo: Repository, target: ObjectId, head: ObjectId | None) -
 
     if head is None:
         return
-    same = head == target or (head in repo.store and target in repo.store
+    same = head == target or (head in repo.store.objects and target in repo.store.objects
                               and repo.read_snapshot(head).root == repo.read_snapshot(target).root)
     if same:
         raise NothingToRollBack(target, head)

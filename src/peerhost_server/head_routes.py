@@ -20,11 +20,11 @@ from starlette.routing import Route
 
 from peerhost_store.bounds import Summary, TreeRefused, check_snapshot
 from peerhost_store.errors import DecodeError
+from peerhost_store.graph import is_ancestor
 from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import Snapshot, decode, encode_snapshot
 from peerhost_store.sync.protocol import (
     ProtocolError,
-    is_ancestor,
     parse_hex_id,
     parse_optional_hex_id,
 )

@@ -32,8 +32,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from peerhost_store.errors import ObjectMissing
+from peerhost_store.graph import walk
 from peerhost_store.ids import ObjectId, hash_bytes
-from peerhost_store.maintenance import walk
 from peerhost_store.objects import Snapshot, decode
 from peerhost_store.retention import RetentionPolicy, select_snapshots
 from peerhost_store.store import LmdbStore, Update

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 
+__all__ = ["distribution_version"]
+
 
 def __getattr__(name: str) -> str:
     # Looked up lazily: importlib.metadata costs ~35 ms, and most imports never ask.

@@ -56,6 +56,11 @@ from .worldfs import EXCLUDED_AT_ROOT, UnsafePath, check_name, fold_name
 
 __all__ = [
     "CLIENT_LIMITS",
+    "Known",
+    "NodeLoader",
+    "PEEK_BYTES",
+    "READ_BATCH",
+    "SizedLoader",
     "SnapshotCheck",
     "Summary",
     "TreeLimits",

@@ -31,6 +31,24 @@ from . import nbt
 from .errors import PeerhostError
 from .region import CUSTOM, GZIP, LZ4, NONE, ZLIB
 
+__all__ = [
+    "COMPRESSION_NAMES",
+    "ChunkDecodeError",
+    "LZ4_BLOCK_SIZE",
+    "LZ4_CHECKSUM_MASK",
+    "LZ4_MAGIC",
+    "LZ4_METHOD_LZ4",
+    "LZ4_METHOD_RAW",
+    "LZ4_SEED",
+    "MAX_NBT_BYTES",
+    "VOLATILE_KEYS",
+    "classify_change",
+    "compress",
+    "decompress",
+    "load_nbt",
+    "lz4_checksum",
+]
+
 MAX_NBT_BYTES = nbt.MAX_NBT_BYTES
 """Default cap on decompressed NBT (the NBT reader's size cap): real chunks inflate to well
 under 10 MiB."""

@@ -19,6 +19,16 @@ from .region import chunk_coords, region_coords
 from .tree import ObjectLoader, diff_regions, diff_trees, load_blob
 from .worldfs import region_place
 
+__all__ = [
+    "Change",
+    "ChunkChange",
+    "ChunkKind",
+    "FileChange",
+    "Status",
+    "diff_worlds",
+    "summarize",
+]
+
 Status = Literal["added", "removed", "modified"]
 ChunkKind = Literal["content", "resave", "unknown"]
 

@@ -22,6 +22,17 @@ from __future__ import annotations
 
 from .ids import ObjectId
 
+__all__ = [
+    "DamagedObjects",
+    "DecodeError",
+    "NotFound",
+    "ObjectCorrupt",
+    "ObjectMissing",
+    "PeerhostError",
+    "StoreDamaged",
+    "StoreError",
+]
+
 
 class PeerhostError(Exception):
     """Base class of every PeerHost error."""

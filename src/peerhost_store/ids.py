@@ -6,6 +6,14 @@ from typing import NewType
 
 import blake3
 
+__all__ = [
+    "ID_SIZE",
+    "ObjectId",
+    "from_hex",
+    "hash_bytes",
+    "to_hex",
+]
+
 ObjectId = NewType("ObjectId", bytes)
 
 ID_SIZE = 32

@@ -13,6 +13,8 @@ from types import TracebackType
 
 from .errors import PeerhostError
 
+__all__ = ["FileLock", "Locked"]
+
 
 class Locked(PeerhostError):
     """Another process holds the lock."""

@@ -30,6 +30,35 @@ import msgpack
 from .errors import DecodeError
 from .ids import ID_SIZE, ObjectId, hash_bytes
 
+__all__ = [
+    "BLOB",
+    "ChunkEntry",
+    "DIR_LEAF",
+    "DirEntry",
+    "DirLeaf",
+    "EntryKind",
+    "INDEX",
+    "Index",
+    "IndexEntry",
+    "MAX_LEVEL",
+    "Node",
+    "Object",
+    "REGION_LEAF",
+    "RegionLeaf",
+    "SNAPSHOT",
+    "Snapshot",
+    "blob_length",
+    "check",
+    "decode",
+    "decode_blob",
+    "encode_blob",
+    "encode_dir_leaf",
+    "encode_index",
+    "encode_region_leaf",
+    "encode_snapshot",
+    "object_id",
+]
+
 BLOB = 1
 DIR_LEAF = 2
 INDEX = 3

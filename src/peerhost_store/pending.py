@@ -25,6 +25,15 @@ from .ids import ObjectId
 from .objects import DirEntry, EntryKind
 from .tree import ObjectLoader, diff_trees
 
+__all__ = [
+    "PENDING_RESTORE",
+    "PendingRestore",
+    "RestoreIncomplete",
+    "RestorePending",
+    "kept_notice",
+    "only_restored",
+]
+
 #: Store meta key of the mark.
 PENDING_RESTORE = "pending-restore"
 

@@ -19,6 +19,28 @@ from dataclasses import dataclass
 
 from .errors import PeerhostError
 
+__all__ = [
+    "COMPRESSIONS",
+    "CUSTOM",
+    "ChunkRecord",
+    "EXTERNAL_FLAG",
+    "GZIP",
+    "HEADER_SIZE",
+    "LZ4",
+    "NONE",
+    "ParsedRegion",
+    "RegionError",
+    "RegionProblem",
+    "SECTOR",
+    "SLOTS",
+    "ZLIB",
+    "chunk_coords",
+    "external_name",
+    "parse_region",
+    "region_coords",
+    "write_region",
+]
+
 SECTOR = 4096
 HEADER_SIZE = 2 * SECTOR
 SLOTS = 1024

@@ -23,8 +23,9 @@ from typing import Protocol
 import msgpack
 
 from .errors import DecodeError, NotFound, ObjectCorrupt, ObjectMissing, PeerhostError
+from .graph import walk
 from .ids import ObjectId
-from .maintenance import load_shallow, walk
+from .maintenance import load_shallow
 from .objects import (
     ChunkEntry,
     DirEntry,
@@ -41,6 +42,15 @@ from .scan import scan_world
 from .store import Update
 from .tree import ObjectLoader, build_dir, build_region, load_node
 from .writer import ObjectWriter
+
+__all__ = [
+    "Lost",
+    "MAX_ROUNDS",
+    "ObjectSource",
+    "RepairReport",
+    "WORLD",
+    "repair",
+]
 
 WORLD = "the live world"
 #: Rounds of walk-then-heal (a healed node can reveal damaged children; trees are shallow).
@@ -119,7 +129,7 @@ def _count(report: RepairReport, name: str, healed: set[ObjectId]) -> set[Object
 
 
 def _damaged(repo: Repository) -> set[ObjectId]:
-    walked = walk(repo.store, [oid for _, oid in repo.store.iter_refs()],
+    walked = walk(repo.store.objects, [oid for _, oid in repo.store.refs.items()],
                   shallow=load_shallow(repo.store))
     return {p.oid for p in walked.problems}
 
@@ -138,7 +148,7 @@ def _heal_from_world(repo: Repository, damaged: set[ObjectId]) -> set[ObjectId]:
 
 def _drop(repo: Repository, damaged: set[ObjectId], report: RepairReport) -> None:
     store = repo.store
-    refs = list(store.iter_refs())
+    refs = store.refs.items()
     order, unreadable = _snapshots(repo, [oid for _, oid in refs])
     damaged |= unreadable
     for name, oid in refs:
@@ -147,7 +157,7 @@ def _drop(repo: Repository, damaged: set[ObjectId], report: RepairReport) -> Non
                            "source has it: restore .peerhost from a backup, or clone the "
                            "session again")
     writer = ObjectWriter(store)
-    trees = _Trees(store, damaged, writer)
+    trees = _Trees(store.objects, damaged, writer)
     new: dict[ObjectId, ObjectId] = {}
     for oid, snap in order:
         root, lost = trees.dir(snap.root)

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from .diff import Change, diff_worlds
 from .errors import DecodeError, NotFound, ObjectCorrupt, ObjectMissing, PeerhostError
+from .graph import WalkReport, walk
 from .ids import ObjectId, hash_bytes
 from .lock import FileLock
-from .maintenance import GC_TRIES, GcBusy, GcReport, WalkReport, collect_garbage, load_shallow, walk
+from .maintenance import GC_TRIES, GcBusy, GcReport, collect_garbage, load_shallow
 from .objects import GameValue, Snapshot, decode, encode_snapshot
 from .pending import PENDING_RESTORE, PendingRestore, RestoreIncomplete, kept_notice, only_restored
 from .region import RegionError
@@ -36,13 +37,27 @@ from .restore import (
 from .revspec import parse_revspec
 from .revspec import walk as walk_revspec
 from .scan import ScanResult, scan_world
-from .store import LmdbStore, ObjectStore, PinsChanged, Update
+from .store import LmdbStore, PinsChanged, Store, Update
 from .worldfs import STORE_DIR
 from .worldinfo import game_fields, mods_in, read_world_info
 from .worldlock import check_world_closed
 from .writer import ObjectWriter
 
+__all__ = [
+    "AbortResult",
+    "HEAD",
+    "NotARepository",
+    "OpenStore",
+    "Repository",
+    "RollbackResult",
+    "SnapshotResult",
+]
+
 HEAD = "main"
+
+
+#: Opens a repository's store in its folder (``WORLD/.peerhost/store``).
+OpenStore = Callable[[Path], Store]
 
 
 class NotARepository(NotFound):
@@ -95,7 +110,7 @@ class AbortResult:
 class Repository:
     """A world folder and the store that keeps its snapshots (``WORLD/.peerhost``)."""
 
-    def __init__(self, world: Path, store: ObjectStore, lock_path: Path,
+    def __init__(self, world: Path, store: Store, lock_path: Path,
                  notify: Callable[[str], None] | None = None) -> None:
         self.world = world
         self.store = store
@@ -114,22 +129,29 @@ class Repository:
     # -- opening --------------------------------------------------------------------------
 
     @classmethod
-    def init(cls, world: Path, *, notify: Callable[[str], None] | None = None) -> Repository:
+    def init(cls, world: Path, *, notify: Callable[[str], None] | None = None,
+             open_store: OpenStore = LmdbStore) -> Repository:
         """Create the store of ``world`` (an existing folder); open it if it exists."""
         world = world.resolve()
         if not world.is_dir():
             raise NotFound(f"{world} is not a folder")
         (world / STORE_DIR / "store").mkdir(parents=True, exist_ok=True)
-        return cls.open(world, notify=notify)
+        return cls.open(world, notify=notify, open_store=open_store)
 
     @classmethod
-    def open(cls, start: Path, *, notify: Callable[[str], None] | None = None) -> Repository:
-        """Open the store of the world at ``start`` or at its nearest parent that has one."""
+    def open(cls, start: Path, *, notify: Callable[[str], None] | None = None,
+             open_store: OpenStore = LmdbStore) -> Repository:
+        """Open the store of the world at ``start`` or at its nearest parent that has one.
+
+        Args:
+            open_store: opens the store in the folder ``WORLD/.peerhost/store`` (default: an
+                :class:`~peerhost_store.store.LmdbStore` there).
+        """
         start = start.resolve()
         for folder in (start, *start.parents):
             if (folder / STORE_DIR / "store").is_dir():
                 base = folder / STORE_DIR
-                return cls(folder, LmdbStore(base / "store"), base / "lock", notify)
+                return cls(folder, open_store(base / "store"), base / "lock", notify)
         raise NotARepository(f"no PeerHost store in {start} or its parents (run 'phs init')")
 
     def close(self) -> None:
@@ -148,10 +170,10 @@ class Repository:
     # -- reading history ------------------------------------------------------------------
 
     def head(self) -> ObjectId | None:
-        return self.store.get_ref(HEAD)
+        return self.store.refs.get(HEAD)
 
     def read_snapshot(self, oid: ObjectId) -> Snapshot:
-        obj = decode(self.store.get_raw(oid))
+        obj = decode(self.store.objects.get_raw(oid))
         if not isinstance(obj, Snapshot):
             raise NotFound(f"{oid.hex()} is not a snapshot")
         return obj
@@ -207,7 +229,7 @@ class Repository:
 
     def _scan(self, progress: Progress | None = None) -> ScanResult:
         writer = ObjectWriter(self.store)
-        result = scan_world(self.world, writer, self.store.load_stats(), progress=progress)
+        result = scan_world(self.world, writer, self.store.stats.load(), progress=progress)
         self.store.apply(Update(hashed=writer.take(), stats=result.stats))
         return result
 
@@ -243,7 +265,7 @@ class Repository:
         started = time.perf_counter()
         parent = self.head()
         writer = ObjectWriter(self.store)
-        scan = scan_world(self.world, writer, self.store.load_stats(), progress=progress)
+        scan = scan_world(self.world, writer, self.store.stats.load(), progress=progress)
         objects = writer.take()
         if parent is not None and not allow_empty and self.read_snapshot(parent).root == scan.root:
             self.store.apply(Update(hashed=objects, stats=scan.stats))
@@ -316,7 +338,7 @@ class Repository:
     def _apply_pending(self, ops: list[RestoreOp], reader: ObjectReader | None,
                        progress: Progress | None, mark: PendingRestore) -> RestoreResult:
         try:
-            result = apply_restore(reader or self.store, self.world, ops, progress=progress)
+            result = apply_restore(reader or self.store.objects, self.world, ops, progress=progress)
         except (OSError, ObjectMissing, ObjectCorrupt) as exc:
             raise RestoreIncomplete(mark, exc) from exc
         self.store.apply(Update(meta={PENDING_RESTORE: None}))
@@ -324,7 +346,7 @@ class Repository:
 
     def pending_restore(self) -> PendingRestore | None:
         """The restore that began writing the world and did not finish, if any."""
-        raw = self.store.get_meta(PENDING_RESTORE)
+        raw = self.store.meta.get(PENDING_RESTORE)
         if raw is None:
             return None
         head = self.head()
@@ -338,13 +360,13 @@ class Repository:
         if mark is None:
             return
         live = self._scan().root  # under the lock the caller holds
-        if not only_restored(self.store, mark, live):
+        if not only_restored(self.store.objects, mark, live):
             if replacing:
                 self.notify(f"an interrupted {mark.describe()} is replaced by this command "
                             "(the world as it was is snapshotted first)")
             return
         try:
-            ops = prepare_restore(self.store, self.world, live, mark.target)
+            ops = prepare_restore(self.store.objects, self.world, live, mark.target)
             result = self._apply_pending(ops, None, None, mark)
         except (DecodeError, RegionError) as exc:
             # The target itself cannot be written: retrying on every command would lock the
@@ -383,11 +405,11 @@ class Repository:
         self, old: ObjectId | None, new: ObjectId | None, *, classify: bool = True
     ) -> Iterator[Change]:
         """Changes from snapshot ``old`` to snapshot ``new`` (None: the live world)."""
-        return diff_worlds(self.store, self.tree_of(old), self.tree_of(new), classify=classify)
+        return diff_worlds(self.store.objects, self.tree_of(old), self.tree_of(new), classify=classify)
 
     def checkout(self, snapshot: ObjectId, folder: Path, progress: Progress | None = None) -> RestoreResult:
         """Write a snapshot into ``folder``, which must be missing or empty."""
-        return checkout_tree(self.store, self.read_snapshot(snapshot).root, folder, progress=progress)
+        return checkout_tree(self.store.objects, self.read_snapshot(snapshot).root, folder, progress=progress)
 
     def restore(
         self, snapshot: ObjectId, progress: Progress | None = None
@@ -400,7 +422,7 @@ class Repository:
         with self.lock():
             safety, live = self._safety_snapshot(f"safety snapshot before restoring {snapshot.hex()[:12]}")
             target = self.read_snapshot(snapshot).root
-            ops = prepare_restore(self.store, self.world, live, target)
+            ops = prepare_restore(self.store.objects, self.world, live, target)
             head = self.head()
             mark = PendingRestore(target, live, head, head, snapshot, "restore")
             self.store.apply(Update(meta={PENDING_RESTORE: mark.encode()}))
@@ -420,7 +442,7 @@ class Repository:
             target = self.read_snapshot(snapshot).root
             if target == live:
                 raise NothingToRollBack(snapshot, self.head())
-            ops = prepare_restore(self.store, self.world, live, target)  # refuse before head moves
+            ops = prepare_restore(self.store.objects, self.world, live, target)  # refuse before head moves
             previous = self.head()
             oid = self._commit_tree(target, f"rollback to {snapshot.hex()[:12]}",
                                     restoring=("rollback", snapshot, live))
@@ -446,7 +468,7 @@ class Repository:
             assert head is not None
             kept = other if keep_other else head
             target = self.read_snapshot(kept).root
-            ops = prepare_restore(self.store, self.world, live, target)  # refuse before head moves
+            ops = prepare_restore(self.store.objects, self.world, live, target)  # refuse before head moves
             which = "theirs" if keep_other else "ours"
             oid = self._commit_tree(target, f"reconcile with {other.hex()[:12]}: kept "
                                     f"{kept.hex()[:12]} ({which})", (other,),
@@ -466,10 +488,14 @@ class Repository:
 
     # -- maintenance ----------------------------------------------------------------------
 
-    def verify(self) -> WalkReport:
-        """Re-hash every object reachable from every ref; report missing or corrupt ones."""
-        return walk(self.store, [oid for _, oid in self.store.iter_refs()],
-                    shallow=load_shallow(self.store))
+    def verify(self, on_read: Callable[[int], None] | None = None) -> WalkReport:
+        """Re-hash every object reachable from every ref; report missing or corrupt ones.
+
+        Args:
+            on_read: told the bytes read so far, as the walk goes (a progress bar).
+        """
+        return walk(self.store.objects, [oid for _, oid in self.store.refs.items()],
+                    shallow=load_shallow(self.store), on_read=on_read)
 
     def gc(self, keep_last: int | None = None) -> GcReport:
         """Delete objects that no retained snapshot reaches.
@@ -483,7 +509,7 @@ class Repository:
             for _ in range(GC_TRIES):
                 pins = self.store.load_pins()  # before the refs: see collect_garbage
                 retained: list[ObjectId] = []
-                for _, ref in self.store.iter_refs():
+                for _, ref in self.store.refs.items():
                     for i, (oid, _) in enumerate(self.log(ref)):
                         if keep_last is not None and i >= keep_last:
                             break

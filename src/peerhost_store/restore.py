@@ -5,7 +5,7 @@ written to a temporary file and renamed into place."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,7 +17,6 @@ from .errors import DamagedObjects, DecodeError, ObjectCorrupt, ObjectMissing, P
 from .ids import ObjectId
 from .objects import ChunkEntry, DirEntry, EntryKind, decode_blob
 from .region import ChunkRecord, external_name, region_coords, write_region
-from .store import ObjectStore
 from .tree import diff_trees, iter_region, iter_tree, load_blob
 from .worldfs import (
     TEMP_PREFIX,
@@ -26,6 +25,21 @@ from .worldfs import (
     remove_path,
     resolve_inside,
 )
+
+__all__ = [
+    "CHECKOUT_MARKER",
+    "ObjectReader",
+    "Progress",
+    "RestoreError",
+    "RestoreOp",
+    "RestoreResult",
+    "apply_restore",
+    "check_objects",
+    "checkout_tree",
+    "plan",
+    "prepare_restore",
+    "restore_tree",
+]
 
 Progress = Callable[[int, int], None]
 
@@ -40,7 +54,7 @@ class ObjectReader(Protocol):
 
     def get_raw(self, oid: ObjectId) -> bytes: ...
 
-    def get_many(self, oids: list[ObjectId]) -> list[bytes]: ...
+    def get_many(self, oids: Sequence[ObjectId]) -> list[bytes]: ...
 
 
 class RestoreError(PeerhostError):
@@ -87,7 +101,7 @@ def plan(store: ObjectReader, current: ObjectId | None, target: ObjectId) -> lis
 
 
 def restore_tree(
-    store: ObjectStore,
+    store: ObjectReader,
     world: Path,
     current: ObjectId | None,
     target: ObjectId,
@@ -232,7 +246,7 @@ class _Writer:
 
 
 def checkout_tree(
-    store: ObjectStore, target: ObjectId, folder: Path, *, progress: Progress | None = None
+    store: ObjectReader, target: ObjectId, folder: Path, *, progress: Progress | None = None
 ) -> RestoreResult:
     """Write tree ``target`` into ``folder``, which must be missing or empty, or hold what an
     interrupted checkout of the same tree left (its marker file, its paths, temp files).

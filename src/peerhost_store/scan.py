@@ -24,6 +24,18 @@ from .tree import MAX_TREE_DEPTH, build_dir, build_region
 from .worldfs import EXCLUDED_AT_ROOT, TEMP_PREFIX, UnsafePath, check_name, region_place
 from .writer import ObjectWriter
 
+__all__ = [
+    "Progress",
+    "RACY_NS",
+    "ScanResult",
+    "ScanWarning",
+    "WorldReadError",
+    "cached_ids",
+    "encode_stat",
+    "scan_world",
+    "stat_key",
+]
+
 Progress = Callable[[int, int], None]
 
 # A file modified this close to the scan may change again within the filesystem's timestamp

@@ -38,6 +38,29 @@ from .objects import (
 )
 from .worldfs import UnsafePath
 
+__all__ = [
+    "Add",
+    "Entry",
+    "FANOUT",
+    "MAX_PAGE",
+    "MAX_TREE_DEPTH",
+    "ObjectLoader",
+    "REGION_SHIFTS",
+    "build_dir",
+    "build_map",
+    "build_region",
+    "diff_dirs",
+    "diff_maps",
+    "diff_regions",
+    "diff_trees",
+    "iter_dir",
+    "iter_map",
+    "iter_region",
+    "iter_tree",
+    "load_blob",
+    "load_node",
+]
+
 FANOUT = 8
 MAX_PAGE = 32
 # Region maps have a fixed shape instead: slots are dense integers 0..1023, so leaves hold 8

@@ -14,6 +14,24 @@ from pathlib import Path
 
 from .errors import PeerhostError
 
+__all__ = [
+    "EXCLUDED_AT_ROOT",
+    "REGION_KINDS",
+    "RegionPlace",
+    "STORE_DIR",
+    "TEMP_PREFIX",
+    "UnsafePath",
+    "atomic_write",
+    "check_case_collisions",
+    "check_name",
+    "check_rel_path",
+    "fold_name",
+    "is_link",
+    "region_place",
+    "remove_path",
+    "resolve_inside",
+]
+
 STORE_DIR = ".peerhost"
 EXCLUDED_AT_ROOT = frozenset({"session.lock", STORE_DIR})
 REGION_KINDS = frozenset({"region", "entities", "poi"})

@@ -4,7 +4,9 @@ object, and keeps bounded memory."""
 from __future__ import annotations
 
 from .ids import ObjectId, hash_bytes
-from .store import ObjectStore, Update
+from .store import Store, Update
+
+__all__ = ["BATCH_BYTES", "ObjectWriter"]
 
 BATCH_BYTES = 32 << 20
 
@@ -18,7 +20,7 @@ class ObjectWriter:
     more than the overlap gained.)
     """
 
-    def __init__(self, store: ObjectStore, batch_bytes: int = BATCH_BYTES, *,
+    def __init__(self, store: Store, batch_bytes: int = BATCH_BYTES, *,
                  heal: frozenset[ObjectId] = frozenset()) -> None:
         self.store = store
         self.batch_bytes = batch_bytes
@@ -50,7 +52,7 @@ class ObjectWriter:
         self._pending, self._pending_ids, self._pending_size = [], set(), 0
         if not pending:
             return []
-        missing = set(self.store.iter_missing(oid for oid, _ in pending))
+        missing = set(self.store.objects.missing(oid for oid, _ in pending))
         self.healed.update(oid for oid, _ in pending if oid in self.heal)
         fresh = [(oid, data) for oid, data in pending if oid in missing or oid in self.heal]
         self.new_objects += len(fresh)

@@ -1,28 +1,37 @@
-"""Object stores: where objects, refs and the stat cache live.
+"""Stores: where objects, refs, the stat cache, meta and pins live.
 
-A store holds four things:
+Three small protocols, each tested on its own (:mod:`peerhost_store.testing`):
 
-* objects, keyed by id, immutable (``add`` of a known object is a no-op);
-* refs, named heads (``main``), changed only by compare-and-swap;
-* the stat cache, ``path -> bytes`` written by snapshot so unchanged files are never re-read;
-* meta, small ``key -> bytes`` settings;
-* pins: ids that a running transfer wrote or relies on before any ref reaches them. gc treats
-  live pins as roots; a pin whose owner is gone (its process died) is stale and ignored.
+* :class:`ObjectStore`: objects alone, keyed by id (get, put, missing, iterate, delete). A
+  backend keeps bytes under the id it is given and checks nothing; :class:`Verified` wraps one
+  and is the single place where ids are derived from bytes (on write) and checked (on read),
+  as dulwich's ``BaseObjectStore`` does. :class:`Overlay` reads objects held in memory (checked
+  when they arrived) over a store, for a transfer in progress.
+* :class:`RefStore`: named heads, moved only by compare-and-swap (``set_if_equals``).
+* :class:`StatCache` and :class:`MetaStore`: the stat cache (``path -> bytes``, so unchanged
+  files are never re-read) and small settings.
 
-Every change goes through :meth:`ObjectStore.apply`, which applies an :class:`Update` atomically:
-all of it or, when a ref's expected value does not match, none of it (:class:`RefConflict`).
-Backends: :class:`MemoryStore` (the reference) and :class:`LmdbStore` (durable). Both pass the
-contract suite in :mod:`peerhost_store.testing`.
+A repository keeps all of them in a :class:`Store` and changes them together with an
+:class:`Update`: all of it or, when a ref's expected value does not match (:class:`RefConflict`),
+a required object is absent or the pins moved (:class:`PinsChanged`), none of it. Pins are ids
+a running transfer wrote or relies on before any ref reaches them; gc treats live pins as roots
+and ignores pins whose owner (a process) is gone.
+
+Implementations: :class:`LmdbStore` (durable; everything in one environment, one transaction
+per update), :class:`MemoryStore` (the reference) and :class:`Composed`, which keeps objects in
+any :class:`ObjectStore` (a directory, a bucket) and the rest in a state store, writing objects
+first: an object no ref reaches yet is harmless, so ordering gives the same guarantees as one
+transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..errors import PeerhostError, StoreError
-from ..ids import ObjectId
+from ..errors import ObjectCorrupt, PeerhostError, StoreError
+from ..ids import ObjectId, hash_bytes
 
 
 class PinsChanged(PeerhostError):
@@ -37,7 +46,7 @@ class PinsChanged(PeerhostError):
 
 @dataclass(frozen=True)
 class Pins:
-    """The live pins of a store (:meth:`ObjectStore.load_pins`).
+    """The live pins of a store (:meth:`Store.load_pins`).
 
     Attributes:
         generation: grows whenever pins change (an update can require it unchanged).
@@ -62,9 +71,78 @@ class RefConflict(PeerhostError):
         super().__init__(f"ref {name!r} moved: expected {exp}, found {act}")
 
 
+# -- the protocols ------------------------------------------------------------------------------
+
+
+class ObjectStore(Protocol):
+    """Objects alone, keyed by id: what an object backend implements (restic's Save, Load,
+    Stat, List, Remove). It stores the bytes it is given under the id it is given; ids are
+    derived and checked by :class:`Verified`, never here."""
+
+    def get_many(self, oids: Sequence[ObjectId]) -> list[bytes]:
+        """The stored bytes of each id, in order. Raises ObjectMissing (naming the first absent id)."""
+        ...
+
+    def missing(self, oids: Iterable[ObjectId]) -> list[ObjectId]:
+        """The ids in ``oids`` not stored, in order."""
+        ...
+
+    def put_many(self, objects: Sequence[tuple[ObjectId, bytes | memoryview]]) -> int:
+        """Store each ``(id, bytes)`` durably; bytes stored under an id already are replaced
+        only when they differ (they were corrupt: the caller's hash to the id). Returns how
+        many were written."""
+        ...
+
+    def delete_many(self, oids: Sequence[ObjectId]) -> None:
+        """Delete each id that is stored (absent ones are ignored)."""
+        ...
+
+    def iter_ids(self) -> Iterator[ObjectId]:
+        """Every stored id."""
+        ...
+
+
+class RefStore(Protocol):
+    """Named snapshots (``main``, ``remotes/<session>``), changed only by compare-and-swap."""
+
+    def get(self, name: str) -> ObjectId | None: ...
+
+    def items(self) -> list[tuple[str, ObjectId]]:
+        """Every ref, sorted by name."""
+        ...
+
+    def set_if_equals(self, name: str, expected: ObjectId | None, new: ObjectId | None) -> None:
+        """Point ``name`` at ``new`` (None deletes it) if it holds ``expected`` (None: absent).
+
+        Raises:
+            RefConflict: it holds something else; nothing changed.
+        """
+        ...
+
+
+class StatCache(Protocol):
+    """``world-relative path -> value`` (see :mod:`peerhost_store.scan`)."""
+
+    def load(self) -> dict[str, bytes]: ...
+
+    def update(self, changes: Mapping[str, bytes | None], *, clear: bool = False) -> None:
+        """Set (None deletes) each key; with ``clear`` everything else goes first."""
+        ...
+
+
+class MetaStore(Protocol):
+    """Small named settings (``shallow``, ``pending-restore``, ...)."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def update(self, changes: Mapping[str, bytes | None]) -> None:
+        """Set (None deletes) each key."""
+        ...
+
+
 @dataclass
 class Update:
-    """A set of changes that a store applies all at once or not at all.
+    """A set of changes that a :class:`Store` applies all at once or not at all.
 
     ``objects`` are encoded object bytes (the store computes their ids); ``hashed`` are
     ``(id, bytes)`` pairs whose ids the caller computed from those very bytes in this process
@@ -77,13 +155,13 @@ class Update:
     ``require`` lists ids that must be stored once the update is applied (after its own
     objects and deletions), or nothing is applied (:class:`ObjectMissing`): a ref moves only
     onto objects that are there. ``pins`` adds ``(id, is_node)`` pairs under a pin name from
-    :meth:`ObjectStore.new_pin`, or drops the whole pin (None). With ``pins_at``, nothing is
+    :meth:`Store.new_pin`, or drops the whole pin (None). With ``pins_at``, nothing is
     applied (:class:`PinsChanged`) if the pins changed after that generation (gc deletes only
     what no pin it has seen protects).
     """
 
     objects: Sequence[bytes | memoryview] = field(default_factory=list)
-    hashed: list[tuple[ObjectId, bytes]] = field(default_factory=list)
+    hashed: Sequence[tuple[ObjectId, bytes | memoryview]] = field(default_factory=list)
     refs: list[tuple[str, ObjectId | None, ObjectId | None]] = field(default_factory=list)
     stats: dict[str, bytes | None] = field(default_factory=dict)
     meta: dict[str, bytes | None] = field(default_factory=dict)
@@ -93,48 +171,36 @@ class Update:
     pins: dict[str, Sequence[tuple[ObjectId, bool]] | None] = field(default_factory=dict)
     pins_at: int | None = None
 
+    def all_objects(self) -> list[tuple[ObjectId, bytes | memoryview]]:
+        """``objects`` with their ids (hashed here), then ``hashed``."""
+        pairs: list[tuple[ObjectId, bytes | memoryview]] = [
+            (hash_bytes(data), data) for data in self.objects]
+        pairs += list(self.hashed)
+        return pairs
 
-class ObjectStore(Protocol):
-    """What every backend provides. Reads verify ids; writes are atomic per :class:`Update`."""
 
-    def __contains__(self, oid: object) -> bool: ...
+class Store(Protocol):
+    """What a repository keeps, changed together by :meth:`apply`."""
 
-    def get_raw(self, oid: ObjectId) -> bytes:
-        """Return an object's bytes; raises ObjectMissing, or ObjectCorrupt if they do not hash to ``oid``."""
+    @property
+    def objects(self) -> Verified:
+        """The objects, read and written through :class:`Verified`."""
         ...
 
-    def get_many(self, oids: list[ObjectId]) -> list[bytes]:
-        """:meth:`get_raw` for several objects at once (one read transaction in LMDB)."""
-        ...
+    @property
+    def refs(self) -> RefStore: ...
 
-    def add_raw(self, data: bytes) -> tuple[ObjectId, bool]:
-        """Store one object durably; return its id and whether it was written (new, or in
-        place of stored bytes that were corrupt)."""
-        ...
+    @property
+    def stats(self) -> StatCache: ...
 
-    def iter_missing(self, oids: Iterable[ObjectId]) -> Iterator[ObjectId]:
-        """Yield the ids in ``oids`` that this store does not hold."""
-        ...
-
-    def iter_ids(self) -> Iterator[ObjectId]:
-        """Yield the id of every stored object."""
-        ...
+    @property
+    def meta(self) -> MetaStore: ...
 
     def apply(self, update: Update) -> int:
         """Apply ``update`` atomically; return how many objects were written (new, or in
         place of corrupt bytes). Raises RefConflict, PinsChanged, or ObjectMissing for
         ``require``; then nothing was applied."""
         ...
-
-    def get_ref(self, name: str) -> ObjectId | None: ...
-
-    def iter_refs(self) -> Iterator[tuple[str, ObjectId]]: ...
-
-    def load_stats(self) -> dict[str, bytes]:
-        """Return the whole stat cache."""
-        ...
-
-    def get_meta(self, key: str) -> bytes | None: ...
 
     def new_pin(self) -> str:
         """A new pin name owned by this store handle: live until an update drops it, the
@@ -146,16 +212,108 @@ class ObjectStore(Protocol):
     def close(self) -> None: ...
 
 
-from ._memory import MemoryStore  # noqa: E402
+# -- the one place ids are checked ------------------------------------------------------------
+
+
+class Verified:
+    """An :class:`ObjectStore` whose reads are checked and whose writes derive their ids.
+
+    Every read re-hashes the bytes (:class:`ObjectCorrupt` when they do not hash to their id),
+    except ids in a read's ``trusted``: bytes this process checked against their ids and
+    stored itself moments ago (a pull restoring what it just fetched), which cross no boundary
+    between that check and the read.
+
+    Args:
+        backend: the unchecked object store.
+        where: names the store in errors (``store /path/to/it``).
+    """
+
+    def __init__(self, backend: ObjectStore, where: str) -> None:
+        self.backend = backend
+        self.where = where
+
+    def __repr__(self) -> str:
+        return f"Verified({self.where})"
+
+    def get_raw(self, oid: ObjectId) -> bytes:
+        """One object's checked bytes (ObjectMissing, ObjectCorrupt)."""
+        return self.get_many([oid])[0]
+
+    def get_many(self, oids: Sequence[ObjectId], *,
+                 trusted: Container[ObjectId] = frozenset()) -> list[bytes]:
+        """Checked bytes of each id, in order (ObjectMissing, ObjectCorrupt)."""
+        datas = self.backend.get_many(oids)
+        for oid, data in zip(oids, datas):
+            if oid not in trusted:
+                got = hash_bytes(data)
+                if got != oid:
+                    raise ObjectCorrupt(oid, got, self.where)
+        return datas
+
+    def __contains__(self, oid: object) -> bool:
+        return isinstance(oid, bytes) and not self.backend.missing([ObjectId(oid)])
+
+    def missing(self, oids: Iterable[ObjectId]) -> list[ObjectId]:
+        """The ids not stored, in order."""
+        return self.backend.missing(oids)
+
+    def put(self, data: bytes) -> tuple[ObjectId, bool]:
+        """Store one object durably; return its id and whether it was written (new, or in
+        place of stored bytes that were corrupt)."""
+        oid = hash_bytes(data)
+        return oid, self.backend.put_many([(oid, data)]) == 1
+
+    def put_many(self, objects: Sequence[bytes | memoryview]) -> int:
+        """Store encoded objects (ids derived here); return how many were written."""
+        return self.backend.put_many([(hash_bytes(data), data) for data in objects])
+
+    def iter_ids(self) -> Iterator[ObjectId]:
+        return self.backend.iter_ids()
+
+
+class Overlay:
+    """Objects held in memory (``top``, whose bytes were checked as they arrived) over a
+    store: what a fetch in progress reads, before its nodes are stored."""
+
+    def __init__(self, top: Mapping[ObjectId, bytes], base: Verified,
+                 trusted: Container[ObjectId] = frozenset()) -> None:
+        self.top = top
+        self.base = base
+        self.trusted = trusted
+
+    def get_raw(self, oid: ObjectId) -> bytes:
+        data = self.top.get(oid)
+        return self.base.get_many([oid], trusted=self.trusted)[0] if data is None else data
+
+    def get_many(self, oids: Sequence[ObjectId]) -> list[bytes]:
+        found = [self.top.get(oid) for oid in oids]
+        rest = [oid for oid, data in zip(oids, found) if data is None]
+        read = iter(self.base.get_many(rest, trusted=self.trusted) if rest else ())
+        return [next(read) if data is None else data for data in found]
+
+    def missing(self, oids: Iterable[ObjectId]) -> list[ObjectId]:
+        return self.base.missing(oid for oid in oids if oid not in self.top)
+
+
+from ._composed import Composed  # noqa: E402
 from ._lmdb import LmdbStore  # noqa: E402
+from ._memory import MemoryObjects, MemoryStore  # noqa: E402
 
 __all__ = [
+    "Composed",
     "LmdbStore",
+    "MemoryObjects",
     "MemoryStore",
+    "MetaStore",
     "ObjectStore",
+    "Overlay",
     "Pins",
     "PinsChanged",
     "RefConflict",
+    "RefStore",
+    "StatCache",
+    "Store",
     "StoreError",
     "Update",
+    "Verified",
 ]

@@ -14,17 +14,17 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Self, TypeVar
 
 import lmdb
 
-from ..errors import ObjectCorrupt, ObjectMissing, StoreDamaged, StoreError
-from ..ids import ObjectId, hash_bytes
+from ..errors import ObjectMissing, StoreDamaged, StoreError
+from ..ids import ObjectId
 from ..lock import FileLock, Locked
-from . import Pins, PinsChanged, RefConflict, Update
+from . import Pins, PinsChanged, RefConflict, Update, Verified
 
 T = TypeVar("T")
 
@@ -38,7 +38,9 @@ DAMAGE = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError, lmdb.B
 
 
 class LmdbStore:
-    """An :class:`~peerhost_store.store.ObjectStore` in an LMDB environment folder."""
+    """A :class:`~peerhost_store.store.Store` in an LMDB environment folder: objects, refs,
+    stat cache, meta and pins in five databases of one environment, each :meth:`apply` one
+    transaction."""
 
     def __init__(self, path: Path | str, *, map_size: int | None = None) -> None:
         self.path = Path(path)
@@ -75,6 +77,25 @@ class LmdbStore:
         self._gate = _ResizeGate()
         #: Pins this handle owns, each with the lock on its file that says its owner lives.
         self._pin_locks: dict[str, FileLock] = {}
+        self.backend = _Objects(self)
+        self._verified = Verified(self.backend, f"store {self.path}")
+        self._views = (_Refs(self), _Stats(self), _Meta(self))
+
+    @property
+    def objects(self) -> Verified:
+        return self._verified
+
+    @property
+    def refs(self) -> _Refs:
+        return self._views[0]
+
+    @property
+    def stats(self) -> _Stats:
+        return self._views[1]
+
+    @property
+    def meta(self) -> _Meta:
+        return self._views[2]
 
     # -- reads --------------------------------------------------------------------------
 
@@ -109,33 +130,9 @@ class LmdbStore:
                                    "the file holds")
         return bytes(value)
 
-    def __contains__(self, oid: object) -> bool:
-        if not isinstance(oid, bytes):
-            return False
-        return self._read(lambda txn: txn.get(oid, db=self._objects) is not None)
-
-    def get_raw(self, oid: ObjectId) -> bytes:
-        return self.get_many([oid])[0]
-
-    def get_many(self, oids: list[ObjectId], *,
-                 trusted: Container[ObjectId] = frozenset()) -> list[bytes]:
-        """:meth:`ObjectStore.get_many`; ids in ``trusted`` are not hashed again.
-
-        ``trusted`` is for objects whose bytes this process checked against their ids and
-        stored itself moments ago (a pull restoring what it just fetched): they cross no
-        boundary between that check and this read. Everything else is checked here.
-        """
-        rows = self._read(lambda txn: [self._value(txn.get(oid, db=self._objects)) for oid in oids])
-        out: list[bytes] = []
-        for oid, data in zip(oids, rows):
-            if data is None:
-                raise ObjectMissing(oid)
-            if oid not in trusted:
-                got = hash_bytes(data)
-                if got != oid:
-                    raise ObjectCorrupt(oid, got, f"store {self.path}")
-            out.append(data)
-        return out
+    def read_objects(self, oids: Sequence[ObjectId]) -> list[bytes | None]:
+        """The stored bytes of each id (None when absent), unchecked."""
+        return self._read(lambda txn: [self._value(txn.get(oid, db=self._objects)) for oid in oids])
 
     def peek(self, oids: list[ObjectId], n: int) -> list[tuple[int, bytes] | None]:
         """Each object's stored size and first ``n`` bytes (None when absent), not hashed:
@@ -150,52 +147,43 @@ class LmdbStore:
 
         return self._read(run)
 
-    def iter_missing(self, oids: Iterable[ObjectId]) -> Iterator[ObjectId]:
-        wanted = list(oids)
-        missing = self._read(
-            lambda txn: [oid for oid in wanted if txn.get(oid, db=self._objects) is None]
-        )
-        return iter(missing)
-
-    def iter_ids(self) -> Iterator[ObjectId]:
-        ids = self._read(
-            lambda txn: [ObjectId(bytes(k)) for k in txn.cursor(db=self._objects).iternext(values=False)]
-        )
-        return iter(ids)
-
-    def get_ref(self, name: str) -> ObjectId | None:
-        value = self._read(lambda txn: self._value(txn.get(name.encode(), db=self._refs)))
-        return None if value is None else self._ref(name, value)
-
-    def iter_refs(self) -> Iterator[tuple[str, ObjectId]]:
-        rows = self._read(
-            lambda txn: [(bytes(k).decode(), self._value(v)) for k, v in txn.cursor(db=self._refs)]
-        )
-        return iter([(name, self._ref(name, value)) for name, value in rows if value is not None])
-
     def _ref(self, name: str, value: bytes) -> ObjectId:
         if len(value) != 32:
             raise StoreDamaged(self.path, f"ref {name!r} holds {len(value)} bytes, not an id")
         return ObjectId(value)
 
-    def load_stats(self) -> dict[str, bytes]:
-        return self._read(
-            lambda txn: {bytes(k).decode(): self._value(v) or b"" for k, v in txn.cursor(db=self._stats)}
-        )
+    # -- the old combined API: the coordinator's until its backends use the views -------------
+
+    def __contains__(self, oid: object) -> bool:
+        return oid in self.objects
+
+    def get_raw(self, oid: ObjectId) -> bytes:
+        return self.objects.get_raw(oid)
+
+    def get_many(self, oids: Sequence[ObjectId], *,
+                 trusted: Container[ObjectId] = frozenset()) -> list[bytes]:
+        return self.objects.get_many(oids, trusted=trusted)
+
+    def missing(self, oids: Iterable[ObjectId]) -> list[ObjectId]:
+        return self.objects.missing(oids)
+
+    def iter_missing(self, oids: Iterable[ObjectId]) -> Iterator[ObjectId]:
+        return iter(self.objects.missing(oids))
+
+    def iter_ids(self) -> Iterator[ObjectId]:
+        return self.objects.iter_ids()
+
+    def get_ref(self, name: str) -> ObjectId | None:
+        return self.refs.get(name)
 
     def get_meta(self, key: str) -> bytes | None:
-        return self._read(lambda txn: self._value(txn.get(key.encode(), db=self._meta)))
+        return self.meta.get(key)
 
     # -- writes -------------------------------------------------------------------------
 
-    def add_raw(self, data: bytes) -> tuple[ObjectId, bool]:
-        return hash_bytes(data), self.apply(Update(objects=[data])) == 1
-
     def apply(self, update: Update) -> int:
         # Hash outside the transaction: the write lock is held only for the puts.
-        objects: list[tuple[ObjectId, bytes | memoryview]] = [
-            (hash_bytes(data), data) for data in update.objects]
-        objects += update.hashed
+        objects = update.all_objects()
         with self._lock:
             for _ in range(64):
                 try:
@@ -368,6 +356,80 @@ class LmdbStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Objects:
+    """The objects database as an :class:`~peerhost_store.store.ObjectStore` (unchecked)."""
+
+    def __init__(self, store: LmdbStore) -> None:
+        self._store = store
+
+    def get_many(self, oids: Sequence[ObjectId]) -> list[bytes]:
+        datas = self._store.read_objects(oids)
+        for oid, data in zip(oids, datas):
+            if data is None:
+                raise ObjectMissing(oid)
+        return datas  # type: ignore[return-value]  # no None left
+
+    def missing(self, oids: Iterable[ObjectId]) -> list[ObjectId]:
+        store, wanted = self._store, list(oids)
+        return store._read(lambda txn: [oid for oid in wanted
+                                        if txn.get(oid, db=store._objects) is None])
+
+    def put_many(self, objects: Sequence[tuple[ObjectId, bytes | memoryview]]) -> int:
+        return self._store.apply(Update(hashed=list(objects)))
+
+    def delete_many(self, oids: Sequence[ObjectId]) -> None:
+        self._store.apply(Update(delete_objects=list(oids)))
+
+    def iter_ids(self) -> Iterator[ObjectId]:
+        store = self._store
+        return iter(store._read(lambda txn: [
+            ObjectId(bytes(k)) for k in txn.cursor(db=store._objects).iternext(values=False)]))
+
+
+class _Refs:
+    def __init__(self, store: LmdbStore) -> None:
+        self._store = store
+
+    def get(self, name: str) -> ObjectId | None:
+        store = self._store
+        value = store._read(lambda txn: store._value(txn.get(name.encode(), db=store._refs)))
+        return None if value is None else store._ref(name, value)
+
+    def items(self) -> list[tuple[str, ObjectId]]:
+        store = self._store
+        rows = store._read(lambda txn: [(bytes(k).decode(), store._value(v))
+                                        for k, v in txn.cursor(db=store._refs)])
+        return [(name, store._ref(name, value)) for name, value in rows if value is not None]
+
+    def set_if_equals(self, name: str, expected: ObjectId | None, new: ObjectId | None) -> None:
+        self._store.apply(Update(refs=[(name, expected, new)]))
+
+
+class _Stats:
+    def __init__(self, store: LmdbStore) -> None:
+        self._store = store
+
+    def load(self) -> dict[str, bytes]:
+        store = self._store
+        return store._read(lambda txn: {bytes(k).decode(): store._value(v) or b""
+                                        for k, v in txn.cursor(db=store._stats)})
+
+    def update(self, changes: Mapping[str, bytes | None], *, clear: bool = False) -> None:
+        self._store.apply(Update(stats=dict(changes), clear_stats=clear))
+
+
+class _Meta:
+    def __init__(self, store: LmdbStore) -> None:
+        self._store = store
+
+    def get(self, key: str) -> bytes | None:
+        store = self._store
+        return store._read(lambda txn: store._value(txn.get(key.encode(), db=store._meta)))
+
+    def update(self, changes: Mapping[str, bytes | None]) -> None:
+        self._store.apply(Update(meta=dict(changes)))
 
 
 class _ResizeGate:

@@ -46,6 +46,28 @@ from .protocol import (
     parse_hex_id,
 )
 
+__all__ = [
+    "CoordinatorClient",
+    "CoordinatorError",
+    "CoordinatorUnavailable",
+    "DeltaUploadResult",
+    "Fenced",
+    "Forbidden",
+    "Head",
+    "HeadMoved",
+    "Incomplete",
+    "Lease",
+    "LeaseHeld",
+    "LeaseLost",
+    "LeaseStatus",
+    "NotFastForward",
+    "RateLimited",
+    "Renewal",
+    "Unauthorized",
+    "UploadResult",
+    "WireStats",
+]
+
 T = TypeVar("T")
 
 #: Seconds to wait for a connection; past that the coordinator counts as unreachable.

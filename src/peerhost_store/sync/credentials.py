@@ -34,6 +34,16 @@ import platformdirs
 
 from ..errors import PeerhostError
 
+__all__ = [
+    "APP_NAME",
+    "CONFIG_ENV",
+    "Credential",
+    "Credentials",
+    "config_dir",
+    "read_json_file",
+    "write_private",
+]
+
 CONFIG_ENV = "PHS_CONFIG_DIR"
 APP_NAME = "peerhost"
 #: A credential id: it names a file, and comes from a world folder anyone may have crafted.

@@ -55,13 +55,14 @@ from ..objects import encode_blob
 from ..region import COMPRESSIONS
 
 __all__ = [
+    "BATCH_VERSION",
     "DEFAULT_LEVEL",
-    "KIND_DELTA",
-    "KIND_RAW",
-    "KIND_STORED",
     "DeltaError",
     "DeltaItem",
     "DeltaMismatch",
+    "KIND_DELTA",
+    "KIND_RAW",
+    "KIND_STORED",
     "Want",
     "apply_delta",
     "decode_batch",

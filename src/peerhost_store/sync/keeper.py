@@ -17,6 +17,8 @@ from typing import Any
 
 from .client import CONTROL_SECONDS, CoordinatorClient, CoordinatorError, Lease, LeaseLost
 
+__all__ = ["Connect", "LeaseKeeper", "RETRY_SECONDS"]
+
 Connect = Callable[[], AbstractContextManager[CoordinatorClient]]
 
 #: Retry pause while the coordinator is unreachable (bounded by the deadline).

@@ -26,22 +26,50 @@ import enum
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import msgpack
 
-from ..errors import DecodeError, PeerhostError
+from ..errors import PeerhostError
 from ..ids import ID_SIZE, ObjectId
-from ..objects import (
-    DirEntry,
-    DirLeaf,
-    EntryKind,
-    Index,
-    Object,
-    RegionLeaf,
-    Snapshot,
-    decode,
-)
+
+__all__ = [
+    "BATCH_BYTES",
+    "DELTA_ANSWER_BYTES",
+    "DELTA_BATCH_BYTES",
+    "DELTA_BATCH_ITEMS",
+    "DELTA_STREAM_BYTES",
+    "DeltaRequest",
+    "FAST_LEVEL",
+    "IDS_PER_REQUEST",
+    "MSGPACK",
+    "ObjectStatus",
+    "ProtocolError",
+    "READ_BATCH",
+    "Range",
+    "SLOW_LEVEL_UP_TO",
+    "batch_by_size",
+    "batch_level",
+    "chunked",
+    "decode_delta_answer",
+    "decode_delta_get",
+    "decode_delta_upload",
+    "decode_ids",
+    "decode_objects",
+    "decode_statuses",
+    "delta_output_size",
+    "encode_delta_answer",
+    "encode_delta_get",
+    "encode_delta_upload",
+    "encode_ids",
+    "encode_objects",
+    "encode_statuses",
+    "expand_select",
+    "parse_hex_id",
+    "parse_optional_hex_id",
+    "select_ranges",
+    "split_objects",
+]
 
 MSGPACK = "application/x-msgpack"
 #: Objects go up in batches of at least this many bytes (or the remainder): per-request
@@ -95,15 +123,6 @@ class ObjectStatus(enum.IntEnum):
     MISSING = 0  #: not stored
     PRESENT = 1  #: stored, but what it reaches may not be
     COMPLETE = 2  #: stored with everything it reaches
-
-
-class Kind(enum.Enum):
-    """What a reference expects to find: the walks check each object against it."""
-
-    SNAPSHOT = "snapshot"
-    DIR = "dir"  #: a directory map (dir leaf or index of dir leaves)
-    REGION = "region"  #: a region map (region leaf or index of region leaves)
-    BLOB = "blob"
 
 
 # -- encodings ------------------------------------------------------------------------------
@@ -290,117 +309,6 @@ def batch_by_size(
             batch, total = [], 0
     if batch:
         yield batch
-
-
-# -- the object graph -----------------------------------------------------------------------
-
-
-def check_kind(oid: ObjectId, obj: Object, kind: Kind) -> None:
-    """Refuse an object that is not what the reference to it expects.
-
-    Raises:
-        ProtocolError: e.g. a directory entry that points at a region leaf.
-    """
-    ok = {
-        Kind.SNAPSHOT: isinstance(obj, Snapshot),
-        Kind.BLOB: isinstance(obj, bytes),
-        Kind.DIR: isinstance(obj, (DirLeaf, Index)),
-        Kind.REGION: isinstance(obj, (RegionLeaf, Index)),
-    }[kind]
-    if not ok:
-        raise ProtocolError(f"object {oid.hex()} is referenced as a {kind.value} but is a "
-                            f"{type(obj).__name__}")
-
-
-def children(
-    oid: ObjectId, obj: Object, kind: Kind, *, follow_parents: bool = True
-) -> list[tuple[ObjectId, Kind]]:
-    """The ids ``obj`` refers to, each with the kind it must have.
-
-    Raises:
-        ProtocolError: ``obj`` is not of ``kind``, or holds entries of the other map type.
-    """
-    check_kind(oid, obj, kind)
-    if isinstance(obj, Snapshot):
-        out = [(obj.root, Kind.DIR)]
-        if follow_parents:
-            out += [(p, Kind.SNAPSHOT) for p in obj.parents]
-        return out
-    if isinstance(obj, bytes):
-        return []
-    if isinstance(obj, Index):
-        return [(e.oid, kind) for e in obj.entries]
-    if isinstance(obj, RegionLeaf):
-        if kind is not Kind.REGION:
-            raise ProtocolError(f"directory node {oid.hex()} holds chunk entries")
-        return [(e.oid, Kind.BLOB) for e in obj.entries]
-    if kind is not Kind.DIR:
-        raise ProtocolError(f"region node {oid.hex()} holds directory entries")
-    return [ref for entry in obj.entries for ref in _dir_refs(entry)]
-
-
-def _dir_refs(entry: DirEntry) -> list[tuple[ObjectId, Kind]]:
-    if entry.kind is EntryKind.DIR:
-        return [(entry.oid, Kind.DIR)]
-    if entry.kind is EntryKind.FILE:
-        return [(entry.oid, Kind.BLOB)]
-    out = [(entry.oid, Kind.REGION)]
-    if entry.raw is not None:
-        out.append((entry.raw, Kind.BLOB))
-    return out
-
-
-def decode_as(oid: ObjectId, data: bytes, kind: Kind) -> Object:
-    """Decode ``data`` and check it is of ``kind``.
-
-    Raises:
-        ProtocolError: the bytes are malformed or of another kind.
-    """
-    try:
-        obj = decode(data)
-    except DecodeError as exc:
-        raise ProtocolError(f"object {oid.hex()} is malformed: {exc}") from exc
-    check_kind(oid, obj, kind)
-    return obj
-
-
-class BatchLoader(Protocol):
-    """What the walks need from a store."""
-
-    def get_many(self, oids: list[ObjectId]) -> list[bytes]: ...
-
-    def iter_missing(self, oids: Iterable[ObjectId]) -> Iterator[ObjectId]: ...
-
-
-def is_ancestor(
-    store: BatchLoader,
-    ancestor: ObjectId,
-    descendant: ObjectId,
-    *,
-    shallow: Iterable[ObjectId] = (),
-) -> bool:
-    """Whether snapshot ``ancestor`` is ``descendant`` or one of its ancestors in ``store``.
-
-    Parents the store lacks (pruned history) end their branch of the search; so do
-    ``shallow`` snapshots.
-    """
-    stop = set(shallow)
-    seen = {descendant}
-    frontier = [descendant]
-    while frontier:
-        if ancestor in frontier:
-            return True
-        absent = set(store.iter_missing(frontier))
-        present = [oid for oid in frontier if oid not in absent]
-        parents: list[ObjectId] = []
-        for oid, data in zip(present, store.get_many(present) if present else []):
-            obj = decode_as(oid, data, Kind.SNAPSHOT)
-            assert isinstance(obj, Snapshot)
-            if oid not in stop:
-                parents += [p for p in obj.parents if p not in seen]
-        seen.update(parents)
-        frontier = parents
-    return False
 
 
 # -- delta transfer -------------------------------------------------------------------------

@@ -7,15 +7,15 @@ stored, since a stored node must have its whole tree in a local store.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from ..errors import ObjectCorrupt
+from ..graph import is_ancestor
 from ..ids import ObjectId, hash_bytes
 from ..maintenance import load_shallow
 from ..repo import Repository
 from .client import CoordinatorClient
-from .protocol import is_ancestor
 
 __all__ = ["STATUS_WALK", "Relation", "compare_heads"]
 
@@ -33,14 +33,14 @@ class _Snapshots:
         self.client = client
         self.fetched: dict[ObjectId, bytes] = {}
 
-    def iter_missing(self, oids: Iterable[ObjectId]) -> Iterator[ObjectId]:
+    def missing(self, oids: Iterable[ObjectId]) -> list[ObjectId]:
         ids = [oid for oid in oids if oid not in self.fetched]
-        local_missing = list(self.repo.store.iter_missing(ids))
+        local_missing = self.repo.store.objects.missing(ids)
         if len(self.fetched) + len(local_missing) > STATUS_WALK:
             raise _TooFar
         remote_missing = set(self.client.missing(local_missing)) if local_missing else set()
         self._fetch([oid for oid in local_missing if oid not in remote_missing])
-        return iter(remote_missing)
+        return [oid for oid in local_missing if oid in remote_missing]
 
     def _fetch(self, ids: list[ObjectId]) -> None:
         while ids:
@@ -50,9 +50,9 @@ class _Snapshots:
                 self.fetched[oid] = data
             ids = [oid for oid in ids if oid not in self.fetched]
 
-    def get_many(self, oids: list[ObjectId]) -> list[bytes]:
+    def get_many(self, oids: Sequence[ObjectId]) -> list[bytes]:
         local = [oid for oid in oids if oid not in self.fetched]
-        got = dict(zip(local, self.repo.store.get_many(local))) if local else {}
+        got = dict(zip(local, self.repo.store.objects.get_many(local))) if local else {}
         return [self.fetched[oid] if oid in self.fetched else got[oid] for oid in oids]
 
 
@@ -71,7 +71,8 @@ def compare_heads(repo: Repository, client: CoordinatorClient, remote: ObjectId 
     if local == remote:
         return "up-to-date"
     shallow = load_shallow(repo.store)
-    if remote in repo.store and is_ancestor(repo.store, remote, local, shallow=shallow):
+    if remote in repo.store.objects and is_ancestor(repo.store.objects, remote, local,
+                                                    shallow=shallow):
         return "ahead"
     try:
         behind = is_ancestor(_Snapshots(repo, client), local, remote, shallow=shallow)

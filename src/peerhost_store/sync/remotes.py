@@ -43,10 +43,13 @@ if TYPE_CHECKING:  # the transfer machinery is imported by clone() only: phs sta
     from .transfer import Progress, PullReport
 
 __all__ = [
-    "DEFAULT_REMOTE",
     "BadRemote",
+    "DEFAULT_REMOTE",
+    "HTTP_TIMEOUT",
+    "LEASE_FILE",
     "NoRemote",
     "NoToken",
+    "REMOTES_FILE",
     "Remote",
     "RemoteExists",
     "check_remote",
@@ -64,6 +67,7 @@ __all__ = [
     "remember_token",
     "save_lease",
     "save_remotes",
+    "with_token",
 ]
 
 REMOTES_FILE = "remotes.json"

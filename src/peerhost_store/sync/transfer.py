@@ -48,6 +48,7 @@ from ..errors import (
     ObjectMissing,
     PeerhostError,
 )
+from ..graph import Kind, children, decode_as, is_ancestor
 from ..ids import ObjectId, hash_bytes
 from ..maintenance import load_shallow
 from ..objects import (
@@ -62,7 +63,7 @@ from ..objects import (
 from ..pending import RestorePending
 from ..repo import HEAD, Repository
 from ..restore import RestoreOp, RestoreResult, prepare_restore
-from ..store import LmdbStore, ObjectStore, Update
+from ..store import Overlay, Store, Update, Verified
 from ..tree import iter_region
 from .client import CoordinatorClient, CoordinatorError, RateLimited, Unauthorized, WireStats
 from .delta import (
@@ -85,16 +86,32 @@ from .protocol import (
     IDS_PER_REQUEST,
     READ_BATCH,
     DeltaRequest,
-    Kind,
     ObjectStatus,
     batch_by_size,
     batch_level,
-    children,
     chunked,
-    decode_as,
-    is_ancestor,
     select_ranges,
 )
+
+__all__ = [
+    "ChunkCounts",
+    "CoordinatorSource",
+    "DOWNLOAD_BYTES",
+    "Diverged",
+    "EMPTY_TREE",
+    "FetchResult",
+    "HEAL_ROUNDS",
+    "IN_FLIGHT",
+    "MAX_REQUEST_BYTES",
+    "ObjectTooLarge",
+    "Progress",
+    "PullReport",
+    "PushReport",
+    "STORE_BATCH_BYTES",
+    "fetch",
+    "pull",
+    "push",
+]
 
 Progress = Callable[[int, int], None]
 T = TypeVar("T")
@@ -283,7 +300,7 @@ def push(
         report.wire = _wire_since(client, before)
         return report
     shallow = load_shallow(repo.store)
-    if remote is not None and not is_ancestor(repo.store, remote, head, shallow=shallow):
+    if remote is not None and not is_ancestor(repo.store.objects, remote, head, shallow=shallow):
         from .relation import compare_heads  # fetches snapshots of the session's history
 
         if compare_heads(repo, client, remote) == "behind":
@@ -292,7 +309,7 @@ def push(
     # The session holds the remote head complete, and so does this store (a stored snapshot
     # has its whole tree here): its chunks are the previous versions to send deltas against.
     base = repo.read_snapshot(remote).root if remote is not None and delta else None
-    walk = _PushWalk(repo.store, client, head, shallow, defer_chunks=base is not None)
+    walk = _PushWalk(repo.store.objects, client, head, shallow, defer_chunks=base is not None)
 
     def tick() -> None:
         if progress is not None:
@@ -302,18 +319,18 @@ def push(
     report.chunks_whole += walk.whole_chunks
     if walk.missing_chunks or walk.unasked_chunks:
         assert base is not None
-        deltas = _PushDeltas(repo.store, client, base, report, delta_batch_bytes, tick)
+        deltas = _PushDeltas(repo.store.objects, client, base, report, delta_batch_bytes, tick)
         deltas.send(walk.snapshots, walk.missing_chunks + walk.unasked_chunks)
         whole = deltas.leftovers(set(walk.missing_chunks))
         walk.found = report.objects_sent + len(whole)  # unasked chunks the session had drop out
         report.chunks_whole += len(whole)
-        _upload_whole(client, _read_blobs(repo.store, whole), report, batch_bytes, tick)
+        _upload_whole(client, _read_blobs(repo.store.objects, whole), report, batch_bytes, tick)
     report.checked = client.set_head(remote, head, fencing)
     report.wire = _wire_since(client, before)
     return report
 
 
-def _read_blobs(store: ObjectStore, ids: list[ObjectId]) -> Iterator[bytes]:
+def _read_blobs(store: Verified, ids: list[ObjectId]) -> Iterator[bytes]:
     for part in chunked(ids, READ_BATCH):
         yield from store.get_many(list(part))
 
@@ -373,7 +390,7 @@ class _PushDeltas:
     """Sends chunk blobs as delta batches against the chunks of tree ``base`` (the session
     head's), and works out which blobs must still go whole."""
 
-    def __init__(self, store: ObjectStore, client: CoordinatorClient, base: ObjectId,
+    def __init__(self, store: Verified, client: CoordinatorClient, base: ObjectId,
                  report: PushReport, batch_bytes: int, tick: Callable[[], None]) -> None:
         self.store = store
         self.client = client
@@ -450,7 +467,7 @@ class _PushDeltas:
         return whole
 
 
-def _delta_groups(store: ObjectStore, pairs: list[Pair], chosen: list[int],
+def _delta_groups(store: Verified, pairs: list[Pair], chosen: list[int],
                   batch_bytes: int) -> Iterator[_DeltaGroup]:
     """Build the items of ``chosen`` positions and cut them into batches of about
     ``batch_bytes`` of rebuilt objects."""
@@ -497,7 +514,7 @@ class _PushWalk:
     would cost 34 bytes per chunk, more than most deltas.
     """
 
-    def __init__(self, store: ObjectStore, client: CoordinatorClient, head: ObjectId,
+    def __init__(self, store: Verified, client: CoordinatorClient, head: ObjectId,
                  shallow: set[ObjectId], *, defer_chunks: bool = False) -> None:
         self.store = store
         self.client = client
@@ -611,19 +628,7 @@ class FetchResult:
     chunks: ChunkCounts = field(default_factory=ChunkCounts)
 
 
-class _Overlay:
-    """Tree nodes fetched but not stored yet, over the local store: the pairing reads both."""
-
-    def __init__(self, nodes: dict[ObjectId, bytes], store: ObjectStore) -> None:
-        self.nodes = nodes
-        self.store = store
-
-    def get_raw(self, oid: ObjectId) -> bytes:
-        data = self.nodes.get(oid)
-        return self.store.get_raw(oid) if data is None else data
-
-
-class _Fetched:
+class _Fetched(Overlay):
     """The store as the restore that ends a pull reads it: the objects this fetch checked
     are not hashed a second time.
 
@@ -632,13 +637,13 @@ class _Fetched:
     delta rebuild), moments before this read. Tree nodes are served from the very bytes
     that were checked, still in memory. Blobs are read back from this process's own store,
     where the fetch put them from its checked bytes: a read of our own fresh write crosses no
-    boundary, so :meth:`LmdbStore.get_many` is told to trust those ids alone. Every other
+    boundary, so they are read as ``trusted`` (:meth:`Verified.get_many`). Every other
     object (anything the store held before this pull) is read and checked as usual.
     """
 
-    def __init__(self, store: ObjectStore, nodes: dict[ObjectId, bytes],
+    def __init__(self, store: Verified, nodes: dict[ObjectId, bytes],
                  decoded: dict[ObjectId, Index | RegionLeaf], blobs: set[ObjectId]) -> None:
-        self.store = store
+        super().__init__(nodes, store, trusted=blobs)
         self.nodes = nodes
         self.decoded = decoded
         self.blobs = blobs
@@ -653,31 +658,16 @@ class _Fetched:
             return list(node.entries)
         return [entry for child in node.entries for entry in self.region_entries(child.oid)]
 
-    def get_raw(self, oid: ObjectId) -> bytes:
-        data = self.nodes.get(oid)
-        return self.get_many([oid])[0] if data is None else data
-
     def checked(self, oid: ObjectId) -> bool:
         """Whether this fetch checked the object moments ago (a restore need not read it
         before it writes, see :func:`~peerhost_store.restore.check_objects`)."""
         return oid in self.blobs or oid in self.nodes
 
-    def get_many(self, oids: list[ObjectId]) -> list[bytes]:
-        found = [self.nodes.get(oid) for oid in oids]
-        rest = [oid for oid, data in zip(oids, found) if data is None]
-        if not rest:
-            read: Iterator[bytes] = iter(())
-        elif isinstance(self.store, LmdbStore):
-            read = iter(self.store.get_many(rest, trusted=self.blobs))
-        else:
-            read = iter(self.store.get_many(rest))
-        return [next(read) if data is None else data for data in found]
-
 
 class _Fetch:
     """One fetch: the node walk, then chunk deltas, then whole blobs, then the final update."""
 
-    def __init__(self, store: ObjectStore, client: CoordinatorClient, progress: Progress | None,
+    def __init__(self, store: Store, client: CoordinatorClient, progress: Progress | None,
                  batch_bytes: int, cut: frozenset[ObjectId] = frozenset()) -> None:
         self.store = store
         #: Snapshots whose parents the session's retention dropped: not followed, and
@@ -713,7 +703,7 @@ class _Fetch:
             try:
                 self.walk(remote)
                 if delta:
-                    self.deltas(self.store.get_ref(HEAD))
+                    self.deltas(self.store.refs.get(HEAD))
                 self.whole_blobs()
                 self.finish(ref, remote)
             except BaseException:
@@ -726,7 +716,7 @@ class _Fetch:
 
     def reader(self) -> _Fetched:
         """The store as the restore after this fetch should read it (see :class:`_Fetched`)."""
-        return _Fetched(self.store, self.nodes, self.decoded, self.checked)
+        return _Fetched(self.store.objects, self.nodes, self.decoded, self.checked)
 
     def tick(self) -> None:
         if self.progress is not None:
@@ -737,7 +727,7 @@ class _Fetch:
         seen = {remote}
         frontier: list[tuple[ObjectId, Kind]] = [(remote, Kind.SNAPSHOT)]
         while frontier:
-            absent = set(self.store.iter_missing(oid for oid, _ in frontier))
+            absent = set(self.store.objects.missing(oid for oid, _ in frontier))
             absent |= self._rely_on([item for item in frontier if item[0] not in absent])
             self.held += [oid for oid, kind in frontier
                           if kind is Kind.SNAPSHOT and oid not in absent]
@@ -773,7 +763,7 @@ class _Fetch:
                                                  for oid, kind in present]}))
         ids = [oid for oid, _ in present]
         self.relied += ids
-        return set(self.store.iter_missing(ids))
+        return set(self.store.objects.missing(ids))
 
     def deltas(self, prefer: ObjectId | None) -> None:
         """Fetch the missing chunk blobs that pair with a snapshot held here as deltas."""
@@ -783,11 +773,11 @@ class _Fetch:
         # the local head (the world's current state) is the closest to what comes.
         held = prefer if prefer in self.held else self.held[0]
         try:
-            snapshot = decode(self.store.get_raw(held))
+            snapshot = decode(self.store.objects.get_raw(held))
         except ObjectCorrupt:
             return  # damaged here (phs repair heals it): every blob comes whole
         assert isinstance(snapshot, Snapshot)  # the walk reached it as a parent snapshot
-        overlay = _Overlay(self.nodes, self.store)
+        overlay = Overlay(self.nodes, self.store.objects)
         for _, root in self.snapshots:
             try:
                 pairs = pair_chunks(overlay, snapshot.root, root)
@@ -820,7 +810,7 @@ class _Fetch:
         based = [p.base.oid for p, item in zip(pairs, items)
                  if item.kind == KIND_DELTA and p.base is not None]
         try:
-            bases = dict(zip(based, self.store.get_many(based)))
+            bases = dict(zip(based, self.store.objects.get_many(based)))
         except (ObjectMissing, ObjectCorrupt):  # a damaged base: these chunks come whole
             counts.fallbacks += len(pairs)
             return
@@ -870,7 +860,7 @@ class _Fetch:
         # Every object the nodes reach is here (pinned, so gc kept it): checked at commit.
         self.store.apply(Update(objects=self._pending + list(self.nodes.values()),
                                 hashed=self._pending_hashed,
-                                refs=[(ref, self.store.get_ref(ref), remote)],
+                                refs=[(ref, self.store.refs.get(ref), remote)],
                                 meta=self._shallow(),
                                 require=[*self.relied, *self.checked],
                                 pins={self.pin: None}))
@@ -879,7 +869,7 @@ class _Fetch:
         """The local ``shallow`` list, grown by fetched snapshots whose history was cut."""
         cut = [oid for oid in self.cut if oid in self.nodes]
         parents = [p for oid in cut for p in _parents(self.nodes[oid])]
-        absent = set(self.store.iter_missing(parents))
+        absent = set(self.store.objects.missing(parents))
         new = {oid for oid in cut if any(p in absent for p in _parents(self.nodes[oid]))}
         if not new:
             return {}
@@ -915,7 +905,7 @@ class _Fetch:
 
 
 def fetch(
-    store: ObjectStore,
+    store: Store,
     client: CoordinatorClient,
     remote: ObjectId,
     *,
@@ -1010,9 +1000,9 @@ def _integrate(repo: Repository, session: str, remote: ObjectId, report: PullRep
     shallow = load_shallow(store)
     if local == remote:
         report.outcome, report.head = "up-to-date", local
-    elif local is not None and is_ancestor(store, remote, local, shallow=shallow):
+    elif local is not None and is_ancestor(store.objects, remote, local, shallow=shallow):
         report.outcome, report.head = "ahead", local
-    elif local is None or is_ancestor(store, local, remote, shallow=shallow):
+    elif local is None or is_ancestor(store.objects, local, remote, shallow=shallow):
         target = repo.read_snapshot(remote).root
         with repo.lock():
             ops = _prepare_healing(repo, client, reader, live, target)
