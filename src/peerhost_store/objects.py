@@ -37,6 +37,7 @@ __all__ = [
     "DirEntry",
     "DirLeaf",
     "EntryKind",
+    "GameValue",
     "INDEX",
     "Index",
     "IndexEntry",

@@ -47,6 +47,7 @@ __all__ = [
     "AbortResult",
     "HEAD",
     "NotARepository",
+    "NothingToRollBack",
     "OpenStore",
     "Repository",
     "RollbackResult",

@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from .errors import NotFound
 from .ids import ObjectId
 
-__all__ = ["Revspec", "parse_revspec", "walk"]
+__all__ = [
+    "MAX_STEPS",
+    "Revspec",
+    "parse_revspec",
+    "walk",
+]
 
 _STEP = re.compile(r"([~^])(\d*)")
 #: The most steps one name may take: a typo of a hundred carets is refused, not walked.

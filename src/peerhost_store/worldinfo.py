@@ -26,8 +26,12 @@ from . import nbt
 
 __all__ = [
     "GAME_KEYS",
+    "MAX_LEVEL_DAT",
+    "MAX_NAME",
+    "MAX_NAMES",
     "PRE_1_9",
     "WorldInfo",
+    "describe",
     "game_fields",
     "mods_in",
     "parse_level_dat",

@@ -47,6 +47,9 @@ from .protocol import (
 )
 
 __all__ = [
+    "BULK_SECONDS",
+    "CONNECT_SECONDS",
+    "CONTROL_SECONDS",
     "CoordinatorClient",
     "CoordinatorError",
     "CoordinatorUnavailable",
@@ -66,6 +69,7 @@ __all__ = [
     "Unauthorized",
     "UploadResult",
     "WireStats",
+    "timeout_of",
 ]
 
 T = TypeVar("T")

@@ -45,7 +45,6 @@ if TYPE_CHECKING:  # the transfer machinery is imported by clone() only: phs sta
 __all__ = [
     "BadRemote",
     "DEFAULT_REMOTE",
-    "HTTP_TIMEOUT",
     "LEASE_FILE",
     "NoRemote",
     "NoToken",

@@ -94,8 +94,10 @@ from .protocol import (
 )
 
 __all__ = [
+    "Behind",
     "ChunkCounts",
     "CoordinatorSource",
+    "DIVERGED_HINT",
     "DOWNLOAD_BYTES",
     "Diverged",
     "EMPTY_TREE",
