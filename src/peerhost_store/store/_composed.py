@@ -4,7 +4,7 @@ files, a bucket) and whose refs, stat cache, meta and pins live in a state store
 from __future__ import annotations
 
 from ..errors import ObjectMissing
-from . import MetaStore, ObjectStore, Pins, RefStore, StatCache, Store, Update, Verified
+from ._base import MetaStore, ObjectStore, Pins, RefStore, StatCache, Store, Update, Verified
 
 
 class Composed:

@@ -24,7 +24,7 @@ import lmdb
 from ..errors import ObjectMissing, StoreDamaged, StoreError
 from ..ids import ObjectId
 from ..lock import FileLock, Locked
-from . import Pins, PinsChanged, RefConflict, Update, Verified
+from ._base import Pins, PinsChanged, RefConflict, Update, Verified
 
 T = TypeVar("T")
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from ..errors import ObjectMissing
 from ..ids import ObjectId
-from . import Pins, PinsChanged, RefConflict, Update, Verified
+from ._base import Pins, PinsChanged, RefConflict, Update, Verified
 
 
 class MemoryObjects:
