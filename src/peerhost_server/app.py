@@ -23,7 +23,8 @@ from .errors import (
     handle_store_error,
     handle_unexpected,
 )
-from .limits import Limits, TokenBucket
+from .http_limits import TokenBucket
+from .limits import Limits
 from .observe import Metrics, ObserveMiddleware, metrics_endpoint
 from .state import Coordinator
 

@@ -18,8 +18,9 @@ from peerhost_store.sync.protocol import MSGPACK, ProtocolError, decode_ids
 
 from .auth import ADMIN, Identity, bearer_token, valid_name
 from .errors import ApiError
+from .http_limits import TokenBucket, rate_limited, read_body
 from .leases import SessionLease
-from .limits import Limits, TokenBucket, rate_limited, read_body
+from .limits import Limits
 from .state import Coordinator, WouldBlock
 
 T = TypeVar("T")
