@@ -12,6 +12,7 @@ from .ids import ObjectId
 from .objects import DirEntry, EntryKind, Index, Object, Snapshot, decode
 from .scan import cached_ids
 from .store import ObjectStore, Update
+from .tree import ObjectLoader
 
 
 @dataclass
@@ -42,7 +43,7 @@ class WalkReport:
 
 
 def walk(
-    store: ObjectStore,
+    store: ObjectLoader,
     snapshots: Iterable[ObjectId],
     *,
     shallow: set[ObjectId] = frozenset(),  # type: ignore[assignment]
