@@ -16,9 +16,11 @@ from starlette.routing import Route
 from peerhost_store.errors import StoreError
 
 from . import delta_routes, head_routes, lease_routes, objects, session_routes, storage
+from .domain.errors import DomainError
 from .errors import (
     ApiError,
     handle_api_error,
+    handle_domain_error,
     handle_http_exception,
     handle_store_error,
     handle_unexpected,
@@ -76,6 +78,7 @@ def create_app(
         middleware=[Middleware(ObserveMiddleware, metrics=metrics)],
         exception_handlers={
             ApiError: handle_api_error,
+            DomainError: handle_domain_error,
             HTTPException: handle_http_exception,
             StoreError: handle_store_error,
             Exception: handle_unexpected,
