@@ -8,7 +8,6 @@ sessions, members and ids, never a token.
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -103,17 +102,12 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def handle_store_error(request: Request, exc: Exception) -> Response:
-    """A write that failed: 507 ``disk_full`` when the disk is (nearly) full, so a client
-    learns what happened and that it may retry later; anything else is unexpected."""
-    data_dir = request.app.state.coordinator.data_dir
-    try:
-        free = shutil.disk_usage(data_dir).free
-    except OSError:
-        free = 0
-    if "is full" in str(exc) or free < request.app.state.limits.min_free_bytes:
-        return JSONResponse(error_body("disk_full", f"the coordinator's disk is full ({free:,} "
-                                       "bytes free); nothing was written, reads still work",
-                                       {"free": free}), 507)
+    """A backend that failed: the domain error it means for the client when the backend says
+    (:meth:`~.domain.protocols.Backends.classify`: 507 ``disk_full`` on a full disk, so a
+    client learns what happened and that it may retry later); anything else is unexpected."""
+    mapped = request.app.state.coordinator.backends.classify(exc)
+    if mapped is not None:
+        return domain_response(mapped)
     # Handled here, not by ServerErrorMiddleware: log what it would have logged.
     logging.getLogger("peerhost_server").error("%s %s failed", request.method,
                                                request.url.path, exc_info=exc)
