@@ -131,3 +131,21 @@ def test_every_domain_error_has_a_status_and_is_documented_with_it() -> None:
 def test_a_domain_error_answers_with_its_status() -> None:
     assert status_of(errors.NotFastForward(b"\0" * 32, b"\1" * 32)) == 409  # type: ignore[arg-type]
     assert status_of(errors.DiskFull(0)) == 507
+
+
+def test_backends_are_chosen_by_url_scheme(tmp_path: Path) -> None:
+    import time
+
+    import pytest
+
+    from peerhost_server.backends import open_backends
+    from peerhost_server.backends.lmdb import LmdbBackends
+    from peerhost_server.limits import Limits
+
+    with pytest.raises(ValueError, match="known: lmdb"):
+        open_backends(tmp_path, clock=time.monotonic, limits=Limits(), url="postgresql://x/y")
+    backends = open_backends(tmp_path, clock=time.monotonic, limits=Limits())
+    try:
+        assert isinstance(backends, LmdbBackends)
+    finally:
+        backends.close()

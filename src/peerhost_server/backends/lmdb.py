@@ -53,7 +53,7 @@ from ..domain.protocols import LeaseWork, SessionInfo, Usage, WouldBlock
 from ..leases import SessionLease
 from ..limits import Limits
 
-__all__ = ["LmdbBackends"]
+__all__ = ["LmdbBackends", "open_lmdb"]
 
 T = TypeVar("T")
 Clock = Callable[[], float]
@@ -132,6 +132,12 @@ class LmdbBackends:
             self.objects.close()
             self.kv.close()
             self._owner_lock.__exit__(None, None, None)
+
+
+def open_lmdb(data_dir: Path, *, clock: Clock, limits: Limits, url: str = "lmdb:"
+              ) -> LmdbBackends:
+    """The opener :func:`peerhost_server.backends.open_backends` calls for ``lmdb:``."""
+    return LmdbBackends(data_dir, clock=clock, limits=limits)
 
 
 # -- sessions, members, tokens ----------------------------------------------------------------
