@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import ast
 import re
+import time
 from pathlib import Path
+
+import pytest
 
 import peerhost_server
 import peerhost_store
+from peerhost_server.backends import open_backends
+from peerhost_server.backends.lmdb import LmdbBackends
 from peerhost_server.domain import errors
 from peerhost_server.errors import STATUS, status_of
+from peerhost_server.limits import Limits
 
 SRC = Path(str(peerhost_server.__file__)).parent.parent
 DOCS = Path(__file__).parent.parent / "docs" / "protocol.md"
@@ -134,14 +140,6 @@ def test_a_domain_error_answers_with_its_status() -> None:
 
 
 def test_backends_are_chosen_by_url_scheme(tmp_path: Path) -> None:
-    import time
-
-    import pytest
-
-    from peerhost_server.backends import open_backends
-    from peerhost_server.backends.lmdb import LmdbBackends
-    from peerhost_server.limits import Limits
-
     with pytest.raises(ValueError, match="known: lmdb"):
         open_backends(tmp_path, clock=time.monotonic, limits=Limits(), url="postgresql://x/y")
     backends = open_backends(tmp_path, clock=time.monotonic, limits=Limits())
