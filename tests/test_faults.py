@@ -686,8 +686,8 @@ def test_pull_killed_while_restoring_converges(tmp_path: Path, zygote: Zygote,
 def offline_head(data: Path) -> tuple[ObjectId | None, int]:
     """The session head and fencing counter as persisted (the coordinator is stopped)."""
     with LmdbStore(data / "coordinator") as meta:
-        lease = meta.get_meta("lease/s1")
-        return meta.get_ref("head/s1"), json.loads(lease)["fencing"] if lease else 0
+        lease = meta.meta.get("lease/s1")
+        return meta.refs.get("head/s1"), json.loads(lease)["fencing"] if lease else 0
 
 
 def test_coordinator_kill_9_during_pushes(tmp_path: Path, zygote: Zygote,

@@ -260,7 +260,7 @@ def test_marks_without_summaries_are_checked_again(server: Server, tmp_path: Pat
     fencing = c["alice"].acquire("alice-pc", 60).fencing
     push(a, c["alice"], fencing=fencing)
     coord = server.http.app.state.coordinator  # type: ignore[attr-defined]
-    coord.kv.apply(Update(meta={key: b"" for key in _mark_keys(coord, "s1")}))
+    coord.backends.kv.apply(Update(meta={key: b"" for key in _mark_keys(coord, "s1")}))  # LMDB
     (a.world / "data").mkdir(exist_ok=True)
     (a.world / "data" / "note.dat").write_bytes(b"one more file")
     a.snapshot("v2")
@@ -272,7 +272,7 @@ def test_marks_without_summaries_are_checked_again(server: Server, tmp_path: Pat
 def _mark_keys(coord: Any, session: str) -> list[str]:
     store = coord.store(session)
     return [f"complete/{session}/{oid.hex()}" for oid in store.iter_ids()
-            if coord.kv.get_meta(f"complete/{session}/{oid.hex()}") is not None]
+            if coord.backends.kv.meta.get(f"complete/{session}/{oid.hex()}") is not None]
 
 
 # -- item 6, the client: a bounded check before anything is written ---------------------------

@@ -1,50 +1,54 @@
-"""The coordinator's lease state: one lock per session, renewals on the event loop without a
-write, and a head commit that holds its own session's lock only."""
+"""The LMDB lease store: one lock per session, renewals on the event loop without a write, and
+a head commit that holds its own session's lock only."""
 
 from __future__ import annotations
 
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from test_sync_support import make_session, running
 
 from peerhost_server import Limits
 from peerhost_server.auth import OWNER, Identity
-from peerhost_server.errors import ApiError
+from peerhost_server.backends.lmdb import LmdbBackends
+from peerhost_server.domain.coordinator import Coordinator
+from peerhost_server.domain.errors import Forbidden
+from peerhost_server.domain.heads import commit_head
+from peerhost_server.domain.protocols import WouldBlock
 from peerhost_server.leases import Lease, SessionLease
-from peerhost_server.state import Coordinator, WouldBlock
 
 OWNER_OF_A = Identity("0" * 16, OWNER, "a", OWNER)
 
 
 @pytest.fixture
 def coord(tmp_path: Path):  # type: ignore[no-untyped-def]
-    c = Coordinator(tmp_path / "c", clock=time.monotonic, limits=Limits())
+    backends = LmdbBackends(tmp_path / "c", clock=time.monotonic, limits=Limits())
     try:
-        yield c
+        yield Coordinator(backends, clock=time.monotonic, limits=Limits())
     finally:
-        c.close()
+        backends.close()
 
 
 def grant(coord: Coordinator, session: str) -> int:
-    with coord.lease(session) as (state, now):
-        lease = state.acquire(now, holder="h", member=OWNER, ttl=60)
+    with coord.backends.leases.work(session) as work:
+        lease = work.state.acquire(work.now, holder="h", member=OWNER, ttl=60)
     assert isinstance(lease, Lease)
     return lease.fencing
 
 
 def count_writes(coord: Coordinator, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     writes: list[Any] = []
-    apply = coord.kv.apply
+    kv = cast(LmdbBackends, coord.backends).kv
+    apply = kv.apply
 
     def counting(update: Any) -> int:
         writes.append(update)
         return apply(update)
 
-    monkeypatch.setattr(coord.kv, "apply", counting)
+    monkeypatch.setattr(kv, "apply", counting)
     return writes
 
 
@@ -57,10 +61,11 @@ def test_a_plain_renewal_writes_nothing_and_needs_no_thread(
         lease, _ = state.renew(now, fencing=fencing, member=OWNER)
         return lease.expires_at
 
-    first = coord.try_lease("a", renew)
-    assert coord.try_lease("a", renew) >= first
-    with coord.lease("a") as (state, now):  # the thread path too writes nothing for it
-        state.renew(now, fencing=fencing, member=OWNER)
+    leases = coord.backends.leases
+    first = leases.try_work("a", renew)
+    assert leases.try_work("a", renew) >= first
+    with leases.work("a") as work:  # the thread path too writes nothing for it
+        work.state.renew(work.now, fencing=fencing, member=OWNER)
     assert writes == []
 
 
@@ -73,22 +78,24 @@ def test_a_change_to_persisted_state_is_left_to_the_thread_path(
         assert state.lease is not None
         state.lease.sync_requested = True
 
+    leases = coord.backends.leases
     with pytest.raises(WouldBlock):
-        coord.try_lease("a", ask)
-    with coord.lease("a") as (state, _):
-        assert state.lease is not None and not state.lease.sync_requested  # nothing changed
+        leases.try_work("a", ask)
+    with leases.work("a") as work:
+        lease = work.state.lease
+        assert lease is not None and not lease.sync_requested  # nothing changed
     assert writes == []
 
     def renew(state: SessionLease, now: float) -> bool:
         return state.renew(now, fencing=fencing, member=OWNER)[1]
 
-    with coord.lease("a") as (state, now):
-        ask(state, now)
+    with leases.work("a") as work:
+        ask(work.state, work.now)
     assert len(writes) == 1  # durable before the answer
     with pytest.raises(WouldBlock):  # clearing the flag is a write too
-        coord.try_lease("a", renew)
-    with coord.lease("a") as (state, now):
-        assert renew(state, now) is True
+        leases.try_work("a", renew)
+    with leases.work("a") as work:
+        assert renew(work.state, work.now) is True
     assert len(writes) == 2
 
 
@@ -97,21 +104,23 @@ def test_a_failed_call_changes_nothing(coord: Coordinator) -> None:
 
     def bad(state: SessionLease, now: float) -> None:
         state.lease = None
-        raise ApiError(409, "x", "refused")
+        raise Forbidden("refused")
 
-    with pytest.raises(ApiError):
-        coord.try_lease("a", bad)
-    with pytest.raises(ApiError), coord.lease("a") as (state, now):
-        bad(state, now)
-    with coord.lease("a") as (state, now):
-        assert state.check_fencing(now, fencing=fencing, member=OWNER).fencing == fencing
+    leases = coord.backends.leases
+    with pytest.raises(Forbidden):
+        leases.try_work("a", bad)
+    with pytest.raises(Forbidden), leases.work("a") as work:
+        bad(work.state, work.now)
+    with leases.work("a") as work:
+        assert work.state.check_fencing(work.now, fencing=fencing, member=OWNER).fencing == fencing
 
 
 def test_a_head_commit_holds_only_its_own_sessions_lease_lock(
         coord: Coordinator, monkeypatch: pytest.MonkeyPatch) -> None:
     fa, fb = grant(coord, "a"), grant(coord, "b")
     writing, release = threading.Event(), threading.Event()
-    apply = coord.kv.apply
+    kv = cast(LmdbBackends, coord.backends).kv
+    apply = kv.apply
 
     def slow_apply(update: Any) -> int:  # a head write stuck in its fsync
         if any(name.startswith("head/") for name, _, _ in update.refs):
@@ -119,13 +128,13 @@ def test_a_head_commit_holds_only_its_own_sessions_lease_lock(
             release.wait(10)
         return apply(update)
 
-    monkeypatch.setattr(coord.kv, "apply", slow_apply)
+    monkeypatch.setattr(kv, "apply", slow_apply)
     done: list[BaseException | None] = []
 
     def commit() -> None:
         try:
-            coord.commit_head("a", OWNER_OF_A, None, b"\x01" * 32, fencing=fa,  # type: ignore[arg-type]
-                              verified={}, entry={"kind": "push"})
+            commit_head(coord, "a", OWNER_OF_A, None, b"\x01" * 32, fencing=fa,  # type: ignore[arg-type]
+                        verified={}, entry={"kind": "push"})
             done.append(None)
         except BaseException as exc:  # noqa: BLE001
             done.append(exc)
@@ -138,14 +147,14 @@ def test_a_head_commit_holds_only_its_own_sessions_lease_lock(
         def renew(fencing: int) -> Any:
             return lambda state, now: state.renew(now, fencing=fencing, member=OWNER)
 
-        coord.try_lease("b", renew(fb))  # another session: not stalled
+        coord.backends.leases.try_work("b", renew(fb))  # another session: not stalled
         with pytest.raises(WouldBlock):  # the same session: never waits on the event loop
-            coord.try_lease("a", renew(fa))
+            coord.backends.leases.try_work("a", renew(fa))
     finally:
         release.set()
         t.join(10)
     assert done == [None]
-    coord.try_lease("a", renew(fa))
+    coord.backends.leases.try_work("a", renew(fa))
 
 
 def test_renewals_sync_requests_and_release_over_http(tmp_path: Path) -> None:

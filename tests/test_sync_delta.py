@@ -285,7 +285,7 @@ def test_push_and_pull_follow_a_history_with_deltas(
         payload = 0
         if previous is not None:
             pairs, payload = changed_chunks(a, previous, head)
-        server_lacks = len(list(store.iter_missing(p.new.oid for p in pairs)))
+        server_lacks = len(store.missing(p.new.oid for p in pairs))
         b_lacks = len(list(b.store.objects.missing(p.new.oid for p in pairs)))
         pushed = push(a, c["alice"], fencing=lease.fencing)
         pulled = pull(b, c["bob"])

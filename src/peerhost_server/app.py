@@ -17,17 +17,30 @@ from starlette.routing import Route
 
 from peerhost_store.errors import StoreError
 
-from . import delta_routes, head_routes, lease_routes, objects, session_routes, storage
+from . import (
+    delta_routes,
+    head_routes,
+    lease_routes,
+    object_routes,
+    session_routes,
+    storage_routes,
+)
+from .backends import open_backends
+from .domain.coordinator import Coordinator
+from .domain.errors import DomainError
+from .domain.protocols import Backends
+from .domain.storage import GcThread
 from .errors import (
     ApiError,
     handle_api_error,
+    handle_domain_error,
     handle_http_exception,
     handle_store_error,
     handle_unexpected,
 )
-from .limits import Limits, TokenBucket
+from .http_limits import TokenBucket
+from .limits import Limits
 from .observe import Metrics, ObserveMiddleware, metrics_endpoint
-from .state import Coordinator
 
 DEFAULT_LIMITS = Limits()  # frozen: safe to share as a default
 
@@ -38,6 +51,7 @@ def create_app(
     clock: Callable[[], float] = time.monotonic,
     limits: Limits = DEFAULT_LIMITS,
     wall: Callable[[], float] = time.time,
+    backends: Backends | None = None,
 ) -> Starlette:
     """Build the coordinator over ``data_dir`` (created if needed).
 
@@ -49,13 +63,17 @@ def create_app(
         clock: monotonic seconds; lease expiry and rate limits are judged on it.
         limits: request, rate, lease, tree and storage limits.
         wall: wall-clock seconds; upload times (gc's grace period) are judged on it.
+        backends: where the state lives (default: LMDB in ``data_dir``,
+            :func:`peerhost_server.backends.open_backends`).
     """
-    coordinator = Coordinator(Path(data_dir), clock=clock, limits=limits, wall=wall)
+    if backends is None:
+        backends = open_backends(Path(data_dir), clock=clock, limits=limits)
+    coordinator = Coordinator(backends, clock=clock, limits=limits, wall=wall)
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        gc = storage.GcThread(coordinator)  # the coordinator's own gc, every gc_interval
+        gc = GcThread(coordinator)  # the coordinator's own gc, every gc_interval
         try:
             yield
         finally:
@@ -69,14 +87,15 @@ def create_app(
             *lease_routes.routes,
             *session_routes.routes,
             *head_routes.routes,
-            *objects.routes,
+            *object_routes.routes,
             *delta_routes.routes,
-            *storage.routes,
+            *storage_routes.routes,
             Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
         middleware=[Middleware(ObserveMiddleware, metrics=metrics)],
         exception_handlers={
             ApiError: handle_api_error,
+            DomainError: handle_domain_error,
             HTTPException: handle_http_exception,
             StoreError: handle_store_error,
             Exception: handle_unexpected,

@@ -1,4 +1,5 @@
-"""The one error the coordinator's routes raise, and how it becomes a JSON answer.
+"""Errors at the HTTP edge: the one the routes raise (:class:`ApiError`), the table that gives
+each domain error its status (:data:`STATUS`), and the handlers that make them JSON answers.
 
 Every error answer is ``{"error": {"code": ..., "message": ..., **details}}``. Messages name
 sessions, members and ids, never a token.
@@ -7,7 +8,6 @@ sessions, members and ids, never a token.
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,9 +17,12 @@ from starlette.responses import JSONResponse, Response
 
 from peerhost_store.errors import PeerhostError
 
+from .domain import errors as e
+
 
 class ApiError(PeerhostError):
-    """An answer other than success: an HTTP status, a stable ``code`` and details.
+    """A request refused at the HTTP edge (its token, rate, body or fields): an HTTP status, a
+    stable ``code`` and details. What the domain refuses is a :class:`~.domain.errors.DomainError`.
 
     Attributes:
         status: the HTTP status code.
@@ -49,6 +52,41 @@ def error_body(code: str, message: str, details: Mapping[str, Any] | None = None
     return {"error": {"code": code, "message": message, **(details or {})}}
 
 
+#: The status of each domain error (the first class of its MRO listed here).
+STATUS: dict[type[e.DomainError], int] = {
+    e.BadName: 400, e.Incomplete: 400, e.MalformedTree: 400, e.NotASnapshot: 400,
+    e.BadObjects: 400, e.MalformedObject: 400, e.BadDelta: 400,
+    e.Forbidden: 403,
+    e.NoSession: 404, e.NoMember: 404, e.NoSnapshot: 404, e.ObjectNotStored: 404,
+    e.SessionExists: 409, e.MemberExists: 409, e.LeaseRefused: 409, e.NoLease: 409,
+    e.Fenced: 409, e.HeadMoved: 409,
+    e.NodeTooLarge: 413, e.TooManyItems: 413, e.DeltaTooLarge: 413, e.PairingRefused: 413,
+    e.RefusedTree: 422, e.TreeNotValidated: 422,
+    e.Cancelled: 499,  # nobody reads it; the access log and the metrics do
+    e.StoredObjectCorrupt: 500, e.StoreProblem: 500,
+    e.QuotaExceeded: 507, e.DiskFull: 507,
+}
+
+
+def status_of(exc: e.DomainError) -> int:
+    """The HTTP status of a domain error."""
+    for kind in type(exc).__mro__:
+        status = STATUS.get(kind)
+        if status is not None:
+            return status
+    return 500
+
+
+def domain_response(exc: e.DomainError) -> JSONResponse:
+    """The answer to a domain error."""
+    return JSONResponse(error_body(exc.code, exc.message, exc.details), status_of(exc))
+
+
+async def handle_domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, e.DomainError)
+    return domain_response(exc)
+
+
 async def handle_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return JSONResponse(error_body(exc.code, exc.message, exc.details), exc.status, exc.headers)
@@ -64,17 +102,12 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def handle_store_error(request: Request, exc: Exception) -> Response:
-    """A write that failed: 507 ``disk_full`` when the disk is (nearly) full, so a client
-    learns what happened and that it may retry later; anything else is unexpected."""
-    data_dir = request.app.state.coordinator.data_dir
-    try:
-        free = shutil.disk_usage(data_dir).free
-    except OSError:
-        free = 0
-    if "is full" in str(exc) or free < request.app.state.limits.min_free_bytes:
-        return JSONResponse(error_body("disk_full", f"the coordinator's disk is full ({free:,} "
-                                       "bytes free); nothing was written, reads still work",
-                                       {"free": free}), 507)
+    """A backend that failed: the domain error it means for the client when the backend says
+    (:meth:`~.domain.protocols.Backends.classify`: 507 ``disk_full`` on a full disk, so a
+    client learns what happened and that it may retry later); anything else is unexpected."""
+    mapped = request.app.state.coordinator.backends.classify(exc)
+    if mapped is not None:
+        return domain_response(mapped)
     # Handled here, not by ServerErrorMiddleware: log what it would have logged.
     logging.getLogger("peerhost_server").error("%s %s failed", request.method,
                                                request.url.path, exc_info=exc)

@@ -5,35 +5,31 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from .auth import ADMIN, MEMBER, OWNER
+from .domain import leasing
 from .errors import ApiError
-from .leases import LeaseError, Queued, SessionLease
+from .leases import Queued
 from .observe import Metrics
 from .web import (
     authorize,
+    coordinator,
     field,
     is_int,
     is_number,
     is_small_json,
     is_text,
     limits,
-    on_lease,
+    loop_first,
     read_json,
     session_name,
 )
 
 PLAYERS = {MEMBER, OWNER}
-
-
-def _lease_error(exc: LeaseError, state: SessionLease, now: float) -> ApiError:
-    current = state.current(now)
-    details: dict[str, Any] = {"lease": None if current is None else current.to_json(now),
-                               **exc.extra}
-    return ApiError(409, exc.code, str(exc), details)
 
 
 def _optional_fields(body: dict[str, Any]) -> dict[str, Any]:
@@ -44,6 +40,10 @@ def _optional_fields(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
+    return bool(field(body, name, lambda v: type(v) is bool, "true or false", default))
+
+
 async def acquire(request: Request) -> JSONResponse:
     session = session_name(request)
     who = await authorize(request, PLAYERS, session)
@@ -52,29 +52,16 @@ async def acquire(request: Request) -> JSONResponse:
     ttl = float(field(body, "ttl", is_number, "a number of seconds"))
     if not lim.min_ttl <= ttl <= lim.max_ttl:
         raise ApiError(400, "bad_request", f"'ttl' must be in [{lim.min_ttl:g}, {lim.max_ttl:g}]")
-    kwargs = {
-        "holder": field(body, "holder", is_text(128), "a name of at most 128 characters"),
-        "ttl": ttl,
-        "standby": field(body, "standby", lambda v: type(v) is bool, "true or false", False),
-        **_optional_fields(body),
-    }
-
-    def run(state: SessionLease, now: float) -> JSONResponse | dict[str, Any]:
-        try:
-            got = state.acquire(now, member=who.member, **kwargs)
-        except LeaseError as exc:
-            raise _lease_error(exc, state, now) from None
-        if isinstance(got, Queued):
-            return JSONResponse({"queued": True, "position": got.position,
-                                 "holder": kwargs["holder"]}, 202)
-        return got.to_json(now)
-
+    holder = field(body, "holder", is_text(128), "a name of at most 128 characters")
+    standby = _flag(body, "standby", False)
+    extra = _optional_fields(body)
     # A grant always writes (the fencing token), and so does queuing, mostly: to a thread.
-    answer = await on_lease(request, session, run, writes=True)
-    if isinstance(answer, JSONResponse):
-        return answer
+    got = await run_in_threadpool(lambda: leasing.acquire(
+        coordinator(request), session, who, holder=holder, ttl=ttl, standby=standby, **extra))
+    if isinstance(got, Queued):
+        return JSONResponse({"queued": True, "position": got.position, "holder": holder}, 202)
     _metrics(request).leases_granted.inc()
-    return JSONResponse(answer)
+    return JSONResponse(got)
 
 
 async def renew(request: Request) -> JSONResponse:
@@ -83,32 +70,19 @@ async def renew(request: Request) -> JSONResponse:
     body = await read_json(request)
     fencing = field(body, "fencing", is_int, "an integer")
     extra = _optional_fields(body)
-
-    def run(state: SessionLease, now: float) -> JSONResponse:
-        try:
-            lease, requested = state.renew(now, fencing=fencing, member=who.member, **extra)
-        except LeaseError as exc:
-            raise _lease_error(exc, state, now) from None
-        return JSONResponse({**lease.to_json(now), "sync_requested": requested})
-
+    coord = coordinator(request)
     # On the event loop unless it clears sync_requested or changes address or game (a write).
-    return await on_lease(request, session, run)
+    lease, requested = await loop_first(request, lambda wait: leasing.renew(
+        coord, session, who, fencing, wait=wait, **extra))
+    return JSONResponse({**lease, "sync_requested": requested})
 
 
 async def release(request: Request) -> JSONResponse:
     session = session_name(request)
     who = await authorize(request, PLAYERS, session)
     fencing = field(await read_json(request), "fencing", is_int, "an integer")
-
-    def run(state: SessionLease, now: float) -> JSONResponse:
-        try:
-            # The owner may end a member's lease (a host that vanished with it).
-            state.release(now, fencing=fencing, member=who.member, force=who.role == OWNER)
-        except LeaseError as exc:
-            raise _lease_error(exc, state, now) from None
-        return JSONResponse({"released": True, "fencing": fencing})
-
-    return await on_lease(request, session, run, writes=True)
+    await run_in_threadpool(leasing.release, coordinator(request), session, who, fencing)
+    return JSONResponse({"released": True, "fencing": fencing})
 
 
 async def reset(request: Request) -> JSONResponse:
@@ -116,40 +90,27 @@ async def reset(request: Request) -> JSONResponse:
     session = session_name(request)
     await authorize(request, {OWNER}, session)
     body = await read_json(request)
-    flags = {name: field(body, name, lambda v: type(v) is bool, "true or false", True)
-             for name in ("lease", "standby")}
-
-    def run(state: SessionLease, now: float) -> JSONResponse:
-        ended, dropped = state.reset(now, **flags)
-        return JSONResponse({"released": None if ended is None else ended.holder,
-                             "dropped": dropped, "fencing": state.fencing})
-
-    return await on_lease(request, session, run, writes=True)
+    flags = {name: _flag(body, name, True) for name in ("lease", "standby")}
+    ended, dropped, fencing = await run_in_threadpool(
+        lambda: leasing.reset(coordinator(request), session, **flags))
+    return JSONResponse({"released": ended, "dropped": dropped, "fencing": fencing})
 
 
 async def status(request: Request) -> JSONResponse:
     session = session_name(request)
     await authorize(request, PLAYERS, session)
-
-    def run(state: SessionLease, now: float) -> JSONResponse:
-        return JSONResponse(state.status(now))
-
-    return await on_lease(request, session, run)
+    coord = coordinator(request)
+    return JSONResponse(await loop_first(request, lambda wait: leasing.status(
+        coord, session, wait=wait)))
 
 
 async def request_sync(request: Request) -> JSONResponse:
     session = session_name(request)
     who = await authorize(request, {MEMBER, OWNER, ADMIN}, session)
-
-    def run(state: SessionLease, now: float) -> JSONResponse:
-        state.settle(now)
-        lease = state.current(now)
-        if lease is None:
-            raise ApiError(409, "no_lease", "nobody holds the lease; there is no one to ask")
-        lease.sync_requested = True
-        return JSONResponse({"requested": True, "holder": lease.holder, "by": who.member})
-
-    return await on_lease(request, session, run)
+    coord = coordinator(request)
+    holder = await loop_first(request, lambda wait: leasing.request_sync(
+        coord, session, wait=wait))
+    return JSONResponse({"requested": True, "holder": holder, "by": who.member})
 
 
 def _metrics(request: Request) -> Metrics:

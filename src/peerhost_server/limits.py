@@ -1,21 +1,13 @@
-"""Request limits: body size and read deadline, per-token rate, lease bounds."""
+"""What one request, one token, one lease and one session may use (:class:`Limits`), and how
+``phs serve --limit`` changes it. Pure: the HTTP edge enforces the request limits
+(:mod:`peerhost_server.http_limits`), the domain the rest."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import math
-import threading
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-import anyio
-from starlette.requests import ClientDisconnect, Request
-
 from peerhost_store.bounds import TreeLimits
-
-from .errors import ApiError
 
 
 @dataclass(frozen=True)
@@ -122,86 +114,3 @@ def _number(text: str, kind: type, setting: str) -> int | float:
     if value is None or value < 0 or kind is int and value != int(value):
         raise ValueError(f"{setting!r}: not a {'whole ' if kind is int else ''}number")
     return int(value) if kind is int else value
-
-
-class TokenBucket:
-    """Per-key token buckets on an injected monotonic clock."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def take(self, key: str, now: float) -> float:
-        """Spend one token of ``key``; return 0, or the seconds until one is available."""
-        with self._lock:
-            tokens, last = self._buckets.get(key, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + max(0.0, now - last) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                return 0.0
-            self._buckets[key] = (tokens, now)
-            return (1.0 - tokens) / self.rate if self.rate > 0 else math.inf
-
-
-def rate_limited(wait: float) -> ApiError:
-    """The 429 answer for a caller who must wait ``wait`` seconds."""
-    seconds = max(1, math.ceil(wait)) if math.isfinite(wait) else 3600
-    return ApiError(429, "rate_limited", f"too many requests; retry after {seconds} s",
-                    {"retry_after": seconds}, {"Retry-After": str(seconds)})
-
-
-async def read_body(request: Request, limit: int, timeout: float) -> bytes:
-    """Read the request body, refusing more than ``limit`` bytes or more than ``timeout`` s."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise ApiError(400, "bad_request", "Content-Length is not a number")
-        if int(declared) > limit:
-            raise _too_large(limit)
-    chunks: list[bytes] = []
-    total = 0
-    try:
-        async with _deadline(timeout):
-            async for chunk in request.stream():
-                total += len(chunk)
-                if total > limit:
-                    raise _too_large(limit)
-                chunks.append(chunk)
-    except TimeoutError:
-        raise ApiError(408, "body_timeout",
-                       f"the request body did not arrive within {timeout:g} s",
-                       headers=_CLOSE) from None
-    except ClientDisconnect:
-        raise ApiError(400, "disconnected", "the client went away mid-body",
-                       headers=_CLOSE) from None
-    return b"".join(chunks)
-
-
-# A refused body is left unread: without this, uvicorn keeps the connection open and goes on
-# parsing (and discarding) whatever the client still sends, with no deadline, so one slow
-# sender past its 408 or one oversized upload past its 413 would hold a connection forever.
-_CLOSE = {"Connection": "close"}
-
-
-def _deadline(timeout: float) -> contextlib.AbstractAsyncContextManager[Any]:
-    """A context raising TimeoutError after ``timeout`` s: ``asyncio.timeout`` under asyncio
-    (what uvicorn runs; half the cost of an anyio cancel scope, which every request with a
-    body pays), anyio's otherwise."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return _anyio_deadline(timeout)
-    return asyncio.timeout(timeout)
-
-
-@contextlib.asynccontextmanager
-async def _anyio_deadline(timeout: float) -> AsyncIterator[None]:
-    with anyio.fail_after(timeout):
-        yield
-
-
-def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "body_too_large", f"request bodies are limited to {limit} bytes",
-                    {"limit": limit}, _CLOSE)

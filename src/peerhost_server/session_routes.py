@@ -7,42 +7,33 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from .auth import ADMIN, OWNER, valid_name
-from .errors import ApiError
-from .web import authorize, coordinator, read_json, session_name
-
-NAME_RULE = "1-64 letters, digits, '-' or '_', starting with a letter or digit"
-
-
-def _name(value: object, what: str) -> str:
-    if not valid_name(value):
-        raise ApiError(400, "bad_name", f"a {what} name is {NAME_RULE}")
-    assert isinstance(value, str)
-    return value
+from .auth import ADMIN, OWNER
+from .domain import sessions
+from .web import authorize, coordinator, loop_first, read_json, session_name
 
 
 async def create_session(request: Request) -> JSONResponse:
     await authorize(request, {ADMIN})
-    name = _name((await read_json(request)).get("name"), "session")
-    token = await run_in_threadpool(coordinator(request).create_session, name)
+    name = sessions.require_name((await read_json(request)).get("name"), "session")
+    token = await run_in_threadpool(sessions.create_session, coordinator(request), name)
     return JSONResponse({"session": name, "owner_token": token}, 201)
 
 
 async def list_sessions(request: Request) -> JSONResponse:
     await authorize(request, {ADMIN})
     coord = coordinator(request)
-    records = [coord.session(name) for name in coord.session_names()]
+    infos = await loop_first(request, lambda wait: sessions.list_sessions(coord))
     return JSONResponse({"sessions": [
-        {"name": r["name"], "created": r["created"], "members": sorted(r["members"])}
-        for r in records
+        {"name": info.name, "created": info.created, "members": sorted(info.members)}
+        for info in infos
     ]})
 
 
 async def add_member(request: Request) -> JSONResponse:
     session = session_name(request)
     await authorize(request, {OWNER}, session)
-    name = _name((await read_json(request)).get("name"), "member")
-    token = await run_in_threadpool(coordinator(request).add_member, session, name)
+    name = sessions.require_name((await read_json(request)).get("name"), "member")
+    token = await run_in_threadpool(sessions.add_member, coordinator(request), session, name)
     return JSONResponse({"session": session, "member": name, "token": token}, 201)
 
 
@@ -50,14 +41,14 @@ async def remove_member(request: Request) -> JSONResponse:
     session = session_name(request)
     await authorize(request, {OWNER}, session)
     name = request.path_params["member"]
-    await run_in_threadpool(coordinator(request).remove_member, session, name)
+    await run_in_threadpool(sessions.remove_member, coordinator(request), session, name)
     return JSONResponse({"session": session, "revoked": name})
 
 
 async def status(request: Request) -> JSONResponse:
     await authorize(request, {ADMIN})
-    sessions = await run_in_threadpool(coordinator(request).status)
-    return JSONResponse({"sessions": sessions})
+    return JSONResponse({"sessions": await run_in_threadpool(sessions.status,
+                                                             coordinator(request))})
 
 
 async def health(request: Request) -> JSONResponse:

@@ -17,10 +17,12 @@ from peerhost_store.ids import ObjectId
 from peerhost_store.sync.protocol import MSGPACK, ProtocolError, decode_ids
 
 from .auth import ADMIN, Identity, bearer_token, valid_name
+from .domain.coordinator import Coordinator
+from .domain.errors import Cancelled
+from .domain.protocols import WouldBlock
 from .errors import ApiError
-from .leases import SessionLease
-from .limits import Limits, TokenBucket, rate_limited, read_body
-from .state import Coordinator, WouldBlock
+from .http_limits import TokenBucket, rate_limited, read_body
+from .limits import Limits
 
 T = TypeVar("T")
 
@@ -39,16 +41,18 @@ async def authorize(request: Request, roles: set[str], session: str | None = Non
     A token of another session is refused before the session is looked at, so the answer
     reveals nothing about that session (not even whether it exists).
 
-    Runs on the event loop: it only reads LMDB, which is memory-mapped and never waits for a
-    writer, so a thread hop would cost more than the read.
+    Runs on the event loop when the backends' reads never block (LMDB's are memory-mapped
+    and never wait for a writer, so a thread hop would cost more than the read).
 
     Raises:
         ApiError: 401 ``unauthorized``, 429 ``rate_limited``, 403 ``forbidden``.
+        NoSession: the admin named a session that does not exist.
     """
     coord = coordinator(request)
     bucket = cast(TokenBucket, request.app.state.bucket)
     token = bearer_token(request.headers.get("authorization"))
-    who = None if token is None else coord.authenticate(token)
+    who = None if token is None else await loop_first(
+        request, lambda wait: coord.authenticate(token))
     if who is None:
         # Unknown callers share a bucket per address, so guessing tokens is slow too.
         client = request.client.host if request.client else "unknown"
@@ -65,21 +69,17 @@ async def authorize(request: Request, roles: set[str], session: str | None = Non
         if not valid_name(session):  # only the admin gets here with a name it did not create
             raise ApiError(404, "no_session", "there is no such session")
         if who.role == ADMIN:  # others' tokens exist only for sessions that do
-            coord.session(session)  # 404
+            await loop_first(request, lambda wait: coord.session(session))  # 404
     return who
-
-
-class Cancelled(Exception):
-    """The client went away while its request's work ran (see :func:`run_cancellable`)."""
 
 
 async def run_cancellable(request: Request, fn: Callable[[Callable[[], bool]], T]) -> T:
     """``fn(cancelled)`` in a worker thread, where ``cancelled()`` turns true once the client
     disconnects: work that a gone client would never see stops at its next check (``fn``
-    raises :class:`Cancelled` or its own error). Call after the body was read.
+    raises :class:`~.domain.errors.Cancelled` or its own error). Call after the body was read.
 
     Raises:
-        ApiError: 499 ``cancelled`` (nobody reads it; the access log and metrics do).
+        Cancelled: 499 ``cancelled`` (nobody reads it; the access log and metrics do).
     """
     gone = threading.Event()
 
@@ -93,37 +93,27 @@ async def run_cancellable(request: Request, fn: Callable[[Callable[[], bool]], T
         group.start_soon(watch)
         try:
             result = await run_in_threadpool(fn, gone.is_set)
-        except Exception as exc:  # raised below, outside the group (which would wrap it)
+        except Exception as exc:  # noqa: BLE001  # raised below, outside the group (which would wrap it)
             failed = exc
         group.cancel_scope.cancel()
     if isinstance(failed, Cancelled):
         request.app.state.metrics.cancelled.inc()
-        raise ApiError(499, "cancelled", "the client went away") from None
     if failed is not None:
         raise failed
     return result
 
 
-async def on_lease(request: Request, session: str, fn: Callable[[SessionLease, float], T], *,
-                   writes: bool = False) -> T:
-    """``fn(state, now)`` on the session's lease state (see :meth:`Coordinator.lease`).
-
-    On the event loop when the lock is free and ``fn`` changes nothing persisted (a renewal);
-    otherwise, or when ``writes`` says it always changes something, in a worker thread, where
-    waiting for the lock or for the fsync blocks no other request.
-    """
-    coord = coordinator(request)
-    if not writes:
+async def loop_first(request: Request, fn: Callable[[bool], T]) -> T:
+    """``fn(False)`` on the event loop, if the backends' reads never block and ``fn`` needs no
+    lock someone holds and no write (a lease renewal; see :mod:`.domain.leasing`); otherwise
+    ``fn(True)`` in a worker thread, where waiting for a lock or an fsync blocks no other
+    request."""
+    if coordinator(request).backends.loop_safe:
         try:
-            return coord.try_lease(session, fn)
+            return fn(False)
         except WouldBlock:
             pass
-
-    def run() -> T:
-        with coord.lease(session) as (state, now):
-            return fn(state, now)
-
-    return await run_in_threadpool(run)
+    return await run_in_threadpool(fn, True)
 
 
 def _spend(bucket: TokenBucket, key: str, now: float) -> None:

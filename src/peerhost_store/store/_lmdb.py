@@ -14,7 +14,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Self, TypeVar
@@ -151,33 +151,6 @@ class LmdbStore:
         if len(value) != 32:
             raise StoreDamaged(self.path, f"ref {name!r} holds {len(value)} bytes, not an id")
         return ObjectId(value)
-
-    # -- the old combined API: the coordinator's until its backends use the views -------------
-
-    def __contains__(self, oid: object) -> bool:
-        return oid in self.objects
-
-    def get_raw(self, oid: ObjectId) -> bytes:
-        return self.objects.get_raw(oid)
-
-    def get_many(self, oids: Sequence[ObjectId], *,
-                 trusted: Container[ObjectId] = frozenset()) -> list[bytes]:
-        return self.objects.get_many(oids, trusted=trusted)
-
-    def missing(self, oids: Iterable[ObjectId]) -> list[ObjectId]:
-        return self.objects.missing(oids)
-
-    def iter_missing(self, oids: Iterable[ObjectId]) -> Iterator[ObjectId]:
-        return iter(self.objects.missing(oids))
-
-    def iter_ids(self) -> Iterator[ObjectId]:
-        return self.objects.iter_ids()
-
-    def get_ref(self, name: str) -> ObjectId | None:
-        return self.refs.get(name)
-
-    def get_meta(self, key: str) -> bytes | None:
-        return self.meta.get(key)
 
     # -- writes -------------------------------------------------------------------------
 

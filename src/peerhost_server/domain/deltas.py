@@ -1,0 +1,322 @@
+"""Chunk deltas: objects that travel as a delta against the previous version of their chunk.
+
+* Push (:func:`accept`): the client sends a batch; each object is rebuilt from a base in *this
+  session's* store and checked to hash to its id; what verified is stored, the ids that did not
+  are answered (the client then uploads those whole).
+* Pull (:func:`serve`): the client names the items it wants; a batch is built from the store,
+  delta items where it holds the base, raw ones otherwise.
+
+Nothing the client sends is trusted: ids of rebuilt objects are recomputed, bases are loaded
+from the session's own store only, and a request's work is capped (items, decompressed
+stream, NBT rebuilt, tree nodes loaded and chunk entries considered to pair the trees, whose
+base, and a pull's target, must be trees the session accepted), and stops when ``cancelled()``
+turns true (the client went away). Requests usually name two trees and positions in the
+pairing list both ends derive from them (:class:`peerhost_store.sync.protocol.DeltaRequest`),
+so no ids travel; an upload may instead carry its ids in the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import zstandard
+
+from peerhost_store.bounds import DIR, TreeRefused, check_tree
+from peerhost_store.chunk import MAX_NBT_BYTES, ChunkDecodeError, decompress
+from peerhost_store.errors import DecodeError, ObjectCorrupt, ObjectMissing
+from peerhost_store.ids import ObjectId
+from peerhost_store.objects import decode_blob
+from peerhost_store.region import NONE
+from peerhost_store.sync.delta import (
+    KIND_DELTA,
+    KIND_RAW,
+    DeltaError,
+    DeltaItem,
+    apply_delta,
+    decode_batch,
+    encode_batch,
+    make_item,
+)
+from peerhost_store.sync.pairing import (
+    Budget,
+    Pair,
+    PairingCancelled,
+    PairingTooLarge,
+    pair_chunks,
+    want_of,
+)
+from peerhost_store.sync.protocol import (
+    DeltaRequest,
+    ProtocolError,
+    batch_level,
+    delta_output_size,
+    expand_select,
+)
+from peerhost_store.worldfs import UnsafePath
+
+from ..limits import Limits
+from .coordinator import Coordinator
+from .errors import (
+    BadDelta,
+    Cancelled,
+    DeltaTooLarge,
+    MalformedTree,
+    ObjectNotStored,
+    PairingRefused,
+    RefusedTree,
+    StoredObjectCorrupt,
+    TooManyItems,
+    TreeNotValidated,
+)
+from .objects import write_objects
+from .protocols import SessionObjects
+
+Cancel = Callable[[], bool]
+
+
+def bad_delta(exc: ProtocolError | DeltaError) -> BadDelta:
+    """The refusal of a delta request or batch that does not parse."""
+    return BadDelta(str(exc), exc.index)
+
+
+# -- the trees a request names -------------------------------------------------------------
+
+
+def validated_tree(coord: Coordinator, session: str, oid: ObjectId) -> bool:
+    """Whether ``oid`` is the root of a tree this session accepted at a head move (the tree of
+    a head or of its history), within today's bounds."""
+    summary = coord.summaries(session, [oid])[0]
+    if summary is None or summary.kind != DIR or summary.reserved:
+        return False
+    try:
+        summary.within(coord.limits.tree, "/")
+    except TreeRefused:
+        return False
+    return True
+
+
+def pairing(coord: Coordinator, session: str, base: ObjectId, target: ObjectId,
+            cancelled: Cancel = lambda: False) -> list[Pair]:
+    """``pair_chunks`` of two trees of the session's store, within the per-request budget,
+    remembered for the next request (:class:`~.pairings.PairingMemo`).
+
+    Raises:
+        ObjectMissing: a node of either tree is not stored in this session.
+        TreeRefused, UnsafePath: the target is not validated and fails
+            :func:`peerhost_store.bounds.check_tree`.
+        DecodeError: a node is malformed; PairingTooLarge past the budget.
+        PairingCancelled: ``cancelled()`` turned true.
+    """
+    key = (session, base, target)
+    known = coord.pairings.get(key)
+    if known is not None:
+        return known
+    store = coord.store(session)
+    try:
+        if not validated_tree(coord, session, target):
+            # A push's tree, not a head yet: the client's bounded check first (each distinct
+            # directory node once), so a bomb costs its size, not the whole budget.
+            check_tree(store, target, coord.limits.tree)
+        budget = Budget(coord.limits.max_pairing_nodes, coord.limits.max_pairing_chunks,
+                        cancelled)
+        pairs = pair_chunks(store, base, target, budget=budget)
+    except (TreeRefused, UnsafePath, PairingTooLarge) as exc:
+        coord.pairings.put(key, exc)
+        raise
+    coord.pairings.put(key, pairs)
+    return pairs
+
+
+def selected(coord: Coordinator, session: str, request: DeltaRequest, cancelled: Cancel, *,
+             validated_target: bool) -> list[Pair]:
+    """The pairs ``request`` selects from the pairing list of its two trees.
+
+    The base must be a tree the session accepted (a head's or its history's); so must the
+    target of a pull's request (``validated_target``). A push's target is a tree the head has
+    not moved to yet: its pairing is bounded by the per-request budget alone.
+    """
+    lim = coord.limits
+    if request.count > lim.max_delta_items:
+        raise TooManyItems(request.count, lim.max_delta_items)
+    for which, tree in (("base", request.base), ("target", request.target)):
+        if (which == "base" or validated_target) and not validated_tree(coord, session, tree):
+            raise TreeNotValidated(which, tree)
+    try:
+        pairs = pairing(coord, session, request.base, request.target, cancelled)
+    except PairingCancelled:
+        raise Cancelled() from None
+    except PairingTooLarge as exc:
+        raise PairingRefused(exc) from None
+    except (TreeRefused, UnsafePath) as exc:
+        raise RefusedTree(exc) from None
+    except ObjectMissing as exc:
+        raise ObjectNotStored(exc.oid, f"tree node {exc.oid.hex()} is not stored in this "
+                              "session") from None
+    except ObjectCorrupt as exc:
+        raise StoredObjectCorrupt(exc.expected, str(exc)) from None
+    except DecodeError as exc:
+        raise MalformedTree(f"a tree named by the request is malformed: {exc}") from None
+    try:
+        return [pairs[i] for i in expand_select(request.select, len(pairs))]
+    except ProtocolError as exc:
+        raise bad_delta(exc) from None
+
+
+# -- push: rebuild what the client sent ----------------------------------------------------
+
+
+@dataclass
+class _Rebuilder:
+    """Rebuilds items against bases of one session's store, within a budget of NBT bytes."""
+
+    store: SessionObjects
+    budget: int
+    cancelled: Cancel
+    verified: list[tuple[ObjectId, bytes]] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+
+    def add(self, item: DeltaItem, base_compression: int | None) -> None:
+        if self.cancelled():
+            raise Cancelled()
+        try:
+            blob = self._rebuild(item, base_compression)
+        except DeltaError as exc:
+            self.failed.append({"id": item.new_id.hex(), "reason": exc.reason})
+            return
+        self.verified.append((item.new_id, blob))  # apply_delta hashed it and checked the id
+
+    def _rebuild(self, item: DeltaItem, base_compression: int | None) -> bytes:
+        if item.kind == KIND_RAW:
+            self._charge(item, len(item.data))
+        if item.kind != KIND_DELTA:
+            return apply_delta(None, item)
+        base_raw = self._base(item, base_compression)
+        size = delta_output_size(len(base_raw), item.data)
+        if size is not None:
+            self._charge(item, size)
+        # The base is passed decompressed (type NONE), so it is decompressed once, above.
+        return apply_delta(base_raw, item, base_compression=NONE,
+                           limit=min(MAX_NBT_BYTES, max(len(base_raw), size or 0)))
+
+    def _base(self, item: DeltaItem, compression: int | None) -> bytes:
+        assert item.base_id is not None  # decode_batch refuses a delta item without a base
+        base = item.base_id.hex()
+        try:
+            payload = decode_blob(self.store.get_raw(item.base_id))
+        except ObjectMissing:
+            raise DeltaError(f"base {base} is not stored in this session",
+                             new_id=item.new_id) from None
+        except (ObjectCorrupt, DecodeError):
+            raise DeltaError(f"base {base} is not a blob", new_id=item.new_id) from None
+        # Checked before and after: one base may overrun the budget by at most MAX_NBT_BYTES.
+        self._charge(item, 0)
+        try:
+            raw = decompress(item.compression if compression is None else compression, payload)
+        except ChunkDecodeError as exc:
+            raise DeltaError(f"base {base} is not a chunk payload: {exc}",
+                             new_id=item.new_id) from None
+        self._charge(item, len(raw))
+        return raw
+
+    def _charge(self, item: DeltaItem, size: int) -> None:
+        if self.budget <= 0 or size > self.budget:
+            self.budget = 0  # what was decompressed is spent either way
+            raise DeltaError("over the request's rebuild budget", new_id=item.new_id)
+        self.budget -= max(0, size)
+
+
+def _check_frame(batch: bytes, lim: Limits) -> None:
+    try:
+        size = zstandard.frame_content_size(batch)
+    except zstandard.ZstdError:
+        return  # not a frame: decode_batch says so, as a BadDelta
+    if size > lim.max_delta_bytes:
+        raise DeltaTooLarge(size, lim.max_delta_bytes)
+
+
+def accept(coord: Coordinator, session: str, header: DeltaRequest | None, batch: bytes,
+           cancelled: Cancel) -> dict[str, Any]:
+    """Rebuild, verify and store a pushed batch (``header`` names its pairs, or None when
+    the batch carries its ids); return ``{items, stored, new, failed}``."""
+    lim = coord.limits
+    _check_frame(batch, lim)
+    pairs = None if header is None else selected(coord, session, header, cancelled,
+                                                 validated_target=False)
+    try:
+        items = decode_batch(batch, max_items=lim.max_delta_items, max_bytes=lim.max_delta_bytes,
+                             want=None if pairs is None else want_of(pairs))
+    except DeltaError as exc:
+        raise bad_delta(exc) from None
+    store = coord.store(session)
+    absent = set(store.missing(item.new_id for item in items))
+    rebuilder = _Rebuilder(store, lim.max_delta_rebuild, cancelled)
+    for i, item in enumerate(items):
+        if item.new_id not in absent:
+            continue  # stored already (a resumed push): nothing to rebuild
+        base = None if pairs is None else pairs[i].base
+        rebuilder.add(item, None if base is None else base.compression)
+    new = write_objects(coord, session, hashed=rebuilder.verified) if rebuilder.verified else 0
+    return {"items": len(items), "stored": len(items) - len(rebuilder.failed), "new": new,
+            "failed": rebuilder.failed}
+
+
+# -- pull: build a batch for the client ----------------------------------------------------
+
+
+def _load_blob(store: SessionObjects, oid: ObjectId) -> bytes:
+    try:
+        return decode_blob(store.get_raw(oid))
+    except ObjectMissing:
+        raise ObjectNotStored(oid) from None
+    except ObjectCorrupt as exc:
+        raise StoredObjectCorrupt(oid, str(exc)) from None
+    except DecodeError:
+        raise StoredObjectCorrupt(oid, f"chunk object {oid.hex()} is not a blob") from None
+
+
+def _load_base(store: SessionObjects, oid: ObjectId) -> bytes | None:
+    try:
+        return decode_blob(store.get_raw(oid))
+    except (ObjectMissing, ObjectCorrupt, DecodeError):
+        return None  # then the item goes raw: the client rebuilds it without a base
+
+
+def build_batch(store: SessionObjects, pairs: list[Pair], lim: Limits,
+                cancelled: Cancel = lambda: False) -> tuple[int, bytes]:
+    """Items for a prefix of ``pairs``: at least one, and stopping before they rebuild
+    ``max_response_bytes`` of objects or their stream exceeds ``max_delta_bytes``.
+
+    Raises:
+        Cancelled: ``cancelled()`` turned true (checked before each item: a few ms each).
+    """
+    items: list[DeltaItem] = []
+    rebuilt = stream = 0
+    for pair in pairs:
+        if cancelled():
+            raise Cancelled()
+        payload = _load_blob(store, pair.new.oid)
+        if items and rebuilt + len(payload) > lim.max_response_bytes:
+            break
+        base = None if pair.base is None else _load_base(store, pair.base.oid)
+        item = make_item(
+            payload, pair.new.compression,
+            base_id=None if base is None or pair.base is None else pair.base.oid,
+            base_payload=base,
+            base_compression=None if pair.base is None else pair.base.compression,
+        )
+        if items and stream + len(item.data) > lim.max_delta_bytes:
+            break
+        items.append(item)
+        rebuilt += len(payload)
+        stream += len(item.data)
+    count = len(items)
+    return count, encode_batch(items, want=want_of(pairs[:count]), level=batch_level(stream))
+
+
+def serve(coord: Coordinator, session: str, request: DeltaRequest, cancelled: Cancel
+          ) -> tuple[int, bytes]:
+    """The batch for a prefix of what a pull asks: how many items, and the batch."""
+    pairs = selected(coord, session, request, cancelled, validated_target=True)
+    return build_batch(coord.store(session), pairs, coord.limits, cancelled)

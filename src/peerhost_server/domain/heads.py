@@ -1,0 +1,167 @@
+"""The session head (compare-and-swap, fenced), rollback and the head log.
+
+A head moves only when (1) the caller's fencing token is the current, unexpired lease, (2) the
+head still is what the caller expects, (3) the new snapshot is complete in the session store,
+and its tree one an honest client would write (names, sizes, bounds on what it expands to:
+:mod:`peerhost_store.bounds`), and (4) descends from the old head. (1) and (2) are checked again
+in the transaction that moves it (:meth:`LeaseWork.move_head`). Completeness marks, which carry
+each node's summary, make (3) cost what changed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from peerhost_store.bounds import Summary, TreeRefused, check_snapshot
+from peerhost_store.errors import DecodeError
+from peerhost_store.ids import ObjectId, hash_bytes
+from peerhost_store.objects import Snapshot, decode, encode_snapshot
+from peerhost_store.graph import is_ancestor
+from peerhost_store.worldfs import UnsafePath
+
+from ..auth import OWNER, Identity
+from . import leasing
+from .coordinator import Coordinator
+from .errors import (
+    Forbidden,
+    HeadMoved,
+    Incomplete,
+    MalformedTree,
+    NoSnapshot,
+    NotASnapshot,
+    NotFastForward,
+    RefusedTree,
+)
+from .objects import write_objects
+
+
+def _hex(value: ObjectId | None) -> str | None:
+    return None if value is None else value.hex()
+
+
+@dataclass(frozen=True)
+class HeadInfo:
+    """The head, the current lease's fencing token and where gc cut the history."""
+
+    head: ObjectId | None
+    fencing: int | None
+    shallow: set[ObjectId]
+
+
+def head_info(coord: Coordinator, session: str, *, wait: bool = True) -> HeadInfo:
+    """The session's head (see :mod:`.leasing` for ``wait``)."""
+    fencing = leasing.current_fencing(coord, session, wait=wait)
+    return HeadInfo(coord.backends.leases.head(session), fencing,
+                    coord.backends.retention.shallow(session))
+
+
+def commit_head(coord: Coordinator, session: str, who: Identity, old: ObjectId | None,
+                new: ObjectId, *, fencing: int | None, verified: dict[ObjectId, Summary],
+                entry: dict[str, Any]) -> None:
+    """Move the head from ``old`` to ``new``, append ``entry`` to the log and mark ``verified``
+    complete, in one transaction with the fencing check (when ``fencing`` is given), so no
+    grant or release slips in between.
+
+    Raises:
+        Fenced, HeadMoved.
+    """
+    with coord.backends.leases.work(session) as work:
+        if fencing is not None:
+            leasing.check_fencing(work.state, work.now, who, fencing)
+        work.move_head(old, new, entry=entry, marks=verified)
+
+
+def set_head(coord: Coordinator, session: str, who: Identity, old: ObjectId | None,
+             new: ObjectId, fencing: int) -> int:
+    """Move the head from ``old`` to ``new``; return how many objects were checked.
+
+    Raises:
+        Fenced, HeadMoved, Incomplete, MalformedTree, RefusedTree, NotFastForward.
+    """
+    leases = coord.backends.leases
+    with leases.head_lock(session):
+        with leases.work(session) as work:  # early: the walk is the costly part
+            leasing.check_fencing(work.state, work.now, who, fencing)
+        current = leases.head(session)
+        if current != old:
+            raise HeadMoved(current)
+        if current == new:
+            return 0
+        verified, checked, _ = verify(coord, session, new)
+        if old is not None and not is_ancestor(coord.store(session), old, new,
+                                               shallow=coord.backends.retention.shallow(session)):
+            raise NotFastForward(old, new)
+        entry = {"time": time.time(), "member": who.member, "kind": "push", "old": _hex(old),
+                 "new": new.hex(), "fencing": fencing}
+        commit_head(coord, session, who, old, new, fencing=fencing, verified=verified,
+                    entry=entry)
+        return checked
+
+
+def verify(coord: Coordinator, session: str, root: ObjectId
+           ) -> tuple[dict[ObjectId, Summary], int, Summary]:
+    """Check that snapshot ``root`` is complete and its tree is one an honest client would
+    write (:func:`peerhost_store.bounds.check_snapshot`), reading only what is not marked.
+    Returns the summaries to mark, how many objects were checked and the root's summary.
+
+    Raises:
+        Incomplete, MalformedTree, RefusedTree.
+    """
+    try:
+        check = check_snapshot(coord.store(session), lambda ids: coord.summaries(session, ids),
+                               root, coord.limits.tree,
+                               shallow=coord.backends.retention.shallow(session))
+    except (TreeRefused, UnsafePath) as exc:
+        raise RefusedTree(exc) from None
+    except DecodeError as exc:
+        raise MalformedTree(str(exc)) from None
+    if check.missing is not None or check.summary is None:
+        raise Incomplete(check.missing or root, check.where)
+    return check.summaries, check.checked, check.summary
+
+
+def rollback(coord: Coordinator, session: str, who: Identity, target: ObjectId,
+             fencing: int | None) -> tuple[ObjectId, ObjectId | None]:
+    """Put a new snapshot holding ``target``'s tree on top of the head; return it and the
+    old head. Nothing is deleted. The owner may do it without a lease (recovery).
+
+    Raises:
+        Forbidden, Fenced, HeadMoved, NoSnapshot, NotASnapshot, Incomplete, RefusedTree.
+    """
+    if fencing is None and who.role != OWNER:
+        raise Forbidden("rollback needs the owner token or the lease's fencing token")
+    store = coord.store(session)
+    leases = coord.backends.leases
+    with leases.head_lock(session):
+        if fencing is not None:
+            with leases.work(session) as work:
+                leasing.check_fencing(work.state, work.now, who, fencing)
+        if target in set(store.missing([target])):
+            raise NoSnapshot(target)
+        snap = decode(store.get_raw(target))
+        if not isinstance(snap, Snapshot):
+            raise NotASnapshot(target)
+        # Its tree must be whole, and within this session's bounds, to serve as the head.
+        _, _, summary = verify(coord, session, target)
+        current = leases.head(session)
+        data = encode_snapshot(Snapshot(
+            root=snap.root, parents=(current,) if current is not None else (),
+            time=int(time.time()), author=who.member, host="coordinator",
+            message=f"rollback to {target.hex()[:12]}", summary={},
+        ))
+        oid = hash_bytes(data)
+        write_objects(coord, session, hashed=[(oid, data)], quota=False)  # recovery: no quota
+        entry = {"time": time.time(), "member": who.member, "kind": "rollback",
+                 "old": _hex(current), "new": oid.hex(), "target": target.hex(),
+                 "fencing": fencing}
+        # Complete: its root is (verified above) and so is its parent, the current head.
+        commit_head(coord, session, who, current, oid, fencing=fencing,
+                    verified={oid: summary}, entry=entry)
+        return oid, current
+
+
+def log(coord: Coordinator, session: str, limit: int) -> list[dict[str, Any]]:
+    """The last ``limit`` head moves, oldest first."""
+    return coord.backends.log.entries(session, limit)

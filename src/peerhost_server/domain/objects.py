@@ -1,0 +1,126 @@
+"""A session's objects: which it lacks, their status, uploads (within the session's room) and
+downloads.
+
+Uploaded bytes are decoded (malformed objects are refused, naming their index) and stored
+under the blake3 of their bytes: ids are derived here, never taken from the client.
+
+**Room.** Every write of objects is refused before it starts when it would take the session
+past its quota (``quota_exceeded``: what its live objects take, so what gc frees counts) or
+leave less than ``min_free_bytes`` where objects are written (``disk_full``). The reserve keeps
+the coordinator's own small writes (leases, heads) working on a nearly full disk; reads never
+need room.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from peerhost_store.errors import DecodeError, ObjectCorrupt, ObjectMissing
+from peerhost_store.ids import ObjectId, hash_bytes
+from peerhost_store.objects import blob_length, check
+from peerhost_store.sync.protocol import ObjectStatus
+
+from .coordinator import Coordinator
+from .errors import (
+    MalformedObject,
+    NodeTooLarge,
+    ObjectNotStored,
+    QuotaExceeded,
+    StoredObjectCorrupt,
+)
+from .protocols import SessionObjects
+
+#: Ids a download reads per batch.
+READ_BATCH = 256
+
+
+def write_objects(coord: Coordinator, session: str, objects: Sequence[bytes | memoryview] = (),
+                  hashed: Sequence[tuple[ObjectId, bytes | memoryview]] = (), *,
+                  quota: bool = True) -> int:
+    """Store objects in the session (ids of ``objects`` are computed here, ``hashed`` were
+    computed from their bytes in this process), as one upload; return how many were new.
+
+    Raises:
+        QuotaExceeded: (unless not ``quota``: an owner's rollback), or DiskFull, before
+            anything is written.
+    """
+    pairs = [(hash_bytes(data), data) for data in objects] + list(hashed)
+    store = coord.store(session)
+    check_room(coord, session, store, sum(len(data) for _, data in pairs), quota=quota)
+    return store.write(pairs, int(coord.wall()))
+
+
+def check_room(coord: Coordinator, session: str, store: SessionObjects, incoming: int, *,
+               quota: bool = True) -> None:
+    """Refuse a write of ``incoming`` bytes past the quota or the free-space reserve.
+
+    Raises:
+        QuotaExceeded, DiskFull.
+    """
+    lim = coord.limits
+    if quota:
+        usage = store.used_bytes()
+        if usage + incoming > lim.quota_bytes:
+            raise QuotaExceeded(session, usage, incoming, lim.quota_bytes)
+    store.check_room(incoming, lim.min_free_bytes)
+
+
+def upload(coord: Coordinator, session: str, objects: Sequence[memoryview]) -> int:
+    """Check and store uploaded objects; return how many were new.
+
+    Raises:
+        NodeTooLarge, MalformedObject (naming the object's index), QuotaExceeded, DiskFull.
+    """
+    node_limit = coord.limits.max_node_bytes
+    for i, data in enumerate(objects):
+        if len(data) > node_limit and blob_length(bytes(data[:7]), len(data)) is None:
+            raise NodeTooLarge(i, len(data), node_limit)
+        try:
+            check(data)
+        except DecodeError as exc:
+            raise MalformedObject(i, exc) from None
+    return write_objects(coord, session, objects) if objects else 0
+
+
+def missing(coord: Coordinator, session: str, ids: list[ObjectId]) -> list[ObjectId]:
+    """The ids the session lacks."""
+    return list(coord.store(session).missing(ids))
+
+
+def status(coord: Coordinator, session: str, ids: list[ObjectId]) -> list[ObjectStatus]:
+    """Missing, present or complete, for each id."""
+    absent = set(coord.store(session).missing(ids))
+    present = [oid for oid in ids if oid not in absent]
+    complete = {oid for oid, c in zip(present, coord.backends.marks.complete(session, present),
+                                      strict=True) if c}
+    return [ObjectStatus.MISSING if oid in absent else
+            ObjectStatus.COMPLETE if oid in complete else ObjectStatus.PRESENT for oid in ids]
+
+
+def download(coord: Coordinator, session: str, ids: list[ObjectId]) -> list[bytes]:
+    """The objects of a prefix of ``ids``: at least one, stopping before
+    ``max_response_bytes`` (the client asks for the rest).
+
+    Raises:
+        ObjectNotStored: an id the session lacks; StoredObjectCorrupt.
+    """
+    store = coord.store(session)
+    cap = coord.limits.max_response_bytes
+    absent = next(iter(store.missing(ids)), None)
+    if absent is not None:
+        raise ObjectNotStored(absent)
+    out: list[bytes] = []
+    total = 0
+    for start in range(0, len(ids), READ_BATCH):
+        try:
+            batch = store.get_many(ids[start : start + READ_BATCH])
+        except ObjectMissing as exc:
+            raise ObjectNotStored(exc.oid) from None
+        except ObjectCorrupt as exc:
+            raise StoredObjectCorrupt(exc.expected, str(exc)) from None
+        for data in batch:
+            if out and total + len(data) > cap:
+                return out
+            out.append(data)
+            total += len(data)
+    return out

@@ -1,0 +1,85 @@
+"""Object transfer: which ids a session lacks, their status, upload, download
+(:mod:`.domain.objects` checks and stores)."""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from peerhost_store.sync.protocol import (
+    ProtocolError,
+    encode_ids,
+    encode_objects,
+    encode_statuses,
+    split_objects,
+)
+
+from .auth import MEMBER, OWNER
+from .domain import objects
+from .errors import ApiError
+from .observe import Metrics
+from .web import (
+    authorize,
+    coordinator,
+    msgpack_response,
+    read_ids,
+    read_msgpack_body,
+    session_name,
+)
+
+PLAYERS = {MEMBER, OWNER}
+
+
+async def missing(request: Request) -> Response:
+    session = session_name(request)
+    await authorize(request, PLAYERS, session)
+    ids = await read_ids(request)
+    lacking = await run_in_threadpool(objects.missing, coordinator(request), session, ids)
+    return msgpack_response(encode_ids(lacking))
+
+
+async def status(request: Request) -> Response:
+    session = session_name(request)
+    await authorize(request, PLAYERS, session)
+    ids = await read_ids(request)
+    statuses = await run_in_threadpool(objects.status, coordinator(request), session, ids)
+    return msgpack_response(encode_statuses(statuses))
+
+
+async def upload(request: Request) -> JSONResponse:
+    session = session_name(request)
+    await authorize(request, PLAYERS, session)
+    body = await read_msgpack_body(request)
+    coord = coordinator(request)
+
+    def run() -> tuple[int, int]:
+        try:
+            parts = split_objects(body)  # views: hashed and stored without a copy
+        except ProtocolError as exc:
+            raise ApiError(400, "bad_objects", str(exc), {"index": exc.index}) from None
+        return len(parts), objects.upload(coord, session, parts)
+
+    stored, new = await run_in_threadpool(run)
+    metrics: Metrics = request.app.state.metrics
+    metrics.objects_stored.inc(new)
+    return JSONResponse({"stored": stored, "new": new})
+
+
+async def download(request: Request) -> Response:
+    session = session_name(request)
+    await authorize(request, PLAYERS, session)
+    ids = await read_ids(request)
+    coord = coordinator(request)
+    # Encoding tens of MiB is work too: off the event loop, which serves the other requests.
+    return msgpack_response(await run_in_threadpool(
+        lambda: encode_objects(objects.download(coord, session, ids))))
+
+
+routes = [
+    Route("/v1/sessions/{session}/objects/missing", missing, methods=["POST"]),
+    Route("/v1/sessions/{session}/objects/status", status, methods=["POST"]),
+    Route("/v1/sessions/{session}/objects/get", download, methods=["POST"]),
+    Route("/v1/sessions/{session}/objects", upload, methods=["POST"]),
+]
