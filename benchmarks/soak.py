@@ -616,7 +616,7 @@ def _verify(data: Path, sessions: list[dict[str, Any]], results: list[dict[str, 
             continue
         store = LmdbStore(data / "sessions" / name / "store")
         try:
-            report = walk(store, [from_hex(head)])
+            report = walk(store.objects, [from_hex(head)])
         finally:
             store.close()
         objects += report.objects

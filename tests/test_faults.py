@@ -416,7 +416,7 @@ def coordinator_session(zygote: Zygote, data: Path, *, wall: float | None = None
 def session_store_report(data: Path, heads: list[ObjectId]) -> set[ObjectId]:
     """Walk the session's store (the coordinator is stopped); returns what ``heads`` reach."""
     with LmdbStore(data / "sessions" / "s1" / "store") as store:
-        report = walk(store, heads)
+        report = walk(store.objects, heads)
         assert report.ok, [str(p) for p in report.problems[:5]]
         return report.reachable
 

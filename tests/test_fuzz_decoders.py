@@ -624,7 +624,7 @@ def test_coordinator_builds_delta_answers_from_bomb_chunks_as_stored_items(tmp_p
         first = repo.snapshot("v1")
         region.write_bytes(write_region([ChunkRecord(0, ZLIB, bomb, 2)])[0])
         second = repo.snapshot("v2")
-        store = repo.store
+        store = repo.store.objects
         objects = [store.get_raw(oid) for oid in store.iter_ids()]
         owner.upload(objects)
         fencing = owner.acquire("owner-pc", 60).fencing  # delta requests pair session trees

@@ -481,12 +481,12 @@ def test_malformed_head_answers_raise_typed_errors(local: Local, body: bytes) ->
 
 def _changed_chunk(local: Local, server: Hostile) -> bytes:
     """Publish a snapshot whose r.0.0.mca has slot 1 changed; return the new chunk's blob."""
-    entries = {e.name: e for e in iter_dir(local.repo.store, local.root)}
-    region_dir = {e.name: e for e in iter_dir(local.repo.store, entries["region"].oid)}
+    entries = {e.name: e for e in iter_dir(local.repo.store.objects, local.root)}
+    region_dir = {e.name: e for e in iter_dir(local.repo.store.objects, entries["region"].oid)}
     old = region_dir["r.0.0.mca"]
     from peerhost_store.tree import iter_region
 
-    chunks = list(iter_region(local.repo.store, old.oid))
+    chunks = list(iter_region(local.repo.store.objects, old.oid))
     new_blob = encode_blob(compress(ZLIB, b"\x0a\x00\x00\x01\x00\x01a\x05\x00"))
     chunks = [c if c.slot != 1 else c._replace(oid=server.add(new_blob), compression=ZLIB)
               for c in chunks]

@@ -98,9 +98,9 @@ def test_repair_drops_what_cannot_be_recovered_and_says_what(
         replace_world(world, versions[1])
         v1 = repo.snapshot("v1")
         now = walk(repo.store.objects, [v1.oid], follow_parents=False).reachable
-        path, slot, chunk = next((p, c.slot, c.oid) for p, e in iter_tree(repo.store, v0.snapshot.root)
+        path, slot, chunk = next((p, c.slot, c.oid) for p, e in iter_tree(repo.store.objects, v0.snapshot.root)
                                  if e.kind is EntryKind.REGION
-                                 for c in iter_region(repo.store, e.oid) if c.oid not in now)
+                                 for c in iter_region(repo.store.objects, e.oid) if c.oid not in now)
         corrupt(repo.store, chunk)
         report = repair(repo)
         assert [(lost.path, lost.snapshot) for lost in report.lost] == [
@@ -110,9 +110,9 @@ def test_repair_drops_what_cannot_be_recovered_and_says_what(
         assert [s.message for _, s in log] == ["v1", "v0 (repaired: 1 lost)"]
         assert log[0][1].root == v1.snapshot.root, "v1 lost nothing: only its parent changed"
         assert report.heads == {"main": (v1.oid, log[0][0])}
-        region = next(e for p, e in iter_tree(repo.store, log[1][1].root) if p == path)
-        assert slot not in {c.slot for c in iter_region(repo.store, region.oid)}
-        assert len(list(iter_region(repo.store, region.oid))) == region.size
+        region = next(e for p, e in iter_tree(repo.store.objects, log[1][1].root) if p == path)
+        assert slot not in {c.slot for c in iter_region(repo.store.objects, region.oid)}
+        assert len(list(iter_region(repo.store.objects, region.oid))) == region.size
         repo.restore(log[1][0])  # the repaired snapshot restores; Minecraft regenerates the chunk
 
 
@@ -170,8 +170,8 @@ def test_pull_is_not_blocked_by_a_damaged_object_it_does_not_need(
     replace_world(a.world, versions[1])
     v1 = a.snapshot("v1")
     push(a, c["alice"], fencing=lease.fencing)
-    old = {c.oid for _, e in iter_tree(b.store, v0.snapshot.root) if e.kind is EntryKind.REGION
-           for c in iter_region(b.store, e.oid)}
+    old = {c.oid for _, e in iter_tree(b.store.objects, v0.snapshot.root) if e.kind is EntryKind.REGION
+           for c in iter_region(b.store.objects, e.oid)}
     new = walk(a.store.objects, [v1.oid], follow_parents=False).reachable
     base = next(iter(sorted(old - new)))  # a chunk v1 changed: the delta base of its new version
     corrupt(b.store, base)

@@ -112,7 +112,7 @@ def test_sigkill_mid_push_then_resume(tmp_path: Path, real_world: Callable[[str]
                 push(repo, first, fencing=lease.fencing, batch_bytes=1 << 20)
             assert len(first.sent) > 0
             store = LmdbStore(server.data / "sessions" / "s1" / "store")
-            landed = set(store.iter_ids())
+            landed = set(store.objects.iter_ids())
             store.close()
             assert set(first.sent) <= landed < total
 
@@ -131,7 +131,7 @@ def test_sigkill_mid_push_then_resume(tmp_path: Path, real_world: Callable[[str]
     try:
         head = repo.head()
         assert head is not None
-        report = walk(store, [head])
+        report = walk(store.objects, [head])
         assert report.ok and report.reachable == total
     finally:
         store.close()

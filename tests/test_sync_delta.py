@@ -238,7 +238,7 @@ def test_report_counters_are_printed() -> None:
 
 def changed_chunks(repo: Repository, old: ObjectId, new: ObjectId) -> tuple[list[Pair], int]:
     """The pairing list between two snapshots' trees and the sum of their new payloads."""
-    pairs = pair_chunks(repo.store, repo.read_snapshot(old).root, repo.read_snapshot(new).root)
+    pairs = pair_chunks(repo.store.objects, repo.read_snapshot(old).root, repo.read_snapshot(new).root)
     return pairs, sum(len(decode_blob(repo.store.objects.get_raw(p.new.oid))) for p in pairs)
 
 
@@ -346,7 +346,7 @@ class Tampering(CoordinatorClient):
 
     def _pairs(self, request: DeltaRequest) -> list[Pair]:
         assert isinstance(self.repo, Repository)
-        pairs = pair_chunks(self.repo.store, request.base, request.target)
+        pairs = pair_chunks(self.repo.store.objects, request.base, request.target)
         return [pairs[i] for i in expand_select(request.select, len(pairs))]
 
     def _tamper(self, batch: bytes, pairs: list[Pair]) -> bytes:
@@ -566,7 +566,7 @@ class FailingDeltas(CoordinatorClient):
             raise CoordinatorUnavailable("unavailable", "connection reset (simulated)", 0)
         self.allowed -= 1
         assert request is not None
-        pairs = pair_chunks(self.repo.store, request.base, request.target)
+        pairs = pair_chunks(self.repo.store.objects, request.base, request.target)
         self.sent += [pairs[i].new.oid for i in expand_select(request.select, len(pairs))]
         return super().upload_delta(batch, request)
 
