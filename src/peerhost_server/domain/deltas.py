@@ -18,27 +18,23 @@ so no ids travel; an upload may instead carry its ids in the batch.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import zstandard
 
 from peerhost_store.bounds import DIR, TreeRefused, check_tree
-from peerhost_store.chunk import MAX_NBT_BYTES, ChunkDecodeError, decompress
 from peerhost_store.errors import DecodeError, ObjectCorrupt, ObjectMissing
 from peerhost_store.ids import ObjectId
-from peerhost_store.objects import decode_blob
-from peerhost_store.region import NONE
-from peerhost_store.sync.delta import (
-    KIND_DELTA,
-    KIND_RAW,
-    DeltaError,
-    DeltaItem,
-    apply_delta,
-    decode_batch,
-    encode_batch,
-    make_item,
+from peerhost_store.sync.batches import (
+    BatchLimits,
+    NotABlob,
+    Rebuilder,
+    build_items,
+    cut,
+    encode,
 )
+from peerhost_store.sync.batches import Cancelled as BatchCancelled
+from peerhost_store.sync.delta import DeltaError, decode_batch
 from peerhost_store.sync.pairing import (
     Budget,
     Pair,
@@ -50,8 +46,6 @@ from peerhost_store.sync.pairing import (
 from peerhost_store.sync.protocol import (
     DeltaRequest,
     ProtocolError,
-    batch_level,
-    delta_output_size,
     expand_select,
 )
 from peerhost_store.worldfs import UnsafePath
@@ -167,66 +161,6 @@ def selected(coord: Coordinator, session: str, request: DeltaRequest, cancelled:
 # -- push: rebuild what the client sent ----------------------------------------------------
 
 
-@dataclass
-class _Rebuilder:
-    """Rebuilds items against bases of one session's store, within a budget of NBT bytes."""
-
-    store: SessionObjects
-    budget: int
-    cancelled: Cancel
-    verified: list[tuple[ObjectId, bytes]] = field(default_factory=list)
-    failed: list[dict[str, str]] = field(default_factory=list)
-
-    def add(self, item: DeltaItem, base_compression: int | None) -> None:
-        if self.cancelled():
-            raise Cancelled()
-        try:
-            blob = self._rebuild(item, base_compression)
-        except DeltaError as exc:
-            self.failed.append({"id": item.new_id.hex(), "reason": exc.reason})
-            return
-        self.verified.append((item.new_id, blob))  # apply_delta hashed it and checked the id
-
-    def _rebuild(self, item: DeltaItem, base_compression: int | None) -> bytes:
-        if item.kind == KIND_RAW:
-            self._charge(item, len(item.data))
-        if item.kind != KIND_DELTA:
-            return apply_delta(None, item)
-        base_raw = self._base(item, base_compression)
-        size = delta_output_size(len(base_raw), item.data)
-        if size is not None:
-            self._charge(item, size)
-        # The base is passed decompressed (type NONE), so it is decompressed once, above.
-        return apply_delta(base_raw, item, base_compression=NONE,
-                           limit=min(MAX_NBT_BYTES, max(len(base_raw), size or 0)))
-
-    def _base(self, item: DeltaItem, compression: int | None) -> bytes:
-        assert item.base_id is not None  # decode_batch refuses a delta item without a base
-        base = item.base_id.hex()
-        try:
-            payload = decode_blob(self.store.get_raw(item.base_id))
-        except ObjectMissing:
-            raise DeltaError(f"base {base} is not stored in this session",
-                             new_id=item.new_id) from None
-        except (ObjectCorrupt, DecodeError):
-            raise DeltaError(f"base {base} is not a blob", new_id=item.new_id) from None
-        # Checked before and after: one base may overrun the budget by at most MAX_NBT_BYTES.
-        self._charge(item, 0)
-        try:
-            raw = decompress(item.compression if compression is None else compression, payload)
-        except ChunkDecodeError as exc:
-            raise DeltaError(f"base {base} is not a chunk payload: {exc}",
-                             new_id=item.new_id) from None
-        self._charge(item, len(raw))
-        return raw
-
-    def _charge(self, item: DeltaItem, size: int) -> None:
-        if self.budget <= 0 or size > self.budget:
-            self.budget = 0  # what was decompressed is spent either way
-            raise DeltaError("over the request's rebuild budget", new_id=item.new_id)
-        self.budget -= max(0, size)
-
-
 def _check_frame(batch: bytes, lim: Limits) -> None:
     try:
         size = zstandard.frame_content_size(batch)
@@ -251,36 +185,21 @@ def accept(coord: Coordinator, session: str, header: DeltaRequest | None, batch:
         raise bad_delta(exc) from None
     store = coord.store(session)
     absent = set(store.missing(item.new_id for item in items))
-    rebuilder = _Rebuilder(store, lim.max_delta_rebuild, cancelled)
-    for i, item in enumerate(items):
-        if item.new_id not in absent:
-            continue  # stored already (a resumed push): nothing to rebuild
-        base = None if pairs is None else pairs[i].base
-        rebuilder.add(item, None if base is None else base.compression)
+    rebuilder = Rebuilder(store, lim.max_delta_rebuild, cancelled, where="in this session")
+    try:
+        for i, item in enumerate(items):
+            if item.new_id not in absent:
+                continue  # stored already (a resumed push): nothing to rebuild
+            base = None if pairs is None else pairs[i].base
+            rebuilder.add(item, None if base is None else base.compression)
+    except BatchCancelled:
+        raise Cancelled() from None
     new = write_objects(coord, session, hashed=rebuilder.verified) if rebuilder.verified else 0
     return {"items": len(items), "stored": len(items) - len(rebuilder.failed), "new": new,
-            "failed": rebuilder.failed}
+            "failed": [{"id": oid.hex(), "reason": why} for oid, why in rebuilder.failed]}
 
 
 # -- pull: build a batch for the client ----------------------------------------------------
-
-
-def _load_blob(store: SessionObjects, oid: ObjectId) -> bytes:
-    try:
-        return decode_blob(store.get_raw(oid))
-    except ObjectMissing:
-        raise ObjectNotStored(oid) from None
-    except ObjectCorrupt as exc:
-        raise StoredObjectCorrupt(oid, str(exc)) from None
-    except DecodeError:
-        raise StoredObjectCorrupt(oid, f"chunk object {oid.hex()} is not a blob") from None
-
-
-def _load_base(store: SessionObjects, oid: ObjectId) -> bytes | None:
-    try:
-        return decode_blob(store.get_raw(oid))
-    except (ObjectMissing, ObjectCorrupt, DecodeError):
-        return None  # then the item goes raw: the client rebuilds it without a base
 
 
 def build_batch(store: SessionObjects, pairs: list[Pair], lim: Limits,
@@ -290,29 +209,21 @@ def build_batch(store: SessionObjects, pairs: list[Pair], lim: Limits,
 
     Raises:
         Cancelled: ``cancelled()`` turned true (checked before each item: a few ms each).
+        ObjectNotStored, StoredObjectCorrupt: a chunk the pairs name is not readable here.
     """
-    items: list[DeltaItem] = []
-    rebuilt = stream = 0
-    for pair in pairs:
-        if cancelled():
-            raise Cancelled()
-        payload = _load_blob(store, pair.new.oid)
-        if items and rebuilt + len(payload) > lim.max_response_bytes:
-            break
-        base = None if pair.base is None else _load_base(store, pair.base.oid)
-        item = make_item(
-            payload, pair.new.compression,
-            base_id=None if base is None or pair.base is None else pair.base.oid,
-            base_payload=base,
-            base_compression=None if pair.base is None else pair.base.compression,
-        )
-        if items and stream + len(item.data) > lim.max_delta_bytes:
-            break
-        items.append(item)
-        rebuilt += len(payload)
-        stream += len(item.data)
-    count = len(items)
-    return count, encode_batch(items, want=want_of(pairs[:count]), level=batch_level(stream))
+    limits = BatchLimits(lim.max_response_bytes, lim.max_delta_bytes, len(pairs))
+    try:
+        batch = next(cut(build_items(store, pairs, range(len(pairs)), cancelled=cancelled),
+                         limits), [])
+    except BatchCancelled:
+        raise Cancelled() from None
+    except ObjectMissing as exc:
+        raise ObjectNotStored(exc.oid) from None
+    except ObjectCorrupt as exc:
+        raise StoredObjectCorrupt(exc.expected, str(exc)) from None
+    except NotABlob as exc:
+        raise StoredObjectCorrupt(exc.oid, str(exc)) from None
+    return len(batch), encode(batch, pairs)
 
 
 def serve(coord: Coordinator, session: str, request: DeltaRequest, cancelled: Cancel

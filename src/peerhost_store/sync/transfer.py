@@ -57,7 +57,6 @@ from ..objects import (
     RegionLeaf,
     Snapshot,
     decode,
-    decode_blob,
     encode_dir_leaf,
 )
 from ..pending import RestorePending
@@ -65,16 +64,14 @@ from ..repo import HEAD, Repository
 from ..restore import RestoreOp, RestoreResult, prepare_restore
 from ..store import Overlay, Store, Update, Verified
 from ..tree import iter_region
+from .batches import BatchLimits, Built, Rebuilder, build_items, cut, encode
 from .client import CoordinatorClient, CoordinatorError, RateLimited, Unauthorized, WireStats
 from .delta import (
     KIND_DELTA,
     KIND_RAW,
     DeltaError,
     DeltaItem,
-    apply_delta,
     decode_batch,
-    encode_batch,
-    make_item,
 )
 from .pairing import Pair, pair_chunks, want_of
 from .protocol import (
@@ -88,7 +85,6 @@ from .protocol import (
     DeltaRequest,
     ObjectStatus,
     batch_by_size,
-    batch_level,
     chunked,
     select_ranges,
 )
@@ -378,16 +374,6 @@ def _upload_whole(client: CoordinatorClient, objects: Iterable[bytes], report: P
         tick()
 
 
-@dataclass
-class _DeltaGroup:
-    """One delta batch being built: pairing-list positions, their items, their blobs' sizes."""
-
-    positions: list[int] = field(default_factory=list)
-    items: list[DeltaItem] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)
-    stream: int = 0
-
-
 class _PushDeltas:
     """Sends chunk blobs as delta batches against the chunks of tree ``base`` (the session
     head's), and works out which blobs must still go whole."""
@@ -419,32 +405,32 @@ class _PushDeltas:
                 continue
             chosen = [i for i, pair in enumerate(pairs) if pair.new.oid in self.pending]
             self.listed.update(pairs[i].new.oid for i in chosen)
-            for group in _delta_groups(self.store, pairs, chosen, self.batch_bytes):
+            limits = BatchLimits(self.batch_bytes, DELTA_STREAM_BYTES, DELTA_BATCH_ITEMS)
+            for group in cut(build_items(self.store, pairs, chosen), limits):
                 if not self._send(root, pairs, group):
                     return
 
-    def _send(self, root: ObjectId, pairs: list[Pair], group: _DeltaGroup) -> bool:
-        batch = encode_batch(group.items, want=want_of([pairs[i] for i in group.positions]),
-                             level=batch_level(group.stream))
+    def _send(self, root: ObjectId, pairs: list[Pair], group: list[Built]) -> bool:
+        batch = encode(group, pairs)
         try:
             result = self.client.upload_delta(
-                batch, DeltaRequest(self.base, root, select_ranges(group.positions)))
+                batch, DeltaRequest(self.base, root, select_ranges(b.position for b in group)))
         except CoordinatorError as exc:
             if not _delta_refused(exc):
                 raise
-            self.report.fallbacks += len(group.items)
+            self.report.fallbacks += len(group)
             self.refused = True  # it will not take our batches: the rest goes whole
             return False
         self.report.delta_bytes += len(batch)
         failed = {oid for oid, _ in result.failed}
         self.failed |= failed
         self.report.fallbacks += len(failed)
-        for item, size in zip(group.items, group.sizes):
-            if item.new_id not in failed:
-                self.pending.pop(item.new_id, None)
-                self.report.add_item(item)
+        for built in group:
+            if built.item.new_id not in failed:
+                self.pending.pop(built.item.new_id, None)
+                self.report.add_item(built.item)
                 self.report.objects_sent += 1
-                self.report.object_bytes += size
+                self.report.object_bytes += built.size
         self.report.objects_new += result.new
         self.tick()
         return True
@@ -467,38 +453,6 @@ class _PushDeltas:
         for part in chunked(unknown, IDS_PER_REQUEST):
             whole += self.client.missing(list(part))
         return whole
-
-
-def _delta_groups(store: Verified, pairs: list[Pair], chosen: list[int],
-                  batch_bytes: int) -> Iterator[_DeltaGroup]:
-    """Build the items of ``chosen`` positions and cut them into batches of about
-    ``batch_bytes`` of rebuilt objects."""
-    group = _DeltaGroup()
-    rebuilt = 0
-    for part in chunked(chosen, READ_BATCH):
-        news = store.get_many([pairs[i].new.oid for i in part])
-        based = [(i, ref.oid) for i in part if (ref := pairs[i].base) is not None]
-        bases = dict(zip((i for i, _ in based), store.get_many([oid for _, oid in based])))
-        for i, data in zip(part, news):
-            pair = pairs[i]
-            base = bases.get(i)
-            item = make_item(
-                decode_blob(data), pair.new.compression,
-                base_id=None if pair.base is None else pair.base.oid,
-                base_payload=None if base is None else decode_blob(base),
-                base_compression=None if pair.base is None else pair.base.compression,
-            )
-            group.positions.append(i)
-            group.items.append(item)
-            group.sizes.append(len(data))
-            group.stream += len(item.data)
-            rebuilt += len(data)
-            if (rebuilt >= batch_bytes or group.stream >= DELTA_STREAM_BYTES
-                    or len(group.items) >= DELTA_BATCH_ITEMS):
-                yield group
-                group, rebuilt = _DeltaGroup(), 0
-    if group.items:
-        yield group
 
 
 class _PushWalk:
@@ -809,20 +763,10 @@ class _Fetch:
         except DeltaError:
             counts.fallbacks += len(pairs)  # left in self.blobs: fetched whole later
             return
-        based = [p.base.oid for p, item in zip(pairs, items)
-                 if item.kind == KIND_DELTA and p.base is not None]
-        try:
-            bases = dict(zip(based, self.store.objects.get_many(based)))
-        except (ObjectMissing, ObjectCorrupt):  # a damaged base: these chunks come whole
-            counts.fallbacks += len(pairs)
-            return
+        rebuilder = Rebuilder(self.store.objects)
         for pair, item in zip(pairs, items):
-            base = bases.get(pair.base.oid) if item.kind == KIND_DELTA and pair.base else None
-            try:
-                blob = apply_delta(
-                    None if base is None else decode_blob(base), item,
-                    base_compression=None if pair.base is None else pair.base.compression)
-            except DeltaError:
+            blob = rebuilder.add(item, None if pair.base is None else pair.base.compression)
+            if blob is None:  # a damaged base, or a delta that does not rebuild: whole later
                 counts.fallbacks += 1
                 continue
             counts.add_item(item)

@@ -1,0 +1,238 @@
+"""Chunk delta batches, built and rebuilt: the one builder and the one rebuilder both ends of a
+transfer use. A push builds on the client and rebuilds on the coordinator; a pull builds on the
+coordinator and rebuilds on the client.
+
+* :func:`build_items` makes a :class:`~.delta.DeltaItem` for each pair of a pairing list (a
+  delta against the pair's base when this side holds it, the chunk's NBT otherwise), reading
+  payloads and bases a batch at a time;
+* :func:`cut` groups built items into batches that stay within :class:`BatchLimits`, and
+  :func:`encode` makes the wire bytes of one;
+* :class:`Rebuilder` turns received items back into objects against this side's bases, within
+  a budget of decompressed bytes, checking every result against its id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+from ..chunk import MAX_NBT_BYTES, ChunkDecodeError, decompress
+from ..errors import DecodeError, ObjectCorrupt, ObjectMissing
+from ..ids import ObjectId
+from ..objects import decode_blob
+from ..region import NONE
+from .delta import KIND_DELTA, KIND_RAW, DeltaError, DeltaItem, apply_delta, encode_batch, make_item
+from .pairing import Pair, want_of
+from .protocol import READ_BATCH, batch_level, delta_output_size
+
+__all__ = [
+    "BatchLimits",
+    "Built",
+    "Cancelled",
+    "NotABlob",
+    "PayloadReader",
+    "Rebuilder",
+    "build_items",
+    "cut",
+    "encode",
+]
+
+Cancel = Callable[[], bool]
+
+
+class Cancelled(Exception):
+    """The work was given up: ``cancelled()`` turned true (the client went away)."""
+
+
+class NotABlob(DecodeError):
+    """A chunk object a pairing list names is not a blob (a hostile or damaged tree)."""
+
+    def __init__(self, oid: ObjectId, detail: str) -> None:
+        self.oid = oid
+        super().__init__(f"chunk object {oid.hex()} is not a blob: {detail}")
+
+
+class PayloadReader(Protocol):
+    """What building and rebuilding read through (a checked store)."""
+
+    def get_many(self, oids: Sequence[ObjectId]) -> list[bytes]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """One built item: its position in the caller's pairing list, the item, and the encoded
+    size of the object it rebuilds."""
+
+    position: int
+    item: DeltaItem
+    size: int
+
+
+class BatchLimits(NamedTuple):
+    """What one batch may hold: encoded bytes of the objects it rebuilds, bytes of its
+    (decompressed) stream, items."""
+
+    rebuilt: int
+    stream: int
+    items: int
+
+
+def _tolerant(store: PayloadReader, oids: list[ObjectId]) -> list[bytes | None]:
+    """Bases: a damaged or missing one is None (its chunk then travels as NBT, raw)."""
+    try:
+        return list(store.get_many(oids))
+    except (ObjectMissing, ObjectCorrupt):
+        out: list[bytes | None] = []
+        for oid in oids:
+            try:
+                out.append(store.get_many([oid])[0])
+            except (ObjectMissing, ObjectCorrupt):
+                out.append(None)
+        return out
+
+
+def _blob(data: bytes | None) -> bytes | None:
+    if data is None:
+        return None
+    try:
+        return decode_blob(data)
+    except DecodeError:
+        return None
+
+
+def build_items(store: PayloadReader, pairs: Sequence[Pair], positions: Iterable[int], *,
+                cancelled: Cancel | None = None) -> Iterator[Built]:
+    """An item for each of ``positions`` of ``pairs``, in order.
+
+    Raises:
+        ObjectMissing, ObjectCorrupt: a new chunk's payload is not readable here.
+        NotABlob: a new chunk's object is not a blob.
+        Cancelled: ``cancelled()`` turned true (checked before each item).
+    """
+    wanted = list(positions)
+    for start in range(0, len(wanted), READ_BATCH):
+        part = wanted[start:start + READ_BATCH]
+        news = store.get_many([pairs[i].new.oid for i in part])
+        based = [i for i in part if pairs[i].base is not None]
+        read = _tolerant(store, [pairs[i].base.oid for i in based])  # type: ignore[union-attr]
+        bases = dict(zip(based, read))
+        for i, data in zip(part, news):
+            if cancelled is not None and cancelled():
+                raise Cancelled()
+            pair = pairs[i]
+            base = _blob(bases.get(i))
+            try:
+                payload = decode_blob(data)
+            except DecodeError as exc:
+                raise NotABlob(pair.new.oid, str(exc)) from None
+            item = make_item(
+                payload, pair.new.compression,
+                base_id=None if base is None or pair.base is None else pair.base.oid,
+                base_payload=base,
+                base_compression=None if pair.base is None else pair.base.compression,
+            )
+            yield Built(i, item, len(data))
+
+
+def cut(built: Iterable[Built], limits: BatchLimits) -> Iterator[list[Built]]:
+    """Consecutive batches of ``built``, each as long as it can be within ``limits`` (and at
+    least one item, whatever its size)."""
+    batch: list[Built] = []
+    rebuilt = stream = 0
+    for one in built:
+        if batch and (rebuilt + one.size > limits.rebuilt or len(batch) >= limits.items
+                      or stream + len(one.item.data) > limits.stream):
+            yield batch
+            batch, rebuilt, stream = [], 0, 0
+        batch.append(one)
+        rebuilt += one.size
+        stream += len(one.item.data)
+    if batch:
+        yield batch
+
+
+def encode(batch: Sequence[Built], pairs: Sequence[Pair]) -> bytes:
+    """The wire bytes of ``batch`` (ids left out: the receiver's pairing list names them)."""
+    stream = sum(len(b.item.data) for b in batch)
+    return encode_batch([b.item for b in batch], want=want_of([pairs[b.position] for b in batch]),
+                        level=batch_level(stream))
+
+
+@dataclass
+class Rebuilder:
+    """Rebuilds received items into objects against bases read through ``store``, within a
+    ``budget`` of NBT bytes decompressed and rebuilt (None: no budget). Each rebuilt object is
+    checked against its id (:func:`~.delta.apply_delta` hashes it); an item that fails is
+    reported, never stored.
+
+    Attributes:
+        verified: ``(id, object bytes)`` of each item rebuilt.
+        failed: ``(id, reason)`` of each item that was not.
+    """
+
+    store: PayloadReader
+    budget: int | None = None
+    cancelled: Cancel | None = None
+    #: Where the bases are looked up, for messages ("here", "in this session").
+    where: str = "here"
+    verified: list[tuple[ObjectId, bytes]] = field(default_factory=list)
+    failed: list[tuple[ObjectId, str]] = field(default_factory=list)
+
+    def add(self, item: DeltaItem, base_compression: int | None) -> bytes | None:
+        """Rebuild ``item`` (whose base, if any, has ``base_compression``); the object, or
+        None when it failed (see :attr:`failed`).
+
+        Raises:
+            Cancelled: ``cancelled()`` turned true.
+        """
+        if self.cancelled is not None and self.cancelled():
+            raise Cancelled()
+        try:
+            blob = self._rebuild(item, base_compression)
+        except DeltaError as exc:
+            self.failed.append((item.new_id, exc.reason))
+            return None
+        self.verified.append((item.new_id, blob))
+        return blob
+
+    def _rebuild(self, item: DeltaItem, base_compression: int | None) -> bytes:
+        if item.kind == KIND_RAW:
+            self._charge(item, len(item.data))
+        if item.kind != KIND_DELTA:
+            return apply_delta(None, item)
+        base_raw = self._base(item, base_compression)
+        size = delta_output_size(len(base_raw), item.data)
+        if size is not None:
+            self._charge(item, size)
+        # The base is passed decompressed (type NONE), so it is decompressed once, above.
+        return apply_delta(base_raw, item, base_compression=NONE,
+                           limit=min(MAX_NBT_BYTES, max(len(base_raw), size or 0)))
+
+    def _base(self, item: DeltaItem, compression: int | None) -> bytes:
+        assert item.base_id is not None  # decode_batch refuses a delta item without a base
+        base = item.base_id.hex()
+        try:
+            payload = decode_blob(self.store.get_many([item.base_id])[0])
+        except ObjectMissing:
+            raise DeltaError(f"base {base} is not stored {self.where}",
+                             new_id=item.new_id) from None
+        except (ObjectCorrupt, DecodeError):
+            raise DeltaError(f"base {base} is not a blob", new_id=item.new_id) from None
+        # Checked before and after: one base may overrun the budget by at most MAX_NBT_BYTES.
+        self._charge(item, 0)
+        try:
+            raw = decompress(item.compression if compression is None else compression, payload)
+        except ChunkDecodeError as exc:
+            raise DeltaError(f"base {base} is not a chunk payload: {exc}",
+                             new_id=item.new_id) from None
+        self._charge(item, len(raw))
+        return raw
+
+    def _charge(self, item: DeltaItem, size: int) -> None:
+        if self.budget is None:
+            return
+        if self.budget <= 0 or size > self.budget:
+            self.budget = 0  # what was decompressed is spent either way
+            raise DeltaError("over the request's rebuild budget", new_id=item.new_id)
+        self.budget -= max(0, size)
