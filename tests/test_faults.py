@@ -655,7 +655,8 @@ def undo_snapshot_on_top(world: Path, head: ObjectId) -> None:
     with Repository.open(world) as repo:
         top = repo.head()
         assert top is not None and repo.read_snapshot(top).parents == (head,)
-        restore_tree(repo.store, world, repo.read_snapshot(top).root, repo.read_snapshot(head).root)
+        restore_tree(repo.store.objects, world, repo.read_snapshot(top).root,
+                     repo.read_snapshot(head).root)
         repo.store.apply(Update(refs=[(HEAD, top, head)]))
 
 
