@@ -77,7 +77,7 @@ from worldutil import (  # type: ignore[import-not-found, unused-ignore]
 )
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from delta_sizes import Chunk, Key, load_chunks, per_chunk_zstd  # noqa: E402
+from delta_sizes import Chunk, Key, load_chunks, per_chunk_zstd
 
 PYTHON = sys.executable
 WORLDS = ROOT.parent / "shared" / "worlds"

@@ -53,8 +53,8 @@ import httpx
 
 from peerhost_cli import synth
 from peerhost_store import region
-from peerhost_store.ids import from_hex
 from peerhost_store.graph import walk
+from peerhost_store.ids import from_hex
 from peerhost_store.repo import Repository
 from peerhost_store.store import LmdbStore
 from peerhost_store.sync.client import CoordinatorClient
