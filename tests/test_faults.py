@@ -40,8 +40,8 @@ from test_server_uvicorn import free_port
 from worldutil import HISTORIES, copy_world, replace_world
 
 from peerhost_store.errors import StoreError
-from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.graph import walk
+from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import decode, encode_blob
 from peerhost_store.repo import HEAD, Repository
 from peerhost_store.restore import restore_tree

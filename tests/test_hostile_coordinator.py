@@ -238,7 +238,7 @@ def refused_pull(local: Local, server: Hostile,
     assert world_state(local.world) == before
     assert world_state(local.outside) == before_outside(outside)
     assert local.repo.head() == local.head
-    assert not [p for p in local.world.rglob(".phs-tmp-*")]
+    assert not list(local.world.rglob(".phs-tmp-*"))
     return caught.value
 
 

@@ -69,7 +69,7 @@ def test_server_properties_are_read_as_java_reads_them(tmp_path: Path) -> None:
     path.write_bytes("rcon.password=caf\xe9\n".encode("iso-8859-1"))  # Java's own encoding
     assert load_properties(path).rcon_password == "café"
     path.write_text("motd=\\u12\n")
-    with pytest.raises(ConfigError, match="server.properties: not a valid properties file"):
+    with pytest.raises(ConfigError, match=r"server\.properties: not a valid properties file"):
         load_properties(path)
 
 
@@ -109,7 +109,7 @@ def test_each_snapshot_records_the_game_and_old_snapshots_still_decode(
     assert decode(encoded) == old
 
 
-@pytest.mark.parametrize("game, needle", [
+@pytest.mark.parametrize(("game", "needle"), [
     ({"version": "1", "data_version": 2}, "not sorted"),
     ({}, "map of 1 to"),
     ({"version": 1.5}, "integer, a text or a list"),
@@ -129,7 +129,7 @@ def test_a_snapshot_game_of_the_wrong_shape_is_refused(game: dict[str, Any], nee
 W_1_18 = {"version": "1.18.2", "data_version": 2975}
 
 
-@pytest.mark.parametrize("server, upgrade, verdict", [
+@pytest.mark.parametrize(("server", "upgrade", "verdict"), [
     (ServerVersion("1.18.2", 2975, "jar"), False, None),
     (ServerVersion("1.17.1", 2730, "jar"), True, "older server cannot load a newer world"),
     (ServerVersion("1.20.1", 3465, "jar"), False, "would upgrade the world"),
@@ -203,7 +203,7 @@ def real_peer(tmp: Path, played: Session, real_world: Any, **config: object) -> 
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="subprocess timing")
-@pytest.mark.parametrize("change, flags, needle", [
+@pytest.mark.parametrize(("change", "flags", "needle"), [
     ({"tunnel": "cloudflared", "cloudflared": "/nonexistent/cloudflared"}, (),
      "tunnel = cloudflared, but '/nonexistent/cloudflared' is not found"),
     ({"server": ["/nonexistent/java", "-jar", "server.jar"]}, (),

@@ -15,8 +15,8 @@ from worldutil import HISTORIES, copy_world, replace_world
 
 from peerhost_cli.main import main
 from peerhost_store.errors import DamagedObjects
-from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.graph import walk
+from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import EntryKind, encode_blob
 from peerhost_store.repair import repair
 from peerhost_store.repo import Repository

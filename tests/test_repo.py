@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from worldfs_helpers import make_world, refuse_writes_to
 
 from peerhost_store.errors import NotFound, PeerhostError
 from peerhost_store.ids import hash_bytes
@@ -20,7 +21,6 @@ from peerhost_store.repo import HEAD, PENDING_RESTORE, Repository
 from peerhost_store.store import Update
 from peerhost_store.tree import build_dir
 from peerhost_store.worldfs import UnsafePath
-from worldfs_helpers import make_world, refuse_writes_to
 
 
 def _files(world: Path) -> dict[str, bytes]:
@@ -114,9 +114,8 @@ def test_verify_reports_missing_and_corrupt_objects(repo: Repository) -> None:
 
 
 def test_a_second_writer_is_refused_while_one_works(repo: Repository) -> None:
-    with repo.lock():
-        with pytest.raises(Locked):
-            repo.snapshot("concurrent")
+    with repo.lock(), pytest.raises(Locked):
+        repo.snapshot("concurrent")
 
 
 def _hostile_snapshot(repo: Repository, name: str) -> bytes:

@@ -14,6 +14,7 @@ from peerhost_store.ids import hash_bytes
 from peerhost_store.objects import Snapshot, encode_blob, encode_dir_leaf, encode_snapshot
 from peerhost_store.sync.client import (
     CoordinatorClient,
+    CoordinatorError,
     Fenced,
     Forbidden,
     HeadMoved,
@@ -64,9 +65,9 @@ def test_session_member_token_lifecycle(tmp_path: Path) -> None:
         with pytest.raises(Unauthorized) as err:
             c["alice"].lease_status()
         assert err.value.status == 401
-        with pytest.raises(Exception) as dup:
+        with pytest.raises(CoordinatorError) as dup:
             server.admin.create_session("s1")
-        assert getattr(dup.value, "code", "") == "session_exists"
+        assert dup.value.code == "session_exists"
         # Tokens are stored hashed only.
         raw = (tmp_path / "c" / "coordinator" / "data.mdb").read_bytes()
         assert server.admin_token.encode() not in raw
@@ -175,9 +176,9 @@ def test_another_sessions_token_cannot_probe_objects(two_sessions) -> None:  # t
     assert s1.missing([oid]) == []
     answers = []
     for probe in (oid, bytes(32)):
-        for tail in ("objects/missing", "objects/status", "objects/get"):
-            answers.append(call(server, "POST", f"/v1/sessions/s1/{tail}", encode_ids([probe]),
-                                tokens["other"]))
+        answers += [call(server, "POST", f"/v1/sessions/s1/{tail}", encode_ids([probe]),
+                         tokens["other"])
+                    for tail in ("objects/missing", "objects/status", "objects/get")]
         request = DeltaRequest(probe, probe, ((0, 1),))  # type: ignore[arg-type]
         answers.append(call(server, "POST", "/v1/sessions/s1/objects/delta/get",
                             encode_delta_get(request), tokens["other"]))
@@ -442,9 +443,9 @@ def test_standby_gets_a_reserved_window(tmp_path: Path) -> None:
 def test_sync_request_reaches_the_holder_once(tmp_path: Path) -> None:
     with running(tmp_path / "c") as server:
         c = make_session(server)
-        with pytest.raises(Exception) as err:
+        with pytest.raises(CoordinatorError) as err:
             c["bob"].request_sync()
-        assert getattr(err.value, "code", "") == "no_lease"
+        assert err.value.code == "no_lease"
         lease = c["alice"].acquire("alice-pc", 30)
         assert c["alice"].renew(lease.fencing).sync_requested is False
         assert c["bob"].request_sync() == "alice-pc"

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from worldutil import copy_world
 
-from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.graph import walk
+from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.repo import Repository
 from peerhost_store.store import LmdbStore
 from peerhost_store.sync.client import CoordinatorClient, CoordinatorUnavailable, UploadResult

@@ -16,8 +16,8 @@ from worldutil import world_content
 
 from peerhost_store.bounds import SnapshotCheck, Summary, TreeLimits, check_snapshot
 from peerhost_store.errors import ObjectCorrupt
-from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.graph import walk
+from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import decode, encode_blob, encode_dir_leaf
 from peerhost_store.repo import Repository
 from peerhost_store.store import MemoryStore, Update

@@ -18,8 +18,8 @@ from worldutil import HISTORIES, replace_world, world_content
 
 from peerhost_cli.reports import chunk_counts, chunks_text
 from peerhost_server import Limits
-from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.graph import walk
+from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import ChunkEntry, DirEntry, EntryKind, decode_blob, encode_blob
 from peerhost_store.repo import Repository
 from peerhost_store.store import MemoryStore

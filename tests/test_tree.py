@@ -8,7 +8,7 @@ from peerhost_store.objects import ChunkEntry, DirEntry, EntryKind, decode, enco
 from peerhost_store.store import MemoryStore
 from peerhost_store.tree import build_dir, build_region, diff_maps, iter_map
 
-ids = st.binary(min_size=1, max_size=4).map(lambda b: hash_bytes(b))
+ids = st.binary(min_size=1, max_size=4).map(hash_bytes)
 chunk_maps = st.dictionaries(
     st.integers(0, 1023),
     st.tuples(ids, st.sampled_from([1, 2, 3, 4, 127]), st.integers(0, 2**32 - 1), st.booleans()),

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
-
 from conftest import WORLDS
+from worldutil import HISTORIES, copy_world, replace_world, world_content, world_names
+
 from peerhost_store.diff import ChunkChange, FileChange
 from peerhost_store.region import chunk_coords, region_coords
 from peerhost_store.repo import Repository
-from worldutil import HISTORIES, copy_world, replace_world, world_content, world_names
 
 ALL_WORLDS = world_names(WORLDS) or ["(missing)"]
-PAIRS = [(h, a, b) for h, versions in HISTORIES.items() for a, b in zip(versions, versions[1:])]
+PAIRS = [(h, a, b) for h, versions in HISTORIES.items() for a, b in itertools.pairwise(versions)]
 
 
 @pytest.mark.parametrize("name", ALL_WORLDS)

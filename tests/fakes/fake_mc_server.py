@@ -22,6 +22,7 @@ S`` waits before listening. With ``PEERHOST_FAKE_ENV_DIR`` set it records its en
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
 import sys
 import threading
@@ -77,10 +78,8 @@ def main() -> int:
                 conn, _ = listener.accept()
             except OSError:
                 return
-            try:
+            with contextlib.suppress(OSError):
                 conn.sendall(f"fake minecraft server of {world.resolve().parent.name}\n".encode())
-            except OSError:
-                pass
             conn.close()
 
     threading.Thread(target=accept, daemon=True).start()
