@@ -69,7 +69,7 @@ from peerhost_store.worldfs import STORE_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from worldutil import (  # type: ignore[import-not-found, unused-ignore]
+from worldutil import (
     HISTORIES,
     copy_world,
     replace_world,

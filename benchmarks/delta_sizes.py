@@ -55,7 +55,7 @@ from peerhost_store.worldfs import region_place
 
 WORLDS = Path(__file__).resolve().parents[2] / "shared" / "worlds"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from worldutil import HISTORIES  # type: ignore[import-not-found, unused-ignore]
+from worldutil import HISTORIES
 
 # FACTS.md (2026-11-30), KiB: git thin pack, and the best of rsync, git, restic and borg.
 FACTS_GIT = [571, 21, 624, 761, 354, 869, 10, 1108, 5, 2962, 25, 9, 262]

@@ -574,10 +574,10 @@ def server_latencies(log: Path) -> dict[str, dict[str, float]]:
 
 
 def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
-    assert proc.stdout is not None
+    stdout = proc.stdout
+    assert stdout is not None
     box: list[str] = []
-    reader = threading.Thread(target=lambda: box.append(proc.stdout.readline()  # type: ignore[union-attr]
-                                                        ), daemon=True)
+    reader = threading.Thread(target=lambda: box.append(stdout.readline()), daemon=True)
     reader.start()
     reader.join(timeout)
     return box[0] if box else ""

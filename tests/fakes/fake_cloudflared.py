@@ -51,9 +51,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from recorded_env import record_environment  # beside this file (run as a script)
+if TYPE_CHECKING:  # mypy reads the fakes as the package the tests import them from
+    from fakes.recorded_env import record_environment
+else:  # run as a script: this file's folder is on sys.path
+    from recorded_env import record_environment
 
 REGISTRY_ENV = "PEERHOST_FAKE_CLOUDFLARE_DIR"
 DELAY_ENV = "PEERHOST_FAKE_CLOUDFLARE_DELAY"

@@ -28,8 +28,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from recorded_env import record_environment  # beside this file (run as a script)
+if TYPE_CHECKING:  # mypy reads the fakes as the package the tests import them from
+    from fakes.recorded_env import record_environment
+else:  # run as a script: this file's folder is on sys.path
+    from recorded_env import record_environment
 
 
 def lock_session(world: Path) -> object:
