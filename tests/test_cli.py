@@ -86,7 +86,7 @@ def test_verify_exit_code_on_problems(tmp_path: Path, capsys: pytest.CaptureFixt
     from peerhost_store.store import Update
 
     with Repository.open(world) as repo:
-        root = repo.read_snapshot(repo.head()).root  # type: ignore[arg-type]
+        root = repo.read_snapshot(repo.resolve("head")).root
         repo.store.apply(Update(delete_objects=[root]))
     code, _, err = phs(capsys, "verify", "-C", str(world))
     assert code == 4 and "missing object" in err

@@ -234,7 +234,7 @@ def test_accessors_check_the_type() -> None:
         (nbt.as_list, root["compound"]),
     ]:
         with pytest.raises(NbtError, match="expected"):
-            accessor(value)  # type: ignore[operator]
+            accessor(value)
 
 
 # --- writing ----------------------------------------------------------------------------------

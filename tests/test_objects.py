@@ -14,8 +14,11 @@ from peerhost_store.ids import hash_bytes
 from peerhost_store.objects import (
     ChunkEntry,
     DirEntry,
+    DirLeaf,
     EntryKind,
+    Index,
     IndexEntry,
+    RegionLeaf,
     Snapshot,
     check,
     decode,
@@ -34,11 +37,13 @@ def test_encodings_round_trip() -> None:
     for n in (0, 255, 256, 65535, 65536):
         assert msgpack.unpackb(encode_blob(bytes(n))) == [1, bytes(n)]
     dirs = [DirEntry("a", EntryKind.FILE, OID, 3), DirEntry("b", EntryKind.REGION, OID, 2, OID)]
-    assert decode(encode_dir_leaf(dirs)).entries == tuple(dirs)  # type: ignore[union-attr]
+    leaf = decode(encode_dir_leaf(dirs))
+    assert isinstance(leaf, DirLeaf) and leaf.entries == tuple(dirs)
     chunks = [ChunkEntry(0, OID, 2, 5, False), ChunkEntry(7, OID, 1, 6, True)]
-    assert decode(encode_region_leaf(chunks)).entries == tuple(chunks)  # type: ignore[union-attr]
+    region_leaf = decode(encode_region_leaf(chunks))
+    assert isinstance(region_leaf, RegionLeaf) and region_leaf.entries == tuple(chunks)
     index = decode(encode_index(1, [IndexEntry(0, OID), IndexEntry(8, OID)]))
-    assert index.level == 1  # type: ignore[union-attr]
+    assert isinstance(index, Index) and index.level == 1
     snap = Snapshot(OID, (OID,), 1, "a", "h", "m", {"chunks": 3})
     assert decode(encode_snapshot(snap)) == snap
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -88,7 +89,9 @@ def test_diff_matches_slot_by_slot_ground_truth(
         assert repo.verify().ok
 
 
-def test_resaves_are_told_from_content_changes(real_world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_resaves_are_told_from_content_changes(
+    real_world: Callable[[str], Path], tmp_path: Path
+) -> None:
     history = real_world("aviadbag-1.19-history")
     world = copy_world(history / "3195128", tmp_path / "world")
     with Repository.init(world) as repo:
