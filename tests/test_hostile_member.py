@@ -23,6 +23,8 @@ from test_sync_support import Clock, Server, TestClient, make_session, new_repo,
 from worldfs_helpers import make_world
 
 from peerhost_server import Limits, create_app
+from peerhost_server.backends.lmdb import LmdbBackends
+from peerhost_server.domain.coordinator import Coordinator
 from peerhost_store.errors import DecodeError, PeerhostError
 from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import (
@@ -34,9 +36,10 @@ from peerhost_store.objects import (
     encode_dir_leaf,
     encode_index,
 )
+from peerhost_store.pending import PENDING_RESTORE
 from peerhost_store.region import ZLIB
-from peerhost_store.repo import PENDING_RESTORE, Repository
-from peerhost_store.store import MemoryStore, Update
+from peerhost_store.repo import Repository
+from peerhost_store.store import LmdbStore, MemoryStore, Update
 from peerhost_store.sync.client import CoordinatorClient, CoordinatorError, Forbidden
 from peerhost_store.sync.protocol import MSGPACK, DeltaRequest, encode_delta_upload
 from peerhost_store.sync.transfer import pull, push
@@ -244,7 +247,7 @@ def test_the_check_costs_what_changed(server: Server, tmp_path: Path,
     a.snapshot("v2")
     second = push(a, c["alice"], fencing=fencing)
     assert first.checked > 1000 and second.checked <= 12
-    coord = server.http.app.state.coordinator  # type: ignore[attr-defined]
+    coord = server.coordinator
     head = c["bob"].head().head
     assert head is not None
     [summary] = coord.summaries("s1", [head])
@@ -259,20 +262,28 @@ def test_marks_without_summaries_are_checked_again(server: Server, tmp_path: Pat
     a.snapshot("v1")
     fencing = c["alice"].acquire("alice-pc", 60).fencing
     push(a, c["alice"], fencing=fencing)
-    coord = server.http.app.state.coordinator  # type: ignore[attr-defined]
-    coord.backends.kv.apply(Update(meta=dict.fromkeys(_mark_keys(coord, "s1"), b"")))  # LMDB
+    coord = server.coordinator
+    _kv(coord).apply(Update(meta=dict.fromkeys(_mark_keys(coord, "s1"), b"")))
     (a.world / "data").mkdir(exist_ok=True)
     (a.world / "data" / "note.dat").write_bytes(b"one more file")
     a.snapshot("v2")
     second = push(a, c["alice"], fencing=fencing)
     assert second.checked > 1000, "the old marks were walked again, once"
-    assert coord.summaries("s1", [a.head()])[0] is not None
+    head = a.head()
+    assert head is not None
+    assert coord.summaries("s1", [head])[0] is not None
 
 
-def _mark_keys(coord: Any, session: str) -> list[str]:
+def _kv(coord: Coordinator) -> LmdbStore:
+    """The LMDB store behind the coordinator's backends (the fixture's coordinator)."""
+    assert isinstance(coord.backends, LmdbBackends)
+    return coord.backends.kv
+
+
+def _mark_keys(coord: Coordinator, session: str) -> list[str]:
     store = coord.store(session)
     return [f"complete/{session}/{oid.hex()}" for oid in store.iter_ids()
-            if coord.backends.kv.meta.get(f"complete/{session}/{oid.hex()}") is not None]
+            if _kv(coord).meta.get(f"complete/{session}/{oid.hex()}") is not None]
 
 
 # -- item 6, the client: a bounded check before anything is written ---------------------------

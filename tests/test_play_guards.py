@@ -46,8 +46,10 @@ from peerhost_cli.play.guards import (
 from peerhost_cli.play.notify import MAX_PENDING, Notifier
 from peerhost_store import nbt
 from peerhost_store.errors import DecodeError
+from peerhost_store.ids import ObjectId
 from peerhost_store.objects import Snapshot, decode, encode_snapshot
 from peerhost_store.repo import Repository
+from peerhost_store.sync.client import CoordinatorClient
 from peerhost_store.worldinfo import PRE_1_9, WorldInfo, parse_level_dat, read_world_info
 
 
@@ -103,7 +105,7 @@ def test_each_snapshot_records_the_game_and_old_snapshots_still_decode(
                              "mods": ("mods/fabric-api-0.92.jar", "mods/lithium-0.11.jar"),
                              "version": "1.18.2"}
         assert decode(encode_snapshot(snap)) == snap
-    old = Snapshot(bytes(32), (), 1, "a", "h", "m", {"chunks": 1})  # type: ignore[arg-type]
+    old = Snapshot(ObjectId(bytes(32)), (), 1, "a", "h", "m", {"chunks": 1})
     encoded = encode_snapshot(old)
     assert msgpack.unpackb(encoded) == [5, bytes(32), [], 1, "a", "h", "m", {"chunks": 1}]
     assert decode(encoded) == old
@@ -441,7 +443,7 @@ def test_a_webhook_hears_of_diverged_histories_and_a_lost_lease(
         with playutil.phs("host", str(a)) as host, \
                 httpx.Client(base_url=session["url"], timeout=10) as http:
             host.wait_for(r"the server is ready")
-            owner = playutil.CoordinatorClient(http, "s1", session["owner"])
+            owner = CoordinatorClient(http, "s1", session["owner"])
             lease = owner.lease_status().lease
             assert lease is not None
             owner.release(lease.fencing)  # the owner ends the host's lease
