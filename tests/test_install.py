@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import wheels
+from packaging.utils import canonicalize_name
 
 import peerhost_cli
 import peerhost_server
@@ -96,6 +97,15 @@ def test_lock_file_is_used_by_dev_py_and_marks_what_lacks_wheels() -> None:
         for minor in (11, 12)
         for platform in ("win_amd64", "macosx_arm64", "macosx_x86_64")
     }
+
+
+def test_every_direct_requirement_is_pinned() -> None:
+    # The lock pins the whole test environment; a dependency added by hand to pyproject.toml
+    # (and not to the lock) would install whatever version is newest that day.
+    extras = tuple(PYPROJECT["optional-dependencies"])
+    wanted = {canonicalize_name(r.name) for r in wheels.project_requirements(extras=extras)}
+    pinned = {canonicalize_name(pin.name) for pin in wheels.read_constraints()}
+    assert wanted - {"peerhost"} - pinned == set()
 
 
 # --- version, licence, URLs, entry points -----------------------------------------------------
