@@ -1,9 +1,11 @@
+#!/usr/bin/env python3
 """Set-up and entry points for a fresh checkout: ``python3 dev.py demo`` and ``python3 dev.py test``.
 
 Creates (or reuses) ``.venv`` beside this file, installs the project into it when
 ``pyproject.toml`` or ``constraints.txt`` changed since the last install (pinned by
 ``constraints.txt``, so CI installs what was tested), then runs the demo or the test suite (after
 ``npm ci`` in ``e2e/node`` when its lock changed: the end-to-end tests' Minecraft server and bot).
+``test`` first runs ruff and mypy (configured in pyproject.toml) and stops on their findings.
 ``python3 dev.py lock`` regenerates ``constraints.txt`` from a fresh resolution (tests/wheels.py).
 Only the standard library is used here, so it runs on any Python >= 3.11 (Windows: ``py dev.py``).
 """
@@ -88,6 +90,28 @@ def ensure_tmux() -> None:
                    check=True)
 
 
+#: What ``python3 dev.py test`` checks before the suite: fast (seconds, mypy's cache in
+#: .mypy_cache included), so a finding fails the run before 15 minutes of tests.
+LINTERS = (
+    ("ruff", "check", "src", "tests", "benchmarks", "dev.py"),
+    ("mypy",),  # pyproject.toml [tool.mypy] files: src, tests, benchmarks, dev.py
+)
+
+
+def lint(python: Path) -> bool:
+    """Run every linter (each prints its findings); whether all of them passed."""
+    failed = []
+    for tool, *args in LINTERS:
+        print(f"{tool} {' '.join(args)}".strip(), flush=True)
+        done = subprocess.run([str(python), "-m", tool, *args], cwd=ROOT, check=False)
+        if done.returncode != 0:
+            failed.append(tool)
+    if failed:
+        print(f"{' and '.join(failed)} found problems (above): not running the tests",
+              flush=True)
+    return not failed
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test", "phs", "lock"):
         print("usage: python3 dev.py demo [phs demo options] | test [pytest options] | phs ARGS"
@@ -98,6 +122,8 @@ def main(argv: list[str]) -> int:
     if command == "lock":
         cmd = [str(python), str(ROOT / "tests" / "wheels.py"), "lock"]
     elif command == "test":
+        if not lint(python):
+            return 1
         ensure_node_packages()
         ensure_tmux()
         cmd = [str(python), "-m", "pytest", *rest]
@@ -106,7 +132,7 @@ def main(argv: list[str]) -> int:
     else:
         cmd = [str(python), "-m", "peerhost_cli.main", *rest]
     # pytest exits 5 when it collected no tests; that propagates as a failure.
-    return subprocess.run(cmd, cwd=ROOT).returncode
+    return subprocess.run(cmd, cwd=ROOT, check=False).returncode
 
 
 if __name__ == "__main__":

@@ -44,14 +44,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the hostile trees the tests use
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from hostile_trees import Collect, dag_bomb, region_bomb, snapshot_of  # noqa: E402
-from soak import Server  # noqa: E402  (benchmarks/ is on the path: this file's folder)
+from hostile_trees import Collect, dag_bomb, region_bomb, snapshot_of
+from soak import Server
 
-from peerhost_store.ids import ObjectId  # noqa: E402
-from peerhost_store.repo import Repository  # noqa: E402
-from peerhost_store.sync.client import CoordinatorClient, CoordinatorError  # noqa: E402
-from peerhost_store.sync.protocol import DeltaRequest  # noqa: E402
-from peerhost_store.sync.transfer import push  # noqa: E402
+from peerhost_store.ids import ObjectId
+from peerhost_store.repo import Repository
+from peerhost_store.sync.client import CoordinatorClient, CoordinatorError
+from peerhost_store.sync.protocol import DeltaRequest
+from peerhost_store.sync.transfer import push
 
 RESULTS = ROOT / "benchmarks" / "results"
 WORLD = ROOT.parent / "shared" / "worlds" / "aviadbag-1.19-history" / "3195128"

@@ -69,7 +69,7 @@ from peerhost_store.worldfs import STORE_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from worldutil import (  # type: ignore[import-not-found, unused-ignore]
+from worldutil import (
     HISTORIES,
     copy_world,
     replace_world,
@@ -77,7 +77,7 @@ from worldutil import (  # type: ignore[import-not-found, unused-ignore]
 )
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from delta_sizes import Chunk, Key, load_chunks, per_chunk_zstd  # noqa: E402
+from delta_sizes import Chunk, Key, load_chunks, per_chunk_zstd
 
 PYTHON = sys.executable
 WORLDS = ROOT.parent / "shared" / "worlds"

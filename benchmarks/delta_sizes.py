@@ -55,7 +55,8 @@ from peerhost_store.worldfs import region_place
 
 WORLDS = Path(__file__).resolve().parents[2] / "shared" / "worlds"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from worldutil import HISTORIES  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
+from worldutil import HISTORIES
+
 # FACTS.md (2026-11-30), KiB: git thin pack, and the best of rsync, git, restic and borg.
 FACTS_GIT = [571, 21, 624, 761, 354, 869, 10, 1108, 5, 2962, 25, 9, 262]
 FACTS_BEST = [571, 21, 624, 761, 354, 869, 10, 1108, 5, 2962, 25, 9, 8]
@@ -263,8 +264,8 @@ def print_table(rows: list[tuple[PairResult, int, int, int | None]], with_git: b
         beat_git += git is not None and result.batch_for_want < git
         for key, value in zip(
             sums,
-            [result.payload, result.per_chunk_zstd, result.batch_with_ids, result.batch_for_want]
-            + [facts_git * 1024, facts_best * 1024, git or 0],
+            [result.payload, result.per_chunk_zstd, result.batch_with_ids, result.batch_for_want,
+             facts_git * 1024, facts_best * 1024, git or 0],
             strict=True,
         ):
             sums[key] += value

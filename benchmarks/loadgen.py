@@ -156,7 +156,7 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     config = json.loads(sys.argv[1])
     try:
-        import uvloop  # type: ignore[import-not-found, unused-ignore]
+        import uvloop  # type: ignore[import-not-found, unused-ignore]  # none on Windows
     except ImportError:
         result = asyncio.run(run(config))
         result["loop"] = "asyncio"

@@ -53,8 +53,8 @@ import httpx
 
 from peerhost_cli import synth
 from peerhost_store import region
-from peerhost_store.ids import from_hex
 from peerhost_store.graph import walk
+from peerhost_store.ids import from_hex
 from peerhost_store.repo import Repository
 from peerhost_store.store import LmdbStore
 from peerhost_store.sync.client import CoordinatorClient
@@ -574,10 +574,10 @@ def server_latencies(log: Path) -> dict[str, dict[str, float]]:
 
 
 def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
-    assert proc.stdout is not None
+    stdout = proc.stdout
+    assert stdout is not None
     box: list[str] = []
-    reader = threading.Thread(target=lambda: box.append(proc.stdout.readline()  # type: ignore[union-attr]
-                                                        ), daemon=True)
+    reader = threading.Thread(target=lambda: box.append(stdout.readline()), daemon=True)
     reader.start()
     reader.join(timeout)
     return box[0] if box else ""

@@ -372,10 +372,8 @@ class Coordinator:
     def stop(self) -> None:
         if self.child is not None and self.child.status is None:
             self.zygote.kill(self.child, signal.SIGTERM)
-            try:
+            with contextlib.suppress(AssertionError):  # wait() killed it with SIGKILL
                 self.zygote.wait(self.child, 30)
-            except AssertionError:
-                pass  # wait() killed it with SIGKILL
 
 
 # -- checks and figures -----------------------------------------------------------------------
@@ -387,11 +385,11 @@ def world_files(folder: Path) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     for root, dirs, names in os.walk(folder):
         rel_root = Path(root).relative_to(folder)
-        if rel_root == Path("."):
+        top = rel_root == Path(".")
+        if top:
             dirs[:] = [d for d in dirs if d != ".peerhost"]
-            names = [n for n in names if n != "session.lock"]
         for name in names:
-            if not name.startswith(TEMP_PREFIX):
+            if not name.startswith(TEMP_PREFIX) and not (top and name == "session.lock"):
                 files[(rel_root / name).as_posix()] = (Path(root) / name).read_bytes()
     return files
 

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from test_server_uvicorn import Coordinator, free_port
+from test_server_uvicorn import Coordinator
+from test_server_uvicorn import free_port as free_port  # the tests' too
 
 from peerhost_cli.main import main as phs_main
-from peerhost_cli.play.game import port_answers  # noqa: F401 - the tests' too
+from peerhost_cli.play.game import port_answers as port_answers  # the tests' too
 from peerhost_store.sync.client import CoordinatorClient
 
 FAKES = Path(__file__).parent / "fakes"

@@ -6,11 +6,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from worldfs_helpers import make_world
 
 from peerhost_store.diff import ChunkChange
 from peerhost_store.region import parse_region, write_region
 from peerhost_store.repo import Repository
-from worldfs_helpers import make_world
 
 VALID = ["gzip", "uncompressed", "lz4", "mixed", "unpadded", "header-only", "empty", "stale-free-sectors",
          "deep-nbt", "zlib-bomb"]

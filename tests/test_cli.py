@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from worldfs_helpers import make_world, refuse_writes_to
 
 from peerhost_cli.main import main
-from worldfs_helpers import make_world, refuse_writes_to
 
 
 def phs(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -67,14 +67,14 @@ def test_errors_are_one_line_with_exit_codes(
     if args != ["log"]:
         phs(capsys, "init", "-C", str(world))
         phs(capsys, "snapshot", "-C", str(world))
-    got, out, err = phs(capsys, *[a.format(world=world) for a in args], "-C", str(world))
+    got, _, err = phs(capsys, *[a.format(world=world) for a in args], "-C", str(world))
     assert got == code
     assert message in err and "Traceback" not in err and err.count("\n") == 1
 
 
 def test_usage_errors_exit_2() -> None:
     proc = subprocess.run([sys.executable, "-m", "peerhost_cli.main", "frobnicate"],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2
 
 
@@ -86,7 +86,7 @@ def test_verify_exit_code_on_problems(tmp_path: Path, capsys: pytest.CaptureFixt
     from peerhost_store.store import Update
 
     with Repository.open(world) as repo:
-        root = repo.read_snapshot(repo.head()).root  # type: ignore[arg-type]
+        root = repo.read_snapshot(repo.resolve("head")).root
         repo.store.apply(Update(delete_objects=[root]))
     code, _, err = phs(capsys, "verify", "-C", str(world))
     assert code == 4 and "missing object" in err

@@ -104,8 +104,8 @@ def test_an_unreachable_coordinator_is_one_line_with_the_url_and_what_to_check(
         code, _, err = phs(*command, "-C", str(world))
         assert code == 8, err
         assert err.count("\n") == 1 and "Traceback" not in err and "Error(" not in err, err
-        assert f"cannot reach the coordinator at {url}: connection refused; check that it is " \
-               "running" in err
+        assert (f"cannot reach the coordinator at {url}: connection refused; check that it is "
+                "running") in err
 
 
 def test_a_coordinator_that_never_answers_is_given_up_on_within_the_call_timeout() -> None:

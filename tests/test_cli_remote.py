@@ -20,8 +20,8 @@ import pytest
 from worldfs_helpers import make_world
 
 from peerhost_cli.cmd_serve import default_data_dir, parse_bind
-from peerhost_server.background import BackgroundCoordinator
 from peerhost_cli.main import main
+from peerhost_server.background import BackgroundCoordinator
 from peerhost_store.repo import Repository
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import random
 import struct
 import time
@@ -108,8 +109,8 @@ edits = st.lists(
 @example(b"abc" * 200, [("delete", 10, b"x" * 70), ("set", 300, b"zz")])
 def test_diff_bytes_round_trips(base: bytes, changes: list[tuple[str, int, bytes]]) -> None:
     new = bytearray(base)
-    for what, at, data in changes:
-        at = at % (len(new) + 1)
+    for what, offset, data in changes:
+        at = offset % (len(new) + 1)
         if what == "set":
             new[at : at + len(data)] = data[: len(new) - at] if at < len(new) else b""
         elif what == "insert":
@@ -454,10 +455,8 @@ def test_damaged_batches_raise_only_delta_error(data: st.DataObject) -> None:
     except DeltaError:
         return
     for item, base in zip(decoded, bases, strict=False):
-        try:
+        with contextlib.suppress(DeltaError):
             apply_delta(base, item, limit=MIB)
-        except DeltaError:
-            pass
 
 
 # --- real worlds ------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,10 +95,8 @@ def crash(proc: Proc) -> None:
     """kill -9 a phs process and everything it started, as a machine crash would."""
     victims = [proc.proc.pid, *descendants(proc.proc.pid)]
     for pid in victims:
-        try:
+        with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     proc.proc.wait(10)
 
 

@@ -40,13 +40,13 @@ from test_server_uvicorn import free_port
 from worldutil import HISTORIES, copy_world, replace_world
 
 from peerhost_store.errors import StoreError
-from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.graph import walk
+from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import decode, encode_blob
 from peerhost_store.repo import HEAD, Repository
 from peerhost_store.restore import restore_tree
 from peerhost_store.scan import scan_world
-from peerhost_store.store import LmdbStore, MemoryStore, Update, _lmdb
+from peerhost_store.store import LmdbStore, MemoryStore, Store, Update, _lmdb
 from peerhost_store.sync.client import (
     CoordinatorClient,
     CoordinatorError,
@@ -117,8 +117,9 @@ def check_repo(world: Path, acked: list[ObjectId]) -> ObjectId:
         return head
 
 
-def run_ok(zygote: Zygote, argv: list[str], out: Path, **kw: object) -> Child:
-    child = zygote.phs(argv, out, **kw)  # type: ignore[arg-type]
+def run_ok(zygote: Zygote, argv: list[str], out: Path, *, batch_bytes: int | None = None,
+           env: dict[str, str] | None = None) -> Child:
+    child = zygote.phs(argv, out, batch_bytes=batch_bytes, env=env)
     status = zygote.wait(child)
     assert status == 0, f"phs {' '.join(argv)} exited {status}:\n{child.output()[-3000:]}"
     return child
@@ -595,9 +596,12 @@ def test_gc_racing_pull(tmp_path: Path, zygote: Zygote, versions: list[Path]) ->
     assert gcs > figures.rounds, figures
 
 
-def flip_bit(store: LmdbStore, target: ObjectId, rng: random.Random) -> None:
+def flip_bit(store: Store, target: ObjectId, rng: random.Random) -> None:
+    assert isinstance(store, LmdbStore)
     with store._env.begin(write=True) as txn:
-        data = bytearray(txn.get(target, db=store._objects))
+        raw = txn.get(target, db=store._objects)
+        assert raw is not None, target.hex()
+        data = bytearray(raw)
         data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
         txn.put(target, bytes(data), db=store._objects)
 
@@ -633,7 +637,7 @@ def test_corrupt_objects_are_repaired_from_the_world_and_the_coordinator(
             lost = next(o for o in local if isinstance(decode(repo.store.objects.get_raw(o)), bytes))
             damaged = [node, chunk, live, lost]
             for target in damaged:
-                flip_bit(repo.store, target, rng)  # type: ignore[arg-type]
+                flip_bit(repo.store, target, rng)
         verify = zygote.phs(["verify", "-C", str(c.world)], out)
         assert zygote.wait(verify) == 4
         (c.world / "level.dat").write_bytes(rng.randbytes(2000))  # play goes on

@@ -52,7 +52,7 @@ from peerhost_store.objects import (
 )
 from peerhost_store.region import ZLIB
 from peerhost_store.repo import Repository
-from peerhost_store.store import ObjectStore
+from peerhost_store.store import Store
 from peerhost_store.sync.client import CoordinatorClient
 from peerhost_store.sync.delta import KIND_RAW, KIND_STORED, encode_batch
 from peerhost_store.sync.protocol import (
@@ -140,7 +140,7 @@ class Hostile:
         return Starlette(routes=[Route("/v1/sessions/{session}/{tail:path}", route,
                                        methods=["GET", "POST"])])
 
-    def graft(self, local: ObjectStore, root: ObjectId | None, folder: tuple[str, ...],
+    def graft(self, local: Store, root: ObjectId | None, folder: tuple[str, ...],
               entry: DirEntry) -> ObjectId:
         """A copy of tree ``root`` with ``entry`` put in ``folder``; new nodes go to the
         server only, unchanged subtrees are the local ones (which pull does not fetch)."""
@@ -166,7 +166,7 @@ def _error(status: int, code: str) -> JSONResponse:
 
 
 class _Either:
-    def __init__(self, objects: dict[ObjectId, bytes], store: ObjectStore) -> None:
+    def __init__(self, objects: dict[ObjectId, bytes], store: Store) -> None:
         self.objects, self.store = objects, store
 
     def get_raw(self, oid: ObjectId) -> bytes:
@@ -238,7 +238,7 @@ def refused_pull(local: Local, server: Hostile,
     assert world_state(local.world) == before
     assert world_state(local.outside) == before_outside(outside)
     assert local.repo.head() == local.head
-    assert not [p for p in local.world.rglob(".phs-tmp-*")]
+    assert not list(local.world.rglob(".phs-tmp-*"))
     return caught.value
 
 

@@ -9,9 +9,11 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import wheels
+from packaging.utils import canonicalize_name
 
 import peerhost_cli
 import peerhost_server
@@ -79,10 +81,7 @@ def test_no_dependency_needs_a_compiler_where_players_are() -> None:
 
 
 def test_lock_file_is_used_by_dev_py_and_marks_what_lacks_wheels() -> None:
-    spec = importlib.util.spec_from_file_location("dev", ROOT / "dev.py")
-    assert spec is not None and spec.loader is not None
-    dev = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(dev)
+    dev = _dev_module()
     command = dev.install_command(Path("python"))
     assert command[command.index("-c") + 1] == str(ROOT / "constraints.txt")
     pins = {pin.name: pin for pin in wheels.read_constraints()}
@@ -96,6 +95,47 @@ def test_lock_file_is_used_by_dev_py_and_marks_what_lacks_wheels() -> None:
         for minor in (11, 12)
         for platform in ("win_amd64", "macosx_arm64", "macosx_x86_64")
     }
+
+
+def test_every_direct_requirement_is_pinned() -> None:
+    # The lock pins the whole test environment; a dependency added by hand to pyproject.toml
+    # (and not to the lock) would install whatever version is newest that day.
+    extras = tuple(PYPROJECT["optional-dependencies"])
+    wanted = {canonicalize_name(r.name) for r in wheels.project_requirements(extras=extras)}
+    pinned = {canonicalize_name(pin.name) for pin in wheels.read_constraints()}
+    assert wanted - {"peerhost"} - pinned == set()
+
+
+def _dev_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("dev", ROOT / "dev.py")
+    assert spec is not None and spec.loader is not None
+    dev = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dev)
+    return dev
+
+
+@pytest.mark.parametrize("failing", [None, "ruff", "mypy"])
+def test_the_test_command_runs_ruff_and_mypy_first_and_stops_on_their_findings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], failing: str | None
+) -> None:
+    dev = _dev_module()
+    ran: list[str] = []
+
+    def run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        assert command[:2] == ["python", "-m"] and kwargs["cwd"] == ROOT
+        ran.append(command[2])
+        return subprocess.CompletedProcess(command, int(command[2] == failing))
+
+    monkeypatch.setattr(dev, "ensure_venv", lambda: Path("python"))
+    monkeypatch.setattr(dev, "ensure_node_packages", lambda: None)
+    monkeypatch.setattr(dev, "ensure_tmux", lambda: None)
+    monkeypatch.setattr(dev.subprocess, "run", run)
+    code = dev.main(["test", "-q"])
+    if failing is None:
+        assert (code, ran) == (0, ["ruff", "mypy", "pytest"])
+    else:  # both always run, so one run shows every finding; the suite does not
+        assert (code, ran) == (1, ["ruff", "mypy"])
+        assert f"{failing} found problems" in capsys.readouterr().out
 
 
 # --- version, licence, URLs, entry points -----------------------------------------------------

@@ -49,8 +49,10 @@ RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "reli
 # -- the checker on hand-made histories ------------------------------------------------------
 
 
-def op(client: int, kind: str, t0: float, result: str = OK, **fields: object) -> Op:
-    return Op(client, kind, t0, t0 + 0.1, t0, t0 + 0.1, result, **fields)  # type: ignore[arg-type]
+def op(client: int, kind: str, t0: float, result: str = OK, *, code: str | None = None,
+       fencing: int | None = None, ttl: float | None = None, old: str | None = None,
+       new: str | None = None) -> Op:
+    return Op(client, kind, t0, t0 + 0.1, t0, t0 + 0.1, result, code, fencing, ttl, old, new)
 
 
 def grant(client: int, t0: float, token: int) -> Op:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,12 +20,13 @@ from peerhost_server.domain.errors import Forbidden
 from peerhost_server.domain.heads import commit_head
 from peerhost_server.domain.protocols import WouldBlock
 from peerhost_server.leases import Lease, SessionLease
+from peerhost_store.ids import ObjectId
 
 OWNER_OF_A = Identity("0" * 16, OWNER, "a", OWNER)
 
 
 @pytest.fixture
-def coord(tmp_path: Path):  # type: ignore[no-untyped-def]
+def coord(tmp_path: Path) -> Iterator[Coordinator]:
     backends = LmdbBackends(tmp_path / "c", clock=time.monotonic, limits=Limits())
     try:
         yield Coordinator(backends, clock=time.monotonic, limits=Limits())
@@ -133,7 +135,7 @@ def test_a_head_commit_holds_only_its_own_sessions_lease_lock(
 
     def commit() -> None:
         try:
-            commit_head(coord, "a", OWNER_OF_A, None, b"\x01" * 32, fencing=fa,  # type: ignore[arg-type]
+            commit_head(coord, "a", OWNER_OF_A, None, ObjectId(b"\x01" * 32), fencing=fa,
                         verified={}, entry={"kind": "push"})
             done.append(None)
         except BaseException as exc:  # noqa: BLE001

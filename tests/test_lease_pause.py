@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from test_server_uvicorn import Coordinator, free_port
 
 from peerhost_store.ids import hash_bytes
 from peerhost_store.objects import (
@@ -22,7 +23,6 @@ from peerhost_store.objects import (
     encode_snapshot,
 )
 from peerhost_store.sync.client import CoordinatorClient
-from test_server_uvicorn import Coordinator, free_port
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGSTOP")
 

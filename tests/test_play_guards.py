@@ -46,8 +46,10 @@ from peerhost_cli.play.guards import (
 from peerhost_cli.play.notify import MAX_PENDING, Notifier
 from peerhost_store import nbt
 from peerhost_store.errors import DecodeError
+from peerhost_store.ids import ObjectId
 from peerhost_store.objects import Snapshot, decode, encode_snapshot
 from peerhost_store.repo import Repository
+from peerhost_store.sync.client import CoordinatorClient
 from peerhost_store.worldinfo import PRE_1_9, WorldInfo, parse_level_dat, read_world_info
 
 
@@ -69,7 +71,7 @@ def test_server_properties_are_read_as_java_reads_them(tmp_path: Path) -> None:
     path.write_bytes("rcon.password=caf\xe9\n".encode("iso-8859-1"))  # Java's own encoding
     assert load_properties(path).rcon_password == "café"
     path.write_text("motd=\\u12\n")
-    with pytest.raises(ConfigError, match="server.properties: not a valid properties file"):
+    with pytest.raises(ConfigError, match=r"server\.properties: not a valid properties file"):
         load_properties(path)
 
 
@@ -103,13 +105,13 @@ def test_each_snapshot_records_the_game_and_old_snapshots_still_decode(
                              "mods": ("mods/fabric-api-0.92.jar", "mods/lithium-0.11.jar"),
                              "version": "1.18.2"}
         assert decode(encode_snapshot(snap)) == snap
-    old = Snapshot(bytes(32), (), 1, "a", "h", "m", {"chunks": 1})  # type: ignore[arg-type]
+    old = Snapshot(ObjectId(bytes(32)), (), 1, "a", "h", "m", {"chunks": 1})
     encoded = encode_snapshot(old)
     assert msgpack.unpackb(encoded) == [5, bytes(32), [], 1, "a", "h", "m", {"chunks": 1}]
     assert decode(encoded) == old
 
 
-@pytest.mark.parametrize("game, needle", [
+@pytest.mark.parametrize(("game", "needle"), [
     ({"version": "1", "data_version": 2}, "not sorted"),
     ({}, "map of 1 to"),
     ({"version": 1.5}, "integer, a text or a list"),
@@ -129,7 +131,7 @@ def test_a_snapshot_game_of_the_wrong_shape_is_refused(game: dict[str, Any], nee
 W_1_18 = {"version": "1.18.2", "data_version": 2975}
 
 
-@pytest.mark.parametrize("server, upgrade, verdict", [
+@pytest.mark.parametrize(("server", "upgrade", "verdict"), [
     (ServerVersion("1.18.2", 2975, "jar"), False, None),
     (ServerVersion("1.17.1", 2730, "jar"), True, "older server cannot load a newer world"),
     (ServerVersion("1.20.1", 3465, "jar"), False, "would upgrade the world"),
@@ -203,7 +205,7 @@ def real_peer(tmp: Path, played: Session, real_world: Any, **config: object) -> 
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="subprocess timing")
-@pytest.mark.parametrize("change, flags, needle", [
+@pytest.mark.parametrize(("change", "flags", "needle"), [
     ({"tunnel": "cloudflared", "cloudflared": "/nonexistent/cloudflared"}, (),
      "tunnel = cloudflared, but '/nonexistent/cloudflared' is not found"),
     ({"server": ["/nonexistent/java", "-jar", "server.jar"]}, (),
@@ -441,7 +443,7 @@ def test_a_webhook_hears_of_diverged_histories_and_a_lost_lease(
         with playutil.phs("host", str(a)) as host, \
                 httpx.Client(base_url=session["url"], timeout=10) as http:
             host.wait_for(r"the server is ready")
-            owner = playutil.CoordinatorClient(http, "s1", session["owner"])
+            owner = CoordinatorClient(http, "s1", session["owner"])
             lease = owner.lease_status().lease
             assert lease is not None
             owner.release(lease.fencing)  # the owner ends the host's lease

@@ -25,7 +25,6 @@ from peerhost_cli.play.config import (
     parse_properties,
 )
 from peerhost_cli.play.game import GameServer, GameServerError
-from peerhost_store.sync.keeper import LeaseKeeper
 from peerhost_cli.play.saving import (
     ConsoleSaveControl,
     QuietFilesControl,
@@ -37,6 +36,7 @@ from peerhost_cli.play.tunnel import Access, TunnelError, TunnelSettings, make_t
 from peerhost_cli.play.view import HostStatus, render
 from peerhost_cli.play.waiting import SyncWait
 from peerhost_store.sync.client import CoordinatorUnavailable, Lease, LeaseLost, Renewal
+from peerhost_store.sync.keeper import LeaseKeeper
 
 # -- settings ---------------------------------------------------------------------------------
 
@@ -58,7 +58,7 @@ def test_host_config_reads_toml_and_flags_override(tmp_path: Path) -> None:
     assert (load_host_config(path).max_quiet_wait, load_host_config(path).console_save) == (30, False)
 
 
-@pytest.mark.parametrize("text, needle", [
+@pytest.mark.parametrize(("text", "needle"), [
     ("[host\n", "not valid TOML"),
     ("[host]\nsevrer = 'x'\n", "unknown key 'sevrer'"),
     ("[host]\nttl = 'long'\n", "ttl has the wrong type"),
@@ -237,7 +237,7 @@ def test_game_server_errors_name_the_command(tmp_path: Path) -> None:
     dying = GameServer([sys.executable, "-c", "print('Error: Unable to access jarfile'); exit(1)"],
                        tmp_path, free_port(), lambda _: None)
     dying.start()
-    with pytest.raises(GameServerError, match="exited with code 1 before it was ready(.|\n)*jarfile"):
+    with pytest.raises(GameServerError, match=r"(?s)exited with code 1 before it was ready.*jarfile"):
         dying.wait_ready(20)
     stop = threading.Event()
     stop.set()

@@ -5,7 +5,7 @@ recovered from the snapshots that need it and says what was lost."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,8 +15,8 @@ from worldutil import HISTORIES, copy_world, replace_world
 
 from peerhost_cli.main import main
 from peerhost_store.errors import DamagedObjects
-from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.graph import walk
+from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import EntryKind, encode_blob
 from peerhost_store.repair import repair
 from peerhost_store.repo import Repository
@@ -31,7 +31,9 @@ def corrupt(store: object, oid: ObjectId) -> None:
     """Flip one bit of a stored object, as a bad disk sector would."""
     assert isinstance(store, LmdbStore)
     with store._env.begin(write=True) as txn:
-        data = bytearray(txn.get(oid, db=store._objects))
+        raw = txn.get(oid, db=store._objects)
+        assert raw is not None, oid.hex()
+        data = bytearray(raw)
         data[len(data) // 2] ^= 0x10
         txn.put(oid, bytes(data), db=store._objects)
 
@@ -42,12 +44,12 @@ def files(world: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Repository:
+def repo(tmp_path: Path) -> Iterator[Repository]:
     world = make_world(tmp_path / "world")
     (world / "playerdata" / "alice.dat").write_bytes(b"alice v1")
     (world / "playerdata" / "bob.dat").write_bytes(b"bob, unchanged")
     r = Repository.init(world)
-    yield r  # type: ignore[misc]
+    yield r
     r.close()
 
 

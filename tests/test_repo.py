@@ -8,19 +8,21 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from worldfs_helpers import make_world, refuse_writes_to
 
 from peerhost_store.errors import NotFound, PeerhostError
-from peerhost_store.ids import hash_bytes
+from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.lock import Locked
 from peerhost_store.objects import DirEntry, EntryKind, Snapshot, encode_blob, encode_snapshot
-from peerhost_store.repo import HEAD, PENDING_RESTORE, Repository
-from peerhost_store.store import Update
+from peerhost_store.pending import PENDING_RESTORE
+from peerhost_store.repo import HEAD, Repository
+from peerhost_store.store import LmdbStore, Update
 from peerhost_store.tree import build_dir
 from peerhost_store.worldfs import UnsafePath
-from worldfs_helpers import make_world, refuse_writes_to
 
 
 def _files(world: Path) -> dict[str, bytes]:
@@ -32,11 +34,11 @@ def _files(world: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Repository:
+def repo(tmp_path: Path) -> Iterator[Repository]:
     world = make_world(tmp_path / "world")
     (world / "playerdata" / "alice.dat").write_bytes(b"alice v1")
     r = Repository.init(world)
-    yield r  # type: ignore[misc]
+    yield r
     r.close()
 
 
@@ -114,13 +116,14 @@ def test_verify_reports_missing_and_corrupt_objects(repo: Repository) -> None:
 
 
 def test_a_second_writer_is_refused_while_one_works(repo: Repository) -> None:
-    with repo.lock():
-        with pytest.raises(Locked):
-            repo.snapshot("concurrent")
+    with repo.lock(), pytest.raises(Locked):
+        repo.snapshot("concurrent")
 
 
-def _hostile_snapshot(repo: Repository, name: str) -> bytes:
-    add = lambda data: repo.store.objects.put(data)[0]  # noqa: E731
+def _hostile_snapshot(repo: Repository, name: str) -> ObjectId:
+    def add(data: bytes) -> ObjectId:
+        return repo.store.objects.put(data)[0]
+
     blob = add(encode_blob(b"evil"))
     inner = build_dir(add, [DirEntry("x", EntryKind.FILE, blob, 4)])
     root = build_dir(add, sorted([DirEntry("aaa.txt", EntryKind.FILE, blob, 4),
@@ -135,7 +138,7 @@ def _hostile_snapshot(repo: Repository, name: str) -> bytes:
 def test_restore_refuses_unsafe_names_before_writing(repo: Repository, name: str, tmp_path: Path) -> None:
     oid = _hostile_snapshot(repo, name)
     with pytest.raises(UnsafePath):
-        repo.checkout(oid, tmp_path / "out")  # type: ignore[arg-type]
+        repo.checkout(oid, tmp_path / "out")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
@@ -146,7 +149,7 @@ def test_restore_refuses_a_planted_link(repo: Repository, tmp_path: Path) -> Non
     os.symlink(outside, repo.world / "dir")
     before = _files(repo.world)
     with pytest.raises(UnsafePath):
-        repo.restore(oid)  # type: ignore[arg-type]
+        repo.restore(oid)
     assert list(outside.iterdir()) == [] and _files(repo.world) == before
 
 
@@ -170,8 +173,8 @@ def test_kill_9_during_snapshot_keeps_the_previous_head(tmp_path: Path) -> None:
         proc.wait(timeout=60)
         with Repository.open(world) as repo:
             assert repo.verify().ok
-            head = repo.head()
-            assert head == v1 or repo.read_snapshot(head).parents == (v1,)  # type: ignore[arg-type]
+            head = repo.resolve("head")
+            assert head == v1 or repo.read_snapshot(head).parents == (v1,)
             if head != v1:
                 break
     assert killed_midway > 0
@@ -194,8 +197,10 @@ def test_refs_only_move_by_compare_and_swap(repo: Repository) -> None:
 def test_verify_reports_a_corrupt_object(repo: Repository) -> None:
     repo.snapshot("v1")
     blob = hash_bytes(encode_blob(b"alice v1"))
-    with repo.store._env.begin(write=True) as txn:  # type: ignore[attr-defined]
-        txn.put(blob, encode_blob(b"alice v2"), db=repo.store._objects)  # type: ignore[attr-defined]
+    store = repo.store
+    assert isinstance(store, LmdbStore)
+    with store._env.begin(write=True) as txn:
+        txn.put(blob, encode_blob(b"alice v2"), db=store._objects)
     report = repo.verify()
     assert [(p.kind, p.where.endswith("playerdata/alice.dat")) for p in report.problems] == [("corrupt", True)]
 
@@ -370,7 +375,8 @@ def test_gc_keeps_what_live_pins_protect_and_drops_stale_pins(repo: Repository) 
     (repo.world / "lost.dat").unlink()
     live, dead = repo.store.new_pin(), repo.store.new_pin()
     repo.store.apply(Update(pins={live: [(kept_root, True)], dead: [(lost_root, True)]}))
-    repo.store._pin_locks.pop(dead).__exit__(None, None, None)  # type: ignore[attr-defined]
+    assert isinstance(repo.store, LmdbStore)
+    repo.store._pin_locks.pop(dead).__exit__(None, None, None)
     kept = walk(repo.store.objects, [], nodes=[kept_root]).reachable
     repo.gc()
     assert all(oid in repo.store.objects for oid in kept), "a pinned node keeps its whole subtree"

@@ -3,21 +3,25 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
 from test_sync_support import Clock, Server, make_session, running
 
 from peerhost_server import Limits
-from peerhost_store.ids import hash_bytes
+from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import Snapshot, encode_blob, encode_dir_leaf, encode_snapshot
 from peerhost_store.sync.client import (
     CoordinatorClient,
+    CoordinatorError,
     Fenced,
     Forbidden,
     HeadMoved,
     Incomplete,
+    Lease,
     LeaseHeld,
     LeaseLost,
     NotFastForward,
@@ -35,19 +39,20 @@ from peerhost_store.sync.protocol import (
 )
 
 EMPTY_DIR = encode_dir_leaf([])
+EMPTY_DIR_ID = hash_bytes(EMPTY_DIR)
 
 
-def snapshot_bytes(root: bytes = hash_bytes(EMPTY_DIR), parents: tuple[bytes, ...] = (),
+def snapshot_bytes(root: ObjectId = EMPTY_DIR_ID, parents: tuple[ObjectId, ...] = (),
                    message: str = "") -> bytes:
-    return encode_snapshot(Snapshot(root, parents, 1, "t", "h", message, {}))  # type: ignore[arg-type]
+    return encode_snapshot(Snapshot(root, parents, 1, "t", "h", message, {}))
 
 
-def publish(client: CoordinatorClient, fencing: int, old: bytes | None,
-            message: str = "") -> bytes:
-    snap = snapshot_bytes(parents=(old,) if old else (), message=message)  # type: ignore[arg-type]
+def publish(client: CoordinatorClient, fencing: int, old: ObjectId | None,
+            message: str = "") -> ObjectId:
+    snap = snapshot_bytes(parents=(old,) if old else (), message=message)
     client.upload([EMPTY_DIR, snap])
     new = hash_bytes(snap)
-    client.set_head(old, new, fencing)  # type: ignore[arg-type]
+    client.set_head(old, new, fencing)
     return new
 
 
@@ -64,9 +69,9 @@ def test_session_member_token_lifecycle(tmp_path: Path) -> None:
         with pytest.raises(Unauthorized) as err:
             c["alice"].lease_status()
         assert err.value.status == 401
-        with pytest.raises(Exception) as dup:
+        with pytest.raises(CoordinatorError) as dup:
             server.admin.create_session("s1")
-        assert getattr(dup.value, "code", "") == "session_exists"
+        assert dup.value.code == "session_exists"
         # Tokens are stored hashed only.
         raw = (tmp_path / "c" / "coordinator" / "data.mdb").read_bytes()
         assert server.admin_token.encode() not in raw
@@ -89,8 +94,9 @@ def test_tokens_are_never_echoed_or_logged(tmp_path: Path, caplog: pytest.LogCap
 # -- the auth matrix ------------------------------------------------------------------------
 
 OID = "00" * 32
-ID_BODY = encode_ids([bytes(32)])  # type: ignore[list-item]
-DELTA_GET = encode_delta_get(DeltaRequest(bytes(32), bytes(32), ((0, 1),)))  # type: ignore[arg-type]
+ZERO_ID = ObjectId(bytes(32))
+ID_BODY = encode_ids([ZERO_ID])
+DELTA_GET = encode_delta_get(DeltaRequest(ZERO_ID, ZERO_ID, ((0, 1),)))
 SESSION_ENDPOINTS = [
     # (method, path under /v1/sessions/s1, body, roles allowed)
     ("POST", "members", {"name": "zed"}, {"owner"}),
@@ -119,8 +125,10 @@ ADMIN_ENDPOINTS = [("POST", "/v1/sessions", {"name": "new"}), ("GET", "/v1/sessi
                    ("GET", "/v1/status", None)]
 
 
-def call(server: Server, method: str, path: str, body: object, token: str | None) -> tuple[int, dict]:  # type: ignore[type-arg]
+def call(server: Server, method: str, path: str, body: object,
+         token: str | None) -> tuple[int, dict[str, Any]]:  # a JSON answer
     headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    content: bytes | None
     if isinstance(body, bytes):
         headers["Content-Type"] = MSGPACK
         content = body
@@ -131,7 +139,7 @@ def call(server: Server, method: str, path: str, body: object, token: str | None
 
 
 @pytest.fixture
-def two_sessions(tmp_path: Path):  # type: ignore[no-untyped-def]
+def two_sessions(tmp_path: Path) -> Iterator[tuple[Server, dict[str, str]]]:
     with running(tmp_path / "c") as server:
         s1 = make_session(server, "s1")
         s2 = make_session(server, "s2")
@@ -141,7 +149,7 @@ def two_sessions(tmp_path: Path):  # type: ignore[no-untyped-def]
         yield server, tokens
 
 
-def test_auth_matrix(two_sessions) -> None:  # type: ignore[no-untyped-def]
+def test_auth_matrix(two_sessions: tuple[Server, dict[str, str]]) -> None:
     server, tokens = two_sessions
     wrong = tokens["owner"][:-6] + "xxxxxx"
     for method, tail, body, allowed in SESSION_ENDPOINTS:
@@ -166,7 +174,7 @@ def test_auth_matrix(two_sessions) -> None:  # type: ignore[no-untyped-def]
         assert call(server, method, path, body, tokens["admin"])[0] in (200, 201)
 
 
-def test_another_sessions_token_cannot_probe_objects(two_sessions) -> None:  # type: ignore[no-untyped-def]
+def test_another_sessions_token_cannot_probe_objects(two_sessions: tuple[Server, dict[str, str]]) -> None:
     server, tokens = two_sessions
     blob = encode_blob(b"secret chunk")
     oid = hash_bytes(blob)
@@ -174,11 +182,11 @@ def test_another_sessions_token_cannot_probe_objects(two_sessions) -> None:  # t
     s1.upload([blob])
     assert s1.missing([oid]) == []
     answers = []
-    for probe in (oid, bytes(32)):
-        for tail in ("objects/missing", "objects/status", "objects/get"):
-            answers.append(call(server, "POST", f"/v1/sessions/s1/{tail}", encode_ids([probe]),
-                                tokens["other"]))
-        request = DeltaRequest(probe, probe, ((0, 1),))  # type: ignore[arg-type]
+    for probe in (oid, ObjectId(bytes(32))):
+        answers += [call(server, "POST", f"/v1/sessions/s1/{tail}", encode_ids([probe]),
+                         tokens["other"])
+                    for tail in ("objects/missing", "objects/status", "objects/get")]
+        request = DeltaRequest(probe, probe, ((0, 1),))
         answers.append(call(server, "POST", "/v1/sessions/s1/objects/delta/get",
                             encode_delta_get(request), tokens["other"]))
         answers.append(call(server, "POST", "/v1/sessions/s1/objects/delta",
@@ -193,7 +201,7 @@ def test_another_sessions_token_cannot_probe_objects(two_sessions) -> None:  # t
         call(server, "GET", "/v1/sessions/s1/head", None, tokens["other"])
 
 
-def test_member_cannot_act_as_owner(two_sessions) -> None:  # type: ignore[no-untyped-def]
+def test_member_cannot_act_as_owner(two_sessions: tuple[Server, dict[str, str]]) -> None:
     server, tokens = two_sessions
     member = server.client("s1", tokens["member"])
     with pytest.raises(Forbidden):
@@ -201,7 +209,7 @@ def test_member_cannot_act_as_owner(two_sessions) -> None:  # type: ignore[no-un
     with pytest.raises(Forbidden):
         member.remove_member("bob")
     with pytest.raises(Forbidden):
-        member.rollback(bytes(32))  # type: ignore[arg-type]
+        member.rollback(ObjectId(bytes(32)))
     with pytest.raises(Forbidden):
         member.create_session("mine")
 
@@ -263,7 +271,7 @@ def test_oversized_body_is_refused(tmp_path: Path) -> None:
         r = server.http.post("/v1/sessions/s1/objects", content=body, headers=headers)
         assert (r.status_code, r.json()["error"]["code"]) == (413, "body_too_large")
 
-        def chunks():  # type: ignore[no-untyped-def]
+        def chunks() -> Iterator[bytes]:
             for i in range(0, len(body), 100):
                 yield body[i : i + 100]
 
@@ -275,21 +283,22 @@ def test_oversized_body_is_refused(tmp_path: Path) -> None:
 
 def test_slow_body_times_out(tmp_path: Path) -> None:
     import anyio
+    from starlette.types import Message
 
     from peerhost_server import create_app
 
     app = create_app(tmp_path / "c", limits=Limits(body_timeout=0.2))
     token = app.state.admin_token
-    sent: list[dict] = []  # type: ignore[type-arg]
+    sent: list[Message] = []
 
-    async def receive():  # type: ignore[no-untyped-def]
+    async def receive() -> Message:
         if not sent:
             sent.append({})
             return {"type": "http.request", "body": b'{"na', "more_body": True}
         await anyio.sleep(5)
         return {"type": "http.disconnect"}
 
-    async def send(message) -> None:  # type: ignore[no-untyped-def]
+    async def send(message: Message) -> None:
         sent.append(message)
 
     scope = {"type": "http", "method": "POST", "path": "/v1/sessions", "raw_path": b"/v1/sessions",
@@ -330,10 +339,10 @@ def race_rounds(server: Server, clients: list[CoordinatorClient], rounds: int) -
     fencings = []
     for _ in range(rounds):
         barrier = threading.Barrier(len(clients))
-        results: list[object] = [None] * len(clients)
+        results: list[Lease | LeaseHeld | None] = [None] * len(clients)
 
         def contend(i: int, barrier: threading.Barrier = barrier,
-                    results: list[object] = results) -> None:
+                    results: list[Lease | LeaseHeld | None] = results) -> None:
             barrier.wait(timeout=10)
             try:
                 results[i] = clients[i].acquire(f"host{i}", 30)
@@ -345,10 +354,10 @@ def race_rounds(server: Server, clients: list[CoordinatorClient], rounds: int) -
             t.start()
         for t in threads:
             t.join(timeout=20)
-        winners = [r for r in results if not isinstance(r, LeaseHeld)]
-        assert len(winners) == 1, results
-        fencings.append(winners[0].fencing)  # type: ignore[attr-defined]
-        clients[results.index(winners[0])].release(winners[0].fencing)  # type: ignore[attr-defined]
+        winners = [r for r in results if isinstance(r, Lease)]
+        assert len(winners) == 1 and not [r for r in results if r is None], results
+        fencings.append(winners[0].fencing)
+        clients[results.index(winners[0])].release(winners[0].fencing)
     return fencings
 
 
@@ -422,7 +431,8 @@ def test_standby_gets_a_reserved_window(tmp_path: Path) -> None:
         assert c["bob"].standby("bob-pc", 60) == 1  # queuing twice keeps the place
         with pytest.raises(LeaseHeld) as err:
             c["dave"].acquire("dave-pc", 60)
-        assert err.value.code == "lease_held" and err.value.lease["holder"] == "alice-pc"  # type: ignore[index]
+        assert err.value.code == "lease_held"
+        assert err.value.lease is not None and err.value.lease["holder"] == "alice-pc"
         c["alice"].release(lease.fencing)
         with pytest.raises(LeaseHeld) as err:
             c["dave"].acquire("dave-pc", 60)
@@ -442,9 +452,9 @@ def test_standby_gets_a_reserved_window(tmp_path: Path) -> None:
 def test_sync_request_reaches_the_holder_once(tmp_path: Path) -> None:
     with running(tmp_path / "c") as server:
         c = make_session(server)
-        with pytest.raises(Exception) as err:
+        with pytest.raises(CoordinatorError) as err:
             c["bob"].request_sync()
-        assert getattr(err.value, "code", "") == "no_lease"
+        assert err.value.code == "no_lease"
         lease = c["alice"].acquire("alice-pc", 30)
         assert c["alice"].renew(lease.fencing).sync_requested is False
         assert c["bob"].request_sync() == "alice-pc"
@@ -542,11 +552,15 @@ def test_a_second_coordinator_on_the_same_folder_is_refused(tmp_path: Path) -> N
 
 
 def test_fencing_tokens_stay_above_those_issued_before_a_backup_was_restored() -> None:
-    from peerhost_server.leases import SessionLease
+    from peerhost_server.leases import Lease, Queued, SessionLease
+
+    def granted(answer: Lease | Queued) -> Lease:
+        assert isinstance(answer, Lease), answer
+        return answer
 
     restored = SessionLease(window=15.0, fencing=5)  # the counter as an old backup had it
     issued_since_backup = SessionLease(window=15.0, fencing=5)
-    later = [issued_since_backup.acquire(float(i), holder="h", member=f"m{i}", ttl=1).fencing
+    later = [granted(issued_since_backup.acquire(float(i), holder="h", member=f"m{i}", ttl=1)).fencing
              for i in range(0, 40, 2)]
     time.sleep(0.05)  # the floor holds while fewer than 1,000 grants a second were issued
-    assert restored.acquire(100.0, holder="h", member="x", ttl=1).fencing > max(later)  # type: ignore[union-attr]
+    assert granted(restored.acquire(100.0, holder="h", member="x", ttl=1)).fencing > max(later)

@@ -18,6 +18,7 @@ from peerhost_server.backends.lmdb import LmdbBackends
 from peerhost_server.domain import errors
 from peerhost_server.errors import STATUS, status_of
 from peerhost_server.limits import Limits
+from peerhost_store.ids import ObjectId
 
 SRC = Path(str(peerhost_server.__file__)).parent.parent
 DOCS = Path(__file__).parent.parent / "docs" / "protocol.md"
@@ -102,7 +103,7 @@ def test_no_import_cycle_in_the_coordinator() -> None:
 
     def visit(name: str, path: list[str]) -> None:
         if name in path:
-            raise AssertionError("import cycle: " + " -> ".join(path[path.index(name):] + [name]))
+            raise AssertionError("import cycle: " + " -> ".join([*path[path.index(name):], name]))
         if name in done:
             return
         for dep in sorted(server[name]):
@@ -135,7 +136,7 @@ def test_every_domain_error_has_a_status_and_is_documented_with_it() -> None:
 
 
 def test_a_domain_error_answers_with_its_status() -> None:
-    assert status_of(errors.NotFastForward(b"\0" * 32, b"\1" * 32)) == 409  # type: ignore[arg-type]
+    assert status_of(errors.NotFastForward(ObjectId(b"\0" * 32), ObjectId(b"\1" * 32))) == 409
     assert status_of(errors.DiskFull(0)) == 507
 
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from worldutil import copy_world
 
-from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.graph import walk
+from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.repo import Repository
 from peerhost_store.store import LmdbStore
 from peerhost_store.sync.client import CoordinatorClient, CoordinatorUnavailable, UploadResult
@@ -96,8 +96,8 @@ class KillingClient(CoordinatorClient):
 def test_sigkill_mid_push_then_resume(tmp_path: Path, real_world: Callable[[str], Path]) -> None:
     world = copy_world(real_world("prismarine-fixtures"), tmp_path / "world")
     repo = Repository.init(world)
-    repo.snapshot("all fixtures")
-    total = walk(repo.store.objects, [repo.head()]).reachable  # type: ignore[list-item]
+    head = repo.snapshot("all fixtures").oid
+    total = walk(repo.store.objects, [head]).reachable
     server = Coordinator(tmp_path / "coordinator", free_port())
     server.start()
     try:
@@ -123,16 +123,14 @@ def test_sigkill_mid_push_then_resume(tmp_path: Path, real_world: Callable[[str]
             assert not landed & set(second.sent)
             assert report.objects_new == report.objects_sent == len(total - landed)
             log = alice.log()
-            assert [e["new"] for e in log] == [repo.head().hex()]  # type: ignore[union-attr]
+            assert [e["new"] for e in log] == [head.hex()]
             assert alice.head().head == repo.head()
     finally:
         server.stop()
     store = LmdbStore(server.data / "sessions" / "s1" / "store")
     try:
-        head = repo.head()
-        assert head is not None
-        report = walk(store.objects, [head])
-        assert report.ok and report.reachable == total
+        walked = walk(store.objects, [head])
+        assert walked.ok and walked.reachable == total
     finally:
         store.close()
         repo.close()

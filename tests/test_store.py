@@ -125,14 +125,14 @@ def test_lmdb_readers_in_other_threads_survive_map_growth(tmp_path: Path) -> Non
         try:
             while not stop.wait(0.001):  # a request's worth of other work between reads
                 assert s.objects.get_many([oid] * 2000)[-1] == first  # a long read transaction
-        except BaseException as exc:  # reported below
+        except BaseException as exc:  # noqa: BLE001 - reported below, by the main thread
             errors.append(exc)
 
     def write() -> None:
         try:
             for i in range(24):  # 12 MiB: the map doubles four times
                 s.apply(Update(objects=[encode_blob(bytes([i]) * (512 << 10))]))
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - reported below, by the main thread
             errors.append(exc)
 
     threads = [threading.Thread(target=read, daemon=True) for _ in range(4)]

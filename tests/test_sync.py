@@ -16,12 +16,12 @@ from worldutil import world_content
 
 from peerhost_store.bounds import SnapshotCheck, Summary, TreeLimits, check_snapshot
 from peerhost_store.errors import ObjectCorrupt
-from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.graph import walk
+from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import decode, encode_blob, encode_dir_leaf
 from peerhost_store.repo import Repository
 from peerhost_store.store import MemoryStore, Update
-from peerhost_store.sync.client import CoordinatorClient, CoordinatorUnavailable
+from peerhost_store.sync.client import CoordinatorClient, CoordinatorUnavailable, UploadResult
 from peerhost_store.sync.protocol import (
     ProtocolError,
     batch_by_size,
@@ -72,7 +72,7 @@ def test_id_lists_are_validated() -> None:
     ids = [hash_bytes(b"a"), hash_bytes(b"b")]
     assert decode_ids(encode_ids(ids)) == ids
     with pytest.raises(ProtocolError) as err:
-        decode_ids(encode_ids([ids[0], b"short"]))  # type: ignore[list-item]
+        decode_ids(encode_ids([ids[0], ObjectId(b"short")]))
     assert err.value.index == 1
     with pytest.raises(ProtocolError):
         decode_ids(b"\xc1")
@@ -155,7 +155,7 @@ class FailingClient(CoordinatorClient):
         self.allowed = allowed
         self.sent_ids: list[ObjectId] = []
 
-    def upload(self, objects: list[bytes]):  # type: ignore[no-untyped-def]
+    def upload(self, objects: list[bytes]) -> UploadResult:
         if self.allowed == 0:
             raise CoordinatorUnavailable("unavailable", "connection reset (simulated)", 0)
         self.allowed -= 1
@@ -179,9 +179,9 @@ def test_an_interrupted_push_resumes_without_resending(
     report = push(a, retry, fencing=lease.fencing, batch_bytes=128 << 10)
     assert not landed & set(retry.sent_ids)
     assert report.objects_new == report.objects_sent == len(retry.sent_ids)
-    total = len(walk(a.store.objects, [a.head()]).reachable)  # type: ignore[list-item]
+    total = len(walk(a.store.objects, [a.resolve("head")]).reachable)
     assert len(landed) + report.objects_sent == total
-    assert [e["new"] for e in c["bob"].log()] == [a.head().hex()]  # type: ignore[union-attr]
+    assert [e["new"] for e in c["bob"].log()] == [a.resolve("head").hex()]
     assert push(a, retry, fencing=lease.fencing).up_to_date
 
 
@@ -193,7 +193,7 @@ def test_pull_refuses_bytes_that_do_not_match_their_id(server: Server, tmp_path:
     push(a, c["alice"], fencing=c["alice"].acquire("pc", 60).fencing)
 
     class Tampering(CoordinatorClient):
-        def download(self, ids):  # type: ignore[no-untyped-def]
+        def download(self, ids: list[ObjectId]) -> list[bytes]:
             return [o[:-1] + bytes([o[-1] ^ 1]) for o in super().download(ids)]
 
     b = new_repo(tmp_path / "b")
@@ -218,7 +218,7 @@ def test_divergence_is_reported_and_local_changes_are_kept(server: Server, tmp_p
     with pytest.raises(Diverged) as err:
         pull(b, c["bob"])
     assert err.value.remote == a.head()
-    assert b.read_snapshot(b.head()).message.startswith("unsnapshotted changes")  # type: ignore[arg-type]
+    assert b.read_snapshot(b.resolve("head")).message.startswith("unsnapshotted changes")
     assert (b.world / "w" / "from-b.txt").read_text() == "b"
     assert b.store.refs.get("remotes/s1") == a.head()
     with pytest.raises(Diverged):
@@ -292,7 +292,7 @@ def test_pushed_store_verifies_clean(server: Server, tmp_path: Path) -> None:
     make_world(a.world / "w")
     a.snapshot("v1")
     push(a, c["alice"], fencing=c["alice"].acquire("pc", 60).fencing)
-    store = server.http.app.state.coordinator.store("s1")  # type: ignore[attr-defined]
+    store = server.coordinator.store("s1")
     head = c["bob"].head().head
     assert head is not None and walk(store, [head]).ok
 
@@ -313,7 +313,7 @@ def test_incomplete_upload_cannot_become_head(server: Server) -> None:
     assert err.value.missing == hash_bytes(leaf)
     c["alice"].upload([leaf])
     c["alice"].set_head(None, hash_bytes(snap), lease.fencing)
-    served = server.http.app.state.coordinator.store("s1")  # type: ignore[attr-defined]
+    served = server.coordinator.store("s1")
     assert check_snapshot(served, lambda ids: [None] * len(ids), hash_bytes(snap),
                           TreeLimits()).missing is None
 
@@ -328,7 +328,7 @@ class GcWhileFetching(CoordinatorClient):
         self.repo = repo
         self.gcs = 0
 
-    def download(self, ids):  # type: ignore[no-untyped-def]
+    def download(self, ids: list[ObjectId]) -> list[bytes]:
         answer = super().download(ids)[:2]
         if any(isinstance(decode(data), bytes) for data in answer):
             self.repo.gc()

@@ -18,8 +18,8 @@ from worldutil import HISTORIES, replace_world, world_content
 
 from peerhost_cli.reports import chunk_counts, chunks_text
 from peerhost_server import Limits
-from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.graph import walk
+from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import ChunkEntry, DirEntry, EntryKind, decode_blob, encode_blob
 from peerhost_store.repo import Repository
 from peerhost_store.store import MemoryStore
@@ -28,6 +28,7 @@ from peerhost_store.sync.client import (
     CoordinatorError,
     CoordinatorUnavailable,
     DeltaUploadResult,
+    UploadResult,
 )
 from peerhost_store.sync.delta import (
     KIND_DELTA,
@@ -74,19 +75,23 @@ def build_world(store: MemoryStore, regions: Layout,
         return store.objects.put(data)[0]
 
     tree: dict[str, object] = {}
+
+    def folder(names: list[str]) -> dict[str, object]:
+        node = tree
+        for name in names:
+            child = node.setdefault(name, {})
+            assert isinstance(child, dict)
+            node = child
+        return node
+
     for path, chunks in regions.items():
         entries = [ChunkEntry(slot, fake_id(n), 2, 1000 + n) for slot, n in sorted(chunks)]
-        node = tree
         *folders, name = path.split("/")
-        for folder in folders:
-            node = node.setdefault(folder, {})  # type: ignore[assignment]
-        node[name] = DirEntry(name, EntryKind.REGION, build_region(add, entries), len(entries))
+        folder(folders)[name] = DirEntry(name, EntryKind.REGION, build_region(add, entries),
+                                         len(entries))
     for path, data in (files or {}).items():
-        node = tree
         *folders, name = path.split("/")
-        for folder in folders:
-            node = node.setdefault(folder, {})  # type: ignore[assignment]
-        node[name] = DirEntry(name, EntryKind.FILE, add(encode_blob(data)), len(data))
+        folder(folders)[name] = DirEntry(name, EntryKind.FILE, add(encode_blob(data)), len(data))
 
     def build(node: dict[str, object]) -> ObjectId:
         entries = []
@@ -274,7 +279,7 @@ def test_push_and_pull_follow_a_history_with_deltas(
     a = new_repo(tmp_path / "a", versions[0])
     b = new_repo(tmp_path / "b")
     lease = c["alice"].acquire("alice-pc", 300)
-    store = server.http.app.state.coordinator.store("s1")  # type: ignore[attr-defined]
+    store = server.coordinator.store("s1")
     totals = {"payload": 0, "push": 0, "pull": 0, "delta": 0}
     previous = None
     for i, version in enumerate(versions):
@@ -308,7 +313,7 @@ def test_push_and_pull_follow_a_history_with_deltas(
     assert totals["push"] < share * totals["payload"] and totals["pull"] < share * totals["payload"]
     assert totals["delta"] < 0.06 * totals["payload"]
     assert [e["new"] for e in c["bob"].log()] == [oid.hex() for oid, _ in reversed(list(a.log()))]
-    assert walk(store, [a.head()]).ok and b.verify().ok  # type: ignore[list-item]
+    assert walk(store, [a.resolve("head")]).ok and b.verify().ok
 
 
 def test_the_moved_region_folder_pairs_by_coordinates(
@@ -384,12 +389,12 @@ def test_a_delta_that_does_not_rebuild_is_refused_and_sent_whole(
     pull(b, c["bob"])
     replace_world(a.world, history / "500ee47")
     a.snapshot("v2")
-    store = server.http.app.state.coordinator.store("s1")  # type: ignore[attr-defined]
+    store = server.coordinator.store("s1")
     hostile = Tampering(c["alice"], a)
     pushed = push(a, hostile, fencing=lease.fencing)
     assert len(hostile.tampered) == 1 and pushed.fallbacks == 1 and pushed.chunks_whole == 1
     assert hostile.tampered[0] in store  # the honest fallback: uploaded whole
-    assert walk(store, [a.head()]).ok  # type: ignore[list-item]
+    assert walk(store, [a.resolve("head")]).ok
     # Pulling through a corrupted answer: the client refuses the item and fetches it whole.
     puller = TamperingPuller(c["bob"], a)  # b's store lacks the new tree until the pull ends
     pulled = pull(b, puller)
@@ -433,8 +438,8 @@ def test_a_mismatching_delta_stores_nothing_and_bases_come_from_the_session_only
         s1 = make_session(server, "s1")["alice"]
         s2 = make_session(server, "s2")["alice"]
         s1.upload([encode_blob(base)])
-        store1 = server.http.app.state.coordinator.store("s1")  # type: ignore[attr-defined]
-        store2 = server.http.app.state.coordinator.store("s2")  # type: ignore[attr-defined]
+        store1 = server.coordinator.store("s1")
+        store2 = server.coordinator.store("s2")
         # A delta claiming another id: refused, listed, nothing stored.
         liar = DeltaItem(fake_id(99), base_id, 2, KIND_DELTA, good.data)
         result = s1.upload_delta(encode_batch([liar]))
@@ -557,7 +562,7 @@ class FailingDeltas(CoordinatorClient):
         self.allowed = allowed
         self.sent: list[ObjectId] = []
 
-    def upload(self, objects: list[bytes]):  # type: ignore[no-untyped-def]
+    def upload(self, objects: list[bytes]) -> UploadResult:
         self.sent += [hash_bytes(o) for o in objects]
         return super().upload(objects)
 
@@ -582,7 +587,7 @@ def test_an_interrupted_delta_push_resumes_without_resending(
     push(a, c["alice"], fencing=lease.fencing)
     replace_world(a.world, history / "6c4a5ff")
     a.snapshot("v2")
-    store = server.http.app.state.coordinator.store("s1")  # type: ignore[attr-defined]
+    store = server.coordinator.store("s1")
     broken = FailingDeltas(c["alice"], a, allowed=2)
     with pytest.raises(CoordinatorUnavailable):
         push(a, broken, fencing=lease.fencing, delta_batch_bytes=64 << 10)
@@ -593,7 +598,7 @@ def test_an_interrupted_delta_push_resumes_without_resending(
     assert retry.sent and not landed & set(retry.sent)
     assert report.chunks_delta > 0 and report.fallbacks == 0
     assert c["bob"].head().head == a.head()
-    assert walk(store, [a.head()]).ok  # type: ignore[list-item]
+    assert walk(store, [a.resolve("head")]).ok
     b = new_repo(tmp_path / "b")
     pull(b, c["bob"])
     assert world_content(b.world) == world_content(history / "6c4a5ff")

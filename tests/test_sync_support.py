@@ -10,13 +10,16 @@ from pathlib import Path
 
 with warnings.catch_warnings():
     # starlette 1.x prefers httpx2; with httpx its TestClient still is an httpx.Client.
+    # The tests import it from here, without the warning.
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-    from starlette.testclient import TestClient
+    from starlette.testclient import TestClient as TestClient
 
 import pytest
+from starlette.applications import Starlette
 from worldutil import copy_world
 
 from peerhost_server import Limits, create_app
+from peerhost_server.domain.coordinator import Coordinator
 from peerhost_store.ids import ObjectId
 from peerhost_store.repo import Repository
 from peerhost_store.sync.client import CoordinatorClient
@@ -48,13 +51,21 @@ class Server:
     def client(self, session: str, token: str) -> CoordinatorClient:
         return CoordinatorClient(self.http, session, token)
 
+    @property
+    def coordinator(self) -> Coordinator:
+        """The app's domain object, which the routes call."""
+        app = self.http.app
+        assert isinstance(app, Starlette)
+        coordinator: Coordinator = app.state.coordinator
+        return coordinator
+
 
 @contextmanager
 def running(data_dir: Path, *, clock: Clock | None = None, limits: Limits = FAST,
             admin_token: str | None = None) -> Iterator[Server]:
     """An in-process coordinator on ``data_dir``; pass the admin token on a restart."""
-    kwargs = {"clock": clock} if clock is not None else {}
-    app = create_app(data_dir, limits=limits, **kwargs)
+    app = (create_app(data_dir, limits=limits) if clock is None
+           else create_app(data_dir, limits=limits, clock=clock))
     token = app.state.admin_token or admin_token
     assert token is not None, "restarts must be given the admin token of the first start"
     with TestClient(app) as http:

@@ -55,19 +55,33 @@ def _load(record: region.ChunkRecord) -> nbt.Compound:
     return nbt.load(zlib.decompress(record.payload)).root
 
 
+def _array(value: nbt.Value) -> bytes:
+    """The payload of an array tag (its items, big-endian)."""
+    assert isinstance(value, tuple) and value[0] in (nbt.BYTE_ARRAY, nbt.INT_ARRAY, nbt.LONG_ARRAY)
+    return value[1]
+
+
+def _compound(value: nbt.Value, *path: str) -> nbt.Compound:
+    """The compound at ``path`` under ``value``."""
+    found = nbt.as_compound(value)
+    for key in path:
+        found = nbt.as_compound(found[key])
+    return found
+
+
 def _block_indices(section: nbt.Compound) -> tuple[list[str], npt.NDArray[Any]]:
-    states = section["block_states"]
-    palette = states["palette"]
+    states = _compound(section, "block_states")
+    palette = nbt.as_list(states["palette"])
     names = []
-    for i in range(len(palette)):
-        entry = palette[i]
-        properties = entry.get("Properties", {})
-        names.append(entry["Name"] + str(sorted(properties)))
+    for item in palette:
+        entry = nbt.as_compound(item)
+        properties = nbt.as_compound(entry.get("Properties", {}))
+        names.append(nbt.as_str(entry["Name"]) + str(sorted(properties)))
     if len(palette) == 1:
         assert "data" not in states
         return names, np.zeros(4096, dtype=np.int64)
     bits = max(4, math.ceil(math.log2(len(palette))))
-    data = states["data"][1]
+    data = _array(states["data"])
     assert len(data) // 8 == -(-4096 // (64 // bits))
     indices = synth.unpack_indices(data, bits, 4096)
     assert indices.max() < len(palette)
@@ -112,11 +126,11 @@ def test_layout_and_small_files(world: Path) -> None:
     assert files["session.lock"] == "☃".encode()
     assert (world / "datapacks").is_dir() and not any((world / "datapacks").iterdir())
     level = nbt.load(gzip.decompress(files["level.dat"])).root
-    data = level["Data"]
+    data = _compound(level, "Data")
     assert nbt.as_int(data["DataVersion"]) == 3955
-    assert nbt.as_int(data["Version"]["Id"]) == 3955
-    assert data["Version"]["Name"] == "1.21.1"
-    assert nbt.as_int(data["WorldGenSettings"]["seed"]) == SEED
+    assert nbt.as_int(_compound(data, "Version")["Id"]) == 3955
+    assert _compound(data, "Version")["Name"] == "1.21.1"
+    assert nbt.as_int(_compound(data, "WorldGenSettings")["seed"]) == SEED
     players = [name for name in files if name.startswith("playerdata/")]
     assert len(players) == 1 and players[0].endswith(".dat")
     player = nbt.load(gzip.decompress(files[players[0]])).root
@@ -146,22 +160,22 @@ def test_every_overworld_chunk_is_valid_1_21_nbt(world: Path) -> None:
         assert nbt.as_int(chunk["yPos"]) == -4
         assert chunk["Status"] == "minecraft:full"
         assert record.timestamp > 1_600_000_000
-        sections = chunk["sections"]
-        assert [nbt.as_int(sections[i]["Y"]) for i in range(len(sections))] == list(range(-4, 20))
-        for i in range(len(sections)):
-            _block_indices(sections[i])
-            biomes = sections[i]["biomes"]
-            size = len(biomes["palette"])
+        sections = _sections(chunk)
+        assert [nbt.as_int(section["Y"]) for section in sections] == list(range(-4, 20))
+        for section in sections:
+            _block_indices(section)
+            biomes = _compound(section, "biomes")
+            size = len(nbt.as_list(biomes["palette"]))
             if size > 1:
                 bits = math.ceil(math.log2(size))
-                assert synth.unpack_indices(biomes["data"][1], bits, 64).max() < size
-        heightmaps = chunk["Heightmaps"]
+                assert synth.unpack_indices(_array(biomes["data"]), bits, 64).max() < size
+        heightmaps = _compound(chunk, "Heightmaps")
         assert set(heightmaps.keys()) >= {"MOTION_BLOCKING", "WORLD_SURFACE", "OCEAN_FLOOR"}
-        assert all(len(heightmaps[k][1]) == 37 * 8 for k in heightmaps)
+        assert all(len(_array(heightmaps[k])) == 37 * 8 for k in heightmaps)
         for key in ("block_entities", "fluid_ticks", "block_ticks"):
-            assert len(chunk[key]) == 0
-        assert len(chunk["PostProcessing"]) == 24
-        assert set(chunk["structures"].keys()) == {"References", "starts"}
+            assert len(nbt.as_list(chunk[key])) == 0
+        assert len(nbt.as_list(chunk["PostProcessing"])) == 24
+        assert set(_compound(chunk, "structures").keys()) == {"References", "starts"}
 
 
 _PASSABLE = ["minecraft:air", "minecraft:cave_air", "minecraft:short_grass", "minecraft:dandelion"]
@@ -169,10 +183,9 @@ _PASSABLE += ["minecraft:poppy"]
 
 
 def _names_volume(chunk: nbt.Compound) -> npt.NDArray[Any]:
-    sections = chunk["sections"]
     layers = []
-    for i in range(len(sections)):
-        names, indices = _block_indices(sections[i])
+    for section in _sections(chunk):
+        names, indices = _block_indices(section)
         layers.append(np.array([n.split("[")[0] for n in names], dtype=object)[indices])
     volume: npt.NDArray[Any] = np.concatenate(layers).reshape(-1, 16, 16)
     return volume  # (row from min_y, z, x)
@@ -188,10 +201,10 @@ def _top(mask: npt.NDArray[Any]) -> npt.NDArray[Any]:
 def test_heightmaps_match_the_blocks(world: Path, slot: int) -> None:
     chunk = _load(_chunks(world / "region" / "r.0.0.mca")[slot])
     volume = _names_volume(chunk)
-    heightmaps = chunk["Heightmaps"]
+    heightmaps = _compound(chunk, "Heightmaps")
 
     def stored(key: str) -> list[int]:
-        values = synth.unpack_indices(heightmaps[key][1], 9, 256)
+        values = synth.unpack_indices(_array(heightmaps[key]), 9, 256)
         return [int(v) for v in values]
 
     fluid = np.isin(volume, ["minecraft:water", "minecraft:seagrass"])
@@ -219,7 +232,7 @@ def test_packed_blocks_decode_to_the_generated_blocks(world: Path) -> None:
 
 def test_sky_light_only_up_to_the_section_above_the_highest_block(world: Path) -> None:
     chunk = _load(_chunks(world / "region" / "r.0.0.mca")[300])
-    surface = chunk["Heightmaps"]["WORLD_SURFACE"][1]
+    surface = _array(_compound(chunk, "Heightmaps")["WORLD_SURFACE"])
     top_section = (int(synth.unpack_indices(surface, 9, 256).max()) - 1) // 16
     lit = ["SkyLight" in section for section in _sections(chunk)]
     assert lit == [index <= top_section + 1 for index in range(24)]
@@ -327,8 +340,7 @@ def test_edited_chunks_change_content(world: Path, session: tuple[Path, synth.Se
 
 
 def _sections(chunk: nbt.Compound) -> list[nbt.Compound]:
-    sections = chunk["sections"]
-    return [sections[i] for i in range(len(sections))]
+    return [nbt.as_compound(section) for section in nbt.as_list(chunk["sections"])]
 
 
 def test_untouched_chunks_keep_their_bytes(
@@ -355,7 +367,7 @@ def test_added_chunks_and_world_files(world: Path, session: tuple[Path, synth.Se
 
     def level(root: Path) -> nbt.Compound:
         raw = gzip.decompress((root / "level.dat").read_bytes())
-        return nbt.load(raw).root["Data"]
+        return _compound(nbt.load(raw).root, "Data")
 
     old, new = level(world), level(path)
     assert nbt.as_int(new["LastPlayed"]) > nbt.as_int(old["LastPlayed"])

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import WORLDS
+from worldutil import HISTORIES, copy_world, replace_world, world_content, world_names
+
 from peerhost_store.diff import ChunkChange, FileChange
 from peerhost_store.region import chunk_coords, region_coords
 from peerhost_store.repo import Repository
-from worldutil import HISTORIES, copy_world, replace_world, world_content, world_names
 
 ALL_WORLDS = world_names(WORLDS) or ["(missing)"]
-PAIRS = [(h, a, b) for h, versions in HISTORIES.items() for a, b in zip(versions, versions[1:])]
+PAIRS = [(h, a, b) for h, versions in HISTORIES.items() for a, b in itertools.pairwise(versions)]
 
 
 @pytest.mark.parametrize("name", ALL_WORLDS)
@@ -87,7 +89,9 @@ def test_diff_matches_slot_by_slot_ground_truth(
         assert repo.verify().ok
 
 
-def test_resaves_are_told_from_content_changes(real_world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_resaves_are_told_from_content_changes(
+    real_world: Callable[[str], Path], tmp_path: Path
+) -> None:
     history = real_world("aviadbag-1.19-history")
     world = copy_world(history / "3195128", tmp_path / "world")
     with Repository.init(world) as repo:

@@ -22,9 +22,9 @@ def refuse_writes_to(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """Make restore's writes of files called ``name`` fail as an unwritable file would (the
     tests run as root in CI, where a chmod does not stop a write). ``monkeypatch.undo()``
     lifts it."""
-    from peerhost_store import restore
+    from peerhost_store import restore, worldfs
 
-    real = restore.atomic_write
+    real = worldfs.atomic_write  # what restore imported
 
     def write(path: Path, data: bytes, *, durable: bool = True) -> os.stat_result:
         if path.name == name:

@@ -71,7 +71,7 @@ def _print_changes(changes: list[Change], *, every_chunk: bool) -> None:
         olds = column_sizes([f.old_size if f.kind != "region" else None for f in files])
         news = column_sizes([f.new_size if f.kind != "region" else None for f in files])
         table = Table("status", "path", "kind", "old size", "new size", "chunks", title="files")
-        for f, old, new in zip(files, olds, news):
+        for f, old, new in zip(files, olds, news, strict=True):
             table.add_row(f.status, Text(f.path), f.kind, old, new, _chunk_counts(f))
         for column in table.columns[3:]:
             column.justify = "right"

@@ -328,9 +328,11 @@ _FLAGS = np.array([block.flags for block in _BLOCKS], dtype=np.uint8)
 # ~4 MB/s on sparse ores in stone (long hash chains of short matches), so these sections
 # carry most of a chunk's compressed bytes and keep a gigabyte around a minute of work.
 _CAVE_MIX = np.array(
-    [_ID["cave_air"], _AIR, _WATER, _CLAY, _GRAVEL, _TUFF, _DEEPSLATE]
-    + list(range(_ID["moss_block"], len(_BLOCKS)))
-    + [_ID["deepslate_iron_ore"], _ID["deepslate_copper_ore"], _ID["deepslate_coal_ore"]],
+    [
+        _ID["cave_air"], _AIR, _WATER, _CLAY, _GRAVEL, _TUFF, _DEEPSLATE,
+        *range(_ID["moss_block"], len(_BLOCKS)),
+        _ID["deepslate_iron_ore"], _ID["deepslate_copper_ore"], _ID["deepslate_coal_ore"],
+    ],
     dtype=np.uint8,
 )
 _CAVE_MIX.sort()  # so a cave block's index in _CAVE_MIX is its index in the section palette
@@ -649,9 +651,9 @@ def _sky_lights(motion: I64, filled: int) -> list[list[bytes]]:
     mixed = lit[..., 0] * np.uint8(0x0F) | lit[..., 1] * np.uint8(0xF0)
     result = []
     for chunk, (low, high) in enumerate(zip(lows, highs, strict=True)):
-        high = min(high, filled)
-        arrays = [mixed[chunk, index - first].tobytes() for index in range(low, high)]
-        result.append([_NO_LIGHT] * low + arrays + [_FULL_LIGHT] * (filled - max(high, low)))
+        top = min(high, filled)
+        arrays = [mixed[chunk, index - first].tobytes() for index in range(low, top)]
+        result.append([_NO_LIGHT] * low + arrays + [_FULL_LIGHT] * (filled - max(top, low)))
     return result
 
 
@@ -1254,12 +1256,9 @@ def _level_dat(seed: int) -> bytes:
         "dimensions": _dimensions_setting(),
     }
     game_rules: nbt.Compound = {
-        rule: value
-        for rule, value in (
-            ("doDaylightCycle", "true"),
-            ("keepInventory", "false"),
-            ("doMobSpawning", "true"),
-        )
+        "doDaylightCycle": "true",
+        "keepInventory": "false",
+        "doMobSpawning": "true",
     }
     data: nbt.Compound = {
         "DataVersion": nbt.int_tag(DATA_VERSION),

@@ -111,6 +111,6 @@ def _number(text: str, kind: type, setting: str) -> int | float:
         value = float(digits) * unit if unit is not None else None
     except ValueError:
         value = None
-    if value is None or value < 0 or kind is int and value != int(value):
+    if value is None or value < 0 or (kind is int and value != int(value)):
         raise ValueError(f"{setting!r}: not a {'whole ' if kind is int else ''}number")
     return int(value) if kind is int else value

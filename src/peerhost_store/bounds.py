@@ -56,10 +56,10 @@ from .worldfs import EXCLUDED_AT_ROOT, UnsafePath, check_name, fold_name
 
 __all__ = [
     "CLIENT_LIMITS",
-    "Known",
-    "NodeLoader",
     "PEEK_BYTES",
     "READ_BATCH",
+    "Known",
+    "NodeLoader",
     "SizedLoader",
     "SnapshotCheck",
     "Summary",
@@ -501,7 +501,7 @@ class _Walk:
             return [e.oid for e in obj.entries]
         if isinstance(obj, DirLeaf):
             return [e.oid for e in obj.entries if e.kind is EntryKind.DIR
-                    or e.kind is EntryKind.REGION and self.exact]
+                    or (e.kind is EntryKind.REGION and self.exact)]
         return []
 
     def _combine(self, node: _Node) -> Summary:

@@ -33,7 +33,6 @@ from .region import CUSTOM, GZIP, LZ4, NONE, ZLIB
 
 __all__ = [
     "COMPRESSION_NAMES",
-    "ChunkDecodeError",
     "LZ4_BLOCK_SIZE",
     "LZ4_CHECKSUM_MASK",
     "LZ4_MAGIC",
@@ -42,6 +41,7 @@ __all__ = [
     "LZ4_SEED",
     "MAX_NBT_BYTES",
     "VOLATILE_KEYS",
+    "ChunkDecodeError",
     "classify_change",
     "compress",
     "decompress",

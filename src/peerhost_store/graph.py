@@ -24,11 +24,11 @@ from .ids import ObjectId
 from .objects import DirEntry, DirLeaf, EntryKind, Index, Object, RegionLeaf, Snapshot, decode
 
 __all__ = [
+    "READ_BATCH",
     "Edge",
     "GraphLoader",
     "Kind",
     "Problem",
-    "READ_BATCH",
     "WalkReport",
     "WrongKind",
     "check_kind",
@@ -168,7 +168,7 @@ def is_ancestor(store: GraphLoader, ancestor: ObjectId, descendant: ObjectId, *,
         absent = set(store.missing(frontier))
         present = [oid for oid in frontier if oid not in absent]
         parents: list[ObjectId] = []
-        for oid, data in zip(present, store.get_many(present) if present else []):
+        for oid, data in zip(present, store.get_many(present) if present else [], strict=True):
             obj = decode_as(oid, data, Kind.SNAPSHOT)
             assert isinstance(obj, Snapshot)
             if oid not in stop:
@@ -243,7 +243,7 @@ def walk(
         level = []
         for start in range(0, len(todo), READ_BATCH):
             part = todo[start:start + READ_BATCH]
-            for (oid, kind, where), data in zip(part, _read(store, part, report)):
+            for (oid, kind, where), data in zip(part, _read(store, part, report), strict=True):
                 if data is not None:
                     level += _visit(oid, data, kind, where, report, shallow, follow_parents)
             if on_read is not None:

@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from .errors import PeerhostError
 
@@ -32,7 +33,7 @@ class FileLock:
         self.path = path
         self._fd: int | None = None
 
-    def __enter__(self) -> FileLock:
+    def __enter__(self) -> Self:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             _lock(fd)

@@ -235,7 +235,7 @@ def _read_containers(raw: bytes, pos: int, root: Compound, max_depth: int) -> in
                 pos += fixed
             elif tag == STRING:
                 parent[key], pos = _read_string(raw, pos)
-            elif tag == COMPOUND or tag == LIST:
+            elif tag in (COMPOUND, LIST):
                 if len(containers) >= max_depth:
                     raise NbtError(f"nested deeper than {max_depth}", at)
                 depth = len(containers)
@@ -259,7 +259,7 @@ def _open(
         return compound, pos
     item, count, pos = _read_list_header(raw, pos)
     items = ListTag(item)
-    if item == COMPOUND or item == LIST:
+    if item in (COMPOUND, LIST):
         if count:
             containers.append(items)
             lefts.append(count)

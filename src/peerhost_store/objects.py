@@ -21,6 +21,7 @@ few small nodes.
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -32,21 +33,21 @@ from .ids import ID_SIZE, ObjectId, hash_bytes
 
 __all__ = [
     "BLOB",
-    "ChunkEntry",
     "DIR_LEAF",
+    "INDEX",
+    "MAX_LEVEL",
+    "REGION_LEAF",
+    "SNAPSHOT",
+    "ChunkEntry",
     "DirEntry",
     "DirLeaf",
     "EntryKind",
     "GameValue",
-    "INDEX",
     "Index",
     "IndexEntry",
-    "MAX_LEVEL",
     "Node",
     "Object",
-    "REGION_LEAF",
     "RegionLeaf",
-    "SNAPSHOT",
     "Snapshot",
     "blob_length",
     "check",
@@ -416,7 +417,7 @@ def _decode_game(game: Any) -> dict[str, GameValue]:
 
 def _expect_sorted(keys: list[Any]) -> None:
     # Sorted, unique entries let diff merge two nodes in one pass (restic: ErrTreeNotOrdered).
-    _expect(all(a < b for a, b in zip(keys, keys[1:])), "entries are not sorted and unique")
+    _expect(all(a < b for a, b in itertools.pairwise(keys)), "entries are not sorted and unique")
 
 
 _DECODERS: dict[int, Callable[[list[Any]], Object]] = {

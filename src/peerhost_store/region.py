@@ -22,18 +22,18 @@ from .errors import PeerhostError
 __all__ = [
     "COMPRESSIONS",
     "CUSTOM",
-    "ChunkRecord",
     "EXTERNAL_FLAG",
     "GZIP",
     "HEADER_SIZE",
     "LZ4",
     "NONE",
-    "ParsedRegion",
-    "RegionError",
-    "RegionProblem",
     "SECTOR",
     "SLOTS",
     "ZLIB",
+    "ChunkRecord",
+    "ParsedRegion",
+    "RegionError",
+    "RegionProblem",
     "chunk_coords",
     "external_name",
     "parse_region",
@@ -129,18 +129,16 @@ def external_name(rx: int, rz: int, slot: int) -> str:
 
 def _payload_problem(compression: int, payload: bytes) -> str | None:
     """A cheap check of the payload's first bytes; full decoding happens only in diff."""
-    if compression == ZLIB:
-        if len(payload) < 2 or payload[0] & 0x0F != 8 or (payload[0] << 8 | payload[1]) % 31:
-            return "undecodable payload: not a zlib stream"
-    elif compression == GZIP:
-        if payload[:2] != b"\x1f\x8b":
-            return "undecodable payload: not a gzip stream"
-    elif compression == LZ4:
-        if payload[:8] != b"LZ4Block":
-            return "undecodable payload: not an lz4-java block stream"
-    elif compression == NONE:
-        if payload[:1] != b"\x0a":
-            return "undecodable payload: uncompressed NBT does not start with a compound"
+    if compression == ZLIB and (
+        len(payload) < 2 or payload[0] & 0x0F != 8 or (payload[0] << 8 | payload[1]) % 31
+    ):
+        return "undecodable payload: not a zlib stream"
+    if compression == GZIP and payload[:2] != b"\x1f\x8b":
+        return "undecodable payload: not a gzip stream"
+    if compression == LZ4 and payload[:8] != b"LZ4Block":
+        return "undecodable payload: not an lz4-java block stream"
+    if compression == NONE and payload[:1] != b"\x0a":
+        return "undecodable payload: uncompressed NBT does not start with a compound"
     return None
 
 

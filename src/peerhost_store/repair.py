@@ -44,11 +44,11 @@ from .tree import ObjectLoader, build_dir, build_region, load_node
 from .writer import ObjectWriter
 
 __all__ = [
-    "Lost",
     "MAX_ROUNDS",
+    "WORLD",
+    "Lost",
     "ObjectSource",
     "RepairReport",
-    "WORLD",
     "repair",
 ]
 
@@ -261,7 +261,7 @@ class _Trees:
         if chunks is None:
             if raw is None:
                 return None, [""]  # neither the chunks nor the whole file can be read
-            chunks, lost = [], lost + [" (chunks; the whole file is kept)"]
+            chunks, lost = [], [*lost, " (chunks; the whole file is kept)"]
         lost += [" (chunks under a damaged node)"] * gaps
         kept: list[ChunkEntry] = []
         for chunk in chunks:

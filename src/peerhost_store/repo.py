@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from .diff import Change, diff_worlds
 from .errors import DecodeError, NotFound, ObjectCorrupt, ObjectMissing, PeerhostError
@@ -44,8 +45,8 @@ from .worldlock import check_world_closed
 from .writer import ObjectWriter
 
 __all__ = [
-    "AbortResult",
     "HEAD",
+    "AbortResult",
     "NotARepository",
     "NothingToRollBack",
     "OpenStore",
@@ -158,7 +159,7 @@ class Repository:
     def close(self) -> None:
         self.store.close()
 
-    def __enter__(self) -> Repository:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -510,7 +511,7 @@ class Repository:
             for _ in range(GC_TRIES):
                 pins = self.store.load_pins()  # before the refs: see collect_garbage
                 retained: list[ObjectId] = []
-                for _, ref in self.store.refs.items():
+                for _, ref in self.store.refs.items():  # noqa: PERF102 - a list of pairs, no dict
                     for i, (oid, _) in enumerate(self.log(ref)):
                         if keep_last is not None and i >= keep_last:
                             break

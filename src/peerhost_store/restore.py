@@ -321,11 +321,11 @@ def _apply(store: ObjectReader, world: Path, op: _Op, result: RestoreResult,
             result.warnings.append(f"{op.path}: folder kept, it holds untracked entries ({exc.strerror})")
         return
     if new.kind is EntryKind.DIR:
-        if old is not None and old.kind is not EntryKind.DIR or path.is_symlink():
+        if (old is not None and old.kind is not EntryKind.DIR) or path.is_symlink():
             remove_path(path)
         path.mkdir(exist_ok=True)
         return
-    if old is not None and old.kind is EntryKind.DIR or path.is_dir() and not path.is_symlink():
+    if (old is not None and old.kind is EntryKind.DIR) or (path.is_dir() and not path.is_symlink()):
         writer.drain()
         remove_path(path)  # a folder stands where a file goes: its children were removed first
     if new.kind is EntryKind.REGION and new.raw is None:
@@ -362,7 +362,7 @@ def _records(store: ObjectReader, entry: DirEntry,
     payloads = store.get_many([c.oid for c in chunks])
     return [
         ChunkRecord(c.slot, c.compression, decode_blob(payload), c.timestamp, c.external)
-        for c, payload in zip(chunks, payloads)
+        for c, payload in zip(chunks, payloads, strict=True)
     ]
 
 

@@ -25,8 +25,8 @@ from .worldfs import EXCLUDED_AT_ROOT, TEMP_PREFIX, UnsafePath, check_name, regi
 from .writer import ObjectWriter
 
 __all__ = [
-    "Progress",
     "RACY_NS",
+    "Progress",
     "ScanResult",
     "ScanWarning",
     "WorldReadError",
@@ -138,7 +138,7 @@ class _Scanner:
             entries = sorted(it, key=lambda e: e.name)
         for entry in entries:
             child_rel = f"{rel}/{entry.name}" if rel else entry.name
-            if not rel and entry.name in EXCLUDED_AT_ROOT or entry.name.startswith(TEMP_PREFIX):
+            if (not rel and entry.name in EXCLUDED_AT_ROOT) or entry.name.startswith(TEMP_PREFIX):
                 continue
             try:
                 check_name(entry.name, child_rel)

@@ -14,8 +14,9 @@ and expands only the rest, so its cost grows with the change, not with the map.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol, Union
+from typing import Protocol
 
 import blake3
 
@@ -39,13 +40,13 @@ from .objects import (
 from .worldfs import UnsafePath
 
 __all__ = [
-    "Add",
-    "Entry",
     "FANOUT",
     "MAX_PAGE",
     "MAX_TREE_DEPTH",
-    "ObjectLoader",
     "REGION_SHIFTS",
+    "Add",
+    "Entry",
+    "ObjectLoader",
     "build_dir",
     "build_map",
     "build_region",
@@ -67,7 +68,7 @@ MAX_PAGE = 32
 # consecutive slots, level-1 nodes 8 leaves (two rows of the region), the root the rest.
 REGION_SHIFTS = (3, 6)
 
-Entry = Union[DirEntry, ChunkEntry]
+Entry = DirEntry | ChunkEntry
 Add = Callable[[bytes], ObjectId]
 
 
@@ -95,7 +96,7 @@ def _paginate(level: int, keys: Sequence[str | int]) -> list[tuple[int, int]]:
                 cuts.append(i + 1)
                 start = i + 1
     bounds = [0, *cuts, len(keys)]
-    return list(zip(bounds, bounds[1:]))
+    return list(itertools.pairwise(bounds))
 
 
 def _key(entry: Entry) -> str | int:

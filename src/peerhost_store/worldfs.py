@@ -17,9 +17,9 @@ from .errors import PeerhostError
 __all__ = [
     "EXCLUDED_AT_ROOT",
     "REGION_KINDS",
-    "RegionPlace",
     "STORE_DIR",
     "TEMP_PREFIX",
+    "RegionPlace",
     "UnsafePath",
     "atomic_write",
     "check_case_collisions",

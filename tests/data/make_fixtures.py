@@ -88,8 +88,8 @@ def bomb_payload() -> bytes:
     deflater = zlib.compressobj(9)
     out = [deflater.compress(head)]
     piece = bytes(1 << 20)
-    for start in range(0, BOMB_BYTES, len(piece)):
-        out.append(deflater.compress(piece[: BOMB_BYTES - start]))
+    out += [deflater.compress(piece[: BOMB_BYTES - start])
+            for start in range(0, BOMB_BYTES, len(piece))]
     out.append(deflater.compress(b"\x00"))  # End of the root compound
     out.append(deflater.flush())
     return b"".join(out)

@@ -37,6 +37,7 @@ test callers that wait for it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -50,9 +51,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from recorded_env import record_environment  # beside this file (run as a script)
+if TYPE_CHECKING:  # mypy reads the fakes as the package the tests import them from
+    from fakes.recorded_env import record_environment
+else:  # run as a script: this file's folder is on sys.path
+    from recorded_env import record_environment
 
 REGISTRY_ENV = "PEERHOST_FAKE_CLOUDFLARE_DIR"
 DELAY_ENV = "PEERHOST_FAKE_CLOUDFLARE_DELAY"
@@ -301,10 +306,8 @@ def register(directory: Path, hostname: str, port: int, origin: str) -> Path:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     return target
 
@@ -401,35 +404,25 @@ class Forwarder:
                 sink.sendall(data)
         except OSError:
             pass
-        try:
+        with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)  # pass the half-close on
-        except OSError:
-            pass
 
     def _close(self, sock: socket.socket) -> None:
         with self.lock:
             self.sockets.discard(sock)
-        try:
+        with contextlib.suppress(OSError):
             sock.close()
-        except OSError:
-            pass
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.listener.close()
-        except OSError:
-            pass
         with self.lock:
             sockets = list(self.sockets)
         for sock in sockets:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            try:
+            with contextlib.suppress(OSError):
                 sock.close()
-            except OSError:
-                pass
         for thread in self.threads:
             thread.join(timeout=1)
 

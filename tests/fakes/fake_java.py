@@ -14,7 +14,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def properties(folder: Path) -> dict[str, str]:
-    values = {}
+    values: dict[str, str] = {}
     try:
         text = (folder / "server.properties").read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -22,13 +22,18 @@ S`` waits before listening. With ``PEERHOST_FAKE_ENV_DIR`` set it records its en
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from recorded_env import record_environment  # beside this file (run as a script)
+if TYPE_CHECKING:  # mypy reads the fakes as the package the tests import them from
+    from fakes.recorded_env import record_environment
+else:  # run as a script: this file's folder is on sys.path
+    from recorded_env import record_environment
 
 
 def lock_session(world: Path) -> object:
@@ -77,10 +82,8 @@ def main() -> int:
                 conn, _ = listener.accept()
             except OSError:
                 return
-            try:
+            with contextlib.suppress(OSError):
                 conn.sendall(f"fake minecraft server of {world.resolve().parent.name}\n".encode())
-            except OSError:
-                pass
             conn.close()
 
     threading.Thread(target=accept, daemon=True).start()

@@ -31,6 +31,7 @@ connection is then closed without an answer).
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -128,10 +129,8 @@ class FakeRcon:
         with self._lock:
             connections = list(self._connections)
         for conn in connections:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             conn.close()
         for thread in list(self._threads):
             thread.join(timeout=2)

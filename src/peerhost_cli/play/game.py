@@ -3,6 +3,7 @@ stopped gracefully (``stop`` on its console), killed only when it will not stop.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -191,10 +192,8 @@ class GameServer:
             self._reader.join(5)
         with self._stdin_lock:
             if self._proc.stdin is not None:
-                try:
+                with contextlib.suppress(OSError):
                     self._proc.stdin.close()
-                except OSError:
-                    pass
         return code
 
     def kill(self) -> None:

@@ -476,10 +476,10 @@ class Host:
                                  "and tries again")
             return None
         except LeaseLost as exc:
-            raise self._lost(server, tunnel, f"the coordinator refused the push: {exc.message}")
+            raise self._lost(server, tunnel, f"the coordinator refused the push: {exc.message}") from exc
         except (HeadMoved, Diverged) as exc:
             raise self._ended(server, tunnel, f"the session head moved without this host "
-                              f"(a rollback on the coordinator?): {exc}")
+                              f"(a rollback on the coordinator?): {exc}") from exc
         if self._push_failing:
             self._push_failing = False
             self.notify.send(f"{self.holder} reached the coordinator again: "

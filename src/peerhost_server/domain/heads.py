@@ -16,9 +16,9 @@ from typing import Any
 
 from peerhost_store.bounds import Summary, TreeRefused, check_snapshot
 from peerhost_store.errors import DecodeError
+from peerhost_store.graph import is_ancestor
 from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import Snapshot, decode, encode_snapshot
-from peerhost_store.graph import is_ancestor
 from peerhost_store.worldfs import UnsafePath
 
 from ..auth import OWNER, Identity

@@ -53,8 +53,8 @@ class PairingMemo:
         kept = value if isinstance(value, list) else _refusal(value)
         with self._lock:
             self._kept[key] = kept
-            while len(self._kept) > PAIRINGS_KEPT or len(self._kept) > 1 and sum(
-                    len(v) for v in self._kept.values() if isinstance(v, list)) > self._max_pairs:
+            while len(self._kept) > PAIRINGS_KEPT or (len(self._kept) > 1 and sum(
+                    len(v) for v in self._kept.values() if isinstance(v, list)) > self._max_pairs):
                 self._kept.popitem(last=False)
 
     def drop(self, session: str) -> None:

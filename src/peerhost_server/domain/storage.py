@@ -19,8 +19,8 @@ from dataclasses import asdict
 from typing import Any
 
 from peerhost_store.errors import ObjectMissing
-from peerhost_store.ids import ObjectId
 from peerhost_store.graph import walk
+from peerhost_store.ids import ObjectId
 from peerhost_store.objects import Snapshot, decode
 from peerhost_store.retention import RetentionPolicy, select_snapshots
 

@@ -221,7 +221,7 @@ class Verified:
                  trusted: Container[ObjectId] = frozenset()) -> list[bytes]:
         """Checked bytes of each id, in order (ObjectMissing, ObjectCorrupt)."""
         datas = self.backend.get_many(oids)
-        for oid, data in zip(oids, datas):
+        for oid, data in zip(oids, datas, strict=True):  # a short answer skips no check
             if oid not in trusted:
                 got = hash_bytes(data)
                 if got != oid:
@@ -265,7 +265,7 @@ class Overlay:
 
     def get_many(self, oids: Sequence[ObjectId]) -> list[bytes]:
         found = [self.top.get(oid) for oid in oids]
-        rest = [oid for oid, data in zip(oids, found) if data is None]
+        rest = [oid for oid, data in zip(oids, found, strict=True) if data is None]
         read = iter(self.base.get_many(rest, trusted=self.trusted) if rest else ())
         return [next(read) if data is None else data for data in found]
 

@@ -9,13 +9,13 @@ transaction finds it full; the failed transaction is retried, never half-applied
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Self, TypeVar
 
@@ -121,10 +121,9 @@ class LmdbStore:
         if value is None:
             return None
         if len(value) > self._size:
-            try:  # the file has grown since we last looked, or the length is damaged
+            # The file has grown since we last looked, or the length is damaged.
+            with contextlib.suppress(OSError):
                 self._size = (self.path / "data.mdb").stat().st_size
-            except OSError:
-                pass
             if len(value) > self._size:
                 raise StoreDamaged(self.path, f"a value claims {len(value)} bytes, more than "
                                    "the file holds")
@@ -339,7 +338,7 @@ class _Objects:
 
     def get_many(self, oids: Sequence[ObjectId]) -> list[bytes]:
         datas = self._store.read_objects(oids)
-        for oid, data in zip(oids, datas):
+        for oid, data in zip(oids, datas, strict=True):
             if data is None:
                 raise ObjectMissing(oid)
         return datas  # type: ignore[return-value]  # no None left
@@ -419,7 +418,7 @@ class _ResizeGate:
         self._open = 0
         self._resizing = False
 
-    @contextmanager
+    @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
         with self._cond:
             self._cond.wait_for(lambda: not self._resizing)
@@ -431,7 +430,7 @@ class _ResizeGate:
                 self._open -= 1
                 self._cond.notify_all()
 
-    @contextmanager
+    @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
         with self._cond:
             self._cond.wait_for(lambda: not self._resizing)

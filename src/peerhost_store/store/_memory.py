@@ -95,7 +95,7 @@ class MemoryStore:
             written = {oid for oid, _ in objects}
             deleted = set(update.delete_objects)
             for oid in update.require:
-                if oid in deleted or oid not in data and oid not in written:
+                if oid in deleted or (oid not in data and oid not in written):
                     raise ObjectMissing(oid, "an update that requires it")
             new = self.backend._put(objects)
             for oid in update.delete_objects:

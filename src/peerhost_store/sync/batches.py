@@ -116,8 +116,8 @@ def build_items(store: PayloadReader, pairs: Sequence[Pair], positions: Iterable
         news = store.get_many([pairs[i].new.oid for i in part])
         based = [i for i in part if pairs[i].base is not None]
         read = _tolerant(store, [pairs[i].base.oid for i in based])  # type: ignore[union-attr]
-        bases = dict(zip(based, read))
-        for i, data in zip(part, news):
+        bases = dict(zip(based, read, strict=True))
+        for i, data in zip(part, news, strict=True):
             if cancelled is not None and cancelled():
                 raise Cancelled()
             pair = pairs[i]

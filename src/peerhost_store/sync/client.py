@@ -509,7 +509,7 @@ class CoordinatorClient:
         response = self._send("POST", self._path("objects/get"), raw=encode_ids(ids),
                               seconds=BULK_SECONDS)
         objects = decode_objects(response.content)
-        if not objects and ids or len(objects) > len(ids):
+        if (not objects and ids) or len(objects) > len(ids):
             raise ProtocolError(f"asked for {len(ids)} objects, got {len(objects)}")
         return objects
 

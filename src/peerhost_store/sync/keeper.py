@@ -17,7 +17,7 @@ from typing import Any
 
 from .client import CONTROL_SECONDS, CoordinatorClient, CoordinatorError, Lease, LeaseLost
 
-__all__ = ["Connect", "LeaseKeeper", "RETRY_SECONDS"]
+__all__ = ["RETRY_SECONDS", "Connect", "LeaseKeeper"]
 
 Connect = Callable[[], AbstractContextManager[CoordinatorClient]]
 

@@ -43,12 +43,12 @@ if TYPE_CHECKING:  # the transfer machinery is imported by clone() only: phs sta
     from .transfer import Progress, PullReport
 
 __all__ = [
-    "BadRemote",
     "DEFAULT_REMOTE",
     "LEASE_FILE",
+    "REMOTES_FILE",
+    "BadRemote",
     "NoRemote",
     "NoToken",
-    "REMOTES_FILE",
     "Remote",
     "RemoteExists",
     "check_remote",

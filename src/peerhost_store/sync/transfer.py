@@ -90,22 +90,22 @@ from .protocol import (
 )
 
 __all__ = [
-    "Behind",
-    "ChunkCounts",
-    "CoordinatorSource",
     "DIVERGED_HINT",
     "DOWNLOAD_BYTES",
-    "Diverged",
     "EMPTY_TREE",
-    "FetchResult",
     "HEAL_ROUNDS",
     "IN_FLIGHT",
     "MAX_REQUEST_BYTES",
+    "STORE_BATCH_BYTES",
+    "Behind",
+    "ChunkCounts",
+    "CoordinatorSource",
+    "Diverged",
+    "FetchResult",
     "ObjectTooLarge",
     "Progress",
     "PullReport",
     "PushReport",
-    "STORE_BATCH_BYTES",
     "fetch",
     "pull",
     "push",
@@ -494,7 +494,7 @@ class _PushWalk:
             after: list[tuple[ObjectId, Kind]] = []
             for part in chunked(frontier, IDS_PER_REQUEST):
                 enter: list[tuple[ObjectId, Kind, bool]] = []
-                for (oid, kind), status in zip(part, self.client.object_status([o for o, _ in part])):
+                for (oid, kind), status in zip(part, self.client.object_status([o for o, _ in part]), strict=True):
                     if status is ObjectStatus.COMPLETE:
                         continue
                     missing = status is ObjectStatus.MISSING
@@ -510,7 +510,7 @@ class _PushWalk:
                             yield from self.store.get_many(blobs)
                             blobs = []
                 for sub in chunked(enter, READ_BATCH):
-                    for (oid, kind, missing), data in zip(sub, self.store.get_many([o for o, _, _ in sub])):
+                    for (oid, kind, missing), data in zip(sub, self.store.get_many([o for o, _, _ in sub]), strict=True):
                         if missing:
                             yield data
                         obj = decode_as(oid, data, kind)
@@ -693,7 +693,7 @@ class _Fetch:
             nodes = [item for item in want if item[1] is not Kind.BLOB]
             after: list[tuple[ObjectId, Kind]] = []
             for part in chunked(nodes, IDS_PER_REQUEST):
-                for (oid, kind), data in zip(part, _download(self.client, [o for o, _ in part])):
+                for (oid, kind), data in zip(part, _download(self.client, [o for o, _ in part]), strict=True):
                     obj = decode_as(oid, data, kind)
                     self.nodes[oid] = data
                     if isinstance(obj, (Index, RegionLeaf)):
@@ -764,7 +764,7 @@ class _Fetch:
             counts.fallbacks += len(pairs)  # left in self.blobs: fetched whole later
             return
         rebuilder = Rebuilder(self.store.objects)
-        for pair, item in zip(pairs, items):
+        for pair, item in zip(pairs, items, strict=True):  # decode_batch checked the count
             blob = rebuilder.add(item, None if pair.base is None else pair.base.compression)
             if blob is None:  # a damaged base, or a delta that does not rebuild: whole later
                 counts.fallbacks += 1
@@ -792,7 +792,7 @@ class _Fetch:
 
         for wanted, datas in _overlapped(groups(), lambda part: _download(self.client, part)):
             # _download checked each answer's hash against its id: store them as hashed.
-            for oid, data in zip(wanted, datas):
+            for oid, data in zip(wanted, datas, strict=True):
                 self._count(len(data))
                 self._keep(hashed=(oid, data))
                 got[0] += 1
@@ -902,7 +902,7 @@ class CoordinatorSource:
         for part in chunked(ids, IDS_PER_REQUEST):
             lacking = set(self.client.missing(list(part)))
             have = [oid for oid in part if oid not in lacking]
-            out.update(zip(have, _download(self.client, have)) if have else ())
+            out.update(zip(have, _download(self.client, have), strict=True) if have else ())
         return out
 
 
