@@ -41,7 +41,7 @@ from ._base import (
     Verified,
 )
 from ._composed import Composed
-from ._lmdb import LmdbStore
+from ._lmdb import PACK_MIN, LmdbStore
 from ._memory import MemoryObjects, MemoryStore
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "MetaStore",
     "ObjectStore",
     "Overlay",
+    "PACK_MIN",
     "Pins",
     "PinsChanged",
     "RefConflict",
