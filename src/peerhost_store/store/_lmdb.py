@@ -6,8 +6,8 @@ and a crash before it returns leaves the previous state intact (LMDB is copy-on-
 The memory map starts small (it is preallocated on Windows) and doubles whenever a
 transaction finds it full; the failed transaction is retried, never half-applied.
 
-Layout. Objects shorter than ``pack_min`` (tree nodes, small chunks) are values of the
-``objects`` database, keyed by id. Longer ones are *packed*: the objects one update writes are
+Layout. Objects are *packed* (with ``pack_min``, only those at least that long; shorter ones
+are values of the ``objects`` database, keyed by id): the objects one update writes are
 concatenated into packs of about :data:`PACK_BYTES`, each one value of ``packs`` (keyed by an
 8-byte number that only grows), and ``packed`` maps each id to ``(pack, offset, length)``. A
 value longer than a page takes whole overflow pages, so a chunk of 9 KB stored alone takes
@@ -16,6 +16,12 @@ objects and bytes of each that are still indexed; a pack is deleted with its las
 one less than half alive is rewritten (its live objects go to a new pack) when a deletion
 leaves it so. Stores written before packing (every object in ``objects``) are read as they
 are; their objects stay where they are until gc deletes them.
+
+A staged update (:attr:`Update.staged`: a snapshot's early batches) writes its packs and,
+instead of index entries, one ``staged`` row per pack listing what it holds; the next update
+that is not staged indexes them first (an object found indexed already, a copy written by
+two batches, is released). So those commits only append, and the index, whose random keys
+would make every commit rewrite most of its pages, is written once per snapshot.
 """
 
 from __future__ import annotations
@@ -47,10 +53,13 @@ MAX_MAP_SIZE = 1 << 44  # 16 TiB of address space: far beyond any world
 PIN_GENERATION = "pins/generation"
 #: Meta key of the next pack number (8 bytes, big-endian).
 PACK_NEXT = "packs/next"
-#: Objects at least this long are packed (shorter ones fit in LMDB's leaf pages).
-PACK_MIN = 1024
+#: Objects at least this long are packed: all of them, so that staged commits only append
+#: (tree nodes, in LMDB's leaf pages, would be rewritten by each).
+PACK_MIN = 0
 #: A pack is closed once it holds this much.
 PACK_BYTES = 1 << 20
+#: ``staged`` rows: id, offset, length of each object of the pack.
+_STAGED = struct.Struct(">32sII")
 #: ``packed`` values: pack number, offset, length.
 _LOCATION = struct.Struct(">QII")
 #: ``packlive`` values: objects and bytes of the pack still indexed.
@@ -83,7 +92,7 @@ class LmdbStore:
             size = map_size or max(MIN_MAP_SIZE, _round_up(2 * on_disk))
             _back_lock_file(self.path / "lock.mdb")
             self._env = lmdb.open(
-                str(self.path), map_size=size, max_dbs=8, subdir=True, sync=True, metasync=True
+                str(self.path), map_size=size, max_dbs=9, subdir=True, sync=True, metasync=True
             )
         except DAMAGE as exc:
             raise StoreDamaged(self.path, str(exc)) from exc
@@ -100,6 +109,7 @@ class LmdbStore:
             self._packed = self._env.open_db(b"packed")
             self._packs = self._env.open_db(b"packs")
             self._packlive = self._env.open_db(b"packlive")
+            self._staged = self._env.open_db(b"staged")
         except lmdb.Error as exc:
             self._env.close()
             if isinstance(exc, DAMAGE) or not _is_disk_full(self.path, exc):
@@ -171,12 +181,10 @@ class LmdbStore:
     def _object(self, txn: lmdb.Transaction,
                 oid: bytes | memoryview) -> bytes | memoryview | None:
         """An object's stored bytes as a view of the map (not copied), or None."""
-        value: bytes | memoryview | None = txn.get(oid, db=self._objects)
-        if value is not None:
-            return value
         where = txn.get(oid, db=self._packed)
         if where is None:
-            return None
+            value: bytes | memoryview | None = txn.get(oid, db=self._objects)
+            return value
         number, offset, length = self._location(where)
         pack = txn.get(number.to_bytes(8, "big"), db=self._packs)
         if pack is None:
@@ -195,8 +203,8 @@ class LmdbStore:
         return number, offset, length
 
     def _has(self, txn: lmdb.Transaction, oid: bytes) -> bool:
-        return (txn.get(oid, db=self._objects) is not None
-                or txn.get(oid, db=self._packed) is not None)
+        return (txn.get(oid, db=self._packed) is not None
+                or txn.get(oid, db=self._objects) is not None)
 
     def read_objects(self, oids: Sequence[ObjectId]) -> list[bytes | None]:
         """The stored bytes of each id (None when absent), unchecked."""
@@ -257,7 +265,9 @@ class LmdbStore:
         generation = _generation(txn.get(PIN_GENERATION.encode(), db=self._meta))
         if update.pins_at is not None and update.pins_at != generation:
             raise PinsChanged(update.pins_at, generation)
-        packer = _Packer(self, txn)
+        packer = _Packer(self, txn, staged=update.staged)
+        if not update.staged:
+            packer.index_staged()
         new = sum(1 for oid, data in objects if self._put_object(txn, oid, data, packer))
         packer.close()
         for oid in update.delete_objects:
@@ -397,7 +407,7 @@ class LmdbStore:
         def run(txn: lmdb.Transaction) -> int:
             total = 0
             for db in (self._objects, self._refs, self._stats, self._meta, self._packed,
-                       self._packs, self._packlive):
+                       self._packs, self._packlive, self._staged):
                 st = txn.stat(db)
                 total += (st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]) * st["psize"]
             return total
@@ -506,9 +516,10 @@ class _Meta:
 class _Packer:
     """Packs the long objects of one transaction (see the module's docstring)."""
 
-    def __init__(self, store: LmdbStore, txn: lmdb.Transaction) -> None:
+    def __init__(self, store: LmdbStore, txn: lmdb.Transaction, *, staged: bool) -> None:
         self.store = store
         self.txn = txn
+        self.staged = staged
         #: Objects added and not yet written, by id.
         self.pending: dict[ObjectId, bytes | memoryview] = {}
         self._size = 0
@@ -536,14 +547,37 @@ class _Packer:
             number = max(number, int.from_bytes(cursor.key(), "big") + 1)
         key = number.to_bytes(8, "big")
         offset = 0
+        rows = []
         for oid, data in self.pending.items():
-            txn.put(oid, _LOCATION.pack(number, offset, len(data)), db=store._packed)
+            if self.staged:
+                rows.append(_STAGED.pack(oid, offset, len(data)))
+            else:
+                txn.put(oid, _LOCATION.pack(number, offset, len(data)), db=store._packed)
             offset += len(data)
+        if rows:
+            txn.put(key, b"".join(rows), db=store._staged, append=True)
         txn.put(key, b"".join(self.pending.values()), db=store._packs, append=True)
         txn.put(key, _LIVE.pack(len(self.pending), offset), db=store._packlive)
         txn.put(PACK_NEXT.encode(), (number + 1).to_bytes(8, "big"), db=store._meta)
         self.pending = {}
         self._size = 0
+
+    def index_staged(self) -> None:
+        """Index the objects of staged packs (see the module's docstring)."""
+        store, txn = self.store, self.txn
+        cursor = txn.cursor(db=store._staged)
+        if not cursor.first():
+            return
+        for key, rows in cursor:
+            number = int.from_bytes(key, "big")
+            if len(rows) % _STAGED.size:
+                raise StoreDamaged(store.path, f"the staged list of pack {number} is damaged")
+            for oid, offset, length in _STAGED.iter_unpack(rows):
+                if store._has(txn, oid):
+                    self.release(number, length)  # another copy is indexed already
+                else:
+                    txn.put(oid, _LOCATION.pack(number, offset, length), db=store._packed)
+        txn.drop(store._staged, delete=False)
 
     def release(self, number: int, length: int) -> None:
         """One object of pack ``number`` is no longer indexed."""
