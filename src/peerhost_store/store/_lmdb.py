@@ -58,6 +58,8 @@ PACK_NEXT = "packs/next"
 PACK_MIN = 0
 #: A pack is closed once it holds this much.
 PACK_BYTES = 1 << 20
+#: Staged objects indexed at a time (about 45 MB of them in memory).
+INDEX_GROUP = 1 << 18
 #: ``staged`` rows: id, offset, length of each object of the pack.
 _STAGED = struct.Struct(">32sII")
 #: ``packed`` values: pack number, offset, length.
@@ -563,21 +565,38 @@ class _Packer:
         self._size = 0
 
     def index_staged(self) -> None:
-        """Index the objects of staged packs (see the module's docstring)."""
+        """Index the objects of staged packs (see the module's docstring): sorted by id, in
+        groups of at most :data:`INDEX_GROUP` (memory stays bounded), the first with
+        MDB_APPEND when the index is empty (a first snapshot), which fills its pages."""
         store, txn = self.store, self.txn
-        cursor = txn.cursor(db=store._staged)
-        if not cursor.first():
+        if not txn.stat(store._staged)["entries"]:
             return
-        for key, rows in cursor:
+        rows: list[tuple[bytes, int, int, int]] = []
+        for key, value in txn.cursor(db=store._staged):
             number = int.from_bytes(key, "big")
-            if len(rows) % _STAGED.size:
+            if len(value) % _STAGED.size:
                 raise StoreDamaged(store.path, f"the staged list of pack {number} is damaged")
-            for oid, offset, length in _STAGED.iter_unpack(rows):
-                if store._has(txn, oid):
-                    self.release(number, length)  # another copy is indexed already
-                else:
-                    txn.put(oid, _LOCATION.pack(number, offset, length), db=store._packed)
+            rows += [(oid, number, offset, length)
+                     for oid, offset, length in _STAGED.iter_unpack(value)]
+            if len(rows) >= INDEX_GROUP:
+                self._index(rows)
+                rows = []
+        self._index(rows)
         txn.drop(store._staged, delete=False)
+
+    def _index(self, rows: list[tuple[bytes, int, int, int]]) -> None:
+        store, txn = self.store, self.txn
+        rows.sort()
+        empty = not (txn.stat(store._packed)["entries"] or txn.stat(store._objects)["entries"])
+        items = []
+        previous = None
+        for oid, number, offset, length in rows:
+            if oid == previous or not empty and store._has(txn, oid):
+                self.release(number, length)  # another copy is indexed already
+                continue
+            previous = oid
+            items.append((oid, _LOCATION.pack(number, offset, length)))
+        txn.cursor(db=store._packed).putmulti(items, append=empty)
 
     def release(self, number: int, length: int) -> None:
         """One object of pack ``number`` is no longer indexed."""
