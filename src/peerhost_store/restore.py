@@ -18,7 +18,7 @@ from .ids import ObjectId
 from .objects import ChunkEntry, DirEntry, EntryKind, blob_payload, decode_blob
 from .region import ChunkRecord, external_name, region_coords, write_region
 from .store import Verified
-from .tree import diff_trees, iter_region, iter_tree
+from .tree import diff_trees, iter_tree, region_entries
 from .worldfs import (
     TEMP_PREFIX,
     atomic_write,
@@ -359,7 +359,7 @@ def _apply(store: ObjectReader, world: Path, op: _Op, result: RestoreResult,
 
 def _region(store: ObjectReader, oid: ObjectId) -> list[ChunkEntry]:
     entries = getattr(store, "region_entries", None)
-    return list(iter_region(store, oid)) if entries is None else list(entries(oid))
+    return region_entries(store, oid) if entries is None else list(entries(oid))
 
 
 class _Everything:

@@ -180,19 +180,25 @@ class LmdbStore:
                 raise StoreDamaged(self.path, f"a value claims {len(value)} bytes, more than "
                                    "the file holds")
 
-    def _object(self, txn: lmdb.Transaction,
-                oid: bytes | memoryview) -> bytes | memoryview | None:
-        """An object's stored bytes as a view of the map (not copied), or None."""
+    def _object(self, txn: lmdb.Transaction, oid: bytes | memoryview,
+                packs: dict[int, bytes | memoryview] | None = None
+                ) -> bytes | memoryview | None:
+        """An object's stored bytes as a view of the map (not copied), or None. ``packs``
+        keeps the packs this transaction has looked up (neighbours share one)."""
         where = txn.get(oid, db=self._packed)
         if where is None:
             value: bytes | memoryview | None = txn.get(oid, db=self._objects)
             return value
         number, offset, length = self._location(where)
-        pack = txn.get(number.to_bytes(8, "big"), db=self._packs)
+        pack: bytes | memoryview | None = None if packs is None else packs.get(number)
         if pack is None:
-            raise StoreDamaged(self.path, f"object {bytes(oid).hex()} is in pack {number}, "
-                               "which is missing")
-        self._check_length(pack)
+            pack = txn.get(number.to_bytes(8, "big"), db=self._packs)
+            if pack is None:
+                raise StoreDamaged(self.path, f"object {bytes(oid).hex()} is in pack "
+                                   f"{number}, which is missing")
+            self._check_length(pack)
+            if packs is not None:
+                packs[number] = pack
         if offset + length > len(pack):
             raise StoreDamaged(self.path, f"object {bytes(oid).hex()} runs past the end of "
                                f"pack {number}")
@@ -210,7 +216,20 @@ class LmdbStore:
 
     def read_objects(self, oids: Sequence[ObjectId]) -> list[bytes | None]:
         """The stored bytes of each id (None when absent), unchecked."""
-        return self._read(lambda txn: [self._value(self._object(txn, oid)) for oid in oids])
+        def run(txn: lmdb.Transaction) -> list[bytes | None]:
+            packs: dict[int, bytes | memoryview] = {}
+            out: list[bytes | None] = []
+            for oid in oids:
+                value = self._object(txn, oid, packs)
+                if value is None:
+                    out.append(None)
+                else:  # a slice of a pack, whose length was checked; or a whole value
+                    if len(value) > self._size:
+                        self._check_length(value)
+                    out.append(bytes(value))
+            return out
+
+        return self._read(run)
 
     def peek(self, oids: list[ObjectId], n: int) -> list[tuple[int, bytes] | None]:
         """Each object's stored size and first ``n`` bytes (None when absent), not hashed:
