@@ -87,7 +87,8 @@ def load_chunks(world: Path) -> dict[Key, Chunk]:
             parsed = parse_region(Path(folder, name).read_bytes(), external)
             for record in parsed.chunks:
                 x, z = chunk_coords(*coords, record.slot)
-                chunks[(place.dimension, place.kind, x, z)] = (record.compression, record.payload)
+                chunks[(place.dimension, place.kind, x, z)] = (record.compression,
+                                                               bytes(record.payload))
     return chunks
 
 

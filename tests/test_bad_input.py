@@ -100,7 +100,7 @@ def test_hostile_chunks_in_diff_are_unknown_not_a_crash(
         path = world / "region" / "r.0.0.mca"
         records = parse_region(path.read_bytes()).chunks
         # Touch the hostile chunk's payload (one extra trailing byte) so diff must decode it.
-        bumped = [r if r.slot != 1 else r.__class__(r.slot, r.compression, r.payload + b"\0", r.timestamp + 1)
+        bumped = [r if r.slot != 1 else r.__class__(r.slot, r.compression, bytes(r.payload) + b"\0", r.timestamp + 1)
                   for r in records]
         path.write_bytes(write_region(bumped)[0])
         changes = [c for c in repo.diff(a, None) if isinstance(c, ChunkChange)]

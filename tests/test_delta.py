@@ -467,7 +467,7 @@ def region_chunks(world: Path) -> dict[tuple[str, str, int], tuple[int, bytes]]:
     for kind in ("region", "entities", "poi"):
         for path in sorted((world / kind).glob("r.*.mca")):
             for record in parse_region(path.read_bytes()).chunks:
-                chunks[(kind, path.name, record.slot)] = (record.compression, record.payload)
+                chunks[(kind, path.name, record.slot)] = (record.compression, bytes(record.payload))
     return chunks
 
 

@@ -46,7 +46,7 @@ from peerhost_store.objects import decode, encode_blob
 from peerhost_store.repo import HEAD, Repository
 from peerhost_store.restore import restore_tree
 from peerhost_store.scan import scan_world
-from peerhost_store.store import LmdbStore, MemoryStore, Store, Update, _lmdb
+from peerhost_store.store import LmdbStore, MemoryStore, Update, _lmdb
 from peerhost_store.sync.client import (
     CoordinatorClient,
     CoordinatorError,
@@ -596,14 +596,11 @@ def test_gc_racing_pull(tmp_path: Path, zygote: Zygote, versions: list[Path]) ->
     assert gcs > figures.rounds, figures
 
 
-def flip_bit(store: Store, target: ObjectId, rng: random.Random) -> None:
-    assert isinstance(store, LmdbStore)
-    with store._env.begin(write=True) as txn:
-        raw = txn.get(target, db=store._objects)
-        assert raw is not None, target.hex()
-        data = bytearray(raw)
-        data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
-        txn.put(target, bytes(data), db=store._objects)
+def flip_bit(store: LmdbStore, target: ObjectId, rng: random.Random) -> None:
+    # Through the unchecked backend: it stores what it is given (packed or not).
+    data = bytearray(store.objects.backend.get_many([target])[0])
+    data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+    store.objects.backend.put_many([(target, bytes(data))])
 
 
 def test_corrupt_objects_are_repaired_from_the_world_and_the_coordinator(
@@ -637,6 +634,7 @@ def test_corrupt_objects_are_repaired_from_the_world_and_the_coordinator(
             lost = next(o for o in local if isinstance(decode(repo.store.objects.get_raw(o)), bytes))
             damaged = [node, chunk, live, lost]
             for target in damaged:
+                assert isinstance(repo.store, LmdbStore)
                 flip_bit(repo.store, target, rng)
         verify = zygote.phs(["verify", "-C", str(c.world)], out)
         assert zygote.wait(verify) == 4

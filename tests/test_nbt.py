@@ -316,7 +316,7 @@ def _chunks(version: Path) -> dict[tuple[str, str, int, int], Side]:
             continue
         for record in parse_region(path.read_bytes()).chunks:
             x, z = chunk_coords(*coords, record.slot)
-            found[(place.dimension, place.kind, x, z)] = (record.compression, record.payload)
+            found[(place.dimension, place.kind, x, z)] = (record.compression, bytes(record.payload))
     return found
 
 

@@ -30,12 +30,9 @@ HISTORY = "aviadbag-1.19-history"
 def corrupt(store: object, oid: ObjectId) -> None:
     """Flip one bit of a stored object, as a bad disk sector would."""
     assert isinstance(store, LmdbStore)
-    with store._env.begin(write=True) as txn:
-        raw = txn.get(oid, db=store._objects)
-        assert raw is not None, oid.hex()
-        data = bytearray(raw)
-        data[len(data) // 2] ^= 0x10
-        txn.put(oid, bytes(data), db=store._objects)
+    data = bytearray(store.objects.backend.get_many([oid])[0])
+    data[len(data) // 2] ^= 0x10
+    store.objects.backend.put_many([(oid, bytes(data))])
 
 
 def files(world: Path) -> dict[str, bytes]:

@@ -197,10 +197,7 @@ def test_refs_only_move_by_compare_and_swap(repo: Repository) -> None:
 def test_verify_reports_a_corrupt_object(repo: Repository) -> None:
     repo.snapshot("v1")
     blob = hash_bytes(encode_blob(b"alice v1"))
-    store = repo.store
-    assert isinstance(store, LmdbStore)
-    with store._env.begin(write=True) as txn:
-        txn.put(blob, encode_blob(b"alice v2"), db=store._objects)
+    repo.store.objects.backend.put_many([(blob, encode_blob(b"alice v2"))])
     report = repo.verify()
     assert [(p.kind, p.where.endswith("playerdata/alice.dat")) for p in report.problems] == [("corrupt", True)]
 

@@ -8,9 +8,11 @@ from pathlib import Path
 import lmdb
 import pytest
 
+from peerhost_store.errors import StoreDamaged
 from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import encode_blob
 from peerhost_store.store import (
+    PACK_MIN,
     LmdbStore,
     MemoryObjects,
     MemoryStore,
@@ -28,10 +30,15 @@ class TestMemoryObjects(ObjectStoreTests):
         yield MemoryObjects()
 
 
+#: LMDB layouts the contract suites run on: the default (every object packed), only long
+#: objects packed, and none (the layout of stores written before packing).
+LAYOUTS = [PACK_MIN, 1024, None]
+
+
 class TestLmdbObjects(ObjectStoreTests):
-    @pytest.fixture
-    def objects(self, tmp_path: Path) -> Iterator[ObjectStore]:
-        with LmdbStore(tmp_path / "store") as store:
+    @pytest.fixture(params=LAYOUTS, ids=["default", "long-packed", "unpacked"])
+    def objects(self, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ObjectStore]:
+        with LmdbStore(tmp_path / "store", pack_min=request.param) as store:
             yield store.objects.backend
 
 
@@ -59,9 +66,9 @@ class TestMemoryStore(StoreTests):
 
 
 class TestLmdbStore(StoreTests):
-    @pytest.fixture
-    def store(self, tmp_path: Path) -> Iterator[Store]:
-        s = LmdbStore(tmp_path / "store")
+    @pytest.fixture(params=LAYOUTS, ids=["default", "long-packed", "unpacked"])
+    def store(self, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Store]:
+        s = LmdbStore(tmp_path / "store", pack_min=request.param)
         yield s
         s.close()
 
@@ -147,3 +154,123 @@ def test_lmdb_readers_in_other_threads_survive_map_growth(tmp_path: Path) -> Non
     assert not errors, errors[0]
     assert s.map_size() > 8 << 20
     s.close()
+
+
+def _chunks(count: int, size: int, salt: bytes = b"") -> list[tuple[ObjectId, bytes]]:
+    out = []
+    for i in range(count):
+        data = encode_blob(salt + i.to_bytes(4, "big") * (size // 4))
+        out.append((hash_bytes(data), data))
+    return out
+
+
+def _pack_count(store: LmdbStore) -> int:
+    with store._env.begin() as txn:
+        return int(txn.stat(store._packs)["entries"])
+
+
+def test_long_objects_share_packs_and_take_less_room(tmp_path: Path) -> None:
+    objects = _chunks(300, 9_000)
+    with LmdbStore(tmp_path / "packed") as packed, \
+            LmdbStore(tmp_path / "plain", pack_min=None) as plain:
+        for store in (packed, plain):
+            assert store.objects.backend.put_many(objects) == 300
+        assert packed.objects.backend.get_many([oid for oid, _ in objects]) == [
+            data for _, data in objects]
+        assert _pack_count(packed) == 3  # about 1 MiB each
+        # Alone, each 9 KB value takes three 4 KiB overflow pages.
+        assert packed.used_bytes() < 0.8 * plain.used_bytes()
+
+
+def test_a_store_written_before_packing_is_read_healed_and_collected(tmp_path: Path) -> None:
+    old = _chunks(20, 5_000, b"old")
+    with LmdbStore(tmp_path / "s", pack_min=None) as legacy:
+        legacy.objects.backend.put_many(old)
+        legacy.apply(Update(refs=[("main", None, old[0][0])]))
+    with LmdbStore(tmp_path / "s") as store:
+        backend = store.objects.backend
+        ids = [oid for oid, _ in old]
+        assert backend.get_many(ids) == [data for _, data in old]
+        assert backend.missing(ids) == [] and sorted(backend.iter_ids()) == sorted(ids)
+        assert _pack_count(store) == 0, "old objects stay where they are"
+        new = _chunks(5, 5_000, b"new")
+        backend.put_many(new)
+        assert _pack_count(store) == 1 and sorted(backend.iter_ids()) == sorted(
+            ids + [oid for oid, _ in new])
+        # A damaged old object is healed: the good bytes go to a pack.
+        oid, good = old[1]
+        backend.put_many([(oid, encode_blob(b"damaged"))])
+        assert store.objects.backend.get_many([oid]) == [encode_blob(b"damaged")]
+        assert store.apply(Update(objects=[good])) == 1
+        assert store.objects.get_raw(oid) == good
+        store.apply(Update(delete_objects=[*ids[2:], new[0][0]]))
+        assert sorted(backend.iter_ids()) == sorted(ids[:2] + [o for o, _ in new[1:]])
+        assert store.refs.get("main") == old[0][0]
+
+
+def test_deleting_from_packs_frees_them_and_rewrites_sparse_ones(tmp_path: Path) -> None:
+    objects = _chunks(200, 9_000)  # two packs
+    with LmdbStore(tmp_path / "s") as store:
+        backend = store.objects.backend
+        backend.put_many(objects)
+        assert _pack_count(store) == 2
+        full = store.used_bytes()
+        # Most of both packs goes: what is left moves to one new pack.
+        doomed = [oid for i, (oid, _) in enumerate(objects) if i % 10]
+        backend.delete_many(doomed)
+        kept = [(oid, data) for i, (oid, data) in enumerate(objects) if not i % 10]
+        assert _pack_count(store) == 1
+        assert backend.get_many([oid for oid, _ in kept]) == [data for _, data in kept]
+        assert sorted(backend.iter_ids()) == sorted(oid for oid, _ in kept)
+        assert store.used_bytes() < full / 4
+        backend.delete_many([oid for oid, _ in kept])
+        assert _pack_count(store) == 0 and list(backend.iter_ids()) == []
+        with store._env.begin() as txn:
+            assert txn.stat(store._packlive)["entries"] == 0
+
+
+def test_an_object_repeated_in_one_update_is_packed_once(tmp_path: Path) -> None:
+    (oid, data), = _chunks(1, 4_000)
+    with LmdbStore(tmp_path / "s") as store:
+        assert store.apply(Update(objects=[data, data], hashed=[(oid, data)])) == 1
+        assert store.objects.get_raw(oid) == data
+        store.apply(Update(delete_objects=[oid]))
+        assert _pack_count(store) == 0
+
+
+def test_a_damaged_pack_location_is_store_damage(tmp_path: Path) -> None:
+    (oid, data), = _chunks(1, 4_000)
+    with LmdbStore(tmp_path / "s") as store:
+        store.objects.backend.put_many([(oid, data)])
+        with store._env.begin(write=True) as txn:
+            raw = txn.get(oid, db=store._packed)
+            assert raw is not None
+            where = bytearray(raw)
+            where[-4:] = (1 << 30).to_bytes(4, "big")  # the length runs past the pack
+            txn.put(oid, bytes(where), db=store._packed)
+        with pytest.raises(StoreDamaged, match="runs past the end of pack"):
+            store.objects.get_raw(oid)
+        with store._env.begin(write=True) as txn:
+            txn.put(oid, b"short", db=store._packed)
+        with pytest.raises(StoreDamaged, match="pack location"):
+            store.objects.get_raw(oid)
+
+
+def test_staged_objects_are_indexed_by_the_next_update_even_after_a_crash(
+        tmp_path: Path) -> None:
+    first, second = _chunks(150, 9_000, b"1"), _chunks(150, 9_000, b"2")
+    repeated = first[:10]  # written by both batches, as identical chunks of two regions are
+    with LmdbStore(tmp_path / "s") as store:
+        store.apply(Update(hashed=first, staged=True))
+        store.apply(Update(hashed=second + repeated, staged=True))
+    # The process ended there (a snapshot killed before its final update).
+    with LmdbStore(tmp_path / "s") as store:
+        ids = [oid for oid, _ in first + second]
+        assert store.objects.missing(ids[:1]) == ids[:1], "not indexed yet"
+        store.apply(Update(refs=[("main", None, ids[0])], require=ids))
+        assert store.objects.missing(ids) == []
+        assert store.objects.backend.get_many(ids) == [data for _, data in first + second]
+        with store._env.begin() as txn:
+            assert txn.stat(store._staged)["entries"] == 0
+        store.apply(Update(delete_objects=ids))
+        assert _pack_count(store) == 0, "the repeated copies were released"

@@ -424,7 +424,8 @@ def some_chunk(real_world: Callable[[str], Path]) -> bytes:
 
     path = real_world("aviadbag-1.19-history") / "3195128" / "region" / "r.-1.4.mca"
     chunks = parse_region(path.read_bytes(), lambda slot: None).chunks
-    return next(c.payload for c in chunks if c.compression == ZLIB and len(c.payload) > 2000)
+    return next(bytes(c.payload) for c in chunks
+                if c.compression == ZLIB and len(c.payload) > 2000)
 
 
 def test_a_mismatching_delta_stores_nothing_and_bases_come_from_the_session_only(

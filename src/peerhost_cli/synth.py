@@ -1854,7 +1854,7 @@ def _decompress(record: region.ChunkRecord) -> bytes:
     if record.compression in (region.ZLIB, region.GZIP):
         return zlib.decompress(record.payload, zlib.MAX_WBITS | 32)  # either header
     if record.compression == region.NONE:
-        return record.payload
+        return bytes(record.payload)
     raise SynthError(f"chunk slot {record.slot}: compression {record.compression} is not supported")
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "RegionLeaf",
     "Snapshot",
     "blob_length",
+    "blob_payload",
     "check",
     "decode",
     "decode_blob",
@@ -154,7 +155,7 @@ def _pack(value: Any) -> bytes:
     return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
 
 
-def encode_blob(data: bytes) -> bytes:
+def encode_blob(data: bytes | memoryview) -> bytes:
     """Encode file or payload bytes as a blob object (what ``msgpack.packb([1, data])`` gives)."""
     # Written by hand: snapshot encodes one blob per chunk, and this is twice as fast.
     n = len(data)
@@ -226,6 +227,13 @@ def blob_length(head: bytes, size: int) -> int | None:
         return None
     length = int.from_bytes(head[3 : 3 + width], "big")
     return length if size == 3 + width + length else None
+
+
+def blob_payload(data: bytes) -> bytes | memoryview:
+    """:func:`decode_blob`, but the payload of a well-formed blob is a view of ``data``, not
+    a copy (restore joins a region's payloads into the file it writes: one copy, not two)."""
+    start = _blob_start(data)
+    return decode_blob(data) if start is None else memoryview(data)[start:]
 
 
 def decode_blob(data: bytes) -> bytes:

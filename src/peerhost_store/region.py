@@ -71,14 +71,15 @@ class ChunkRecord:
     Attributes:
         slot: index in the region, ``x + 32 * z`` with local coordinates 0..31.
         compression: compression type without the external flag (1, 2, 3, 4 or 127).
-        payload: the compressed payload exactly as the game wrote it.
+        payload: the compressed payload exactly as the game wrote it (with
+            :func:`parse_region`'s ``views``, a view of the file's bytes, not a copy).
         timestamp: the slot's modification time (seconds since the epoch) from the header.
         external: whether the payload lives in a ``c.X.Z.mcc`` file beside the region.
     """
 
     slot: int
     compression: int
-    payload: bytes
+    payload: bytes | memoryview
     timestamp: int
     external: bool = False
 
@@ -127,7 +128,7 @@ def external_name(rx: int, rz: int, slot: int) -> str:
     return f"c.{cx}.{cz}.mcc"
 
 
-def _payload_problem(compression: int, payload: bytes) -> str | None:
+def _payload_problem(compression: int, payload: bytes | memoryview) -> str | None:
     """A cheap check of the payload's first bytes; full decoding happens only in diff."""
     if compression == ZLIB and (
         len(payload) < 2 or payload[0] & 0x0F != 8 or (payload[0] << 8 | payload[1]) % 31
@@ -143,7 +144,8 @@ def _payload_problem(compression: int, payload: bytes) -> str | None:
 
 
 def parse_region(
-    data: bytes, load_external: Callable[[int], bytes | None] | None = None
+    data: bytes, load_external: Callable[[int], bytes | None] | None = None, *,
+    views: bool = False,
 ) -> ParsedRegion:
     """Parse a region file's bytes into chunk records.
 
@@ -151,6 +153,8 @@ def parse_region(
         data: the whole file. A 0-byte file is an empty region.
         load_external: returns the ``.mcc`` payload of a slot whose chunk is external, or
             None when that file is missing.
+        views: inline payloads are views of ``data`` rather than copies (a snapshot hashes
+            and packs them without copying each one first).
 
     Raises:
         RegionError: the file is shorter than its 8 KiB header (and not empty).
@@ -162,6 +166,7 @@ def parse_region(
     fields = _HEADER.unpack_from(data)
     locations, timestamps = fields[:SLOTS], fields[SLOTS:]
     size = len(data)
+    source: bytes | memoryview = memoryview(data) if views else data
     chunks: list[ChunkRecord] = []
     problems: list[RegionProblem] = []
     used: list[tuple[int, int, int]] = []  # (first sector, end sector, slot)
@@ -184,6 +189,7 @@ def parse_region(
         used.append((offset, offset + count, slot))
         external = bool(ctype & EXTERNAL_FLAG)
         compression = ctype & ~EXTERNAL_FLAG
+        payload: bytes | memoryview
         if external:
             loaded = load_external(slot) if load_external is not None else None
             if loaded is None:
@@ -191,7 +197,7 @@ def parse_region(
                 continue
             payload = loaded
         else:
-            payload = data[start + 5 : start + 4 + length]
+            payload = source[start + 5 : start + 4 + length]
         bad = _payload_problem(compression, payload)
         if bad is not None:
             problems.append(RegionProblem(slot, bad))
@@ -252,7 +258,7 @@ def write_region(chunks: Iterable[ChunkRecord]) -> tuple[bytes, dict[int, bytes]
     locations = [0] * SLOTS
     timestamps = [0] * SLOTS
     externals: dict[int, bytes] = {}
-    parts: list[bytes] = [b""]  # the header goes first, once the locations are known
+    parts: list[bytes | memoryview] = [b""]  # the header goes first, once the locations are known
     pack = _CHUNK_HEAD.pack
     sector = 2
     previous = -1
@@ -265,7 +271,7 @@ def write_region(chunks: Iterable[ChunkRecord]) -> tuple[bytes, dict[int, bytes]
             raise RegionError(f"chunk slot {record.slot}: unknown compression {record.compression}")
         previous = record.slot
         if record.external:
-            externals[record.slot] = record.payload
+            externals[record.slot] = bytes(record.payload)
             parts.append(pack(1, record.compression | EXTERNAL_FLAG))
             size = 5
         else:

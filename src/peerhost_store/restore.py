@@ -15,9 +15,10 @@ from typing import Protocol, Self
 from .bounds import check_tree
 from .errors import DamagedObjects, DecodeError, ObjectCorrupt, ObjectMissing, PeerhostError
 from .ids import ObjectId
-from .objects import ChunkEntry, DirEntry, EntryKind, decode_blob
+from .objects import ChunkEntry, DirEntry, EntryKind, blob_payload, decode_blob
 from .region import ChunkRecord, external_name, region_coords, write_region
-from .tree import diff_trees, iter_region, iter_tree, load_blob
+from .store import Verified
+from .tree import diff_trees, iter_tree, region_entries
 from .worldfs import (
     TEMP_PREFIX,
     atomic_write,
@@ -70,6 +71,10 @@ class _Op:
     #: :func:`check_objects` read them (so that writing does not decode them again).
     old_chunks: tuple[ChunkEntry, ...] | None = None
     new_chunks: tuple[ChunkEntry, ...] | None = None
+    #: :func:`check_objects` read (and so hashed) every object this op writes, moments
+    #: before it is written: writing reads them again from this process's store without
+    #: hashing them a second time (as a pull reads back what it has just fetched).
+    checked: bool = False
 
 
 #: A planned step of a restore (opaque outside this module: plan, check, then apply).
@@ -166,7 +171,7 @@ def check_objects(store: ObjectReader, ops: list[_Op], batch: int = 256) -> list
                     blobs += [(c.oid, f"{op.path} chunk slot {c.slot}") for c in chunks]
             else:
                 blobs.append((entry.raw or entry.oid, op.path))
-        checked_ops.append(replace(op, old_chunks=read[0], new_chunks=read[1]))
+        checked_ops.append(replace(op, old_chunks=read[0], new_chunks=read[1], checked=True))
     if checked is not None:
         blobs = [(oid, where) for oid, where in blobs if not checked(oid)]
     for start in range(0, len(blobs), batch):
@@ -329,7 +334,7 @@ def _apply(store: ObjectReader, world: Path, op: _Op, result: RestoreResult,
         writer.drain()
         remove_path(path)  # a folder stands where a file goes: its children were removed first
     if new.kind is EntryKind.REGION and new.raw is None:
-        data, externals = write_region(_records(store, new, op.new_chunks))
+        data, externals = write_region(_records(store, new, op.new_chunks, op.checked))
         coords = region_coords(new.name)
         if externals and coords is None:
             raise DecodeError(f"{op.path}: external chunks in a file that is not r.X.Z.mca")
@@ -338,7 +343,11 @@ def _apply(store: ObjectReader, world: Path, op: _Op, result: RestoreResult,
             writer.write(path.parent / external_name(*coords, slot), payload)
             result.bytes_written += len(payload)
     else:
-        data = load_blob(store, new.raw if new.raw is not None else new.oid)
+        oid = new.raw if new.raw is not None else new.oid
+        try:
+            data = decode_blob(_read(store, [oid], op.checked)[0])
+        except DecodeError as exc:
+            raise DecodeError(f"object {oid.hex()}: {exc}") from exc
         if new.raw is None and len(data) != new.size:
             # The bound checked before writing counted what entries declare; hold them to it.
             raise DecodeError(f"{op.path}: the entry says {new.size} bytes, its blob holds "
@@ -350,18 +359,30 @@ def _apply(store: ObjectReader, world: Path, op: _Op, result: RestoreResult,
 
 def _region(store: ObjectReader, oid: ObjectId) -> list[ChunkEntry]:
     entries = getattr(store, "region_entries", None)
-    return list(iter_region(store, oid)) if entries is None else list(entries(oid))
+    return region_entries(store, oid) if entries is None else list(entries(oid))
+
+
+class _Everything:
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+def _read(store: ObjectReader, oids: list[ObjectId], checked: bool) -> list[bytes]:
+    """Read objects to write; ``checked``: :func:`check_objects` hashed them moments ago."""
+    if checked and isinstance(store, Verified):
+        return store.get_many(oids, trusted=_Everything())
+    return store.get_many(oids)
 
 
 def _records(store: ObjectReader, entry: DirEntry,
-             read: tuple[ChunkEntry, ...] | None) -> list[ChunkRecord]:
+             read: tuple[ChunkEntry, ...] | None, checked: bool = False) -> list[ChunkRecord]:
     chunks = _region(store, entry.oid) if read is None else read
     if len(chunks) != entry.size:
         raise DecodeError(f"{entry.name}: the entry says {entry.size} chunks, its region map "
                           f"holds {len(chunks)}")
-    payloads = store.get_many([c.oid for c in chunks])
+    payloads = _read(store, [c.oid for c in chunks], checked and read is not None)
     return [
-        ChunkRecord(c.slot, c.compression, decode_blob(payload), c.timestamp, c.external)
+        ChunkRecord(c.slot, c.compression, blob_payload(payload), c.timestamp, c.external)
         for c, payload in zip(chunks, payloads, strict=True)
     ]
 

@@ -3,6 +3,15 @@
 Files whose size, mtime, ctime and inode match the stat cache are not read at all; their
 entry comes from the cache. Region-format files are split per chunk; every other file is one
 blob. A region file that does not parse cleanly is kept whole as well, with a warning.
+
+A region file that changed is read again, but its chunks are not all hashed again: its stat
+cache entry also keeps, per chunk, a 128-bit xxh3 fingerprint of the payload with the
+payload's object id (the *slot cache*). A chunk whose payload has a fingerprint the entry
+lists gets that id; any other is hashed and stored. The fingerprint is of the bytes read
+now, so it needs no timestamp to be right (a same-size rewrite in the same second is seen);
+it is kept even for a file too recent for its stat to be trusted. xxh3 runs about 15 times
+faster than blake3 on a chunk; it is a check against accident, as the stat key is (a writer
+that can forge it can write the world), and ids stay blake3 everywhere else.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgpack
+import xxhash
 
 from .errors import PeerhostError
 from .ids import ObjectId
@@ -73,6 +83,14 @@ class _File:
     rel: str
     st: os.stat_result
     cached: DirEntry | None = None
+    #: The file's stat cache value when its stat no longer matches (for its slot cache).
+    previous: bytes | None = None
+
+
+#: The stat key of an entry kept only for its slot cache: no file has it.
+_NEVER = [-1, 0, 0, 0]
+#: Slot cache records: the payload's fingerprint, its blob's id.
+_SLOT = 16 + 32
 
 
 @dataclass
@@ -86,9 +104,31 @@ def stat_key(st: os.stat_result) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
-def encode_stat(st: os.stat_result, entry: DirEntry) -> bytes:
-    """A stat cache value: the file's stat key and its tree entry."""
-    return msgpack.packb([*stat_key(st), int(entry.kind), entry.oid, entry.size, entry.raw])  # type: ignore[no-any-return]
+def encode_stat(st: os.stat_result | None, entry: DirEntry, slots: bytes = b"") -> bytes:
+    """A stat cache value: the file's stat key (None: one no file matches), its tree entry
+    and, for a region, its slot cache (records of a fingerprint and an id)."""
+    key = _NEVER if st is None else stat_key(st)
+    row = [*key, int(entry.kind), entry.oid, entry.size, entry.raw]
+    return msgpack.packb([*row, slots] if slots else row)  # type: ignore[no-any-return]
+
+
+def _fingerprint(payload: bytes | memoryview) -> bytes:
+    return xxhash.xxh3_128_digest(payload)
+
+
+def _decode_slots(value: bytes | None) -> dict[bytes, ObjectId]:
+    """The slot cache of a stat cache value: fingerprint -> id (empty if there is none)."""
+    if value is None:
+        return {}
+    try:
+        row = msgpack.unpackb(value)
+        slots = row[8] if len(row) > 8 else b""
+        if not isinstance(slots, bytes) or len(slots) % _SLOT:
+            return {}
+        return {slots[i:i + 16]: ObjectId(slots[i + 16:i + _SLOT])
+                for i in range(0, len(slots), _SLOT)}
+    except (ValueError, TypeError, IndexError, msgpack.UnpackException):
+        return {}
 
 
 def _decode_stat(value: bytes, name: str, st: os.stat_result) -> DirEntry | None:
@@ -103,12 +143,14 @@ def _decode_stat(value: bytes, name: str, st: os.stat_result) -> DirEntry | None
 
 
 def cached_ids(value: bytes) -> list[ObjectId]:
-    """The object ids a stat cache value refers to (empty if it is unreadable)."""
+    """The object ids a stat cache value refers to, its slot cache's included (empty if it
+    is unreadable)."""
     try:
         row = msgpack.unpackb(value)
-        return [ObjectId(row[5])] + ([ObjectId(row[7])] if row[7] is not None else [])
+        ids = [ObjectId(row[5])] + ([ObjectId(row[7])] if row[7] is not None else [])
     except (ValueError, TypeError, IndexError, msgpack.UnpackException):
         return []
+    return ids + list(_decode_slots(value).values())
 
 
 class _Scanner:
@@ -123,7 +165,8 @@ class _Scanner:
         self.stats: dict[str, bytes | None] = {}
         self.seen: set[str] = set()
         self.summary = dict.fromkeys(
-            ("files", "dirs", "regions", "chunks", "bytes", "read_bytes", "cached_files"), 0
+            ("files", "dirs", "regions", "chunks", "bytes", "read_bytes", "cached_files",
+             "cached_chunks"), 0
         )
         self.total = 0
         self.done = 0
@@ -156,6 +199,8 @@ class _Scanner:
                 self.seen.add(child_rel)
                 if child_rel in self.cache:
                     item.cached = _decode_stat(self.cache[child_rel], entry.name, st)
+                    if item.cached is None:
+                        item.previous = self.cache[child_rel]
                 if item.cached is None:
                     self.total += st.st_size
                 folder.children.append((entry.name, item))
@@ -193,13 +238,15 @@ class _Scanner:
         else:
             data = (self.world / item.rel).read_bytes()
             self.summary["read_bytes"] += len(data)
-            cacheable = True
+            cacheable, slots = True, b""
             if region and data:
-                entry, cacheable = self.region_entry(name, item.rel, data, consumed)
+                entry, cacheable, slots = self.region_entry(name, item, data, consumed)
             else:
                 entry = DirEntry(name, EntryKind.FILE, self.writer.add(encode_blob(data)), len(data))
             if cacheable and item.st.st_mtime_ns < self.racy_after:
-                self.stats[item.rel] = encode_stat(item.st, entry)
+                self.stats[item.rel] = encode_stat(item.st, entry, slots)
+            elif slots:  # its stat cannot be trusted, its fingerprints can
+                self.stats[item.rel] = encode_stat(None, entry, slots)
             self.done += item.st.st_size
             if self.progress is not None:
                 self.progress(self.done, self.total)
@@ -211,8 +258,10 @@ class _Scanner:
         return entry
 
     def region_entry(
-        self, name: str, rel: str, data: bytes, consumed: set[str]
-    ) -> tuple[DirEntry, bool]:
+        self, name: str, item: _File, data: bytes, consumed: set[str]
+    ) -> tuple[DirEntry, bool, bytes]:
+        """The entry of a region file, whether it may be cached by its stat, its slot cache."""
+        rel = item.rel
         coords = region_coords(name)
         assert coords is not None
         folder = (self.world / rel).parent
@@ -228,17 +277,26 @@ class _Scanner:
             return payload
 
         try:
-            parsed = parse_region(data, load_external)
+            parsed = parse_region(data, load_external, views=True)
         except RegionError as exc:
             self.warn(rel, f"{exc}; stored whole as a plain file")
-            return DirEntry(name, EntryKind.FILE, self.writer.add(encode_blob(data)), len(data)), True
+            entry = DirEntry(name, EntryKind.FILE, self.writer.add(encode_blob(data)), len(data))
+            return entry, True, b""
         if parsed.clean:  # a damaged region is restored whole, so its .mcc files stay plain files
             consumed.update(externals)
         add = self.writer.add
-        chunks = [
-            ChunkEntry(c.slot, add(encode_blob(c.payload)), c.compression, c.timestamp, c.external)
-            for c in parsed.chunks
-        ]
+        known = _decode_slots(item.previous)
+        chunks = []
+        slots = []
+        for c in parsed.chunks:
+            fingerprint = _fingerprint(c.payload)
+            oid = known.get(fingerprint)
+            if oid is None:
+                oid = add(encode_blob(c.payload))
+            else:
+                self.summary["cached_chunks"] += 1
+            slots.append(fingerprint + oid)
+            chunks.append(ChunkEntry(c.slot, oid, c.compression, c.timestamp, c.external))
         raw = None
         if parsed.problems:
             raw = add(encode_blob(data))
@@ -246,7 +304,7 @@ class _Scanner:
                 self.warn(rel, f"{problem}; the file is kept whole, its good chunks per chunk")
         entry = DirEntry(name, EntryKind.REGION, build_region(add, chunks), len(chunks), raw)
         # .mcc files are not in the stat key, so a region with external chunks is always re-read.
-        return entry, not externals
+        return entry, not externals, b"".join(slots)
 
 
 def scan_world(

@@ -45,6 +45,7 @@ __all__ = [
     "MAX_TREE_DEPTH",
     "REGION_SHIFTS",
     "Add",
+    "BatchLoader",
     "Entry",
     "ObjectLoader",
     "build_dir",
@@ -60,6 +61,7 @@ __all__ = [
     "iter_tree",
     "load_blob",
     "load_node",
+    "region_entries",
 ]
 
 FANOUT = 8
@@ -168,6 +170,37 @@ def iter_region(store: ObjectLoader, oid: ObjectId) -> Iterator[ChunkEntry]:
         if not isinstance(entry, ChunkEntry):
             raise DecodeError(f"region {oid.hex()} holds directory entries")
         yield entry
+
+
+class BatchLoader(ObjectLoader, Protocol):
+    """A store that also reads many objects at once."""
+
+    def get_many(self, oids: Sequence[ObjectId]) -> list[bytes]: ...
+
+
+def region_entries(store: BatchLoader, oid: ObjectId) -> list[ChunkEntry]:
+    """A region map's chunk entries in slot order, as :func:`iter_region` yields them, read
+    one level of nodes per call to the store (a restore reads every region map it writes)."""
+    level = [oid]
+    entries: list[ChunkEntry] = []
+    while level:
+        below: list[ObjectId] = []
+        for node_id, data in zip(level, store.get_many(level), strict=True):
+            node = decode(data)
+            if isinstance(node, Index):
+                below += [child.oid for child in node.entries]
+            elif isinstance(node, RegionLeaf):
+                entries += node.entries
+            else:
+                raise DecodeError(f"region {node_id.hex()} holds directory entries"
+                                  if isinstance(node, DirLeaf) else
+                                  f"object {node_id.hex()} is not a tree node")
+        level = below
+    # Leaves of one level come in key order; a map has leaves at one depth only when it is
+    # well formed, which the check below holds it to (iter_region's order, exactly).
+    if any(a.slot >= b.slot for a, b in itertools.pairwise(entries)):
+        return list(iter_region(store, oid))
+    return entries
 
 
 def load_blob(store: ObjectLoader, oid: ObjectId) -> bytes:

@@ -63,4 +63,6 @@ class ObjectWriter:
         """Store everything queued now."""
         fresh = self.take()
         if fresh:
-            self.store.apply(Update(hashed=fresh))
+            # Staged: the store may index them with the final update (LMDB does, so its
+            # early batches only append packs).
+            self.store.apply(Update(hashed=fresh, staged=True))

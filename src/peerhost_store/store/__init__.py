@@ -41,10 +41,11 @@ from ._base import (
     Verified,
 )
 from ._composed import Composed
-from ._lmdb import LmdbStore
+from ._lmdb import PACK_MIN, LmdbStore
 from ._memory import MemoryObjects, MemoryStore
 
 __all__ = [
+    "PACK_MIN",
     "Composed",
     "LmdbStore",
     "MemoryObjects",

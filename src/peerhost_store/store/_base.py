@@ -136,6 +136,12 @@ class Update:
     :meth:`Store.new_pin`, or drops the whole pin (None). With ``pins_at``, nothing is
     applied (:class:`PinsChanged`) if the pins changed after that generation (gc deletes only
     what no pin it has seen protects).
+
+    ``staged`` says that nothing reads these objects before the next update that is not
+    staged (:class:`~peerhost_store.writer.ObjectWriter`'s early batches, which no ref
+    reaches): a store may then index them lazily, once, in that next update, and until then
+    report them missing. They are durable all the same: a crash in between loses nothing
+    that the next update does not find.
     """
 
     objects: Sequence[bytes | memoryview] = field(default_factory=list)
@@ -148,6 +154,7 @@ class Update:
     require: Sequence[ObjectId] = field(default_factory=list)
     pins: dict[str, Sequence[tuple[ObjectId, bool]] | None] = field(default_factory=dict)
     pins_at: int | None = None
+    staged: bool = False
 
     def all_objects(self) -> list[tuple[ObjectId, bytes | memoryview]]:
         """``objects`` with their ids (hashed here), then ``hashed``."""

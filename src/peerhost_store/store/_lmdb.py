@@ -5,14 +5,33 @@ Durability: every :meth:`LmdbStore.apply` is one LMDB write transaction committe
 and a crash before it returns leaves the previous state intact (LMDB is copy-on-write).
 The memory map starts small (it is preallocated on Windows) and doubles whenever a
 transaction finds it full; the failed transaction is retried, never half-applied.
+
+Layout. Objects are *packed* (with ``pack_min``, only those at least that long; shorter ones
+are values of the ``objects`` database, keyed by id): the objects one update writes are
+concatenated into packs of about :data:`PACK_BYTES`, each one value of ``packs`` (keyed by an
+8-byte number that only grows), and ``packed`` maps each id to ``(pack, offset, length)``. A
+value longer than a page takes whole overflow pages, so a chunk of 9 KB stored alone takes
+12 KiB; a pack of 1 MiB wastes under 4 KiB. Packs are never changed: ``packlive`` counts the
+objects and bytes of each that are still indexed; a pack is deleted with its last object, and
+one less than half alive is rewritten (its live objects go to a new pack) when a deletion
+leaves it so. Stores written before packing (every object in ``objects``) are read as they
+are; their objects stay where they are until gc deletes them.
+
+A staged update (:attr:`Update.staged`: a snapshot's early batches) writes its packs and,
+instead of index entries, one ``staged`` row per pack listing what it holds; the next update
+that is not staged indexes them first (an object found indexed already, a copy written by
+two batches, is released). So those commits only append, and the index, whose random keys
+would make every commit rewrite most of its pages, is written once per snapshot.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import heapq
 import os
 import shutil
+import struct
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -32,6 +51,21 @@ MIN_MAP_SIZE = 256 << 20
 MAX_MAP_SIZE = 1 << 44  # 16 TiB of address space: far beyond any world
 #: Meta key of the pin generation (8 bytes, big-endian).
 PIN_GENERATION = "pins/generation"
+#: Meta key of the next pack number (8 bytes, big-endian).
+PACK_NEXT = "packs/next"
+#: Objects at least this long are packed: all of them, so that staged commits only append
+#: (tree nodes, in LMDB's leaf pages, would be rewritten by each).
+PACK_MIN = 0
+#: A pack is closed once it holds this much.
+PACK_BYTES = 1 << 20
+#: Staged objects indexed at a time (about 45 MB of them in memory).
+INDEX_GROUP = 1 << 18
+#: ``staged`` rows: id, offset, length of each object of the pack.
+_STAGED = struct.Struct(">32sII")
+#: ``packed`` values: pack number, offset, length.
+_LOCATION = struct.Struct(">QII")
+#: ``packlive`` values: objects and bytes of the pack still indexed.
+_LIVE = struct.Struct(">IQ")
 #: What LMDB raises when its file's pages do not hold what they should.
 DAMAGE = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError, lmdb.BadDbiError,
           lmdb.BadValsizeError, lmdb.PageFullError, lmdb.VersionMismatchError)
@@ -42,8 +76,17 @@ class LmdbStore:
     stat cache, meta and pins in five databases of one environment, each :meth:`apply` one
     transaction."""
 
-    def __init__(self, path: Path | str, *, map_size: int | None = None) -> None:
+    def __init__(self, path: Path | str, *, map_size: int | None = None,
+                 pack_min: int | None = PACK_MIN) -> None:
+        """Open (or create) the store in the folder ``path``.
+
+        Args:
+            map_size: the initial size of the memory map (default: from the file's size).
+            pack_min: objects at least this long are packed; None packs nothing (the layout
+                of stores written before packing, which tests use to make one).
+        """
         self.path = Path(path)
+        self.pack_min = pack_min
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             data_file = self.path / "data.mdb"
@@ -51,7 +94,7 @@ class LmdbStore:
             size = map_size or max(MIN_MAP_SIZE, _round_up(2 * on_disk))
             _back_lock_file(self.path / "lock.mdb")
             self._env = lmdb.open(
-                str(self.path), map_size=size, max_dbs=5, subdir=True, sync=True, metasync=True
+                str(self.path), map_size=size, max_dbs=9, subdir=True, sync=True, metasync=True
             )
         except DAMAGE as exc:
             raise StoreDamaged(self.path, str(exc)) from exc
@@ -65,6 +108,10 @@ class LmdbStore:
             self._meta = self._env.open_db(b"meta")
             # Keys: pin name, "/", object id; value b"\x01" for a tree node, b"\x00" otherwise.
             self._pins = self._env.open_db(b"pins")
+            self._packed = self._env.open_db(b"packed")
+            self._packs = self._env.open_db(b"packs")
+            self._packlive = self._env.open_db(b"packlive")
+            self._staged = self._env.open_db(b"staged")
         except lmdb.Error as exc:
             self._env.close()
             if isinstance(exc, DAMAGE) or not _is_disk_full(self.path, exc):
@@ -120,6 +167,10 @@ class LmdbStore:
         """A value read in :meth:`_read`, copied out of the map once its length is sane."""
         if value is None:
             return None
+        self._check_length(value)
+        return bytes(value)
+
+    def _check_length(self, value: memoryview | bytes) -> None:
         if len(value) > self._size:
             # The file has grown since we last looked, or the length is damaged.
             with contextlib.suppress(OSError):
@@ -127,11 +178,57 @@ class LmdbStore:
             if len(value) > self._size:
                 raise StoreDamaged(self.path, f"a value claims {len(value)} bytes, more than "
                                    "the file holds")
-        return bytes(value)
+
+    def _object(self, txn: lmdb.Transaction, oid: bytes | memoryview,
+                packs: dict[int, bytes | memoryview] | None = None
+                ) -> bytes | memoryview | None:
+        """An object's stored bytes as a view of the map (not copied), or None. ``packs``
+        keeps the packs this transaction has looked up (neighbours share one)."""
+        where = txn.get(oid, db=self._packed)
+        if where is None:
+            value: bytes | memoryview | None = txn.get(oid, db=self._objects)
+            return value
+        number, offset, length = self._location(where)
+        pack: bytes | memoryview | None = None if packs is None else packs.get(number)
+        if pack is None:
+            pack = txn.get(number.to_bytes(8, "big"), db=self._packs)
+            if pack is None:
+                raise StoreDamaged(self.path, f"object {bytes(oid).hex()} is in pack "
+                                   f"{number}, which is missing")
+            self._check_length(pack)
+            if packs is not None:
+                packs[number] = pack
+        if offset + length > len(pack):
+            raise StoreDamaged(self.path, f"object {bytes(oid).hex()} runs past the end of "
+                               f"pack {number}")
+        return pack[offset:offset + length]
+
+    def _location(self, value: memoryview | bytes) -> tuple[int, int, int]:
+        if len(value) != _LOCATION.size:
+            raise StoreDamaged(self.path, f"a pack location of {len(value)} bytes")
+        number, offset, length = _LOCATION.unpack(value)
+        return number, offset, length
+
+    def _has(self, txn: lmdb.Transaction, oid: bytes) -> bool:
+        return (txn.get(oid, db=self._packed) is not None
+                or txn.get(oid, db=self._objects) is not None)
 
     def read_objects(self, oids: Sequence[ObjectId]) -> list[bytes | None]:
         """The stored bytes of each id (None when absent), unchecked."""
-        return self._read(lambda txn: [self._value(txn.get(oid, db=self._objects)) for oid in oids])
+        def run(txn: lmdb.Transaction) -> list[bytes | None]:
+            packs: dict[int, bytes | memoryview] = {}
+            out: list[bytes | None] = []
+            for oid in oids:
+                value = self._object(txn, oid, packs)
+                if value is None:
+                    out.append(None)
+                else:  # a slice of a pack, whose length was checked; or a whole value
+                    if len(value) > self._size:
+                        self._check_length(value)
+                    out.append(bytes(value))
+            return out
+
+        return self._read(run)
 
     def peek(self, oids: list[ObjectId], n: int) -> list[tuple[int, bytes] | None]:
         """Each object's stored size and first ``n`` bytes (None when absent), not hashed:
@@ -140,7 +237,9 @@ class LmdbStore:
         def run(txn: lmdb.Transaction) -> list[tuple[int, bytes] | None]:
             out: list[tuple[int, bytes] | None] = []
             for oid in oids:
-                value = txn.get(oid, db=self._objects)
+                value = self._object(txn, oid)
+                if value is not None:
+                    self._check_length(value)
                 out.append(None if value is None else (len(value), bytes(value[:n])))
             return out
 
@@ -186,11 +285,16 @@ class LmdbStore:
         generation = _generation(txn.get(PIN_GENERATION.encode(), db=self._meta))
         if update.pins_at is not None and update.pins_at != generation:
             raise PinsChanged(update.pins_at, generation)
-        new = sum(1 for oid, data in objects if self._put_object(txn, oid, data))
+        packer = _Packer(self, txn, staged=update.staged)
+        if not update.staged:
+            packer.index_staged()
+        new = sum(1 for oid, data in objects if self._put_object(txn, oid, data, packer))
+        packer.close()
         for oid in update.delete_objects:
-            txn.delete(oid, db=self._objects)
+            self._delete_object(txn, oid, packer)
+        packer.repack_sparse()
         for oid in update.require:  # an exception here aborts the whole transaction
-            if txn.get(oid, db=self._objects) is None:
+            if not self._has(txn, oid):
                 raise ObjectMissing(oid, "an update that requires it")
         if self._apply_pins(txn, update.pins):
             txn.put(PIN_GENERATION.encode(), (generation + 1).to_bytes(8, "big"), db=self._meta)
@@ -205,13 +309,33 @@ class LmdbStore:
         _put_all(txn, self._meta, update.meta)
         return new
 
-    def _put_object(self, txn: lmdb.Transaction, oid: ObjectId, data: bytes | memoryview) -> bool:
-        if txn.put(oid, data, db=self._objects, overwrite=False):
-            return True
-        if txn.get(oid, db=self._objects) == data:
-            return False
-        # The stored bytes differ from these, which hash to ``oid``: they are corrupt.
-        return bool(txn.put(oid, data, db=self._objects))
+    def _put_object(self, txn: lmdb.Transaction, oid: ObjectId, data: bytes | memoryview,
+                    packer: _Packer) -> bool:
+        stored = packer.pending.get(oid)
+        if stored is None:
+            stored = self._object(txn, oid)
+        if stored is not None:
+            if stored == data:
+                return False
+            # The stored bytes differ from these, which hash to ``oid``: they are corrupt.
+            if oid in packer.pending:
+                packer.replace(oid, data)
+                return True
+            self._delete_object(txn, oid, packer)
+        if self.pack_min is not None and len(data) >= self.pack_min:
+            packer.add(oid, data)
+        else:
+            txn.put(oid, data, db=self._objects)
+        return True
+
+    def _delete_object(self, txn: lmdb.Transaction, oid: ObjectId, packer: _Packer) -> None:
+        if txn.delete(oid, db=self._objects):
+            return
+        where = txn.get(oid, db=self._packed)
+        if where is not None:
+            number, _, length = self._location(where)
+            txn.delete(oid, db=self._packed)
+            packer.release(number, length)
 
     def _apply_pins(self, txn: lmdb.Transaction,
                     pins: dict[str, Sequence[tuple[ObjectId, bool]] | None]) -> bool:
@@ -302,7 +426,8 @@ class LmdbStore:
         not shrink, but they are reused)."""
         def run(txn: lmdb.Transaction) -> int:
             total = 0
-            for db in (self._objects, self._refs, self._stats, self._meta):
+            for db in (self._objects, self._refs, self._stats, self._meta, self._packed,
+                       self._packs, self._packlive, self._staged):
                 st = txn.stat(db)
                 total += (st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]) * st["psize"]
             return total
@@ -345,8 +470,7 @@ class _Objects:
 
     def missing(self, oids: Iterable[ObjectId]) -> list[ObjectId]:
         store, wanted = self._store, list(oids)
-        return store._read(lambda txn: [oid for oid in wanted
-                                        if txn.get(oid, db=store._objects) is None])
+        return store._read(lambda txn: [oid for oid in wanted if not store._has(txn, oid)])
 
     def put_many(self, objects: Sequence[tuple[ObjectId, bytes | memoryview]]) -> int:
         return self._store.apply(Update(hashed=list(objects)))
@@ -356,8 +480,13 @@ class _Objects:
 
     def iter_ids(self) -> Iterator[ObjectId]:
         store = self._store
-        return iter(store._read(lambda txn: [
-            ObjectId(bytes(k)) for k in txn.cursor(db=store._objects).iternext(values=False)]))
+
+        def keys(txn: lmdb.Transaction, db: lmdb._Database) -> list[ObjectId]:
+            return [ObjectId(bytes(k)) for k in txn.cursor(db=db).iternext(values=False)]
+
+        inline, packed = store._read(lambda txn: (keys(txn, store._objects),
+                                                  keys(txn, store._packed)))
+        return heapq.merge(inline, packed)
 
 
 class _Refs:
@@ -402,6 +531,129 @@ class _Meta:
 
     def update(self, changes: Mapping[str, bytes | None]) -> None:
         self._store.apply(Update(meta=dict(changes)))
+
+
+class _Packer:
+    """Packs the long objects of one transaction (see the module's docstring)."""
+
+    def __init__(self, store: LmdbStore, txn: lmdb.Transaction, *, staged: bool) -> None:
+        self.store = store
+        self.txn = txn
+        self.staged = staged
+        #: Objects added and not yet written, by id.
+        self.pending: dict[ObjectId, bytes | memoryview] = {}
+        self._size = 0
+        self._sparse: set[int] = set()
+
+    def add(self, oid: ObjectId, data: bytes | memoryview) -> None:
+        self.pending[oid] = data
+        self._size += len(data)
+        if self._size >= PACK_BYTES:
+            self.close()
+
+    def replace(self, oid: ObjectId, data: bytes | memoryview) -> None:
+        self._size += len(data) - len(self.pending[oid])
+        self.pending[oid] = data
+
+    def close(self) -> None:
+        """Write the pending objects as one pack."""
+        if not self.pending:
+            return
+        store, txn = self.store, self.txn
+        meta = txn.get(PACK_NEXT.encode(), db=store._meta)
+        number = 0 if meta is None else int.from_bytes(meta, "big")
+        cursor = txn.cursor(db=store._packs)
+        if cursor.last():  # never reuse a number, whatever meta says
+            number = max(number, int.from_bytes(cursor.key(), "big") + 1)
+        key = number.to_bytes(8, "big")
+        offset = 0
+        rows = []
+        for oid, data in self.pending.items():
+            if self.staged:
+                rows.append(_STAGED.pack(oid, offset, len(data)))
+            else:
+                txn.put(oid, _LOCATION.pack(number, offset, len(data)), db=store._packed)
+            offset += len(data)
+        if rows:
+            txn.put(key, b"".join(rows), db=store._staged, append=True)
+        txn.put(key, b"".join(self.pending.values()), db=store._packs, append=True)
+        txn.put(key, _LIVE.pack(len(self.pending), offset), db=store._packlive)
+        txn.put(PACK_NEXT.encode(), (number + 1).to_bytes(8, "big"), db=store._meta)
+        self.pending = {}
+        self._size = 0
+
+    def index_staged(self) -> None:
+        """Index the objects of staged packs (see the module's docstring): sorted by id, in
+        groups of at most :data:`INDEX_GROUP` (memory stays bounded), the first with
+        MDB_APPEND when the index is empty (a first snapshot), which fills its pages."""
+        store, txn = self.store, self.txn
+        if not txn.stat(store._staged)["entries"]:
+            return
+        rows: list[tuple[bytes, int, int, int]] = []
+        for key, value in txn.cursor(db=store._staged):
+            number = int.from_bytes(key, "big")
+            if len(value) % _STAGED.size:
+                raise StoreDamaged(store.path, f"the staged list of pack {number} is damaged")
+            rows += [(oid, number, offset, length)
+                     for oid, offset, length in _STAGED.iter_unpack(value)]
+            if len(rows) >= INDEX_GROUP:
+                self._index(rows)
+                rows = []
+        self._index(rows)
+        txn.drop(store._staged, delete=False)
+
+    def _index(self, rows: list[tuple[bytes, int, int, int]]) -> None:
+        store, txn = self.store, self.txn
+        rows.sort()
+        empty = not (txn.stat(store._packed)["entries"] or txn.stat(store._objects)["entries"])
+        items = []
+        previous = None
+        for oid, number, offset, length in rows:
+            if oid == previous or (not empty and store._has(txn, oid)):
+                self.release(number, length)  # another copy is indexed already
+                continue
+            previous = oid
+            items.append((oid, _LOCATION.pack(number, offset, length)))
+        txn.cursor(db=store._packed).putmulti(items, append=empty)
+
+    def release(self, number: int, length: int) -> None:
+        """One object of pack ``number`` is no longer indexed."""
+        store, txn = self.store, self.txn
+        key = number.to_bytes(8, "big")
+        live = txn.get(key, db=store._packlive)
+        if live is None or len(live) != _LIVE.size:
+            raise StoreDamaged(store.path, f"pack {number} has no count of its live objects")
+        count, size = _LIVE.unpack(live)
+        if count <= 1:
+            txn.delete(key, db=store._packs)
+            txn.delete(key, db=store._packlive)
+            self._sparse.discard(number)
+            return
+        size = max(0, size - length)
+        txn.put(key, _LIVE.pack(count - 1, size), db=store._packlive)
+        pack = txn.get(key, db=store._packs)
+        if pack is not None and 2 * size < len(pack):
+            self._sparse.add(number)
+
+    def repack_sparse(self) -> None:
+        """Move the live objects of packs deletions left less than half alive into new packs,
+        and delete those packs: the space of what gc deleted is reused."""
+        if not self._sparse:
+            return
+        store, txn = self.store, self.txn
+        moving: list[tuple[ObjectId, bytes]] = []
+        for key, where in txn.cursor(db=store._packed):
+            if store._location(where)[0] in self._sparse:
+                stored = store._object(txn, key)
+                assert stored is not None
+                moving.append((ObjectId(bytes(key)), bytes(stored)))
+        for number in self._sparse:
+            txn.delete(number.to_bytes(8, "big"), db=store._packs)
+            txn.delete(number.to_bytes(8, "big"), db=store._packlive)
+        self._sparse = set()
+        for oid, data in moving:
+            self.add(oid, data)
+        self.close()
 
 
 class _ResizeGate:

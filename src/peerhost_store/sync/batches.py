@@ -38,7 +38,7 @@ __all__ = [
     "encode",
 ]
 
-Cancel = Callable[[], bool]
+_Cancel = Callable[[], bool]
 
 
 class Cancelled(Exception):
@@ -102,7 +102,7 @@ def _blob(data: bytes | None) -> bytes | None:
 
 
 def build_items(store: PayloadReader, pairs: Sequence[Pair], positions: Iterable[int], *,
-                cancelled: Cancel | None = None) -> Iterator[Built]:
+                cancelled: _Cancel | None = None) -> Iterator[Built]:
     """An item for each of ``positions`` of ``pairs``, in order.
 
     Raises:
@@ -173,7 +173,7 @@ class Rebuilder:
 
     store: PayloadReader
     budget: int | None = None
-    cancelled: Cancel | None = None
+    cancelled: _Cancel | None = None
     #: Where the bases are looked up, for messages ("here", "in this session").
     where: str = "here"
     verified: list[tuple[ObjectId, bytes]] = field(default_factory=list)
