@@ -284,3 +284,86 @@ def test_region_lookups_read_one_path(world: Repository) -> None:
     found = lookup_paths(world.store.objects, root, ["region/r.0.0.mca", "region/nope.mca",
                                                       "nope/r.0.0.mca", "level.dat/x"])
     assert set(found) == {"region/r.0.0.mca"}
+
+
+# -- the commands ------------------------------------------------------------------------------
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from peerhost_cli.main import main
+
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_phs_log_rollback_and_restore_by_area_and_player(
+        world: Repository, capsys: pytest.CaptureFixture[str]) -> None:
+    old = world.snapshot("built the house").oid
+    grief(world.world)
+    world.snapshot("grief", author="mallory")
+    author = world.read_snapshot(old).author
+    world.close()  # phs opens the store itself
+    w = str(world.world)
+    code, out, err = run(capsys, "log", "-C", w, "--area", "0,0:15,15", "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert code == 0 and [r["author"] for r in rows] == ["mallory", author]
+    assert {(c["x"], c["z"]) for c in rows[0]["changes"]} == {(0, 0)}
+    code, out, _ = run(capsys, "log", "-C", w, "--area", "0,0:15,15")
+    assert code == 0 and "mallory" in out and "1 content" in out and "grief" in out
+    code, out, _ = run(capsys, "rollback", old.hex()[:12], "-C", w, "--area", "15,15:0,0",
+                       "--json")
+    assert code == 0 and json.loads(out)["only"] == "area minecraft:overworld 0,0:15,15"
+    code, out, _ = run(capsys, "restore", old.hex()[:12], "-C", w, "--player", UUID)
+    assert code == 0 and f"player {UUID}" in out
+    assert (world.world / "playerdata" / f"{UUID}.dat").read_bytes() == b"old inventory"
+    assert (world.world / "level.dat").read_bytes() == b"changed level"
+    for args, expected in [(("--area", "1,2"), 2), (("--area", "0,0:1,1", "--player", UUID), 2),
+                           (("--dimension", "nether"), 2), (("--player", "Notch"), 2)]:
+        code, _, err = run(capsys, "restore", old.hex()[:12], "-C", w, *args)
+        assert code == expected and err.count("\n") == 1, (args, err)
+    code, _, err = run(capsys, "rollback", old.hex()[:12], "-C", w, "--player", UUID,
+                       "--remote")
+    assert code == 2 and "--player" in err
+
+
+# -- on the coordinator ------------------------------------------------------------------------
+
+
+def test_an_area_rollback_on_the_coordinator_is_pulled_and_asks_the_host_to_sync(
+        world: Repository, tmp_path: Path) -> None:
+    from test_sync_support import running
+
+    from peerhost_store.sync.client import CoordinatorError, Forbidden
+    from peerhost_store.sync.leasing import push_with_lease, remote_rollback
+    from peerhost_store.sync.transfer import pull
+
+    old = world.snapshot("before").oid
+    grief(world.world)
+    griefed = world.snapshot("grief").oid
+    area = Area.parse("-16,0:31,31")
+    with running(tmp_path / "c") as server:
+        owner = server.client("s1", server.admin.create_session("s1"))
+        alice = server.client("s1", owner.add_member("alice"))
+        push_with_lease(world, alice, holder="alice-pc")
+        with pytest.raises(Forbidden):  # a member needs the lease's fencing token
+            alice.rollback(old, area=area)
+        lease = alice.acquire("alice-pc", 30)  # alice hosts
+        head, _ = remote_rollback(owner, old, fencing=None, holder="owner", area=area)
+        assert alice.renew(lease.fencing).sync_requested, "the host was not told"
+        entry = owner.log()[-1]
+        assert entry["kind"] == "rollback" and entry["area"] == area.to_json()
+        # The host takes it: a fast-forward pull, whose world is the area rollback.
+        report = pull(world, alice)
+        assert report.outcome == "fast-forward" and world.head() == head
+        check_area_rollback(world, griefed, old, head, area)
+        assert not world.snapshot("after the pull").created
+        # Refusals: a box that reads wrong, and one where nothing differs.
+        for body, status, code in [
+                ({"target": old.hex(), "area": {"dimension": "overworld", "x1": 0}}, 400,
+                 "bad_request"),
+                ({"target": old.hex(), "area": area.to_json()}, 409, "nothing_to_roll_back")]:
+            with pytest.raises(CoordinatorError) as refused:
+                owner._json("POST", owner._path("rollback"), body)
+            assert (refused.value.status, refused.value.code) == (status, code)
