@@ -88,6 +88,26 @@ def ensure_tmux() -> None:
                    check=True)
 
 
+def ensure_chromium() -> None:
+    """Debian's chromium for the dashboard's browser tests (tests/test_dashboard_browser.py
+    drives it through Playwright; Playwright's own browser download is not used). Installed
+    from Debian's archive when missing, under CI=true or as root (apt-get); elsewhere the
+    browser tests skip without it, saying so."""
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        return
+    apt = shutil.which("apt-get")
+    root = hasattr(os, "geteuid") and os.geteuid() == 0
+    if apt is None or not (root or os.environ.get("CI") == "true"):
+        print("chromium not found: the dashboard's browser tests will be skipped (install "
+              "Debian's chromium package to run them)", flush=True)
+        return
+    sudo = [] if root else ["sudo"]
+    print("installing chromium (apt-get) for the dashboard's browser tests", flush=True)
+    subprocess.run([*sudo, apt, "update", "-qq"], check=True)
+    subprocess.run([*sudo, apt, "install", "-y", "-qq", "--no-install-recommends", "chromium"],
+                   check=True)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test", "phs", "lock"):
         print("usage: python3 dev.py demo [phs demo options] | test [pytest options] | phs ARGS"
@@ -100,6 +120,7 @@ def main(argv: list[str]) -> int:
     elif command == "test":
         ensure_node_packages()
         ensure_tmux()
+        ensure_chromium()
         cmd = [str(python), "-m", "pytest", *rest]
     elif command == "demo":
         cmd = [str(python), "-m", "peerhost_cli.main", "demo", *rest]

@@ -23,10 +23,11 @@ from peerhost_store.area import (
     player_from_usercache,
 )
 from peerhost_store.diff import ChunkChange
-from peerhost_store.ids import ObjectId
-from peerhost_store.objects import ChunkEntry, EntryKind
+from peerhost_store.ids import ObjectId, hash_bytes
+from peerhost_store.objects import ChunkEntry, EntryKind, Snapshot, encode_snapshot
 from peerhost_store.region import ChunkRecord, chunk_coords, region_coords, write_region
 from peerhost_store.repo import NothingToRollBack, Repository
+from peerhost_store.store import Update
 from peerhost_store.tree import iter_region, iter_tree
 from peerhost_store.worldfs import region_place
 from peerhost_store.writer import ObjectWriter
@@ -367,3 +368,31 @@ def test_an_area_rollback_on_the_coordinator_is_pulled_and_asks_the_host_to_sync
             with pytest.raises(CoordinatorError) as refused:
                 owner._json("POST", owner._path("rollback"), body)
             assert (refused.value.status, refused.value.code) == (status, code)
+
+
+def test_take_changes_keeps_play_here_and_takes_the_rollback_on_top(world: Repository) -> None:
+    old = world.snapshot("before").oid
+    grief(world.world)
+    base = world.snapshot("grief").oid  # the last push
+    area = Area.parse("0,0:15,15")
+    # The coordinator rolled the area back on top of it...
+    writer = ObjectWriter(world.store)
+    rolled = area.graft(world.store.objects, writer.add, world.read_snapshot(base).root,
+                        world.read_snapshot(old).root)
+    snap = encode_snapshot(Snapshot(rolled, (base,), 1, "owner", "coordinator", "rollback", {}))
+    world.store.apply(Update(hashed=writer.take(), objects=[snap]))
+    theirs = hash_bytes(snap)
+    # ...while the host kept playing, inside the box and outside it.
+    write_chunks(world.world / "region" / "r.0.0.mca", {0: "host", 1: "host", 40: "host"})
+    (world.world / "level.dat").write_bytes(b"the host's play")
+    result = world.take_changes(theirs, base)
+    new = world.read_snapshot(result.oid)
+    assert new.parents == (result.safety, theirs)
+    chunks = all_chunks(world, new.root)
+    ours = all_chunks(world, world.read_snapshot(result.safety or base).root)
+    rolled_chunks = all_chunks(world, rolled)
+    assert chunks["region/r.0.0.mca", 0] == rolled_chunks["region/r.0.0.mca", 0]  # theirs won
+    assert chunks["region/r.0.0.mca", 40] == ours["region/r.0.0.mca", 40]  # play kept
+    assert chunks["region/r.0.0.mca", 1] == ours["region/r.0.0.mca", 1]
+    assert (world.world / "level.dat").read_bytes() == b"the host's play"
+    assert not world.snapshot("after").created

@@ -25,7 +25,7 @@ from .errors import PeerhostError
 from .ids import ObjectId
 from .objects import ChunkEntry, DirEntry, EntryKind
 from .region import region_coords
-from .tree import Add, ObjectLoader, lookup_map, update_map
+from .tree import Add, ObjectLoader, diff_regions, diff_trees, lookup_map, update_map
 from .worldfs import REGION_KINDS, region_place
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "Player",
     "Selection",
     "area_changes",
+    "carry",
     "dimension_folders",
     "graft",
     "graft_chunks",
@@ -325,6 +326,8 @@ def _graft_dir(store: ObjectLoader, add: Add, oid: ObjectId | None,
         else:
             nested.setdefault(parts[0], {})[parts[1:]] = entry
     for name, sub in nested.items():
+        if name in updates or any(parts == (name,) for parts in changes):
+            continue  # the folder itself is replaced or removed: its insides go with it
         current = here.get(name)
         if current is not None and not (isinstance(current, DirEntry)
                                         and current.kind is EntryKind.DIR):
@@ -385,6 +388,33 @@ def graft(store: ObjectLoader, add: Add, into: ObjectId, source: ObjectId,
           part: Selection) -> ObjectId:
     """Tree ``into`` with ``part`` as tree ``source`` has it (see the module)."""
     return part.graft(store, add, into, source)
+
+
+def carry(store: ObjectLoader, add: Add, into: ObjectId, base: ObjectId, theirs: ObjectId
+          ) -> ObjectId:
+    """Tree ``into`` with every change from tree ``base`` to tree ``theirs`` made on top of it:
+    chunk by chunk in region files both sides parse, file by file (or folder) elsewhere; where
+    ``into`` changed the same chunk or file, ``theirs`` wins. It reads what changed from
+    ``base`` to ``theirs`` (skipping shared subtrees), so it costs that change.
+
+    Raises:
+        GraftRefused: a file of ``into`` stands where ``theirs`` needs a folder.
+    """
+    files: dict[str, DirEntry | None] = {}
+    regions: dict[str, dict[int, ChunkEntry | None]] = {}
+    folders: list[str] = []  # added, removed or replaced whole: their insides come with them
+    for path, old, new in diff_trees(store, base, theirs):
+        if (old is not None and new is not None and old.kind is new.kind is EntryKind.REGION
+                and old.raw is None and new.raw is None):
+            regions[path] = {(a or b).slot: b  # type: ignore[union-attr]
+                             for a, b in diff_regions(store, old.oid, new.oid)}
+            continue
+        files[path] = new
+        if any(e is not None and e.kind is EntryKind.DIR for e in (old, new)):
+            folders.append(path + "/")
+    files = {path: entry for path, entry in files.items()
+             if not any(path.startswith(folder) for folder in folders)}
+    return graft_files(store, add, graft_chunks(store, add, into, regions), files)
 
 
 def area_changes(store: ObjectLoader, old: ObjectId | None, new: ObjectId, area: Area, *,

@@ -16,7 +16,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .area import Area, AreaError, Player, Selection, area_changes, player_from_usercache
+from .area import (
+    Area,
+    AreaError,
+    Player,
+    Selection,
+    area_changes,
+    carry,
+    player_from_usercache,
+)
 from .diff import Change, ChunkChange, diff_worlds
 from .errors import DecodeError, NotFound, ObjectCorrupt, ObjectMissing, PeerhostError
 from .graph import WalkReport, walk
@@ -534,6 +542,35 @@ class Repository:
             oid = self._commit_tree(target, f"reconcile with {other.hex()[:12]}: kept "
                                     f"{kept.hex()[:12]} ({which})", (other,),
                                     restoring=("reconcile", kept, live))
+            restored = self._apply_pending(ops, None, progress, self._mark())
+            return RollbackResult(safety, oid, restored, head)
+
+    def take_changes(self, theirs: ObjectId, base: ObjectId,
+                     progress: Progress | None = None) -> RollbackResult:
+        """Keep this world's play and take what ``theirs`` changed since ``base`` (a snapshot
+        both descend from): a new head whose parents are head and ``theirs``, holding head's
+        world with every chunk and file that changed from ``base`` to ``theirs`` as
+        ``theirs`` has it (``theirs`` wins where both changed). A session whose head is
+        ``theirs`` takes it as a fast-forward. A host uses it to take an area rollback made on
+        the coordinator while it kept playing. Unsnapshotted changes are snapshotted first.
+
+        Raises:
+            NotFound: there is no head, or ``theirs`` or ``base`` is not stored.
+        """
+        with self.lock():
+            if self.head() is None:
+                raise NotFound("there is no local snapshot to take changes into")
+            safety, live = self._safety_snapshot(f"safety snapshot before taking "
+                                                 f"{theirs.hex()[:12]}")
+            head = self.head()
+            writer = ObjectWriter(self.store)
+            target = carry(self.store.objects, writer.add, live, self.read_snapshot(base).root,
+                           self.read_snapshot(theirs).root)
+            self.store.apply(Update(hashed=writer.take()))  # unreachable until the head moves
+            ops = prepare_restore(self.store.objects, self.world, live, target)
+            oid = self._commit_tree(target, f"took the changes of {theirs.hex()[:12]} since "
+                                    f"{base.hex()[:12]} (kept the play here)", (theirs,),
+                                    restoring=("reconcile", theirs, live))
             restored = self._apply_pending(ops, None, progress, self._mark())
             return RollbackResult(safety, oid, restored, head)
 
