@@ -100,7 +100,8 @@ def add_area(p: argparse.ArgumentParser, *, player: bool = False) -> None:
     """``--area X1,Z1:X2,Z2`` and ``--dimension`` (and with ``player``, ``--player``)."""
     p.add_argument("--area", metavar="X1,Z1:X2,Z2",
                    help="only the chunks this box of block coordinates overlaps (their "
-                        "blocks, entities and points of interest)")
+                        "blocks, entities and points of interest); write --area=-40,100:25,180 "
+                        "when the box starts with a minus")
     p.add_argument("--dimension", default=None, metavar="DIM",
                    help="with --area: overworld (default), nether, end or NAMESPACE:NAME")
     if player:
