@@ -110,6 +110,24 @@ def lint(python: Path) -> bool:
         print(f"{' and '.join(failed)} found problems (above): not running the tests",
               flush=True)
     return not failed
+def ensure_chromium() -> None:
+    """Debian's chromium for the dashboard's browser tests (tests/test_dashboard_browser.py
+    drives it through Playwright; Playwright's own browser download is not used). Installed
+    from Debian's archive when missing, under CI=true or as root (apt-get); elsewhere the
+    browser tests skip without it, saying so."""
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        return
+    apt = shutil.which("apt-get")
+    root = hasattr(os, "geteuid") and os.geteuid() == 0
+    if apt is None or not (root or os.environ.get("CI") == "true"):
+        print("chromium not found: the dashboard's browser tests will be skipped (install "
+              "Debian's chromium package to run them)", flush=True)
+        return
+    sudo = [] if root else ["sudo"]
+    print("installing chromium (apt-get) for the dashboard's browser tests", flush=True)
+    subprocess.run([*sudo, apt, "update", "-qq"], check=True)
+    subprocess.run([*sudo, apt, "install", "-y", "-qq", "--no-install-recommends", "chromium"],
+                   check=True)
 
 
 def main(argv: list[str]) -> int:
@@ -126,6 +144,7 @@ def main(argv: list[str]) -> int:
             return 1
         ensure_node_packages()
         ensure_tmux()
+        ensure_chromium()
         cmd = [str(python), "-m", "pytest", *rest]
     elif command == "demo":
         cmd = [str(python), "-m", "peerhost_cli.main", "demo", *rest]

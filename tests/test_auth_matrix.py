@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -61,6 +62,23 @@ SESSION_ROLES: dict[tuple[str, str], frozenset[str]] = {
     ("GET", f"{S}/retention"): PLAYERS,
     ("PUT", f"{S}/retention"): frozenset({"owner"}),
     ("POST", f"{S}/gc"): frozenset({"owner"}),
+}
+# The dashboard's routes: signed in by a cookie, not a bearer token; who may use each.
+D = "/s/{session}"
+DASHBOARD: dict[tuple[str, str], frozenset[str]] = {
+    ("GET", "/"): frozenset({"anyone"}),
+    ("POST", "/signin"): frozenset({"anyone"}),
+    ("POST", "/signout"): PLAYERS,
+    ("GET", D): PLAYERS,
+    ("GET", f"{D}/snapshots/{{snapshot}}"): PLAYERS,
+    ("GET", f"{D}/snapshots/{{snapshot}}/map.svg"): PLAYERS,
+    ("GET", f"{D}/snapshots/{{snapshot}}/area"): PLAYERS,
+    ("POST", f"{D}/sync"): PLAYERS,
+    ("POST", f"{D}/rollback"): frozenset({"owner"}),
+    ("POST", f"{D}/release"): frozenset({"owner"}),
+    ("POST", f"{D}/retention"): frozenset({"owner"}),
+    ("POST", f"{D}/members"): frozenset({"owner"}),
+    ("POST", f"{D}/members/{{member}}/revoke"): frozenset({"owner"}),
 }
 BODIES: dict[tuple[str, str], object] = {
     **{(m, f"{S}/{tail}".replace("members/bob", "members/{member}")): body
@@ -138,7 +156,7 @@ def _wrong_tokens(tokens: dict[str, str]) -> dict[str, str]:
 
 def test_every_route_is_classified(matrix: Matrix) -> None:
     routes = app_routes(matrix.server)
-    assert routes == PUBLIC | ADMIN_ONLY | set(SESSION_ROLES)
+    assert routes == PUBLIC | ADMIN_ONLY | set(SESSION_ROLES) | set(DASHBOARD)
     assert set(SESSION_ROLES) | ADMIN_ONLY <= set(BODIES)
 
 
@@ -147,7 +165,7 @@ def test_every_route_refuses_every_token_it_must(matrix: Matrix,
     caplog.set_level(logging.DEBUG)
     tokens = matrix.tokens
     wrong = _wrong_tokens(tokens)
-    routes = sorted(app_routes(matrix.server) - PUBLIC)
+    routes = sorted(app_routes(matrix.server) - PUBLIC - set(DASHBOARD))
     for method, template in routes:
         body = BODIES[(method, template)]
         for session in ("s1", "nope"):
@@ -325,3 +343,182 @@ def _wait_up(http: httpx.Client) -> None:
         except httpx.TransportError:
             time.sleep(0.05)
     raise AssertionError("the coordinator did not come up")
+
+
+# -- the dashboard: cookies, CSRF and roles on every route ----------------------------------
+
+
+class Browser:
+    """One visitor of the dashboard: its own cookie jar, every answer kept."""
+
+    def __init__(self, app: Any, seen: list[httpx.Response], base: str = "http://testserver"
+                 ) -> None:
+        from starlette.testclient import TestClient
+
+        self.http = TestClient(app, base_url=base, follow_redirects=False)
+        self.seen = seen
+        self.csrf = ""
+
+    def get(self, path: str, **params: str) -> httpx.Response:
+        r: httpx.Response = self.http.get(path, params=params)
+        self.seen.append(r)
+        return r
+
+    def post(self, path: str, form: dict[str, str], headers: dict[str, str] | None = None
+             ) -> httpx.Response:
+        r: httpx.Response = self.http.post(path, data=form, headers=headers or {})
+        self.seen.append(r)
+        return r
+
+    def sign_in(self, token: str) -> httpx.Response:
+        form = self.get("/")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf is not None
+        r = self.post("/signin", {"csrf": csrf.group(1), "token": token})
+        if r.status_code == 303:
+            page = self.get(r.headers["location"])
+            found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert found is not None
+            self.csrf = found.group(1)
+        return r
+
+
+def _dashboard_paths(template: str, session: str, head: str) -> str:
+    return (template.replace("{session}", session).replace("{snapshot}", head)
+            .replace("{member}", "bob"))
+
+
+AREA = {"dimension": "overworld", "x1": "0", "z1": "0", "x2": "15", "z2": "15"}
+
+
+def _form_of(method: str, template: str, head: str) -> dict[str, str]:
+    if template.endswith("/rollback"):
+        return {"target": head}
+    if template.endswith("/retention"):
+        return {"keep_last": "50"}
+    if template.endswith("/members"):
+        return {"name": "zed"}
+    return {}
+
+
+def test_every_dashboard_route_refuses_what_it_must(matrix: Matrix,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from test_server import publish
+
+    caplog.set_level(logging.DEBUG)
+    app: Any = matrix.server.http.app
+    member = matrix.server.client("s1", matrix.tokens["member"])
+    lease = member.acquire("alice-pc", 30)
+    head = publish(member, lease.fencing, None, "v1").hex()
+    member.release(lease.fencing)
+    seen: list[httpx.Response] = []
+    anonymous = Browser(app, seen)
+    forged = Browser(app, seen)
+    forged.http.cookies.set("phs_session", "forged-" + "x" * 40)
+    visitors = {who: Browser(app, seen) for who in ("owner", "member", "other_owner")}
+    for who, visitor in visitors.items():
+        assert visitor.sign_in(matrix.tokens[who]).status_code == 303, who
+    checks = 0
+    for (method, template), roles in sorted(DASHBOARD.items()):
+        if "anyone" in roles or template == "/signout":  # not a session's: the next test
+            continue
+        for session in ("s1", "nope"):
+            path = _dashboard_paths(template, session, head)
+            form = _form_of(method, template, head)
+            params = AREA if template.endswith("/area") else {}
+            for visitor in (anonymous, forged):
+                r = (visitor.get(path, **params) if method == "GET" else
+                     visitor.post(path, form))
+                if method == "GET" and not path.endswith(".svg"):
+                    assert (r.status_code, r.headers.get("location")) == (303, "/"), path
+                else:
+                    assert r.status_code in (401, 403), (method, path, r.status_code)
+                assert head not in r.text and "alice" not in r.text
+                checks += 1
+            # Another session's sign-in: the same 403 whether or not the session exists.
+            other = visitors["other_owner"]
+            r = (other.get(path, **params) if method == "GET" else
+                 other.post(path, {**form, "csrf": other.csrf}))
+            assert r.status_code == 403 and "another session" in r.text, (method, path)
+            assert head not in r.text
+            checks += 1
+            if session == "nope":
+                continue
+            for who in ("owner", "member"):
+                visitor = visitors[who]
+                if method == "POST":
+                    # Without the form token, with a wrong one, or from another site: refused.
+                    for bad, headers in [({}, {}), ({"csrf": "wrong"}, {}),
+                                         ({"csrf": visitor.csrf},
+                                          {"Origin": "http://evil.example"})]:
+                        r = visitor.post(path, {**form, **bad}, headers)
+                        assert r.status_code == 403, (method, path, who, bad, headers)
+                        checks += 1
+                if who not in roles:
+                    r = (visitor.get(path, **params) if method == "GET" else
+                         visitor.post(path, {**form, "csrf": visitor.csrf}))
+                    assert r.status_code == 403, (method, path, who)
+                    checks += 1
+    # Then the roles that may use each route get past the checks (any other answer).
+    for (method, template), roles in sorted(DASHBOARD.items()):
+        if "anyone" in roles or template == "/signout":
+            continue
+        path = _dashboard_paths(template, "s1", head)
+        for who in sorted(roles):
+            visitor = visitors[who]
+            params = AREA if template.endswith("/area") else {}
+            r = (visitor.get(path, **params) if method == "GET" else
+                 visitor.post(path, {**_form_of(method, template, head), "csrf": visitor.csrf}))
+            assert r.status_code not in (401, 403), (method, path, who, r.text[:300])
+            checks += 1
+    assert checks > 100
+    # The invitation page shows the new member's token, once, and is not cached.
+    invited = [r for r in seen if "--token phs." in r.text]
+    assert len(invited) == 1 and invited[0].headers["cache-control"] == "no-store"
+    # No token, nor a token's secret, in any page, header or log line.
+    secrets = _secrets(matrix.tokens, {})
+    log = "\n".join(f"{r.name} {r.getMessage()} {r.args!r}" for r in caplog.records)
+    for r in seen:
+        text = r.text + json.dumps(dict(r.headers))
+        for secret in secrets:
+            assert secret not in text, (r.request.method, r.request.url)
+        assert "phs." not in str(r.request.url) and "phs." not in r.headers.get("location", "")
+    for secret in secrets:
+        assert secret not in log
+
+
+def test_dashboard_sign_in_cookie_and_revocation(matrix: Matrix) -> None:
+    app: Any = matrix.server.http.app
+    seen: list[httpx.Response] = []
+    visitor = Browser(app, seen)
+    r = visitor.sign_in(matrix.tokens["owner"])
+    cookie = r.headers["set-cookie"]
+    assert r.headers["location"] == "/s/s1"
+    assert "phs_session=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie \
+        and "Path=/" in cookie and "Secure" not in cookie  # plain HTTP: a browser would drop it
+    page = visitor.get("/s/s1")
+    assert page.status_code == 200
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+    assert page.headers["x-frame-options"] == "DENY"
+    secure = Browser(app, seen, base="https://testserver")
+    assert "Secure" in secure.sign_in(matrix.tokens["owner"]).headers["set-cookie"]
+    # Refused sign-ins: a wrong token, the admin's, a revoked one, and a stale form.
+    for token in (matrix.tokens["owner"][:-4] + "AAAA", matrix.tokens["admin"],
+                  matrix.tokens["revoked"], "garbage"):
+        assert Browser(app, seen).sign_in(token).status_code == 401
+    stale = Browser(app, seen)
+    assert stale.post("/signin", {"csrf": "made-up", "token": matrix.tokens["owner"]}
+                      ).status_code == 403
+    # A member signed in, then revoked by the owner: the web session ends with the token.
+    bob_token = matrix.server.client("s1", matrix.tokens["owner"]).add_member("dave")
+    dave = Browser(app, seen)
+    assert dave.sign_in(bob_token).status_code == 303
+    assert dave.get("/s/s1").status_code == 200
+    matrix.server.client("s1", matrix.tokens["owner"]).remove_member("dave")
+    assert dave.get("/s/s1").headers.get("location") == "/"
+    # Signing out needs the form token too, and ends the web session.
+    assert Browser(app, seen).post("/signout", {}).status_code == 403
+    assert visitor.post("/signout", {"csrf": "wrong"}).status_code == 403
+    assert visitor.post("/signout", {"csrf": visitor.csrf}).status_code == 303
+    assert visitor.get("/s/s1").headers.get("location") == "/"

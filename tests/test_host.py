@@ -313,3 +313,52 @@ def test_without_a_consistent_save_the_host_keeps_waiting_and_says_so(
             assert host.finish() == 0, host.text()
         # Stopped, the server saved everything: the final push has the play.
         assert session_files(session, tmp_path, "c")["data/busy.txt"] == "players keep playing"
+
+
+def test_an_area_rollback_on_the_coordinator_is_taken_by_the_host_before_its_server_saves(
+        tmp_path: Path) -> None:
+    from test_area import grief, write_chunks
+
+    from peerhost_store.area import Area
+    from peerhost_store.sync.leasing import remote_rollback
+    from peerhost_store.tree import iter_region, lookup_map
+
+    with coordinator_session(tmp_path) as session:
+        a = make_peer(tmp_path, session, "A", "alice")
+        (a.world / "playerdata").mkdir()
+        write_chunks(a.world / "region" / "r.0.0.mca", dict.fromkeys(range(64), "old"))
+        with Repository.open(a.world) as repo:
+            repo.check_world = False
+            house = repo.snapshot("built the house").oid
+            grief(a.world)
+            repo.snapshot("grief")
+        owner = session.client()
+        area = Area.parse("0,0:31,15")  # chunks 0..1 by 0
+        with phs("host", str(a.world)) as host:
+            host.wait_for(r"published")
+            write(a, "play.txt", "played after the grief")  # play not pushed yet
+            remote_rollback(owner, house, fencing=None, holder="owner", area=area)
+            host.wait_for(r"stopping the server to take it", timeout=20)
+            host.wait_for(r"took the session's change on top of the play", timeout=30)
+            host.wait_for(r"the server is ready", timeout=30)
+            host.wait_for(r"published", timeout=30)
+            host.terminate()
+            assert host.finish() == 0, host.text()
+        (tmp_path / "after").mkdir()
+        with Repository.init(tmp_path / "after") as repo:
+            pull(repo, session.client("owner"))
+            assert (tmp_path / "after" / "data" / "play.txt").read_text() == \
+                "played after the grief"
+            head = repo.head()
+            assert head is not None
+            root = repo.read_snapshot(head).root
+            found = lookup_map(repo.store.objects, root, ["region"])["region"]
+            region = lookup_map(repo.store.objects, found.oid, ["r.0.0.mca"])["r.0.0.mca"]
+            got = {c.slot: c.oid for c in iter_region(repo.store.objects, region.oid)}
+            old_root = repo.read_snapshot(house).root
+            old_region = lookup_map(repo.store.objects, lookup_map(
+                repo.store.objects, old_root, ["region"])["region"].oid, ["r.0.0.mca"])
+            old = {c.slot: c.oid for c in iter_region(repo.store.objects,
+                                                      old_region["r.0.0.mca"].oid)}
+            assert got[0] == old[0] and got[1] == old[1], "the box is not the old one"
+            assert got[2] != old[2], "outside the box the grief stays (it was not asked for)"

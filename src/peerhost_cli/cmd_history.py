@@ -10,10 +10,22 @@ from typing import TYPE_CHECKING
 
 from peerhost_store.errors import NotFound, PeerhostError
 
-from .common import Parents, Subparsers, add_force, open_repo, short, snapshot_json, when
+from .common import (
+    Parents,
+    Subparsers,
+    UsageError,
+    add_area,
+    add_force,
+    area_of,
+    open_repo,
+    short,
+    snapshot_json,
+    when,
+)
 from .output import emit_json, err, human_bytes, out, progress_bar
 
 if TYPE_CHECKING:
+    from peerhost_store.area import Area
     from peerhost_store.ids import ObjectId
     from peerhost_store.objects import Snapshot
     from peerhost_store.repo import Repository
@@ -35,6 +47,7 @@ def register(commands: Subparsers, parents: Parents) -> None:
     p.add_argument("-n", "--limit", type=int, default=None, help="show at most N snapshots")
     p.add_argument("--graph", action="store_true",
                    help="draw the history graph (the parents of merge snapshots)")
+    add_area(p)
     p.set_defaults(func=run_log)
 
 
@@ -99,6 +112,11 @@ def run_snapshot(args: argparse.Namespace) -> int:
 
 
 def run_log(args: argparse.Namespace) -> int:
+    area = area_of(args)
+    if area is not None:
+        if args.graph:
+            raise UsageError("--graph draws the whole history: not with --area")
+        return _run_area_log(args, area)
     with open_repo(args) as repo:
         rows = []
         for i, (oid, snap) in enumerate(repo.log()):
@@ -125,6 +143,40 @@ def run_log(args: argparse.Namespace) -> int:
         cells = ["", "", "", "", ""] if key is None else _log_cells(key, snaps[key], refs, targets)
         # Text: a message is the player's, and "[...]" in it is not rich markup.
         table.add_row(*map(Text, [cell, *cells] if args.graph else cells))
+    out.print(table)
+    return 0
+
+
+def _run_area_log(args: argparse.Namespace, area: Area) -> int:
+    """Which snapshots changed the area, by whom: the griefing question."""
+    with open_repo(args) as repo:
+        rows = list(itertools.islice(repo.area_log(area), args.limit))
+    if args.json:
+        emit_json([{**snapshot_json(oid, snap), "changes": [
+            {"dimension": c.dimension, "kind": c.kind, "x": c.x, "z": c.z, "status": c.status,
+             "change": c.change} for c in changes]} for oid, snap, changes in rows])
+        return 0
+    from rich.table import Table
+    from rich.text import Text
+
+    from peerhost_store.diff import summarize
+
+    table = Table("snapshot", "time", "author", "chunks changed", "message", box=None,
+                  pad_edge=False)
+    for oid, snap, changes in rows:
+        totals = summarize(changes)
+        counts = ", ".join(f"{totals[k]} {label}" for k, label in (
+            ("chunks_content", "content"), ("chunks_resave", "re-saved"),
+            ("chunks_unknown", "unclassified"), ("chunks_added", "added"),
+            ("chunks_removed", "removed")) if totals.get(k))
+        table.add_row(*map(Text, [short(oid), when(snap.time), f"{snap.author}@{snap.host}",
+                                  counts, snap.message]))
+    if not rows:
+        out.line(f"no snapshot changed {area.describe()}")
+        return 0
+    out.line(f"snapshots that changed {area.describe()} (chunks "
+             f"{area.chunk_box[0]},{area.chunk_box[1]} to {area.chunk_box[2]},{area.chunk_box[3]}),"
+             " newest first:")
     out.print(table)
     return 0
 

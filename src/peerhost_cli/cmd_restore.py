@@ -8,7 +8,18 @@ from typing import TYPE_CHECKING
 
 from peerhost_store.errors import NotFound
 
-from .common import Parents, Subparsers, UsageError, add_force, fencing_of, open_repo, short
+from .common import (
+    Parents,
+    Subparsers,
+    UsageError,
+    add_area,
+    add_force,
+    area_of,
+    fencing_of,
+    open_repo,
+    selection_of,
+    short,
+)
 from .output import emit_json, err, human_bytes, out, progress_bar
 
 if TYPE_CHECKING:
@@ -31,6 +42,7 @@ def register(commands: Subparsers, parents: Parents) -> None:
     p.add_argument("--abort", action="store_true",
                    help="drop an interrupted restore or rollback: head goes back to where it "
                         "was, the world is not touched")
+    add_area(p, player=True)
     add_force(p)
     p.set_defaults(func=run_restore)
     p = commands.add_parser(
@@ -43,6 +55,7 @@ def register(commands: Subparsers, parents: Parents) -> None:
                         "then pull")
     p.add_argument("--fencing", type=int, default=None,
                    help="with --remote: the fencing token of a lease you hold")
+    add_area(p, player=True)
     add_force(p)
     p.set_defaults(func=run_rollback)
 
@@ -74,17 +87,21 @@ def run_restore(args: argparse.Namespace) -> int:
     if args.abort == (args.snapshot is not None):
         raise UsageError("give a snapshot to restore, or --abort (not both)")
     if args.abort:
+        if args.area or args.player:
+            raise UsageError("--abort drops the whole interrupted restore: no --area or --player")
         return run_abort(args)
     with open_repo(args) as repo, progress_bar("restore", enabled=not args.json, unit="files") as bar:
+        only = selection_of(args, repo)
         oid = repo.resolve(args.snapshot)
-        safety, result = repo.restore(oid, progress=bar)
+        safety, result = repo.restore(oid, progress=bar, only=only)
     if args.json:
         emit_json({"snapshot": oid.hex(), "safety_snapshot": safety.hex() if safety else None,
-                   **_restored(result)})
+                   "only": None if only is None else only.describe(), **_restored(result)})
         return 0
     if safety is not None:
         out.line(f"unsnapshotted changes were saved first as snapshot {short(safety)}")
-    out.line(_say(f"restored {short(oid)}", result))
+    what = "" if only is None else f" ({only.describe()}; the rest of the world is kept)"
+    out.line(_say(f"restored {short(oid)}{what}", result))
     return 0
 
 
@@ -106,21 +123,26 @@ def run_abort(args: argparse.Namespace) -> int:
 
 def run_rollback(args: argparse.Namespace) -> int:
     if args.remote is not None:
+        if args.player is not None:
+            raise UsageError("--remote rolls back the whole world or an --area, not a --player")
         return _run_remote_rollback(args)
     with open_repo(args) as repo, progress_bar("rollback", enabled=not args.json, unit="files") as bar:
+        only = selection_of(args, repo)
         oid = repo.resolve(args.snapshot)
-        result = repo.rollback(oid, progress=bar)
+        result = repo.rollback(oid, progress=bar, only=only)
         # Undoing is rolling back to the head before this rollback (the safety snapshot if
         # one was taken): the rollback snapshot's parent, never its target.
         previous = repo.read_snapshot(result.oid).parents[0]
     if args.json:
         emit_json({"target": oid.hex(), "head": result.oid.hex(), "previous_head": previous.hex(),
                    "safety_snapshot": result.safety.hex() if result.safety else None,
+                   "only": None if only is None else only.describe(),
                    **_restored(result.restored)})
         return 0
     if result.safety is not None:
         out.line(f"unsnapshotted changes were saved first as snapshot {short(result.safety)}")
-    out.line(_say(f"rolled back to {short(oid)}; head is now {short(result.oid)} "
+    what = "" if only is None else f" {only.describe()}"
+    out.line(_say(f"rolled back{what} to {short(oid)}; head is now {short(result.oid)} "
                   f"(undo with: phs rollback {short(result.previous)})", result.restored))
     return 0
 
@@ -160,21 +182,25 @@ def _run_remote_rollback(args: argparse.Namespace) -> int:
         base = meta_dir(repo)
         remote = pick_remote(base, args.remote or None)
         target = _target(repo, args.snapshot)
+        area = area_of(args)
         with connect_remote(remote) as client, \
                 progress_bar("pull", enabled=not args.json, unit="objects",
                              moved=lambda: client.stats.received) as bar:
             previous = client.head().head
-            _refuse_a_no_op(repo, target, previous)
+            if area is None:
+                _refuse_a_no_op(repo, target, previous)
             new_head, lease = remote_rollback(client, target, fencing=fencing_of(args, base, remote),
-                                              holder=holder_name())
+                                              holder=holder_name(), area=area)
             report = pull(repo, client, progress=bar)
             wire = wire_json(client)
     if args.json:
         emit_json({"target": target.hex(), "session_head": new_head.hex(), "lease": lease,
+                   "area": None if area is None else area.to_json(),
                    "previous_head": None if previous is None else previous.hex(),
                    "pull": pull_json(remote, report, wire)})
         return 0
-    out.line(f"session {remote.session} rolled back to {short(target)}: its head is now "
+    what = "" if area is None else f" {area.describe()}"
+    out.line(f"session {remote.session} rolled back{what} to {short(target)}: its head is now "
              f"{short(new_head)} (nothing deleted; undo with: phs rollback {short(previous)} "
              "--remote)")
     print_pull(remote, report, wire)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from peerhost_store.errors import PeerhostError
 
 if TYPE_CHECKING:  # imported where used: phs --help must not load the library
+    from peerhost_store.area import Area, Selection
     from peerhost_store.ids import ObjectId
     from peerhost_store.objects import Snapshot
     from peerhost_store.repo import Repository
@@ -93,6 +94,40 @@ def open_repo(args: argparse.Namespace) -> Repository:
 def notice(text: str) -> None:
     """One line on stderr about what a command did beyond its own work."""
     err.line(f"phs: {text}")
+
+
+def add_area(p: argparse.ArgumentParser, *, player: bool = False) -> None:
+    """``--area X1,Z1:X2,Z2`` and ``--dimension`` (and with ``player``, ``--player``)."""
+    p.add_argument("--area", metavar="X1,Z1:X2,Z2",
+                   help="only the chunks this box of block coordinates overlaps (their "
+                        "blocks, entities and points of interest); write --area=-40,100:25,180 "
+                        "when the box starts with a minus")
+    p.add_argument("--dimension", default=None, metavar="DIM",
+                   help="with --area: overworld (default), nether, end or NAMESPACE:NAME")
+    if player:
+        p.add_argument("--player", metavar="NAME|UUID",
+                       help="only this player's files (playerdata, stats, advancements); a "
+                            "name is looked up in the server's usercache.json")
+
+
+def area_of(args: argparse.Namespace) -> Area | None:
+    """The ``--area`` (in ``--dimension``) asked for, if any."""
+    from peerhost_store.area import Area
+
+    if args.area is None:
+        if args.dimension is not None:
+            raise UsageError("--dimension needs --area")
+        return None
+    return Area.parse(args.area, args.dimension or "overworld")
+
+
+def selection_of(args: argparse.Namespace, repo: Repository) -> Selection | None:
+    """``--area`` or ``--player`` (not both), if either."""
+    area = area_of(args)
+    player = getattr(args, "player", None)
+    if area is not None and player is not None:
+        raise UsageError("give --area or --player, not both")
+    return area if player is None else repo.find_player(player)
 
 
 def add_force(p: argparse.ArgumentParser) -> None:

@@ -5,10 +5,12 @@ Exit codes (also in ``phs --help``):
 ===  ==========================================================================================
 0    success
 1    an error (the message says what and where)
-2    bad usage (unknown command, bad option, no token given)
+2    bad usage (unknown command, bad option, no token given, an --area or --player that
+     cannot be read)
 3    not found: no store here, unknown snapshot or prefix, no such remote, session or member
 4    damage: verify found missing or corrupt objects, a restore needs objects that are (phs
-     repair heals them), or the store's file itself is damaged (restore it from a backup)
+     repair heals them), the store's file itself is damaged (restore it from a backup), or
+     an --area covers a damaged region file (kept whole, it cannot take chunks one by one)
 5    busy or conflict: another phs works on this world, head moved, the session lease is held by
      someone else or yours was lost (fenced), local and session histories diverged, or hosting
      ended without its final push (the world is kept in a local snapshot)
@@ -68,9 +70,11 @@ _CONFLICTS = (
     "peerhost_store.sync.leasing:HeldElsewhere", "peerhost_cli.play.host:HostingEnded",
     "peerhost_store.pending:RestorePending", "peerhost_store.maintenance:GcBusy",
 )
-_USAGE = ("peerhost_store.sync.remotes:NoToken", "peerhost_store.sync.remotes:BadRemote")
+_USAGE = ("peerhost_store.sync.remotes:NoToken", "peerhost_store.sync.remotes:BadRemote",
+          "peerhost_store.area:AreaError")
 #: Damaged objects or a damaged store file: what verify finds (exit 4).
-_DAMAGED = ("peerhost_store.errors:DamagedObjects", "peerhost_store.errors:StoreDamaged")
+_DAMAGED = ("peerhost_store.errors:DamagedObjects", "peerhost_store.errors:StoreDamaged",
+            "peerhost_store.area:GraftRefused")
 #: A path or tree restore refuses (exit 6).
 _UNSAFE = ("peerhost_store.worldfs:UnsafePath", "peerhost_store.bounds:TreeRefused")
 

@@ -18,6 +18,7 @@ from starlette.routing import Route
 from peerhost_store.errors import StoreError
 
 from . import (
+    dashboard,
     delta_routes,
     head_routes,
     lease_routes,
@@ -91,6 +92,7 @@ def create_app(
             *delta_routes.routes,
             *storage_routes.routes,
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            *dashboard.routes,
         ],
         middleware=[Middleware(ObserveMiddleware, metrics=metrics)],
         exception_handlers={
@@ -106,6 +108,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.limits = limits
     app.state.bucket = TokenBucket(limits.rate, limits.burst)
+    app.state.dashboard = dashboard.Dashboard(clock)
     app.state.admin_token = coordinator.initial_admin_token
     return app
 

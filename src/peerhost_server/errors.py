@@ -59,9 +59,9 @@ STATUS: dict[type[e.DomainError], int] = {
     e.Forbidden: 403,
     e.NoSession: 404, e.NoMember: 404, e.NoSnapshot: 404, e.ObjectNotStored: 404,
     e.SessionExists: 409, e.MemberExists: 409, e.LeaseRefused: 409, e.NoLease: 409,
-    e.Fenced: 409, e.HeadMoved: 409,
+    e.Fenced: 409, e.HeadMoved: 409, e.NothingToRollBack: 409,
     e.NodeTooLarge: 413, e.TooManyItems: 413, e.DeltaTooLarge: 413, e.PairingRefused: 413,
-    e.RefusedTree: 422, e.TreeNotValidated: 422,
+    e.RefusedTree: 422, e.TreeNotValidated: 422, e.AreaRefused: 422,
     e.Cancelled: 499,  # nobody reads it; the access log and the metrics do
     e.StoredObjectCorrupt: 500, e.StoreProblem: 500,
     e.QuotaExceeded: 507, e.DiskFull: 507,

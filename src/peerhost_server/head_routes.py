@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from peerhost_store.area import Area, AreaError
 from peerhost_store.ids import ObjectId
 from peerhost_store.sync.protocol import ProtocolError, parse_hex_id, parse_optional_hex_id
 
@@ -65,9 +66,16 @@ async def rollback(request: Request) -> JSONResponse:
     target = _id(body, "target")
     assert target is not None
     fencing = field(body, "fencing", is_int, "an integer", None)
+    area = None
+    if body.get("area") is not None:
+        try:
+            area = Area.from_json(body["area"])
+        except AreaError as exc:
+            raise ApiError(400, "bad_request", f"'area': {exc}") from None
     oid, old = await run_in_threadpool(heads.rollback, coordinator(request), session, who,
-                                       target, fencing)
-    return JSONResponse({"head": oid.hex(), "old": _hex(old), "target": target.hex()})
+                                       target, fencing, area)
+    return JSONResponse({"head": oid.hex(), "old": _hex(old), "target": target.hex(),
+                         **({} if area is None else {"area": area.to_json()})})
 
 
 async def get_log(request: Request) -> JSONResponse:

@@ -116,6 +116,15 @@ async def loop_first(request: Request, fn: Callable[[bool], T]) -> T:
     return await run_in_threadpool(fn, True)
 
 
+def spend(request: Request, key: str) -> None:
+    """Spend one rate-limit token of ``key`` (``token:<id>``, ``addr:<address>``).
+
+    Raises:
+        ApiError: 429 ``rate_limited``.
+    """
+    _spend(cast(TokenBucket, request.app.state.bucket), key, coordinator(request).clock())
+
+
 def _spend(bucket: TokenBucket, key: str, now: float) -> None:
     wait = bucket.take(key, now)
     if wait > 0:

@@ -9,7 +9,7 @@ only ``LastUpdate``/``InhabitedTime``.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,6 +26,7 @@ __all__ = [
     "FileChange",
     "Status",
     "diff_worlds",
+    "region_changes",
     "summarize",
 ]
 
@@ -83,16 +84,20 @@ def diff_worlds(
         a_region = a.oid if a is not None and a.kind is EntryKind.REGION else None
         b_region = b.oid if b is not None and b.kind is EntryKind.REGION else None
         if a_region is not None or b_region is not None:
-            yield from _chunk_changes(store, path, a_region, b_region, classify)
+            yield from region_changes(store, path, a_region, b_region, classify=classify)
 
 
 def _size(entry: DirEntry | None) -> int | None:
     return None if entry is None or entry.kind is EntryKind.DIR else entry.size
 
 
-def _chunk_changes(
-    store: ObjectLoader, path: str, old: ObjectId | None, new: ObjectId | None, classify: bool
+def region_changes(
+    store: ObjectLoader, path: str, old: ObjectId | None, new: ObjectId | None, *,
+    classify: bool = True, slots: Container[int] | None = None,
 ) -> Iterator[ChunkChange]:
+    """The chunk changes between two region maps (None: no region) of the region file at
+    ``path``, only of ``slots`` when given (nothing when ``path`` is not a region file of a
+    region folder). Only the differing pages are read; only changes kept are classified."""
     folder, _, name = path.rpartition("/")
     place = region_place(folder)
     coords = region_coords(name)
@@ -100,6 +105,8 @@ def _chunk_changes(
         return
     for a, b in diff_regions(store, old, new):
         slot = (a or b).slot  # type: ignore[union-attr]
+        if slots is not None and slot not in slots:
+            continue
         x, z = chunk_coords(*coords, slot)
         change, detail = None, ""
         if a is not None and b is not None:

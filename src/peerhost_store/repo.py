@@ -17,7 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from .diff import Change, diff_worlds
+from .area import (
+    Area,
+    AreaError,
+    Player,
+    Selection,
+    area_changes,
+    carry,
+    player_from_usercache,
+)
+from .diff import Change, ChunkChange, diff_worlds
 from .errors import DecodeError, NotFound, ObjectCorrupt, ObjectMissing, PeerhostError
 from .graph import WalkReport, walk
 from .ids import ObjectId, hash_bytes
@@ -198,6 +207,40 @@ class Repository:
                 if parent not in seen:
                     seen.add(parent)
                     heapq.heappush(queue, (-self.read_snapshot(parent).time, parent))
+
+    def area_log(self, area: Area, start: ObjectId | None = None, *, classify: bool = True
+                 ) -> Iterator[tuple[ObjectId, Snapshot, list[ChunkChange]]]:
+        """The snapshots reachable from ``start`` (default: head) that changed chunks inside
+        ``area``, newest first, each with those changes (from its first parent, or from
+        nothing for the first snapshot). Each costs a lookup of the area's region files."""
+        shallow = load_shallow(self.store)
+        for oid, snap in self.log(start):
+            parent = snap.parents[0] if snap.parents and oid not in shallow else None
+            old = self.read_snapshot(parent).root if parent is not None else None
+            changes = area_changes(self.store.objects, old, snap.root, area, classify=classify)
+            if changes:
+                yield oid, snap, changes
+
+    def find_player(self, text: str) -> Player:
+        """A player by UUID, or by name in the ``usercache.json`` of the server folder the
+        world is hosted from (:attr:`server_dir`, or the world's parent).
+
+        Raises:
+            AreaError: neither a UUID nor a name the usercache knows.
+        """
+        try:
+            return Player.parse(text)
+        except AreaError:
+            pass
+        for folder in (self.server_dir, self.world.parent):
+            cache = None if folder is None else folder / "usercache.json"
+            if cache is not None and cache.is_file():
+                found = player_from_usercache(text, cache.read_bytes())
+                if found is not None:
+                    return found
+        raise AreaError(text, "not a UUID, and no usercache.json beside the world knows that "
+                              "name: give the player's UUID (the name of their file in "
+                              "playerdata/)")
 
     def resolve(self, spec: str) -> ObjectId:
         """Resolve a snapshot name to its id: ``head`` or a unique hex prefix (4+ digits),
@@ -414,42 +457,67 @@ class Repository:
         return checkout_tree(self.store.objects, self.read_snapshot(snapshot).root, folder, progress=progress)
 
     def restore(
-        self, snapshot: ObjectId, progress: Progress | None = None
+        self, snapshot: ObjectId, progress: Progress | None = None, *,
+        only: Selection | None = None,
     ) -> tuple[ObjectId | None, RestoreResult]:
-        """Make the world hold ``snapshot``, touching only files that differ.
+        """Make the world hold ``snapshot`` (with ``only``: that part of it, an
+        :class:`~peerhost_store.area.Area` or a :class:`~peerhost_store.area.Player`; the
+        world keeps everything else), touching only files that differ.
 
         Unsnapshotted changes are snapshotted first (returned as the safety snapshot) so
         nothing is lost; head stays where it is otherwise.
+
+        Raises:
+            GraftRefused: with ``only``, a region file of the area is damaged.
         """
         with self.lock():
             safety, live = self._safety_snapshot(f"safety snapshot before restoring {snapshot.hex()[:12]}")
-            target = self.read_snapshot(snapshot).root
+            target, objects = self._target(snapshot, live, only)
+            self.store.apply(Update(hashed=objects))  # unreachable until the mark names them
             ops = prepare_restore(self.store.objects, self.world, live, target)
             head = self.head()
             mark = PendingRestore(target, live, head, head, snapshot, "restore")
             self.store.apply(Update(meta={PENDING_RESTORE: mark.encode()}))
             return safety, self._apply_pending(ops, None, progress, mark)
 
-    def rollback(self, snapshot: ObjectId, progress: Progress | None = None) -> RollbackResult:
+    def rollback(self, snapshot: ObjectId, progress: Progress | None = None, *,
+                 only: Selection | None = None) -> RollbackResult:
         """Make head a new snapshot holding ``snapshot``'s tree and restore the world to it.
+        With ``only`` (an area or a player), the new snapshot holds head's tree except that
+        part, which comes from ``snapshot`` (built by tree surgery: it costs the part, not the
+        world).
 
         History is kept (the rollback itself can be rolled back); unsnapshotted changes are
         snapshotted first.
 
         Raises:
             NothingToRollBack: the world (head, once snapshotted) already holds that tree.
+            GraftRefused: with ``only``, a region file of the area is damaged.
         """
         with self.lock():
             safety, live = self._safety_snapshot(f"safety snapshot before rollback to {snapshot.hex()[:12]}")
-            target = self.read_snapshot(snapshot).root
+            target, objects = self._target(snapshot, live, only)
             if target == live:
                 raise NothingToRollBack(snapshot, self.head())
+            self.store.apply(Update(hashed=objects))  # unreachable until the head names them
             ops = prepare_restore(self.store.objects, self.world, live, target)  # refuse before head moves
             previous = self.head()
-            oid = self._commit_tree(target, f"rollback to {snapshot.hex()[:12]}",
+            what = "" if only is None else f" of {only.describe()}"
+            oid = self._commit_tree(target, f"rollback{what} to {snapshot.hex()[:12]}",
                                     restoring=("rollback", snapshot, live))
             restored = self._apply_pending(ops, None, progress, self._mark())
             return RollbackResult(safety, oid, restored, previous)
+
+    def _target(self, snapshot: ObjectId, live: ObjectId, only: Selection | None
+                ) -> tuple[ObjectId, list[tuple[ObjectId, bytes]]]:
+        """The tree a restore of ``snapshot`` (or of its part ``only``) writes over ``live``,
+        and the new nodes that tree needs."""
+        source = self.read_snapshot(snapshot).root
+        if only is None:
+            return source, []
+        writer = ObjectWriter(self.store)
+        target = only.graft(self.store.objects, writer.add, live, source)
+        return target, writer.take()
 
     def reconcile(self, other: ObjectId, *, keep_other: bool,
                   progress: Progress | None = None) -> RollbackResult:
@@ -475,6 +543,35 @@ class Repository:
             oid = self._commit_tree(target, f"reconcile with {other.hex()[:12]}: kept "
                                     f"{kept.hex()[:12]} ({which})", (other,),
                                     restoring=("reconcile", kept, live))
+            restored = self._apply_pending(ops, None, progress, self._mark())
+            return RollbackResult(safety, oid, restored, head)
+
+    def take_changes(self, theirs: ObjectId, base: ObjectId,
+                     progress: Progress | None = None) -> RollbackResult:
+        """Keep this world's play and take what ``theirs`` changed since ``base`` (a snapshot
+        both descend from): a new head whose parents are head and ``theirs``, holding head's
+        world with every chunk and file that changed from ``base`` to ``theirs`` as
+        ``theirs`` has it (``theirs`` wins where both changed). A session whose head is
+        ``theirs`` takes it as a fast-forward. A host uses it to take an area rollback made on
+        the coordinator while it kept playing. Unsnapshotted changes are snapshotted first.
+
+        Raises:
+            NotFound: there is no head, or ``theirs`` or ``base`` is not stored.
+        """
+        with self.lock():
+            if self.head() is None:
+                raise NotFound("there is no local snapshot to take changes into")
+            safety, live = self._safety_snapshot(f"safety snapshot before taking "
+                                                 f"{theirs.hex()[:12]}")
+            head = self.head()
+            writer = ObjectWriter(self.store)
+            target = carry(self.store.objects, writer.add, live, self.read_snapshot(base).root,
+                           self.read_snapshot(theirs).root)
+            self.store.apply(Update(hashed=writer.take()))  # unreachable until the head moves
+            ops = prepare_restore(self.store.objects, self.world, live, target)
+            oid = self._commit_tree(target, f"took the changes of {theirs.hex()[:12]} since "
+                                    f"{base.hex()[:12]} (kept the play here)", (theirs,),
+                                    restoring=("reconcile", theirs, live))
             restored = self._apply_pending(ops, None, progress, self._mark())
             return RollbackResult(safety, oid, restored, head)
 

@@ -14,8 +14,9 @@ and expands only the rest, so its cost grows with the change, not with the map.
 
 from __future__ import annotations
 
+import bisect
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 import blake3
@@ -59,9 +60,12 @@ __all__ = [
     "iter_map",
     "iter_region",
     "iter_tree",
+    "leaf_refs",
     "load_blob",
     "load_node",
+    "lookup_map",
     "region_entries",
+    "update_map",
 ]
 
 FANOUT = 8
@@ -107,6 +111,11 @@ def _key(entry: Entry) -> str | int:
 
 def build_map(add: Add, entries: Sequence[DirEntry] | Sequence[ChunkEntry]) -> ObjectId:
     """Store a paged map of sorted ``entries`` through ``add``; return its root id."""
+    return _build_index(add, _build_leaves(add, entries))
+
+
+def _build_leaves(add: Add, entries: Sequence[Entry]) -> list[IndexEntry]:
+    """Cut sorted ``entries`` into leaves (stored through ``add``); one empty leaf for none."""
     keys = [_key(e) for e in entries]
     encode = encode_dir_leaf if entries and isinstance(entries[0], DirEntry) else None
     nodes: list[IndexEntry] = []
@@ -114,6 +123,11 @@ def build_map(add: Add, entries: Sequence[DirEntry] | Sequence[ChunkEntry]) -> O
         page = list(entries[start:end])
         data = encode_dir_leaf(page) if encode else encode_region_leaf(page)  # type: ignore[arg-type]
         nodes.append(IndexEntry(keys[start] if start < end else "", add(data)))
+    return nodes
+
+
+def _build_index(add: Add, nodes: list[IndexEntry]) -> ObjectId:
+    """Gather leaves (their first keys and ids) under index nodes until one remains."""
     level = 0
     while len(nodes) > 1:
         level += 1
@@ -201,6 +215,121 @@ def region_entries(store: BatchLoader, oid: ObjectId) -> list[ChunkEntry]:
     if any(a.slot >= b.slot for a, b in itertools.pairwise(entries)):
         return list(iter_region(store, oid))
     return entries
+# -- surgery: change a few keys of a map, reusing every page the change does not touch ------
+
+
+def leaf_refs(store: ObjectLoader, oid: ObjectId) -> list[IndexEntry]:
+    """The leaves of a paged map, as ``(first key, id)`` in key order, reading only its index
+    nodes (and the root, when it is a leaf). An empty map has no leaves."""
+    node = load_node(store, oid)
+    if not isinstance(node, Index):
+        return [IndexEntry(_key(node.entries[0]), oid)] if node.entries else []
+    out: list[IndexEntry] = []
+    stack = [(node, oid)]
+    while stack:
+        index, at = stack.pop()
+        if index.level == 1:
+            out.extend(index.entries)
+            continue
+        children = []
+        for child in index.entries:
+            sub = load_node(store, child.oid)
+            if not isinstance(sub, Index) or sub.level != index.level - 1:
+                raise DecodeError(f"node {child.oid.hex()} under {at.hex()} is not an index of "
+                                  f"level {index.level - 1}")
+            children.append((sub, child.oid))
+        stack.extend(reversed(children))
+    return out
+
+
+def _leaf_of(refs: Sequence[IndexEntry], key: str | int) -> int:
+    """Which leaf holds ``key`` (or would): the last one starting at or before it."""
+    return max(0, bisect.bisect_right([r.key for r in refs], key) - 1)
+
+
+def _leaf(store: ObjectLoader, oid: ObjectId) -> list[Entry]:
+    node = load_node(store, oid)
+    if isinstance(node, Index):
+        raise DecodeError(f"node {oid.hex()} should be a leaf")
+    return list(node.entries)
+
+
+def lookup_map(store: ObjectLoader, oid: ObjectId | None,
+               keys: Iterable[str | int]) -> dict[str | int, Entry]:
+    """The entries of ``keys`` that map ``oid`` holds (None: an empty map), reading its index
+    nodes and only the leaves those keys fall in."""
+    wanted = set(keys)
+    if oid is None or not wanted:
+        return {}
+    refs = leaf_refs(store, oid)
+    if not refs:
+        return {}
+    out: dict[str | int, Entry] = {}
+    for i in sorted({_leaf_of(refs, key) for key in wanted}):
+        out.update((k, e) for e in _leaf(store, refs[i].oid) if (k := _key(e)) in wanted)
+    return out
+
+
+def update_map(store: ObjectLoader, add: Add, oid: ObjectId | None,
+               changes: Mapping[str | int, Entry | None], *, region: bool) -> ObjectId:
+    """Store map ``oid`` (None: empty) with ``changes`` applied (a key to its new entry, or
+    None to remove it) and return the new root: the same tree :func:`build_dir` or
+    :func:`build_region` (``region``) makes of the changed entries, at the cost of the change.
+
+    Only the leaves the changed keys fall in are read and cut again, with as many following
+    leaves as it takes for the cuts to meet the old ones again (cut points depend on keys, and
+    on how long a page has run since the last cut, so pagination after a meeting point is what
+    it was); every other leaf is reused by id, and the index levels are rebuilt from the leaf
+    list (they are few: one per 8 leaves).
+    """
+    refs = leaf_refs(store, oid) if oid is not None else []
+    if not changes:
+        return oid if oid is not None else _empty(add, region)
+    todo = sorted({_leaf_of(refs, key) for key in changes}) if refs else [0]
+    out: list[IndexEntry] = []
+    done = 0  # refs[:done] are placed
+    for first in todo:
+        if first < done:
+            continue  # absorbed by the previous run
+        out.extend(refs[done:first])
+        end = first + 1 if refs else 0  # refs[first:end] are in this run
+        entries = _apply(_leaf(store, refs[first].oid) if refs else [], changes,
+                         _bounds(refs, first))
+        while True:
+            keys = [_key(e) for e in entries]
+            if not keys or end >= len(refs) or len(keys) in {stop for _, stop in
+                                                 _paginate(0, [*keys, refs[end].key])}:
+                break
+            # The run's last page does not close where the next leaf starts: take that leaf in.
+            entries += _apply(_leaf(store, refs[end].oid), changes, _bounds(refs, end))
+            end += 1
+        if entries:
+            out.extend(_build_leaves(add, entries))
+        done = end
+    out.extend(refs[done:])
+    return _build_index(add, out) if out else _empty(add, region)
+
+
+def _empty(add: Add, region: bool) -> ObjectId:
+    return add(encode_region_leaf([]) if region else encode_dir_leaf([]))
+
+
+def _bounds(refs: Sequence[IndexEntry], i: int) -> tuple[str | int | None, str | int | None]:
+    """The keys leaf ``i`` is responsible for: ``[low, high)``, None for open ends."""
+    low = refs[i].key if i > 0 else None
+    high = refs[i + 1].key if i + 1 < len(refs) else None
+    return low, high
+
+
+def _apply(entries: list[Entry], changes: Mapping[str | int, Entry | None],
+           bounds: tuple[str | int | None, str | int | None]) -> list[Entry]:
+    """A leaf's entries with the changes of its key range applied, in key order."""
+    low, high = bounds
+    mine = {k: v for k, v in changes.items()
+            if (low is None or k >= low) and (high is None or k < high)}  # type: ignore[operator]
+    merged = {_key(e): e for e in entries if _key(e) not in mine}
+    merged.update((k, v) for k, v in mine.items() if v is not None)
+    return [merged[k] for k in sorted(merged)]
 
 
 def load_blob(store: ObjectLoader, oid: ObjectId) -> bytes:

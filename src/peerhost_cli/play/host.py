@@ -11,7 +11,12 @@
    (:mod:`.saving`), then a push. Without RCON it waits for quiet files, at most
    ``max_quiet_wait`` s, then saves through the server console (``console_save``); a server
    without either keeps the snapshot waiting, shown in the panel and on the lease
-   (:mod:`.waiting`).
+   (:mod:`.waiting`). When a sync request finds that the session head moved without this host
+   (the owner rolled an area back on the coordinator, which asks for the sync), the server is
+   stopped instead (it would save its loaded chunks over the change), the world is snapshotted
+   and takes the change (a pull, or, when there was play since the last push, that play with
+   the change on top: :meth:`~peerhost_store.repo.Repository.take_changes`), that is pushed,
+   and the server starts again.
 7. On Ctrl-C / SIGTERM or when the server exits: stop the server, snapshot, push, release.
 8. If the lease is lost: stop the server at once, snapshot locally, never push, and say how to
    reconcile.
@@ -29,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from peerhost_store.errors import PeerhostError
-from peerhost_store.ids import hash_bytes
+from peerhost_store.graph import is_ancestor
+from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.repo import Repository
 from peerhost_store.sync.client import (
     CoordinatorClient,
@@ -61,6 +67,11 @@ from .tunnel import Published, Tunnel, TunnelError, TunnelSettings, make_tunnel
 from .view import HostStatus, View
 from .waiting import GAME_KEY, SyncWait
 
+
+def short_id(oid: ObjectId | None) -> str:
+    return oid.hex()[:12] if oid is not None else "-"
+
+
 #: How often the loop looks at the server, the lease and the clock.
 TICK = 0.5
 #: Without RCON, how soon to look again when the world files were not quiet.
@@ -89,9 +100,11 @@ class LostLease(HostingEnded):
 
 @dataclass
 class Stop:
-    """Why the loop ended."""
+    """Why the loop ended; ``take``: the session moved on the coordinator (an area
+    rollback), so the server stops, the world takes the change, and the server starts again."""
 
     reason: str
+    take: bool = False
 
 
 class Host:
@@ -145,6 +158,8 @@ class Host:
         self._moved = lease is not None
         self._announced: str | None = None  # the address the webhook was last told
         self._push_failing = False
+        #: The session head as this host last left it (its last push, or what it pulled).
+        self._session_head: ObjectId | None = None
         self._wait: SyncWait | None = None
         self._wait_started = 0.0
 
@@ -304,6 +319,14 @@ class Host:
         self._snapshot_and_push(client, "before hosting")
 
     def _play(self, client: CoordinatorClient) -> None:
+        while True:
+            ended = self._run_server(client)
+            if not ended.take:
+                return
+            # The server and tunnel are stopped: the world takes the change, then again.
+
+    def _run_server(self, client: CoordinatorClient) -> Stop:
+        """Steps 3 to 7: start the server, host, and stop (or take a change and say so)."""
         assert self.keeper is not None
         self.status.phase = "starting the server"
         server = GameServer(self.config.server, self.server_dir, self.port, self._console_line)
@@ -326,10 +349,14 @@ class Host:
                 tunnel = self._start_tunnel()
                 self.status.phase = "hosting"
                 ended = self._loop(client, server, tunnel)
+            if ended.take:
+                self._take_session(client, server, tunnel)
+                return ended
         except BaseException as exc:
             self._abort(server, tunnel, exc)
             raise
         self._finish(client, server, tunnel, ended)
+        return ended
 
     def _start_tunnel(self) -> Tunnel:
         assert self.keeper is not None
@@ -380,6 +407,8 @@ class Host:
                 tunnel = self._start_tunnel()
             if keeper.sync_requested.is_set():
                 keeper.sync_requested.clear()
+                if self._session_moved(client):
+                    return Stop("the session head moved on the coordinator", take=True)
                 owed, retry_at = "sync requested", 0.0
             elif owed is None and self.clock() >= due:
                 owed = "snapshot due"
@@ -390,6 +419,45 @@ class Host:
                     retry_at = self.clock() + min(QUIET_RETRY, max(TICK, self.config.max_quiet_wait))
             keeper.changed.wait(TICK)
             keeper.changed.clear()
+
+    def _session_moved(self, client: CoordinatorClient) -> bool:
+        """Whether the session head is no longer what this host left it at: someone changed
+        it on the coordinator (an area rollback asks the host to sync for this)."""
+        try:
+            head = client.head().head
+        except CoordinatorError:
+            return False  # unreachable: the next sync request asks again
+        return head is not None and self._session_head is not None and head != self._session_head
+
+    def _take_session(self, client: CoordinatorClient, server: GameServer,
+                      tunnel: Tunnel | None) -> None:
+        """The session head moved on the coordinator while this host played: stop the
+        server (so it cannot save over the change), snapshot, take the change into the world
+        (keeping the play since the last push where the change did not touch it), push."""
+        assert self.keeper is not None
+        self.status.phase = "taking the session's change"
+        self.view.event("the session head moved on the coordinator (a rollback?): stopping the "
+                        "server to take it into the world, then starting it again")
+        self.notify.send(f"{self.holder} restarts the server of {self.remote.session} to take "
+                         "a change made on the coordinator (a rollback)")
+        self._stop_everything(server, tunnel, self.config.stop_timeout)
+        if self.keeper.lost is not None:
+            raise self._lost(None, None, self.keeper.lost)
+        self._snapshot("hosting: before taking the session's change")
+        base = self._session_head
+        try:
+            report = pull(self.repo, client)
+            self.view.event(f"pulled the session head {short_id(report.head)}")
+        except Diverged as exc:
+            # Play since the last push: keep it, and take the session's change on top.
+            if exc.remote is None or base is None or \
+                    not is_ancestor(self.repo.store.objects, base, exc.remote):
+                raise self._ended(None, None, f"the session head moved without this host and "
+                                  f"not on top of its last push: {exc}") from None
+            result = self.repo.take_changes(exc.remote, base)
+            self.view.event(f"took the session's change on top of the play since the last "
+                            f"push: snapshot {short_id(result.oid)}")
+        self._push(client, None, None)
 
     def _live_sync(self, client: CoordinatorClient, server: GameServer, tunnel: Tunnel,
                    why: str) -> bool:
@@ -480,6 +548,7 @@ class Host:
         except (HeadMoved, Diverged) as exc:
             raise self._ended(server, tunnel, f"the session head moved without this host "
                               f"(a rollback on the coordinator?): {exc}") from exc
+        self._session_head = report.head
         if self._push_failing:
             self._push_failing = False
             self.notify.send(f"{self.holder} reached the coordinator again: "

@@ -49,7 +49,12 @@ class Coordinator:
         token_id = token_id_of(token)
         if token_id is None:
             return None
-        return self.backends.directory.identify(token_id, digest_token(token))
+        return self.identify(token_id, digest_token(token))
+
+    def identify(self, token_id: str, digest: str) -> Identity | None:
+        """Who holds the token with this id and digest (the dashboard's web sessions keep
+        these, not the token), or None once it is revoked."""
+        return self.backends.directory.identify(token_id, digest)
 
     def session(self, name: str) -> SessionInfo:
         """A session's record.

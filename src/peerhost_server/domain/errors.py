@@ -22,6 +22,8 @@ the JSON fields that go with it::
      +-- RefusedTree             tree_refused (reason, path, value, limit)
      +-- TreeNotValidated        tree_not_validated (id, which)
      +-- NoSnapshot, NotASnapshot
+     +-- AreaRefused             area_refused (path)
+     +-- NothingToRollBack       nothing_to_roll_back (target)
      +-- ObjectNotStored         object_missing (id)
      +-- StoredObjectCorrupt     object_corrupt (id)
      +-- BadObjects, MalformedObject, NodeTooLarge   (index)
@@ -38,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from peerhost_store.area import GraftRefused
 from peerhost_store.bounds import TreeRefused
 from peerhost_store.errors import PeerhostError
 from peerhost_store.ids import ObjectId
@@ -210,6 +213,25 @@ class NotASnapshot(DomainError):
 
     def __init__(self, oid: ObjectId) -> None:
         super().__init__(f"object {oid.hex()} is not a snapshot")
+
+
+class AreaRefused(DomainError):
+    """An area rollback that cannot be built: a region file of the area is damaged (the
+    library's :class:`~peerhost_store.area.GraftRefused`)."""
+
+    code = "area_refused"
+
+    def __init__(self, refusal: GraftRefused) -> None:
+        super().__init__(str(refusal), {"path": refusal.path})
+        self.refusal = refusal
+
+
+class NothingToRollBack(DomainError):
+    code = "nothing_to_roll_back"
+
+    def __init__(self, what: str, target: ObjectId) -> None:
+        super().__init__(f"the head already holds {what} as snapshot {target.hex()} has it: "
+                         "nothing to roll back", {"target": target.hex()})
 
 
 class ObjectNotStored(DomainError):

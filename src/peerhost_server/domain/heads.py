@@ -10,10 +10,12 @@ each node's summary, make (3) cost what changed.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from peerhost_store.area import Area, GraftRefused
 from peerhost_store.bounds import Summary, TreeRefused, check_snapshot
 from peerhost_store.errors import DecodeError
 from peerhost_store.graph import is_ancestor
@@ -25,13 +27,16 @@ from ..auth import OWNER, Identity
 from . import leasing
 from .coordinator import Coordinator
 from .errors import (
+    AreaRefused,
     Forbidden,
     HeadMoved,
     Incomplete,
     MalformedTree,
+    NoLease,
     NoSnapshot,
     NotASnapshot,
     NotFastForward,
+    NothingToRollBack,
     RefusedTree,
 )
 from .objects import write_objects
@@ -123,12 +128,16 @@ def verify(coord: Coordinator, session: str, root: ObjectId
 
 
 def rollback(coord: Coordinator, session: str, who: Identity, target: ObjectId,
-             fencing: int | None) -> tuple[ObjectId, ObjectId | None]:
+             fencing: int | None, area: Area | None = None) -> tuple[ObjectId, ObjectId | None]:
     """Put a new snapshot holding ``target``'s tree on top of the head; return it and the
-    old head. Nothing is deleted. The owner may do it without a lease (recovery).
+    old head. With ``area``, its tree is the head's except that area, which comes from
+    ``target`` (tree surgery: the cost of the area), and the lease holder is asked to sync
+    (it must take the change before its server saves over it). Nothing is deleted. The owner
+    may do it without a lease (recovery).
 
     Raises:
-        Forbidden, Fenced, HeadMoved, NoSnapshot, NotASnapshot, Incomplete, RefusedTree.
+        Forbidden, Fenced, HeadMoved, NoSnapshot, NotASnapshot, Incomplete, RefusedTree,
+        AreaRefused, NothingToRollBack.
     """
     if fencing is None and who.role != OWNER:
         raise Forbidden("rollback needs the owner token or the lease's fencing token")
@@ -146,20 +155,54 @@ def rollback(coord: Coordinator, session: str, who: Identity, target: ObjectId,
         # Its tree must be whole, and within this session's bounds, to serve as the head.
         _, _, summary = verify(coord, session, target)
         current = leases.head(session)
+        root, nodes = snap.root, list[tuple[ObjectId, bytes]]()
+        if area is not None:
+            root, nodes = _graft_area(coord, session, current, snap.root, area, target)
+        what = "" if area is None else f" of {area.describe()}"
         data = encode_snapshot(Snapshot(
-            root=snap.root, parents=(current,) if current is not None else (),
+            root=root, parents=(current,) if current is not None else (),
             time=int(time.time()), author=who.member, host="coordinator",
-            message=f"rollback to {target.hex()[:12]}", summary={},
+            message=f"rollback{what} to {target.hex()[:12]}", summary={},
         ))
         oid = hash_bytes(data)
-        write_objects(coord, session, hashed=[(oid, data)], quota=False)  # recovery: no quota
+        write_objects(coord, session, hashed=[*nodes, (oid, data)], quota=False)  # recovery: no quota
+        # Complete: its root is (verified above) and so is its parent, the current head; an
+        # area's new nodes are checked now (the rest is marked).
+        marks = {oid: summary} if area is None else verify(coord, session, oid)[0]
         entry = {"time": time.time(), "member": who.member, "kind": "rollback",
                  "old": _hex(current), "new": oid.hex(), "target": target.hex(),
-                 "fencing": fencing}
-        # Complete: its root is (verified above) and so is its parent, the current head.
-        commit_head(coord, session, who, current, oid, fencing=fencing,
-                    verified={oid: summary}, entry=entry)
-        return oid, current
+                 "fencing": fencing, **({} if area is None else {"area": area.to_json()})}
+        commit_head(coord, session, who, current, oid, fencing=fencing, verified=marks,
+                    entry=entry)
+    if area is not None:
+        with contextlib.suppress(NoLease):  # nobody hosts: nobody to tell
+            leasing.request_sync(coord, session)
+    return oid, current
+
+
+def _graft_area(coord: Coordinator, session: str, head: ObjectId | None, source: ObjectId,
+                area: Area, target: ObjectId) -> tuple[ObjectId, list[tuple[ObjectId, bytes]]]:
+    """The head's tree with ``area`` from tree ``source``, and the new nodes it needs."""
+    store = coord.store(session)
+    current = decode(store.get_raw(head)) if head is not None else None
+    if not isinstance(current, Snapshot):
+        raise NothingToRollBack(area.describe(), target)  # no head: nothing to keep around it
+    made: dict[ObjectId, bytes] = {}
+
+    def add(data: bytes) -> ObjectId:
+        oid = hash_bytes(data)
+        made.setdefault(oid, data)
+        return oid
+
+    try:
+        root = area.graft(store, add, current.root, source)
+    except GraftRefused as exc:
+        raise AreaRefused(exc) from None
+    except DecodeError as exc:
+        raise MalformedTree(str(exc)) from None
+    if root == current.root:
+        raise NothingToRollBack(area.describe(), target)
+    return root, list(made.items())
 
 
 def log(coord: Coordinator, session: str, limit: int) -> list[dict[str, Any]]:

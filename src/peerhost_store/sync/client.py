@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from ..area import Area
 from ..errors import PeerhostError
 from ..ids import ObjectId, from_hex
 from .protocol import (
@@ -561,11 +562,15 @@ class CoordinatorClient:
         answer = self._json("POST", self._path("head"), body, seconds=BULK_SECONDS)
         return self._parse("POST head", lambda: int(answer["checked"]))
 
-    def rollback(self, target: ObjectId, fencing: int | None = None) -> ObjectId:
-        """Make a new head holding ``target``'s tree; return its id."""
+    def rollback(self, target: ObjectId, fencing: int | None = None, *,
+                 area: Area | None = None) -> ObjectId:
+        """Make a new head holding ``target``'s tree (with ``area``: the head's tree with that
+        area from ``target``); return its id."""
         body: dict[str, Any] = {"target": target.hex()}
         if fencing is not None:
             body["fencing"] = fencing
+        if area is not None:
+            body["area"] = area.to_json()
         answer = self._json("POST", self._path("rollback"), body, seconds=BULK_SECONDS)
         return self._parse("POST rollback", lambda: from_hex(answer["head"]))
 

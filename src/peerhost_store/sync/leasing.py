@@ -18,6 +18,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from ..area import Area
 from ..errors import PeerhostError
 from ..ids import ObjectId
 from ..repo import Repository
@@ -178,23 +179,26 @@ def end_killed_push(client: CoordinatorClient, base: Path, remote: Remote) -> No
 
 
 def remote_rollback(client: CoordinatorClient, target: ObjectId, *, fencing: int | None,
-                    holder: str) -> tuple[ObjectId, dict[str, Any]]:
-    """Roll the session back to ``target`` with the caller's lease, as owner, or (a member
-    without a lease, nobody hosting) with a short lease of its own.
+                    holder: str, area: Area | None = None) -> tuple[ObjectId, dict[str, Any]]:
+    """Roll the session back to ``target`` (only ``area`` of it, if given) with the caller's
+    lease, as owner, or (a member without a lease, nobody hosting) with a short lease of its
+    own.
 
     Returns the new session head and how the lease was had (``fencing``, ``temporary``).
     """
     if fencing is not None:
-        return client.rollback(target, fencing), {"fencing": fencing, "temporary": False}
+        return client.rollback(target, fencing, area=area), {"fencing": fencing,
+                                                             "temporary": False}
     try:
-        return client.rollback(target), {"fencing": None, "temporary": False}
+        return client.rollback(target, area=area), {"fencing": None, "temporary": False}
     except Forbidden as exc:
         current = client.lease_status().lease
         if current is not None:
             raise lease_held(current) from exc
     lease = client.acquire(holder, PUSH_TTL)
     try:
-        return client.rollback(target, lease.fencing), {"fencing": lease.fencing, "temporary": True}
+        return client.rollback(target, lease.fencing, area=area), {"fencing": lease.fencing,
+                                                                   "temporary": True}
     finally:
         with suppress(CoordinatorError):
             client.release(lease.fencing)
