@@ -97,6 +97,38 @@ def _fill_disk_at_first_write(folder: Path, leave: int) -> None:
     setattr(restore, "atomic_write", write)  # noqa: B010
 
 
+#: Where a compaction fault may strike (see :func:`_compaction_fault`): after the copy was
+#: written and fsynced, after it replaced ``data.mdb``, before LMDB's lock file is renewed.
+COMPACTION_STEPS = {"copied": "_write_compacted", "replaced": "_sync_folder",
+                    "renewing": "_reinit_lock_file"}
+
+
+def _compaction_fault(step: str, mark: str, pause: float, kill: bool) -> None:
+    """At ``step`` of a store compaction: create the file ``mark`` (the test's cue), sleep
+    ``pause`` seconds (the gate and LMDB's lock still held), then kill -9 this process if
+    ``kill``, else go on."""
+    from peerhost_store.store import _lmdb
+
+    name = COMPACTION_STEPS[step]
+    real: Callable[..., None] = getattr(_lmdb, name)
+
+    def strike() -> None:
+        Path(mark).touch()
+        time.sleep(pause)
+        if kill:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def hooked(*a: Any) -> None:
+        if step == "copied":
+            real(*a)
+            strike()
+        else:
+            strike()
+            real(*a)
+
+    setattr(_lmdb, name, hooked)
+
+
 def _op_phs(args: dict[str, Any]) -> int:
     os.environ.update(args.get("env", {}))
     if args.get("batch_bytes"):
@@ -105,6 +137,8 @@ def _op_phs(args: dict[str, Any]) -> int:
         _die_after_writes(int(args["die_after_writes"]))
     if args.get("fill_disk_at_first_write"):
         _fill_disk_at_first_write(Path(args["fill_disk_at_first_write"]), 64 << 10)
+    if args.get("compaction_fault"):
+        _compaction_fault(**args["compaction_fault"])
     from peerhost_cli.main import main
 
     return main(args["argv"])
@@ -277,11 +311,13 @@ class Zygote:
 
     def phs(self, argv: list[str], out: Path, *, batch_bytes: int | None = None,
             env: dict[str, str] | None = None, die_after_writes: int | None = None,
-            fill_disk_at_first_write: Path | None = None) -> Child:
+            fill_disk_at_first_write: Path | None = None,
+            compaction_fault: dict[str, Any] | None = None) -> Child:
         return self.run("phs", {"argv": argv, "batch_bytes": batch_bytes, "env": env or {},
                                 "die_after_writes": die_after_writes,
                                 "fill_disk_at_first_write": fill_disk_at_first_write and
-                                str(fill_disk_at_first_write)}, out)
+                                str(fill_disk_at_first_write),
+                                "compaction_fault": compaction_fault}, out)
 
     def kill(self, child: Child, sig: int = signal.SIGKILL) -> bool:
         """Signal ``child``; False when it already exited (and was reaped)."""

@@ -337,7 +337,7 @@ def test_an_area_rollback_on_the_coordinator_is_pulled_and_asks_the_host_to_sync
     from test_sync_support import running
 
     from peerhost_store.sync.client import CoordinatorError, Forbidden
-    from peerhost_store.sync.leasing import push_with_lease, remote_rollback
+    from peerhost_store.sync.leasing import push_with_lease
     from peerhost_store.sync.transfer import pull
 
     old = world.snapshot("before").oid
@@ -351,7 +351,7 @@ def test_an_area_rollback_on_the_coordinator_is_pulled_and_asks_the_host_to_sync
         with pytest.raises(Forbidden):  # a member needs the lease's fencing token
             alice.rollback(old, area=area)
         lease = alice.acquire("alice-pc", 30)  # alice hosts
-        head, _ = remote_rollback(owner, old, fencing=None, holder="owner", area=area)
+        head = owner.rollback(old, area=area)  # the owner needs no lease
         assert alice.renew(lease.fencing).sync_requested, "the host was not told"
         entry = owner.log()[-1]
         assert entry["kind"] == "rollback" and entry["area"] == area.to_json()

@@ -57,11 +57,14 @@ SESSION_ROLES: dict[tuple[str, str], frozenset[str]] = {
     ("POST", f"{S}/objects/delta/get"): PLAYERS,
     ("GET", f"{S}/head"): PLAYERS,
     ("POST", f"{S}/head"): PLAYERS,
-    ("POST", f"{S}/rollback"): frozenset({"owner"}),  # a member needs the lease's fencing token
+    # A member only with the lease's fencing token, where the owner allows it (settings).
+    ("POST", f"{S}/rollback"): frozenset({"owner"}),
     ("GET", f"{S}/log"): PLAYERS,
     ("GET", f"{S}/retention"): PLAYERS,
     ("PUT", f"{S}/retention"): frozenset({"owner"}),
     ("POST", f"{S}/gc"): frozenset({"owner"}),
+    ("GET", f"{S}/settings"): PLAYERS,
+    ("PUT", f"{S}/settings"): frozenset({"owner"}),
 }
 # The dashboard's routes: signed in by a cookie, not a bearer token; who may use each.
 D = "/s/{session}"

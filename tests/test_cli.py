@@ -133,3 +133,27 @@ def test_the_undo_hint_of_a_rollback_undoes_it(tmp_path: Path,
     assert hint[:2] == ["phs", "rollback"], out
     assert phs(capsys, "rollback", "-C", w, hint[2])[0] == 0
     assert (world / "level.dat").read_bytes() == b"v2", f"{' '.join(hint)} did not undo it"
+
+
+def test_gc_dry_run_and_sizes_in_bytes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    world = make_world(tmp_path / "w")
+    w = str(world)
+    phs(capsys, "init", "-C", w)
+    for i in range(3):
+        (world / "big.dat").write_bytes(os.urandom(1 << 20))
+        phs(capsys, "snapshot", "-C", w, "-m", f"v{i}")
+    data = world / ".peerhost" / "store" / "data.mdb"
+    size = data.stat().st_size
+    code, out, _ = phs(capsys, "gc", "-C", w, "--keep-last", "1", "--dry-run")
+    assert code == 0 and "gc (dry run): kept 1 snapshots" in out and "would delete" in out
+    assert f"store file: {size:,} bytes; nothing was changed" in out
+    dry = json.loads(phs(capsys, "gc", "-C", w, "--keep-last", "1", "--dry-run", "--json")[1])
+    assert dry["dry_run"] and dry["deleted_bytes"] > 2 << 20 and data.stat().st_size == size
+    assert len(json.loads(phs(capsys, "log", "-C", w, "--json")[1])) == 3
+    code, out, _ = phs(capsys, "gc", "-C", w, "--keep-last", "1")
+    assert code == 0 and f"({dry['deleted_bytes']:,} bytes)" in out
+    assert f"store file: {size:,} -> {data.stat().st_size:,} bytes (compacted)" in out
+    assert data.stat().st_size < size - (2 << 20)
+    assert json.loads(phs(capsys, "verify", "-C", w, "--json")[1])["ok"] is True

@@ -358,9 +358,21 @@ def test_rollback_remote_then_both_pull(session: dict[str, str], phs: Phs, tmp_p
     assert done["session_head"] == phs.json("status", "-C", str(a))["head"]
     assert (a / "data/notes.txt").read_bytes() == b"spawn at 0 64 0"
     assert phs.json("pull", "-C", str(b))["outcome"] == "fast-forward" and root(b) == first_root
-    # A member without a lease takes a short one for its rollback (nobody else hosts).
+    # A member may not, by default, even holding the lease (docs/operations.md §2).
+    code, _, err = phs("rollback", "head~1", "--remote", "origin", "-C", str(b))
+    assert code == 7
+    one_line_error(err, "only the owner of session s1 may roll it back")
+    # Where the owner lets the lease holder roll back: only with the lease.
+    settings = phs.json("session", "settings", "s1", "--rollback", "lease",
+                        "--url", session["url"], "--token", session["owner"])
+    assert settings == {"session": "s1", "rollback": "lease"}
+    code, _, err = phs("rollback", "head~1", "--remote", "origin", "-C", str(b))
+    assert code == 7
+    one_line_error(err, "needs the owner's token or the lease")
+    assert phs("lock", "acquire", "-C", str(b))[0] == 0
     again = phs.json("rollback", "head~1", "--remote", "origin", "-C", str(b))
-    assert again["lease"]["temporary"] is True and root(b) == griefed
+    assert again["lease"]["fencing"] is not None and root(b) == griefed
+    assert phs("lock", "release", "-C", str(b))[0] == 0
     assert phs.json("log", "-C", str(b))[0]["host"] == "coordinator"
     assert phs.json("verify", "-C", str(b))["ok"] is True
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 from faultutil import (
+    COMPACTION_STEPS,
     Child,
     Coordinator,
     Figures,
@@ -339,6 +340,20 @@ def test_snapshot_after_a_killed_rollback_keeps_newer_play(tmp_path: Path, zygot
 # -- gc ---------------------------------------------------------------------------------------
 
 
+def garbage(world: Path, version: Path, rng: random.Random
+            ) -> tuple[ObjectId, set[ObjectId], set[ObjectId]]:
+    """A snapshot with random files, then one without: gc --keep-last 1 deletes them.
+    Returns head, the ids before gc and the ids an uninterrupted gc keeps."""
+    with Repository.open(world) as repo:
+        mutate(world, version, rng)
+        repo.snapshot("with garbage")
+        for k in range(4):
+            (world / f"fault{k}.dat").unlink()
+        head = repo.snapshot("without").oid
+        kept = walk(repo.store.objects, [head], follow_parents=False, read_blobs=False).reachable
+        return head, set(repo.store.objects.iter_ids()), kept
+
+
 def test_kill_9_during_gc(tmp_path: Path, zygote: Zygote, versions: list[Path]) -> None:
     world = copy_world(versions[0], tmp_path / "world")
     rng = random.Random(SEED + 2)
@@ -348,16 +363,7 @@ def test_kill_9_during_gc(tmp_path: Path, zygote: Zygote, versions: list[Path]) 
     out = tmp_path / "out.txt"
 
     def make_garbage(i: int) -> tuple[ObjectId, set[ObjectId], set[ObjectId]]:
-        """A snapshot with random files, then one without: gc --keep-last 1 deletes them.
-        Returns head, the ids before gc and the ids an uninterrupted gc keeps."""
-        with Repository.open(world) as repo:
-            mutate(world, versions[i % len(versions)], rng)
-            repo.snapshot("with garbage")
-            for k in range(4):
-                (world / f"fault{k}.dat").unlink()
-            head = repo.snapshot("without").oid
-            kept = walk(repo.store.objects, [head], follow_parents=False, read_blobs=False).reachable
-            return head, set(repo.store.objects.iter_ids()), kept
+        return garbage(world, versions[i % len(versions)], rng)
 
     head, _, kept = make_garbage(1)
     first = run_ok(zygote, argv, out)
@@ -382,6 +388,85 @@ def test_kill_9_during_gc(tmp_path: Path, zygote: Zygote, versions: list[Path]) 
     check_repo(world, [head])
     figures.extra["objects_deleted"] = deleted
     finish(figures)
+
+
+#: The compaction rounds: at each step of the swap, killed; paused and killed while a reader
+#: waits to open the store; paused while a reader waits. The rest are kills at random moments.
+COMPACTION_FAULTS = [(step, pause, kill) for step in COMPACTION_STEPS
+                     for pause, kill in ((0.0, True), (0.4, True), (0.4, False))]
+
+
+def test_kill_9_during_the_compaction_swap(tmp_path: Path, zygote: Zygote,
+                                          versions: list[Path]) -> None:
+    """gc compacts the store's file after deleting (a copy swapped in); killed at random
+    moments and at every step of the swap, with a reader (phs log) that starts while the
+    gate is held: the store is never lost or half-swapped, the reader reads the history the
+    deletion left, and the next gc converges."""
+    world = copy_world(versions[0], tmp_path / "world")
+    store = world / ".peerhost" / "store"
+    rng = random.Random(SEED + 7)
+    with Repository.init(world) as repo:
+        repo.snapshot("v0")
+    argv = ["gc", "--json", "-C", str(world), "--keep-last", "1"]
+    out, reader_out, mark = tmp_path / "out.txt", tmp_path / "reader.txt", tmp_path / "mark"
+    garbage(world, versions[1], rng)
+    first = run_ok(zygote, argv, out)
+    assert first.json()["compacted"], first.json()
+    timing = Timing(rng, first.seconds)
+    figures = Figures("gc_compaction")
+    plans: list[tuple[str, float, bool] | None] = [*COMPACTION_FAULTS, *COMPACTION_FAULTS]
+    plans += [None] * (ROUNDS - len(plans))
+    rng.shuffle(plans)
+    shrunk = readers = 0
+    for i, plan in enumerate(plans):
+        head, before, kept = garbage(world, versions[(i + 2) % len(versions)], rng)
+        size = (store / "data.mdb").stat().st_size
+        mark.unlink(missing_ok=True)
+        if plan is None:
+            child = zygote.phs(argv, out)
+            landed = zygote.kill_after(child, timing.delay())
+        else:
+            step, pause, kill = plan
+            child = zygote.phs(argv, out, compaction_fault={
+                "step": step, "mark": str(mark), "pause": pause, "kill": kill})
+            reader = None
+            if pause:
+                wait_for_file(mark, zygote, child)
+                reader = zygote.phs(["log", "--json", "-C", str(world)], reader_out)
+            status = zygote.wait(child)
+            landed = status == -signal.SIGKILL
+            assert status in ((-signal.SIGKILL,) if kill else (0,)), child.output()[-2000:]
+            if reader is not None:
+                assert zygote.wait(reader) == 0, reader.output()[-2000:]
+                assert [e["id"] for e in reader.json()] == [head.hex()], "the reader read the store as gc left it"
+                readers += 1
+        assert check_repo(world, [head]) == head
+        with Repository.open(world) as repo:
+            ids = set(repo.store.objects.iter_ids())
+            history = [oid for oid, _ in repo.log()]
+        assert ids in (before, kept), "gc deletes all its garbage at once or nothing"
+        assert ids == before or history == [head]
+        shrunk += (store / "data.mdb").stat().st_size < size
+        again = run_ok(zygote, argv, out)
+        if plan is None:
+            timing.add(again.seconds)
+        assert not (store / "compact.tmp").exists(), "a killed compaction's copy is removed"
+        with Repository.open(world) as repo:
+            assert set(repo.store.objects.iter_ids()) == kept and repo.head() == head
+            assert repo.verify().ok
+        assert (store / "data.mdb").stat().st_size < size, "the file shrank by the re-run at last"
+        tally(figures, landed, 2 + (plan is not None and plan[1] > 0))
+    figures.extra.update(step_faults=len(COMPACTION_FAULTS) * 2, readers_during_swap=readers,
+                         killed_rounds_already_compacted=shrunk)
+    finish(figures)
+
+
+def wait_for_file(path: Path, zygote: Zygote, child: Child, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert zygote.poll(child) is None, f"exited before the step: {child.output()[-2000:]}"
+        assert time.monotonic() < deadline, "the fault's step was never reached"
+        time.sleep(0.01)
 
 
 # -- push and pull with a live coordinator ----------------------------------------------------

@@ -320,7 +320,6 @@ def test_an_area_rollback_on_the_coordinator_is_taken_by_the_host_before_its_ser
     from test_area import grief, write_chunks
 
     from peerhost_store.area import Area
-    from peerhost_store.sync.leasing import remote_rollback
     from peerhost_store.tree import iter_region, lookup_map
 
     with coordinator_session(tmp_path) as session:
@@ -337,7 +336,7 @@ def test_an_area_rollback_on_the_coordinator_is_taken_by_the_host_before_its_ser
         with phs("host", str(a.world)) as host:
             host.wait_for(r"published")
             write(a, "play.txt", "played after the grief")  # play not pushed yet
-            remote_rollback(owner, house, fencing=None, holder="owner", area=area)
+            owner.rollback(house, area=area)  # the owner needs no lease
             host.wait_for(r"stopping the server to take it", timeout=20)
             host.wait_for(r"took the session's change on top of the play", timeout=30)
             host.wait_for(r"the server is ready", timeout=30)

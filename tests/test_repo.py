@@ -106,6 +106,87 @@ def test_gc_keep_last_deletes_old_objects_and_verify_stays_clean(repo: Repositor
     assert repo.verify().ok
 
 
+def _history_with_garbage(repo: Repository, versions: int = 4, size: int = 2 << 20) -> None:
+    for i in range(versions):
+        (repo.world / "playerdata" / "alice.dat").write_bytes(os.urandom(size))
+        repo.snapshot(f"v{i}")
+
+
+def _sizes(repo: Repository) -> dict[ObjectId, int]:
+    return {oid: len(repo.store.objects.get_raw(oid)) for oid in repo.store.objects.iter_ids()}
+
+
+def test_gc_dry_run_says_what_it_would_delete_in_bytes_and_deletes_nothing(
+        repo: Repository) -> None:
+    _history_with_garbage(repo)
+    data = repo.world / ".peerhost" / "store" / "data.mdb"
+    sizes, file_size, log = _sizes(repo), data.stat().st_size, list(repo.log())
+    dry = repo.gc(keep_last=1, dry_run=True)
+    assert dry.dry_run and not dry.compacted and dry.deleted_objects > 0
+    assert _sizes(repo) == sizes and list(repo.log()) == log, "a dry run deletes nothing"
+    assert data.stat().st_size == file_size == dry.file_bytes_before == dry.file_bytes_after
+    real = repo.gc(keep_last=1)
+    gone = sizes.keys() - _sizes(repo).keys()
+    assert (real.deleted_objects, real.deleted_bytes) == (len(gone), sum(sizes[o] for o in gone))
+    assert (dry.deleted_objects, dry.deleted_bytes) == (real.deleted_objects, real.deleted_bytes)
+    assert dry.deleted_bytes > 3 * (2 << 20), "the three dropped versions of alice.dat"
+    assert real.kept_bytes == dry.kept_bytes == sum(_sizes(repo).values())
+
+
+def test_gc_gives_freed_pages_back_and_the_store_works_on(repo: Repository) -> None:
+    _history_with_garbage(repo, versions=6)
+    data = repo.world / ".peerhost" / "store" / "data.mdb"
+    refs, stats = repo.store.refs.items(), repo.store.stats.load()
+    before = data.stat().st_size
+    report = repo.gc(keep_last=1)
+    assert report.compacted and report.file_bytes_before == before
+    assert report.file_bytes_after == data.stat().st_size < before - 5 * (2 << 20)
+    assert repo.store.refs.items() == refs and repo.store.stats.load() == stats
+    assert repo.verify().ok and [s.message for _, s in repo.log()] == ["v5"]
+    assert sorted(p.name for p in data.parent.iterdir()) == sorted(
+        ["data.mdb", "lock.mdb", "open.lock"] + (["pins"] if (data.parent / "pins").exists()
+                                                 else [])), "no temporary file is left"
+    (repo.world / "level.dat").write_bytes(b"after the compaction")
+    assert repo.snapshot("after").created and repo.verify().ok
+    again = repo.gc()
+    assert not again.compacted and "free" in again.note, "nothing to give back"
+    repo.close()
+    with Repository.open(repo.world, readonly=True) as other:
+        assert [s.message for _, s in other.log()] == ["after", "v5"]
+
+
+READER = """
+import sys
+from peerhost_store.store import LmdbStore
+store = LmdbStore(sys.argv[1], readonly=True)
+print(store.refs.get("main").hex(), flush=True)
+sys.stdin.readline()
+print(store.refs.get("main").hex(), len(list(store.objects.iter_ids())), flush=True)
+"""
+
+
+def test_gc_leaves_a_store_another_process_has_open_uncompacted(repo: Repository) -> None:
+    _history_with_garbage(repo)
+    path = repo.world / ".peerhost" / "store"
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout is not None and reader.stdin is not None
+        head = reader.stdout.readline().strip()
+        report = repo.gc(keep_last=1)
+        assert report.deleted_objects > 0 and not report.compacted
+        assert "open in another process" in report.note
+        assert report.file_bytes_after == (path / "data.mdb").stat().st_size
+        assert report.file_bytes_before is not None
+        assert report.file_bytes_after >= report.file_bytes_before  # freed pages stay in it
+        out, _ = reader.communicate("go\n", timeout=30)
+        assert out.split() == [head, str(len(list(repo.store.objects.iter_ids())))]
+    finally:
+        reader.kill()
+        reader.wait()
+    assert repo.gc().compacted, "once it is closed"
+
+
 def test_verify_reports_missing_and_corrupt_objects(repo: Repository) -> None:
     repo.snapshot("v1")
     blob = hash_bytes(encode_blob(b"alice v1"))

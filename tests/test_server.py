@@ -120,6 +120,8 @@ SESSION_ENDPOINTS = [
     ("GET", "retention", None, {"owner", "member"}),
     ("PUT", "retention", {"keep_last": 5}, {"owner"}),
     ("POST", "gc", {}, {"owner"}),
+    ("GET", "settings", None, {"owner", "member"}),
+    ("PUT", "settings", {"rollback": "owner"}, {"owner"}),
 ]
 ADMIN_ENDPOINTS = [("POST", "/v1/sessions", {"name": "new"}), ("GET", "/v1/sessions", None),
                    ("GET", "/v1/status", None)]
@@ -508,12 +510,50 @@ def test_rollback_adds_a_snapshot_and_deletes_nothing(tmp_path: Path) -> None:
         assert back[1] == hash_bytes(EMPTY_DIR) and back[2] == [hash_bytes(snap2)]
         assert c["bob"].head().head == new
         assert c["bob"].missing([hash_bytes(snap2), hash_bytes(tree2), hash_bytes(blob)]) == []
-        # The holder may roll back with its fencing token, e.g. to undo the rollback.
+        # Where the owner lets lease holders roll back, the holder may, with its fencing
+        # token, e.g. to undo the rollback.
+        c["owner"].set_settings(rollback="lease")
         again = c["alice"].rollback(hash_bytes(snap2), fencing=lease.fencing)
         assert msgpack.unpackb(c["bob"].download([again])[0])[1] == hash_bytes(tree2)
         assert [e["kind"] for e in c["bob"].log()] == ["push", "push", "rollback", "rollback"]
         with pytest.raises(Fenced):
             c["bob"].rollback(v1, fencing=lease.fencing)
+
+
+def test_only_the_owner_rolls_back_unless_the_session_lets_the_lease_holder(
+        tmp_path: Path) -> None:
+    with running(tmp_path / "c") as server:
+        c = make_session(server)
+        lease = c["alice"].acquire("alice-pc", 30)
+        v1 = publish(c["alice"], lease.fencing, None, "v1")
+        v2 = publish(c["alice"], lease.fencing, v1, "v2")
+        assert c["bob"].settings() == {"session": "s1", "rollback": "owner"}
+        # By default only the owner: holding the lease is not enough.
+        with pytest.raises(Forbidden) as refused:
+            c["alice"].rollback(v1, fencing=lease.fencing)
+        assert refused.value.code == "forbidden" and "owner" in str(refused.value)
+        with pytest.raises(Forbidden):
+            c["bob"].rollback(v1)
+        with pytest.raises(Forbidden):
+            c["alice"].set_settings(rollback="lease")  # members cannot widen it
+        assert c["bob"].head().head == v2
+        # The owner lets the lease holder roll back: with its current fencing token only.
+        assert c["owner"].set_settings(rollback="lease")["rollback"] == "lease"
+        assert c["alice"].settings()["rollback"] == "lease"
+        with pytest.raises(Forbidden):
+            c["bob"].rollback(v1)  # no lease
+        with pytest.raises(Fenced):
+            c["bob"].rollback(v1, fencing=lease.fencing)  # alice's lease, not bob's
+        rolled = c["alice"].rollback(v1, fencing=lease.fencing)
+        assert c["bob"].head().head == rolled
+        assert c["bob"].log()[-1]["kind"] == "rollback"
+        with pytest.raises(CoordinatorError) as bad:
+            c["owner"].set_settings(rollback="anyone")
+        assert bad.value.status == 400
+        c["owner"].set_settings(rollback="owner")
+        with pytest.raises(Forbidden):
+            c["alice"].rollback(v2, fencing=lease.fencing)
+        assert c["owner"].rollback(v2) != rolled  # the owner, without a lease, always
 
 
 def test_status_and_metrics(tmp_path: Path) -> None:

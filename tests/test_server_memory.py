@@ -44,6 +44,7 @@ from test_server import (  # noqa: F401
     test_lease_survives_a_restart_for_ttl_after_it,
     test_member_cannot_act_as_owner,
     test_objects_are_rehashed_and_malformed_ones_refused,
+    test_only_the_owner_rolls_back_unless_the_session_lets_the_lease_holder,
     test_racing_threads_get_one_lease_per_round_across_a_restart,
     test_rollback_adds_a_snapshot_and_deletes_nothing,
     test_standby_gets_a_reserved_window,
@@ -72,7 +73,13 @@ from peerhost_server.domain.errors import (
     NoSession,
     SessionExists,
 )
-from peerhost_server.domain.protocols import Backends, SessionInfo, Usage, WouldBlock
+from peerhost_server.domain.protocols import (
+    Backends,
+    SessionInfo,
+    SessionSettings,
+    Usage,
+    WouldBlock,
+)
 from peerhost_server.leases import SessionLease
 from peerhost_server.limits import Limits
 from peerhost_store.bounds import Summary
@@ -226,8 +233,9 @@ class MemoryBackends:
 
     def session(self, name: str) -> SessionInfo | None:
         record = self.world.sessions.get(name)
-        return None if record is None else SessionInfo(name, record["created"],
-                                                       tuple(record["members"]))
+        return None if record is None else SessionInfo(
+            name, record["created"], tuple(record["members"]),
+            record.get("settings", SessionSettings()))
 
     def session_names(self) -> list[str]:
         return list(self.world.sessions)
@@ -248,6 +256,13 @@ class MemoryBackends:
                 raise MemberExists(session, name)
             record["members"][name] = token.token_id
             self._put_token(token, MEMBER, session, name)
+
+    def set_settings(self, session: str, settings: SessionSettings) -> None:
+        with self.world.lock:
+            record = self.world.sessions.get(session)
+            if record is None:
+                raise NoSession(session)
+            record["settings"] = settings
 
     # -- LeaseStore, HeadLog ----------------------------------------------------------------
 

@@ -67,6 +67,10 @@ class FolderObjects:
         return iter(sorted(ObjectId(bytes.fromhex(p.name)) for p in self.root.glob("??/*")
                            if not p.name.startswith(".")))
 
+    def sizes(self, oids: Sequence[ObjectId]) -> list[int | None]:
+        paths = [self._path(oid) for oid in oids]
+        return [path.stat().st_size if path.exists() else None for path in paths]
+
 
 class TestFolderObjects(ObjectStoreTests):
     @pytest.fixture
@@ -88,7 +92,7 @@ def _folder_repo(world: Path, states: dict[Path, MemoryStore]) -> Repository:
     """A repository whose objects are files beside it, its refs and meta in memory (kept in
     ``states`` so that reopening the world finds them again)."""
 
-    def open_store(path: Path) -> Store:
+    def open_store(path: Path, *, readonly: bool = False) -> Store:
         state = states.setdefault(path, MemoryStore())
         return Composed(FolderObjects(path / "objects"), state, f"folder {path}")
 

@@ -29,7 +29,9 @@ def register(commands: Subparsers, parents: Parents) -> None:
 def run_diff(args: argparse.Namespace) -> int:
     from peerhost_store.diff import summarize
 
-    with open_repo(args) as repo:
+    # Against the live world, the scan is kept in the store where it can be written (the
+    # next snapshot reads less); read-only otherwise, and between two snapshots always.
+    with open_repo(args, readonly=None if args.new is None else True) as repo:
         old = repo.resolve(args.old or "head")
         new = repo.resolve(args.new) if args.new else None
         changes = list(repo.diff(old, new, classify=not args.no_classify))

@@ -117,7 +117,7 @@ def run_log(args: argparse.Namespace) -> int:
         if args.graph:
             raise UsageError("--graph draws the whole history: not with --area")
         return _run_area_log(args, area)
-    with open_repo(args) as repo:
+    with open_repo(args, readonly=True) as repo:
         rows = []
         for i, (oid, snap) in enumerate(repo.log()):
             if args.limit is not None and i >= args.limit:
@@ -149,7 +149,7 @@ def run_log(args: argparse.Namespace) -> int:
 
 def _run_area_log(args: argparse.Namespace, area: Area) -> int:
     """Which snapshots changed the area, by whom: the griefing question."""
-    with open_repo(args) as repo:
+    with open_repo(args, readonly=True) as repo:
         rows = list(itertools.islice(repo.area_log(area), args.limit))
     if args.json:
         emit_json([{**snapshot_json(oid, snap), "changes": [

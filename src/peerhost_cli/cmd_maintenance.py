@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import TYPE_CHECKING
 
 from .common import Parents, Subparsers, open_repo, short
@@ -21,6 +22,8 @@ def register(commands: Subparsers, parents: Parents) -> None:
                             help="delete objects that no retained snapshot reaches")
     p.add_argument("--keep-last", type=int, default=None, metavar="N",
                    help="retain only the newest N snapshots (default: all history)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="only say what would be deleted (objects and bytes); change nothing")
     p.set_defaults(func=run_gc)
     p = commands.add_parser(
         "repair", parents=common,
@@ -30,7 +33,7 @@ def register(commands: Subparsers, parents: Parents) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    with open_repo(args) as repo, progress_bar("verify", enabled=not args.json) as bar:
+    with open_repo(args, readonly=True) as repo, progress_bar("verify", enabled=not args.json) as bar:
         on_read = None
         if bar is not None:
             # About the bytes verify reads: the store file (with its free pages) bounds them.
@@ -54,13 +57,23 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def run_gc(args: argparse.Namespace) -> int:
     with open_repo(args) as repo:
-        report = repo.gc(args.keep_last)
+        report = repo.gc(args.keep_last, dry_run=args.dry_run)
     if args.json:
-        emit_json({"kept_snapshots": report.kept_snapshots, "kept_objects": report.kept_objects,
-                   "deleted_objects": report.deleted_objects})
-    else:
-        out.line(f"gc: kept {report.kept_snapshots} snapshots ({report.kept_objects} objects), "
-                 f"deleted {report.deleted_objects} objects")
+        emit_json(dataclasses.asdict(report))
+        return 0
+    verb = "would delete" if report.dry_run else "deleted"
+    out.line(f"gc{' (dry run)' if report.dry_run else ''}: kept {report.kept_snapshots} "
+             f"snapshots ({report.kept_objects:,} objects, {report.kept_bytes:,} bytes), {verb} "
+             f"{report.deleted_objects:,} objects ({report.deleted_bytes:,} bytes)")
+    if report.file_bytes_before is not None and report.file_bytes_after is not None:
+        if report.dry_run:
+            out.line(f"store file: {report.file_bytes_before:,} bytes; nothing was changed")
+        elif report.compacted:
+            out.line(f"store file: {report.file_bytes_before:,} -> {report.file_bytes_after:,} "
+                     "bytes (compacted)")
+        else:
+            out.line(f"store file: {report.file_bytes_after:,} bytes, not compacted "
+                     f"({report.note}); its free pages are reused")
     return 0
 
 

@@ -73,7 +73,7 @@ def _say(verb: str, result: RestoreResult) -> str:
 
 
 def run_checkout(args: argparse.Namespace) -> int:
-    with open_repo(args) as repo, progress_bar("checkout", enabled=not args.json, unit="files") as bar:
+    with open_repo(args, readonly=True) as repo, progress_bar("checkout", enabled=not args.json, unit="files") as bar:
         oid = repo.resolve(args.snapshot)
         result = repo.checkout(oid, args.folder, progress=bar)
     if args.json:
@@ -172,8 +172,7 @@ def _refuse_a_no_op(repo: Repository, target: ObjectId, head: ObjectId | None) -
 
 
 def _run_remote_rollback(args: argparse.Namespace) -> int:
-    from peerhost_store.sync.leasing import remote_rollback
-    from peerhost_store.sync.remotes import connect_remote, holder_name, meta_dir, pick_remote
+    from peerhost_store.sync.remotes import connect_remote, meta_dir, pick_remote
     from peerhost_store.sync.transfer import pull
 
     from .reports import print_pull, pull_json, wire_json
@@ -189,12 +188,15 @@ def _run_remote_rollback(args: argparse.Namespace) -> int:
             previous = client.head().head
             if area is None:
                 _refuse_a_no_op(repo, target, previous)
-            new_head, lease = remote_rollback(client, target, fencing=fencing_of(args, base, remote),
-                                              holder=holder_name(), area=area)
+            # The owner needs no lease; a member, where the owner allows it, its own (never
+            # a short one taken for this: the owner decides who may roll back).
+            fencing = fencing_of(args, base, remote)
+            new_head = client.rollback(target, fencing, area=area)
             report = pull(repo, client, progress=bar)
             wire = wire_json(client)
     if args.json:
-        emit_json({"target": target.hex(), "session_head": new_head.hex(), "lease": lease,
+        emit_json({"target": target.hex(), "session_head": new_head.hex(),
+                   "lease": {"fencing": fencing},
                    "area": None if area is None else area.to_json(),
                    "previous_head": None if previous is None else previous.hex(),
                    "pull": pull_json(remote, report, wire)})

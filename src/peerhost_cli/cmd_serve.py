@@ -106,6 +106,15 @@ def _register_storage(sub: Subparsers, common: list[argparse.ArgumentParser]) ->
     p.add_argument("session")
     _server_options(p, "the session owner's")
     p.set_defaults(func=run_gc)
+    p = sub.add_parser("settings", parents=common,
+                       help="show or set who may roll the session back (setting it: owner "
+                            "token)")
+    p.add_argument("session")
+    p.add_argument("--rollback", choices=("owner", "lease"), default=None,
+                   help="owner: only the owner (the default); lease: also the member holding "
+                        "the lease")
+    _server_options(p, "a player's (the owner's to set it)")
+    p.set_defaults(func=run_settings)
 
 
 def _positive(value: str) -> int:
@@ -278,4 +287,21 @@ def run_gc(args: argparse.Namespace) -> int:
               f"{report['dropped_snapshots']}; deleted {report['deleted_objects']:,} objects "
               f"({report['freed_bytes']:,} bytes); stores {report['usage']:,} bytes",
               markup=False)
+    return 0
+
+
+def run_settings(args: argparse.Namespace) -> int:
+    from peerhost_store.sync.remotes import connect
+
+    url, token = _client_args(args)
+    with connect(url, args.session, token) as client:
+        if args.rollback is not None:
+            answer = client.set_settings(rollback=args.rollback)
+        else:
+            answer = client.settings()
+    if args.json:
+        emit_json(answer)
+        return 0
+    who = "its owner" if answer["rollback"] == "owner" else "its owner and the lease holder"
+    out.print(f"{args.session}: rollback by {who}", markup=False)
     return 0

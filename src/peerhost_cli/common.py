@@ -81,12 +81,13 @@ class UsageError(PeerhostError):
     """A command was given options that cannot work together, or is missing one (exit 2)."""
 
 
-def open_repo(args: argparse.Namespace) -> Repository:
+def open_repo(args: argparse.Namespace, *, readonly: bool | None = False) -> Repository:
     """The repository at ``-C``; ``--force`` (snapshot, restore, rollback) lets it work on a
-    world Minecraft has open."""
+    world Minecraft has open. ``readonly`` (log, verify, checkout; diff where it can write
+    nothing): see :meth:`~peerhost_store.repo.Repository.open`."""
     from peerhost_store.repo import Repository
 
-    repo = Repository.open(args.world, notify=notice)
+    repo = Repository.open(args.world, notify=notice, readonly=readonly)
     repo.check_world = not getattr(args, "force", False)
     return repo
 

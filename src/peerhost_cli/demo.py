@@ -18,7 +18,7 @@ from peerhost_store.diff import ChunkChange, summarize
 from peerhost_store.ids import ObjectId
 from peerhost_store.repo import Repository
 from peerhost_store.sync.credentials import Credentials
-from peerhost_store.sync.leasing import PUSH_TTL, push_with_lease, remote_rollback
+from peerhost_store.sync.leasing import PUSH_TTL, push_with_lease
 from peerhost_store.sync.remotes import (
     DEFAULT_REMOTE,
     Remote,
@@ -199,7 +199,7 @@ def _demo_sync(args: argparse.Namespace, base: Path, world_a: Path, first: Objec
 
         def roll_back() -> ObjectId:
             with connect_remote(remote_a) as client:
-                return remote_rollback(client, first, fencing=None, holder="peer-a")[0]
+                return client.rollback(first)  # A owns the session: no lease needed
 
         steps.run("remote rollback", roll_back,
                   lambda oid: f"owner A rolled the session back to {short(first)}: new head "

@@ -2,19 +2,24 @@
 
 Snapshot, restore, rollback and gc hold it, so gc never deletes the objects of a snapshot
 that another process is still writing, and two snapshots never race on one world.
+
+:class:`ByteLock` is the other kind: a lock on a file's first byte, of the sort LMDB holds
+on its lock file (POSIX record locks, Windows ``LockFile``), for a store's compaction to
+know that no other process has the store open.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from .errors import PeerhostError
 
-__all__ = ["FileLock", "Locked"]
+__all__ = ["ByteLock", "FileLock", "Locked"]
 
 
 class Locked(PeerhostError):
@@ -54,6 +59,48 @@ class FileLock:
             os.close(self._fd)
             self._fd = None
 
+    def wait(self, seconds: float) -> FileLock:
+        """Hold the lock, waiting up to ``seconds`` for its holder to let go (then
+        :class:`Locked`)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                return self.__enter__()
+            except Locked:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
+
+
+class ByteLock:
+    """An exclusive lock on the first byte of an existing file, taken without waiting.
+
+    LMDB holds a shared lock of this kind on its lock file (``lock.mdb``) for as long as a
+    process has the environment open, so taking it tells that no other process has. On
+    POSIX these are record locks (``fcntl``), which belong to the process, not to the file
+    descriptor: closing *any* descriptor of the file drops all of the process's locks on it,
+    LMDB's own included. Use it only while this process has the environment closed, and
+    close the environment again before :meth:`release`.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    @classmethod
+    def take(cls, path: Path) -> ByteLock | None:
+        """The lock, or None when another process holds a lock on that byte."""
+        fd = os.open(path, os.O_RDWR)
+        try:
+            _lock_byte(fd)
+        except OSError:
+            os.close(fd)
+            return None
+        return cls(fd)
+
+    def release(self) -> None:
+        _unlock_byte(self._fd)
+        os.close(self._fd)
+
 
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
@@ -66,6 +113,9 @@ if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
         os.lseek(fd, 0, os.SEEK_SET)
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
+    # LockFile on byte 0, which conflicts with the LockFileEx LMDB holds there.
+    _lock_byte, _unlock_byte = _lock, _unlock
+
 else:
     import fcntl
 
@@ -74,3 +124,10 @@ else:
 
     def _unlock(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
+
+    # fcntl record locks (F_SETLK), LMDB's kind; flock locks do not conflict with them.
+    def _lock_byte(fd: int) -> None:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+
+    def _unlock_byte(fd: int) -> None:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, 0)

@@ -45,16 +45,32 @@ def load_shallow(store: Store) -> set[ObjectId]:
 
 @dataclass
 class GcReport:
-    """What gc kept and deleted."""
+    """What gc kept and deleted (or, in a dry run, would delete), sizes in bytes.
+
+    Attributes:
+        kept_bytes, deleted_bytes: the stored size of the objects kept and deleted.
+        file_bytes_before, file_bytes_after: the store's file before gc and after its
+            compaction (None for a store without one).
+        compacted: the file was compacted; ``note`` says why not.
+    """
 
     kept_snapshots: int
     kept_objects: int
     deleted_objects: int
+    kept_bytes: int = 0
+    deleted_bytes: int = 0
+    dry_run: bool = False
+    file_bytes_before: int | None = None
+    file_bytes_after: int | None = None
+    compacted: bool = False
+    note: str = ""
 
 
 def collect_garbage(store: Store, retained: list[ObjectId], *,
-                    keep: Iterable[ObjectId] = (), pins: Pins | None = None) -> GcReport:
-    """Delete every object that the ``retained`` snapshots do not reach.
+                    keep: Iterable[ObjectId] = (), pins: Pins | None = None,
+                    dry_run: bool = False) -> GcReport:
+    """Delete every object that the ``retained`` snapshots do not reach (with ``dry_run``,
+    only say what that would delete).
 
     Snapshots whose parents are not retained become shallow. Stat cache entries that point at
     deleted objects are dropped, so a later snapshot never reuses a deleted object. Live pins
@@ -86,7 +102,15 @@ def collect_garbage(store: Store, retained: list[ObjectId], *,
     if not report.ok:
         raise DecodeError(f"gc stopped, the store has problems: {report.problems[0]}")
     protected = report.reachable | pins.ids.keys()
-    garbage = [oid for oid in store.objects.iter_ids() if oid not in protected]
+    every = list(store.objects.iter_ids())
+    sizes = dict(zip(every, store.objects.sizes(every), strict=True))
+    garbage = [oid for oid in every if oid not in protected]
+    deleted_bytes = sum(sizes[oid] or 0 for oid in garbage)
+    result = GcReport(len(retained), len(report.reachable), len(garbage),
+                      kept_bytes=sum(n or 0 for n in sizes.values()) - deleted_bytes,
+                      deleted_bytes=deleted_bytes, dry_run=dry_run)
+    if dry_run:
+        return result
     stale = {
         path: None
         for path, value in store.stats.load().items()
@@ -101,7 +125,7 @@ def collect_garbage(store: Store, retained: list[ObjectId], *,
             pins_at=pins.generation,
         )
     )
-    return GcReport(len(retained), len(report.reachable), len(garbage))
+    return result
 
 
 def _stat_reachable(value: bytes, reachable: set[ObjectId]) -> bool:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import heapq
 import os
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Protocol, Self
 
 from .area import (
     Area,
@@ -47,7 +48,8 @@ from .restore import (
 from .revspec import parse_revspec
 from .revspec import walk as walk_revspec
 from .scan import ScanResult, scan_world
-from .store import LmdbStore, PinsChanged, Store, Update
+from .store import LmdbStore, MemoryStore, Overlay, PinsChanged, Store, Update
+from .tree import ObjectLoader
 from .worldfs import STORE_DIR
 from .worldinfo import game_fields, mods_in, read_world_info
 from .worldlock import check_world_closed
@@ -67,8 +69,12 @@ __all__ = [
 HEAD = "main"
 
 
-#: Opens a repository's store in its folder (``WORLD/.peerhost/store``).
-OpenStore = Callable[[Path], Store]
+class OpenStore(Protocol):
+    """Opens a repository's store in its folder (``WORLD/.peerhost/store``), for reading
+    only with ``readonly`` (every write then fails, and nothing in the folder is created
+    or changed)."""
+
+    def __call__(self, path: Path, *, readonly: bool = False) -> Store: ...
 
 
 class NotARepository(NotFound):
@@ -122,10 +128,13 @@ class Repository:
     """A world folder and the store that keeps its snapshots (``WORLD/.peerhost``)."""
 
     def __init__(self, world: Path, store: Store, lock_path: Path,
-                 notify: Callable[[str], None] | None = None) -> None:
+                 notify: Callable[[str], None] | None = None, *, readonly: bool = False) -> None:
         self.world = world
         self.store = store
         self._lock_path = lock_path
+        #: The store was opened for reading only: :meth:`diff` scans the live world in
+        #: memory, and every command that writes fails.
+        self.readonly = readonly
         #: Told, one line at a time, what a command did beyond its own work (it finished an
         #: interrupted restore, or kept play made after one).
         self.notify: Callable[[str], None] = notify or (lambda _: None)
@@ -151,18 +160,24 @@ class Repository:
 
     @classmethod
     def open(cls, start: Path, *, notify: Callable[[str], None] | None = None,
-             open_store: OpenStore = LmdbStore) -> Repository:
+             open_store: OpenStore = LmdbStore, readonly: bool | None = False) -> Repository:
         """Open the store of the world at ``start`` or at its nearest parent that has one.
 
         Args:
             open_store: opens the store in the folder ``WORLD/.peerhost/store`` (default: an
                 :class:`~peerhost_store.store.LmdbStore` there).
+            readonly: open the store for reading only (``log``, ``diff``, ``verify``,
+                ``checkout``: nothing in it is created or changed); None: only when this
+                process cannot write its folder (a read-only mount, another user's world).
         """
         start = start.resolve()
         for folder in (start, *start.parents):
             if (folder / STORE_DIR / "store").is_dir():
                 base = folder / STORE_DIR
-                return cls(folder, open_store(base / "store"), base / "lock", notify)
+                if readonly is None:
+                    readonly = not _writable(base / "store")
+                return cls(folder, open_store(base / "store", readonly=readonly), base / "lock",
+                           notify, readonly=readonly)
         raise NotARepository(f"no PeerHost store in {start} or its parents (run 'phs init')")
 
     def close(self) -> None:
@@ -440,17 +455,31 @@ class Repository:
 
     # -- diff, checkout, restore, rollback ------------------------------------------------
 
-    def tree_of(self, snapshot: ObjectId | None) -> ObjectId:
-        """The root tree of a snapshot, or of the live world for None (scanned and stored)."""
-        if snapshot is None:
-            return self.scan().root
-        return self.read_snapshot(snapshot).root
-
     def diff(
         self, old: ObjectId | None, new: ObjectId | None, *, classify: bool = True
     ) -> Iterator[Change]:
-        """Changes from snapshot ``old`` to snapshot ``new`` (None: the live world)."""
-        return diff_worlds(self.store.objects, self.tree_of(old), self.tree_of(new), classify=classify)
+        """Changes from snapshot ``old`` to snapshot ``new`` (None: the live world, scanned
+        into the store, or in memory when it is read-only)."""
+        reader: ObjectLoader = self.store.objects
+        live = None
+        if old is None or new is None:
+            live, reader = self._scan_live()
+        old_tree, new_tree = (live if s is None else self.read_snapshot(s).root
+                              for s in (old, new))
+        return diff_worlds(reader, old_tree, new_tree, classify=classify)
+
+    def _scan_live(self) -> tuple[ObjectId, ObjectLoader]:
+        """The live world's root and what reads its tree. A writable store keeps the scan
+        (objects and stat cache, under the lock: the next snapshot reads less); a read-only
+        one is left alone, and what the stat cache did not cover (changed files) is held in
+        memory over it."""
+        if not self.readonly:
+            return self.scan().root, self.store.objects
+        scratch = MemoryStore()
+        writer = ObjectWriter(scratch)
+        result = scan_world(self.world, writer, self.store.stats.load())
+        scratch.apply(Update(hashed=writer.take()))
+        return result.root, Overlay(scratch.backend.data, self.store.objects)
 
     def checkout(self, snapshot: ObjectId, folder: Path, progress: Progress | None = None) -> RestoreResult:
         """Write a snapshot into ``folder``, which must be missing or empty."""
@@ -596,32 +625,46 @@ class Repository:
         return walk(self.store.objects, [oid for _, oid in self.store.refs.items()],
                     shallow=load_shallow(self.store), on_read=on_read)
 
-    def gc(self, keep_last: int | None = None) -> GcReport:
-        """Delete objects that no retained snapshot reaches.
+    def gc(self, keep_last: int | None = None, *, dry_run: bool = False) -> GcReport:
+        """Delete objects that no retained snapshot reaches, then compact the store's file
+        (:meth:`~peerhost_store.store.Store.compact`) so that it shrinks.
 
         Args:
             keep_last: keep only the newest N snapshots of each ref (None keeps all history).
+            dry_run: only report what would be deleted (objects and bytes).
         """
         if keep_last is not None and keep_last < 1:
             raise PeerhostError("gc keeps at least one snapshot")
         with self.lock():
-            for _ in range(GC_TRIES):
-                pins = self.store.load_pins()  # before the refs: see collect_garbage
-                retained: list[ObjectId] = []
-                for _, ref in self.store.refs.items():  # noqa: PERF102 - a list of pairs, no dict
-                    for i, (oid, _) in enumerate(self.log(ref)):
-                        if keep_last is not None and i >= keep_last:
-                            break
-                        if oid not in retained:
-                            retained.append(oid)
-                pending = self.pending_restore()
-                keep = [pending.source, pending.target] if pending else []
-                try:
-                    return collect_garbage(self.store, retained, keep=keep, pins=pins)
-                except PinsChanged:
-                    continue  # a pull pinned objects or moved its ref meanwhile
-            raise GcBusy(f"gc gave up after {GC_TRIES} walks: a pull kept changing what it "
-                         "protects; nothing was deleted; run gc again when it has finished")
+            measured = self.store.compact(dry_run=True)
+            report = self._collect(keep_last, dry_run)
+            done = self.store.compact(dry_run=dry_run)
+            if measured is None or done is None:
+                return report
+            return dataclasses.replace(report, file_bytes_before=measured.before,
+                                       file_bytes_after=done.after, compacted=done.done,
+                                       note=done.note)
+
+    def _collect(self, keep_last: int | None, dry_run: bool) -> GcReport:
+        """gc's deletion (under the lock), walked again while a pull keeps changing pins."""
+        for _ in range(GC_TRIES):
+            pins = self.store.load_pins()  # before the refs: see collect_garbage
+            retained: list[ObjectId] = []
+            for _, ref in self.store.refs.items():  # noqa: PERF102 - a list of pairs, no dict
+                for i, (oid, _) in enumerate(self.log(ref)):
+                    if keep_last is not None and i >= keep_last:
+                        break
+                    if oid not in retained:
+                        retained.append(oid)
+            pending = self.pending_restore()
+            keep = [pending.source, pending.target] if pending else []
+            try:
+                return collect_garbage(self.store, retained, keep=keep, pins=pins,
+                                       dry_run=dry_run)
+            except PinsChanged:
+                continue  # a pull pinned objects or moved its ref meanwhile
+        raise GcBusy(f"gc gave up after {GC_TRIES} walks: a pull kept changing what it "
+                     "protects; nothing was deleted; run gc again when it has finished")
 
 
 def _author() -> str:
@@ -629,3 +672,11 @@ def _author() -> str:
         return os.environ.get("PHS_AUTHOR") or getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+def _writable(folder: Path) -> bool:
+    """Whether this process may write ``folder`` and the files in it (false on a read-only
+    file system, whoever we are)."""
+    effective = os.access in os.supports_effective_ids
+    return all(os.access(p, os.W_OK, effective_ids=effective)
+               for p in (folder, *(f for f in folder.iterdir() if f.is_file())))

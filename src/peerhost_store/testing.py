@@ -74,6 +74,12 @@ class ObjectStoreTests:
         assert objects.missing([a, b]) == [a]
         assert sorted(objects.iter_ids()) == [b]
 
+    def test_sizes_without_reading(self, objects: ObjectStore) -> None:
+        (a, da), (b, db) = _blob(b"a"), _blob(b"bbbb" * 1000)
+        objects.put_many([(a, da), (b, db)])
+        assert objects.sizes([b, hash_bytes(b"absent"), a]) == [len(db), None, len(da)]
+        assert objects.sizes([]) == []
+
     def test_different_bytes_replace_stored_ones(self, objects: ObjectStore) -> None:
         # What repair relies on: good bytes written over bytes that were damaged.
         a, good = _blob(b"good")

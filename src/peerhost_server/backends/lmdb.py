@@ -49,7 +49,7 @@ from ..domain.errors import (
     NoSession,
     SessionExists,
 )
-from ..domain.protocols import LeaseWork, SessionInfo, Usage, WouldBlock
+from ..domain.protocols import LeaseWork, SessionInfo, SessionSettings, Usage, WouldBlock
 from ..leases import SessionLease
 from ..limits import Limits
 
@@ -149,7 +149,7 @@ def _token(new: NewToken, role: str, session: str | None, member: str) -> dict[s
 
 class LmdbDirectory:
     """Session records ``session/<name>`` (``{name, created, owner, members: {name: token
-    id}}``), the list ``sessions``, the admin's token id ``admin`` and ``token/<id>`` records
+    id}, settings}``), the list ``sessions``, the admin's token id ``admin`` and ``token/<id>`` records
     (``{digest, role, session, member}``)."""
 
     def __init__(self, db: _Db) -> None:
@@ -188,7 +188,8 @@ class LmdbDirectory:
         record = self._db.get(f"session/{name}")
         if record is None:
             return None
-        return SessionInfo(record["name"], record["created"], tuple(record["members"]))
+        return SessionInfo(record["name"], record["created"], tuple(record["members"]),
+                           SessionSettings(**record.get("settings", {})))
 
     def session_names(self) -> list[str]:
         return list(self._db.get("sessions") or [])
@@ -212,6 +213,12 @@ class LmdbDirectory:
             record["members"][name] = token.token_id
             self._db.put({f"session/{session}": record,
                           f"token/{token.token_id}": _token(token, MEMBER, session, name)})
+
+    def set_settings(self, session: str, settings: SessionSettings) -> None:
+        with self.lock:
+            record = self._record(session)
+            record["settings"] = asdict(settings)
+            self._db.put({f"session/{session}": record})
 
     def _record(self, session: str) -> dict[str, Any]:
         record = self._db.get(f"session/{session}")

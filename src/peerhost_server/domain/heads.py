@@ -24,7 +24,7 @@ from peerhost_store.objects import Snapshot, decode, encode_snapshot
 from peerhost_store.worldfs import UnsafePath
 
 from ..auth import OWNER, Identity
-from . import leasing
+from . import leasing, sessions
 from .coordinator import Coordinator
 from .errors import (
     AreaRefused,
@@ -133,14 +133,15 @@ def rollback(coord: Coordinator, session: str, who: Identity, target: ObjectId,
     old head. With ``area``, its tree is the head's except that area, which comes from
     ``target`` (tree surgery: the cost of the area), and the lease holder is asked to sync
     (it must take the change before its server saves over it). Nothing is deleted. The owner
-    may do it without a lease (recovery).
+    may do it without a lease (recovery); a member only where the owner allows the lease holder
+    (:class:`SessionSettings` ``rollback``), with its current fencing token.
 
     Raises:
         Forbidden, Fenced, HeadMoved, NoSnapshot, NotASnapshot, Incomplete, RefusedTree,
         AreaRefused, NothingToRollBack.
     """
-    if fencing is None and who.role != OWNER:
-        raise Forbidden("rollback needs the owner token or the lease's fencing token")
+    if who.role != OWNER:
+        check_rollback_allowed(coord, session, fencing)
     store = coord.store(session)
     leases = coord.backends.leases
     with leases.head_lock(session):
@@ -203,6 +204,23 @@ def _graft_area(coord: Coordinator, session: str, head: ObjectId | None, source:
     if root == current.root:
         raise NothingToRollBack(area.describe(), target)
     return root, list(made.items())
+
+
+def check_rollback_allowed(coord: Coordinator, session: str, fencing: int | None) -> None:
+    """Refuse a member's rollback unless the session lets the lease holder roll back and
+    the member gave a fencing token (whose lease :func:`rollback` then checks).
+
+    Raises:
+        Forbidden.
+    """
+    allowed = sessions.settings(coord, session).rollback == "lease"
+    if not allowed:
+        raise Forbidden(f"only the owner of session {session} may roll it back (the owner "
+                        "can let the lease holder do it: phs session settings "
+                        f"{session} --rollback lease)")
+    if fencing is None:
+        raise Forbidden(f"rolling back session {session} needs the owner's token or the "
+                        "lease: take it first (phs lock acquire)")
 
 
 def log(coord: Coordinator, session: str, limit: int) -> list[dict[str, Any]]:

@@ -42,14 +42,31 @@ class WouldBlock(Exception):
     or writing; nothing was changed, so run it again the slow way, in a worker thread."""
 
 
+#: Who may roll a session's head back: ``owner``, its owner alone (the default), or
+#: ``lease``, also the member holding the lease (with its current fencing token).
+ROLLBACK_BY = ("owner", "lease")
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """What a session's owner decides for it.
+
+    Attributes:
+        rollback: who may roll the head back, one of :data:`ROLLBACK_BY`.
+    """
+
+    rollback: str = "owner"
+
+
 @dataclass(frozen=True)
 class SessionInfo:
-    """A session's record: its name, when it was created (wall-clock seconds) and its
-    members' names (the owner is not one of them)."""
+    """A session's record: its name, when it was created (wall-clock seconds), its
+    members' names (the owner is not one of them) and its owner's settings."""
 
     name: str
     created: int
     members: tuple[str, ...]
+    settings: SessionSettings = SessionSettings()
 
 
 class Directory(Protocol):
@@ -77,6 +94,10 @@ class Directory(Protocol):
 
     def add_member(self, session: str, name: str, token: NewToken) -> None:
         """Raises: NoSession, MemberExists."""
+        ...
+
+    def set_settings(self, session: str, settings: SessionSettings) -> None:
+        """Raises: NoSession."""
         ...
 
 

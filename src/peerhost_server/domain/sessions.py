@@ -7,8 +7,8 @@ from typing import Any
 
 from ..auth import OWNER, mint_token, valid_name
 from .coordinator import Coordinator
-from .errors import BadName, MemberExists
-from .protocols import SessionInfo
+from .errors import BadName, MemberExists, NoSession
+from .protocols import SessionInfo, SessionSettings
 
 
 def require_name(value: object, what: str) -> str:
@@ -57,6 +57,28 @@ def remove_member(coord: Coordinator, session: str, name: str) -> None:
     with coord.backends.leases.work(session) as work:
         work.revoke(name)
         work.state.drop_member(work.now, name)
+
+
+def settings(coord: Coordinator, session: str) -> SessionSettings:
+    """The owner's settings of a session.
+
+    Raises:
+        NoSession.
+    """
+    info = coord.backends.directory.session(session)
+    if info is None:
+        raise NoSession(session)
+    return info.settings
+
+
+def set_settings(coord: Coordinator, session: str, new: SessionSettings) -> SessionSettings:
+    """Replace a session's settings (the route checks the values); return them.
+
+    Raises:
+        NoSession.
+    """
+    coord.backends.directory.set_settings(session, new)
+    return new
 
 
 def list_sessions(coord: Coordinator) -> list[SessionInfo]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from ..errors import StoreError
 from ._base import (
+    Compaction,
     MetaStore,
     ObjectStore,
     Overlay,
@@ -41,11 +42,12 @@ from ._base import (
     Verified,
 )
 from ._composed import Composed
-from ._lmdb import PACK_MIN, LmdbStore
+from ._lmdb import PACK_MIN, LmdbStore, ReadOnlyStore
 from ._memory import MemoryObjects, MemoryStore
 
 __all__ = [
     "PACK_MIN",
+    "Compaction",
     "Composed",
     "LmdbStore",
     "MemoryObjects",
@@ -55,6 +57,7 @@ __all__ = [
     "Overlay",
     "Pins",
     "PinsChanged",
+    "ReadOnlyStore",
     "RefConflict",
     "RefStore",
     "StatCache",

@@ -37,6 +37,17 @@ class Pins:
     stale: list[str]
 
 
+@dataclass(frozen=True)
+class Compaction:
+    """What :meth:`Store.compact` did: the store's file size before and after (bytes), and
+    when it did not compact, why (``note``)."""
+
+    before: int
+    after: int
+    done: bool
+    note: str = ""
+
+
 class RefConflict(PeerhostError):
     """A compare-and-swap on a ref lost: the ref did not hold the expected value."""
 
@@ -77,6 +88,11 @@ class ObjectStore(Protocol):
 
     def iter_ids(self) -> Iterator[ObjectId]:
         """Every stored id."""
+        ...
+
+    def sizes(self, oids: Sequence[ObjectId]) -> list[int | None]:
+        """Each id's stored size in bytes (None when absent), without reading the bytes
+        where the backend can (restic's Stat)."""
         ...
 
 
@@ -194,6 +210,12 @@ class Store(Protocol):
 
     def load_pins(self) -> Pins: ...
 
+    def compact(self, *, dry_run: bool = False) -> Compaction | None:
+        """Give back to the file system the room that deleted data left (gc calls it), when
+        enough of it is free and nothing else has the store open; with ``dry_run`` only
+        measure. None: the backend keeps no such room (memory)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -254,6 +276,10 @@ class Verified:
 
     def iter_ids(self) -> Iterator[ObjectId]:
         return self.backend.iter_ids()
+
+    def sizes(self, oids: Sequence[ObjectId]) -> list[int | None]:
+        """Each id's stored size (None when absent), unchecked: for reports."""
+        return self.backend.sizes(oids)
 
 
 class Overlay:

@@ -4,7 +4,17 @@ files, a bucket) and whose refs, stat cache, meta and pins live in a state store
 from __future__ import annotations
 
 from ..errors import ObjectMissing
-from ._base import MetaStore, ObjectStore, Pins, RefStore, StatCache, Store, Update, Verified
+from ._base import (
+    Compaction,
+    MetaStore,
+    ObjectStore,
+    Pins,
+    RefStore,
+    StatCache,
+    Store,
+    Update,
+    Verified,
+)
 
 
 class Composed:
@@ -68,6 +78,10 @@ class Composed:
 
     def load_pins(self) -> Pins:
         return self.state.load_pins()
+
+    def compact(self, *, dry_run: bool = False) -> Compaction | None:
+        # The state store's file; an object backend manages its own room (files, a bucket).
+        return self.state.compact(dry_run=dry_run)
 
     def close(self) -> None:
         self.state.close()

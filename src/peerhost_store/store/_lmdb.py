@@ -42,8 +42,8 @@ import lmdb
 
 from ..errors import ObjectMissing, StoreDamaged, StoreError
 from ..ids import ObjectId
-from ..lock import FileLock, Locked
-from ._base import Pins, PinsChanged, RefConflict, Update, Verified
+from ..lock import ByteLock, FileLock, Locked
+from ._base import Compaction, Pins, PinsChanged, RefConflict, Update, Verified
 
 T = TypeVar("T")
 
@@ -66,52 +66,104 @@ _STAGED = struct.Struct(">32sII")
 _LOCATION = struct.Struct(">QII")
 #: ``packlive`` values: objects and bytes of the pack still indexed.
 _LIVE = struct.Struct(">IQ")
+#: The databases of the environment. Pins' keys: pin name, "/", object id; their values
+#: b"\x01" for a tree node, b"\x00" otherwise.
+DATABASES = (b"objects", b"refs", b"stats", b"meta", b"pins", b"packed", b"packs", b"packlive",
+             b"staged")
 #: What LMDB raises when its file's pages do not hold what they should.
 DAMAGE = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError, lmdb.BadDbiError,
           lmdb.BadValsizeError, lmdb.PageFullError, lmdb.VersionMismatchError)
 
 
+class ReadOnlyStore(StoreError):
+    """A write was asked of a store opened read-only; nothing was written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(f"the store at {path} is open read-only; nothing was written")
+
+
 class LmdbStore:
-    """A :class:`~peerhost_store.store.Store` in an LMDB environment folder: objects, refs,
-    stat cache, meta and pins in five databases of one environment, each :meth:`apply` one
-    transaction."""
+    """A :class:`~peerhost_store.store.Store` in an LMDB environment folder: objects (indexed
+    or packed), refs, stat cache, meta and pins in the databases of one environment, each
+    :meth:`apply` one transaction.
+
+    Args:
+        readonly: open it for reading only: nothing in the folder is created, and every
+            write raises :class:`ReadOnlyStore`. Where LMDB's lock file can be written, the
+            reader registers in it as usual, so writers in other processes never reuse
+            pages it reads. Where it cannot (a read-only mount, a folder of another user),
+            the store is read without it (LMDB's ``lock=False``): then a writer elsewhere
+            (through another mount) could reuse pages under a long read, which reads would
+            see as damaged or corrupt objects (every object is re-hashed on read), never as
+            good data.
+        map_size: the initial size of the memory map (default: from the file's size).
+        pack_min: objects at least this long are packed; None packs nothing (the layout of
+            stores written before packing, which tests use to make one).
+    """
 
     def __init__(self, path: Path | str, *, map_size: int | None = None,
-                 pack_min: int | None = PACK_MIN) -> None:
-        """Open (or create) the store in the folder ``path``.
-
-        Args:
-            map_size: the initial size of the memory map (default: from the file's size).
-            pack_min: objects at least this long are packed; None packs nothing (the layout
-                of stores written before packing, which tests use to make one).
-        """
+                 pack_min: int | None = PACK_MIN, readonly: bool = False) -> None:
         self.path = Path(path)
         self.pack_min = pack_min
+        self.readonly = readonly
+        self._map_size = map_size
+        self._lock = threading.Lock()  # one write transaction at a time
+        self._gate = _ResizeGate()
+        #: Pins this handle owns, each with the lock on its file that says its owner lives.
+        self._pin_locks: dict[str, FileLock] = {}
+        self._open()
+        self._key = os.path.realpath(self.path)
+        with _HANDLES_LOCK:
+            _HANDLES[self._key] = _HANDLES.get(self._key, 0) + 1
+        self._closed = False
+        self.backend = _Objects(self)
+        self._verified = Verified(self.backend, f"store {self.path}")
+        self._views = (_Refs(self), _Stats(self), _Meta(self))
+
+    def _open(self, *, gated: bool = True) -> None:
+        """Open the environment and its databases (``_env``, ``_objects``, ...), holding the
+        store's gate while LMDB opens it unless the caller holds it (see :meth:`compact`)."""
+        readonly = self.readonly
+        gate: FileLock | None = None
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            if not readonly:
+                self.path.mkdir(parents=True, exist_ok=True)
             data_file = self.path / "data.mdb"
             on_disk = data_file.stat().st_size if data_file.exists() else 0
-            size = map_size or max(MIN_MAP_SIZE, _round_up(2 * on_disk))
-            _back_lock_file(self.path / "lock.mdb")
-            self._env = lmdb.open(
-                str(self.path), map_size=size, max_dbs=9, subdir=True, sync=True, metasync=True
-            )
+            size = self._map_size or max(MIN_MAP_SIZE, _round_up(2 * on_disk))
+            locking = not readonly or _writable(self.path / "lock.mdb")
+            if locking:
+                _back_lock_file(self.path / "lock.mdb")
+                # Never wait inside LMDB's own open while a compaction swaps the file: a
+                # waiter there would read LMDB's lock file as it was before the swap.
+                gate = _enter_gate(self.path, readonly) if gated else None
+            self._env = lmdb.open(str(self.path), map_size=size, max_dbs=len(DATABASES),
+                                  subdir=True, sync=True, metasync=True, readonly=readonly,
+                                  lock=locking, create=not readonly)
         except DAMAGE as exc:
             raise StoreDamaged(self.path, str(exc)) from exc
         except (OSError, lmdb.Error) as exc:
-            raise StoreError(_describe(self.path, exc, f"cannot open the store at {self.path}")
-                             ) from exc
+            what = f"cannot open the store at {self.path}"
+            if not readonly and getattr(exc, "errno", None) in (errno.EROFS, errno.EACCES):
+                what += (" for writing (phs log, diff, verify and checkout still work: they "
+                         "open it read-only)")
+            raise StoreError(_describe(self.path, exc, what)) from exc
+        finally:
+            if gate is not None:
+                gate.__exit__(None, None, None)
+        name = b""
         try:
-            self._objects = self._env.open_db(b"objects")  # a write, on a new store
-            self._refs = self._env.open_db(b"refs")
-            self._stats = self._env.open_db(b"stats")
-            self._meta = self._env.open_db(b"meta")
-            # Keys: pin name, "/", object id; value b"\x01" for a tree node, b"\x00" otherwise.
-            self._pins = self._env.open_db(b"pins")
-            self._packed = self._env.open_db(b"packed")
-            self._packs = self._env.open_db(b"packs")
-            self._packlive = self._env.open_db(b"packlive")
-            self._staged = self._env.open_db(b"staged")
+            dbs = []
+            for name in DATABASES:  # a write on a new store; read-only, each must be there
+                dbs.append(self._env.open_db(name, create=not readonly))
+            (self._objects, self._refs, self._stats, self._meta, self._pins, self._packed, self._packs,
+             self._packlive, self._staged) = dbs
+        except lmdb.NotFoundError as exc:
+            self._env.close()
+            raise StoreError(f"the store at {self.path} has no {name.decode()!r} table: an "
+                             "older phs made it (open it once where it can be written, with "
+                             "phs snapshot), or it is damaged") from exc
         except lmdb.Error as exc:
             self._env.close()
             if isinstance(exc, DAMAGE) or not _is_disk_full(self.path, exc):
@@ -120,13 +172,6 @@ class LmdbStore:
             raise StoreError(_describe(self.path, exc, f"cannot open the store at {self.path}")
                              ) from exc
         self._size = on_disk
-        self._lock = threading.Lock()  # one write transaction at a time
-        self._gate = _ResizeGate()
-        #: Pins this handle owns, each with the lock on its file that says its owner lives.
-        self._pin_locks: dict[str, FileLock] = {}
-        self.backend = _Objects(self)
-        self._verified = Verified(self.backend, f"store {self.path}")
-        self._views = (_Refs(self), _Stats(self), _Meta(self))
 
     @property
     def objects(self) -> Verified:
@@ -253,6 +298,8 @@ class LmdbStore:
     # -- writes -------------------------------------------------------------------------
 
     def apply(self, update: Update) -> int:
+        if self.readonly:
+            raise ReadOnlyStore(self.path)
         # Hash outside the transaction: the write lock is held only for the puts.
         objects = update.all_objects()
         with self._lock:
@@ -358,6 +405,8 @@ class LmdbStore:
     # -- pins -----------------------------------------------------------------------------
 
     def new_pin(self) -> str:
+        if self.readonly:
+            raise ReadOnlyStore(self.path)
         name = uuid.uuid4().hex
         lock = FileLock(self._pin_file(name))
         try:
@@ -442,11 +491,87 @@ class LmdbStore:
         """Bytes the store's data file takes."""
         return (self.path / "data.mdb").stat().st_size
 
+    # -- compaction -----------------------------------------------------------------------
+
+    def live_bytes(self) -> int:
+        """What a compacted copy of the file would take: the pages of every database and
+        the two meta pages (free pages, and the free list itself, are not copied)."""
+        def run(txn: lmdb.Transaction) -> int:
+            stats = [self._env.stat()] + [txn.stat(db) for db in self._dbs()]
+            pages = sum(st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+                        for st in stats)
+            return (pages + 2) * int(stats[0]["psize"])
+
+        return self._read(run)
+
+    def _dbs(self) -> tuple[lmdb._Database, ...]:
+        return (self._objects, self._refs, self._stats, self._meta, self._pins, self._packed,
+                self._packs, self._packlive, self._staged)
+
+    def compact(self, *, dry_run: bool = False) -> Compaction:
+        """Copy the environment without its free pages and swap the copy in (LMDB's file
+        never shrinks by itself), when at least :data:`COMPACT_FREE` of the file is free.
+
+        Only while no other process has the store open (LMDB's lock on its lock file says
+        so) and no other handle in this one; otherwise nothing changes and ``note`` says
+        why. Call it under the world's lock (gc does). What a kill -9 at any moment leaves:
+        the old file untouched, or the complete, fsynced copy in its place (``os.replace``
+        of a file in the same folder); a half-written copy (``compact.tmp``) is removed by
+        the next compaction. Other ``LmdbStore`` handles opening meanwhile wait at the
+        store's gate (``open.lock``) until LMDB's lock file describes the new file.
+        """
+        before = self.disk_usage()
+        if dry_run or self.readonly:
+            return Compaction(before, before, False, "dry run" if dry_run else "read-only")
+        free = before - self.live_bytes()
+        with self._lock, self._gate.exclusive():  # no transaction of ours meanwhile
+            try:
+                gate = FileLock(self.path / GATE).wait(OPEN_WAIT)
+            except Locked:
+                return Compaction(before, before, False, "another process is opening it")
+            try:
+                (self.path / COMPACT_TMP).unlink(missing_ok=True)  # a killed one's
+                with _HANDLES_LOCK:
+                    others = _HANDLES.get(self._key, 0) > 1
+                if free < before * COMPACT_FREE:
+                    return Compaction(before, before, False,
+                                      f"{free} of {before} bytes free: not worth a copy")
+                if others:
+                    return Compaction(before, before, False, "open elsewhere in this process")
+                return self._swap_in_compacted(before)
+            finally:
+                gate.__exit__(None, None, None)
+
+    def _swap_in_compacted(self, before: int) -> Compaction:
+        """:meth:`compact` once the gate is held: the steps, in order."""
+        self._env.close()  # on POSIX this also drops our process's lock on lock.mdb
+        lock = ByteLock.take(self.path / "lock.mdb")
+        if lock is None:
+            self._open(gated=False)
+            return Compaction(before, before, False, "the store is open in another process")
+        tmp = self.path / COMPACT_TMP
+        try:
+            _write_compacted(self.path, tmp)
+            os.replace(tmp, self.path / "data.mdb")  # the one step: old file, or new
+        except (OSError, lmdb.Error, StoreError) as exc:
+            tmp.unlink(missing_ok=True)
+            lock.release()
+            self._open(gated=False)
+            return Compaction(before, before, False, f"not compacted: {exc}")
+        _sync_folder(self.path)
+        _reinit_lock_file(self, lock)
+        self._size = after = self.disk_usage()
+        return Compaction(before, after, True)
+
     def close(self) -> None:
         for lock in self._pin_locks.values():
             lock.__exit__(None, None, None)  # what it pinned is stale from now on
         self._pin_locks.clear()
         self._env.close()
+        if not self._closed:
+            self._closed = True
+            with _HANDLES_LOCK:
+                _HANDLES[self._key] -= 1
 
     def __enter__(self) -> Self:
         return self
@@ -487,6 +612,23 @@ class _Objects:
         inline, packed = store._read(lambda txn: (keys(txn, store._objects),
                                                   keys(txn, store._packed)))
         return heapq.merge(inline, packed)
+
+    def sizes(self, oids: Sequence[ObjectId]) -> list[int | None]:
+        store = self._store
+
+        def run(txn: lmdb.Transaction) -> list[int | None]:
+            out: list[int | None] = []
+            for oid in oids:
+                where = txn.get(oid, db=store._packed)
+                if where is not None:  # a packed object: its index entry has its length
+                    out.append(store._location(where)[2])
+                    continue
+                # A view of the map: its length is known without touching its pages.
+                value = txn.get(oid, db=store._objects)
+                out.append(None if value is None else len(value))
+            return out
+
+        return store._read(run)
 
 
 class _Refs:
@@ -696,6 +838,100 @@ class _ResizeGate:
                 self._cond.notify_all()
 
 
+#: The gate: held while LMDB opens the environment, and by a compaction throughout.
+GATE = "open.lock"
+#: How long an open waits for a compaction (a copy of the live data) to finish.
+OPEN_WAIT = 600.0
+#: The compacted copy, written beside ``data.mdb`` before it replaces it.
+COMPACT_TMP = "compact.tmp"
+#: A compaction is worth its copy once this share of the file is free.
+COMPACT_FREE = 1 / 8
+#: Open handles in this process, by real path of the store folder: a compaction swaps the
+#: file only under the one handle (LMDB: never open one environment twice in a process).
+_HANDLES: dict[str, int] = {}
+_HANDLES_LOCK = threading.Lock()
+
+
+def _enter_gate(folder: Path, readonly: bool) -> FileLock | None:
+    try:
+        return FileLock(folder / GATE).wait(OPEN_WAIT)
+    except OSError:
+        if readonly:
+            return None  # lock.mdb is writable but the folder is not: nothing to gate
+        raise
+
+
+def _write_compacted(folder: Path, tmp: Path) -> None:
+    """Write a compacted copy of the environment in ``folder`` to ``tmp`` and fsync it,
+    then check it holds what the original holds. Call only while no process has the
+    environment open (it is read without LMDB's lock file, which stays untouched)."""
+    size = max(MIN_MAP_SIZE, _round_up((folder / "data.mdb").stat().st_size))
+    src = lmdb.open(str(folder), map_size=size, max_dbs=len(DATABASES), subdir=True,
+                    readonly=True, lock=False)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0),
+                     0o644)
+        try:
+            src.copyfd(fd, compact=True)  # one read transaction: a consistent copy
+            os.fsync(fd)  # LMDB does not: the copy must be on disk before it is swapped in
+        finally:
+            os.close(fd)
+        copy = lmdb.open(str(tmp), map_size=size, max_dbs=len(DATABASES), subdir=False,
+                         readonly=True, lock=False)
+        try:
+            if _entries(copy) != _entries(src):
+                raise StoreError(f"the compacted copy of {folder} does not hold what the "
+                                 "store holds")
+        finally:
+            copy.close()
+    finally:
+        src.close()
+
+
+def _entries(env: lmdb.Environment) -> list[int]:
+    """The entry count of the main database and of each of ours."""
+    with env.begin() as txn:
+        return [env.stat()["entries"]] + [
+            txn.stat(env.open_db(name, txn=txn, create=False))["entries"] for name in DATABASES]
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; Windows cannot open a folder, and its
+    renames are on disk when they return)."""
+    if os.name == "nt":  # pragma: no cover - exercised on Windows only
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # the rename is done; only its durability across a power cut is at stake
+
+
+def _reinit_lock_file(store: LmdbStore, lock: ByteLock) -> None:
+    """Make LMDB's lock file describe the swapped-in file before any other process reads it,
+    then reopen ``store``. The lock file records the last transaction id, from which
+    readers and writers pick a meta page: one that still held the old file's would pick the
+    compacted copy's empty one. LMDB rewrites it when it opens the environment first and
+    alone; holding ``lock``, this process's first open is exactly that (POSIX locks are the
+    process's, so LMDB's own lock attempt succeeds). Closing that environment drops every
+    lock this process has on the file (POSIX), so it is closed before ``lock`` is released,
+    and opened again for good after. Windows locks are per handle: there LMDB would wait for
+    ``lock`` forever, so it is released first and the reopen follows at once (a process of
+    another program waiting in LMDB's open at that moment could slip in; ours wait at the
+    gate)."""
+    if os.name == "nt":  # pragma: no cover - exercised on Windows only
+        lock.release()
+        store._open(gated=False)
+        return
+    store._open(gated=False)
+    store._env.close()
+    lock.release()
+    store._open(gated=False)
+
+
 def _generation(raw: bytes | memoryview | None) -> int:
     return 0 if raw is None else int.from_bytes(raw, "big")
 
@@ -731,6 +967,13 @@ def _back_lock_file(path: Path) -> None:
         fallocate(fd, 0, max(LOCK_FILE_BYTES, os.fstat(fd).st_size))
     finally:
         os.close(fd)
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process may write ``path`` (or create it, if it does not exist): false on
+    a read-only file system whoever we are, and for files of others."""
+    target = path if path.exists() else path.parent
+    return os.access(target, os.W_OK, effective_ids=os.access in os.supports_effective_ids)
 
 
 def _is_disk_full(path: Path, exc: lmdb.Error | OSError) -> bool:

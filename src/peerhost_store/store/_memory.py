@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from ..errors import ObjectMissing
 from ..ids import ObjectId
-from ._base import Pins, PinsChanged, RefConflict, Update, Verified
+from ._base import Compaction, Pins, PinsChanged, RefConflict, Update, Verified
 
 
 class MemoryObjects:
@@ -46,6 +46,9 @@ class MemoryObjects:
 
     def iter_ids(self) -> Iterator[ObjectId]:
         return iter(list(self.data))
+
+    def sizes(self, oids: Sequence[ObjectId]) -> list[int | None]:
+        return [None if (data := self.data.get(oid)) is None else len(data) for oid in oids]
 
 
 class MemoryStore:
@@ -135,6 +138,9 @@ class MemoryStore:
                     ids[oid] = ids.get(oid, False) or node
             stale = sorted(self.pins.keys() - self.live_pins)
             return Pins(self.pin_generation, ids, stale)
+
+    def compact(self, *, dry_run: bool = False) -> Compaction | None:
+        return None  # dicts keep no freed room
 
     def close(self) -> None:
         pass

@@ -589,6 +589,14 @@ class CoordinatorClient:
         """Run the coordinator's gc of this session now (owner); returns its report."""
         return self._json("POST", self._path("gc"), {})
 
+    def settings(self) -> dict[str, Any]:
+        """The session's settings: ``rollback`` (who may roll back: ``owner`` or ``lease``)."""
+        return self._json("GET", self._path("settings"))
+
+    def set_settings(self, *, rollback: str) -> dict[str, Any]:
+        """Set the session's settings (owner); returns them."""
+        return self._json("PUT", self._path("settings"), {"rollback": rollback})
+
     def log(self, limit: int = 100) -> list[dict[str, Any]]:
         """The last head moves, oldest first."""
         answer = self._json("GET", self._path("log"), params={"limit": str(limit)})

@@ -1,5 +1,5 @@
-"""Working under a session's lease: pushing with it, rolling the session back, taking it for a
-world, ending what a killed push left behind.
+"""Working under a session's lease: pushing with it, taking it for a world, ending what a
+killed push left behind.
 
 A push needs the current fencing token. A caller that holds the lease (``phs lock acquire``
 remembered it, or a host keeps it) passes its token or its :class:`~.keeper.LeaseKeeper`;
@@ -18,11 +18,9 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from ..area import Area
 from ..errors import PeerhostError
-from ..ids import ObjectId
 from ..repo import Repository
-from .client import CoordinatorClient, CoordinatorError, Forbidden, Lease, LeaseHeld, LeaseLost
+from .client import CoordinatorClient, CoordinatorError, Lease, LeaseHeld, LeaseLost
 from .keeper import LeaseKeeper
 from .remotes import Remote, load_lease, save_lease
 from .transfer import Progress, PushReport, push
@@ -38,7 +36,6 @@ __all__ = [
     "lease_lost",
     "push_with_lease",
     "remembered_fencing",
-    "remote_rollback",
 ]
 
 #: The lease a push takes when nobody holds one; renewed while the push runs.
@@ -176,32 +173,6 @@ def end_killed_push(client: CoordinatorClient, base: Path, remote: Remote) -> No
         with suppress(LeaseLost):
             client.release(fencing)
     save_lease(base, remote, None)
-
-
-def remote_rollback(client: CoordinatorClient, target: ObjectId, *, fencing: int | None,
-                    holder: str, area: Area | None = None) -> tuple[ObjectId, dict[str, Any]]:
-    """Roll the session back to ``target`` (only ``area`` of it, if given) with the caller's
-    lease, as owner, or (a member without a lease, nobody hosting) with a short lease of its
-    own.
-
-    Returns the new session head and how the lease was had (``fencing``, ``temporary``).
-    """
-    if fencing is not None:
-        return client.rollback(target, fencing, area=area), {"fencing": fencing,
-                                                             "temporary": False}
-    try:
-        return client.rollback(target, area=area), {"fencing": None, "temporary": False}
-    except Forbidden as exc:
-        current = client.lease_status().lease
-        if current is not None:
-            raise lease_held(current) from exc
-    lease = client.acquire(holder, PUSH_TTL)
-    try:
-        return client.rollback(target, lease.fencing, area=area), {"fencing": lease.fencing,
-                                                                   "temporary": True}
-    finally:
-        with suppress(CoordinatorError):
-            client.release(lease.fencing)
 
 
 class HeldElsewhere(PeerhostError):
