@@ -351,7 +351,8 @@ class MemoryBackends:
         return Usage(used, used)
 
 
-def _open_memory(data_dir: Path, *, clock: Callable[[], float], limits: Limits) -> Backends:
+def _open_memory(data_dir: Path, *, clock: Callable[[], float], limits: Limits,
+                 url: str = "lmdb:") -> Backends:
     return MemoryBackends(data_dir, clock=clock, limits=limits)
 
 

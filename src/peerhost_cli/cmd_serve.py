@@ -50,6 +50,12 @@ def register(commands: Subparsers, parents: Parents) -> None:
     p.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
                    help="change a limit: quota_bytes=4GiB, tree.max_entries=500000, "
                         "gc_grace=86400, ... (docs/operations.md)")
+    p.add_argument("--db", default="lmdb:", metavar="URL",
+                   help="where sessions, tokens, leases and heads live: lmdb: (the data "
+                        "folder, the default) or postgresql://USER@HOST/DB, shared by several "
+                        "coordinators (the scale extra; objects stay in --data)")
+    p.add_argument("--migrate", action="store_true",
+                   help="apply the database's schema migrations first (--db postgresql://...)")
     p.set_defaults(func=run_serve)
 
     session = commands.add_parser("session", help="create sessions and invite members")
@@ -157,7 +163,11 @@ def run_serve(args: argparse.Namespace) -> int:
     if not _is_loopback(host):
         err.line(f"warning: serving plain HTTP on {host}; tokens cross the network in clear "
                  "unless a TLS reverse proxy fronts it (docs/operations.md)")
-    serve(data, host, port, limits)
+    if args.db != "lmdb:" and not args.db.startswith(("postgresql://", "postgres://")):
+        raise UsageError(f"--db {args.db!r}: expected lmdb: or postgresql://USER@HOST/DB")
+    if args.db != "lmdb:":
+        import_extra("psycopg_pool", command="phs serve --db postgresql://...", extra="scale")
+    serve(data, host, port, limits, db=args.db, migrate=args.migrate)
     return 0
 
 

@@ -330,6 +330,19 @@ class DiskFull(DomainError):
         self.free, self.needed = free, needed
 
 
+class Unavailable(DomainError):
+    """A backend the coordinator needs (its database) cannot be reached or failed a
+    transaction that may be retried: the request was not acknowledged (it may or may not have
+    taken effect; what was acknowledged before is kept). Retry after ``retry_after`` seconds."""
+
+    code = "unavailable"
+
+    def __init__(self, what: str, retry_after: int) -> None:
+        super().__init__(f"the coordinator's {what} is unavailable; nothing of this request "
+                         f"was acknowledged: retry in {retry_after} s", {"retry_after": retry_after})
+        self.retry_after = retry_after
+
+
 class StoreProblem(DomainError):
     code = "store_problem"
 
