@@ -70,6 +70,13 @@ T = TypeVar("T")
 POOL_WAIT = 5.0
 #: Seconds a new connection may take.
 CONNECT_SECONDS = 3
+#: libpq options of every pooled connection: a database that vanishes without closing its
+#: connections (a host down, a network cut) fails a request within seconds rather than at
+#: the operating system's TCP timeout, minutes later.
+CONNECTION_OPTIONS: dict[str, Any] = {
+    "connect_timeout": CONNECT_SECONDS, "keepalives": 1, "keepalives_idle": 5,
+    "keepalives_interval": 2, "keepalives_count": 3, "tcp_user_timeout": 10_000,
+}
 #: Seconds the pool keeps retrying a connection that failed before it gives up (the next
 #: request that needs one tries again at once).
 RECONNECT_SECONDS = 2.0
@@ -194,7 +201,7 @@ class _Pg:
         # connects at once instead of waiting out the backoff.
         self.pool = ConnectionPool(url, min_size=1, max_size=max_size, timeout=wait,
                                    reconnect_timeout=RECONNECT_SECONDS,
-                                   kwargs={"connect_timeout": CONNECT_SECONDS},
+                                   kwargs=CONNECTION_OPTIONS,
                                    check=ConnectionPool.check_connection, open=False,
                                    name="peerhost")
         self.pool.open(wait=False)
