@@ -30,7 +30,12 @@ changed files, and the result is checked against version B), git's index is drop
 each commit (its stat cache would do the same), restic runs with ``--force`` and borg with
 ``--files-cache=disabled``. The quick-check rsync figure is kept in the JSON for reference.
 
-Run: ``.venv/bin/python benchmarks/bench_sync.py [--skip-big] [--size-mib N] [--seconds S]``.
+With ``--s3``, part 2 runs again against a coordinator whose objects are in a bucket of
+moto's S3 server on 127.0.0.1 (``phs serve --objects s3://...``), and the two are set side by
+side: what the bucket's round trips cost against the embedded store.
+
+Run: ``.venv/bin/python benchmarks/bench_sync.py [--skip-big] [--size-mib N] [--seconds S]
+[--s3]``.
 """
 
 from __future__ import annotations
@@ -111,9 +116,11 @@ def free_port() -> int:
 class Coordinator:
     """``python -m peerhost_server`` (or ``serve(limits=...)``) on a free loopback port."""
 
-    def __init__(self, data: Path, limits: dict[str, Any] | None = None) -> None:
+    def __init__(self, data: Path, limits: dict[str, Any] | None = None, *,
+                 objects: str | None = None, env: dict[str, str] | None = None) -> None:
         self.data = data
         self.limits = limits
+        self.objects, self.env = objects, env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[str] | None = None
@@ -125,11 +132,15 @@ class Coordinator:
         if self.limits is None:
             cmd = [PYTHON, "-m", "peerhost_server", "--data", str(self.data),
                    "--host", "127.0.0.1", "--port", str(self.port)]
+            if self.objects is not None:
+                cmd += ["--objects", self.objects]
         else:
+            assert self.objects is None, "objects elsewhere with default limits only"
             cmd = [PYTHON, "-c", SERVE_WITH_LIMITS, str(self.data), str(self.port),
                    json.dumps(self.limits)]
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True,
+                                     env=None if self.env is None else {**os.environ, **self.env})
         assert self.proc.stdout is not None
         first = self.proc.stdout.readline()
         if not first.startswith("admin token"):
@@ -695,6 +706,28 @@ def bench_big(server: Coordinator, work: Path, size_mib: int) -> dict[str, Any]:
     return result
 
 
+def bench_big_s3(work: Path, size_mib: int) -> dict[str, Any]:
+    """:func:`bench_big` against a coordinator whose objects are in a bucket of moto's S3
+    server (a process of its own on a free port of 127.0.0.1): the cost of a round trip per
+    object, WORKERS at a time, against LMDB's one transaction per batch. moto is a Python
+    server, far slower than a real engine: this is a floor, not what S3 costs."""
+    from s3util import s3_server
+
+    with s3_server(process=True) as s3:
+        bucket = s3.new_bucket()
+        with Coordinator(work / "coordinator-s3", objects=f"s3://{bucket}/bench",
+                         env=s3.env) as server:
+            return bench_big(server, work, size_mib)
+
+
+def print_s3_ratios(embedded: dict[str, Any], s3: dict[str, Any]) -> None:
+    console.print(
+        f"  objects in S3 vs embedded, same world: push {s3['push_mib_s']} vs "
+        f"{embedded['push_mib_s']} MiB/s ({s3['push_mib_s'] / embedded['push_mib_s']:.2f}x), "
+        f"clone {s3['pull_mib_s']} vs {embedded['pull_mib_s']} MiB/s "
+        f"({s3['pull_mib_s'] / embedded['pull_mib_s']:.2f}x)", markup=False)
+
+
 def same_tree_except_store(a: Path, b: Path) -> bool:
     files_a = {p.relative_to(a) for p in a.rglob("*") if p.is_file()
                and p.relative_to(a).parts[0] not in (STORE_DIR, "session.lock")}
@@ -994,6 +1027,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="lease renewal run length (default 10)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent lease clients (default 32)")
     parser.add_argument("--skip-pairs", action="store_true", help="skip the history pairs")
+    parser.add_argument("--s3", action="store_true",
+                        help="part 2 again with the coordinator's objects in an S3 bucket "
+                             "(moto's server on 127.0.0.1, started here; needs moto)")
     parser.add_argument("--skip-leases", action="store_true", help="skip the lease renewals")
     parser.add_argument("--only", nargs="*", default=None, help="histories whose name contains these")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sync.json")
@@ -1021,6 +1057,12 @@ def main() -> int:
                     log(f"2. synthesized world of {args.size_mib} MiB")
                     result["big"] = bench_big(server, work, args.size_mib)
                     print_big(result["big"])
+        if args.s3 and not args.skip_big:
+            log("2b. the same world, the coordinator's objects in S3 (moto on 127.0.0.1)")
+            result["big_s3"] = bench_big_s3(work, args.size_mib)
+            print_big(result["big_s3"])
+            if "big" in result:
+                print_s3_ratios(result["big"], result["big_s3"])
         if not args.skip_leases:
             log(f"3. lease renewals, {args.clients} clients, {args.seconds:g} s each")
             n, secs = args.clients, args.seconds
