@@ -38,6 +38,7 @@ __all__ = [
     "external_name",
     "parse_region",
     "region_coords",
+    "region_parts",
     "write_region",
 ]
 
@@ -244,7 +245,17 @@ def _overlapping_slots(used: list[tuple[int, int, int]]) -> set[int]:
 
 
 def write_region(chunks: Iterable[ChunkRecord]) -> tuple[bytes, dict[int, bytes]]:
-    """Lay out chunk records as a region file.
+    """Lay out chunk records as a region file (:func:`region_parts`, joined)."""
+    parts, externals = region_parts(chunks)
+    return b"".join(parts), externals
+
+
+def region_parts(
+    chunks: Iterable[ChunkRecord],
+) -> tuple[list[bytes | memoryview], dict[int, bytes]]:
+    """Lay out chunk records as a region file, given as the parts that make it up in order
+    (header, then each chunk's head, payload and padding): a restore writes them through one
+    buffer rather than joining a copy of the whole file first.
 
     Chunks are packed in slot order from sector 2, each padded to whole sectors. External
     chunks get a 1-byte stub in the region and their payload in the returned mapping
@@ -289,4 +300,4 @@ def write_region(chunks: Iterable[ChunkRecord]) -> tuple[bytes, dict[int, bytes]
         timestamps[record.slot] = record.timestamp
         sector += count
     parts[0] = _HEADER.pack(*locations, *timestamps)
-    return b"".join(parts), externals
+    return parts, externals
