@@ -346,7 +346,9 @@ class LmdbStore:
         packer = _Packer(self, txn, staged=update.staged)
         if not update.staged:
             packer.index_staged()
-        new = sum(1 for oid, data in objects if self._put_object(txn, oid, data, packer))
+        # Nothing indexed (a first snapshot, up to its last update): no object is looked up.
+        empty = self._index_empty(txn)
+        new = sum(1 for oid, data in objects if self._put_object(txn, oid, data, packer, empty))
         packer.close()
         for oid in update.delete_objects:
             self._delete_object(txn, oid, packer)
@@ -367,10 +369,14 @@ class LmdbStore:
         _put_all(txn, self._meta, update.meta)
         return new
 
+    def _index_empty(self, txn: lmdb.Transaction) -> bool:
+        """Whether no object is indexed (staged ones are not, until the next update)."""
+        return not (txn.stat(self._packed)["entries"] or txn.stat(self._objects)["entries"])
+
     def _put_object(self, txn: lmdb.Transaction, oid: ObjectId, data: bytes | memoryview,
-                    packer: _Packer) -> bool:
+                    packer: _Packer, empty: bool = False) -> bool:
         stored = packer.pending.get(oid)
-        if stored is None:
+        if stored is None and not empty:
             stored = self._object(txn, oid)
         if stored is not None:
             if stored == data:
@@ -606,7 +612,8 @@ class _Objects:
 
     def missing(self, oids: Iterable[ObjectId]) -> list[ObjectId]:
         store, wanted = self._store, list(oids)
-        return store._read(lambda txn: [oid for oid in wanted if not store._has(txn, oid)])
+        return store._read(lambda txn: wanted if store._index_empty(txn)
+                           else [oid for oid in wanted if not store._has(txn, oid)])
 
     def put_many(self, objects: Sequence[tuple[ObjectId, bytes | memoryview]]) -> int:
         return self._store.apply(Update(hashed=list(objects)))
