@@ -25,7 +25,7 @@ from .web import (
     coordinator,
     msgpack_response,
     read_ids,
-    read_msgpack_body,
+    read_msgpack_parts,
     session_name,
 )
 
@@ -52,10 +52,12 @@ async def upload(request: Request) -> JSONResponse:
     session = session_name(request)
     await authorize(request, PLAYERS, session)
     with_ids = request.query_params.get("ids") == "1"
-    body = await read_msgpack_body(request)
+    received = await read_msgpack_parts(request)
     coord = coordinator(request)
 
     def run() -> tuple[int, int]:
+        body = b"".join(received)  # here, not on the event loop: tens of MiB
+        received.clear()
         try:  # views: hashed and stored without a copy
             ids, parts = split_upload(body, with_ids=with_ids)
         except ProtocolError as exc:
