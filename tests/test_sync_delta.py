@@ -260,7 +260,9 @@ def check_delta_report(report: PushReport | PullReport, pairs: list[Pair], paylo
     # A push does not ask about chunks of new region nodes: it may send a held one as well.
     assert lacking <= report.chunks_delta + report.chunks_raw <= len(pairs)
     assert report.chunks_delta >= 0.9 * based - (len(pairs) - lacking)
-    assert 0 < report.delta_bytes < 0.2 * payload
+    # A quarter: a small session's chunks that changed length travel as zstd items, whose
+    # literals compress per item (aviadbag 500ee47->a082380: 0.23 of its changed payload).
+    assert 0 < report.delta_bytes < 0.25 * payload
     assert wire(report) < payload
 
 

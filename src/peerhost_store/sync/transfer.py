@@ -74,7 +74,7 @@ from .client import (
     WireStats,
 )
 from .delta import (
-    KIND_DELTA,
+    BASED_KINDS,
     KIND_RAW,
     DeltaError,
     DeltaItem,
@@ -187,7 +187,7 @@ class ChunkCounts:
     Attributes:
         chunks_whole: as full payloads: whole objects, stored items of a delta batch (payloads
             recompression cannot reproduce), and fallbacks.
-        chunks_delta: as a delta against their previous version (:data:`KIND_DELTA`).
+        chunks_delta: as a delta against their previous version (:data:`BASED_KINDS`).
         chunks_raw: as NBT in a delta batch, recompressed by the receiver (no previous
             version of that chunk on the receiving side).
         delta_bytes: bytes of delta batches (request bodies for a push, answers for a pull).
@@ -202,7 +202,7 @@ class ChunkCounts:
     fallbacks: int = 0
 
     def add_item(self, item: DeltaItem) -> None:
-        if item.kind == KIND_DELTA:
+        if item.kind in BASED_KINDS:
             self.chunks_delta += 1
         elif item.kind == KIND_RAW:
             self.chunks_raw += 1
