@@ -31,6 +31,7 @@ from peerhost_server.backends.s3 import (
     S3SessionObjects,
     S3Unavailable,
 )
+from peerhost_server.domain.protocols import ObjectIndex, ObjectStores, SessionObjects
 from peerhost_store.errors import ObjectCorrupt, StoreError
 from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import encode_blob
@@ -54,6 +55,13 @@ def moto() -> Iterator[S3Server]:
 def pool() -> Iterator[ThreadPoolExecutor]:
     with ThreadPoolExecutor(8) as executor:
         yield executor
+
+
+def _as_protocols(stores: S3ObjectStores, objects: S3SessionObjects, index: LmdbObjectIndex
+                  ) -> tuple[ObjectStores, SessionObjects, ObjectIndex]:
+    """Never called: mypy checks here that the S3 classes and the LMDB index implement the
+    coordinator's protocols (SplitBackends takes its objects untyped)."""
+    return stores, objects, index
 
 
 def _blob(text: bytes) -> tuple[ObjectId, bytes]:
@@ -246,7 +254,7 @@ def test_the_bucket_unreachable_mid_push_is_503_and_loses_nothing(
             v2 = a.snapshot("v2").oid
 
             # The bucket goes away after the push's first few puts.
-            puts = []
+            puts: list[int] = []
             stores = server.coordinator.backends.objects
             assert isinstance(stores, S3ObjectStores)
             client = stores.client

@@ -332,6 +332,11 @@ class S3SessionObjects:
     def get_many(self, oids: Sequence[ObjectId]) -> list[bytes]:
         return self.verified.get_many(oids)
 
+    def get_unchecked(self, oids: Sequence[ObjectId]) -> list[bytes]:
+        # A download's: its receiver hashes each object against the id it asked for, which
+        # checks the bucket's bytes too.
+        return self.bucket.get_many(oids)
+
     def peek(self, oids: list[ObjectId], n: int) -> list[tuple[int, bytes] | None]:
         # From the index, with no round trip, when it holds enough of each object: a head
         # move peeks at every new blob (its length header), which would be a GET each.
