@@ -658,6 +658,17 @@ def child_main(argv: list[str]) -> int:
     return 0
 
 
+def written_bytes(pid: int) -> int:
+    """Bytes a process has caused to be written to storage (``/proc/PID/io``); 0 unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def rss_anon(pid: int) -> int:
     """A process's private resident memory (``RssAnon``) in bytes; 0 once it is gone."""
     try:
@@ -681,6 +692,7 @@ class Timed:
     server_before: int = 0
     server_cpu_s: float = 0.0
     out: str = ""
+    server_written: int = 0  #: bytes the coordinator wrote to the disk meanwhile
 
 
 def last_json(text: str) -> dict[str, Any]:
@@ -715,6 +727,7 @@ def timed(cmd: list[str], server: Coordinator | None = None, *,
                "--", *cmd]
     server_before = rss_anon(server_pid) if server_pid else 0
     server_cpu = cpu_seconds(server_pid) if server_pid else 0.0
+    server_written = written_bytes(server_pid) if server_pid else 0
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
@@ -742,7 +755,8 @@ def timed(cmd: list[str], server: Coordinator | None = None, *,
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {problem[-3000:]}")
     return Timed(seconds, peak, server_peak, server_before,
-                 round(cpu_seconds(server_pid) - server_cpu, 2) if server_pid else 0.0, text)
+                 round(cpu_seconds(server_pid) - server_cpu, 2) if server_pid else 0.0, text,
+                 written_bytes(server_pid) - server_written if server_pid else 0)
 
 
 RSYNCD_CONF = """\
@@ -939,6 +953,9 @@ def bench_big(server: Coordinator, work: Path, size_mib: int, *, rounds: int = 1
             out[f"{name}_server_extra_mib"] = mib(max(r.server_peak - r.server_before
                                                       for r in runs[name]))
             out[f"{name}_server_cpu_s"] = statistics.median(r.server_cpu_s for r in runs[name])
+            # What the coordinator's durable writes cost the disk, per byte of world.
+            out[f"{name}_server_written_per_world_byte"] = round(
+                statistics.median(r.server_written for r in runs[name]) / size, 2)
             out[name] = rows[name][len(rows[name]) // 2]
     for name in ("push", "clone"):
         ours, theirs = out[f"{name}_mib_s"], out[f"rsync_{name}_mib_s"]
@@ -992,7 +1009,9 @@ def print_big(results: list[dict[str, Any]]) -> None:
         console.print(f"  {r['world_bytes'] / MiB:,.0f} MiB: snapshot before the push "
                       f"{r['snapshot_seconds']} s; rsync -a local copy {r['rsync_local_mib_s']} "
                       f"MiB/s; the world's bytes written to one file and fsynced (the floor of "
-                      f"a durable copy) {r['durable_write_mib_s']} MiB/s; clone byte-identical: {r['clone_verified']}; uploads "
+                      f"a durable copy) {r['durable_write_mib_s']} MiB/s; the coordinator wrote "
+                      f"{r['push_server_written_per_world_byte']} bytes per world byte during "
+                      f"the push; clone byte-identical: {r['clone_verified']}; uploads "
                       f"{r['upload_requests']} (largest body {r['upload_body_mib_max']} MiB), "
                       f"downloads {r['get_requests']}", markup=False)
     if len(results) > 1:
