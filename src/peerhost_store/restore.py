@@ -16,7 +16,7 @@ from .bounds import check_tree
 from .errors import DamagedObjects, DecodeError, ObjectCorrupt, ObjectMissing, PeerhostError
 from .ids import ObjectId
 from .objects import ChunkEntry, DirEntry, EntryKind, blob_payload, decode_blob
-from .region import ChunkRecord, external_name, region_coords, write_region
+from .region import ChunkRecord, external_name, region_coords, region_parts
 from .store import Verified
 from .tree import diff_trees, iter_tree, region_entries
 from .worldfs import (
@@ -228,7 +228,7 @@ class _Writer:
         self._pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="phs-restore")
         self._pending: deque[Future[object]] = deque()
 
-    def write(self, path: Path, data: bytes) -> None:
+    def write(self, path: Path, data: bytes | list[bytes | memoryview]) -> None:
         while len(self._pending) >= self.depth:
             self._pending.popleft().result()
         self._pending.append(self._pool.submit(atomic_write, path, data, durable=self.durable))
@@ -333,8 +333,9 @@ def _apply(store: ObjectReader, world: Path, op: _Op, result: RestoreResult,
     if (old is not None and old.kind is EntryKind.DIR) or (path.is_dir() and not path.is_symlink()):
         writer.drain()
         remove_path(path)  # a folder stands where a file goes: its children were removed first
+    data: bytes | list[bytes | memoryview]
     if new.kind is EntryKind.REGION and new.raw is None:
-        data, externals = write_region(_records(store, new, op.new_chunks, op.checked))
+        data, externals = region_parts(_records(store, new, op.new_chunks, op.checked))
         coords = region_coords(new.name)
         if externals and coords is None:
             raise DecodeError(f"{op.path}: external chunks in a file that is not r.X.Z.mca")
@@ -354,7 +355,7 @@ def _apply(store: ObjectReader, world: Path, op: _Op, result: RestoreResult,
                               f"{len(data)}")
     writer.write(path, data)
     result.written += 1
-    result.bytes_written += len(data)
+    result.bytes_written += len(data) if isinstance(data, bytes) else sum(map(len, data))
 
 
 def _region(store: ObjectReader, oid: ObjectId) -> list[ChunkEntry]:

@@ -261,16 +261,27 @@ class LmdbStore:
     def read_objects(self, oids: Sequence[ObjectId]) -> list[bytes | None]:
         """The stored bytes of each id (None when absent), unchecked."""
         def run(txn: lmdb.Transaction) -> list[bytes | None]:
+            # The loop of _object written out: a restore reads every chunk through here
+            # (twice: checked, then written), and the calls cost more than the copies.
             packs: dict[int, bytes | memoryview] = {}
             out: list[bytes | None] = []
+            get, packed, unpack = txn.get, self._packed, _LOCATION.unpack
             for oid in oids:
-                value = self._object(txn, oid, packs)
-                if value is None:
-                    out.append(None)
-                else:  # a slice of a pack, whose length was checked; or a whole value
-                    if len(value) > self._size:
+                where = get(oid, db=packed)
+                if where is None or len(where) != _LOCATION.size:
+                    value = self._object(txn, oid, packs)  # inline, or a damaged location
+                    if value is not None and len(value) > self._size:
                         self._check_length(value)
+                    out.append(None if value is None else bytes(value))
+                    continue
+                number, offset, length = unpack(where)
+                pack = packs.get(number)
+                if pack is None or offset + length > len(pack):
+                    value = self._object(txn, oid, packs)  # looks the pack up, or raises
+                    assert value is not None
                     out.append(bytes(value))
+                    continue
+                out.append(bytes(pack[offset:offset + length]))
             return out
 
         return self._read(run)
@@ -278,11 +289,12 @@ class LmdbStore:
     def peek(self, oids: list[ObjectId], n: int) -> list[tuple[int, bytes] | None]:
         """Each object's stored size and first ``n`` bytes (None when absent), not hashed:
         the coordinator sizes every blob a new tree reaches (one at a time, so a batch of
-        large files is never in memory at once)."""
+        large files is never in memory at once; neighbours share their pack's lookup)."""
         def run(txn: lmdb.Transaction) -> list[tuple[int, bytes] | None]:
+            packs: dict[int, bytes | memoryview] = {}  # views of the map, not copies
             out: list[tuple[int, bytes] | None] = []
             for oid in oids:
-                value = self._object(txn, oid)
+                value = self._object(txn, oid, packs)
                 if value is not None:
                     self._check_length(value)
                 out.append(None if value is None else (len(value), bytes(value[:n])))
@@ -335,7 +347,9 @@ class LmdbStore:
         packer = _Packer(self, txn, staged=update.staged)
         if not update.staged:
             packer.index_staged()
-        new = sum(1 for oid, data in objects if self._put_object(txn, oid, data, packer))
+        # Nothing indexed (a first snapshot, up to its last update): no object is looked up.
+        empty = self._index_empty(txn)
+        new = sum(1 for oid, data in objects if self._put_object(txn, oid, data, packer, empty))
         packer.close()
         for oid in update.delete_objects:
             self._delete_object(txn, oid, packer)
@@ -356,10 +370,14 @@ class LmdbStore:
         _put_all(txn, self._meta, update.meta)
         return new
 
+    def _index_empty(self, txn: lmdb.Transaction) -> bool:
+        """Whether no object is indexed (staged ones are not, until the next update)."""
+        return not (txn.stat(self._packed)["entries"] or txn.stat(self._objects)["entries"])
+
     def _put_object(self, txn: lmdb.Transaction, oid: ObjectId, data: bytes | memoryview,
-                    packer: _Packer) -> bool:
+                    packer: _Packer, empty: bool = False) -> bool:
         stored = packer.pending.get(oid)
-        if stored is None:
+        if stored is None and not empty:
             stored = self._object(txn, oid)
         if stored is not None:
             if stored == data:
@@ -595,7 +613,8 @@ class _Objects:
 
     def missing(self, oids: Iterable[ObjectId]) -> list[ObjectId]:
         store, wanted = self._store, list(oids)
-        return store._read(lambda txn: [oid for oid in wanted if not store._has(txn, oid)])
+        return store._read(lambda txn: wanted if store._index_empty(txn)
+                           else [oid for oid in wanted if not store._has(txn, oid)])
 
     def put_many(self, objects: Sequence[tuple[ObjectId, bytes | memoryview]]) -> int:
         return self._store.apply(Update(hashed=list(objects)))
