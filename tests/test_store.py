@@ -169,6 +169,25 @@ def _pack_count(store: LmdbStore) -> int:
         return int(txn.stat(store._packs)["entries"])
 
 
+def test_staged_lists_in_any_order_are_indexed(tmp_path: Path) -> None:
+    """A staged list is written sorted by id and merged with the others a row at a time;
+    one written in another order (by an older phs, before a crash) is sorted first."""
+    objects = _chunks(400, 9_000)
+    with LmdbStore(tmp_path / "s") as store:
+        store.apply(Update(hashed=objects[:200], staged=True))
+        store.apply(Update(hashed=objects[200:], staged=True))
+        with store._env.begin(write=True) as txn:
+            cursor = txn.cursor(db=store._staged)
+            key, value = next(iter(cursor))
+            rows = [value[i:i + 40] for i in range(0, len(value), 40)]
+            assert rows == sorted(rows), "written sorted"
+            txn.put(key, b"".join(reversed(rows)), db=store._staged)
+        ids = [oid for oid, _ in objects]
+        store.apply(Update(refs=[("main", None, ids[0])], require=ids))
+        assert store.objects.missing(ids) == []
+        assert store.objects.get_many(ids) == [data for _, data in objects]
+
+
 def test_long_objects_share_packs_and_take_less_room(tmp_path: Path) -> None:
     objects = _chunks(300, 9_000)
     with LmdbStore(tmp_path / "packed") as packed, \
