@@ -13,9 +13,18 @@ or a limit measured in the same run:
    of the new archive), and two bounds computed here: the changed chunk payloads and their
    deltas (per-chunk zstd, and the batch codec of ``peerhost_store.sync.delta`` when present).
    Targets: below the best peer on every pair; in total at most 1/4 of the best peer's total.
-2. **Throughput** of a full push of a synthesized world (~1 GiB) into an empty session and of
-   a full clone, with the HTTP requests they make. Beside them: ``rsync -a`` of the same world
-   into an empty folder. Target >= 100 MiB/s each, uploads in batches of >= 4 MiB.
+2. **Throughput and memory** of a full push of a synthesized world into an empty session and
+   of a full clone (restore included), at each of ``--sizes-mib`` (256 and 1024 MiB): each a
+   whole process (``bench_sync.py --child``), alternated round by round with the same copies
+   through an ``rsync --daemon`` on a free port of 127.0.0.1 (started and stopped here):
+   ``rsync -a`` of the world into its empty ``push`` module, and of its ``world`` module into
+   an empty folder. The peak private memory (``RssAnon``, sampled every 10 ms) of each process
+   and of the coordinator; with ``--profile DIR``, py-spy records both. Beside them the floor
+   of a durable copy: the world's bytes written to one file and fsynced (a push is durable on
+   the coordinator, a clone in its store and then its world; rsync's copies are not durable,
+   and a loaded disk binds the first two before any CPU does). Targets (issue 14):
+   push and clone of the largest world at least 1/3 of the daemon's MiB/s, peak private memory
+   of push and clone flat with world size (the largest within 1.25x of the smallest).
 3. **Lease renewals** by 32 concurrent clients (one session, token and keep-alive connection
    each) for a bounded time: renewals per second and latency p50/p99, with the coordinator's
    default limits and with the per-token rate limit raised, paced and closed loop. Twice: from
@@ -30,7 +39,8 @@ changed files, and the result is checked against version B), git's index is drop
 each commit (its stat cache would do the same), restic runs with ``--force`` and borg with
 ``--files-cache=disabled``. The quick-check rsync figure is kept in the JSON for reference.
 
-Run: ``.venv/bin/python benchmarks/bench_sync.py [--skip-big] [--size-mib N] [--seconds S]``.
+Run: ``.venv/bin/python benchmarks/bench_sync.py [--skip-big] [--sizes-mib N ...] [--rounds R]
+[--cache DIR] [--profile DIR] [--seconds S]``.
 """
 
 from __future__ import annotations
@@ -63,7 +73,7 @@ from rich.table import Table
 from peerhost_store.ids import hash_bytes
 from peerhost_store.objects import encode_blob
 from peerhost_store.repo import Repository
-from peerhost_store.sync.client import CoordinatorClient, CoordinatorError, RateLimited
+from peerhost_store.sync.client import CoordinatorClient, CoordinatorError, RateLimited, body_size
 from peerhost_store.sync.transfer import pull, push
 from peerhost_store.worldfs import STORE_DIR
 
@@ -185,7 +195,7 @@ class CountingClient(CoordinatorClient):
         row[0] += self.stats.requests - before.requests
         row[1] += self.stats.sent - before.sent
         row[2] += self.stats.received - before.received
-        self.bodies.setdefault(tail, []).append(len(response.request.content))
+        self.bodies.setdefault(tail, []).append(body_size(response.request))
         with contextlib.suppress(RuntimeError):  # elapsed is known once the body was read
             self.seconds[tail] = self.seconds.get(tail, 0.0) + response.elapsed.total_seconds()
 
@@ -617,82 +627,330 @@ def print_pairs(result: dict[str, Any]) -> None:
         f"pull {tg['pull_total_vs_best_total']})", markup=False)
 
 
-# -- 2: throughput of a big world ---------------------------------------------------------------
+# -- 2: throughput and memory of a big world ------------------------------------------------------
+
+#: ``bench_sync.py --child push|clone ...``: one PeerHost transfer as a whole process, as a
+#: player runs it; it prints its report as JSON on stdout.
+CHILD_PUSH, CHILD_CLONE = "push", "clone"
 
 
-def bench_big(server: Coordinator, work: Path, size_mib: int) -> dict[str, Any]:
-    world_a, world_b = work / "big-A", work / "big-B"
-    started = time.perf_counter()
+def child_main(argv: list[str]) -> int:
+    """The transfer a ``--child`` process runs: ``push WORLD URL SESSION TOKEN`` (acquire the
+    lease, push the world's head) or ``clone WORLD URL SESSION TOKEN`` (pull into an empty
+    repository, restore included)."""
+    what, world, url, session, token = argv
+    with httpx.Client(base_url=url, timeout=HTTP_TIMEOUT) as http:
+        client = CountingClient(http, session, token)
+        if what == CHILD_PUSH:
+            with Repository.open(Path(world)) as repo:
+                fencing = client.acquire("bench", 3600).fencing
+                client.take_paths()
+                started = time.perf_counter()
+                report: Any = push(repo, client, fencing=fencing)
+        else:
+            with Repository.init(Path(world)) as repo:
+                started = time.perf_counter()
+                report = pull(repo, client)
+        seconds = time.perf_counter() - started
+    row = transfer_row(report, seconds, client)
+    row["cpu_s"] = round(time.process_time(), 2)
+    print(json.dumps(row))
+    return 0
+
+
+def rss_anon(pid: int) -> int:
+    """A process's private resident memory (``RssAnon``) in bytes; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+@dataclass
+class Timed:
+    """One whole process: wall seconds, its peak private memory, the coordinator's peak
+    private memory meanwhile (and before), its CPU seconds meanwhile, and its stdout."""
+
+    seconds: float
+    peak: int
+    server_peak: int = 0
+    server_before: int = 0
+    server_cpu_s: float = 0.0
+    out: str = ""
+
+
+def last_json(text: str) -> dict[str, Any]:
+    """The last line of ``text`` that is a JSON object (py-spy prints lines of its own)."""
+    lines = [line for line in text.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"no JSON report in {text[-500:]!r}")
+    value: dict[str, Any] = json.loads(lines[-1])
+    return value
+
+
+def py_spy() -> str | None:
+    """py-spy (``pip install py-spy``), on the PATH or beside this Python."""
+    beside = Path(PYTHON).parent / "py-spy"
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+
+
+def timed(cmd: list[str], server: Coordinator | None = None, *,
+          profile: Path | None = None) -> Timed:
+    """Run ``cmd`` as a whole process, sampling its and the coordinator's ``RssAnon`` every
+    10 ms; with ``profile``, py-spy records both into ``profile``-client/-server files."""
+    spies: list[subprocess.Popen[bytes]] = []
+    server_pid = server.proc.pid if server is not None and server.proc is not None else None
+    spy = py_spy() if profile is not None else None
+    if spy is not None and server_pid is not None:
+        spies.append(subprocess.Popen(
+            [spy, "record", "-r", "200", "-f", "raw", "-o", f"{profile}-server.txt",
+             "--pid", str(server_pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(1.0)  # py-spy attaches before the work starts
+    if spy is not None:
+        cmd = [spy, "record", "-r", "200", "-f", "raw", "-o", f"{profile}-client.txt",
+               "--", *cmd]
+    server_before = rss_anon(server_pid) if server_pid else 0
+    server_cpu = cpu_seconds(server_pid) if server_pid else 0.0
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        peak = server_peak = 0
+        deadline = started + TOOL_TIMEOUT
+        while proc.poll() is None:
+            target = proc.pid
+            if spy is not None:  # py-spy's child is the one doing the work
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    target = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+                                 .read_text().split()[0])
+            peak = max(peak, rss_anon(target))
+            if server_pid:
+                server_peak = max(server_peak, rss_anon(server_pid))
+            if time.perf_counter() > deadline:
+                proc.kill()
+            time.sleep(0.01)
+        seconds = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        text, problem = out.read(), err.read()
+    for recorder in spies:
+        recorder.send_signal(2)  # SIGINT: py-spy writes its file and exits
+        recorder.wait(timeout=60)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {problem[-3000:]}")
+    return Timed(seconds, peak, server_peak, server_before,
+                 round(cpu_seconds(server_pid) - server_cpu, 2) if server_pid else 0.0, text)
+
+
+RSYNCD_CONF = """\
+uid = {uid}
+gid = {gid}
+use chroot = false
+munge symlinks = false
+log file = {log}
+pid file = {pid}
+[push]
+    path = {push}
+    read only = false
+[world]
+    path = {world}
+    read only = true
+    exclude = /{store}/ /session.lock
+"""
+
+
+#: What a PeerHost world sync leaves out (the store, the game's lock), left out by rsync too.
+RSYNC_EXCLUDE = [f"--exclude=/{STORE_DIR}/", "--exclude=/session.lock"]
+
+
+class RsyncDaemon:
+    """``rsync --daemon`` on a free port of 127.0.0.1 with two modules: ``push`` (an empty
+    folder that pushes write into) and ``world`` (the world, read-only, clones read it)."""
+
+    def __init__(self, work: Path, world: Path) -> None:
+        self.work = work
+        self.push_dir = work / "rsyncd-push"
+        self.port = free_port()
+        self.conf = work / "rsyncd.conf"
+        self.conf.write_text(RSYNCD_CONF.format(
+            log=work / "rsyncd.log", pid=work / "rsyncd.pid", push=self.push_dir, world=world,
+            store=STORE_DIR, uid=os.getuid(), gid=os.getgid()))  # as root it would be nobody
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, module: str) -> str:
+        return f"rsync://127.0.0.1:{self.port}/{module}/"
+
+    def __enter__(self) -> Self:
+        self.push_dir.mkdir(exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["rsync", "--daemon", "--no-detach", f"--config={self.conf}", "--address=127.0.0.1",
+             f"--port={self.port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as s, contextlib.suppress(OSError):
+                s.connect(("127.0.0.1", self.port))
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.__exit__()
+        raise RuntimeError(f"rsync --daemon did not come up on port {self.port}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def synthesized(size_mib: int, work: Path, cache: Path | None) -> tuple[Path, int]:
+    """A synthesized world of about ``size_mib`` MiB in ``work`` (copied from ``cache``, where it
+    is made once), and its chunk count."""
     from peerhost_cli.synth import synthesize_world
 
-    info = synthesize_world(world_a, seed=size_mib, target_bytes=size_mib * MiB)
-    synth_s = time.perf_counter() - started
-    size = world_bytes(world_a)
-    log(f"  synthesized {size / MiB:.0f} MiB in {synth_s:.0f} s")
-    # rsync of the whole world into an empty folder over its local pipe: a peer's full copy.
+    world = work / f"big-{size_mib}"
+    source = world if cache is None else cache / f"world-{size_mib}"
+    marker = source.parent / f"{source.name}.chunks"
+    if not marker.exists():
+        started = time.perf_counter()
+        shutil.rmtree(source, ignore_errors=True)
+        info = synthesize_world(source, seed=size_mib, target_bytes=size_mib * MiB)
+        marker.write_text(str(info.chunks))
+        log(f"  synthesized {size_mib} MiB in {time.perf_counter() - started:.0f} s")
+    if source != world:
+        shutil.rmtree(world, ignore_errors=True)
+        shutil.copytree(source, world)
+    return world, int(marker.read_text())
+
+
+def durable_write_seconds(path: Path, size: int) -> float:
+    """Seconds to write ``size`` bytes to one new file and fsync it: the disk's floor for any
+    copy that must be durable (a push's coordinator and a clone's store are; rsync's copies
+    are not)."""
+    block = os.urandom(16 * MiB)
     started = time.perf_counter()
-    run(["rsync", "-a", f"{world_a}/", f"{work / 'big-rsync'}/"]) if shutil.which("rsync") else None
-    rsync_s = time.perf_counter() - started if shutil.which("rsync") else None
+    with open(path, "wb") as out:
+        for start in range(0, size, len(block)):
+            out.write(block[:size - start])
+        out.flush()
+        os.fsync(out.fileno())
+    seconds = time.perf_counter() - started
+    path.unlink()
+    return seconds
+
+
+def _fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def bench_big(server: Coordinator, work: Path, size_mib: int, *, rounds: int = 1,
+              cache: Path | None = None, profile: Path | None = None) -> dict[str, Any]:
+    """Full push into an empty session and full clone of a synthesized world, each a whole
+    process, alternated round by round with the same transfers by an rsync daemon on
+    127.0.0.1; median seconds, peak private memory of every process."""
+    world, chunks = synthesized(size_mib, work, cache)
+    size = world_bytes(world)
+    rsync = shutil.which("rsync")
+    started = time.perf_counter()
+    if rsync:  # rsync of the whole world into an empty folder over its local pipe
+        run(["rsync", "-a", *RSYNC_EXCLUDE, f"{world}/", f"{work / 'big-rsync'}/"])
+    local_s = time.perf_counter() - started if rsync else None
     shutil.rmtree(work / "big-rsync", ignore_errors=True)
-    world_b.mkdir()
-    with server.client("", server.admin_token) as admin:
-        owner = admin.create_session("big")
-        with server.client("big", owner) as c:
-            member = c.add_member("peer-b")
-    with Repository.init(world_a) as repo_a, server.client("big", owner) as client_a:
+    with Repository.init(world) as repo:
         started = time.perf_counter()
-        repo_a.snapshot("big")
+        repo.snapshot("big")
         snapshot_s = time.perf_counter() - started
-        fencing = client_a.acquire("peer-a", 3600).fencing
-        client_a.take_paths()  # count the push alone
-        os.sync()  # the setup's writes (world, snapshot, rsync) must not flush during the push
-        log("  pushing")
-        assert server.proc is not None
-        server_cpu, client_cpu = cpu_seconds(server.proc.pid), time.process_time()
-        started = time.perf_counter()
-        pushed = push(repo_a, client_a, fencing=fencing)
-        push_s = time.perf_counter() - started
-        push_row = transfer_row(pushed, push_s, client_a)
-        push_row["server_cpu_s"] = round(cpu_seconds(server.proc.pid) - server_cpu, 2)
-        push_row["client_cpu_s"] = round(time.process_time() - client_cpu, 2)
-    log("  cloning")
-    with Repository.init(world_b) as repo_b, server.client("big", member) as client_b:
-        server_cpu, client_cpu = cpu_seconds(server.proc.pid), time.process_time()
-        started = time.perf_counter()
-        pulled = pull(repo_b, client_b)
-        pull_s = time.perf_counter() - started
-        pull_row = transfer_row(pulled, pull_s, client_b)
-        pull_row["server_cpu_s"] = round(cpu_seconds(server.proc.pid) - server_cpu, 2)
-        pull_row["client_cpu_s"] = round(time.process_time() - client_cpu, 2)
-    uploads = push_row["by_path"].get("objects", {})
-    gets = pull_row["by_path"].get("objects/get", {})
-    result = {
-        "size_mib_asked": size_mib, "world_bytes": size, "chunks": info.chunks,
-        "synth_seconds": round(synth_s, 1), "snapshot_seconds": round(snapshot_s, 2),
-        "rsync_full_copy_seconds": None if rsync_s is None else round(rsync_s, 2),
-        "rsync_full_copy_mib_s": None if not rsync_s else round(size / MiB / rsync_s, 1),
-        "push": push_row, "pull": pull_row,
-        "push_mib_s": round(size / MiB / push_s, 1),
-        "pull_mib_s": round(size / MiB / pull_s, 1),
-        "push_wire_mib_s": round(push_row["wire"]["total"] / MiB / push_s, 1),
-        "pull_wire_mib_s": round(pull_row["wire"]["total"] / MiB / pull_s, 1),
-        "upload_requests": uploads.get("requests"),
-        "upload_mib_per_request": (round(uploads["sent"] / uploads["requests"] / MiB, 2)
-                                   if uploads.get("requests") else None),
-        "upload_body_mib_min_but_last": (round(uploads["bodies_but_last_min"] / MiB, 2)
-                                         if uploads.get("bodies_but_last_min") else None),
-        "upload_body_mib_max": round(uploads.get("body_max", 0) / MiB, 2),
-        "get_requests": gets.get("requests"),
-        "get_mib_per_request": (round(gets["received"] / gets["requests"] / MiB, 2)
-                                if gets.get("requests") else None),
-        "pull_verified": None,
+    os.sync()
+    durable_s = durable_write_seconds(work / "durable-floor", size)
+    child = [PYTHON, str(Path(__file__).resolve()), "--child"]
+    runs: dict[str, list[Timed]] = {"push": [], "clone": [], "rsync_push": [], "rsync_clone": []}
+    rows: dict[str, list[dict[str, Any]]] = {"push": [], "clone": []}
+    clone_dir = work / f"big-{size_mib}-clone"
+    with contextlib.ExitStack() as stack:
+        daemon = stack.enter_context(RsyncDaemon(work, world)) if rsync else None
+        for i in range(rounds):
+            name = f"big{size_mib}r{i}"
+            with server.client("", server.admin_token) as admin:
+                owner = admin.create_session(name)
+            os.sync()  # the setup's writes must not flush during the timed runs
+            if daemon is not None:
+                _fresh(daemon.push_dir)
+                os.sync()
+                runs["rsync_push"].append(timed(["rsync", "-a", *RSYNC_EXCLUDE, f"{world}/",
+                                                 daemon.url("push")]))
+            spy = None if profile is None or i else profile / f"push-{size_mib}"
+            done = timed([*child, CHILD_PUSH, str(world), server.url, name, owner], server,
+                         profile=spy)
+            runs["push"].append(done)
+            rows["push"].append(last_json(done.out))
+            if daemon is not None:
+                _fresh(clone_dir)
+                os.sync()
+                runs["rsync_clone"].append(timed(["rsync", "-a", daemon.url("world"),
+                                                  f"{clone_dir}/"]))
+            _fresh(clone_dir)
+            os.sync()
+            spy = None if profile is None or i else profile / f"clone-{size_mib}"
+            done = timed([*child, CHILD_CLONE, str(clone_dir), server.url, name, owner], server,
+                         profile=spy)
+            runs["clone"].append(done)
+            rows["clone"].append(last_json(done.out))
+            log(f"    round {i + 1}: " + ", ".join(
+                f"{k} {v[-1].seconds:.2f} s" for k, v in runs.items() if v))
+        verified = same_tree_except_store(world, clone_dir)
+    shutil.rmtree(clone_dir, ignore_errors=True)
+    shutil.rmtree(world, ignore_errors=True)
+    if rsync:
+        shutil.rmtree(work / "rsyncd-push", ignore_errors=True)
+
+    def secs(name: str) -> float | None:
+        return round(statistics.median(r.seconds for r in runs[name]), 3) if runs[name] else None
+
+    def rate(seconds: float | None) -> float | None:
+        return round(size / MiB / seconds, 1) if seconds else None
+
+    def mib(n: int) -> float:
+        return round(n / MiB, 1)
+
+    out: dict[str, Any] = {
+        "size_mib_asked": size_mib, "world_bytes": size, "chunks": chunks, "rounds": rounds,
+        "snapshot_seconds": round(snapshot_s, 2),
+        "rsync_local_seconds": None if local_s is None else round(local_s, 2),
+        "rsync_local_mib_s": rate(local_s), "clone_verified": verified,
+        "durable_write_seconds": round(durable_s, 2), "durable_write_mib_s": rate(durable_s),
     }
-    started = time.perf_counter()
-    result["pull_verified"] = same_tree_except_store(world_a, world_b)
-    log(f"  verified the clone in {time.perf_counter() - started:.0f} s")
-    shutil.rmtree(world_a, ignore_errors=True)
-    shutil.rmtree(world_b, ignore_errors=True)
-    return result
+    for name in runs:
+        s = secs(name)
+        out[f"{name}_seconds"] = s
+        out[f"{name}_mib_s"] = rate(s)
+        out[f"{name}_private_mib"] = mib(max((r.peak for r in runs[name]), default=0))
+        if name in rows:  # the transfer call alone, inside the process (imports left out)
+            inner = statistics.median(r["seconds"] for r in rows[name])
+            out[f"{name}_call_mib_s"] = rate(inner)
+            out[f"{name}_server_private_mib"] = mib(max(r.server_peak for r in runs[name]))
+            out[f"{name}_server_extra_mib"] = mib(max(r.server_peak - r.server_before
+                                                      for r in runs[name]))
+            out[f"{name}_server_cpu_s"] = statistics.median(r.server_cpu_s for r in runs[name])
+            out[name] = rows[name][len(rows[name]) // 2]
+    for name in ("push", "clone"):
+        ours, theirs = out[f"{name}_mib_s"], out[f"rsync_{name}_mib_s"]
+        out[f"{name}_vs_rsync_daemon"] = round(ours / theirs, 3) if ours and theirs else None
+    uploads = out["push"]["by_path"].get("objects", {})
+    gets = out["clone"]["by_path"].get("objects/get", {})
+    out["upload_requests"] = uploads.get("requests")
+    out["upload_body_mib_max"] = round(uploads.get("body_max", 0) / MiB, 2)
+    out["upload_body_mib_min_but_last"] = (round(uploads["bodies_but_last_min"] / MiB, 2)
+                                           if uploads.get("bodies_but_last_min") else None)
+    out["get_requests"] = gets.get("requests")
+    return out
 
 
 def same_tree_except_store(a: Path, b: Path) -> bool:
@@ -703,33 +961,46 @@ def same_tree_except_store(a: Path, b: Path) -> bool:
     return files_a == files_b and all(filecmp.cmp(a / f, b / f, shallow=False) for f in files_a)
 
 
-def print_big(r: dict[str, Any]) -> None:
-    table = Table(title=f"2. Full push and clone of a synthesized world over loopback "
-                        f"({r['world_bytes'] / MiB:,.0f} MiB, {r['chunks']:,} chunks)")
-    for col in ["", "seconds", "world MiB/s", "wire MiB/s", "requests", "data requests",
-                "MiB per data request", "s in data requests", "server CPU s", "client CPU s",
-                "vs rsync -a full copy"]:
-        table.add_column(col, justify="left" if not col else "right")
-    rs = r["rsync_full_copy_seconds"]
-    for name, row, rate, wire, data_req, per, path in (
-        ("push (into empty session)", r["push"], r["push_mib_s"], r["push_wire_mib_s"],
-         r["upload_requests"], r["upload_mib_per_request"], "objects"),
-        ("pull (clone, with restore)", r["pull"], r["pull_mib_s"], r["pull_wire_mib_s"],
-         r["get_requests"], r["get_mib_per_request"], "objects/get"),
-    ):
-        http_s = row["by_path"].get(path, {}).get("http_seconds")
-        table.add_row(name, f"{row['seconds']:.2f}", f"{rate:.1f}", f"{wire:.1f}",
-                      str(row["wire"]["requests"]), str(data_req), str(per), str(http_s),
-                      str(row.get("server_cpu_s")), str(row.get("client_cpu_s")),
-                      f"{rs / row['seconds']:.2f}x speed" if rs else "n/a")
-    table.add_row("rsync -a into an empty folder (peer)", f"{rs:.2f}" if rs else "n/a",
-                  f"{r['rsync_full_copy_mib_s']}" if rs else "n/a", *[""] * 8)
+def print_big(results: list[dict[str, Any]]) -> None:
+    table = Table(title="2. Full push into an empty session and full clone over loopback, whole "
+                        "processes, beside an rsync daemon on 127.0.0.1 (median seconds)")
+    for col in ["world", "", "seconds", "MiB/s", "MiB/s in the call", "vs rsync daemon",
+                "private MiB", "coordinator private MiB (+during)", "coordinator CPU s",
+                "requests"]:
+        table.add_column(col, justify="left" if col in ("", "world") else "right")
+    for r in results:
+        label = f"{r['world_bytes'] / MiB:,.0f} MiB, {r['chunks']:,} chunks"
+        for name, what in (("push", "phs push (empty session)"),
+                           ("rsync_push", "rsync -a to the daemon"),
+                           ("clone", "phs clone (with restore)"),
+                           ("rsync_clone", "rsync -a from the daemon")):
+            if r.get(f"{name}_seconds") is None:
+                continue
+            ratio = r.get(f"{name}_vs_rsync_daemon")
+            row = r.get(name, {})
+            table.add_row(label, what, f"{r[f'{name}_seconds']:.2f}", str(r[f"{name}_mib_s"]),
+                          str(r.get(f"{name}_call_mib_s", "")),
+                          "" if ratio is None else f"{ratio:.3f}",
+                          str(r[f"{name}_private_mib"]),
+                          "" if name.startswith("rsync") else
+                          f"{r[f'{name}_server_private_mib']} (+{r[f'{name}_server_extra_mib']})",
+                          str(r.get(f"{name}_server_cpu_s", "")),
+                          str(row.get("wire", {}).get("requests", "")))
+            label = ""
     console.print(table)
-    console.print(f"  upload bodies: smallest but the last {r['upload_body_mib_min_but_last']} MiB, "
-                  f"largest {r['upload_body_mib_max']} MiB", markup=False)
-    console.print(f"  snapshot before the push: {r['snapshot_seconds']} s; clone verified "
-                  f"byte-identical: {r['pull_verified']}; push requests by endpoint: "
-                  f"{ {k: v['requests'] for k, v in r['push']['by_path'].items()} }", markup=False)
+    for r in results:
+        console.print(f"  {r['world_bytes'] / MiB:,.0f} MiB: snapshot before the push "
+                      f"{r['snapshot_seconds']} s; rsync -a local copy {r['rsync_local_mib_s']} "
+                      f"MiB/s; the world's bytes written to one file and fsynced (the floor of "
+                      f"a durable copy) {r['durable_write_mib_s']} MiB/s; clone byte-identical: {r['clone_verified']}; uploads "
+                      f"{r['upload_requests']} (largest body {r['upload_body_mib_max']} MiB), "
+                      f"downloads {r['get_requests']}", markup=False)
+    if len(results) > 1:
+        small, big = results[0], results[-1]
+        for name in ("push", "clone"):
+            console.print(f"  {name} private memory {small[f'{name}_private_mib']} MiB at "
+                          f"{small['world_bytes'] / MiB:,.0f} MiB, {big[f'{name}_private_mib']} "
+                          f"MiB at {big['world_bytes'] / MiB:,.0f} MiB", markup=False)
 
 
 # -- 3: lease renewals ----------------------------------------------------------------------------
@@ -988,9 +1259,18 @@ def print_leases(rows: list[dict[str, Any]]) -> None:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--child"]:
+        return child_main(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-big", action="store_true", help="skip the synthesized-world throughput")
-    parser.add_argument("--size-mib", type=int, default=1024, help="synthesized world size (default 1024)")
+    parser.add_argument("--sizes-mib", type=int, nargs="+", default=[256, 1024],
+                        help="synthesized world sizes (default 256 1024: memory must not grow)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds of the big-world transfers, alternated with rsync (median)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="where synthesized worlds are kept between runs")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="py-spy profiles of the first round's client and coordinator here")
     parser.add_argument("--seconds", type=float, default=10.0, help="lease renewal run length (default 10)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent lease clients (default 32)")
     parser.add_argument("--skip-pairs", action="store_true", help="skip the history pairs")
@@ -1018,8 +1298,13 @@ def main() -> int:
                         result["pairs"] = bench_histories(server, work, args.only)
                         print_pairs(result["pairs"])
                 if not args.skip_big:
-                    log(f"2. synthesized world of {args.size_mib} MiB")
-                    result["big"] = bench_big(server, work, args.size_mib)
+                    result["big"] = []
+                    for size in args.sizes_mib:
+                        log(f"2. synthesized world of {size} MiB")
+                        if args.profile is not None:
+                            args.profile.mkdir(parents=True, exist_ok=True)
+                        result["big"].append(bench_big(server, work, size, rounds=args.rounds,
+                                                       cache=args.cache, profile=args.profile))
                     print_big(result["big"])
         if not args.skip_leases:
             log(f"3. lease renewals, {args.clients} clients, {args.seconds:g} s each")
@@ -1069,10 +1354,15 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
         out["wire_push_total_at_most_quarter_of_best_peer"] = t["push_total_at_most_quarter"]
         out["wire_pull_below_best_peer_every_pair"] = t["pull_below_best_peer_every_pair"]
         out["wire_pull_total_at_most_quarter_of_best_peer"] = t["pull_total_at_most_quarter"]
-    if "big" in result:
-        b = result["big"]
-        out["push_at_least_100_mib_s"] = b["push_mib_s"] >= 100
-        out["pull_at_least_100_mib_s"] = b["pull_mib_s"] >= 100
+    if result.get("big"):
+        b = result["big"][-1]  # the largest world
+        for name in ("push", "clone"):
+            ratio = b[f"{name}_vs_rsync_daemon"]
+            out[f"{name}_at_least_third_of_rsync_daemon"] = ratio is not None and ratio >= 1 / 3
+            small = result["big"][0][f"{name}_private_mib"]
+            # Flat: the largest world's peak within a quarter of the smallest's.
+            out[f"{name}_private_memory_flat"] = (len(result["big"]) > 1
+                                                  and b[f"{name}_private_mib"] <= 1.25 * small)
         # Every upload but the last carries >= 4 MiB of body (the last may be smaller).
         out["uploads_at_least_4_mib_each_but_last"] = (
             b["upload_body_mib_min_but_last"] is not None and b["upload_body_mib_min_but_last"] >= 4)

@@ -4,7 +4,7 @@ and pull sending changed chunks as deltas (tests/test_sync.py covers the rest of
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -260,7 +260,9 @@ def check_delta_report(report: PushReport | PullReport, pairs: list[Pair], paylo
     # A push does not ask about chunks of new region nodes: it may send a held one as well.
     assert lacking <= report.chunks_delta + report.chunks_raw <= len(pairs)
     assert report.chunks_delta >= 0.9 * based - (len(pairs) - lacking)
-    assert 0 < report.delta_bytes < 0.2 * payload
+    # A quarter: a small session's chunks that changed length travel as zstd items, whose
+    # literals compress per item (aviadbag 500ee47->a082380: 0.23 of its changed payload).
+    assert 0 < report.delta_bytes < 0.25 * payload
     assert wire(report) < payload
 
 
@@ -563,9 +565,10 @@ class FailingDeltas(CoordinatorClient):
         self.allowed = allowed
         self.sent: list[ObjectId] = []
 
-    def upload(self, objects: list[bytes]) -> UploadResult:
+    def upload(self, objects: Sequence[bytes],
+               ids: Sequence[ObjectId] | None = None) -> UploadResult:
         self.sent += [hash_bytes(o) for o in objects]
-        return super().upload(objects)
+        return super().upload(objects, ids)
 
     def upload_delta(self, batch: bytes, request: DeltaRequest | None = None) -> DeltaUploadResult:
         if self.allowed == 0:

@@ -55,7 +55,7 @@ def error_body(code: str, message: str, details: Mapping[str, Any] | None = None
 #: The status of each domain error (the first class of its MRO listed here).
 STATUS: dict[type[e.DomainError], int] = {
     e.BadName: 400, e.Incomplete: 400, e.MalformedTree: 400, e.NotASnapshot: 400,
-    e.BadObjects: 400, e.MalformedObject: 400, e.BadDelta: 400,
+    e.BadObjects: 400, e.MalformedObject: 400, e.IdMismatch: 400, e.BadDelta: 400,
     e.Forbidden: 403,
     e.NoSession: 404, e.NoMember: 404, e.NoSnapshot: 404, e.ObjectNotStored: 404,
     e.SessionExists: 409, e.MemberExists: 409, e.LeaseRefused: 409, e.NoLease: 409,

@@ -471,6 +471,9 @@ class LmdbSessionObjects:
     def get_many(self, oids: Sequence[ObjectId]) -> list[bytes]:
         return self._store.objects.get_many(oids)
 
+    def get_unchecked(self, oids: Sequence[ObjectId]) -> list[bytes]:
+        return self._store.objects.backend.get_many(oids)
+
     def peek(self, oids: list[ObjectId], n: int) -> list[tuple[int, bytes] | None]:
         return self._store.peek(oids, n)
 

@@ -26,7 +26,7 @@ the JSON fields that go with it::
      +-- NothingToRollBack       nothing_to_roll_back (target)
      +-- ObjectNotStored         object_missing (id)
      +-- StoredObjectCorrupt     object_corrupt (id)
-     +-- BadObjects, MalformedObject, NodeTooLarge   (index)
+     +-- BadObjects, MalformedObject, NodeTooLarge, IdMismatch   (index)
      +-- BadDelta                bad_delta (index)
      +-- TooManyItems, DeltaTooLarge, PairingRefused  (limit)
      +-- QuotaExceeded           quota_exceeded (usage, limit, incoming)
@@ -263,6 +263,18 @@ class MalformedObject(DomainError):
 
     def __init__(self, index: int, reason: object) -> None:
         super().__init__(f"object {index} is malformed: {reason}", {"index": index})
+
+
+class IdMismatch(DomainError):
+    """An uploaded object hashes to another id than the one sent with it: the uploader's copy
+    is damaged (nothing of the upload was stored)."""
+
+    code = "id_mismatch"
+
+    def __init__(self, index: int, expected: ObjectId, got: ObjectId) -> None:
+        super().__init__(f"object {index} should be {expected.hex()} but its bytes hash to "
+                         f"{got.hex()}; nothing was stored",
+                         {"index": index, "expected": expected.hex(), "got": got.hex()})
 
 
 class NodeTooLarge(DomainError):

@@ -216,6 +216,12 @@ class SessionObjects(Protocol):
 
     def get_many(self, oids: Sequence[ObjectId]) -> list[bytes]: ...
 
+    def get_unchecked(self, oids: Sequence[ObjectId]) -> list[bytes]:
+        """The stored bytes of each id, not hashed: for a download, whose receiver hashes
+        each object against the id it asked for (one hash per boundary). Raises:
+        ObjectMissing."""
+        ...
+
     def peek(self, oids: list[ObjectId], n: int) -> list[tuple[int, bytes] | None]:
         """Each object's size and first ``n`` bytes; None when it is not stored."""
         ...

@@ -287,11 +287,12 @@ class LmdbStore:
     def peek(self, oids: list[ObjectId], n: int) -> list[tuple[int, bytes] | None]:
         """Each object's stored size and first ``n`` bytes (None when absent), not hashed:
         the coordinator sizes every blob a new tree reaches (one at a time, so a batch of
-        large files is never in memory at once)."""
+        large files is never in memory at once; neighbours share their pack's lookup)."""
         def run(txn: lmdb.Transaction) -> list[tuple[int, bytes] | None]:
+            packs: dict[int, bytes | memoryview] = {}  # views of the map, not copies
             out: list[tuple[int, bytes] | None] = []
             for oid in oids:
-                value = self._object(txn, oid)
+                value = self._object(txn, oid, packs)
                 if value is not None:
                     self._check_length(value)
                 out.append(None if value is None else (len(value), bytes(value[:n])))

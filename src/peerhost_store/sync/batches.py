@@ -22,7 +22,17 @@ from ..errors import DecodeError, ObjectCorrupt, ObjectMissing
 from ..ids import ObjectId
 from ..objects import decode_blob
 from ..region import NONE
-from .delta import KIND_DELTA, KIND_RAW, DeltaError, DeltaItem, apply_delta, encode_batch, make_item
+from .delta import (
+    BASED_KINDS,
+    KIND_DELTA,
+    KIND_RAW,
+    DeltaError,
+    DeltaItem,
+    apply_delta,
+    encode_batch,
+    make_item,
+    zstd_output_size,
+)
 from .pairing import Pair, want_of
 from .protocol import READ_BATCH, batch_level, delta_output_size
 
@@ -199,10 +209,13 @@ class Rebuilder:
     def _rebuild(self, item: DeltaItem, base_compression: int | None) -> bytes:
         if item.kind == KIND_RAW:
             self._charge(item, len(item.data))
-        if item.kind != KIND_DELTA:
+        if item.kind not in BASED_KINDS:
             return apply_delta(None, item)
         base_raw = self._base(item, base_compression)
-        size = delta_output_size(len(base_raw), item.data)
+        if item.kind == KIND_DELTA:
+            size = delta_output_size(len(base_raw), item.data)
+        else:
+            size = zstd_output_size(item.data)
         if size is not None:
             self._charge(item, size)
         # The base is passed decompressed (type NONE), so it is decompressed once, above.

@@ -49,7 +49,7 @@ from ..errors import (
     PeerhostError,
 )
 from ..graph import Kind, children, decode_as, is_ancestor
-from ..ids import ObjectId, hash_bytes
+from ..ids import ObjectId, from_hex, hash_bytes
 from ..maintenance import load_shallow
 from ..objects import (
     ChunkEntry,
@@ -65,9 +65,16 @@ from ..restore import RestoreOp, RestoreResult, prepare_restore
 from ..store import Overlay, Store, Update, Verified
 from ..tree import iter_region
 from .batches import BatchLimits, Built, Rebuilder, build_items, cut, encode
-from .client import CoordinatorClient, CoordinatorError, RateLimited, Unauthorized, WireStats
+from .client import (
+    CoordinatorClient,
+    CoordinatorError,
+    RateLimited,
+    Unauthorized,
+    UploadResult,
+    WireStats,
+)
 from .delta import (
-    KIND_DELTA,
+    BASED_KINDS,
     KIND_RAW,
     DeltaError,
     DeltaItem,
@@ -180,7 +187,7 @@ class ChunkCounts:
     Attributes:
         chunks_whole: as full payloads: whole objects, stored items of a delta batch (payloads
             recompression cannot reproduce), and fallbacks.
-        chunks_delta: as a delta against their previous version (:data:`KIND_DELTA`).
+        chunks_delta: as a delta against their previous version (:data:`BASED_KINDS`).
         chunks_raw: as NBT in a delta batch, recompressed by the receiver (no previous
             version of that chunk on the receiving side).
         delta_bytes: bytes of delta batches (request bodies for a push, answers for a pull).
@@ -195,7 +202,7 @@ class ChunkCounts:
     fallbacks: int = 0
 
     def add_item(self, item: DeltaItem) -> None:
-        if item.kind == KIND_DELTA:
+        if item.kind in BASED_KINDS:
             self.chunks_delta += 1
         elif item.kind == KIND_RAW:
             self.chunks_raw += 1
@@ -313,7 +320,8 @@ def push(
         if progress is not None:
             progress(report.objects_sent, walk.found)
 
-    _upload_whole(client, walk, report, batch_bytes, tick)
+    where = repo.store.objects.where
+    _upload_whole(client, walk, report, batch_bytes, tick, where)
     report.chunks_whole += walk.whole_chunks
     if walk.missing_chunks or walk.unasked_chunks:
         assert base is not None
@@ -322,15 +330,18 @@ def push(
         whole = deltas.leftovers(set(walk.missing_chunks))
         walk.found = report.objects_sent + len(whole)  # unasked chunks the session had drop out
         report.chunks_whole += len(whole)
-        _upload_whole(client, _read_blobs(repo.store.objects, whole), report, batch_bytes, tick)
+        _upload_whole(client, _read_blobs(repo.store.objects, whole), report, batch_bytes, tick,
+                      where)
     report.checked = client.set_head(remote, head, fencing)
     report.wire = _wire_since(client, before)
     return report
 
 
-def _read_blobs(store: Verified, ids: list[ObjectId]) -> Iterator[bytes]:
+def _read_blobs(store: Verified, ids: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
+    """``(id, bytes)`` of blobs to send, read unchecked: the coordinator checks each against
+    the id sent with it, the one hash these bytes get between this store and that one."""
     for part in chunked(ids, READ_BATCH):
-        yield from store.get_many(list(part))
+        yield from zip(part, store.backend.get_many(list(part)), strict=True)
 
 
 def _overlapped(items: Iterable[T], call: Callable[[T], R],
@@ -357,19 +368,34 @@ def _overlapped(items: Iterable[T], call: Callable[[T], R],
                 future.cancel()
 
 
-def _upload_whole(client: CoordinatorClient, objects: Iterable[bytes], report: PushReport,
-                  batch_bytes: int, tick: Callable[[], None]) -> None:
-    limit = MAX_REQUEST_BYTES - 64 * 1024  # room for msgpack framing
+def _upload_whole(client: CoordinatorClient, objects: Iterable[tuple[ObjectId, bytes]],
+                  report: PushReport, batch_bytes: int, tick: Callable[[], None],
+                  where: str) -> None:
+    """Upload ``(id, bytes)`` pairs, each with its id: the coordinator refuses one that
+    hashes to another (:class:`ObjectCorrupt` here, naming ``where`` they were read)."""
+    limit = MAX_REQUEST_BYTES - 64 * 1024  # room for msgpack framing and the ids
 
-    def batches() -> Iterator[list[bytes]]:
-        for batch in batch_by_size(objects, len, batch_bytes, limit):
-            if len(batch[0]) > limit:
-                raise ObjectTooLarge(hash_bytes(batch[0]), len(batch[0]), limit)
+    def batches() -> Iterator[list[tuple[ObjectId, bytes]]]:
+        for batch in batch_by_size(objects, lambda pair: len(pair[1]) + 32, batch_bytes, limit):
+            if len(batch[0][1]) > limit:
+                raise ObjectTooLarge(batch[0][0], len(batch[0][1]), limit)
             yield batch
 
-    for batch, result in _overlapped(batches(), client.upload):
+    def send(batch: list[tuple[ObjectId, bytes]]) -> UploadResult:
+        try:
+            return client.upload([data for _, data in batch], [oid for oid, _ in batch])
+        except CoordinatorError as exc:
+            if exc.code != "id_mismatch":
+                raise
+            try:
+                expected, got = from_hex(exc.details["expected"]), from_hex(exc.details["got"])
+            except (KeyError, TypeError, ValueError):
+                raise exc from None
+            raise ObjectCorrupt(expected, got, where) from None
+
+    for batch, result in _overlapped(batches(), send):
         report.objects_sent += len(batch)
-        report.object_bytes += sum(len(data) for data in batch)
+        report.object_bytes += sum(len(data) for _, data in batch)
         report.objects_new += result.new
         tick()
 
@@ -456,11 +482,12 @@ class _PushDeltas:
 
 
 class _PushWalk:
-    """Yields the bytes of every object ``head`` reaches that the session lacks.
+    """Yields ``(id, bytes)`` of every object ``head`` reaches that the session lacks.
 
     Breadth-first: one ``objects/status`` request per level of the graph (per 16,384 ids);
     complete subgraphs are skipped, present nodes entered but not yielded. Blobs are read from
-    the local store in batches, nodes once (to find their children).
+    the local store in batches, unchecked (:func:`_read_blobs`: the coordinator checks them
+    against their ids); nodes once, checked, since this walk decodes them.
 
     With ``defer_chunks``, chunk payload blobs (those region maps point at) are not yielded
     but listed for delta batches after the walk: in :attr:`missing_chunks` when the session
@@ -486,7 +513,7 @@ class _PushWalk:
         self.snapshots: list[tuple[ObjectId, ObjectId]] = []
         self._chunks: set[ObjectId] = set()
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> Iterator[tuple[ObjectId, bytes]]:
         seen = {self.head}
         frontier: list[tuple[ObjectId, Kind]] = [(self.head, Kind.SNAPSHOT)]
         blobs: list[ObjectId] = []
@@ -507,12 +534,12 @@ class _PushWalk:
                         self.whole_chunks += oid in self._chunks
                         blobs.append(oid)
                         if len(blobs) >= READ_BATCH:
-                            yield from self.store.get_many(blobs)
+                            yield from _read_blobs(self.store, blobs)
                             blobs = []
                 for sub in chunked(enter, READ_BATCH):
                     for (oid, kind, missing), data in zip(sub, self.store.get_many([o for o, _, _ in sub]), strict=True):
                         if missing:
-                            yield data
+                            yield oid, data
                         obj = decode_as(oid, data, kind)
                         if isinstance(obj, Snapshot):
                             self.snapshots.append((oid, obj.root))
@@ -531,7 +558,7 @@ class _PushWalk:
                                 after.append(child)
             frontier = after
         if blobs:
-            yield from self.store.get_many(blobs)
+            yield from _read_blobs(self.store, blobs)
 
 
 # -- pull ---------------------------------------------------------------------------------
