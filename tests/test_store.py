@@ -293,3 +293,19 @@ def test_staged_objects_are_indexed_by_the_next_update_even_after_a_crash(
             assert txn.stat(store._staged)["entries"] == 0
         store.apply(Update(delete_objects=ids))
         assert _pack_count(store) == 0, "the repeated copies were released"
+
+
+def test_check_many_hashes_objects_in_place_and_names_the_bad_ones(tmp_path: Path) -> None:
+    from peerhost_store.errors import ObjectCorrupt, ObjectMissing
+
+    (good, data), (other, _) = _chunks(2, 9_000)
+    wrong = ObjectId(bytes(32))
+    with LmdbStore(tmp_path / "s") as store:
+        store.objects.backend.put_many([(good, data), (wrong, data)])  # unchecked: a bad id
+        store.objects.check_many([good])
+        with pytest.raises(ObjectCorrupt) as corrupt:
+            store.objects.check_many([good, wrong])
+        assert corrupt.value.expected == wrong
+        with pytest.raises(ObjectMissing) as missing:
+            store.objects.check_many([other])
+        assert missing.value.oid == other
