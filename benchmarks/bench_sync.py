@@ -13,6 +13,12 @@ or a limit measured in the same run:
    of the new archive), and two bounds computed here: the changed chunk payloads and their
    deltas (per-chunk zstd, and the batch codec of ``peerhost_store.sync.delta`` when present).
    Targets: below the best peer on every pair; in total at most 1/4 of the best peer's total.
+   Issue 14, per history (table 1b): push and pull totals at most 1/8 of the best peer's, and
+   within 1.5x of a bound computed here: one zstd frame (level 19) over every changed chunk's
+   NBT and every changed non-region file, with their previous versions as its raw-content
+   dictionary (``zstd --patch-from``). And per pair: push and pull wall time (this process's
+   ``push``/``pull`` calls) at most ``git push``/``git pull`` of the same change into/from a
+   bare repository over git's local transport, whole processes, in the same run.
 2. **Throughput and memory** of a full push of a synthesized world into an empty session and
    of a full clone (restore included), at each of ``--sizes-mib`` (256 and 1024 MiB): each a
    whole process (``bench_sync.py --child``), alternated round by round with the same copies
@@ -70,15 +76,18 @@ from pathlib import Path
 from typing import Any, Self
 
 import httpx
+import zstandard
 from rich.console import Console
 from rich.table import Table
 
+from peerhost_store.chunk import decompress
 from peerhost_store.ids import hash_bytes
 from peerhost_store.objects import encode_blob
+from peerhost_store.region import region_coords
 from peerhost_store.repo import Repository
 from peerhost_store.sync.client import CoordinatorClient, CoordinatorError, RateLimited, body_size
 from peerhost_store.sync.transfer import pull, push
-from peerhost_store.worldfs import STORE_DIR
+from peerhost_store.worldfs import STORE_DIR, region_place
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -287,8 +296,55 @@ def bounds(old: dict[Key, Chunk], new: dict[Key, Chunk]) -> dict[str, Any]:
     except TypeError:  # an older signature without want lists
         out["delta_batch"] = len(delta.encode_batch(items))
     out["delta_batch_with_ids"] = len(delta.encode_batch(items))
-    out["delta_items"] = sum(1 for item in items if item.kind == getattr(delta, "KIND_DELTA", 1))
+    out["delta_items"] = sum(1 for item in items if item.kind in getattr(delta, "BASED_KINDS", {1}))
     return out
+
+
+def changed_files(a: Path, b: Path) -> list[tuple[bytes | None, bytes]]:
+    """``(previous, new)`` contents of every non-region file of ``b`` that differs from the
+    same path in ``a`` (None when it is new there); region files count by chunk instead."""
+    out: list[tuple[bytes | None, bytes]] = []
+    for path in sorted(b.rglob("*")):
+        rel = path.relative_to(b)
+        if not path.is_file() or rel.parts[0] in (STORE_DIR, "session.lock"):
+            continue
+        folder = rel.parent.as_posix()
+        if region_place("" if folder == "." else folder) is not None and region_coords(rel.name):
+            continue
+        new = path.read_bytes()
+        old_path = a / rel
+        old = old_path.read_bytes() if old_path.is_file() else None
+        if old != new:
+            out.append((old, new))
+    return out
+
+
+BOUND_LEVEL = 19
+
+
+def issue_bound(old: dict[Key, Chunk], new: dict[Key, Chunk], a: Path, b: Path) -> int:
+    """Issue 14's bound: one zstd frame (level 19) over every changed chunk's NBT and every
+    changed non-region file, each against its previous version: the previous versions, in
+    the same order, are the frame's raw-content dictionary (``zstd --patch-from``), and the
+    window covers dictionary and content."""
+    news: list[bytes] = []
+    olds: list[bytes] = []
+    for key in sorted(new):
+        if old.get(key) == new[key]:
+            continue
+        news.append(decompress(*new[key]))
+        if key in old:
+            olds.append(decompress(*old[key]))
+    for previous, content in changed_files(a, b):
+        news.append(content)
+        if previous is not None:
+            olds.append(previous)
+    content, prefix = b"".join(news), b"".join(olds)
+    window = max(10, min(30, (len(content) + len(prefix)).bit_length()))
+    params = zstandard.ZstdCompressionParameters.from_level(BOUND_LEVEL, window_log=window)
+    dictionary = zstandard.ZstdCompressionDict(prefix, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+    return len(zstandard.ZstdCompressor(dict_data=dictionary, compression_params=params)
+               .compress(content))
 
 
 # -- peers --------------------------------------------------------------------------------------
@@ -377,6 +433,40 @@ def git_pair(a: Path, b: Path, work: Path) -> dict[str, Any]:
         shutil.rmtree(repo, ignore_errors=True)
 
 
+def git_push_pull(a: Path, b: Path, work: Path) -> dict[str, Any]:
+    """Wall seconds of ``git push`` (version B committed on top of A, into a bare repository
+    that holds A) and of ``git pull`` of it into a clone at A: whole processes, local
+    transport (git's own pack protocol over a pipe), every file hashed (index dropped)."""
+    base = work / "git-sync"
+    base.mkdir()
+    env = {**os.environ, **GIT_ENV}
+    try:
+        def git(cwd: Path, *args: str) -> float:
+            started = time.perf_counter()
+            run(["git", "-c", "gc.auto=0", *args], cwd=cwd, env=env)
+            return time.perf_counter() - started
+
+        bare, one, two = base / "remote.git", base / "one", base / "two"
+        git(base, "init", "-q", "--bare", str(bare))
+        git(base, "init", "-q", str(one))
+        for message, source in (("a", a), ("b", b)):
+            for child in one.iterdir():
+                if child.name != ".git":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+            shutil.copytree(source, one, dirs_exist_ok=True)
+            (one / ".git" / "index").unlink(missing_ok=True)
+            git(one, "add", "-A")
+            git(one, "commit", "-qm", message)
+            if message == "a":
+                git(one, "push", "-q", str(bare), "HEAD:refs/heads/main")
+                git(base, "clone", "-q", "--branch", "main", str(bare), str(two))
+        push_s = git(one, "push", "-q", str(bare), "HEAD:refs/heads/main")
+        pull_s = git(two, "pull", "-q", "--ff-only", "origin", "main")
+        return {"push_seconds": round(push_s, 3), "pull_seconds": round(pull_s, 3)}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def restic_pair(a: Path, b: Path, work: Path) -> dict[str, Any]:
     base = work / "restic"
     base.mkdir()
@@ -446,6 +536,11 @@ def measure_peers(a: Path, b: Path, work: Path) -> tuple[dict[str, Any], dict[st
     if "rsync" in results:
         with contextlib.suppress(subprocess.SubprocessError, OSError, RuntimeError):
             results["rsync_quick_check"] = rsync_pair(a, b, work, ignore_times=False)
+    if "git" in results:
+        try:
+            results["git_sync"] = git_push_pull(a, b, work)
+        except (subprocess.SubprocessError, OSError) as exc:
+            why["git_sync"] = f"git push/pull failed: {exc}"
     return results, why
 
 
@@ -525,6 +620,8 @@ def bench_histories(server: Coordinator, work: Path, only: list[str] | None) -> 
                     row.pull["verified"] = world_content(world_b) == world_content(source / b)
                     chunks[b] = load_chunks(source / b)
                     row.bounds = bounds(chunks[a], chunks[b])
+                    row.bounds["issue_bound"] = issue_bound(chunks[a], chunks[b], source / a,
+                                                            source / b)
                     del chunks[a]
                     row.peers, row.peers_na = measure_peers(source / a, source / b, work)
                     rows.append(row)
@@ -539,7 +636,7 @@ def summarize_pairs(rows: list[PairRow], initial: list[dict[str, Any]]) -> dict[
     for p in peer_names:
         totals[p] = 0
     peer_complete = {p: all(p in r.peers for r in rows) for p in peer_names}
-    out_rows = []
+    out_rows: list[dict[str, Any]] = []
     below_push = below_pull = 0
     best_per_pair_total = 0
     for r in rows:
@@ -561,7 +658,8 @@ def summarize_pairs(rows: list[PairRow], initial: list[dict[str, Any]]) -> dict[
                          "peers": r.peers, "peers_na": r.peers_na, "best_peer": best_name,
                          "best_peer_bytes": best,
                          "push_vs_best": round(push_b / best, 3) if best else None,
-                         "pull_vs_best": round(pull_b / best, 3) if best else None})
+                         "pull_vs_best": round(pull_b / best, 3) if best else None,
+                         "time_vs_git": time_vs_git(r)})
     complete = [p for p in peer_names if peer_complete[p]]
     best_total_peer = min(complete, key=lambda p: totals[p]) if complete else None
     best_total = totals[best_total_peer] if best_total_peer else None
@@ -581,8 +679,92 @@ def summarize_pairs(rows: list[PairRow], initial: list[dict[str, Any]]) -> dict[
         "push_total_vs_best_per_pair_total": (round(totals["push"] / best_per_pair_total, 3)
                                               if best_per_pair_total else None),
     }
+    histories = summarize_histories(rows, peer_names)
+    targets["histories_push_at_most_eighth"] = all(h["push_at_most_eighth"]
+                                                   for h in histories.values())
+    targets["histories_pull_at_most_eighth"] = all(h["pull_at_most_eighth"]
+                                                   for h in histories.values())
+    targets["histories_within_1_5_of_bound"] = all(h["push_within_1_5_of_bound"]
+                                                   and h["pull_within_1_5_of_bound"]
+                                                   for h in histories.values())
+    timed = [r for r in out_rows if r["time_vs_git"]]
+    targets["push_time_at_most_git_pairs"] = (
+        f"{sum(r['time_vs_git']['push'] <= 1 for r in timed)}/{len(timed)}")
+    targets["pull_time_at_most_git_pairs"] = (
+        f"{sum(r['time_vs_git']['pull'] <= 1 for r in timed)}/{len(timed)}")
     return {"rows": out_rows, "initial": initial, "totals": totals, "peers": peer_names,
-            "targets": targets}
+            "histories": histories, "targets": targets}
+
+
+def time_vs_git(r: PairRow) -> dict[str, float] | None:
+    """Push and pull wall seconds over ``git push``/``git pull`` of the same change."""
+    git = r.peers.get("git_sync")
+    if not git or not git["push_seconds"] or not git["pull_seconds"]:
+        return None
+    return {"push": round(r.push["seconds"] / git["push_seconds"], 2),
+            "pull": round(r.pull["seconds"] / git["pull_seconds"], 2)}
+
+
+def summarize_histories(rows: list[PairRow], peer_names: list[str]) -> dict[str, Any]:
+    """Issue 14's per-history totals: push and pull bytes, each peer's, the bound, and the
+    ratios (push/pull at most 1/8 of the best peer's total, within 1.5x of the bound)."""
+    out: dict[str, Any] = {}
+    for r in rows:
+        h = out.setdefault(r.pair.split(" ")[0], {"pairs": 0, "push": 0, "pull": 0, "bound": 0,
+                                                  "peers": dict.fromkeys(peer_names, 0),
+                                                  "complete": set(peer_names),
+                                                  "push_below_best": 0, "pull_below_best": 0})
+        h["pairs"] += 1
+        h["push"] += r.push["wire"]["total"]
+        h["pull"] += r.pull["wire"]["total"]
+        h["bound"] += r.bounds.get("issue_bound") or 0
+        best = min((r.peers[p]["bytes"] for p in peer_names if p in r.peers), default=None)
+        h["push_below_best"] += best is not None and r.push["wire"]["total"] < best
+        h["pull_below_best"] += best is not None and r.pull["wire"]["total"] < best
+        for p in peer_names:
+            if p in r.peers:
+                h["peers"][p] += r.peers[p]["bytes"]
+            else:
+                h["complete"].discard(p)
+    for h in out.values():
+        complete = sorted(h.pop("complete"))
+        best_peer = min(complete, key=lambda p: h["peers"][p]) if complete else None
+        best = h["peers"][best_peer] if best_peer else None
+        h["best_peer"], h["best_peer_bytes"] = best_peer, best
+        for way in ("push", "pull"):
+            h[f"{way}_vs_best_peer"] = round(h[way] / best, 4) if best else None
+            h[f"{way}_at_most_eighth"] = bool(best) and h[way] * 8 <= (best or 0)
+            h[f"{way}_vs_bound"] = round(h[way] / h["bound"], 2) if h["bound"] else None
+            h[f"{way}_within_1_5_of_bound"] = bool(h["bound"]) and h[way] <= 1.5 * h["bound"]
+            h[f"{way}_below_best_every_pair"] = h[f"{way}_below_best"] == h["pairs"]
+    return out
+
+
+def git_times(r: dict[str, Any]) -> list[str]:
+    git, ratio = r["peers"].get("git_sync"), r["time_vs_git"]
+    if not git:
+        return ["n/a"] * 4
+    return [f"{git['push_seconds']:.2f}", f"{git['pull_seconds']:.2f}",
+            f"{ratio['push']:.2f}" if ratio else "n/a", f"{ratio['pull']:.2f}" if ratio else "n/a"]
+
+
+def print_histories(histories: dict[str, Any]) -> None:
+    peers = list(PEERS)
+    table = Table(title="1b. Per history (KiB): PeerHost, each peer, issue 14's bound (one zstd "
+                        "frame of the changed chunks' NBT and files against their previous versions)")
+    for col in ["history", "pairs", "push", "pull", *peers, "bound", "best peer", "push/best",
+                "pull/best", "push/bound", "pull/bound", "below best (push/pull)"]:
+        table.add_column(col, justify="left" if col == "history" else "right")
+    for name, h in histories.items():
+        table.add_row(name, str(h["pairs"]), kib(h["push"]), kib(h["pull"]),
+                      *[kib(h["peers"].get(p)) if p in h["peers"] else "n/a" for p in peers],
+                      kib(h["bound"]), f"{h['best_peer']} {kib(h['best_peer_bytes'])}",
+                      str(h["push_vs_best_peer"]), str(h["pull_vs_best_peer"]),
+                      str(h["push_vs_bound"]), str(h["pull_vs_bound"]),
+                      f"{h['push_below_best']}/{h['pairs']} / {h['pull_below_best']}/{h['pairs']}")
+    console.print(table)
+    console.print("targets per history: push and pull total <= 1/8 of the best peer's (0.125), "
+                  "<= 1.5x the bound, below the best peer on every pair", markup=False)
 
 
 def kib(n: float | None) -> str:
@@ -593,12 +775,12 @@ def print_pairs(result: dict[str, Any]) -> None:
     peers = list(PEERS)
     table = Table(title="1. Bytes on the wire per consecutive pair (KiB; push/pull = HTTP, headers included)")
     for col in ["pair", "push", "pull", "req up/down", "objs up", "push chunks whole/delta/raw", "pull chunks",
-                "changed payload", "zstd/chunk", "delta batch", *peers, "best peer",
-                "push/best", "snap+push s", "pull s", "git s"]:
+                "changed payload", "zstd/chunk", "delta batch", "bound", *peers, "best peer",
+                "push/best", "push s", "pull s", "git push s", "git pull s", "push/git t",
+                "pull/git t"]:
         table.add_column(col, justify="left" if col == "pair" else "right", no_wrap=col == "pair")
     for r in result["rows"]:
         peer_cells = [kib(r["peers"][p]["bytes"]) if p in r["peers"] else "n/a" for p in peers]
-        push_s = r["push"]["seconds"] + r["push"].get("snapshot_seconds", 0)
         verified = "" if r["pull"].get("verified") else " (!)"
         table.add_row(
             r["pair"], kib(r["push"]["wire"]["total"]), kib(r["pull"]["wire"]["total"]) + verified,
@@ -606,20 +788,22 @@ def print_pairs(result: dict[str, Any]) -> None:
             str(r["push"].get("objects_sent", "?")), chunk_text(r["push"]["chunks"]),
             chunk_text(r["pull"]["chunks"]),
             kib(r["bounds"]["changed_payload"]), kib(r["bounds"]["zstd_per_chunk"]),
-            kib(r["bounds"].get("delta_batch")), *peer_cells,
+            kib(r["bounds"].get("delta_batch")), kib(r["bounds"].get("issue_bound")), *peer_cells,
             f"{r['best_peer'] or 'n/a'} {kib(r['best_peer_bytes'])}",
             f"{r['push_vs_best']:.2f}" if r["push_vs_best"] is not None else "n/a",
-            f"{push_s:.2f}", f"{r['pull']['seconds']:.2f}",
-            f"{r['peers']['git']['seconds']:.2f}" if "git" in r["peers"] else "n/a")
+            f"{r['push']['seconds']:.2f}", f"{r['pull']['seconds']:.2f}",
+            *git_times(r))
     t = result["totals"]
     tg = result["targets"]
     table.add_row("total", kib(t["push"]), kib(t["pull"]), "", "", "", "", kib(t["changed_payload"]),
                   kib(t["zstd_per_chunk"]), kib(t["delta_batch"]) if t["delta_batch"] else "n/a",
+                  kib(sum(h["bound"] for h in result["histories"].values())),
                   *[kib(t[p]) if p in t else "n/a" for p in peers],
                   f"{tg['best_total_peer'] or 'n/a'} {kib(tg['best_total_peer_bytes'])}",
                   f"{tg['push_total_vs_best_total']}" if tg["push_total_vs_best_total"] else "n/a",
-                  "", "", "", end_section=True)
+                  "", "", "", "", "", "", end_section=True)
     console.print(table)
+    print_histories(result["histories"])
     for r in result["rows"]:
         for p, why in r["peers_na"].items():
             console.print(f"  {r['pair']}: {p} n/a: {why}", markup=False)
@@ -633,7 +817,9 @@ def print_pairs(result: dict[str, Any]) -> None:
         f"targets: push below the best peer on {tg['push_below_best_peer_pairs']} pairs "
         f"(pull {tg['pull_below_best_peer_pairs']}); push total / best peer's total "
         f"({tg['best_total_peer']}) = {tg['push_total_vs_best_total']} (target <= 0.25; "
-        f"pull {tg['pull_total_vs_best_total']})", markup=False)
+        f"pull {tg['pull_total_vs_best_total']}); push time <= git push on "
+        f"{tg['push_time_at_most_git_pairs']} pairs, pull time <= git pull on "
+        f"{tg['pull_time_at_most_git_pairs']}", markup=False)
 
 
 # -- 2: throughput and memory of a big world ------------------------------------------------------
@@ -667,6 +853,17 @@ def child_main(argv: list[str]) -> int:
     return 0
 
 
+def written_bytes(pid: int) -> int:
+    """Bytes a process has caused to be written to storage (``/proc/PID/io``); 0 unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def rss_anon(pid: int) -> int:
     """A process's private resident memory (``RssAnon``) in bytes; 0 once it is gone."""
     try:
@@ -690,6 +887,7 @@ class Timed:
     server_before: int = 0
     server_cpu_s: float = 0.0
     out: str = ""
+    server_written: int = 0  #: bytes the coordinator wrote to the disk meanwhile
 
 
 def last_json(text: str) -> dict[str, Any]:
@@ -724,6 +922,7 @@ def timed(cmd: list[str], server: Coordinator | None = None, *,
                "--", *cmd]
     server_before = rss_anon(server_pid) if server_pid else 0
     server_cpu = cpu_seconds(server_pid) if server_pid else 0.0
+    server_written = written_bytes(server_pid) if server_pid else 0
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
@@ -751,7 +950,8 @@ def timed(cmd: list[str], server: Coordinator | None = None, *,
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {problem[-3000:]}")
     return Timed(seconds, peak, server_peak, server_before,
-                 round(cpu_seconds(server_pid) - server_cpu, 2) if server_pid else 0.0, text)
+                 round(cpu_seconds(server_pid) - server_cpu, 2) if server_pid else 0.0, text,
+                 written_bytes(server_pid) - server_written if server_pid else 0)
 
 
 RSYNCD_CONF = """\
@@ -948,6 +1148,9 @@ def bench_big(server: Coordinator, work: Path, size_mib: int, *, rounds: int = 1
             out[f"{name}_server_extra_mib"] = mib(max(r.server_peak - r.server_before
                                                       for r in runs[name]))
             out[f"{name}_server_cpu_s"] = statistics.median(r.server_cpu_s for r in runs[name])
+            # What the coordinator's durable writes cost the disk, per byte of world.
+            out[f"{name}_server_written_per_world_byte"] = round(
+                statistics.median(r.server_written for r in runs[name]) / size, 2)
             out[name] = rows[name][len(rows[name]) // 2]
     for name in ("push", "clone"):
         ours, theirs = out[f"{name}_mib_s"], out[f"rsync_{name}_mib_s"]
@@ -1001,7 +1204,9 @@ def print_big(results: list[dict[str, Any]]) -> None:
         console.print(f"  {r['world_bytes'] / MiB:,.0f} MiB: snapshot before the push "
                       f"{r['snapshot_seconds']} s; rsync -a local copy {r['rsync_local_mib_s']} "
                       f"MiB/s; the world's bytes written to one file and fsynced (the floor of "
-                      f"a durable copy) {r['durable_write_mib_s']} MiB/s; clone byte-identical: {r['clone_verified']}; uploads "
+                      f"a durable copy) {r['durable_write_mib_s']} MiB/s; the coordinator wrote "
+                      f"{r['push_server_written_per_world_byte']} bytes per world byte during "
+                      f"the push; clone byte-identical: {r['clone_verified']}; uploads "
                       f"{r['upload_requests']} (largest body {r['upload_body_mib_max']} MiB), "
                       f"downloads {r['get_requests']}", markup=False)
     if len(results) > 1:
@@ -1390,6 +1595,11 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
         out["wire_push_total_at_most_quarter_of_best_peer"] = t["push_total_at_most_quarter"]
         out["wire_pull_below_best_peer_every_pair"] = t["pull_below_best_peer_every_pair"]
         out["wire_pull_total_at_most_quarter_of_best_peer"] = t["pull_total_at_most_quarter"]
+        out["wire_histories_push_at_most_eighth_of_best_peer"] = t["histories_push_at_most_eighth"]
+        out["wire_histories_pull_at_most_eighth_of_best_peer"] = t["histories_pull_at_most_eighth"]
+        out["wire_histories_within_1_5_of_bound"] = t["histories_within_1_5_of_bound"]
+        out["push_time_at_most_git_push"] = t["push_time_at_most_git_pairs"]
+        out["pull_time_at_most_git_pull"] = t["pull_time_at_most_git_pairs"]
     if result.get("big"):
         b = result["big"][-1]  # the largest world
         for name in ("push", "clone"):

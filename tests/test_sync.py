@@ -30,6 +30,7 @@ from peerhost_store.sync.client import (
 )
 from peerhost_store.sync.protocol import (
     PIECE_BYTES,
+    ObjectStatus,
     ProtocolError,
     batch_by_size,
     decode_ids,
@@ -180,6 +181,46 @@ def test_a_small_change_costs_little_to_push(server: Server, tmp_path: Path,
     assert first.checked > 1000
     assert second.objects_sent <= 6 and second.checked <= 12
     assert second.wire.requests <= 10 and second.wire.sent < 20_000
+
+
+class AskingClient(CoordinatorClient):
+    """Counts the ids a push asks ``objects/status`` about."""
+
+    def __init__(self, base: CoordinatorClient) -> None:
+        super().__init__(base.http, base.session, base._token)
+        self.asked: list[ObjectId] = []
+
+    def object_status(self, ids: list[ObjectId]) -> list[ObjectStatus]:
+        self.asked += ids
+        return super().object_status(ids)
+
+
+def test_a_push_asks_only_about_new_paths_and_survives_a_revert(
+        server: Server, tmp_path: Path, real_world: Callable[[str], Path]) -> None:
+    c = make_session(server)
+    a = new_repo(tmp_path / "a", real_world("aviadbag-1.19-history") / "3195128")
+    a.snapshot("v1")
+    lease = c["alice"].acquire("alice-pc", 60)
+    push(a, c["alice"], fencing=lease.fencing)
+    client = AskingClient(c["alice"])
+    level = a.world / "level.dat"
+    original = level.read_bytes()
+    level.write_bytes(original + b"changed")
+    changed = a.snapshot("v2").oid
+    pushed = push(a, client, fencing=lease.fencing)
+    # The folders above the changed file are set beside the session head's: only what
+    # changed is asked about, none of its unchanged siblings.
+    snapshot = a.read_snapshot(changed)
+    assert client.asked[0] == changed and snapshot.root in client.asked
+    assert len(client.asked) == pushed.objects_sent <= 4
+    # Back to v1's tree, which the session holds from its history: found there, not sent.
+    level.write_bytes(original)
+    reverted = a.snapshot("v3").oid
+    client.asked = []
+    again = push(a, client, fencing=lease.fencing)
+    assert again.objects_sent == 1 and len(client.asked) == 2  # the snapshot, and its root
+    assert c["alice"].head().head == reverted
+    assert walk(server.coordinator.store("s1"), [reverted]).ok
 
 
 class FailingClient(CoordinatorClient):

@@ -53,6 +53,7 @@ from ..ids import ObjectId, from_hex, hash_bytes
 from ..maintenance import load_shallow
 from ..objects import (
     ChunkEntry,
+    DirLeaf,
     Index,
     RegionLeaf,
     Snapshot,
@@ -313,8 +314,10 @@ def push(
         raise Diverged(head, remote, DIVERGED_HINT)
     # The session holds the remote head complete, and so does this store (a stored snapshot
     # has its whole tree here): its chunks are the previous versions to send deltas against.
-    base = repo.read_snapshot(remote).root if remote is not None and delta else None
-    walk = _PushWalk(repo.store.objects, client, head, shallow, defer_chunks=base is not None)
+    remote_root = repo.read_snapshot(remote).root if remote is not None else None
+    base = remote_root if delta else None
+    walk = _PushWalk(repo.store.objects, client, head, shallow, defer_chunks=base is not None,
+                     remote=remote, remote_root=remote_root)
 
     def tick() -> None:
         if progress is not None:
@@ -495,10 +498,19 @@ class _PushWalk:
     lacks. Those are not asked about: most are in the pairing lists (so missing), and the rest
     are unchanged chunks the session already holds (see :meth:`_PushDeltas.leftovers`); asking
     would cost 34 bytes per chunk, more than most deltas.
+
+    With ``remote`` (the session head, which the session holds complete) and its tree's root,
+    the walk does not ask about what it can tell: each node entered is set beside the node at
+    the same place in the remote tree (its *counterpart*: the same file or folder name, the
+    same index key), read here, and a child equal to its counterpart's child is complete
+    there. Only children that differ are asked about (an interrupted push's nodes, or a
+    subtree the session holds from older history, are then found present and not sent
+    again), so the walk costs what changed, not the siblings of what changed.
     """
 
     def __init__(self, store: Verified, client: CoordinatorClient, head: ObjectId,
-                 shallow: set[ObjectId], *, defer_chunks: bool = False) -> None:
+                 shallow: set[ObjectId], *, defer_chunks: bool = False,
+                 remote: ObjectId | None = None, remote_root: ObjectId | None = None) -> None:
         self.store = store
         self.client = client
         self.head = head
@@ -512,6 +524,67 @@ class _PushWalk:
         #: first: the trees whose chunks may travel as deltas.
         self.snapshots: list[tuple[ObjectId, ObjectId]] = []
         self._chunks: set[ObjectId] = set()
+        self.remote_root = remote_root
+        #: What the walk knows without asking: complete there.
+        self._known: dict[ObjectId, ObjectStatus] = {} if remote is None else {
+            remote: ObjectStatus.COMPLETE}
+        self._counterpart: dict[ObjectId, ObjectId] = {}
+        self.asked = 0  #: ids sent in ``objects/status`` requests
+
+    def _statuses(self, ids: list[ObjectId]) -> list[ObjectStatus]:
+        ask = [oid for oid in ids if oid not in self._known]
+        self.asked += len(ask)
+        answers = dict(zip(ask, self.client.object_status(ask), strict=True)) if ask else {}
+        return [answers[oid] if oid in answers else self._known[oid] for oid in ids]
+
+    def _align(self, obj: object, base: object) -> None:
+        """Tell the children of ``obj`` from those of its counterpart ``base``."""
+        pairs: list[tuple[ObjectId, ObjectId]] = []
+        if isinstance(obj, Index) and isinstance(base, Index) and obj.level == base.level:
+            keyed = {entry.key: entry.oid for entry in base.entries}
+            pairs = [(e.oid, keyed[e.key]) for e in obj.entries if e.key in keyed]
+        elif isinstance(obj, DirLeaf) and isinstance(base, DirLeaf):
+            named = {entry.name: entry for entry in base.entries}
+            for entry in obj.entries:
+                same = named.get(entry.name)
+                if same is not None and same.kind is entry.kind:
+                    pairs.append((entry.oid, same.oid))
+                    if entry.raw is not None and entry.raw == same.raw:
+                        self._known[entry.raw] = ObjectStatus.COMPLETE
+        elif isinstance(obj, RegionLeaf) and isinstance(base, RegionLeaf):
+            slots = {chunk.slot: chunk.oid for chunk in base.entries}
+            for chunk in obj.entries:
+                if slots.get(chunk.slot) == chunk.oid:
+                    self._known[chunk.oid] = ObjectStatus.COMPLETE
+            return  # chunk blobs: a changed one is listed for the deltas, not asked about
+        for new, old in pairs:
+            if new == old:
+                self._known[new] = ObjectStatus.COMPLETE
+            else:
+                self._counterpart[new] = old
+
+    def _align_root(self, root: ObjectId) -> None:
+        assert self.remote_root is not None
+        if root == self.remote_root:
+            self._known[root] = ObjectStatus.COMPLETE
+        else:
+            self._counterpart[root] = self.remote_root
+
+    def _counterparts(self, ids: list[ObjectId], kinds: list[Kind]) -> dict[ObjectId, object]:
+        """The decoded counterparts of ``ids`` (those that have one), read here."""
+        wanted = [(oid, self._counterpart[oid], kind) for oid, kind in zip(ids, kinds, strict=True)
+                  if oid in self._counterpart]
+        if not wanted:
+            return {}
+        out: dict[ObjectId, object] = {}
+        try:
+            datas = self.store.get_many([base for _, base, _ in wanted])
+        except (ObjectMissing, ObjectCorrupt):
+            return {}  # not in a sound repository: its children are asked about instead
+        for (oid, base, kind), data in zip(wanted, datas, strict=True):
+            with suppress(DecodeError):
+                out[oid] = decode_as(base, data, kind)
+        return out
 
     def __iter__(self) -> Iterator[tuple[ObjectId, bytes]]:
         seen = {self.head}
@@ -521,7 +594,7 @@ class _PushWalk:
             after: list[tuple[ObjectId, Kind]] = []
             for part in chunked(frontier, IDS_PER_REQUEST):
                 enter: list[tuple[ObjectId, Kind, bool]] = []
-                for (oid, kind), status in zip(part, self.client.object_status([o for o, _ in part]), strict=True):
+                for (oid, kind), status in zip(part, self._statuses([o for o, _ in part]), strict=True):
                     if status is ObjectStatus.COMPLETE:
                         continue
                     missing = status is ObjectStatus.MISSING
@@ -537,12 +610,17 @@ class _PushWalk:
                             yield from _read_blobs(self.store, blobs)
                             blobs = []
                 for sub in chunked(enter, READ_BATCH):
+                    bases = self._counterparts([o for o, _, _ in sub], [k for _, k, _ in sub])
                     for (oid, kind, missing), data in zip(sub, self.store.get_many([o for o, _, _ in sub]), strict=True):
                         if missing:
                             yield oid, data
                         obj = decode_as(oid, data, kind)
+                        if oid in bases:
+                            self._align(obj, bases[oid])
                         if isinstance(obj, Snapshot):
                             self.snapshots.append((oid, obj.root))
+                            if oid == self.head and self.remote_root is not None:
+                                self._align_root(obj.root)
                         elif isinstance(obj, RegionLeaf):
                             self._chunks.update(entry.oid for entry in obj.entries)
                             if missing and self.defer_chunks:
