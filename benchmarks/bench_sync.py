@@ -45,8 +45,11 @@ changed files, and the result is checked against version B), git's index is drop
 each commit (its stat cache would do the same), restic runs with ``--force`` and borg with
 ``--files-cache=disabled``. The quick-check rsync figure is kept in the JSON for reference.
 
+With ``--s3``, part 2 runs again against a coordinator whose objects are in a bucket of
+moto's S3 server on 127.0.0.1 (``phs serve --objects s3://...``), set beside the embedded one.
+
 Run: ``.venv/bin/python benchmarks/bench_sync.py [--skip-big] [--sizes-mib N ...] [--rounds R]
-[--cache DIR] [--profile DIR] [--seconds S]``.
+[--cache DIR] [--profile DIR] [--seconds S] [--s3]``.
 """
 
 from __future__ import annotations
@@ -130,9 +133,11 @@ def free_port() -> int:
 class Coordinator:
     """``python -m peerhost_server`` (or ``serve(limits=...)``) on a free loopback port."""
 
-    def __init__(self, data: Path, limits: dict[str, Any] | None = None) -> None:
+    def __init__(self, data: Path, limits: dict[str, Any] | None = None, *,
+                 objects: str | None = None, env: dict[str, str] | None = None) -> None:
         self.data = data
         self.limits = limits
+        self.objects, self.env = objects, env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[str] | None = None
@@ -144,11 +149,15 @@ class Coordinator:
         if self.limits is None:
             cmd = [PYTHON, "-m", "peerhost_server", "--data", str(self.data),
                    "--host", "127.0.0.1", "--port", str(self.port)]
+            if self.objects is not None:
+                cmd += ["--objects", self.objects]
         else:
+            assert self.objects is None, "objects elsewhere with the default limits only"
             cmd = [PYTHON, "-c", SERVE_WITH_LIMITS, str(self.data), str(self.port),
                    json.dumps(self.limits)]
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True,
+                                     env=None if self.env is None else {**os.environ, **self.env})
         assert self.proc.stdout is not None
         first = self.proc.stdout.readline()
         if not first.startswith("admin token"):
@@ -1479,6 +1488,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="lease renewal run length (default 10)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent lease clients (default 32)")
     parser.add_argument("--skip-pairs", action="store_true", help="skip the history pairs")
+    parser.add_argument("--s3", action="store_true",
+                        help="part 2 again with the coordinator's objects in an S3 bucket "
+                             "(moto's server in a process on 127.0.0.1, started here)")
     parser.add_argument("--skip-leases", action="store_true", help="skip the lease renewals")
     parser.add_argument("--only", nargs="*", default=None, help="histories whose name contains these")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sync.json")
@@ -1511,6 +1523,30 @@ def main() -> int:
                         result["big"].append(bench_big(server, work, size, rounds=args.rounds,
                                                        cache=args.cache, profile=args.profile))
                     print_big(result["big"])
+        if args.s3 and not args.skip_big:
+            # moto is a Python server, far slower than a real engine: a floor for S3, not
+            # what S3 costs. The same worlds (cache), the same transfers.
+            from s3util import s3_server
+
+            result["big_s3"] = []
+            with s3_server(process=True) as s3:
+                bucket = s3.new_bucket()
+                with Coordinator(work / "coordinator-s3", objects=f"s3://{bucket}/bench",
+                                 env=s3.env) as server:
+                    for size in args.sizes_mib:
+                        log(f"2b. synthesized world of {size} MiB, objects in S3 (moto)")
+                        # Without --cache part 2 deleted its world: the same seed makes
+                        # the same world again.
+                        cache = args.cache if args.cache is not None else work / "s3-worlds"
+                        cache.mkdir(exist_ok=True)
+                        result["big_s3"].append(bench_big(server, work, size,
+                                                          rounds=args.rounds, cache=cache))
+            print_big(result["big_s3"])
+            for ours, s3row in zip(result.get("big", []), result["big_s3"], strict=False):
+                console.print(f"  {s3row['world_bytes'] / MiB:,.0f} MiB, objects in S3 vs "
+                              f"embedded: push {s3row['push_mib_s']} vs {ours['push_mib_s']} "
+                              f"MiB/s, clone {s3row['clone_mib_s']} vs {ours['clone_mib_s']} "
+                              "MiB/s", markup=False)
         if not args.skip_leases:
             log(f"3. lease renewals, {args.clients} clients, {args.seconds:g} s each")
             n, secs = args.clients, args.seconds

@@ -354,7 +354,9 @@ class MemoryBackends:
         return Usage(used, used)
 
 
-def _open_memory(data_dir: Path, *, clock: Callable[[], float], limits: Limits) -> Backends:
+def _open_memory(data_dir: Path, *, clock: Callable[[], float], limits: Limits,
+                 objects: str | None = None) -> Backends:
+    assert objects is None, "the memory backend keeps its objects itself"
     return MemoryBackends(data_dir, clock=clock, limits=limits)
 
 

@@ -109,8 +109,9 @@ TARGETS = tuple(Target(python, platform) for python in PYTHONS for platform in P
 
 
 #: The extras a player may install (``pip install peerhost[server]`` for ``phs serve``,
-#: ``[demo]`` for ``phs demo``): they must resolve from wheels too. ``test`` is the project's own.
-PLAYER_EXTRAS = ("server", "demo")
+#: ``[demo]`` for ``phs demo``, ``[scale]`` for ``phs serve --objects s3://...``): they must
+#: resolve from wheels too. ``test`` is the project's own.
+PLAYER_EXTRAS = ("server", "demo", "scale")
 
 
 def project_requirements(pyproject: Path = ROOT / "pyproject.toml",

@@ -50,6 +50,11 @@ def register(commands: Subparsers, parents: Parents) -> None:
     p.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
                    help="change a limit: quota_bytes=4GiB, tree.max_entries=500000, "
                         "gc_grace=86400, ... (docs/operations.md)")
+    p.add_argument("--objects", default=None, metavar="s3://BUCKET/PREFIX",
+                   help="keep the sessions' objects in S3-compatible storage (endpoint and "
+                        "credentials from the environment: AWS_ENDPOINT_URL, "
+                        "AWS_ACCESS_KEY_ID, ...; needs peerhost[scale]); default: the data "
+                        "folder")
     p.set_defaults(func=run_serve)
 
     session = commands.add_parser("session", help="create sessions and invite members")
@@ -157,7 +162,15 @@ def run_serve(args: argparse.Namespace) -> int:
     if not _is_loopback(host):
         err.line(f"warning: serving plain HTTP on {host}; tokens cross the network in clear "
                  "unless a TLS reverse proxy fronts it (docs/operations.md)")
-    serve(data, host, port, limits)
+    if args.objects is not None:
+        import_extra("boto3", command="phs serve --objects", extra="scale")
+        from peerhost_server.backends.s3 import parse_s3_url
+
+        try:
+            parse_s3_url(args.objects)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    serve(data, host, port, limits, objects=args.objects)
     return 0
 
 

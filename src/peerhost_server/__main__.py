@@ -1,4 +1,5 @@
-"""``python -m peerhost_server --data DIR [--host H] [--port P] [--limit NAME=VALUE]...``."""
+"""``python -m peerhost_server --data DIR [--host H] [--port P] [--limit NAME=VALUE]...
+[--objects s3://BUCKET/PREFIX]``."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8765, help="port (default: %(default)s)")
     parser.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
                         help="change a limit (quota_bytes=4GiB, tree.max_entries=500000, ...)")
+    parser.add_argument("--objects", default=None, metavar="s3://BUCKET/PREFIX",
+                        help="keep the sessions' objects in S3-compatible storage")
     args = parser.parse_args(argv)
     try:
         limits = override_limits(Limits(), args.limit)
     except ValueError as exc:
         parser.error(str(exc))
-    serve(args.data, args.host, args.port, limits)
+    serve(args.data, args.host, args.port, limits, objects=args.objects)
 
 
 if __name__ == "__main__":

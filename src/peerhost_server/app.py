@@ -53,6 +53,7 @@ def create_app(
     limits: Limits = DEFAULT_LIMITS,
     wall: Callable[[], float] = time.time,
     backends: Backends | None = None,
+    objects: str | None = None,
 ) -> Starlette:
     """Build the coordinator over ``data_dir`` (created if needed).
 
@@ -66,9 +67,11 @@ def create_app(
         wall: wall-clock seconds; upload times (gc's grace period) are judged on it.
         backends: where the state lives (default: LMDB in ``data_dir``,
             :func:`peerhost_server.backends.open_backends`).
+        objects: where the sessions' objects live instead of ``data_dir``, when ``backends``
+            is not given (``s3://bucket/prefix``).
     """
     if backends is None:
-        backends = open_backends(Path(data_dir), clock=clock, limits=limits)
+        backends = open_backends(Path(data_dir), clock=clock, limits=limits, objects=objects)
     coordinator = Coordinator(backends, clock=clock, limits=limits, wall=wall)
     metrics = Metrics()
 
@@ -120,7 +123,7 @@ KEEP_ALIVE_SECONDS = 30
 
 
 def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 8765,
-          limits: Limits = DEFAULT_LIMITS) -> None:
+          limits: Limits = DEFAULT_LIMITS, *, objects: str | None = None) -> None:
     """Run the coordinator with uvicorn until interrupted.
 
     The address is bound first: a port in use is an ``OSError`` with a one-line message, and
@@ -131,10 +134,11 @@ def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 8765,
 
     sock = _listen(host, port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    app = create_app(data_dir, limits=limits)
+    app = create_app(data_dir, limits=limits, objects=objects)
     if app.state.admin_token is not None:
         print(f"admin token (shown once, keep it safe): {app.state.admin_token}", flush=True)
-    print(f"coordinator for {data_dir} on http://{host}:{port}", flush=True)
+    where = "" if objects is None else f" (objects in {objects})"
+    print(f"coordinator for {data_dir}{where} on http://{host}:{port}", flush=True)
     # uvicorn's own access log would duplicate ours (which names members, not addresses).
     # "auto" takes uvloop and httptools when installed (dependencies, but uvloop has no Windows
     # build), else asyncio and h11.

@@ -64,6 +64,7 @@ STATUS: dict[type[e.DomainError], int] = {
     e.RefusedTree: 422, e.TreeNotValidated: 422, e.AreaRefused: 422,
     e.Cancelled: 499,  # nobody reads it; the access log and the metrics do
     e.StoredObjectCorrupt: 500, e.StoreProblem: 500,
+    e.Unavailable: 503,
     e.QuotaExceeded: 507, e.DiskFull: 507,
 }
 
@@ -78,8 +79,10 @@ def status_of(exc: e.DomainError) -> int:
 
 
 def domain_response(exc: e.DomainError) -> JSONResponse:
-    """The answer to a domain error."""
-    return JSONResponse(error_body(exc.code, exc.message, exc.details), status_of(exc))
+    """The answer to a domain error (with ``Retry-After`` when it says when to retry)."""
+    headers = ({"Retry-After": str(exc.retry_after)} if isinstance(exc, e.Unavailable)
+               else None)
+    return JSONResponse(error_body(exc.code, exc.message, exc.details), status_of(exc), headers)
 
 
 async def handle_domain_error(request: Request, exc: Exception) -> Response:
@@ -103,7 +106,8 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 
 async def handle_store_error(request: Request, exc: Exception) -> Response:
     """A backend that failed: the domain error it means for the client when the backend says
-    (:meth:`~.domain.protocols.Backends.classify`: 507 ``disk_full`` on a full disk, so a
+    (:meth:`~.domain.protocols.Backends.classify`: 507 ``disk_full`` on a full disk, 503
+    ``unavailable`` when the object bucket does not answer, so a
     client learns what happened and that it may retry later); anything else is unexpected."""
     mapped = request.app.state.coordinator.backends.classify(exc)
     if mapped is not None:

@@ -31,6 +31,7 @@ the JSON fields that go with it::
      +-- TooManyItems, DeltaTooLarge, PairingRefused  (limit)
      +-- QuotaExceeded           quota_exceeded (usage, limit, incoming)
      +-- DiskFull                disk_full (free, needed)
+     +-- Unavailable             unavailable (retry_after, what)
      +-- StoreProblem            store_problem (problems)
      +-- Cancelled               cancelled
 """
@@ -340,6 +341,19 @@ class DiskFull(DomainError):
         super().__init__(f"the coordinator's disk is full ({free:,} bytes free); nothing was "
                          "written, reads still work", details)
         self.free, self.needed = free, needed
+
+
+class Unavailable(DomainError):
+    """A backend the coordinator depends on (the object bucket) did not answer or refused
+    for now: nothing of the request was acknowledged, and the same request may be retried
+    after ``retry_after`` seconds."""
+
+    code = "unavailable"
+
+    def __init__(self, what: str, retry_after: int) -> None:
+        super().__init__(f"{what}; nothing was acknowledged, retry in {retry_after} s",
+                         {"retry_after": retry_after, "what": what})
+        self.retry_after = retry_after
 
 
 class StoreProblem(DomainError):
