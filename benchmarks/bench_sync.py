@@ -13,9 +13,24 @@ or a limit measured in the same run:
    of the new archive), and two bounds computed here: the changed chunk payloads and their
    deltas (per-chunk zstd, and the batch codec of ``peerhost_store.sync.delta`` when present).
    Targets: below the best peer on every pair; in total at most 1/4 of the best peer's total.
-2. **Throughput** of a full push of a synthesized world (~1 GiB) into an empty session and of
-   a full clone, with the HTTP requests they make. Beside them: ``rsync -a`` of the same world
-   into an empty folder. Target >= 100 MiB/s each, uploads in batches of >= 4 MiB.
+   Issue 14, per history (table 1b): push and pull totals at most 1/8 of the best peer's, and
+   within 1.5x of a bound computed here: one zstd frame (level 19) over every changed chunk's
+   NBT and every changed non-region file, with their previous versions as its raw-content
+   dictionary (``zstd --patch-from``). And per pair: push and pull wall time (this process's
+   ``push``/``pull`` calls) at most ``git push``/``git pull`` of the same change into/from a
+   bare repository over git's local transport, whole processes, in the same run.
+2. **Throughput and memory** of a full push of a synthesized world into an empty session and
+   of a full clone (restore included), at each of ``--sizes-mib`` (256 and 1024 MiB): each a
+   whole process (``bench_sync.py --child``), alternated round by round with the same copies
+   through an ``rsync --daemon`` on a free port of 127.0.0.1 (started and stopped here):
+   ``rsync -a`` of the world into its empty ``push`` module, and of its ``world`` module into
+   an empty folder. The peak private memory (``RssAnon``, sampled every 10 ms) of each process
+   and of the coordinator; with ``--profile DIR``, py-spy records both. Beside them the floor
+   of a durable copy: the world's bytes written to one file and fsynced (a push is durable on
+   the coordinator, a clone in its store and then its world; rsync's copies are not durable,
+   and a loaded disk binds the first two before any CPU does). Targets (issue 14):
+   push and clone of the largest world at least 1/3 of the daemon's MiB/s, peak private memory
+   of push and clone flat with world size (the largest within 1.25x of the smallest).
 3. **Lease renewals** by 32 concurrent clients (one session, token and keep-alive connection
    each) for a bounded time: renewals per second and latency p50/p99, with the coordinator's
    default limits and with the per-token rate limit raised, paced and closed loop. Twice: from
@@ -30,7 +45,11 @@ changed files, and the result is checked against version B), git's index is drop
 each commit (its stat cache would do the same), restic runs with ``--force`` and borg with
 ``--files-cache=disabled``. The quick-check rsync figure is kept in the JSON for reference.
 
-Run: ``.venv/bin/python benchmarks/bench_sync.py [--skip-big] [--size-mib N] [--seconds S]``.
+With ``--s3``, part 2 runs again against a coordinator whose objects are in a bucket of
+moto's S3 server on 127.0.0.1 (``phs serve --objects s3://...``), set beside the embedded one.
+
+Run: ``.venv/bin/python benchmarks/bench_sync.py [--skip-big] [--sizes-mib N ...] [--rounds R]
+[--cache DIR] [--profile DIR] [--seconds S] [--s3]``.
 """
 
 from __future__ import annotations
@@ -57,15 +76,18 @@ from pathlib import Path
 from typing import Any, Self
 
 import httpx
+import zstandard
 from rich.console import Console
 from rich.table import Table
 
+from peerhost_store.chunk import decompress
 from peerhost_store.ids import hash_bytes
 from peerhost_store.objects import encode_blob
+from peerhost_store.region import region_coords
 from peerhost_store.repo import Repository
-from peerhost_store.sync.client import CoordinatorClient, CoordinatorError, RateLimited
+from peerhost_store.sync.client import CoordinatorClient, CoordinatorError, RateLimited, body_size
 from peerhost_store.sync.transfer import pull, push
-from peerhost_store.worldfs import STORE_DIR
+from peerhost_store.worldfs import STORE_DIR, region_place
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -111,9 +133,11 @@ def free_port() -> int:
 class Coordinator:
     """``python -m peerhost_server`` (or ``serve(limits=...)``) on a free loopback port."""
 
-    def __init__(self, data: Path, limits: dict[str, Any] | None = None) -> None:
+    def __init__(self, data: Path, limits: dict[str, Any] | None = None, *,
+                 objects: str | None = None, env: dict[str, str] | None = None) -> None:
         self.data = data
         self.limits = limits
+        self.objects, self.env = objects, env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[str] | None = None
@@ -125,11 +149,15 @@ class Coordinator:
         if self.limits is None:
             cmd = [PYTHON, "-m", "peerhost_server", "--data", str(self.data),
                    "--host", "127.0.0.1", "--port", str(self.port)]
+            if self.objects is not None:
+                cmd += ["--objects", self.objects]
         else:
+            assert self.objects is None, "objects elsewhere with the default limits only"
             cmd = [PYTHON, "-c", SERVE_WITH_LIMITS, str(self.data), str(self.port),
                    json.dumps(self.limits)]
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True,
+                                     env=None if self.env is None else {**os.environ, **self.env})
         assert self.proc.stdout is not None
         first = self.proc.stdout.readline()
         if not first.startswith("admin token"):
@@ -185,7 +213,7 @@ class CountingClient(CoordinatorClient):
         row[0] += self.stats.requests - before.requests
         row[1] += self.stats.sent - before.sent
         row[2] += self.stats.received - before.received
-        self.bodies.setdefault(tail, []).append(len(response.request.content))
+        self.bodies.setdefault(tail, []).append(body_size(response.request))
         with contextlib.suppress(RuntimeError):  # elapsed is known once the body was read
             self.seconds[tail] = self.seconds.get(tail, 0.0) + response.elapsed.total_seconds()
 
@@ -268,8 +296,55 @@ def bounds(old: dict[Key, Chunk], new: dict[Key, Chunk]) -> dict[str, Any]:
     except TypeError:  # an older signature without want lists
         out["delta_batch"] = len(delta.encode_batch(items))
     out["delta_batch_with_ids"] = len(delta.encode_batch(items))
-    out["delta_items"] = sum(1 for item in items if item.kind == getattr(delta, "KIND_DELTA", 1))
+    out["delta_items"] = sum(1 for item in items if item.kind in getattr(delta, "BASED_KINDS", {1}))
     return out
+
+
+def changed_files(a: Path, b: Path) -> list[tuple[bytes | None, bytes]]:
+    """``(previous, new)`` contents of every non-region file of ``b`` that differs from the
+    same path in ``a`` (None when it is new there); region files count by chunk instead."""
+    out: list[tuple[bytes | None, bytes]] = []
+    for path in sorted(b.rglob("*")):
+        rel = path.relative_to(b)
+        if not path.is_file() or rel.parts[0] in (STORE_DIR, "session.lock"):
+            continue
+        folder = rel.parent.as_posix()
+        if region_place("" if folder == "." else folder) is not None and region_coords(rel.name):
+            continue
+        new = path.read_bytes()
+        old_path = a / rel
+        old = old_path.read_bytes() if old_path.is_file() else None
+        if old != new:
+            out.append((old, new))
+    return out
+
+
+BOUND_LEVEL = 19
+
+
+def issue_bound(old: dict[Key, Chunk], new: dict[Key, Chunk], a: Path, b: Path) -> int:
+    """Issue 14's bound: one zstd frame (level 19) over every changed chunk's NBT and every
+    changed non-region file, each against its previous version: the previous versions, in
+    the same order, are the frame's raw-content dictionary (``zstd --patch-from``), and the
+    window covers dictionary and content."""
+    news: list[bytes] = []
+    olds: list[bytes] = []
+    for key in sorted(new):
+        if old.get(key) == new[key]:
+            continue
+        news.append(decompress(*new[key]))
+        if key in old:
+            olds.append(decompress(*old[key]))
+    for previous, content in changed_files(a, b):
+        news.append(content)
+        if previous is not None:
+            olds.append(previous)
+    content, prefix = b"".join(news), b"".join(olds)
+    window = max(10, min(30, (len(content) + len(prefix)).bit_length()))
+    params = zstandard.ZstdCompressionParameters.from_level(BOUND_LEVEL, window_log=window)
+    dictionary = zstandard.ZstdCompressionDict(prefix, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+    return len(zstandard.ZstdCompressor(dict_data=dictionary, compression_params=params)
+               .compress(content))
 
 
 # -- peers --------------------------------------------------------------------------------------
@@ -358,6 +433,40 @@ def git_pair(a: Path, b: Path, work: Path) -> dict[str, Any]:
         shutil.rmtree(repo, ignore_errors=True)
 
 
+def git_push_pull(a: Path, b: Path, work: Path) -> dict[str, Any]:
+    """Wall seconds of ``git push`` (version B committed on top of A, into a bare repository
+    that holds A) and of ``git pull`` of it into a clone at A: whole processes, local
+    transport (git's own pack protocol over a pipe), every file hashed (index dropped)."""
+    base = work / "git-sync"
+    base.mkdir()
+    env = {**os.environ, **GIT_ENV}
+    try:
+        def git(cwd: Path, *args: str) -> float:
+            started = time.perf_counter()
+            run(["git", "-c", "gc.auto=0", *args], cwd=cwd, env=env)
+            return time.perf_counter() - started
+
+        bare, one, two = base / "remote.git", base / "one", base / "two"
+        git(base, "init", "-q", "--bare", str(bare))
+        git(base, "init", "-q", str(one))
+        for message, source in (("a", a), ("b", b)):
+            for child in one.iterdir():
+                if child.name != ".git":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+            shutil.copytree(source, one, dirs_exist_ok=True)
+            (one / ".git" / "index").unlink(missing_ok=True)
+            git(one, "add", "-A")
+            git(one, "commit", "-qm", message)
+            if message == "a":
+                git(one, "push", "-q", str(bare), "HEAD:refs/heads/main")
+                git(base, "clone", "-q", "--branch", "main", str(bare), str(two))
+        push_s = git(one, "push", "-q", str(bare), "HEAD:refs/heads/main")
+        pull_s = git(two, "pull", "-q", "--ff-only", "origin", "main")
+        return {"push_seconds": round(push_s, 3), "pull_seconds": round(pull_s, 3)}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def restic_pair(a: Path, b: Path, work: Path) -> dict[str, Any]:
     base = work / "restic"
     base.mkdir()
@@ -427,6 +536,11 @@ def measure_peers(a: Path, b: Path, work: Path) -> tuple[dict[str, Any], dict[st
     if "rsync" in results:
         with contextlib.suppress(subprocess.SubprocessError, OSError, RuntimeError):
             results["rsync_quick_check"] = rsync_pair(a, b, work, ignore_times=False)
+    if "git" in results:
+        try:
+            results["git_sync"] = git_push_pull(a, b, work)
+        except (subprocess.SubprocessError, OSError) as exc:
+            why["git_sync"] = f"git push/pull failed: {exc}"
     return results, why
 
 
@@ -506,6 +620,8 @@ def bench_histories(server: Coordinator, work: Path, only: list[str] | None) -> 
                     row.pull["verified"] = world_content(world_b) == world_content(source / b)
                     chunks[b] = load_chunks(source / b)
                     row.bounds = bounds(chunks[a], chunks[b])
+                    row.bounds["issue_bound"] = issue_bound(chunks[a], chunks[b], source / a,
+                                                            source / b)
                     del chunks[a]
                     row.peers, row.peers_na = measure_peers(source / a, source / b, work)
                     rows.append(row)
@@ -520,7 +636,7 @@ def summarize_pairs(rows: list[PairRow], initial: list[dict[str, Any]]) -> dict[
     for p in peer_names:
         totals[p] = 0
     peer_complete = {p: all(p in r.peers for r in rows) for p in peer_names}
-    out_rows = []
+    out_rows: list[dict[str, Any]] = []
     below_push = below_pull = 0
     best_per_pair_total = 0
     for r in rows:
@@ -542,7 +658,8 @@ def summarize_pairs(rows: list[PairRow], initial: list[dict[str, Any]]) -> dict[
                          "peers": r.peers, "peers_na": r.peers_na, "best_peer": best_name,
                          "best_peer_bytes": best,
                          "push_vs_best": round(push_b / best, 3) if best else None,
-                         "pull_vs_best": round(pull_b / best, 3) if best else None})
+                         "pull_vs_best": round(pull_b / best, 3) if best else None,
+                         "time_vs_git": time_vs_git(r)})
     complete = [p for p in peer_names if peer_complete[p]]
     best_total_peer = min(complete, key=lambda p: totals[p]) if complete else None
     best_total = totals[best_total_peer] if best_total_peer else None
@@ -562,8 +679,92 @@ def summarize_pairs(rows: list[PairRow], initial: list[dict[str, Any]]) -> dict[
         "push_total_vs_best_per_pair_total": (round(totals["push"] / best_per_pair_total, 3)
                                               if best_per_pair_total else None),
     }
+    histories = summarize_histories(rows, peer_names)
+    targets["histories_push_at_most_eighth"] = all(h["push_at_most_eighth"]
+                                                   for h in histories.values())
+    targets["histories_pull_at_most_eighth"] = all(h["pull_at_most_eighth"]
+                                                   for h in histories.values())
+    targets["histories_within_1_5_of_bound"] = all(h["push_within_1_5_of_bound"]
+                                                   and h["pull_within_1_5_of_bound"]
+                                                   for h in histories.values())
+    timed = [r for r in out_rows if r["time_vs_git"]]
+    targets["push_time_at_most_git_pairs"] = (
+        f"{sum(r['time_vs_git']['push'] <= 1 for r in timed)}/{len(timed)}")
+    targets["pull_time_at_most_git_pairs"] = (
+        f"{sum(r['time_vs_git']['pull'] <= 1 for r in timed)}/{len(timed)}")
     return {"rows": out_rows, "initial": initial, "totals": totals, "peers": peer_names,
-            "targets": targets}
+            "histories": histories, "targets": targets}
+
+
+def time_vs_git(r: PairRow) -> dict[str, float] | None:
+    """Push and pull wall seconds over ``git push``/``git pull`` of the same change."""
+    git = r.peers.get("git_sync")
+    if not git or not git["push_seconds"] or not git["pull_seconds"]:
+        return None
+    return {"push": round(r.push["seconds"] / git["push_seconds"], 2),
+            "pull": round(r.pull["seconds"] / git["pull_seconds"], 2)}
+
+
+def summarize_histories(rows: list[PairRow], peer_names: list[str]) -> dict[str, Any]:
+    """Issue 14's per-history totals: push and pull bytes, each peer's, the bound, and the
+    ratios (push/pull at most 1/8 of the best peer's total, within 1.5x of the bound)."""
+    out: dict[str, Any] = {}
+    for r in rows:
+        h = out.setdefault(r.pair.split(" ")[0], {"pairs": 0, "push": 0, "pull": 0, "bound": 0,
+                                                  "peers": dict.fromkeys(peer_names, 0),
+                                                  "complete": set(peer_names),
+                                                  "push_below_best": 0, "pull_below_best": 0})
+        h["pairs"] += 1
+        h["push"] += r.push["wire"]["total"]
+        h["pull"] += r.pull["wire"]["total"]
+        h["bound"] += r.bounds.get("issue_bound") or 0
+        best = min((r.peers[p]["bytes"] for p in peer_names if p in r.peers), default=None)
+        h["push_below_best"] += best is not None and r.push["wire"]["total"] < best
+        h["pull_below_best"] += best is not None and r.pull["wire"]["total"] < best
+        for p in peer_names:
+            if p in r.peers:
+                h["peers"][p] += r.peers[p]["bytes"]
+            else:
+                h["complete"].discard(p)
+    for h in out.values():
+        complete = sorted(h.pop("complete"))
+        best_peer = min(complete, key=lambda p: h["peers"][p]) if complete else None
+        best = h["peers"][best_peer] if best_peer else None
+        h["best_peer"], h["best_peer_bytes"] = best_peer, best
+        for way in ("push", "pull"):
+            h[f"{way}_vs_best_peer"] = round(h[way] / best, 4) if best else None
+            h[f"{way}_at_most_eighth"] = bool(best) and h[way] * 8 <= (best or 0)
+            h[f"{way}_vs_bound"] = round(h[way] / h["bound"], 2) if h["bound"] else None
+            h[f"{way}_within_1_5_of_bound"] = bool(h["bound"]) and h[way] <= 1.5 * h["bound"]
+            h[f"{way}_below_best_every_pair"] = h[f"{way}_below_best"] == h["pairs"]
+    return out
+
+
+def git_times(r: dict[str, Any]) -> list[str]:
+    git, ratio = r["peers"].get("git_sync"), r["time_vs_git"]
+    if not git:
+        return ["n/a"] * 4
+    return [f"{git['push_seconds']:.2f}", f"{git['pull_seconds']:.2f}",
+            f"{ratio['push']:.2f}" if ratio else "n/a", f"{ratio['pull']:.2f}" if ratio else "n/a"]
+
+
+def print_histories(histories: dict[str, Any]) -> None:
+    peers = list(PEERS)
+    table = Table(title="1b. Per history (KiB): PeerHost, each peer, issue 14's bound (one zstd "
+                        "frame of the changed chunks' NBT and files against their previous versions)")
+    for col in ["history", "pairs", "push", "pull", *peers, "bound", "best peer", "push/best",
+                "pull/best", "push/bound", "pull/bound", "below best (push/pull)"]:
+        table.add_column(col, justify="left" if col == "history" else "right")
+    for name, h in histories.items():
+        table.add_row(name, str(h["pairs"]), kib(h["push"]), kib(h["pull"]),
+                      *[kib(h["peers"].get(p)) if p in h["peers"] else "n/a" for p in peers],
+                      kib(h["bound"]), f"{h['best_peer']} {kib(h['best_peer_bytes'])}",
+                      str(h["push_vs_best_peer"]), str(h["pull_vs_best_peer"]),
+                      str(h["push_vs_bound"]), str(h["pull_vs_bound"]),
+                      f"{h['push_below_best']}/{h['pairs']} / {h['pull_below_best']}/{h['pairs']}")
+    console.print(table)
+    console.print("targets per history: push and pull total <= 1/8 of the best peer's (0.125), "
+                  "<= 1.5x the bound, below the best peer on every pair", markup=False)
 
 
 def kib(n: float | None) -> str:
@@ -574,12 +775,12 @@ def print_pairs(result: dict[str, Any]) -> None:
     peers = list(PEERS)
     table = Table(title="1. Bytes on the wire per consecutive pair (KiB; push/pull = HTTP, headers included)")
     for col in ["pair", "push", "pull", "req up/down", "objs up", "push chunks whole/delta/raw", "pull chunks",
-                "changed payload", "zstd/chunk", "delta batch", *peers, "best peer",
-                "push/best", "snap+push s", "pull s", "git s"]:
+                "changed payload", "zstd/chunk", "delta batch", "bound", *peers, "best peer",
+                "push/best", "push s", "pull s", "git push s", "git pull s", "push/git t",
+                "pull/git t"]:
         table.add_column(col, justify="left" if col == "pair" else "right", no_wrap=col == "pair")
     for r in result["rows"]:
         peer_cells = [kib(r["peers"][p]["bytes"]) if p in r["peers"] else "n/a" for p in peers]
-        push_s = r["push"]["seconds"] + r["push"].get("snapshot_seconds", 0)
         verified = "" if r["pull"].get("verified") else " (!)"
         table.add_row(
             r["pair"], kib(r["push"]["wire"]["total"]), kib(r["pull"]["wire"]["total"]) + verified,
@@ -587,20 +788,22 @@ def print_pairs(result: dict[str, Any]) -> None:
             str(r["push"].get("objects_sent", "?")), chunk_text(r["push"]["chunks"]),
             chunk_text(r["pull"]["chunks"]),
             kib(r["bounds"]["changed_payload"]), kib(r["bounds"]["zstd_per_chunk"]),
-            kib(r["bounds"].get("delta_batch")), *peer_cells,
+            kib(r["bounds"].get("delta_batch")), kib(r["bounds"].get("issue_bound")), *peer_cells,
             f"{r['best_peer'] or 'n/a'} {kib(r['best_peer_bytes'])}",
             f"{r['push_vs_best']:.2f}" if r["push_vs_best"] is not None else "n/a",
-            f"{push_s:.2f}", f"{r['pull']['seconds']:.2f}",
-            f"{r['peers']['git']['seconds']:.2f}" if "git" in r["peers"] else "n/a")
+            f"{r['push']['seconds']:.2f}", f"{r['pull']['seconds']:.2f}",
+            *git_times(r))
     t = result["totals"]
     tg = result["targets"]
     table.add_row("total", kib(t["push"]), kib(t["pull"]), "", "", "", "", kib(t["changed_payload"]),
                   kib(t["zstd_per_chunk"]), kib(t["delta_batch"]) if t["delta_batch"] else "n/a",
+                  kib(sum(h["bound"] for h in result["histories"].values())),
                   *[kib(t[p]) if p in t else "n/a" for p in peers],
                   f"{tg['best_total_peer'] or 'n/a'} {kib(tg['best_total_peer_bytes'])}",
                   f"{tg['push_total_vs_best_total']}" if tg["push_total_vs_best_total"] else "n/a",
-                  "", "", "", end_section=True)
+                  "", "", "", "", "", "", end_section=True)
     console.print(table)
+    print_histories(result["histories"])
     for r in result["rows"]:
         for p, why in r["peers_na"].items():
             console.print(f"  {r['pair']}: {p} n/a: {why}", markup=False)
@@ -614,85 +817,352 @@ def print_pairs(result: dict[str, Any]) -> None:
         f"targets: push below the best peer on {tg['push_below_best_peer_pairs']} pairs "
         f"(pull {tg['pull_below_best_peer_pairs']}); push total / best peer's total "
         f"({tg['best_total_peer']}) = {tg['push_total_vs_best_total']} (target <= 0.25; "
-        f"pull {tg['pull_total_vs_best_total']})", markup=False)
+        f"pull {tg['pull_total_vs_best_total']}); push time <= git push on "
+        f"{tg['push_time_at_most_git_pairs']} pairs, pull time <= git pull on "
+        f"{tg['pull_time_at_most_git_pairs']}", markup=False)
 
 
-# -- 2: throughput of a big world ---------------------------------------------------------------
+# -- 2: throughput and memory of a big world ------------------------------------------------------
+
+#: ``bench_sync.py --child push|clone ...``: one PeerHost transfer as a whole process, as a
+#: player runs it; it prints its report as JSON on stdout.
+CHILD_PUSH, CHILD_CLONE = "push", "clone"
 
 
-def bench_big(server: Coordinator, work: Path, size_mib: int) -> dict[str, Any]:
-    world_a, world_b = work / "big-A", work / "big-B"
-    started = time.perf_counter()
+def child_main(argv: list[str]) -> int:
+    """The transfer a ``--child`` process runs: ``push WORLD URL SESSION TOKEN`` (acquire the
+    lease, push the world's head) or ``clone WORLD URL SESSION TOKEN`` (pull into an empty
+    repository, restore included)."""
+    what, world, url, session, token = argv
+    with httpx.Client(base_url=url, timeout=HTTP_TIMEOUT) as http:
+        client = CountingClient(http, session, token)
+        if what == CHILD_PUSH:
+            with Repository.open(Path(world)) as repo:
+                fencing = client.acquire("bench", 3600).fencing
+                client.take_paths()
+                started = time.perf_counter()
+                report: Any = push(repo, client, fencing=fencing)
+        else:
+            with Repository.init(Path(world)) as repo:
+                started = time.perf_counter()
+                report = pull(repo, client)
+        seconds = time.perf_counter() - started
+    row = transfer_row(report, seconds, client)
+    row["cpu_s"] = round(time.process_time(), 2)
+    print(json.dumps(row))
+    return 0
+
+
+def written_bytes(pid: int) -> int:
+    """Bytes a process has caused to be written to storage (``/proc/PID/io``); 0 unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def rss_anon(pid: int) -> int:
+    """A process's private resident memory (``RssAnon``) in bytes; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+@dataclass
+class Timed:
+    """One whole process: wall seconds, its peak private memory, the coordinator's peak
+    private memory meanwhile (and before), its CPU seconds meanwhile, and its stdout."""
+
+    seconds: float
+    peak: int
+    server_peak: int = 0
+    server_before: int = 0
+    server_cpu_s: float = 0.0
+    out: str = ""
+    server_written: int = 0  #: bytes the coordinator wrote to the disk meanwhile
+
+
+def last_json(text: str) -> dict[str, Any]:
+    """The last line of ``text`` that is a JSON object (py-spy prints lines of its own)."""
+    lines = [line for line in text.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"no JSON report in {text[-500:]!r}")
+    value: dict[str, Any] = json.loads(lines[-1])
+    return value
+
+
+def py_spy() -> str | None:
+    """py-spy (``pip install py-spy``), on the PATH or beside this Python."""
+    beside = Path(PYTHON).parent / "py-spy"
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+
+
+def timed(cmd: list[str], server: Coordinator | None = None, *,
+          profile: Path | None = None) -> Timed:
+    """Run ``cmd`` as a whole process, sampling its and the coordinator's ``RssAnon`` every
+    10 ms; with ``profile``, py-spy records both into ``profile``-client/-server files."""
+    spies: list[subprocess.Popen[bytes]] = []
+    server_pid = server.proc.pid if server is not None and server.proc is not None else None
+    spy = py_spy() if profile is not None else None
+    if spy is not None and server_pid is not None:
+        spies.append(subprocess.Popen(
+            [spy, "record", "-r", "200", "-f", "raw", "-o", f"{profile}-server.txt",
+             "--pid", str(server_pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(1.0)  # py-spy attaches before the work starts
+    if spy is not None:
+        cmd = [spy, "record", "-r", "200", "-f", "raw", "-o", f"{profile}-client.txt",
+               "--", *cmd]
+    server_before = rss_anon(server_pid) if server_pid else 0
+    server_cpu = cpu_seconds(server_pid) if server_pid else 0.0
+    server_written = written_bytes(server_pid) if server_pid else 0
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        peak = server_peak = 0
+        deadline = started + TOOL_TIMEOUT
+        while proc.poll() is None:
+            target = proc.pid
+            if spy is not None:  # py-spy's child is the one doing the work
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    target = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+                                 .read_text().split()[0])
+            peak = max(peak, rss_anon(target))
+            if server_pid:
+                server_peak = max(server_peak, rss_anon(server_pid))
+            if time.perf_counter() > deadline:
+                proc.kill()
+            time.sleep(0.01)
+        seconds = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        text, problem = out.read(), err.read()
+    for recorder in spies:
+        recorder.send_signal(2)  # SIGINT: py-spy writes its file and exits
+        recorder.wait(timeout=60)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {problem[-3000:]}")
+    return Timed(seconds, peak, server_peak, server_before,
+                 round(cpu_seconds(server_pid) - server_cpu, 2) if server_pid else 0.0, text,
+                 written_bytes(server_pid) - server_written if server_pid else 0)
+
+
+RSYNCD_CONF = """\
+uid = {uid}
+gid = {gid}
+use chroot = false
+munge symlinks = false
+log file = {log}
+pid file = {pid}
+[push]
+    path = {push}
+    read only = false
+[world]
+    path = {world}
+    read only = true
+    exclude = /{store}/ /session.lock
+"""
+
+
+#: What a PeerHost world sync leaves out (the store, the game's lock), left out by rsync too.
+RSYNC_EXCLUDE = [f"--exclude=/{STORE_DIR}/", "--exclude=/session.lock"]
+
+
+class RsyncDaemon:
+    """``rsync --daemon`` on a free port of 127.0.0.1 with two modules: ``push`` (an empty
+    folder that pushes write into) and ``world`` (the world, read-only, clones read it)."""
+
+    def __init__(self, work: Path, world: Path) -> None:
+        self.work = work
+        self.push_dir = work / "rsyncd-push"
+        self.port = free_port()
+        self.conf = work / "rsyncd.conf"
+        self.conf.write_text(RSYNCD_CONF.format(
+            log=work / "rsyncd.log", pid=work / "rsyncd.pid", push=self.push_dir, world=world,
+            store=STORE_DIR, uid=os.getuid(), gid=os.getgid()))  # as root it would be nobody
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, module: str) -> str:
+        return f"rsync://127.0.0.1:{self.port}/{module}/"
+
+    def __enter__(self) -> Self:
+        self.push_dir.mkdir(exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["rsync", "--daemon", "--no-detach", f"--config={self.conf}", "--address=127.0.0.1",
+             f"--port={self.port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as s, contextlib.suppress(OSError):
+                s.connect(("127.0.0.1", self.port))
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.__exit__()
+        raise RuntimeError(f"rsync --daemon did not come up on port {self.port}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def synthesized(size_mib: int, work: Path, cache: Path | None) -> tuple[Path, int]:
+    """A synthesized world of about ``size_mib`` MiB in ``work`` (copied from ``cache``, where it
+    is made once), and its chunk count."""
     from peerhost_cli.synth import synthesize_world
 
-    info = synthesize_world(world_a, seed=size_mib, target_bytes=size_mib * MiB)
-    synth_s = time.perf_counter() - started
-    size = world_bytes(world_a)
-    log(f"  synthesized {size / MiB:.0f} MiB in {synth_s:.0f} s")
-    # rsync of the whole world into an empty folder over its local pipe: a peer's full copy.
+    world = work / f"big-{size_mib}"
+    source = world if cache is None else cache / f"world-{size_mib}"
+    marker = source.parent / f"{source.name}.chunks"
+    if not marker.exists():
+        started = time.perf_counter()
+        shutil.rmtree(source, ignore_errors=True)
+        info = synthesize_world(source, seed=size_mib, target_bytes=size_mib * MiB)
+        marker.write_text(str(info.chunks))
+        log(f"  synthesized {size_mib} MiB in {time.perf_counter() - started:.0f} s")
+    if source != world:
+        shutil.rmtree(world, ignore_errors=True)
+        shutil.copytree(source, world)
+    return world, int(marker.read_text())
+
+
+def durable_write_seconds(path: Path, size: int) -> float:
+    """Seconds to write ``size`` bytes to one new file and fsync it: the disk's floor for any
+    copy that must be durable (a push's coordinator and a clone's store are; rsync's copies
+    are not)."""
+    block = os.urandom(16 * MiB)
     started = time.perf_counter()
-    run(["rsync", "-a", f"{world_a}/", f"{work / 'big-rsync'}/"]) if shutil.which("rsync") else None
-    rsync_s = time.perf_counter() - started if shutil.which("rsync") else None
+    with open(path, "wb") as out:
+        for start in range(0, size, len(block)):
+            out.write(block[:size - start])
+        out.flush()
+        os.fsync(out.fileno())
+    seconds = time.perf_counter() - started
+    path.unlink()
+    return seconds
+
+
+def _fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def bench_big(server: Coordinator, work: Path, size_mib: int, *, rounds: int = 1,
+              cache: Path | None = None, profile: Path | None = None) -> dict[str, Any]:
+    """Full push into an empty session and full clone of a synthesized world, each a whole
+    process, alternated round by round with the same transfers by an rsync daemon on
+    127.0.0.1; median seconds, peak private memory of every process."""
+    world, chunks = synthesized(size_mib, work, cache)
+    size = world_bytes(world)
+    rsync = shutil.which("rsync")
+    started = time.perf_counter()
+    if rsync:  # rsync of the whole world into an empty folder over its local pipe
+        run(["rsync", "-a", *RSYNC_EXCLUDE, f"{world}/", f"{work / 'big-rsync'}/"])
+    local_s = time.perf_counter() - started if rsync else None
     shutil.rmtree(work / "big-rsync", ignore_errors=True)
-    world_b.mkdir()
-    with server.client("", server.admin_token) as admin:
-        owner = admin.create_session("big")
-        with server.client("big", owner) as c:
-            member = c.add_member("peer-b")
-    with Repository.init(world_a) as repo_a, server.client("big", owner) as client_a:
+    with Repository.init(world) as repo:
         started = time.perf_counter()
-        repo_a.snapshot("big")
+        repo.snapshot("big")
         snapshot_s = time.perf_counter() - started
-        fencing = client_a.acquire("peer-a", 3600).fencing
-        client_a.take_paths()  # count the push alone
-        os.sync()  # the setup's writes (world, snapshot, rsync) must not flush during the push
-        log("  pushing")
-        assert server.proc is not None
-        server_cpu, client_cpu = cpu_seconds(server.proc.pid), time.process_time()
-        started = time.perf_counter()
-        pushed = push(repo_a, client_a, fencing=fencing)
-        push_s = time.perf_counter() - started
-        push_row = transfer_row(pushed, push_s, client_a)
-        push_row["server_cpu_s"] = round(cpu_seconds(server.proc.pid) - server_cpu, 2)
-        push_row["client_cpu_s"] = round(time.process_time() - client_cpu, 2)
-    log("  cloning")
-    with Repository.init(world_b) as repo_b, server.client("big", member) as client_b:
-        server_cpu, client_cpu = cpu_seconds(server.proc.pid), time.process_time()
-        started = time.perf_counter()
-        pulled = pull(repo_b, client_b)
-        pull_s = time.perf_counter() - started
-        pull_row = transfer_row(pulled, pull_s, client_b)
-        pull_row["server_cpu_s"] = round(cpu_seconds(server.proc.pid) - server_cpu, 2)
-        pull_row["client_cpu_s"] = round(time.process_time() - client_cpu, 2)
-    uploads = push_row["by_path"].get("objects", {})
-    gets = pull_row["by_path"].get("objects/get", {})
-    result = {
-        "size_mib_asked": size_mib, "world_bytes": size, "chunks": info.chunks,
-        "synth_seconds": round(synth_s, 1), "snapshot_seconds": round(snapshot_s, 2),
-        "rsync_full_copy_seconds": None if rsync_s is None else round(rsync_s, 2),
-        "rsync_full_copy_mib_s": None if not rsync_s else round(size / MiB / rsync_s, 1),
-        "push": push_row, "pull": pull_row,
-        "push_mib_s": round(size / MiB / push_s, 1),
-        "pull_mib_s": round(size / MiB / pull_s, 1),
-        "push_wire_mib_s": round(push_row["wire"]["total"] / MiB / push_s, 1),
-        "pull_wire_mib_s": round(pull_row["wire"]["total"] / MiB / pull_s, 1),
-        "upload_requests": uploads.get("requests"),
-        "upload_mib_per_request": (round(uploads["sent"] / uploads["requests"] / MiB, 2)
-                                   if uploads.get("requests") else None),
-        "upload_body_mib_min_but_last": (round(uploads["bodies_but_last_min"] / MiB, 2)
-                                         if uploads.get("bodies_but_last_min") else None),
-        "upload_body_mib_max": round(uploads.get("body_max", 0) / MiB, 2),
-        "get_requests": gets.get("requests"),
-        "get_mib_per_request": (round(gets["received"] / gets["requests"] / MiB, 2)
-                                if gets.get("requests") else None),
-        "pull_verified": None,
+    os.sync()
+    durable_s = durable_write_seconds(work / "durable-floor", size)
+    child = [PYTHON, str(Path(__file__).resolve()), "--child"]
+    runs: dict[str, list[Timed]] = {"push": [], "clone": [], "rsync_push": [], "rsync_clone": []}
+    rows: dict[str, list[dict[str, Any]]] = {"push": [], "clone": []}
+    clone_dir = work / f"big-{size_mib}-clone"
+    with contextlib.ExitStack() as stack:
+        daemon = stack.enter_context(RsyncDaemon(work, world)) if rsync else None
+        for i in range(rounds):
+            name = f"big{size_mib}r{i}"
+            with server.client("", server.admin_token) as admin:
+                owner = admin.create_session(name)
+            os.sync()  # the setup's writes must not flush during the timed runs
+            if daemon is not None:
+                _fresh(daemon.push_dir)
+                os.sync()
+                runs["rsync_push"].append(timed(["rsync", "-a", *RSYNC_EXCLUDE, f"{world}/",
+                                                 daemon.url("push")]))
+            spy = None if profile is None or i else profile / f"push-{size_mib}"
+            done = timed([*child, CHILD_PUSH, str(world), server.url, name, owner], server,
+                         profile=spy)
+            runs["push"].append(done)
+            rows["push"].append(last_json(done.out))
+            if daemon is not None:
+                _fresh(clone_dir)
+                os.sync()
+                runs["rsync_clone"].append(timed(["rsync", "-a", daemon.url("world"),
+                                                  f"{clone_dir}/"]))
+            _fresh(clone_dir)
+            os.sync()
+            spy = None if profile is None or i else profile / f"clone-{size_mib}"
+            done = timed([*child, CHILD_CLONE, str(clone_dir), server.url, name, owner], server,
+                         profile=spy)
+            runs["clone"].append(done)
+            rows["clone"].append(last_json(done.out))
+            log(f"    round {i + 1}: " + ", ".join(
+                f"{k} {v[-1].seconds:.2f} s" for k, v in runs.items() if v))
+        verified = same_tree_except_store(world, clone_dir)
+    shutil.rmtree(clone_dir, ignore_errors=True)
+    shutil.rmtree(world, ignore_errors=True)
+    if rsync:
+        shutil.rmtree(work / "rsyncd-push", ignore_errors=True)
+
+    def secs(name: str) -> float | None:
+        return round(statistics.median(r.seconds for r in runs[name]), 3) if runs[name] else None
+
+    def rate(seconds: float | None) -> float | None:
+        return round(size / MiB / seconds, 1) if seconds else None
+
+    def mib(n: int) -> float:
+        return round(n / MiB, 1)
+
+    out: dict[str, Any] = {
+        "size_mib_asked": size_mib, "world_bytes": size, "chunks": chunks, "rounds": rounds,
+        "snapshot_seconds": round(snapshot_s, 2),
+        "rsync_local_seconds": None if local_s is None else round(local_s, 2),
+        "rsync_local_mib_s": rate(local_s), "clone_verified": verified,
+        "durable_write_seconds": round(durable_s, 2), "durable_write_mib_s": rate(durable_s),
     }
-    started = time.perf_counter()
-    result["pull_verified"] = same_tree_except_store(world_a, world_b)
-    log(f"  verified the clone in {time.perf_counter() - started:.0f} s")
-    shutil.rmtree(world_a, ignore_errors=True)
-    shutil.rmtree(world_b, ignore_errors=True)
-    return result
+    for name in runs:
+        s = secs(name)
+        out[f"{name}_seconds"] = s
+        out[f"{name}_mib_s"] = rate(s)
+        out[f"{name}_private_mib"] = mib(max((r.peak for r in runs[name]), default=0))
+        if name in rows:  # the transfer call alone, inside the process (imports left out)
+            inner = statistics.median(r["seconds"] for r in rows[name])
+            out[f"{name}_call_mib_s"] = rate(inner)
+            out[f"{name}_server_private_mib"] = mib(max(r.server_peak for r in runs[name]))
+            out[f"{name}_server_extra_mib"] = mib(max(r.server_peak - r.server_before
+                                                      for r in runs[name]))
+            out[f"{name}_server_cpu_s"] = statistics.median(r.server_cpu_s for r in runs[name])
+            # What the coordinator's durable writes cost the disk, per byte of world.
+            out[f"{name}_server_written_per_world_byte"] = round(
+                statistics.median(r.server_written for r in runs[name]) / size, 2)
+            out[name] = rows[name][len(rows[name]) // 2]
+    for name in ("push", "clone"):
+        ours, theirs = out[f"{name}_mib_s"], out[f"rsync_{name}_mib_s"]
+        out[f"{name}_vs_rsync_daemon"] = round(ours / theirs, 3) if ours and theirs else None
+    uploads = out["push"]["by_path"].get("objects", {})
+    gets = out["clone"]["by_path"].get("objects/get", {})
+    out["upload_requests"] = uploads.get("requests")
+    out["upload_body_mib_max"] = round(uploads.get("body_max", 0) / MiB, 2)
+    out["upload_body_mib_min_but_last"] = (round(uploads["bodies_but_last_min"] / MiB, 2)
+                                           if uploads.get("bodies_but_last_min") else None)
+    out["get_requests"] = gets.get("requests")
+    return out
 
 
 def same_tree_except_store(a: Path, b: Path) -> bool:
@@ -703,33 +1173,48 @@ def same_tree_except_store(a: Path, b: Path) -> bool:
     return files_a == files_b and all(filecmp.cmp(a / f, b / f, shallow=False) for f in files_a)
 
 
-def print_big(r: dict[str, Any]) -> None:
-    table = Table(title=f"2. Full push and clone of a synthesized world over loopback "
-                        f"({r['world_bytes'] / MiB:,.0f} MiB, {r['chunks']:,} chunks)")
-    for col in ["", "seconds", "world MiB/s", "wire MiB/s", "requests", "data requests",
-                "MiB per data request", "s in data requests", "server CPU s", "client CPU s",
-                "vs rsync -a full copy"]:
-        table.add_column(col, justify="left" if not col else "right")
-    rs = r["rsync_full_copy_seconds"]
-    for name, row, rate, wire, data_req, per, path in (
-        ("push (into empty session)", r["push"], r["push_mib_s"], r["push_wire_mib_s"],
-         r["upload_requests"], r["upload_mib_per_request"], "objects"),
-        ("pull (clone, with restore)", r["pull"], r["pull_mib_s"], r["pull_wire_mib_s"],
-         r["get_requests"], r["get_mib_per_request"], "objects/get"),
-    ):
-        http_s = row["by_path"].get(path, {}).get("http_seconds")
-        table.add_row(name, f"{row['seconds']:.2f}", f"{rate:.1f}", f"{wire:.1f}",
-                      str(row["wire"]["requests"]), str(data_req), str(per), str(http_s),
-                      str(row.get("server_cpu_s")), str(row.get("client_cpu_s")),
-                      f"{rs / row['seconds']:.2f}x speed" if rs else "n/a")
-    table.add_row("rsync -a into an empty folder (peer)", f"{rs:.2f}" if rs else "n/a",
-                  f"{r['rsync_full_copy_mib_s']}" if rs else "n/a", *[""] * 8)
+def print_big(results: list[dict[str, Any]]) -> None:
+    table = Table(title="2. Full push into an empty session and full clone over loopback, whole "
+                        "processes, beside an rsync daemon on 127.0.0.1 (median seconds)")
+    for col in ["world", "", "seconds", "MiB/s", "MiB/s in the call", "vs rsync daemon",
+                "private MiB", "coordinator private MiB (+during)", "coordinator CPU s",
+                "requests"]:
+        table.add_column(col, justify="left" if col in ("", "world") else "right")
+    for r in results:
+        label = f"{r['world_bytes'] / MiB:,.0f} MiB, {r['chunks']:,} chunks"
+        for name, what in (("push", "phs push (empty session)"),
+                           ("rsync_push", "rsync -a to the daemon"),
+                           ("clone", "phs clone (with restore)"),
+                           ("rsync_clone", "rsync -a from the daemon")):
+            if r.get(f"{name}_seconds") is None:
+                continue
+            ratio = r.get(f"{name}_vs_rsync_daemon")
+            row = r.get(name, {})
+            table.add_row(label, what, f"{r[f'{name}_seconds']:.2f}", str(r[f"{name}_mib_s"]),
+                          str(r.get(f"{name}_call_mib_s", "")),
+                          "" if ratio is None else f"{ratio:.3f}",
+                          str(r[f"{name}_private_mib"]),
+                          "" if name.startswith("rsync") else
+                          f"{r[f'{name}_server_private_mib']} (+{r[f'{name}_server_extra_mib']})",
+                          str(r.get(f"{name}_server_cpu_s", "")),
+                          str(row.get("wire", {}).get("requests", "")))
+            label = ""
     console.print(table)
-    console.print(f"  upload bodies: smallest but the last {r['upload_body_mib_min_but_last']} MiB, "
-                  f"largest {r['upload_body_mib_max']} MiB", markup=False)
-    console.print(f"  snapshot before the push: {r['snapshot_seconds']} s; clone verified "
-                  f"byte-identical: {r['pull_verified']}; push requests by endpoint: "
-                  f"{ {k: v['requests'] for k, v in r['push']['by_path'].items()} }", markup=False)
+    for r in results:
+        console.print(f"  {r['world_bytes'] / MiB:,.0f} MiB: snapshot before the push "
+                      f"{r['snapshot_seconds']} s; rsync -a local copy {r['rsync_local_mib_s']} "
+                      f"MiB/s; the world's bytes written to one file and fsynced (the floor of "
+                      f"a durable copy) {r['durable_write_mib_s']} MiB/s; the coordinator wrote "
+                      f"{r['push_server_written_per_world_byte']} bytes per world byte during "
+                      f"the push; clone byte-identical: {r['clone_verified']}; uploads "
+                      f"{r['upload_requests']} (largest body {r['upload_body_mib_max']} MiB), "
+                      f"downloads {r['get_requests']}", markup=False)
+    if len(results) > 1:
+        small, big = results[0], results[-1]
+        for name in ("push", "clone"):
+            console.print(f"  {name} private memory {small[f'{name}_private_mib']} MiB at "
+                          f"{small['world_bytes'] / MiB:,.0f} MiB, {big[f'{name}_private_mib']} "
+                          f"MiB at {big['world_bytes'] / MiB:,.0f} MiB", markup=False)
 
 
 # -- 3: lease renewals ----------------------------------------------------------------------------
@@ -988,12 +1473,24 @@ def print_leases(rows: list[dict[str, Any]]) -> None:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--child"]:
+        return child_main(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-big", action="store_true", help="skip the synthesized-world throughput")
-    parser.add_argument("--size-mib", type=int, default=1024, help="synthesized world size (default 1024)")
+    parser.add_argument("--sizes-mib", type=int, nargs="+", default=[256, 1024],
+                        help="synthesized world sizes (default 256 1024: memory must not grow)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds of the big-world transfers, alternated with rsync (median)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="where synthesized worlds are kept between runs")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="py-spy profiles of the first round's client and coordinator here")
     parser.add_argument("--seconds", type=float, default=10.0, help="lease renewal run length (default 10)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent lease clients (default 32)")
     parser.add_argument("--skip-pairs", action="store_true", help="skip the history pairs")
+    parser.add_argument("--s3", action="store_true",
+                        help="part 2 again with the coordinator's objects in an S3 bucket "
+                             "(moto's server in a process on 127.0.0.1, started here)")
     parser.add_argument("--skip-leases", action="store_true", help="skip the lease renewals")
     parser.add_argument("--only", nargs="*", default=None, help="histories whose name contains these")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sync.json")
@@ -1018,9 +1515,38 @@ def main() -> int:
                         result["pairs"] = bench_histories(server, work, args.only)
                         print_pairs(result["pairs"])
                 if not args.skip_big:
-                    log(f"2. synthesized world of {args.size_mib} MiB")
-                    result["big"] = bench_big(server, work, args.size_mib)
+                    result["big"] = []
+                    for size in args.sizes_mib:
+                        log(f"2. synthesized world of {size} MiB")
+                        if args.profile is not None:
+                            args.profile.mkdir(parents=True, exist_ok=True)
+                        result["big"].append(bench_big(server, work, size, rounds=args.rounds,
+                                                       cache=args.cache, profile=args.profile))
                     print_big(result["big"])
+        if args.s3 and not args.skip_big:
+            # moto is a Python server, far slower than a real engine: a floor for S3, not
+            # what S3 costs. The same worlds (cache), the same transfers.
+            from s3util import s3_server
+
+            result["big_s3"] = []
+            with s3_server(process=True) as s3:
+                bucket = s3.new_bucket()
+                with Coordinator(work / "coordinator-s3", objects=f"s3://{bucket}/bench",
+                                 env=s3.env) as server:
+                    for size in args.sizes_mib:
+                        log(f"2b. synthesized world of {size} MiB, objects in S3 (moto)")
+                        # Without --cache part 2 deleted its world: the same seed makes
+                        # the same world again.
+                        cache = args.cache if args.cache is not None else work / "s3-worlds"
+                        cache.mkdir(exist_ok=True)
+                        result["big_s3"].append(bench_big(server, work, size,
+                                                          rounds=args.rounds, cache=cache))
+            print_big(result["big_s3"])
+            for ours, s3row in zip(result.get("big", []), result["big_s3"], strict=False):
+                console.print(f"  {s3row['world_bytes'] / MiB:,.0f} MiB, objects in S3 vs "
+                              f"embedded: push {s3row['push_mib_s']} vs {ours['push_mib_s']} "
+                              f"MiB/s, clone {s3row['clone_mib_s']} vs {ours['clone_mib_s']} "
+                              "MiB/s", markup=False)
         if not args.skip_leases:
             log(f"3. lease renewals, {args.clients} clients, {args.seconds:g} s each")
             n, secs = args.clients, args.seconds
@@ -1069,10 +1595,20 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
         out["wire_push_total_at_most_quarter_of_best_peer"] = t["push_total_at_most_quarter"]
         out["wire_pull_below_best_peer_every_pair"] = t["pull_below_best_peer_every_pair"]
         out["wire_pull_total_at_most_quarter_of_best_peer"] = t["pull_total_at_most_quarter"]
-    if "big" in result:
-        b = result["big"]
-        out["push_at_least_100_mib_s"] = b["push_mib_s"] >= 100
-        out["pull_at_least_100_mib_s"] = b["pull_mib_s"] >= 100
+        out["wire_histories_push_at_most_eighth_of_best_peer"] = t["histories_push_at_most_eighth"]
+        out["wire_histories_pull_at_most_eighth_of_best_peer"] = t["histories_pull_at_most_eighth"]
+        out["wire_histories_within_1_5_of_bound"] = t["histories_within_1_5_of_bound"]
+        out["push_time_at_most_git_push"] = t["push_time_at_most_git_pairs"]
+        out["pull_time_at_most_git_pull"] = t["pull_time_at_most_git_pairs"]
+    if result.get("big"):
+        b = result["big"][-1]  # the largest world
+        for name in ("push", "clone"):
+            ratio = b[f"{name}_vs_rsync_daemon"]
+            out[f"{name}_at_least_third_of_rsync_daemon"] = ratio is not None and ratio >= 1 / 3
+            small = result["big"][0][f"{name}_private_mib"]
+            # Flat: the largest world's peak within a quarter of the smallest's.
+            out[f"{name}_private_memory_flat"] = (len(result["big"]) > 1
+                                                  and b[f"{name}_private_mib"] <= 1.25 * small)
         # Every upload but the last carries >= 4 MiB of body (the last may be smaller).
         out["uploads_at_least_4_mib_each_but_last"] = (
             b["upload_body_mib_min_but_last"] is not None and b["upload_body_mib_min_but_last"] >= 4)

@@ -43,8 +43,8 @@ from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import encode_blob
 from peerhost_store.region import chunk_coords, parse_region, region_coords
 from peerhost_store.sync.delta import (
+    BASED_KINDS,
     DEFAULT_LEVEL,
-    KIND_DELTA,
     DeltaItem,
     apply_delta,
     decode_batch,
@@ -254,13 +254,13 @@ def print_table(rows: list[tuple[PairResult, int, int, int | None]], with_git: b
     sums = dict.fromkeys(["payload", "zstd", "ids", "want", "facts_git", "facts_best", "git"], 0)
     changed = deltas = beat_facts = beat_git = 0
     for result, facts_git, facts_best, git in rows:
-        cells = [result.name, str(result.changed), str(result.kinds.get(KIND_DELTA, 0))]
+        cells = [result.name, str(result.changed), str(sum(result.kinds.get(k, 0) for k in BASED_KINDS))]
         cells += [kib(result.payload), kib(result.per_chunk_zstd)]
         cells += [kib(result.batch_with_ids), kib(result.batch_for_want)]
         cells += [f"{facts_git:,}", f"{facts_best:,}"] + ([kib(git or 0)] if with_git else [])
         print("| " + " | ".join(cells) + " |")
         changed += result.changed
-        deltas += result.kinds.get(KIND_DELTA, 0)
+        deltas += sum(result.kinds.get(k, 0) for k in BASED_KINDS)
         beat_facts += result.batch_for_want < facts_best * 1024
         beat_git += git is not None and result.batch_for_want < git
         for key, value in zip(

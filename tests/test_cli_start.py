@@ -59,3 +59,23 @@ def test_status_imports_neither_rich_nor_httpx_cli_nor_the_transfer_code(
     assert heavy(modules, "rich", "click", "pygments", "httpx._main") == []
     assert "peerhost_store.sync.transfer" not in modules
     assert "peerhost_store.sync.delta" not in modules
+
+
+def test_the_command_table_names_what_each_module_registers() -> None:
+    """phs builds only the parsers of the module that owns the command it runs."""
+    import argparse
+    import importlib
+
+    from peerhost_cli.common import Parents
+    from peerhost_cli.main import COMMAND_MODULES
+
+    for name, owned in COMMAND_MODULES.items():
+        commands = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(f"peerhost_cli.{name}").register(commands, Parents.make())
+        assert tuple(commands.choices) == owned, name
+
+
+def test_a_command_imports_only_its_own_command_module(tmp_path: Path) -> None:
+    modules = imported_by("log", "-C", str(tmp_path))
+    assert "peerhost_cli.cmd_history" in modules
+    assert "peerhost_cli.cmd_demo" not in modules and "peerhost_cli.cmd_serve" not in modules

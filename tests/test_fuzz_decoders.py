@@ -77,12 +77,15 @@ from peerhost_store.sync.delta import (
     KIND_DELTA,
     KIND_RAW,
     KIND_STORED,
+    KIND_ZSTD,
     DeltaError,
     DeltaItem,
     apply_delta,
     decode_batch,
     encode_batch,
     patch_bytes,
+    zstd_delta,
+    zstd_patch,
 )
 from peerhost_store.sync.protocol import (
     MSGPACK,
@@ -295,6 +298,7 @@ def test_objects_decode_or_raise_decode_error_and_check_agrees(data: bytes, kind
 # -- delta batches ------------------------------------------------------------------------
 
 ITEMS = [DeltaItem(ID, ID2, ZLIB, KIND_DELTA, b"\x00\x00\x00\x05"),
+         DeltaItem(ID, ID2, ZLIB, KIND_ZSTD, zstd_delta(b"base", b"base and more")),
          DeltaItem(ID2, None, GZIP, KIND_RAW, b"\x0a\x00\x00\x00")]
 STREAM_SAMPLES = [
     msgpack.packb([1, 2, None]) + b"".join(
@@ -326,6 +330,15 @@ def test_delta_batches_decode_or_raise_delta_error(stream: bytes, framed: bool) 
 def test_byte_deltas_patch_or_raise_delta_error(delta: bytes, base: bytes) -> None:
     tried("delta.patch_bytes")
     out = refuses(DeltaError, patch_bytes, base, delta, limit=4096)
+    assert out is None or len(out) <= 4096
+
+
+@BOUNDED
+@given(hostile([zstd_delta(b"base" * 20, b"base" * 30), zstd_delta(b"", bytes(100))]),
+       st.binary(max_size=32))
+def test_zstd_items_patch_or_raise_delta_error(frame: bytes, base: bytes) -> None:
+    tried("delta.zstd_patch")
+    out = refuses(DeltaError, zstd_patch, base, frame, limit=4096)
     assert out is None or len(out) <= 4096
 
 
@@ -570,6 +583,7 @@ def test_coordinator_refuses_delta_bombs_in_bounded_memory(tmp_path: Path) -> No
         base = encode_blob(zlib_zeros(GIB // 2))
         alice.upload([base])
         delta = DeltaItem(ID, hash_bytes(base), ZLIB, KIND_DELTA, b"\x00\x00\x00\x01")
+        zdelta = DeltaItem(ID, hash_bytes(base), ZLIB, KIND_ZSTD, zstd_delta(b"", b"x"))
         header = msgpack.packb([1, 1, None])
         cases = {
             "declares a gigabyte": (_declare(_zstd(header + msgpack.packb(
@@ -579,6 +593,7 @@ def test_coordinator_refuses_delta_bombs_in_bounded_memory(tmp_path: Path) -> No
             "no declared size": (_stream_without_size(header + msgpack.packb(
                 [ID, None, ZLIB, KIND_RAW, bytes(MIB)])), {400}),
             "base is a bomb": (encode_batch([delta]), {200}),
+            "base of a zstd item is a bomb": (encode_batch([zdelta]), {200}),
         }
         tracemalloc.start()
         try:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-SERVER = {"starlette", "uvicorn", "uvloop", "httptools", "prometheus_client", "peerhost_server"}
+SERVER = {"starlette", "uvicorn", "uvloop", "httptools", "prometheus_client", "peerhost_server",
+          "boto3", "botocore"}
 DEMO = {"numpy"}
 CLI = {"rich", "rcon", "peerhost_cli"}
 
@@ -54,6 +55,8 @@ def test_the_cli_imports_nothing_of_the_server_or_the_demo() -> None:
 @pytest.mark.parametrize(("argv", "blocked", "extra"), [
     (["serve", "--data", "{tmp}/coord", "--bind", "127.0.0.1:1"], "starlette", "server"),
     (["demo", "--keep", "{tmp}/demo"], "numpy", "demo"),
+    (["serve", "--data", "{tmp}/coord", "--bind", "127.0.0.1:1", "--objects", "s3://b/p"],
+     "boto3", "scale"),
 ])
 def test_a_missing_extra_is_one_line_naming_the_install(
     tmp_path: Path, argv: list[str], blocked: str, extra: str

@@ -131,6 +131,9 @@ class SessionDict:
     def get_many(self, oids: Sequence[ObjectId]) -> list[bytes]:
         return self._objects.get_many(oids)
 
+    def get_unchecked(self, oids: Sequence[ObjectId]) -> list[bytes]:
+        return self._backend.get_many(oids)
+
     def peek(self, oids: list[ObjectId], n: int) -> list[tuple[int, bytes] | None]:
         return [(len(d), d[:n]) if (d := self._data.get(oid)) is not None else None
                 for oid in oids]
@@ -352,7 +355,8 @@ class MemoryBackends:
 
 
 def _open_memory(data_dir: Path, *, clock: Callable[[], float], limits: Limits,
-                 url: str = "lmdb:") -> Backends:
+                 url: str = "lmdb:", objects: str | None = None) -> Backends:
+    assert objects is None, "the memory backend keeps its objects itself"
     return MemoryBackends(data_dir, clock=clock, limits=limits)
 
 

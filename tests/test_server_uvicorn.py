@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -84,11 +84,12 @@ class KillingClient(CoordinatorClient):
         self.kill = kill
         self.sent: list[ObjectId] = []
 
-    def upload(self, objects: list[bytes]) -> UploadResult:
+    def upload(self, objects: Sequence[bytes],
+               ids: Sequence[ObjectId] | None = None) -> UploadResult:
         if self.allowed == 0:
             self.kill()
         self.allowed -= 1
-        result = super().upload(objects)
+        result = super().upload(objects, ids)
         self.sent += [hash_bytes(o) for o in objects]
         return result
 

@@ -169,6 +169,25 @@ def _pack_count(store: LmdbStore) -> int:
         return int(txn.stat(store._packs)["entries"])
 
 
+def test_staged_lists_in_any_order_are_indexed(tmp_path: Path) -> None:
+    """A staged list is written sorted by id and merged with the others a row at a time;
+    one written in another order (by an older phs, before a crash) is sorted first."""
+    objects = _chunks(400, 9_000)
+    with LmdbStore(tmp_path / "s") as store:
+        store.apply(Update(hashed=objects[:200], staged=True))
+        store.apply(Update(hashed=objects[200:], staged=True))
+        with store._env.begin(write=True) as txn:
+            cursor = txn.cursor(db=store._staged)
+            key, value = next(iter(cursor))
+            rows = [value[i:i + 40] for i in range(0, len(value), 40)]
+            assert rows == sorted(rows), "written sorted"
+            txn.put(key, b"".join(reversed(rows)), db=store._staged)
+        ids = [oid for oid, _ in objects]
+        store.apply(Update(refs=[("main", None, ids[0])], require=ids))
+        assert store.objects.missing(ids) == []
+        assert store.objects.get_many(ids) == [data for _, data in objects]
+
+
 def test_long_objects_share_packs_and_take_less_room(tmp_path: Path) -> None:
     objects = _chunks(300, 9_000)
     with LmdbStore(tmp_path / "packed") as packed, \
@@ -274,3 +293,19 @@ def test_staged_objects_are_indexed_by_the_next_update_even_after_a_crash(
             assert txn.stat(store._staged)["entries"] == 0
         store.apply(Update(delete_objects=ids))
         assert _pack_count(store) == 0, "the repeated copies were released"
+
+
+def test_check_many_hashes_objects_in_place_and_names_the_bad_ones(tmp_path: Path) -> None:
+    from peerhost_store.errors import ObjectCorrupt, ObjectMissing
+
+    (good, data), (other, _) = _chunks(2, 9_000)
+    wrong = ObjectId(bytes(32))
+    with LmdbStore(tmp_path / "s") as store:
+        store.objects.backend.put_many([(good, data), (wrong, data)])  # unchecked: a bad id
+        store.objects.check_many([good])
+        with pytest.raises(ObjectCorrupt) as corrupt:
+            store.objects.check_many([good, wrong])
+        assert corrupt.value.expected == wrong
+        with pytest.raises(ObjectMissing) as missing:
+            store.objects.check_many([other])
+        assert missing.value.oid == other

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgpack
@@ -14,6 +14,7 @@ from test_sync_support import Server, make_session, new_repo, root_of
 from worldfs_helpers import make_world, refuse_writes_to
 from worldutil import world_content
 
+from peerhost_server.backends.lmdb import LmdbSessionObjects
 from peerhost_store.bounds import SnapshotCheck, Summary, TreeLimits, check_snapshot
 from peerhost_store.errors import ObjectCorrupt
 from peerhost_store.graph import walk
@@ -21,15 +22,24 @@ from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import decode, encode_blob, encode_dir_leaf
 from peerhost_store.repo import Repository
 from peerhost_store.store import MemoryStore, Update
-from peerhost_store.sync.client import CoordinatorClient, CoordinatorUnavailable, UploadResult
+from peerhost_store.sync.client import (
+    CoordinatorClient,
+    CoordinatorError,
+    CoordinatorUnavailable,
+    UploadResult,
+)
 from peerhost_store.sync.protocol import (
+    PIECE_BYTES,
+    ObjectStatus,
     ProtocolError,
     batch_by_size,
     decode_ids,
     decode_objects,
     encode_ids,
     encode_objects,
+    frame_objects,
     split_objects,
+    split_upload,
 )
 from peerhost_store.sync.transfer import Diverged, pull, push
 
@@ -51,6 +61,32 @@ def test_object_lists_are_framed_like_msgpack(objects: list[bytes]) -> None:
     data = encode_objects(objects)
     assert data == msgpack.packb(objects, use_bin_type=True)
     assert [bytes(v) for v in split_objects(data)] == decode_objects(data) == objects
+
+
+@given(st.lists(st.binary(max_size=70000), max_size=20) | st.lists(st.binary(max_size=4), max_size=70),
+       st.booleans())
+def test_streamed_object_lists_are_the_same_bytes_in_pieces(objects: list[bytes],
+                                                             with_ids: bool) -> None:
+    ids = [hash_bytes(o) for o in objects] if with_ids else None
+    length, pieces = frame_objects(objects, ids)
+    parts = list(pieces)
+    data = b"".join(parts)
+    head = [] if ids is None else [b"".join(ids)]
+    assert data == msgpack.packb(head + objects, use_bin_type=True)
+    assert length == len(data)
+    assert all(len(part) < PIECE_BYTES + 70010 for part in parts)  # one object past a piece
+    got, views = split_upload(data, with_ids=with_ids)
+    assert got == ids and [bytes(v) for v in views] == objects
+
+
+def test_an_upload_whose_ids_do_not_fit_its_objects_is_refused() -> None:
+    blobs = [encode_blob(b"a"), encode_blob(b"b")]
+    for ids in ([b"x" * 31, *blobs], [b"x" * 32, *blobs], []):
+        with pytest.raises(ProtocolError) as refused:
+            split_upload(msgpack.packb(ids, use_bin_type=True), with_ids=True)
+        assert refused.value.index == 0 or not ids
+    with pytest.raises(ValueError, match="1 ids for 2 objects"):
+        frame_objects(blobs, [hash_bytes(blobs[0])])
 
 
 @given(st.binary(max_size=64) | st.builds(
@@ -147,6 +183,46 @@ def test_a_small_change_costs_little_to_push(server: Server, tmp_path: Path,
     assert second.wire.requests <= 10 and second.wire.sent < 20_000
 
 
+class AskingClient(CoordinatorClient):
+    """Counts the ids a push asks ``objects/status`` about."""
+
+    def __init__(self, base: CoordinatorClient) -> None:
+        super().__init__(base.http, base.session, base._token)
+        self.asked: list[ObjectId] = []
+
+    def object_status(self, ids: list[ObjectId]) -> list[ObjectStatus]:
+        self.asked += ids
+        return super().object_status(ids)
+
+
+def test_a_push_asks_only_about_new_paths_and_survives_a_revert(
+        server: Server, tmp_path: Path, real_world: Callable[[str], Path]) -> None:
+    c = make_session(server)
+    a = new_repo(tmp_path / "a", real_world("aviadbag-1.19-history") / "3195128")
+    a.snapshot("v1")
+    lease = c["alice"].acquire("alice-pc", 60)
+    push(a, c["alice"], fencing=lease.fencing)
+    client = AskingClient(c["alice"])
+    level = a.world / "level.dat"
+    original = level.read_bytes()
+    level.write_bytes(original + b"changed")
+    changed = a.snapshot("v2").oid
+    pushed = push(a, client, fencing=lease.fencing)
+    # The folders above the changed file are set beside the session head's: only what
+    # changed is asked about, none of its unchanged siblings.
+    snapshot = a.read_snapshot(changed)
+    assert client.asked[0] == changed and snapshot.root in client.asked
+    assert len(client.asked) == pushed.objects_sent <= 4
+    # Back to v1's tree, which the session holds from its history: found there, not sent.
+    level.write_bytes(original)
+    reverted = a.snapshot("v3").oid
+    client.asked = []
+    again = push(a, client, fencing=lease.fencing)
+    assert again.objects_sent == 1 and len(client.asked) == 2  # the snapshot, and its root
+    assert c["alice"].head().head == reverted
+    assert walk(server.coordinator.store("s1"), [reverted]).ok
+
+
 class FailingClient(CoordinatorClient):
     """Breaks the connection after ``allowed`` uploads."""
 
@@ -155,12 +231,13 @@ class FailingClient(CoordinatorClient):
         self.allowed = allowed
         self.sent_ids: list[ObjectId] = []
 
-    def upload(self, objects: list[bytes]) -> UploadResult:
+    def upload(self, objects: Sequence[bytes],
+               ids: Sequence[ObjectId] | None = None) -> UploadResult:
         if self.allowed == 0:
             raise CoordinatorUnavailable("unavailable", "connection reset (simulated)", 0)
         self.allowed -= 1
         self.sent_ids += [hash_bytes(o) for o in objects]
-        return super().upload(objects)
+        return super().upload(objects, ids)
 
 
 def test_an_interrupted_push_resumes_without_resending(
@@ -295,6 +372,63 @@ def test_pushed_store_verifies_clean(server: Server, tmp_path: Path) -> None:
     store = server.coordinator.store("s1")
     head = c["bob"].head().head
     assert head is not None and walk(store, [head]).ok
+
+
+def test_a_blob_damaged_here_is_refused_by_the_coordinator_naming_this_store(
+        server: Server, tmp_path: Path) -> None:
+    """Blobs go up unchecked, with their ids: the coordinator's one hash catches a bad copy
+    here before it stores anything of that upload."""
+    c = make_session(server)
+    a = new_repo(tmp_path / "a")
+    (a.world / "data.bin").write_bytes(random.Random(7).randbytes(5000))
+    a.snapshot("v1")
+    oid = hash_bytes(encode_blob((a.world / "data.bin").read_bytes()))
+    data = bytearray(a.store.objects.backend.get_many([oid])[0])
+    data[len(data) // 2] ^= 0x10
+    a.store.objects.backend.put_many([(oid, bytes(data))])
+    with pytest.raises(ObjectCorrupt) as refused:
+        push(a, c["alice"], fencing=c["alice"].acquire("pc", 60).fencing)
+    assert refused.value.expected == oid and refused.value.where == a.store.objects.where
+    assert refused.value.got == hash_bytes(bytes(data))
+    assert c["alice"].missing([oid, hash_bytes(bytes(data))]) == [oid, hash_bytes(bytes(data))]
+    assert c["alice"].head().head is None
+
+
+def test_a_blob_damaged_on_the_coordinator_is_caught_by_the_one_hash_of_the_pull(
+        server: Server, tmp_path: Path) -> None:
+    """Downloads are read unhashed there: the puller's hash against the id it asked for is
+    the check, and nothing damaged reaches its store or its world."""
+    c = make_session(server)
+    a = new_repo(tmp_path / "a")
+    (a.world / "data.bin").write_bytes(random.Random(8).randbytes(5000))
+    a.snapshot("v1")
+    push(a, c["alice"], fencing=c["alice"].acquire("pc", 60).fencing)
+    oid = hash_bytes(encode_blob((a.world / "data.bin").read_bytes()))
+    session = server.coordinator.store("s1")
+    assert isinstance(session, LmdbSessionObjects)
+    stored = session._store
+    data = bytearray(stored.objects.backend.get_many([oid])[0])
+    data[len(data) // 2] ^= 0x10
+    stored.objects.backend.put_many([(oid, bytes(data))])
+    b = new_repo(tmp_path / "b")
+    with pytest.raises(ObjectCorrupt) as caught:
+        pull(b, c["bob"])
+    assert caught.value.expected == oid and caught.value.where == "the coordinator's answer"
+    assert b.store.objects.missing([oid]) == [oid] and b.head() is None
+    assert not (b.world / "data.bin").exists()
+
+
+def test_uploads_with_ids_store_exactly_the_objects_whose_ids_match(server: Server) -> None:
+    c = make_session(server)
+    blobs = [encode_blob(b"one"), encode_blob(b"two")]
+    ids = [hash_bytes(b) for b in blobs]
+    assert c["alice"].upload(blobs, ids).new == 2
+    with pytest.raises(CoordinatorError) as refused:
+        c["alice"].upload([encode_blob(b"three"), encode_blob(b"four")],
+                          [hash_bytes(encode_blob(b"three")), ids[0]])
+    assert (refused.value.status, refused.value.code) == (400, "id_mismatch")
+    assert refused.value.details["index"] == 1 and refused.value.details["expected"] == ids[0].hex()
+    assert c["alice"].missing([hash_bytes(encode_blob(b"three"))]) != []  # nothing stored
 
 
 def test_incomplete_upload_cannot_become_head(server: Server) -> None:

@@ -56,6 +56,11 @@ def register(commands: Subparsers, parents: Parents) -> None:
                         "coordinators (the scale extra; objects stay in --data)")
     p.add_argument("--migrate", action="store_true",
                    help="apply the database's schema migrations first (--db postgresql://...)")
+    p.add_argument("--objects", default=None, metavar="s3://BUCKET/PREFIX",
+                   help="keep the sessions' objects in S3-compatible storage (endpoint and "
+                        "credentials from the environment: AWS_ENDPOINT_URL, "
+                        "AWS_ACCESS_KEY_ID, ...; needs peerhost[scale]); default: the data "
+                        "folder")
     p.set_defaults(func=run_serve)
 
     session = commands.add_parser("session", help="create sessions and invite members")
@@ -167,7 +172,15 @@ def run_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--db {args.db!r}: expected lmdb: or postgresql://USER@HOST/DB")
     if args.db != "lmdb:":
         import_extra("psycopg_pool", command="phs serve --db postgresql://...", extra="scale")
-    serve(data, host, port, limits, db=args.db, migrate=args.migrate)
+    if args.objects is not None:
+        import_extra("boto3", command="phs serve --objects", extra="scale")
+        from peerhost_server.backends.s3 import parse_s3_url
+
+        try:
+            parse_s3_url(args.objects)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    serve(data, host, port, limits, db=args.db, migrate=args.migrate, objects=args.objects)
     return 0
 
 

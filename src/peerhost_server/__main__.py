@@ -1,5 +1,5 @@
 """``python -m peerhost_server --data DIR [--host H] [--port P] [--limit NAME=VALUE]...
-[--db URL [--migrate]]``."""
+[--db URL [--migrate]] [--objects s3://BUCKET/PREFIX]``."""
 
 from __future__ import annotations
 
@@ -23,12 +23,15 @@ def main(argv: list[str] | None = None) -> None:
                              "default) or postgresql://... (shared by several coordinators)")
     parser.add_argument("--migrate", action="store_true",
                         help="apply the database's schema migrations before serving")
+    parser.add_argument("--objects", default=None, metavar="s3://BUCKET/PREFIX",
+                        help="keep the sessions' objects in S3-compatible storage")
     args = parser.parse_args(argv)
     try:
         limits = override_limits(Limits(), args.limit)
     except ValueError as exc:
         parser.error(str(exc))
-    serve(args.data, args.host, args.port, limits, db=args.db, migrate=args.migrate)
+    serve(args.data, args.host, args.port, limits, db=args.db, migrate=args.migrate,
+          objects=args.objects)
 
 
 if __name__ == "__main__":

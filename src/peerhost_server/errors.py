@@ -55,7 +55,7 @@ def error_body(code: str, message: str, details: Mapping[str, Any] | None = None
 #: The status of each domain error (the first class of its MRO listed here).
 STATUS: dict[type[e.DomainError], int] = {
     e.BadName: 400, e.Incomplete: 400, e.MalformedTree: 400, e.NotASnapshot: 400,
-    e.BadObjects: 400, e.MalformedObject: 400, e.BadDelta: 400,
+    e.BadObjects: 400, e.MalformedObject: 400, e.IdMismatch: 400, e.BadDelta: 400,
     e.Forbidden: 403,
     e.NoSession: 404, e.NoMember: 404, e.NoSnapshot: 404, e.ObjectNotStored: 404,
     e.SessionExists: 409, e.MemberExists: 409, e.LeaseRefused: 409, e.NoLease: 409,
@@ -82,8 +82,7 @@ def domain_response(exc: e.DomainError) -> JSONResponse:
     """The answer to a domain error (with ``Retry-After`` when it says when to retry)."""
     headers = ({"Retry-After": str(exc.retry_after)} if isinstance(exc, e.Unavailable)
                else None)
-    return JSONResponse(error_body(exc.code, exc.message, exc.details), status_of(exc),
-                        headers)
+    return JSONResponse(error_body(exc.code, exc.message, exc.details), status_of(exc), headers)
 
 
 async def handle_domain_error(request: Request, exc: Exception) -> Response:
@@ -108,7 +107,7 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 async def handle_store_error(request: Request, exc: Exception) -> Response:
     """A backend that failed: the domain error it means for the client when the backend says
     (:meth:`~.domain.protocols.Backends.classify`: 507 ``disk_full`` on a full disk, 503
-    ``unavailable`` when a database cannot be reached, so a
+    ``unavailable`` when the database or the object bucket does not answer, so a
     client learns what happened and that it may retry later); anything else is unexpected."""
     mapped = request.app.state.coordinator.backends.classify(exc)
     if mapped is not None:

@@ -46,6 +46,13 @@ def rate_limited(wait: float) -> ApiError:
 
 async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     """Read the request body, refusing more than ``limit`` bytes or more than ``timeout`` s."""
+    return b"".join(await read_body_parts(request, limit, timeout))
+
+
+async def read_body_parts(request: Request, limit: int, timeout: float) -> list[bytes]:
+    """:func:`read_body` as the parts it arrived in: a caller that joins them in a worker
+    thread keeps the event loop free (``bytes.join`` releases the GIL on large results, so on
+    a second core the loop goes on receiving meanwhile)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -68,7 +75,7 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     except ClientDisconnect:
         raise ApiError(400, "disconnected", "the client went away mid-body",
                        headers=_CLOSE) from None
-    return b"".join(chunks)
+    return chunks
 
 
 # A refused body is left unread: without this, uvicorn keeps the connection open and goes on

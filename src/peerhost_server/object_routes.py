@@ -13,7 +13,7 @@ from peerhost_store.sync.protocol import (
     encode_ids,
     encode_objects,
     encode_statuses,
-    split_objects,
+    split_upload,
 )
 
 from .auth import MEMBER, OWNER
@@ -25,7 +25,7 @@ from .web import (
     coordinator,
     msgpack_response,
     read_ids,
-    read_msgpack_body,
+    read_msgpack_parts,
     session_name,
 )
 
@@ -51,15 +51,18 @@ async def status(request: Request) -> Response:
 async def upload(request: Request) -> JSONResponse:
     session = session_name(request)
     await authorize(request, PLAYERS, session)
-    body = await read_msgpack_body(request)
+    with_ids = request.query_params.get("ids") == "1"
+    received = await read_msgpack_parts(request)
     coord = coordinator(request)
 
     def run() -> tuple[int, int]:
-        try:
-            parts = split_objects(body)  # views: hashed and stored without a copy
+        body = b"".join(received)  # here, not on the event loop: tens of MiB
+        received.clear()
+        try:  # views: hashed and stored without a copy
+            ids, parts = split_upload(body, with_ids=with_ids)
         except ProtocolError as exc:
             raise ApiError(400, "bad_objects", str(exc), {"index": exc.index}) from None
-        return len(parts), objects.upload(coord, session, parts)
+        return len(parts), objects.upload(coord, session, parts, ids)
 
     stored, new = await run_in_threadpool(run)
     metrics: Metrics = request.app.state.metrics

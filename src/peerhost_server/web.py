@@ -21,7 +21,7 @@ from .domain.coordinator import Coordinator
 from .domain.errors import Cancelled
 from .domain.protocols import WouldBlock
 from .errors import ApiError
-from .http_limits import TokenBucket, rate_limited, read_body
+from .http_limits import TokenBucket, rate_limited, read_body, read_body_parts
 from .limits import Limits
 
 T = TypeVar("T")
@@ -152,10 +152,16 @@ async def read_json(request: Request) -> dict[str, Any]:
 
 async def read_msgpack_body(request: Request) -> bytes:
     """A msgpack body (at most ``max_body_bytes``)."""
+    return b"".join(await read_msgpack_parts(request))
+
+
+async def read_msgpack_parts(request: Request) -> list[bytes]:
+    """:func:`read_msgpack_body` as the parts it arrived in, for a worker thread to join
+    (:func:`~.http_limits.read_body_parts`)."""
     if request.headers.get("content-type", "").split(";")[0].strip() != MSGPACK:
         raise ApiError(415, "unsupported_media_type", f"send {MSGPACK}")
     lim = limits(request)
-    return await read_body(request, lim.max_body_bytes, lim.body_timeout)
+    return await read_body_parts(request, lim.max_body_bytes, lim.body_timeout)
 
 
 async def read_ids(request: Request) -> list[ObjectId]:

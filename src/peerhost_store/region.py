@@ -38,6 +38,7 @@ __all__ = [
     "external_name",
     "parse_region",
     "region_coords",
+    "region_parts",
     "write_region",
 ]
 
@@ -128,6 +129,12 @@ def external_name(rx: int, rz: int, slot: int) -> str:
     return f"c.{cx}.{cz}.mcc"
 
 
+#: The first two bytes of every zlib stream (RFC 1950: deflate, header check bits right):
+#: what nearly every chunk starts with, checked by one set lookup.
+_ZLIB_HEADS = frozenset(bytes((cmf, flg)) for cmf in range(8, 256, 16) for flg in range(256)
+                        if (cmf << 8 | flg) % 31 == 0)
+
+
 def _payload_problem(compression: int, payload: bytes | memoryview) -> str | None:
     """A cheap check of the payload's first bytes; full decoding happens only in diff."""
     if compression == ZLIB and (
@@ -170,25 +177,28 @@ def parse_region(
     chunks: list[ChunkRecord] = []
     problems: list[RegionProblem] = []
     used: list[tuple[int, int, int]] = []  # (first sector, end sector, slot)
+    unpack_head = _CHUNK_HEAD.unpack_from
+    zlib_heads = _ZLIB_HEADS
     for slot, location in enumerate(locations):
         if location == 0:
             continue
+        # The checks of _check_location and _check_length, inlined (a snapshot parses every
+        # changed region's 1,024 slots); their messages are built only for a slot that fails.
         offset, count = location >> 8, location & 0xFF
-        problem = _check_location(offset, count, size)
-        if problem is not None:
-            problems.append(RegionProblem(slot, problem))
-            continue
         start = offset * SECTOR
-        length, ctype = _CHUNK_HEAD.unpack_from(data, start)
-        problem = _check_length(length, count, start, size)
-        if problem is None and ctype & ~EXTERNAL_FLAG not in COMPRESSIONS:
-            problem = f"unknown compression type {ctype & ~EXTERNAL_FLAG}"
-        if problem is not None:
-            problems.append(RegionProblem(slot, problem))
+        if offset < 2 or count == 0 or start + 5 > size:
+            problems.append(RegionProblem(slot, _check_location(offset, count, size) or "?"))
+            continue
+        length, ctype = unpack_head(data, start)
+        compression = ctype & ~EXTERNAL_FLAG
+        if (length == 0 or length + 4 > count * SECTOR or start + 4 + length > size
+                or compression not in COMPRESSIONS):
+            problem = _check_length(length, count, start, size)
+            problems.append(RegionProblem(
+                slot, problem or f"unknown compression type {compression}"))
             continue
         used.append((offset, offset + count, slot))
         external = bool(ctype & EXTERNAL_FLAG)
-        compression = ctype & ~EXTERNAL_FLAG
         payload: bytes | memoryview
         if external:
             loaded = load_external(slot) if load_external is not None else None
@@ -198,6 +208,9 @@ def parse_region(
             payload = loaded
         else:
             payload = source[start + 5 : start + 4 + length]
+            if compression == ZLIB and length > 2 and data[start + 5 : start + 7] in zlib_heads:
+                chunks.append(ChunkRecord(slot, compression, payload, timestamps[slot], False))
+                continue
         bad = _payload_problem(compression, payload)
         if bad is not None:
             problems.append(RegionProblem(slot, bad))
@@ -244,7 +257,17 @@ def _overlapping_slots(used: list[tuple[int, int, int]]) -> set[int]:
 
 
 def write_region(chunks: Iterable[ChunkRecord]) -> tuple[bytes, dict[int, bytes]]:
-    """Lay out chunk records as a region file.
+    """Lay out chunk records as a region file (:func:`region_parts`, joined)."""
+    parts, externals = region_parts(chunks)
+    return b"".join(parts), externals
+
+
+def region_parts(
+    chunks: Iterable[ChunkRecord],
+) -> tuple[list[bytes | memoryview], dict[int, bytes]]:
+    """Lay out chunk records as a region file, given as the parts that make it up in order
+    (header, then each chunk's head, payload and padding): a restore writes them through one
+    buffer rather than joining a copy of the whole file first.
 
     Chunks are packed in slot order from sector 2, each padded to whole sectors. External
     chunks get a 1-byte stub in the region and their payload in the returned mapping
@@ -289,4 +312,4 @@ def write_region(chunks: Iterable[ChunkRecord]) -> tuple[bytes, dict[int, bytes]
         timestamps[record.slot] = record.timestamp
         sector += count
     parts[0] = _HEADER.pack(*locations, *timestamps)
-    return b"".join(parts), externals
+    return parts, externals

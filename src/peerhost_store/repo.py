@@ -16,35 +16,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Self
+from typing import TYPE_CHECKING, Protocol, Self
 
-from .area import (
-    Area,
-    AreaError,
-    Player,
-    Selection,
-    area_changes,
-    carry,
-    player_from_usercache,
-)
-from .diff import Change, ChunkChange, diff_worlds
 from .errors import DecodeError, NotFound, ObjectCorrupt, ObjectMissing, PeerhostError
-from .graph import WalkReport, walk
 from .ids import ObjectId, hash_bytes
 from .lock import FileLock
-from .maintenance import GC_TRIES, GcBusy, GcReport, collect_garbage, load_shallow
 from .objects import GameValue, Snapshot, decode, encode_snapshot
 from .pending import PENDING_RESTORE, PendingRestore, RestoreIncomplete, kept_notice, only_restored
 from .region import RegionError
-from .restore import (
-    ObjectReader,
-    Progress,
-    RestoreOp,
-    RestoreResult,
-    apply_restore,
-    checkout_tree,
-    prepare_restore,
-)
 from .revspec import parse_revspec
 from .revspec import walk as walk_revspec
 from .scan import ScanResult, scan_world
@@ -54,6 +33,15 @@ from .worldfs import STORE_DIR
 from .worldinfo import game_fields, mods_in, read_world_info
 from .worldlock import check_world_closed
 from .writer import ObjectWriter
+
+if TYPE_CHECKING:
+    # Imported where used: a snapshot (phs snapshot, status) needs none of them, and they
+    # cost a command that starts in tens of milliseconds a good part of that again.
+    from .area import Area, Player, Selection
+    from .diff import Change, ChunkChange
+    from .graph import WalkReport
+    from .maintenance import GcReport
+    from .restore import ObjectReader, Progress, RestoreOp, RestoreResult
 
 __all__ = [
     "HEAD",
@@ -206,6 +194,8 @@ class Repository:
 
     def log(self, start: ObjectId | None = None) -> Iterator[tuple[ObjectId, Snapshot]]:
         """Yield snapshots reachable from ``start`` (default: head), newest first."""
+        from .maintenance import load_shallow
+
         first = start or self.head()
         if first is None:
             return
@@ -228,6 +218,9 @@ class Repository:
         """The snapshots reachable from ``start`` (default: head) that changed chunks inside
         ``area``, newest first, each with those changes (from its first parent, or from
         nothing for the first snapshot). Each costs a lookup of the area's region files."""
+        from .area import area_changes
+        from .maintenance import load_shallow
+
         shallow = load_shallow(self.store)
         for oid, snap in self.log(start):
             parent = snap.parents[0] if snap.parents and oid not in shallow else None
@@ -243,6 +236,8 @@ class Repository:
         Raises:
             AreaError: neither a UUID nor a name the usercache knows.
         """
+        from .area import AreaError, Player, player_from_usercache
+
         try:
             return Player.parse(text)
         except AreaError:
@@ -277,6 +272,7 @@ class Repository:
             oid = matches.pop()
         if not name.steps:
             return oid
+        from .maintenance import load_shallow
         return walk_revspec(spec, oid, name.steps, lambda o: self.read_snapshot(o).parents,
                     load_shallow(self.store))
 
@@ -398,6 +394,7 @@ class Repository:
     def _apply_pending(self, ops: list[RestoreOp], reader: ObjectReader | None,
                        progress: Progress | None, mark: PendingRestore) -> RestoreResult:
         try:
+            from .restore import apply_restore
             result = apply_restore(reader or self.store.objects, self.world, ops, progress=progress)
         except (OSError, ObjectMissing, ObjectCorrupt) as exc:
             raise RestoreIncomplete(mark, exc) from exc
@@ -425,6 +422,8 @@ class Repository:
                 self.notify(f"an interrupted {mark.describe()} is replaced by this command "
                             "(the world as it was is snapshotted first)")
             return
+        from .restore import prepare_restore
+
         try:
             ops = prepare_restore(self.store.objects, self.world, live, mark.target)
             result = self._apply_pending(ops, None, None, mark)
@@ -466,6 +465,7 @@ class Repository:
             live, reader = self._scan_live()
         old_tree, new_tree = (live if s is None else self.read_snapshot(s).root
                               for s in (old, new))
+        from .diff import diff_worlds
         return diff_worlds(reader, old_tree, new_tree, classify=classify)
 
     def _scan_live(self) -> tuple[ObjectId, ObjectLoader]:
@@ -483,6 +483,7 @@ class Repository:
 
     def checkout(self, snapshot: ObjectId, folder: Path, progress: Progress | None = None) -> RestoreResult:
         """Write a snapshot into ``folder``, which must be missing or empty."""
+        from .restore import checkout_tree
         return checkout_tree(self.store.objects, self.read_snapshot(snapshot).root, folder, progress=progress)
 
     def restore(
@@ -503,6 +504,7 @@ class Repository:
             safety, live = self._safety_snapshot(f"safety snapshot before restoring {snapshot.hex()[:12]}")
             target, objects = self._target(snapshot, live, only)
             self.store.apply(Update(hashed=objects))  # unreachable until the mark names them
+            from .restore import prepare_restore
             ops = prepare_restore(self.store.objects, self.world, live, target)
             head = self.head()
             mark = PendingRestore(target, live, head, head, snapshot, "restore")
@@ -529,6 +531,7 @@ class Repository:
             if target == live:
                 raise NothingToRollBack(snapshot, self.head())
             self.store.apply(Update(hashed=objects))  # unreachable until the head names them
+            from .restore import prepare_restore
             ops = prepare_restore(self.store.objects, self.world, live, target)  # refuse before head moves
             previous = self.head()
             what = "" if only is None else f" of {only.describe()}"
@@ -567,6 +570,7 @@ class Repository:
             assert head is not None
             kept = other if keep_other else head
             target = self.read_snapshot(kept).root
+            from .restore import prepare_restore
             ops = prepare_restore(self.store.objects, self.world, live, target)  # refuse before head moves
             which = "theirs" if keep_other else "ours"
             oid = self._commit_tree(target, f"reconcile with {other.hex()[:12]}: kept "
@@ -594,6 +598,8 @@ class Repository:
                                                  f"{theirs.hex()[:12]}")
             head = self.head()
             writer = ObjectWriter(self.store)
+            from .area import carry
+            from .restore import prepare_restore
             target = carry(self.store.objects, writer.add, live, self.read_snapshot(base).root,
                            self.read_snapshot(theirs).root)
             self.store.apply(Update(hashed=writer.take()))  # unreachable until the head moves
@@ -622,6 +628,8 @@ class Repository:
         Args:
             on_read: told the bytes read so far, as the walk goes (a progress bar).
         """
+        from .graph import walk
+        from .maintenance import load_shallow
         return walk(self.store.objects, [oid for _, oid in self.store.refs.items()],
                     shallow=load_shallow(self.store), on_read=on_read)
 
@@ -647,6 +655,7 @@ class Repository:
 
     def _collect(self, keep_last: int | None, dry_run: bool) -> GcReport:
         """gc's deletion (under the lock), walked again while a pull keeps changing pins."""
+        from .maintenance import GC_TRIES, GcBusy, collect_garbage
         for _ in range(GC_TRIES):
             pins = self.store.load_pins()  # before the refs: see collect_garbage
             retained: list[ObjectId] = []

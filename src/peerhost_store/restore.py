@@ -16,7 +16,7 @@ from .bounds import check_tree
 from .errors import DamagedObjects, DecodeError, ObjectCorrupt, ObjectMissing, PeerhostError
 from .ids import ObjectId
 from .objects import ChunkEntry, DirEntry, EntryKind, blob_payload, decode_blob
-from .region import ChunkRecord, external_name, region_coords, write_region
+from .region import ChunkRecord, external_name, region_coords, region_parts
 from .store import Verified
 from .tree import diff_trees, iter_tree, region_entries
 from .worldfs import (
@@ -152,7 +152,30 @@ def check_objects(store: ObjectReader, ops: list[_Op], batch: int = 256) -> list
     """
     checked = getattr(store, "checked", None)
     damaged: list[tuple[ObjectId, str, str]] = []
-    blobs: list[tuple[ObjectId, str]] = []
+    #: Objects to read, each with where it goes: a path, or a region's path and a slot
+    #: (its message is built only if the object is damaged). Read a batch at a time, so
+    #: memory does not grow with the world (only the region maps' entries are kept).
+    blobs: list[tuple[ObjectId, str, int | None]] = []
+
+    # Hashed in place when the store can (Verified.check_many): nothing is copied out.
+    check = getattr(store, "check_many", store.get_many)
+
+    def read_blobs() -> None:
+        if checked is not None:
+            blobs[:] = [blob for blob in blobs if not checked(blob[0])]
+        for start in range(0, len(blobs), batch):
+            part = blobs[start : start + batch]
+            try:
+                check([oid for oid, _, _ in part])
+            except (ObjectMissing, ObjectCorrupt):
+                for oid, path, slot in part:  # find each one
+                    try:
+                        check([oid])
+                    except (ObjectMissing, ObjectCorrupt) as exc:
+                        where = path if slot is None else f"{path} chunk slot {slot}"
+                        damaged.append(_problem(exc, where))
+        blobs.clear()
+
     checked_ops = []
     for op in ops:
         read: list[tuple[ChunkEntry, ...] | None] = [None, None]  # old's, new's
@@ -168,22 +191,13 @@ def check_objects(store: ObjectReader, ops: list[_Op], batch: int = 256) -> list
                     damaged.append(_problem(exc, op.path))
                     continue
                 if side == 1:
-                    blobs += [(c.oid, f"{op.path} chunk slot {c.slot}") for c in chunks]
+                    blobs += [(c.oid, op.path, c.slot) for c in chunks]
             else:
-                blobs.append((entry.raw or entry.oid, op.path))
+                blobs.append((entry.raw or entry.oid, op.path, None))
         checked_ops.append(replace(op, old_chunks=read[0], new_chunks=read[1], checked=True))
-    if checked is not None:
-        blobs = [(oid, where) for oid, where in blobs if not checked(oid)]
-    for start in range(0, len(blobs), batch):
-        part = blobs[start : start + batch]
-        try:
-            store.get_many([oid for oid, _ in part])
-        except (ObjectMissing, ObjectCorrupt):
-            for oid, where in part:  # find each one
-                try:
-                    store.get_many([oid])
-                except (ObjectMissing, ObjectCorrupt) as exc:
-                    damaged.append(_problem(exc, where))
+        if len(blobs) >= 8 * batch:
+            read_blobs()
+    read_blobs()
     if damaged:
         raise DamagedObjects(damaged)
     return checked_ops
@@ -228,7 +242,7 @@ class _Writer:
         self._pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="phs-restore")
         self._pending: deque[Future[object]] = deque()
 
-    def write(self, path: Path, data: bytes) -> None:
+    def write(self, path: Path, data: bytes | list[bytes | memoryview]) -> None:
         while len(self._pending) >= self.depth:
             self._pending.popleft().result()
         self._pending.append(self._pool.submit(atomic_write, path, data, durable=self.durable))
@@ -333,8 +347,9 @@ def _apply(store: ObjectReader, world: Path, op: _Op, result: RestoreResult,
     if (old is not None and old.kind is EntryKind.DIR) or (path.is_dir() and not path.is_symlink()):
         writer.drain()
         remove_path(path)  # a folder stands where a file goes: its children were removed first
+    data: bytes | list[bytes | memoryview]
     if new.kind is EntryKind.REGION and new.raw is None:
-        data, externals = write_region(_records(store, new, op.new_chunks, op.checked))
+        data, externals = region_parts(_records(store, new, op.new_chunks, op.checked))
         coords = region_coords(new.name)
         if externals and coords is None:
             raise DecodeError(f"{op.path}: external chunks in a file that is not r.X.Z.mca")
@@ -354,7 +369,7 @@ def _apply(store: ObjectReader, world: Path, op: _Op, result: RestoreResult,
                               f"{len(data)}")
     writer.write(path, data)
     result.written += 1
-    result.bytes_written += len(data)
+    result.bytes_written += len(data) if isinstance(data, bytes) else sum(map(len, data))
 
 
 def _region(store: ObjectReader, oid: ObjectId) -> list[ChunkEntry]:

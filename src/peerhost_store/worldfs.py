@@ -8,7 +8,7 @@ import re
 import stat
 import unicodedata
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,16 +159,27 @@ def is_link(path: Path) -> bool:
         return False
 
 
-def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> os.stat_result:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place.
+#: The buffer a file given in parts is written through.
+_WRITE_BUFFER = 1 << 20
+
+
+def atomic_write(path: Path, data: bytes | Sequence[bytes | memoryview], *,
+                 durable: bool = True) -> os.stat_result:
+    """Write ``data`` (bytes, or the parts that make up the file, in order) to a temporary
+    file beside ``path`` and rename it into place.
 
     A reader (or a crash) sees the old file or the new one, never a mix. Returns the new
-    file's stat. A link at ``path`` is replaced, never followed.
+    file's stat. A link at ``path`` is replaced, never followed. Parts go through one
+    buffer of :data:`_WRITE_BUFFER` bytes: a few large writes, and no copy of the whole file.
     """
     tmp = path.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}")
     try:
-        with open(tmp, "xb") as handle:
-            handle.write(data)
+        with open(tmp, "xb", buffering=_WRITE_BUFFER) as handle:
+            if isinstance(data, bytes):
+                handle.write(data)
+            else:
+                for part in data:
+                    handle.write(part)
             handle.flush()
             if durable:
                 os.fsync(handle.fileno())

@@ -5,6 +5,8 @@ Two kinds of environment, both through :class:`peerhost_store.store.LmdbStore`:
 * ``DATA/sessions/<name>/store``: one object store per session, so a session's tokens can
   never read another session's objects; its meta holds the upload log (``upload/<seq>``), which
   gc's grace period reads;
+* ``DATA/sessions/<name>/index``: with objects kept elsewhere (a bucket), the session's
+  object index (:class:`LmdbObjectIndex`) instead of its store;
 * ``DATA/coordinator``: everything else, as JSON values in the store's ``meta`` table
   (``session/<name>``, ``sessions``, ``admin``, ``token/<id>``, ``lease/<name>``,
   ``log/<name>/<seq>``, ``logn/<name>``, ``retention/<name>``, ``shallow/<name>``,
@@ -53,7 +55,7 @@ from ..domain.protocols import LeaseWork, SessionInfo, SessionSettings, Usage, W
 from ..leases import SessionLease
 from ..limits import Limits
 
-__all__ = ["LmdbBackends", "open_lmdb"]
+__all__ = ["LmdbBackends", "LmdbObjectIndex", "open_lmdb"]
 
 T = TypeVar("T")
 Clock = Callable[[], float]
@@ -108,6 +110,7 @@ class LmdbBackends:
         self.log = LmdbLog(db)
         self.retention = LmdbRetention(db, self.marks)
         self.objects = LmdbObjectStores(data_dir / "sessions")
+        self._indexes: dict[str, LmdbObjectIndex] = {}
         self._closed = False
         self._close_lock = threading.Lock()
 
@@ -124,12 +127,23 @@ class LmdbBackends:
             return DiskFull(free)
         return None
 
+    def object_index(self, session: str) -> LmdbObjectIndex:
+        """The index of ``session``'s objects kept elsewhere, ``DATA/sessions/<name>/index``."""
+        with self._close_lock:
+            index = self._indexes.get(session)
+            if index is None:
+                index = self._indexes[session] = LmdbObjectIndex(
+                    self.data_dir / "sessions" / session / "index")
+            return index
+
     def close(self) -> None:
         with self._close_lock:
             if self._closed:
                 return
             self._closed = True
             self.objects.close()
+            for index in self._indexes.values():
+                index.close()
             self.kv.close()
             self._owner_lock.__exit__(None, None, None)
 
@@ -453,6 +467,26 @@ def _int(raw: bytes | None) -> int:
     return int(raw.decode()) if raw else 0
 
 
+def _recent_uploads(store: LmdbStore, horizon: float
+                    ) -> tuple[set[ObjectId], dict[str, bytes | None]]:
+    """Ids named by the uploads ``store``'s meta logs at or after ``horizon``, and the meta
+    changes that drop the log entries before it (the log is in time order)."""
+    first, end = _int(store.meta.get(FIRST)), _int(store.meta.get(NEXT))
+    protected: set[ObjectId] = set()
+    expired: dict[str, bytes | None] = {}
+    for seq in range(first, end):
+        raw = store.meta.get(f"upload/{seq:012d}")
+        if raw is None:
+            continue
+        stamp, ids = msgpack.unpackb(raw)
+        if stamp < horizon and not protected:
+            expired[f"upload/{seq:012d}"] = None
+            expired[FIRST] = str(seq + 1).encode()
+        else:
+            protected.update(ObjectId(bytes(oid)) for oid in ids)
+    return protected, expired
+
+
 class LmdbSessionObjects:
     """One session's :class:`LmdbStore`. Each write also records, in the same transaction, its
     time and the ids it stored (``upload/<seq>``, from ``upload-first`` to ``upload-next``)."""
@@ -470,6 +504,9 @@ class LmdbSessionObjects:
 
     def get_many(self, oids: Sequence[ObjectId]) -> list[bytes]:
         return self._store.objects.get_many(oids)
+
+    def get_unchecked(self, oids: Sequence[ObjectId]) -> list[bytes]:
+        return self._store.objects.backend.get_many(oids)
 
     def peek(self, oids: list[ObjectId], n: int) -> list[tuple[int, bytes] | None]:
         return self._store.peek(oids, n)
@@ -505,33 +542,104 @@ class LmdbSessionObjects:
     def sweep(self, keep: Container[ObjectId], horizon: float,
               before: Callable[[list[ObjectId]], None]) -> list[ObjectId]:
         with self._upload_lock:
-            protected, expired = self._recent_uploads(horizon)
+            protected, expired = _recent_uploads(self._store, horizon)
             garbage = [oid for oid in self._store.objects.iter_ids()
                        if oid not in keep and oid not in protected]
             before(garbage)
             self._store.apply(Update(delete_objects=garbage, meta=expired))
             return garbage
 
-    def _recent_uploads(self, horizon: float) -> tuple[set[ObjectId], dict[str, bytes | None]]:
-        """Ids named by uploads at or after ``horizon``, and the meta changes that drop the
-        log entries before it (the log is in time order)."""
-        first, end = _int(self._store.meta.get(FIRST)), _int(self._store.meta.get(NEXT))
-        protected: set[ObjectId] = set()
-        expired: dict[str, bytes | None] = {}
-        for seq in range(first, end):
-            raw = self._store.meta.get(f"upload/{seq:012d}")
-            if raw is None:
-                continue
-            stamp, ids = msgpack.unpackb(raw)
-            if stamp < horizon and not protected:
-                expired[f"upload/{seq:012d}"] = None
-                expired[FIRST] = str(seq + 1).encode()
-            else:
-                protected.update(ObjectId(bytes(oid)) for oid in ids)
-        return protected, expired
-
     def close(self) -> None:
         self._store.close()
+
+
+#: Room each indexed object may take in the index (key, value, its upload log entry).
+INDEX_BYTES_PER_OBJECT = 256
+USED = "used"
+
+
+class LmdbObjectIndex:
+    """A :class:`~peerhost_server.domain.protocols.ObjectIndex` in an LMDB store's meta:
+    ``id/<hex> -> size (8 bytes, big-endian) + first bytes``, their total ``used``, and the upload log as
+    :class:`LmdbSessionObjects` keeps it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()  # read-modify-write of the total and the log
+        # Created by the first write: a session that never stored objects has no index.
+        self._opened: LmdbStore | None = (
+            LmdbStore(path) if (path / "data.mdb").exists() else None)
+
+    @property
+    def _store(self) -> LmdbStore:
+        if self._opened is None:
+            with self._lock:
+                if self._opened is None:
+                    self._opened = LmdbStore(self.path)
+        return self._opened
+
+    @staticmethod
+    def _key(oid: ObjectId) -> str:
+        return f"id/{oid.hex()}"
+
+    def heads(self, oids: Sequence[ObjectId]) -> list[tuple[int, bytes] | None]:
+        if self._opened is None:
+            return [None] * len(oids)
+        get = self._opened.meta.get
+        return [None if raw is None else (int.from_bytes(raw[:8], "big"), raw[8:])
+                for raw in (get(self._key(o)) for o in oids)]
+
+    def sizes(self, oids: Sequence[ObjectId]) -> list[int | None]:
+        return [None if h is None else h[0] for h in self.heads(oids)]
+
+    def used(self) -> int:
+        return 0 if self._opened is None else _int(self._opened.meta.get(USED))
+
+    def check_room(self, count: int, reserve: int) -> None:
+        folder = self.path
+        while not folder.exists():  # not created yet: the disk it will be on
+            folder = folder.parent
+        free = shutil.disk_usage(folder).free
+        needed = reserve + 2 * count * INDEX_BYTES_PER_OBJECT  # LMDB: copy on write
+        if free < needed:
+            raise DiskFull(free, needed)
+
+    def add(self, objects: Mapping[ObjectId, tuple[int, bytes]], upload: Sequence[ObjectId],
+            stamp: int) -> int:
+        store = self._store
+        with self._lock:
+            fresh = {oid: value for (oid, value), known in
+                     zip(objects.items(), self.sizes(list(objects)), strict=True)
+                     if known is None}
+            seq = _int(store.meta.get(NEXT))
+            meta: dict[str, bytes | None] = {
+                self._key(oid): size.to_bytes(8, "big") + head
+                for oid, (size, head) in fresh.items()}
+            meta.update({USED: str(self.used() + sum(s for s, _ in fresh.values())).encode(),
+                         f"upload/{seq:012d}": msgpack.packb([stamp, list(upload)]),
+                         NEXT: str(seq + 1).encode()})
+            store.apply(Update(meta=meta))
+            return len(fresh)
+
+    def recent(self, horizon: float) -> set[ObjectId]:
+        return set() if self._opened is None else _recent_uploads(self._opened, horizon)[0]
+
+    def remove(self, oids: Sequence[ObjectId], horizon: float) -> None:
+        store = self._opened
+        if store is None:
+            return  # nothing indexed, no log
+        with self._lock:
+            unique = list(dict.fromkeys(oids))
+            sizes = [s for s in self.sizes(unique) if s is not None]
+            meta: dict[str, bytes | None] = {self._key(oid): None for oid in unique}
+            meta[USED] = str(max(0, self.used() - sum(sizes))).encode()
+            meta.update(_recent_uploads(store, horizon)[1])
+            store.apply(Update(meta=meta))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._opened is not None:
+                self._opened.close()
 
 
 class LmdbObjectStores:

@@ -256,7 +256,7 @@ class PgBackends:
         """The database down or failing a transaction it may retry: 503 with Retry-After.
         Nothing this request changed was acknowledged (commits return before the answer)."""
         if isinstance(exc, StoreError) and isinstance(exc.__cause__, TRANSIENT):
-            return Unavailable("database", RETRY_AFTER)
+            return Unavailable("the coordinator's database is unavailable", RETRY_AFTER)
         return None
 
     def close(self) -> None:

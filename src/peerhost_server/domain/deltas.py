@@ -34,7 +34,7 @@ from peerhost_store.sync.batches import (
     encode,
 )
 from peerhost_store.sync.batches import Cancelled as BatchCancelled
-from peerhost_store.sync.delta import DeltaError, decode_batch
+from peerhost_store.sync.delta import DeltaError, DeltaItem, decode_batch
 from peerhost_store.sync.pairing import (
     Budget,
     Pair,
@@ -65,6 +65,7 @@ from .errors import (
     TreeNotValidated,
 )
 from .objects import write_objects
+from .pairings import KnownItem
 from .protocols import SessionObjects
 
 Cancel = Callable[[], bool]
@@ -186,15 +187,21 @@ def accept(coord: Coordinator, session: str, header: DeltaRequest | None, batch:
     store = coord.store(session)
     absent = set(store.missing(item.new_id for item in items))
     rebuilder = Rebuilder(store, lim.max_delta_rebuild, cancelled, where="in this session")
+    verified: list[tuple[DeltaItem, int]] = []
     try:
         for i, item in enumerate(items):
             if item.new_id not in absent:
                 continue  # stored already (a resumed push): nothing to rebuild
             base = None if pairs is None else pairs[i].base
-            rebuilder.add(item, None if base is None else base.compression)
+            blob = rebuilder.add(item, None if base is None else base.compression)
+            if blob is not None:
+                verified.append((item, len(blob)))
     except BatchCancelled:
         raise Cancelled() from None
     new = write_objects(coord, session, hashed=rebuilder.verified) if rebuilder.verified else 0
+    if header is not None and verified:
+        # The pull of this push asks for the same pairs: it is served these, not rebuilt.
+        coord.pairings.keep_items((session, header.base, header.target), verified)
     return {"items": len(items), "stored": len(items) - len(rebuilder.failed), "new": new,
             "failed": [{"id": oid.hex(), "reason": why} for oid, why in rebuilder.failed]}
 
@@ -203,9 +210,11 @@ def accept(coord: Coordinator, session: str, header: DeltaRequest | None, batch:
 
 
 def build_batch(store: SessionObjects, pairs: list[Pair], lim: Limits,
-                cancelled: Cancel = lambda: False) -> tuple[int, bytes]:
+                cancelled: Cancel = lambda: False,
+                known: dict[ObjectId, KnownItem] | None = None) -> tuple[int, bytes]:
     """Items for a prefix of ``pairs``: at least one, and stopping before they rebuild
-    ``max_response_bytes`` of objects or their stream exceeds ``max_delta_bytes``.
+    ``max_response_bytes`` of objects or their stream exceeds ``max_delta_bytes``. Items in
+    ``known`` (verified when a push sent them) are not built again.
 
     Raises:
         Cancelled: ``cancelled()`` turned true (checked before each item: a few ms each).
@@ -213,8 +222,8 @@ def build_batch(store: SessionObjects, pairs: list[Pair], lim: Limits,
     """
     limits = BatchLimits(lim.max_response_bytes, lim.max_delta_bytes, len(pairs))
     try:
-        batch = next(cut(build_items(store, pairs, range(len(pairs)), cancelled=cancelled),
-                         limits), [])
+        batch = next(cut(build_items(store, pairs, range(len(pairs)), cancelled=cancelled,
+                                     known=known), limits), [])
     except BatchCancelled:
         raise Cancelled() from None
     except ObjectMissing as exc:
@@ -230,4 +239,5 @@ def serve(coord: Coordinator, session: str, request: DeltaRequest, cancelled: Ca
           ) -> tuple[int, bytes]:
     """The batch for a prefix of what a pull asks: how many items, and the batch."""
     pairs = selected(coord, session, request, cancelled, validated_target=True)
-    return build_batch(coord.store(session), pairs, coord.limits, cancelled)
+    known = coord.pairings.items((session, request.base, request.target))
+    return build_batch(coord.store(session), pairs, coord.limits, cancelled, known)

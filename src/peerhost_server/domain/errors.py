@@ -26,11 +26,12 @@ the JSON fields that go with it::
      +-- NothingToRollBack       nothing_to_roll_back (target)
      +-- ObjectNotStored         object_missing (id)
      +-- StoredObjectCorrupt     object_corrupt (id)
-     +-- BadObjects, MalformedObject, NodeTooLarge   (index)
+     +-- BadObjects, MalformedObject, NodeTooLarge, IdMismatch   (index)
      +-- BadDelta                bad_delta (index)
      +-- TooManyItems, DeltaTooLarge, PairingRefused  (limit)
      +-- QuotaExceeded           quota_exceeded (usage, limit, incoming)
      +-- DiskFull                disk_full (free, needed)
+     +-- Unavailable             unavailable (retry_after, what)
      +-- StoreProblem            store_problem (problems)
      +-- Cancelled               cancelled
 """
@@ -265,6 +266,18 @@ class MalformedObject(DomainError):
         super().__init__(f"object {index} is malformed: {reason}", {"index": index})
 
 
+class IdMismatch(DomainError):
+    """An uploaded object hashes to another id than the one sent with it: the uploader's copy
+    is damaged (nothing of the upload was stored)."""
+
+    code = "id_mismatch"
+
+    def __init__(self, index: int, expected: ObjectId, got: ObjectId) -> None:
+        super().__init__(f"object {index} should be {expected.hex()} but its bytes hash to "
+                         f"{got.hex()}; nothing was stored",
+                         {"index": index, "expected": expected.hex(), "got": got.hex()})
+
+
 class NodeTooLarge(DomainError):
     code = "node_too_large"
 
@@ -331,15 +344,16 @@ class DiskFull(DomainError):
 
 
 class Unavailable(DomainError):
-    """A backend the coordinator needs (its database) cannot be reached or failed a
-    transaction that may be retried: the request was not acknowledged (it may or may not have
-    taken effect; what was acknowledged before is kept). Retry after ``retry_after`` seconds."""
+    """A backend the coordinator depends on (its database, the object bucket) did not answer
+    or refused for now: nothing of the request was acknowledged (it may or may not have taken
+    effect; what was acknowledged before is kept), and the same request may be retried after
+    ``retry_after`` seconds."""
 
     code = "unavailable"
 
     def __init__(self, what: str, retry_after: int) -> None:
-        super().__init__(f"the coordinator's {what} is unavailable; nothing of this request "
-                         f"was acknowledged: retry in {retry_after} s", {"retry_after": retry_after})
+        super().__init__(f"{what}; nothing was acknowledged, retry in {retry_after} s",
+                         {"retry_after": retry_after, "what": what})
         self.retry_after = retry_after
 
 

@@ -15,18 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from peerhost_store.errors import DecodeError, ObjectCorrupt, ObjectMissing
+from peerhost_store.errors import DecodeError, ObjectMissing
 from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import blob_length, check
 from peerhost_store.sync.protocol import ObjectStatus
 
 from .coordinator import Coordinator
 from .errors import (
+    IdMismatch,
     MalformedObject,
     NodeTooLarge,
     ObjectNotStored,
     QuotaExceeded,
-    StoredObjectCorrupt,
 )
 from .protocols import SessionObjects
 
@@ -65,11 +65,15 @@ def check_room(coord: Coordinator, session: str, store: SessionObjects, incoming
     store.check_room(incoming, lim.min_free_bytes)
 
 
-def upload(coord: Coordinator, session: str, objects: Sequence[memoryview]) -> int:
-    """Check and store uploaded objects; return how many were new.
+def upload(coord: Coordinator, session: str, objects: Sequence[memoryview],
+           ids: Sequence[ObjectId] | None = None) -> int:
+    """Check and store uploaded objects; return how many were new. With ``ids`` (the ids the
+    uploader expects, one per object), an object whose bytes hash to another id refuses the
+    whole upload before anything is written: the uploader read it damaged.
 
     Raises:
-        NodeTooLarge, MalformedObject (naming the object's index), QuotaExceeded, DiskFull.
+        NodeTooLarge, MalformedObject (naming the object's index), IdMismatch, QuotaExceeded,
+        DiskFull.
     """
     node_limit = coord.limits.max_node_bytes
     for i, data in enumerate(objects):
@@ -79,7 +83,14 @@ def upload(coord: Coordinator, session: str, objects: Sequence[memoryview]) -> i
             check(data)
         except DecodeError as exc:
             raise MalformedObject(i, exc) from None
-    return write_objects(coord, session, objects) if objects else 0
+    if ids is not None and len(ids) != len(objects):
+        raise MalformedObject(0, f"{len(ids)} ids for {len(objects)} objects")
+    pairs = [(hash_bytes(data), data) for data in objects]  # ids derived here, always
+    if ids is not None:
+        for i, ((got, _), expected) in enumerate(zip(pairs, ids, strict=True)):
+            if got != expected:
+                raise IdMismatch(i, expected, got)
+    return write_objects(coord, session, hashed=pairs) if pairs else 0
 
 
 def missing(coord: Coordinator, session: str, ids: list[ObjectId]) -> list[ObjectId]:
@@ -101,8 +112,12 @@ def download(coord: Coordinator, session: str, ids: list[ObjectId]) -> list[byte
     """The objects of a prefix of ``ids``: at least one, stopping before
     ``max_response_bytes`` (the client asks for the rest).
 
+    They are read unhashed: the client hashes each against the id it asked for, the one
+    check these bytes get between this store and its own (invariant 2). Every stored object
+    was hashed here when it was written; damage since then is caught there, by that check.
+
     Raises:
-        ObjectNotStored: an id the session lacks; StoredObjectCorrupt.
+        ObjectNotStored: an id the session lacks.
     """
     store = coord.store(session)
     cap = coord.limits.max_response_bytes
@@ -113,11 +128,9 @@ def download(coord: Coordinator, session: str, ids: list[ObjectId]) -> list[byte
     total = 0
     for start in range(0, len(ids), READ_BATCH):
         try:
-            batch = store.get_many(ids[start : start + READ_BATCH])
+            batch = store.get_unchecked(ids[start : start + READ_BATCH])
         except ObjectMissing as exc:
             raise ObjectNotStored(exc.oid) from None
-        except ObjectCorrupt as exc:
-            raise StoredObjectCorrupt(exc.expected, str(exc)) from None
         for data in batch:
             if out and total + len(data) > cap:
                 return out

@@ -1,10 +1,17 @@
-"""Pairing lists already computed, and refusals already given.
+"""Pairing lists already computed, refusals already given, and delta items already verified.
 
 A push or pull of a large change sends many delta requests for the same two trees, and each
 would otherwise diff them again. Trees are content-addressed, so a list (or a refusal: a tree
 out of bounds, a pairing over budget) computed once stays true for as long as the ids exist,
 in this process or any other: the memo is no single-process assumption. It holds at most
 :data:`PAIRINGS_KEPT` entries and twice ``max_pairing_chunks`` pairs together.
+
+A pull of a push usually asks for the very items the push sent (same base and target trees,
+so the same pairs): those the coordinator rebuilt and verified are kept too, by trees and
+chunk id, within :data:`ITEM_BYTES_KEPT` bytes of item data, so the pull's batch is not built
+again from the payloads (decompress, recompression check, zstd). An item is the same
+whichever end built it: it rebuilds its chunk from the pair's base, and the puller checks the
+id of what it rebuilds.
 """
 
 from __future__ import annotations
@@ -15,13 +22,19 @@ from collections.abc import Callable
 
 from peerhost_store.bounds import TreeRefused
 from peerhost_store.ids import ObjectId
+from peerhost_store.sync.delta import DeltaItem
 from peerhost_store.sync.pairing import Pair, PairingTooLarge
 from peerhost_store.worldfs import UnsafePath
 
 PAIRINGS_KEPT = 8
+#: Bytes of verified item data kept (the items of a few pushes of a play session: most are
+#: deltas of tens of bytes).
+ITEM_BYTES_KEPT = 64 << 20
 
 Key = tuple[str, ObjectId, ObjectId]  # session, base tree, target tree
 Refusal = TreeRefused | UnsafePath | PairingTooLarge
+#: A verified item and the size of the object it rebuilds.
+KnownItem = tuple[DeltaItem, int]
 
 
 class PairingMemo:
@@ -30,7 +43,32 @@ class PairingMemo:
     def __init__(self, max_chunks: int) -> None:
         self._max_pairs = 2 * max_chunks
         self._kept: OrderedDict[Key, list[Pair] | Callable[[], Exception]] = OrderedDict()
+        self._items: OrderedDict[Key, dict[ObjectId, KnownItem]] = OrderedDict()
+        self._item_bytes = 0
         self._lock = threading.Lock()
+
+    def items(self, key: Key) -> dict[ObjectId, KnownItem]:
+        """The verified items kept for ``key``'s trees, by chunk id (a copy)."""
+        with self._lock:
+            known = self._items.get(key)
+            if known is None:
+                return {}
+            self._items.move_to_end(key)
+            return dict(known)
+
+    def keep_items(self, key: Key, items: list[KnownItem]) -> None:
+        """Keep items the coordinator verified for ``key``'s pairs, dropping the oldest past
+        :data:`ITEM_BYTES_KEPT` (an entry larger than that is not kept at all)."""
+        with self._lock:
+            known = self._items.setdefault(key, {})
+            self._items.move_to_end(key)
+            for item, size in items:
+                if item.new_id not in known:
+                    known[item.new_id] = (item, size)
+                    self._item_bytes += len(item.data)
+            while self._item_bytes > ITEM_BYTES_KEPT and self._items:
+                _, dropped = self._items.popitem(last=False)
+                self._item_bytes -= sum(len(item.data) for item, _ in dropped.values())
 
     def get(self, key: Key) -> list[Pair] | None:
         """The list kept for ``key``, or None.
@@ -62,6 +100,8 @@ class PairingMemo:
         with self._lock:
             for key in [k for k in self._kept if k[0] == session]:
                 del self._kept[key]
+            for key in [k for k in self._items if k[0] == session]:
+                self._item_bytes -= sum(len(item.data) for item, _ in self._items.pop(key).values())
 
 
 def _refusal(exc: Refusal) -> Callable[[], Exception]:

@@ -216,6 +216,12 @@ class SessionObjects(Protocol):
 
     def get_many(self, oids: Sequence[ObjectId]) -> list[bytes]: ...
 
+    def get_unchecked(self, oids: Sequence[ObjectId]) -> list[bytes]:
+        """The stored bytes of each id, not hashed: for a download, whose receiver hashes
+        each object against the id it asked for (one hash per boundary). Raises:
+        ObjectMissing."""
+        ...
+
     def peek(self, oids: list[ObjectId], n: int) -> list[tuple[int, bytes] | None]:
         """Each object's size and first ``n`` bytes; None when it is not stored."""
         ...
@@ -274,6 +280,50 @@ class ObjectStores(Protocol):
         ...
 
 
+class ObjectIndex(Protocol):
+    """What one session stores where the objects themselves cannot say so cheaply (a bucket,
+    where every question is a round trip): each stored id's size, what they all take, and the
+    upload log that gc's grace period reads. Kept in the coordination state, next to the
+    marks it must agree with; used by the object stores that need one
+    (:mod:`peerhost_server.backends.s3`), not by the domain."""
+
+    def sizes(self, oids: Sequence[ObjectId]) -> list[int | None]:
+        """Each id's size (None: not indexed)."""
+        ...
+
+    def heads(self, oids: Sequence[ObjectId]) -> list[tuple[int, bytes] | None]:
+        """Each id's size and the first bytes :meth:`add` was given (None: not indexed)."""
+        ...
+
+    def used(self) -> int:
+        """What the indexed objects take, in bytes."""
+        ...
+
+    def check_room(self, count: int, reserve: int) -> None:
+        """Refuse indexing ``count`` more objects that would leave less than ``reserve``
+        bytes where the index is written.
+
+        Raises:
+            DiskFull.
+        """
+        ...
+
+    def add(self, objects: Mapping[ObjectId, tuple[int, bytes]], upload: Sequence[ObjectId],
+            stamp: int) -> int:
+        """Index ``objects`` (each id's size and first bytes; those not indexed yet) and log
+        ``upload`` (every id the upload named) at wall-clock second ``stamp``, in one
+        transaction; return how many were new."""
+        ...
+
+    def recent(self, horizon: float) -> set[ObjectId]:
+        """The ids named by uploads at or after ``horizon``."""
+        ...
+
+    def remove(self, oids: Sequence[ObjectId], horizon: float) -> None:
+        """Unindex ``oids`` and forget the uploads before ``horizon``, in one transaction."""
+        ...
+
+
 class Backends(Protocol):
     """Everything the domain keeps, wherever it lives."""
 
@@ -308,4 +358,13 @@ class Backends(Protocol):
 
     def close(self) -> None:
         """Release everything (idempotent)."""
+        ...
+
+
+class IndexingBackends(Backends, Protocol):
+    """Backends whose coordination state can also keep an :class:`ObjectIndex` per session,
+    for objects kept elsewhere (``phs serve --objects s3://...``)."""
+
+    def object_index(self, session: str) -> ObjectIndex:
+        """The session's index (created on first use; closed with the backends)."""
         ...

@@ -8,7 +8,7 @@ from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..errors import ObjectCorrupt, PeerhostError
+from ..errors import ObjectCorrupt, ObjectMissing, PeerhostError
 from ..ids import ObjectId, hash_bytes
 
 
@@ -256,6 +256,20 @@ class Verified:
                 if got != oid:
                     raise ObjectCorrupt(oid, got, self.where)
         return datas
+
+    def check_many(self, oids: Sequence[ObjectId]) -> None:
+        """Check that each id is stored and that its bytes hash to it, as :meth:`get_many`
+        does, without copying them out where the backend hashes them in place (it has
+        ``hashes(oids) -> list[ObjectId | None]``) (ObjectMissing, ObjectCorrupt)."""
+        hashes = getattr(self.backend, "hashes", None)
+        if hashes is None:
+            self.get_many(oids)
+            return
+        for oid, got in zip(oids, hashes(oids), strict=True):
+            if got is None:
+                raise ObjectMissing(oid)
+            if got != oid:
+                raise ObjectCorrupt(oid, got, self.where)
 
     def __contains__(self, oid: object) -> bool:
         return isinstance(oid, bytes) and not self.backend.missing([ObjectId(oid)])

@@ -41,7 +41,7 @@ from typing import Self, TypeVar
 import lmdb
 
 from ..errors import ObjectMissing, StoreDamaged, StoreError
-from ..ids import ObjectId
+from ..ids import ObjectId, hash_bytes
 from ..lock import ByteLock, FileLock, Locked
 from ._base import Compaction, Pins, PinsChanged, RefConflict, Update, Verified
 
@@ -58,8 +58,6 @@ PACK_NEXT = "packs/next"
 PACK_MIN = 0
 #: A pack is closed once it holds this much.
 PACK_BYTES = 1 << 20
-#: Staged objects indexed at a time (about 45 MB of them in memory).
-INDEX_GROUP = 1 << 18
 #: ``staged`` rows: id, offset, length of each object of the pack.
 _STAGED = struct.Struct(">32sII")
 #: ``packed`` values: pack number, offset, length.
@@ -261,16 +259,42 @@ class LmdbStore:
     def read_objects(self, oids: Sequence[ObjectId]) -> list[bytes | None]:
         """The stored bytes of each id (None when absent), unchecked."""
         def run(txn: lmdb.Transaction) -> list[bytes | None]:
+            # The loop of _object written out: a restore reads every chunk through here
+            # (twice: checked, then written), and the calls cost more than the copies.
             packs: dict[int, bytes | memoryview] = {}
             out: list[bytes | None] = []
+            get, packed, unpack = txn.get, self._packed, _LOCATION.unpack
+            for oid in oids:
+                where = get(oid, db=packed)
+                if where is None or len(where) != _LOCATION.size:
+                    value = self._object(txn, oid, packs)  # inline, or a damaged location
+                    if value is not None and len(value) > self._size:
+                        self._check_length(value)
+                    out.append(None if value is None else bytes(value))
+                    continue
+                number, offset, length = unpack(where)
+                pack = packs.get(number)
+                if pack is None or offset + length > len(pack):
+                    value = self._object(txn, oid, packs)  # looks the pack up, or raises
+                    assert value is not None
+                    out.append(bytes(value))
+                    continue
+                out.append(bytes(pack[offset:offset + length]))
+            return out
+
+        return self._read(run)
+
+    def hash_objects(self, oids: Sequence[ObjectId]) -> list[ObjectId | None]:
+        """The blake3 id of each object's stored bytes (None when absent), hashed where they
+        lie in the map, not copied out: a restore checks every object before it writes."""
+        def run(txn: lmdb.Transaction) -> list[ObjectId | None]:
+            packs: dict[int, bytes | memoryview] = {}
+            out: list[ObjectId | None] = []
             for oid in oids:
                 value = self._object(txn, oid, packs)
-                if value is None:
-                    out.append(None)
-                else:  # a slice of a pack, whose length was checked; or a whole value
-                    if len(value) > self._size:
-                        self._check_length(value)
-                    out.append(bytes(value))
+                if value is not None and len(value) > self._size:
+                    self._check_length(value)
+                out.append(None if value is None else hash_bytes(value))
             return out
 
         return self._read(run)
@@ -278,11 +302,12 @@ class LmdbStore:
     def peek(self, oids: list[ObjectId], n: int) -> list[tuple[int, bytes] | None]:
         """Each object's stored size and first ``n`` bytes (None when absent), not hashed:
         the coordinator sizes every blob a new tree reaches (one at a time, so a batch of
-        large files is never in memory at once)."""
+        large files is never in memory at once; neighbours share their pack's lookup)."""
         def run(txn: lmdb.Transaction) -> list[tuple[int, bytes] | None]:
+            packs: dict[int, bytes | memoryview] = {}  # views of the map, not copies
             out: list[tuple[int, bytes] | None] = []
             for oid in oids:
-                value = self._object(txn, oid)
+                value = self._object(txn, oid, packs)
                 if value is not None:
                     self._check_length(value)
                 out.append(None if value is None else (len(value), bytes(value[:n])))
@@ -335,7 +360,9 @@ class LmdbStore:
         packer = _Packer(self, txn, staged=update.staged)
         if not update.staged:
             packer.index_staged()
-        new = sum(1 for oid, data in objects if self._put_object(txn, oid, data, packer))
+        # Nothing indexed (a first snapshot, up to its last update): no object is looked up.
+        empty = self._index_empty(txn)
+        new = sum(1 for oid, data in objects if self._put_object(txn, oid, data, packer, empty))
         packer.close()
         for oid in update.delete_objects:
             self._delete_object(txn, oid, packer)
@@ -356,10 +383,14 @@ class LmdbStore:
         _put_all(txn, self._meta, update.meta)
         return new
 
+    def _index_empty(self, txn: lmdb.Transaction) -> bool:
+        """Whether no object is indexed (staged ones are not, until the next update)."""
+        return not (txn.stat(self._packed)["entries"] or txn.stat(self._objects)["entries"])
+
     def _put_object(self, txn: lmdb.Transaction, oid: ObjectId, data: bytes | memoryview,
-                    packer: _Packer) -> bool:
+                    packer: _Packer, empty: bool = False) -> bool:
         stored = packer.pending.get(oid)
-        if stored is None:
+        if stored is None and not empty:
             stored = self._object(txn, oid)
         if stored is not None:
             if stored == data:
@@ -593,9 +624,15 @@ class _Objects:
                 raise ObjectMissing(oid)
         return datas  # type: ignore[return-value]  # no None left
 
+    def hashes(self, oids: Sequence[ObjectId]) -> list[ObjectId | None]:
+        """Each object's id as its stored bytes hash (None when absent), without copying
+        them (:meth:`Verified.check_many`)."""
+        return self._store.hash_objects(oids)
+
     def missing(self, oids: Iterable[ObjectId]) -> list[ObjectId]:
         store, wanted = self._store, list(oids)
-        return store._read(lambda txn: [oid for oid in wanted if not store._has(txn, oid)])
+        return store._read(lambda txn: wanted if store._index_empty(txn)
+                           else [oid for oid in wanted if not store._has(txn, oid)])
 
     def put_many(self, objects: Sequence[tuple[ObjectId, bytes | memoryview]]) -> int:
         return self._store.apply(Update(hashed=list(objects)))
@@ -716,7 +753,8 @@ class _Packer:
             else:
                 txn.put(oid, _LOCATION.pack(number, offset, len(data)), db=store._packed)
             offset += len(data)
-        if rows:
+        if rows:  # sorted by id (their first bytes): index_staged merges the packs' lists
+            rows.sort()
             txn.put(key, b"".join(rows), db=store._staged, append=True)
         txn.put(key, b"".join(self.pending.values()), db=store._packs, append=True)
         txn.put(key, _LIVE.pack(len(self.pending), offset), db=store._packlive)
@@ -725,38 +763,40 @@ class _Packer:
         self._size = 0
 
     def index_staged(self) -> None:
-        """Index the objects of staged packs (see the module's docstring): sorted by id, in
-        groups of at most :data:`INDEX_GROUP` (memory stays bounded), the first with
+        """Index the objects of staged packs (see the module's docstring): each pack's list
+        is sorted by id (:meth:`close` writes it so), so one merge of all of them gives every
+        id in order, a row at a time (memory does not grow with the snapshot), written with
         MDB_APPEND when the index is empty (a first snapshot), which fills its pages."""
         store, txn = self.store, self.txn
         if not txn.stat(store._staged)["entries"]:
             return
-        rows: list[tuple[bytes, int, int, int]] = []
+        lists = []
         for key, value in txn.cursor(db=store._staged):
             number = int.from_bytes(key, "big")
             if len(value) % _STAGED.size:
                 raise StoreDamaged(store.path, f"the staged list of pack {number} is damaged")
-            rows += [(oid, number, offset, length)
-                     for oid, offset, length in _STAGED.iter_unpack(value)]
-            if len(rows) >= INDEX_GROUP:
-                self._index(rows)
-                rows = []
-        self._index(rows)
-        txn.drop(store._staged, delete=False)
+            rows = bytes(value)  # a copy only if LMDB gave a view
+            lists.append((number, rows if _sorted_rows(rows) else _sort_rows(rows)))
+        empty = store._index_empty(txn)
+        released: list[tuple[int, int]] = []
 
-    def _index(self, rows: list[tuple[bytes, int, int, int]]) -> None:
-        store, txn = self.store, self.txn
-        rows.sort()
-        empty = not (txn.stat(store._packed)["entries"] or txn.stat(store._objects)["entries"])
-        items = []
-        previous = None
-        for oid, number, offset, length in rows:
-            if oid == previous or (not empty and store._has(txn, oid)):
-                self.release(number, length)  # another copy is indexed already
-                continue
-            previous = oid
-            items.append((oid, _LOCATION.pack(number, offset, length)))
-        txn.cursor(db=store._packed).putmulti(items, append=empty)
+        def fresh() -> Iterator[tuple[bytes, bytes]]:
+            previous = None
+            rows = heapq.merge(*(_staged_rows(number, value) for number, value in lists))
+            for oid, number, offset, length in rows:
+                if oid == previous or (not empty and store._has(txn, oid)):
+                    released.append((number, length))  # another copy is indexed already
+                    continue
+                previous = oid
+                yield oid, _LOCATION.pack(number, offset, length)
+
+        consumed, added = txn.cursor(db=store._packed).putmulti(fresh(), append=empty)
+        if added != consumed:  # an id out of order for MDB_APPEND: never index half of them
+            raise StoreError(f"indexing the staged objects of the store at {store.path} "
+                             f"added {added} of {consumed}; nothing was written")
+        for number, length in released:
+            self.release(number, length)
+        txn.drop(store._staged, delete=False)
 
     def release(self, number: int, length: int) -> None:
         """One object of pack ``number`` is no longer indexed."""
@@ -996,3 +1036,22 @@ def _disk_full(path: Path) -> bool:
         return shutil.disk_usage(path).free < 1 << 20
     except OSError:
         return False
+
+
+def _sorted_rows(value: bytes) -> bool:
+    """Whether a staged list's rows are sorted by id (lists written before they were are not)."""
+    size = _STAGED.size
+    return all(value[i:i + 32] <= value[i + size:i + size + 32]
+               for i in range(0, len(value) - size, size))
+
+
+def _sort_rows(value: bytes) -> bytes:
+    size = _STAGED.size
+    return b"".join(sorted(value[i:i + size] for i in range(0, len(value), size)))
+
+
+def _staged_rows(number: int, value: bytes) -> Iterator[tuple[bytes, int, int, int]]:
+    """The rows of pack ``number``'s staged list: id, pack, offset, length."""
+    for oid, offset, length in _STAGED.iter_unpack(value):
+        yield oid, number, offset, length
+

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -43,7 +43,7 @@ from .protocol import (
     encode_delta_get,
     encode_delta_upload,
     encode_ids,
-    encode_objects,
+    frame_objects,
     parse_hex_id,
 )
 
@@ -70,6 +70,7 @@ __all__ = [
     "Unauthorized",
     "UploadResult",
     "WireStats",
+    "body_size",
     "timeout_of",
 ]
 
@@ -335,10 +336,16 @@ class CoordinatorClient:
         return f"/v1/sessions/{self.session}/{tail}"
 
     def _send(self, method: str, path: str, *, body: Any = None, raw: bytes | None = None,
+              stream: tuple[int, Iterator[bytes]] | None = None,
               params: dict[str, str] | None = None,
               seconds: float = CONTROL_SECONDS) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self._token}"}
-        if raw is not None:
+        content: bytes | Iterator[bytes] | None
+        if stream is not None:  # (length, pieces): sent as they come, with a Content-Length
+            headers["Content-Type"] = MSGPACK
+            headers["Content-Length"] = str(stream[0])
+            content = stream[1]
+        elif raw is not None:
             headers["Content-Type"] = MSGPACK
             content = raw
         elif body is not None:
@@ -368,7 +375,7 @@ class CoordinatorClient:
         request = response.request
         sent = len(f"{request.method} {request.url.raw_path.decode()} HTTP/1.1\r\n")
         sent += sum(len(k) + len(v) + 4 for k, v in request.headers.raw) + 2
-        sent += len(request.content)
+        sent += body_size(request)
         received = len(f"HTTP/1.1 {response.status_code} {response.reason_phrase}\r\n")
         received += sum(len(k) + len(v) + 4 for k, v in response.headers.raw) + 2
         received += response.num_bytes_downloaded
@@ -497,9 +504,14 @@ class CoordinatorClient:
                               seconds=BULK_SECONDS)
         return decode_statuses(response.content, len(ids))
 
-    def upload(self, objects: list[bytes]) -> UploadResult:
-        """Store encoded objects (the coordinator derives their ids)."""
-        response = self._send("POST", self._path("objects"), raw=encode_objects(objects),
+    def upload(self, objects: Sequence[bytes],
+               ids: Sequence[ObjectId] | None = None) -> UploadResult:
+        """Store encoded objects (the coordinator derives their ids). With ``ids``, the id
+        each object should have goes with it: the coordinator refuses the upload (400
+        ``id_mismatch``, naming the index and both ids) when one hashes to another, so bytes
+        read here without a check are checked once, there. The body is streamed."""
+        response = self._send("POST", self._path("objects"), stream=frame_objects(objects, ids),
+                              params=None if ids is None else {"ids": "1"},
                               seconds=BULK_SECONDS)
         return self._parse("POST objects", lambda: UploadResult(
             int(response.json()["stored"]), int(response.json()["new"])))
@@ -601,6 +613,15 @@ class CoordinatorClient:
         """The last head moves, oldest first."""
         answer = self._json("GET", self._path("log"), params={"limit": str(limit)})
         return self._parse("GET log", lambda: list(answer["entries"]))
+
+
+def body_size(request: httpx.Request) -> int:
+    """The bytes of a request's body: its content, or for a streamed body its
+    Content-Length (a stream cannot be read again)."""
+    try:
+        return len(request.content)
+    except httpx.RequestNotRead:
+        return int(request.headers.get("content-length", "0"))
 
 
 def _error(response: httpx.Response) -> CoordinatorError:

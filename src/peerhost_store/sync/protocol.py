@@ -42,6 +42,7 @@ __all__ = [
     "FAST_LEVEL",
     "IDS_PER_REQUEST",
     "MSGPACK",
+    "PIECE_BYTES",
     "READ_BATCH",
     "SLOW_LEVEL_UP_TO",
     "DeltaRequest",
@@ -65,10 +66,12 @@ __all__ = [
     "encode_objects",
     "encode_statuses",
     "expand_select",
+    "frame_objects",
     "parse_hex_id",
     "parse_optional_hex_id",
     "select_ranges",
     "split_objects",
+    "split_upload",
 ]
 
 MSGPACK = "application/x-msgpack"
@@ -83,6 +86,10 @@ BATCH_BYTES = 16 << 20
 IDS_PER_REQUEST = 16384
 #: How many objects a walk reads per store transaction.
 READ_BATCH = 1024
+#: A streamed body of objects (:func:`frame_objects`) goes out in pieces of about this many
+#: bytes: no buffer of the whole body is built, and the HTTP client's socket writes stay
+#: short (httpcore re-slices what a partial ``send`` left, a copy of the rest each time).
+PIECE_BYTES = 1 << 20
 
 #: A push sends its chunk deltas in batches that rebuild about this many bytes of objects:
 #: big enough that a batch's one zstd stream finds what neighbouring chunks share, small
@@ -173,6 +180,56 @@ def encode_objects(objects: Iterable[bytes]) -> bytes:
         parts.append(_bin_header(len(data)))
         parts.append(data)
     return b"".join(parts)
+
+
+def frame_objects(objects: Sequence[bytes], ids: Sequence[ObjectId] | None = None
+                  ) -> tuple[int, Iterator[bytes]]:
+    """The bytes of :func:`encode_objects` as their length and an iterator of pieces of about
+    :data:`PIECE_BYTES` (each object is copied once, into its piece).
+
+    With ``ids`` (one per object), the array starts with one more ``bin``: the ids, 32 bytes
+    each, concatenated (an upload with ``?ids=1``, :func:`split_upload`).
+    """
+    head = [_array_header(len(objects) + (ids is not None))]
+    if ids is not None:
+        if len(ids) != len(objects):
+            raise ValueError(f"{len(ids)} ids for {len(objects)} objects")
+        joined = b"".join(ids)
+        head += [_bin_header(len(joined)), joined]
+    headers = [_bin_header(len(data)) for data in objects]
+    length = sum(map(len, head)) + sum(map(len, headers)) + sum(map(len, objects))
+
+    def pieces() -> Iterator[bytes]:
+        parts: list[bytes] = head
+        size = sum(map(len, head))
+        for header, data in zip(headers, objects, strict=True):
+            parts += (header, data)
+            size += len(header) + len(data)
+            if size >= PIECE_BYTES:
+                yield b"".join(parts)
+                parts, size = [], 0
+        if parts:
+            yield b"".join(parts)
+
+    return length, pieces()
+
+
+def split_upload(data: bytes, *, with_ids: bool) -> tuple[list[ObjectId] | None, list[memoryview]]:
+    """An upload's body (:func:`frame_objects`): the ids sent with the objects (None
+    ``with_ids`` false) and views of the objects.
+
+    Raises:
+        ProtocolError: as :func:`split_objects`; or, ``with_ids``, a first element that is
+            not 32 bytes per object that follows it.
+    """
+    parts = split_objects(data)
+    if not with_ids:
+        return None, parts
+    if not parts or len(parts[0]) != ID_SIZE * (len(parts) - 1):
+        raise ProtocolError(f"an upload with ids starts with {ID_SIZE} bytes per object",
+                            index=0)
+    ids = parts[0]
+    return [ObjectId(bytes(ids[i:i + ID_SIZE])) for i in range(0, len(ids), ID_SIZE)], parts[1:]
 
 
 def _array_header(n: int) -> bytes:

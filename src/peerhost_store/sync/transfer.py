@@ -49,10 +49,11 @@ from ..errors import (
     PeerhostError,
 )
 from ..graph import Kind, children, decode_as, is_ancestor
-from ..ids import ObjectId, hash_bytes
+from ..ids import ObjectId, from_hex, hash_bytes
 from ..maintenance import load_shallow
 from ..objects import (
     ChunkEntry,
+    DirLeaf,
     Index,
     RegionLeaf,
     Snapshot,
@@ -65,9 +66,16 @@ from ..restore import RestoreOp, RestoreResult, prepare_restore
 from ..store import Overlay, Store, Update, Verified
 from ..tree import iter_region
 from .batches import BatchLimits, Built, Rebuilder, build_items, cut, encode
-from .client import CoordinatorClient, CoordinatorError, RateLimited, Unauthorized, WireStats
+from .client import (
+    CoordinatorClient,
+    CoordinatorError,
+    RateLimited,
+    Unauthorized,
+    UploadResult,
+    WireStats,
+)
 from .delta import (
-    KIND_DELTA,
+    BASED_KINDS,
     KIND_RAW,
     DeltaError,
     DeltaItem,
@@ -180,7 +188,7 @@ class ChunkCounts:
     Attributes:
         chunks_whole: as full payloads: whole objects, stored items of a delta batch (payloads
             recompression cannot reproduce), and fallbacks.
-        chunks_delta: as a delta against their previous version (:data:`KIND_DELTA`).
+        chunks_delta: as a delta against their previous version (:data:`BASED_KINDS`).
         chunks_raw: as NBT in a delta batch, recompressed by the receiver (no previous
             version of that chunk on the receiving side).
         delta_bytes: bytes of delta batches (request bodies for a push, answers for a pull).
@@ -195,7 +203,7 @@ class ChunkCounts:
     fallbacks: int = 0
 
     def add_item(self, item: DeltaItem) -> None:
-        if item.kind == KIND_DELTA:
+        if item.kind in BASED_KINDS:
             self.chunks_delta += 1
         elif item.kind == KIND_RAW:
             self.chunks_raw += 1
@@ -306,14 +314,17 @@ def push(
         raise Diverged(head, remote, DIVERGED_HINT)
     # The session holds the remote head complete, and so does this store (a stored snapshot
     # has its whole tree here): its chunks are the previous versions to send deltas against.
-    base = repo.read_snapshot(remote).root if remote is not None and delta else None
-    walk = _PushWalk(repo.store.objects, client, head, shallow, defer_chunks=base is not None)
+    remote_root = repo.read_snapshot(remote).root if remote is not None else None
+    base = remote_root if delta else None
+    walk = _PushWalk(repo.store.objects, client, head, shallow, defer_chunks=base is not None,
+                     remote=remote, remote_root=remote_root)
 
     def tick() -> None:
         if progress is not None:
             progress(report.objects_sent, walk.found)
 
-    _upload_whole(client, walk, report, batch_bytes, tick)
+    where = repo.store.objects.where
+    _upload_whole(client, walk, report, batch_bytes, tick, where)
     report.chunks_whole += walk.whole_chunks
     if walk.missing_chunks or walk.unasked_chunks:
         assert base is not None
@@ -322,15 +333,18 @@ def push(
         whole = deltas.leftovers(set(walk.missing_chunks))
         walk.found = report.objects_sent + len(whole)  # unasked chunks the session had drop out
         report.chunks_whole += len(whole)
-        _upload_whole(client, _read_blobs(repo.store.objects, whole), report, batch_bytes, tick)
+        _upload_whole(client, _read_blobs(repo.store.objects, whole), report, batch_bytes, tick,
+                      where)
     report.checked = client.set_head(remote, head, fencing)
     report.wire = _wire_since(client, before)
     return report
 
 
-def _read_blobs(store: Verified, ids: list[ObjectId]) -> Iterator[bytes]:
+def _read_blobs(store: Verified, ids: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
+    """``(id, bytes)`` of blobs to send, read unchecked: the coordinator checks each against
+    the id sent with it, the one hash these bytes get between this store and that one."""
     for part in chunked(ids, READ_BATCH):
-        yield from store.get_many(list(part))
+        yield from zip(part, store.backend.get_many(list(part)), strict=True)
 
 
 def _overlapped(items: Iterable[T], call: Callable[[T], R],
@@ -357,19 +371,34 @@ def _overlapped(items: Iterable[T], call: Callable[[T], R],
                 future.cancel()
 
 
-def _upload_whole(client: CoordinatorClient, objects: Iterable[bytes], report: PushReport,
-                  batch_bytes: int, tick: Callable[[], None]) -> None:
-    limit = MAX_REQUEST_BYTES - 64 * 1024  # room for msgpack framing
+def _upload_whole(client: CoordinatorClient, objects: Iterable[tuple[ObjectId, bytes]],
+                  report: PushReport, batch_bytes: int, tick: Callable[[], None],
+                  where: str) -> None:
+    """Upload ``(id, bytes)`` pairs, each with its id: the coordinator refuses one that
+    hashes to another (:class:`ObjectCorrupt` here, naming ``where`` they were read)."""
+    limit = MAX_REQUEST_BYTES - 64 * 1024  # room for msgpack framing and the ids
 
-    def batches() -> Iterator[list[bytes]]:
-        for batch in batch_by_size(objects, len, batch_bytes, limit):
-            if len(batch[0]) > limit:
-                raise ObjectTooLarge(hash_bytes(batch[0]), len(batch[0]), limit)
+    def batches() -> Iterator[list[tuple[ObjectId, bytes]]]:
+        for batch in batch_by_size(objects, lambda pair: len(pair[1]) + 32, batch_bytes, limit):
+            if len(batch[0][1]) > limit:
+                raise ObjectTooLarge(batch[0][0], len(batch[0][1]), limit)
             yield batch
 
-    for batch, result in _overlapped(batches(), client.upload):
+    def send(batch: list[tuple[ObjectId, bytes]]) -> UploadResult:
+        try:
+            return client.upload([data for _, data in batch], [oid for oid, _ in batch])
+        except CoordinatorError as exc:
+            if exc.code != "id_mismatch":
+                raise
+            try:
+                expected, got = from_hex(exc.details["expected"]), from_hex(exc.details["got"])
+            except (KeyError, TypeError, ValueError):
+                raise exc from None
+            raise ObjectCorrupt(expected, got, where) from None
+
+    for batch, result in _overlapped(batches(), send):
         report.objects_sent += len(batch)
-        report.object_bytes += sum(len(data) for data in batch)
+        report.object_bytes += sum(len(data) for _, data in batch)
         report.objects_new += result.new
         tick()
 
@@ -456,11 +485,12 @@ class _PushDeltas:
 
 
 class _PushWalk:
-    """Yields the bytes of every object ``head`` reaches that the session lacks.
+    """Yields ``(id, bytes)`` of every object ``head`` reaches that the session lacks.
 
     Breadth-first: one ``objects/status`` request per level of the graph (per 16,384 ids);
     complete subgraphs are skipped, present nodes entered but not yielded. Blobs are read from
-    the local store in batches, nodes once (to find their children).
+    the local store in batches, unchecked (:func:`_read_blobs`: the coordinator checks them
+    against their ids); nodes once, checked, since this walk decodes them.
 
     With ``defer_chunks``, chunk payload blobs (those region maps point at) are not yielded
     but listed for delta batches after the walk: in :attr:`missing_chunks` when the session
@@ -468,10 +498,19 @@ class _PushWalk:
     lacks. Those are not asked about: most are in the pairing lists (so missing), and the rest
     are unchanged chunks the session already holds (see :meth:`_PushDeltas.leftovers`); asking
     would cost 34 bytes per chunk, more than most deltas.
+
+    With ``remote`` (the session head, which the session holds complete) and its tree's root,
+    the walk does not ask about what it can tell: each node entered is set beside the node at
+    the same place in the remote tree (its *counterpart*: the same file or folder name, the
+    same index key), read here, and a child equal to its counterpart's child is complete
+    there. Only children that differ are asked about (an interrupted push's nodes, or a
+    subtree the session holds from older history, are then found present and not sent
+    again), so the walk costs what changed, not the siblings of what changed.
     """
 
     def __init__(self, store: Verified, client: CoordinatorClient, head: ObjectId,
-                 shallow: set[ObjectId], *, defer_chunks: bool = False) -> None:
+                 shallow: set[ObjectId], *, defer_chunks: bool = False,
+                 remote: ObjectId | None = None, remote_root: ObjectId | None = None) -> None:
         self.store = store
         self.client = client
         self.head = head
@@ -485,8 +524,69 @@ class _PushWalk:
         #: first: the trees whose chunks may travel as deltas.
         self.snapshots: list[tuple[ObjectId, ObjectId]] = []
         self._chunks: set[ObjectId] = set()
+        self.remote_root = remote_root
+        #: What the walk knows without asking: complete there.
+        self._known: dict[ObjectId, ObjectStatus] = {} if remote is None else {
+            remote: ObjectStatus.COMPLETE}
+        self._counterpart: dict[ObjectId, ObjectId] = {}
+        self.asked = 0  #: ids sent in ``objects/status`` requests
 
-    def __iter__(self) -> Iterator[bytes]:
+    def _statuses(self, ids: list[ObjectId]) -> list[ObjectStatus]:
+        ask = [oid for oid in ids if oid not in self._known]
+        self.asked += len(ask)
+        answers = dict(zip(ask, self.client.object_status(ask), strict=True)) if ask else {}
+        return [answers[oid] if oid in answers else self._known[oid] for oid in ids]
+
+    def _align(self, obj: object, base: object) -> None:
+        """Tell the children of ``obj`` from those of its counterpart ``base``."""
+        pairs: list[tuple[ObjectId, ObjectId]] = []
+        if isinstance(obj, Index) and isinstance(base, Index) and obj.level == base.level:
+            keyed = {entry.key: entry.oid for entry in base.entries}
+            pairs = [(e.oid, keyed[e.key]) for e in obj.entries if e.key in keyed]
+        elif isinstance(obj, DirLeaf) and isinstance(base, DirLeaf):
+            named = {entry.name: entry for entry in base.entries}
+            for entry in obj.entries:
+                same = named.get(entry.name)
+                if same is not None and same.kind is entry.kind:
+                    pairs.append((entry.oid, same.oid))
+                    if entry.raw is not None and entry.raw == same.raw:
+                        self._known[entry.raw] = ObjectStatus.COMPLETE
+        elif isinstance(obj, RegionLeaf) and isinstance(base, RegionLeaf):
+            slots = {chunk.slot: chunk.oid for chunk in base.entries}
+            for chunk in obj.entries:
+                if slots.get(chunk.slot) == chunk.oid:
+                    self._known[chunk.oid] = ObjectStatus.COMPLETE
+            return  # chunk blobs: a changed one is listed for the deltas, not asked about
+        for new, old in pairs:
+            if new == old:
+                self._known[new] = ObjectStatus.COMPLETE
+            else:
+                self._counterpart[new] = old
+
+    def _align_root(self, root: ObjectId) -> None:
+        assert self.remote_root is not None
+        if root == self.remote_root:
+            self._known[root] = ObjectStatus.COMPLETE
+        else:
+            self._counterpart[root] = self.remote_root
+
+    def _counterparts(self, ids: list[ObjectId], kinds: list[Kind]) -> dict[ObjectId, object]:
+        """The decoded counterparts of ``ids`` (those that have one), read here."""
+        wanted = [(oid, self._counterpart[oid], kind) for oid, kind in zip(ids, kinds, strict=True)
+                  if oid in self._counterpart]
+        if not wanted:
+            return {}
+        out: dict[ObjectId, object] = {}
+        try:
+            datas = self.store.get_many([base for _, base, _ in wanted])
+        except (ObjectMissing, ObjectCorrupt):
+            return {}  # not in a sound repository: its children are asked about instead
+        for (oid, base, kind), data in zip(wanted, datas, strict=True):
+            with suppress(DecodeError):
+                out[oid] = decode_as(base, data, kind)
+        return out
+
+    def __iter__(self) -> Iterator[tuple[ObjectId, bytes]]:
         seen = {self.head}
         frontier: list[tuple[ObjectId, Kind]] = [(self.head, Kind.SNAPSHOT)]
         blobs: list[ObjectId] = []
@@ -494,7 +594,7 @@ class _PushWalk:
             after: list[tuple[ObjectId, Kind]] = []
             for part in chunked(frontier, IDS_PER_REQUEST):
                 enter: list[tuple[ObjectId, Kind, bool]] = []
-                for (oid, kind), status in zip(part, self.client.object_status([o for o, _ in part]), strict=True):
+                for (oid, kind), status in zip(part, self._statuses([o for o, _ in part]), strict=True):
                     if status is ObjectStatus.COMPLETE:
                         continue
                     missing = status is ObjectStatus.MISSING
@@ -507,15 +607,20 @@ class _PushWalk:
                         self.whole_chunks += oid in self._chunks
                         blobs.append(oid)
                         if len(blobs) >= READ_BATCH:
-                            yield from self.store.get_many(blobs)
+                            yield from _read_blobs(self.store, blobs)
                             blobs = []
                 for sub in chunked(enter, READ_BATCH):
+                    bases = self._counterparts([o for o, _, _ in sub], [k for _, k, _ in sub])
                     for (oid, kind, missing), data in zip(sub, self.store.get_many([o for o, _, _ in sub]), strict=True):
                         if missing:
-                            yield data
+                            yield oid, data
                         obj = decode_as(oid, data, kind)
+                        if oid in bases:
+                            self._align(obj, bases[oid])
                         if isinstance(obj, Snapshot):
                             self.snapshots.append((oid, obj.root))
+                            if oid == self.head and self.remote_root is not None:
+                                self._align_root(obj.root)
                         elif isinstance(obj, RegionLeaf):
                             self._chunks.update(entry.oid for entry in obj.entries)
                             if missing and self.defer_chunks:
@@ -531,7 +636,7 @@ class _PushWalk:
                                 after.append(child)
             frontier = after
         if blobs:
-            yield from self.store.get_many(blobs)
+            yield from _read_blobs(self.store, blobs)
 
 
 # -- pull ---------------------------------------------------------------------------------

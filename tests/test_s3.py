@@ -1,0 +1,404 @@
+"""The S3 object backend against a real S3-protocol server (moto's, on 127.0.0.1): the object
+store contract suite, a session's index, usage and gc, a coordinator serving push, pull and
+gc with its objects in a bucket, and the faults: the bucket unreachable mid-push, the
+coordinator killed between the object upload and the head move."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from s3util import S3Server, free_port, s3_environment, s3_server
+from test_sync_support import FAST, Server, TestClient, make_session, root_of
+from worldfs_helpers import make_world
+
+from peerhost_server import create_app
+from peerhost_server.backends.lmdb import LmdbObjectIndex
+from peerhost_server.backends.s3 import (
+    S3Objects,
+    S3ObjectStores,
+    S3SessionObjects,
+    S3Unavailable,
+)
+from peerhost_server.domain.protocols import ObjectIndex, ObjectStores, SessionObjects
+from peerhost_store.errors import ObjectCorrupt, StoreError
+from peerhost_store.ids import ObjectId, hash_bytes
+from peerhost_store.objects import encode_blob
+from peerhost_store.repo import Repository
+from peerhost_store.store import ObjectStore
+from peerhost_store.sync.client import CoordinatorClient, CoordinatorError
+from peerhost_store.sync.protocol import MSGPACK, encode_objects
+from peerhost_store.sync.transfer import pull, push
+from peerhost_store.testing import ObjectStoreTests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[S3Server]:
+    with s3_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(8) as executor:
+        yield executor
+
+
+def _as_protocols(stores: S3ObjectStores, objects: S3SessionObjects, index: LmdbObjectIndex
+                  ) -> tuple[ObjectStores, SessionObjects, ObjectIndex]:
+    """Never called: mypy checks here that the S3 classes and the LMDB index implement the
+    coordinator's protocols (SplitBackends takes its objects untyped)."""
+    return stores, objects, index
+
+
+def _blob(text: bytes) -> tuple[ObjectId, bytes]:
+    data = encode_blob(text)
+    return hash_bytes(data), data
+
+
+class TestS3Objects(ObjectStoreTests):
+    @pytest.fixture
+    def objects(self, moto: S3Server, pool: ThreadPoolExecutor) -> Iterator[ObjectStore]:
+        yield S3Objects(moto.client(), moto.new_bucket(), "contract", pool)
+
+
+@pytest.fixture
+def session_objects(moto: S3Server, pool: ThreadPoolExecutor,
+                    tmp_path: Path) -> Iterator[S3SessionObjects]:
+    index = LmdbObjectIndex(tmp_path / "index")
+    yield S3SessionObjects(S3Objects(moto.client(), moto.new_bucket(), "p/s", pool), index)
+    index.close()
+
+
+def test_a_session_indexes_what_its_bucket_holds(session_objects: S3SessionObjects) -> None:
+    store = session_objects
+    (a, da), (b, db) = _blob(b"a" * 100), _blob(b"b")
+    assert store.write([(a, da), (b, memoryview(db)), (a, da)], 1000) == 2
+    assert store.write([(a, da)], 1001) == 0, "already stored"
+    assert store.used_bytes() == len(da) + len(db)
+    assert store.missing([b, hash_bytes(b"absent"), a]) == [hash_bytes(b"absent")]
+    assert a in store and hash_bytes(b"absent") not in store
+    assert store.get_many([b, a]) == [db, da]
+    assert store.peek([a, hash_bytes(b"absent")], 4) == [(len(da), da[:4]), None]
+    assert store.peek([a, b], 60) == [(len(da), da[:60]), (len(db), db)], "past the index"
+    assert sorted(store.iter_ids()) == sorted([a, b])
+    bucket = store.bucket
+    assert sorted(bucket.iter_ids()) == sorted([a, b])
+    assert bucket.client.get_object(Bucket=bucket.bucket, Key=f"p/s/objects/{a.hex()}")[
+        "Body"].read() == da, "content-addressed keys: PREFIX/SESSION/objects/<hex id>"
+    # The bucket's bytes are checked on every read.
+    bucket.client.put_object(Bucket=bucket.bucket, Key=f"p/s/objects/{a.hex()}",
+                             Body=encode_blob(b"evil"))
+    with pytest.raises(ObjectCorrupt) as info:
+        store.get_raw(a)
+    assert info.value.expected == a and bucket.where in str(info.value)
+
+
+def test_gc_deletes_only_what_is_neither_kept_nor_recent(
+        session_objects: S3SessionObjects) -> None:
+    store, bucket = session_objects, session_objects.bucket
+    (a, da), (b, db), (c, dc) = _blob(b"kept"), _blob(b"garbage"), _blob(b"orphan")
+    now = time.time()
+    store.write([(a, da), (b, db)], int(now))
+    # An orphan: put in the bucket by an upload that died before indexing it.
+    bucket.put_many([(c, dc)])
+    dropped: list[list[ObjectId]] = []
+    # Everything is within the grace period: the upload log and the keys' times protect it.
+    assert store.sweep({a}, now - 3600, dropped.append) == []
+    assert sorted(bucket.iter_ids()) == sorted([a, b, c])
+    # Past it, what is not kept goes: indexed garbage and the orphan alike.
+    assert sorted(store.sweep({a}, now + 3600, dropped.append)) == sorted([b, c])
+    assert sorted(dropped[-1]) == sorted([b, c]), "marks are dropped first"
+    assert list(bucket.iter_ids()) == [a]
+    assert store.missing([a, b, c]) == [b, c]
+    assert store.used_bytes() == len(da)
+    assert store.write([(b, db)], int(now)) == 1, "written again once it is needed again"
+
+
+def test_an_unreachable_bucket_is_unavailable_and_indexes_nothing(
+        tmp_path: Path, pool: ThreadPoolExecutor) -> None:
+    with s3_server() as down:
+        bucket = down.new_bucket()
+        client = down.client()
+    index = LmdbObjectIndex(tmp_path / "index")
+    store = S3SessionObjects(S3Objects(client, bucket, "s", pool), index)
+    a, da = _blob(b"a")
+    with pytest.raises(S3Unavailable) as info:
+        store.write([(a, da)], 1000)
+    assert f"s3://{bucket}/s/objects/" in str(info.value) and "PUT" in str(info.value)
+    assert store.missing([a]) == [a] and store.used_bytes() == 0
+    index.close()
+
+
+# -- a coordinator with its objects in a bucket -----------------------------------------------
+
+
+def _running(data: Path, url: str, admin_token: str | None = None, **limits: Any) -> Server:
+    app = create_app(data, limits=dataclasses.replace(FAST, **limits), objects=url)
+    token = app.state.admin_token or admin_token
+    assert token is not None
+    http = TestClient(app)
+    http.__enter__()
+    return Server(http, CoordinatorClient(http, "", token), data, token)
+
+
+def _stop(server: Server) -> None:
+    server.http.__exit__(None, None, None)
+
+
+def _world(path: Path, data_dir: Path) -> Repository:
+    path.mkdir(parents=True)
+    repo = Repository.init(path)
+    make_world(repo.world)
+    shutil.copy(data_dir / "mixed.mca", repo.world / "region" / "r.0.0.mca")
+    return repo
+
+
+def _empty(path: Path) -> Repository:
+    path.mkdir(parents=True)
+    return Repository.init(path)
+
+
+def test_a_coordinator_serves_push_pull_and_gc_from_a_bucket(
+        moto: S3Server, tmp_path: Path, data_dir: Path) -> None:
+    bucket = moto.new_bucket()
+    with s3_environment(moto):
+        server = _running(tmp_path / "coord", f"s3://{bucket}/phs", gc_grace=0.0, gc_interval=0)
+    try:
+        c = make_session(server)
+        assert server.admin.status()["sessions"][0]["usage_bytes"] == 0
+        assert not (tmp_path / "coord" / "sessions" / "s1").exists(), "usage creates nothing"
+        fencing = c["alice"].acquire("alice-pc", 60).fencing
+        a = _world(tmp_path / "a", data_dir)
+        v1 = a.snapshot("v1").oid
+        first = push(a, c["alice"], fencing=fencing)
+        assert first.objects_sent > 0
+        (a.world / "level.dat").write_bytes(b"changed")
+        shutil.copy(data_dir / "gzip.mca", a.world / "region" / "r.0.0.mca")
+        v2 = a.snapshot("v2").oid
+        assert push(a, c["alice"], fencing=fencing).objects_sent > 0
+
+        b = _empty(tmp_path / "b")
+        assert pull(b, c["bob"]).outcome == "fast-forward" and b.head() == v2
+        assert root_of(b) == root_of(a) and b.verify().ok
+
+        keys = moto.client().list_objects_v2(Bucket=bucket)["KeyCount"]
+        assert keys > 10, "the objects are in the bucket"
+        assert not (tmp_path / "coord" / "sessions" / "s1" / "store").exists(), \
+            "and not on the coordinator's disk"
+        usage = c["owner"].retention()["usage"]
+        assert usage > 0
+        status = {s["session"]: s for s in server.admin.status()["sessions"]}
+        assert status["s1"]["usage_bytes"] == status["s1"]["storage_bytes"] == usage
+
+        c["owner"].set_retention(keep_last=1)
+        time.sleep(1.1)  # the keys' times are whole seconds: let them fall behind the horizon
+        report = c["owner"].gc()
+        assert report["deleted_objects"] > 0 and report["dropped_snapshots"] == 1
+        assert report["usage"] < usage
+        after = moto.client().list_objects_v2(Bucket=bucket)["KeyCount"]
+        assert after == keys - report["deleted_objects"]
+        fresh = _empty(tmp_path / "fresh")
+        assert pull(fresh, c["bob"]).outcome == "fast-forward" and fresh.head() == v2
+        assert fresh.verify().ok and root_of(fresh) == root_of(a)
+        assert c["owner"].log()[0]["new"] == v1.hex()
+        for repo in (a, b, fresh):
+            repo.close()
+    finally:
+        _stop(server)
+
+
+def test_an_unreachable_bucket_at_start_is_one_clear_error(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    saved = os.environ.copy()
+    os.environ.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+                       "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
+                       "AWS_DEFAULT_REGION": "us-east-1"})
+    try:
+        with pytest.raises(StoreError, match=r"cannot use bucket 'nowhere' \(endpoint "):
+            create_app(tmp_path / "coord", objects="s3://nowhere/p")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    # The coordination state was closed again: another start can take the folder.
+    create_app(tmp_path / "coord").state.coordinator.close()
+
+
+def test_the_bucket_unreachable_mid_push_is_503_and_loses_nothing(
+        tmp_path: Path, data_dir: Path) -> None:
+    with s3_server() as s3:
+        bucket = s3.new_bucket()
+        with s3_environment(s3):
+            server = _running(tmp_path / "coord", f"s3://{bucket}/phs")
+        try:
+            c = make_session(server)
+            fencing = c["alice"].acquire("alice-pc", 60).fencing
+            a = _world(tmp_path / "a", data_dir)
+            v1 = a.snapshot("v1").oid
+            push(a, c["alice"], fencing=fencing)
+            (a.world / "level.dat").write_bytes(b"changed")
+            shutil.copy(data_dir / "gzip.mca", a.world / "region" / "r.0.0.mca")
+            v2 = a.snapshot("v2").oid
+
+            # The bucket goes away after the push's first few puts.
+            puts: list[int] = []
+            stores = server.coordinator.backends.objects
+            assert isinstance(stores, S3ObjectStores)
+            client = stores.client
+
+            def count(**kwargs: Any) -> None:
+                puts.append(1)
+                if len(puts) == 3:
+                    s3.stop()
+
+            client.meta.events.register("before-call.s3.PutObject", count)
+            with pytest.raises(CoordinatorError) as info:
+                push(a, c["alice"], fencing=fencing)
+            assert info.value.status == 503 and info.value.code == "unavailable"
+            assert info.value.details["retry_after"] > 0
+            assert len(puts) >= 3
+            assert c["bob"].head().head == v1, "the acknowledged head is untouched"
+            client.meta.events.unregister("before-call.s3.PutObject", count)
+
+            s3.start()  # back, with everything it held
+            assert push(a, c["alice"], fencing=fencing).objects_sent > 0
+            b = _empty(tmp_path / "b")
+            assert pull(b, c["bob"]).outcome == "fast-forward" and b.head() == v2
+            assert b.verify().ok and root_of(b) == root_of(a)
+            a.close()
+            b.close()
+        finally:
+            _stop(server)
+
+
+def test_unavailable_answers_carry_retry_after(tmp_path: Path) -> None:
+    with s3_server() as s3:
+        bucket = s3.new_bucket()
+        with s3_environment(s3):
+            server = _running(tmp_path / "coord", f"s3://{bucket}/phs")
+        try:
+            token = server.admin.create_session("s1")
+            data = encode_blob(b"one object")
+            s3.stop()
+            answer = server.http.post("/v1/sessions/s1/objects", content=encode_objects([data]),
+                                      headers={"Authorization": f"Bearer {token}",
+                                               "Content-Type": MSGPACK})
+            assert answer.status_code == 503, answer.text
+            assert int(answer.headers["Retry-After"]) > 0
+            assert answer.json()["error"]["code"] == "unavailable"
+            assert bucket in answer.json()["error"]["message"]
+            owner = server.client("s1", token)
+            assert owner.missing([hash_bytes(data)]) == [hash_bytes(data)], "nothing indexed"
+        finally:
+            _stop(server)
+
+
+# -- a real coordinator process, killed between the upload and the head move -----------------
+
+
+class _Process:
+    """``phs serve --objects`` in a process of its own on ``port``."""
+
+    def __init__(self, data: Path, port: int, url: str, env: dict[str, str]) -> None:
+        self.data, self.port, self.url, self.env = data, port, url, env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.admin_token: str | None = None
+        self.log = data.parent / "serve.log"
+
+    def start(self) -> None:
+        argv = [sys.executable, "-m", "peerhost_cli", "serve", "--data", str(self.data),
+                "--bind", f"127.0.0.1:{self.port}", "--objects", self.url]
+        env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT / "src")}
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-2000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/v1/health", timeout=2).is_success:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("the coordinator did not come up in 60 s")
+        for line in self.log.read_text().splitlines():
+            if line.startswith("admin token"):
+                self.admin_token = line.rsplit(" ", 1)[1].strip()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+
+
+class _KilledAtHeadMove(CoordinatorClient):
+    """A client whose coordinator is kill -9ed just before it is asked to move the head."""
+
+    def __init__(self, http: httpx.Client, session: str, token: str, process: _Process) -> None:
+        super().__init__(http, session, token)
+        self.process = process
+
+    def set_head(self, old: ObjectId | None, new: ObjectId, fencing: int) -> int:
+        self.process.kill()
+        return super().set_head(old, new, fencing)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="kill -9")
+def test_a_coordinator_killed_between_upload_and_head_move_keeps_its_head(
+        moto: S3Server, tmp_path: Path, data_dir: Path) -> None:
+    bucket = moto.new_bucket()
+    process = _Process(tmp_path / "coord", free_port(), f"s3://{bucket}/phs", moto.env)
+    process.start()
+    try:
+        base = f"http://127.0.0.1:{process.port}"
+        with httpx.Client(base_url=base, timeout=30) as http:
+            assert process.admin_token is not None
+            admin = CoordinatorClient(http, "", process.admin_token)
+            owner_token = admin.create_session("s1")
+            owner = CoordinatorClient(http, "s1", owner_token)
+            alice_token = owner.add_member("alice")
+            doomed = _KilledAtHeadMove(http, "s1", alice_token, process)
+            a = _world(tmp_path / "a", data_dir)
+            v1 = a.snapshot("v1").oid
+            with pytest.raises(CoordinatorError):
+                push(a, doomed, fencing=doomed.acquire("alice-pc", 60).fencing)
+            uploaded = moto.client().list_objects_v2(Bucket=bucket)["KeyCount"]
+            assert uploaded > 10, "the objects were uploaded before the kill"
+
+        process.start()  # the same data folder and bucket
+        with httpx.Client(base_url=base, timeout=30) as http:
+            alice = CoordinatorClient(http, "s1", alice_token)
+            assert alice.head().head is None, "the head did not move"
+            lease = alice.acquire("alice-pc", 60)
+            retry = push(a, alice, fencing=lease.fencing)
+            assert alice.head().head == v1
+            assert retry.objects_sent < uploaded, "what the killed push uploaded is kept"
+            b = _empty(tmp_path / "b")
+            assert pull(b, CoordinatorClient(http, "s1", owner_token)).outcome == "fast-forward"
+            assert b.head() == v1 and root_of(b) == root_of(a) and b.verify().ok
+            a.close()
+            b.close()
+    finally:
+        process.stop()
