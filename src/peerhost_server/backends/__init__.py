@@ -52,16 +52,6 @@ def _opener(table: dict[str, str], url: str, what: str) -> Callable[..., Any]:
     return opener
 
 
-def _module(url: str) -> tuple[str, str]:
-    scheme = url.partition(":")[0]
-    target = OPENERS.get(scheme)
-    if target is None:
-        raise ValueError(f"no coordinator backend for {scheme!r} URLs; known: "
-                         f"{', '.join(sorted(OPENERS))}")
-    module, _, name = target.partition(":")
-    return module, name
-
-
 def migrate_backends(url: str) -> list[str]:
     """Apply the schema migrations of the database ``url`` names; return those applied
     (none for a backend without a schema, like ``lmdb:``).
@@ -70,8 +60,9 @@ def migrate_backends(url: str) -> list[str]:
         ValueError: no backend for that scheme.
         StoreError: the database could not be migrated.
     """
-    module = importlib.import_module(_module(url)[0])
-    migrate: Callable[[str], list[str]] | None = getattr(module, "migrate", None)
+    opener = _opener(OPENERS, url, "coordinator backend")
+    migrate: Callable[[str], list[str]] | None = getattr(
+        importlib.import_module(opener.__module__), "migrate", None)
     return [] if migrate is None else migrate(url)
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from importlib import resources
@@ -61,8 +61,8 @@ from ..leases import SessionLease
 from ..limits import Limits
 from .lmdb import LmdbObjectStores
 
-__all__ = ["MIGRATIONS", "PgBackends", "SchemaOutdated", "migrate", "open_postgres",
-           "schema_version"]
+__all__ = ["MIGRATIONS", "PgBackends", "PgObjectIndex", "SchemaOutdated", "migrate",
+           "open_postgres", "schema_version"]
 
 T = TypeVar("T")
 
@@ -251,6 +251,11 @@ class PgBackends:
         self.retention = PgRetention(self._db)
         self.objects = objects
         self._closed = False
+
+    def object_index(self, session: str) -> PgObjectIndex:
+        """The index of ``session``'s objects kept elsewhere (``--objects s3://...``), in the
+        tables ``object_index`` and ``object_uploads``: shared by every coordinator."""
+        return PgObjectIndex(self._db, session)
 
     def classify(self, exc: BaseException) -> DomainError | None:
         """The database down or failing a transaction it may retry: 503 with Retry-After.
@@ -577,3 +582,63 @@ class PgRetention:
                         "ON CONFLICT (session) DO UPDATE SET shallow = EXCLUDED.shallow, "
                         "retained = EXCLUDED.retained",
                         (session, sorted(shallow), sorted(retained)))
+
+
+# -- the index of objects kept elsewhere ------------------------------------------------------
+
+
+class PgObjectIndex:
+    """A :class:`~peerhost_server.domain.protocols.ObjectIndex` of one session: rows of
+    ``object_index`` (id, size, first bytes) and ``object_uploads`` (stamp, ids)."""
+
+    def __init__(self, db: _Pg, session: str) -> None:
+        self._db, self._session = db, session
+
+    def heads(self, oids: Sequence[ObjectId]) -> list[tuple[int, bytes] | None]:
+        if not oids:
+            return []
+        with self._db.tx() as cur:
+            cur.execute("SELECT oid, size, head FROM object_index WHERE session = %s "
+                        "AND oid = ANY(%s::bytea[])", (self._session, list(oids)))
+            found = {bytes(o): (int(size), bytes(head)) for o, size, head in cur.fetchall()}
+        return [found.get(oid) for oid in oids]
+
+    def sizes(self, oids: Sequence[ObjectId]) -> list[int | None]:
+        return [None if h is None else h[0] for h in self.heads(oids)]
+
+    def used(self) -> int:
+        with self._db.tx() as cur:
+            cur.execute("SELECT coalesce(sum(size), 0) FROM object_index WHERE session = %s",
+                        (self._session,))
+            row = cur.fetchone()
+        return 0 if row is None else int(row[0])
+
+    def check_room(self, count: int, reserve: int) -> None:
+        pass  # the database's disk is its operator's to watch, not this process's
+
+    def add(self, objects: Mapping[ObjectId, tuple[int, bytes]], upload: Sequence[ObjectId],
+            stamp: int) -> int:
+        with self._db.tx() as cur:
+            cur.execute("INSERT INTO object_index (session, oid, size, head) SELECT %s, o, s, h "
+                        "FROM unnest(%s::bytea[], %s::bigint[], %s::bytea[]) AS i(o, s, h) "
+                        "ON CONFLICT DO NOTHING RETURNING oid",
+                        (self._session, list(objects), [s for s, _ in objects.values()],
+                         [h for _, h in objects.values()]))
+            new = len(cur.fetchall())
+            cur.execute("INSERT INTO object_uploads (session, stamp, oids) "
+                        "VALUES (%s, %s, %s::bytea[])", (self._session, stamp, list(upload)))
+            return new
+
+    def recent(self, horizon: float) -> set[ObjectId]:
+        with self._db.tx() as cur:
+            cur.execute("SELECT DISTINCT unnest(oids) FROM object_uploads WHERE session = %s "
+                        "AND stamp >= %s", (self._session, horizon))
+            return {ObjectId(bytes(o)) for (o,) in cur.fetchall()}
+
+    def remove(self, oids: Sequence[ObjectId], horizon: float) -> None:
+        with self._db.tx() as cur:
+            if oids:
+                cur.execute("DELETE FROM object_index WHERE session = %s "
+                            "AND oid = ANY(%s::bytea[])", (self._session, list(oids)))
+            cur.execute("DELETE FROM object_uploads WHERE session = %s AND stamp < %s",
+                        (self._session, horizon))
