@@ -59,7 +59,7 @@ def register(commands: Subparsers, parents: Parents) -> None:
     p.add_argument("--objects", default=None, metavar="s3://BUCKET/PREFIX",
                    help="keep the sessions' objects in S3-compatible storage (endpoint and "
                         "credentials from the environment: AWS_ENDPOINT_URL, "
-                        "AWS_ACCESS_KEY_ID, ...; needs peerhost[scale]); default: the data "
+                        "AWS_ACCESS_KEY_ID, ...; needs peerhost[server,scale]); default: the data "
                         "folder")
     p.set_defaults(func=run_serve)
 
