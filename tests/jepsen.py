@@ -1,6 +1,8 @@
 """Jepsen-style lease testing: a client driver that records a history, and a pure checker.
 
-Run as a script, this module is one client (``python jepsen.py URL SESSION TOKEN CONFIG``): it
+Run as a script, this module is one client (``python jepsen.py URL SESSION TOKEN CONFIG``;
+``URL`` may be several, comma-separated: each request then goes to one of them at random, as
+behind a load balancer in front of several coordinators): it
 acquires the session lease, renews it, pushes tiny snapshots (read the head, upload, set_head)
 and releases it, for a bounded time, writing one JSON line per operation.
 
@@ -106,7 +108,10 @@ class Fault:
     Attributes:
         kind: ``pause`` (SIGSTOP then SIGCONT of ``client``) or ``restart`` (SIGKILL of the
             coordinator, then a new process on the same data and port; ``t1`` is when it
-            answered again).
+            answered again). With several coordinators on PostgreSQL (where lease expiry is
+            persisted, so no fault hides it): ``kill`` (SIGKILL of coordinator ``client``
+            while the others serve, restarted by ``t1``) and ``db_down`` (the database cut
+            off from every coordinator from ``t0`` to ``t1``).
     """
 
     kind: str
@@ -422,6 +427,25 @@ def tiny_snapshot(client: int, n: int, parent: ObjectId | None,
     return [blob, root, snap], hash_bytes(snap)
 
 
+class Spread(httpx.BaseTransport):
+    """Sends each request to one of ``urls``, chosen at random (several coordinators behind
+    one URL)."""
+
+    def __init__(self, urls: list[str], rng: random.Random) -> None:
+        self._inner = httpx.HTTPTransport()
+        self._targets = [httpx.URL(u) for u in urls]
+        self._rng = rng
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        target = self._rng.choice(self._targets)
+        request.url = request.url.copy_with(scheme=target.scheme, host=target.host,
+                                            port=target.port)
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
 def _granted(lease: Lease) -> dict[str, Any]:
     return {"fencing": lease.fencing}
 
@@ -433,7 +457,9 @@ def run_client(url: str, session: str, token: str, cfg: ClientConfig) -> None:
     rec = Recorder(cfg, clock)
     deadline = time.monotonic() + cfg.duration
     pushes = 0
-    with httpx.Client(base_url=url, timeout=5.0) as http:
+    urls = url.split(",")
+    spread = Spread(urls, random.Random(cfg.seed + 1)) if len(urls) > 1 else None
+    with httpx.Client(base_url=urls[0], timeout=5.0, transport=spread) as http:
         client = CoordinatorClient(http, session, token)
         for _ in range(100_000):  # bounded in count as well as in time
             if time.monotonic() >= deadline:

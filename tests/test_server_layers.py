@@ -141,8 +141,8 @@ def test_a_domain_error_answers_with_its_status() -> None:
 
 
 def test_backends_are_chosen_by_url_scheme(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="known: lmdb"):
-        open_backends(tmp_path, clock=time.monotonic, limits=Limits(), url="postgresql://x/y")
+    with pytest.raises(ValueError, match="known: lmdb, postgres, postgresql"):
+        open_backends(tmp_path, clock=time.monotonic, limits=Limits(), url="mysql://x/y")
     backends = open_backends(tmp_path, clock=time.monotonic, limits=Limits())
     try:
         assert isinstance(backends, LmdbBackends)

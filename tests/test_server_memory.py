@@ -355,7 +355,7 @@ class MemoryBackends:
 
 
 def _open_memory(data_dir: Path, *, clock: Callable[[], float], limits: Limits,
-                 objects: str | None = None) -> Backends:
+                 url: str = "lmdb:", objects: str | None = None) -> Backends:
     assert objects is None, "the memory backend keeps its objects itself"
     return MemoryBackends(data_dir, clock=clock, limits=limits)
 

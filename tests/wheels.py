@@ -109,7 +109,8 @@ TARGETS = tuple(Target(python, platform) for python in PYTHONS for platform in P
 
 
 #: The extras a player may install (``pip install peerhost[server]`` for ``phs serve``,
-#: ``[demo]`` for ``phs demo``, ``[scale]`` for ``phs serve --objects s3://...``): they must
+#: ``[demo]`` for ``phs demo``, ``[scale]`` for ``phs serve --db postgresql://...`` and
+#: ``--objects s3://...``): they must
 #: resolve from wheels too. ``test`` is the project's own.
 PLAYER_EXTRAS = ("server", "demo", "scale")
 

@@ -50,10 +50,16 @@ def register(commands: Subparsers, parents: Parents) -> None:
     p.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
                    help="change a limit: quota_bytes=4GiB, tree.max_entries=500000, "
                         "gc_grace=86400, ... (docs/operations.md)")
+    p.add_argument("--db", default="lmdb:", metavar="URL",
+                   help="where sessions, tokens, leases and heads live: lmdb: (the data "
+                        "folder, the default) or postgresql://USER@HOST/DB, shared by several "
+                        "coordinators (the scale extra; objects stay in --data)")
+    p.add_argument("--migrate", action="store_true",
+                   help="apply the database's schema migrations first (--db postgresql://...)")
     p.add_argument("--objects", default=None, metavar="s3://BUCKET/PREFIX",
                    help="keep the sessions' objects in S3-compatible storage (endpoint and "
                         "credentials from the environment: AWS_ENDPOINT_URL, "
-                        "AWS_ACCESS_KEY_ID, ...; needs peerhost[scale]); default: the data "
+                        "AWS_ACCESS_KEY_ID, ...; needs peerhost[server,scale]); default: the data "
                         "folder")
     p.set_defaults(func=run_serve)
 
@@ -162,6 +168,10 @@ def run_serve(args: argparse.Namespace) -> int:
     if not _is_loopback(host):
         err.line(f"warning: serving plain HTTP on {host}; tokens cross the network in clear "
                  "unless a TLS reverse proxy fronts it (docs/operations.md)")
+    if args.db != "lmdb:" and not args.db.startswith(("postgresql://", "postgres://")):
+        raise UsageError(f"--db {args.db!r}: expected lmdb: or postgresql://USER@HOST/DB")
+    if args.db != "lmdb:":
+        import_extra("psycopg_pool", command="phs serve --db postgresql://...", extra="scale")
     if args.objects is not None:
         import_extra("boto3", command="phs serve --objects", extra="scale")
         from peerhost_server.backends.s3 import parse_s3_url
@@ -170,7 +180,7 @@ def run_serve(args: argparse.Namespace) -> int:
             parse_s3_url(args.objects)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    serve(data, host, port, limits, objects=args.objects)
+    serve(data, host, port, limits, db=args.db, migrate=args.migrate, objects=args.objects)
     return 0
 
 

@@ -1,5 +1,5 @@
 """``python -m peerhost_server --data DIR [--host H] [--port P] [--limit NAME=VALUE]...
-[--objects s3://BUCKET/PREFIX]``."""
+[--db URL [--migrate]] [--objects s3://BUCKET/PREFIX]``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8765, help="port (default: %(default)s)")
     parser.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
                         help="change a limit (quota_bytes=4GiB, tree.max_entries=500000, ...)")
+    parser.add_argument("--db", default="lmdb:", metavar="URL",
+                        help="where the coordination state lives: lmdb: (the data folder, the "
+                             "default) or postgresql://... (shared by several coordinators)")
+    parser.add_argument("--migrate", action="store_true",
+                        help="apply the database's schema migrations before serving")
     parser.add_argument("--objects", default=None, metavar="s3://BUCKET/PREFIX",
                         help="keep the sessions' objects in S3-compatible storage")
     args = parser.parse_args(argv)
@@ -25,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
         limits = override_limits(Limits(), args.limit)
     except ValueError as exc:
         parser.error(str(exc))
-    serve(args.data, args.host, args.port, limits, objects=args.objects)
+    serve(args.data, args.host, args.port, limits, db=args.db, migrate=args.migrate,
+          objects=args.objects)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from . import (
     session_routes,
     storage_routes,
 )
-from .backends import open_backends
+from .backends import describe_url, open_backends
 from .domain.coordinator import Coordinator
 from .domain.errors import DomainError
 from .domain.protocols import Backends
@@ -53,6 +53,7 @@ def create_app(
     limits: Limits = DEFAULT_LIMITS,
     wall: Callable[[], float] = time.time,
     backends: Backends | None = None,
+    db: str = "lmdb:",
     objects: str | None = None,
 ) -> Starlette:
     """Build the coordinator over ``data_dir`` (created if needed).
@@ -65,13 +66,16 @@ def create_app(
         clock: monotonic seconds; lease expiry and rate limits are judged on it.
         limits: request, rate, lease, tree and storage limits.
         wall: wall-clock seconds; upload times (gc's grace period) are judged on it.
-        backends: where the state lives (default: LMDB in ``data_dir``,
+        backends: where the state lives (default: what ``db`` names,
             :func:`peerhost_server.backends.open_backends`).
+        db: the coordination state's URL: ``lmdb:`` (in ``data_dir``) or
+            ``postgresql://...``, when ``backends`` is not given.
         objects: where the sessions' objects live instead of ``data_dir``, when ``backends``
             is not given (``s3://bucket/prefix``).
     """
     if backends is None:
-        backends = open_backends(Path(data_dir), clock=clock, limits=limits, objects=objects)
+        backends = open_backends(Path(data_dir), clock=clock, limits=limits, url=db,
+                                 objects=objects)
     coordinator = Coordinator(backends, clock=clock, limits=limits, wall=wall)
     metrics = Metrics()
 
@@ -123,8 +127,11 @@ KEEP_ALIVE_SECONDS = 30
 
 
 def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 8765,
-          limits: Limits = DEFAULT_LIMITS, *, objects: str | None = None) -> None:
-    """Run the coordinator with uvicorn until interrupted.
+          limits: Limits = DEFAULT_LIMITS, *, db: str = "lmdb:", migrate: bool = False,
+          objects: str | None = None) -> None:
+    """Run the coordinator with uvicorn until interrupted, its state where ``db`` and
+    ``objects`` say (:func:`create_app`); with ``migrate``, first apply the database's schema
+    migrations.
 
     The address is bound first: a port in use is an ``OSError`` with a one-line message, and
     nothing else happens (no state is created, no admin token made). Then the admin token is
@@ -134,11 +141,18 @@ def serve(data_dir: Path, host: str = "127.0.0.1", port: int = 8765,
 
     sock = _listen(host, port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    app = create_app(data_dir, limits=limits, objects=objects)
+    if migrate:
+        from .backends import migrate_backends
+
+        for name in migrate_backends(db):
+            print(f"applied migration {name}", flush=True)
+    app = create_app(data_dir, limits=limits, db=db, objects=objects)
     if app.state.admin_token is not None:
         print(f"admin token (shown once, keep it safe): {app.state.admin_token}", flush=True)
-    where = "" if objects is None else f" (objects in {objects})"
-    print(f"coordinator for {data_dir}{where} on http://{host}:{port}", flush=True)
+    state = data_dir if db == "lmdb:" else describe_url(db)
+    where = f" (objects in {data_dir})" if objects is None and db != "lmdb:" else (
+        "" if objects is None else f" (objects in {objects})")
+    print(f"coordinator for {state}{where} on http://{host}:{port}", flush=True)
     # uvicorn's own access log would duplicate ours (which names members, not addresses).
     # "auto" takes uvloop and httptools when installed (dependencies, but uvloop has no Windows
     # build), else asyncio and h11.

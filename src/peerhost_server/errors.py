@@ -107,7 +107,7 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 async def handle_store_error(request: Request, exc: Exception) -> Response:
     """A backend that failed: the domain error it means for the client when the backend says
     (:meth:`~.domain.protocols.Backends.classify`: 507 ``disk_full`` on a full disk, 503
-    ``unavailable`` when the object bucket does not answer, so a
+    ``unavailable`` when the database or the object bucket does not answer, so a
     client learns what happened and that it may retry later); anything else is unexpected."""
     mapped = request.app.state.coordinator.backends.classify(exc)
     if mapped is not None:

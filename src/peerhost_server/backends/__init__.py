@@ -2,6 +2,8 @@
 :mod:`peerhost_server.domain.protocols`, one module each, chosen by a URL's scheme.
 
 * ``lmdb:`` (:mod:`.lmdb`, the default): LMDB in the data folder, one process.
+* ``postgresql://...`` (:mod:`.postgres`, the ``scale`` extra): the coordination state in
+  PostgreSQL, shared by several coordinator processes; objects in the data folder.
 * objects ``s3://bucket/prefix`` (:mod:`.s3`): each session's objects in S3-compatible
   storage, the rest in the coordination state (``phs serve --objects``).
 
@@ -24,11 +26,14 @@ from ..domain.errors import DomainError
 from ..domain.protocols import Backends, Directory, HeadLog, LeaseStore, Marks, Retention
 from ..limits import Limits
 
-__all__ = ["OBJECT_OPENERS", "OPENERS", "SplitBackends", "open_backends"]
+__all__ = ["OBJECT_OPENERS", "OPENERS", "SplitBackends", "describe_url", "migrate_backends",
+           "open_backends"]
 
 #: URL scheme -> ``module:function`` of its opener.
 OPENERS = {
     "lmdb": "peerhost_server.backends.lmdb:open_lmdb",
+    "postgresql": "peerhost_server.backends.postgres:open_postgres",
+    "postgres": "peerhost_server.backends.postgres:open_postgres",
 }
 
 #: Objects URL scheme -> ``module:function`` of its opener.
@@ -45,6 +50,29 @@ def _opener(table: dict[str, str], url: str, what: str) -> Callable[..., Any]:
     module, _, name = target.partition(":")
     opener: Callable[..., Any] = getattr(importlib.import_module(module), name)
     return opener
+
+
+def migrate_backends(url: str) -> list[str]:
+    """Apply the schema migrations of the database ``url`` names; return those applied
+    (none for a backend without a schema, like ``lmdb:``).
+
+    Raises:
+        ValueError: no backend for that scheme.
+        StoreError: the database could not be migrated.
+    """
+    opener = _opener(OPENERS, url, "coordinator backend")
+    migrate: Callable[[str], list[str]] | None = getattr(
+        importlib.import_module(opener.__module__), "migrate", None)
+    return [] if migrate is None else migrate(url)
+
+
+def describe_url(url: str) -> str:
+    """``url`` without what it may hold in secret (a database password): for messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    where = rest.rpartition("@")[2].partition("?")[0]
+    return f"{scheme}://{where}"
 
 
 def open_backends(data_dir: Path, *, clock: Callable[[], float], limits: Limits,

@@ -344,9 +344,10 @@ class DiskFull(DomainError):
 
 
 class Unavailable(DomainError):
-    """A backend the coordinator depends on (the object bucket) did not answer or refused
-    for now: nothing of the request was acknowledged, and the same request may be retried
-    after ``retry_after`` seconds."""
+    """A backend the coordinator depends on (its database, the object bucket) did not answer
+    or refused for now: nothing of the request was acknowledged (it may or may not have taken
+    effect; what was acknowledged before is kept), and the same request may be retried after
+    ``retry_after`` seconds."""
 
     code = "unavailable"
 
