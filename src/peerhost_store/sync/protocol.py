@@ -254,8 +254,8 @@ def compress_body(length: int, pieces: Iterable[P],
                   level: int | None = None) -> tuple[bool, int, Iterator[P | bytes]]:
     """A body of ``length`` bytes, given as ``pieces``, as one zstd frame that declares its
     size: ``(True, frame length, frame pieces)``; or ``(False, length, the same pieces)``
-    when its first :data:`PIECE_BYTES` do not shrink to 90% (the rest is not compressed, so
-    mostly compressed payloads cost one sample). Only the frame is held in memory. ``level``
+    when it does not shrink, or for a larger body when its first :data:`PIECE_BYTES` do not
+    shrink to 90% (the rest is not compressed, so mostly compressed payloads cost one sample). Only the frame is held in memory. ``level``
     is 6 for bodies up to :data:`PIECE_BYTES` and :data:`WIRE_LEVEL` above, unless given."""
     import zstandard  # not for phs status
 
@@ -275,7 +275,8 @@ def compress_body(length: int, pieces: Iterable[P],
             break
     whole = fed >= length
     out.append(stream.flush() if whole else stream.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK))
-    if sum(map(len, out)) > fed * _WORTH:
+    # A body of one piece is compressed already: keep the frame if it is any smaller.
+    if sum(map(len, out)) >= (fed if whole else fed * _WORTH):
         return False, length, itertools.chain(taken, source)
     if not whole:
         out.extend(stream.compress(piece) for piece in source)
