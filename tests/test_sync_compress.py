@@ -163,6 +163,11 @@ def _hostile_frames(limit: int) -> Iterator[tuple[str, bytes, int, str]]:
     yield "declares less than it holds", _declare(frame, len(body) - 5), 400, "bad_encoding"
     yield "corrupt", frame[:20] + bytes(len(frame) - 20), 400, "bad_encoding"
     yield "truncated", frame[:-3], 400, "bad_encoding"
+    packed, _, pieces = compress_body(len(body), [body])
+    assert packed
+    flipped = bytearray(b"".join(pieces))
+    flipped[len(flipped) // 2] ^= 0x40
+    yield "damaged in transit (checksum)", bytes(flipped), 400, "bad_encoding"
     yield "two frames", frame + frame, 400, "bad_encoding"
     yield "not zstd", body, 400, "bad_encoding"
     yield "zstd of garbage", zstandard.ZstdCompressor().compress(b"\xc1" * 100), 400, \
