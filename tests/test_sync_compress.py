@@ -222,3 +222,26 @@ def test_a_refused_compressed_upload_stores_nothing_and_is_not_retried(server: S
     assert refused.value.code == "id_mismatch"
     assert alice.compress_uploads
     assert len(alice.missing([hash_bytes(b) for b in blobs])) == 3
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "zstd"])
+def test_an_answer_with_a_content_encoding_is_refused_before_it_is_inflated(
+        encoding: str) -> None:
+    """httpx would inflate a Content-Encoding answer by itself, with no bound: phs asks for
+    identity and refuses anything else before reading a byte of it."""
+    import gzip
+
+    seen: list[str] = []
+    bomb = gzip.compress(bytes(64 * MIB))  # 64 MiB of zeros in ~64 KB
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["Accept-Encoding"])
+        # A stream, as a server's answer arrives (content= would be inflated right here).
+        return httpx.Response(200, stream=httpx.ByteStream(bomb),
+                              headers={"Content-Type": "application/json",
+                                       "Content-Encoding": encoding})
+
+    http = httpx.Client(transport=httpx.MockTransport(answer), base_url="http://coordinator")
+    with pytest.raises(ProtocolError, match=f"Content-Encoding '{encoding}'"), http:
+        CoordinatorClient(http, "s1", "token").head()
+    assert seen == ["identity"]

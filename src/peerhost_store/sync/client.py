@@ -351,7 +351,9 @@ class CoordinatorClient:
               params: dict[str, str] | None = None, media: str = MSGPACK,
               accept: str | None = None,
               seconds: float = CONTROL_SECONDS) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self._token}"}
+        # identity: httpx would decode a gzip, br or zstd answer by itself, with no bound on
+        # what it inflates to; compressed answers come as ZMSGPACK, decoded within bounds.
+        headers = {"Authorization": f"Bearer {self._token}", "Accept-Encoding": "identity"}
         if accept is not None:
             headers["Accept"] = accept
         content: bytes | Iterator[bytes] | None
@@ -371,9 +373,18 @@ class CoordinatorClient:
         try:
             # The timeout goes in the extensions, where httpx puts its ``timeout=`` argument:
             # starlette's TestClient (the tests' transport) warns about the argument.
-            response = self.http.request(method, path, content=content, headers=headers,
-                                         params=params,
-                                         extensions={"timeout": timeout.as_dict()})
+            request = self.http.build_request(method, path, content=content, headers=headers,
+                                              params=params,
+                                              extensions={"timeout": timeout.as_dict()})
+            response = self.http.send(request, stream=True)
+            try:
+                encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+                if encoding != "identity":  # before a byte of it is read, so never inflated
+                    raise ProtocolError(f"{method} {path}: the answer came with Content-Encoding "
+                                        f"{encoding!r}, which phs does not accept")
+                response.read()
+            finally:
+                response.close()
         except httpx.TransportError as exc:
             with self._stats_lock:
                 self.stats.requests += 1
