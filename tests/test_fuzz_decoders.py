@@ -98,6 +98,7 @@ from peerhost_store.sync.protocol import (
     decode_ids,
     decode_objects,
     decode_statuses,
+    decompress_body,
     delta_output_size,
     encode_delta_answer,
     encode_delta_get,
@@ -222,6 +223,7 @@ PROTOCOL_SAMPLES = [
     encode_delta_upload(None, BATCH),
     encode_delta_get(REQUEST),
     encode_delta_answer(2, BATCH),
+    zstandard.ZstdCompressor().compress(encode_objects([encode_blob(b"a" * 300)])),
 ]
 PROTOCOL_DECODERS: dict[str, Callable[[bytes], object]] = {
     "protocol.decode_ids": decode_ids,
@@ -231,6 +233,8 @@ PROTOCOL_DECODERS: dict[str, Callable[[bytes], object]] = {
     "protocol.decode_delta_upload": decode_delta_upload,
     "protocol.decode_delta_get": lambda data: expand_select(decode_delta_get(data).select, 8),
     "protocol.decode_delta_answer": lambda data: decode_delta_answer(data, 4),
+    # A compressed body: at most 64 KiB decompressed, whatever its frame claims.
+    "protocol.decompress_body": lambda data: decode_objects(decompress_body(data, 1 << 16, "body")),
 }
 
 

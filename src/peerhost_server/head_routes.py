@@ -12,7 +12,12 @@ from starlette.routing import Route
 
 from peerhost_store.area import Area, AreaError
 from peerhost_store.ids import ObjectId
-from peerhost_store.sync.protocol import ProtocolError, parse_hex_id, parse_optional_hex_id
+from peerhost_store.sync.protocol import (
+    ENCODINGS,
+    ProtocolError,
+    parse_hex_id,
+    parse_optional_hex_id,
+)
 
 from .auth import MEMBER, OWNER
 from .domain import heads
@@ -33,7 +38,8 @@ async def get_head(request: Request) -> JSONResponse:
     coord = coordinator(request)
     info = await loop_first(request, lambda wait: heads.head_info(coord, session, wait=wait))
     return JSONResponse({"head": _hex(info.head), "fencing": info.fencing,
-                         "shallow": sorted(oid.hex() for oid in info.shallow)})
+                         "shallow": sorted(oid.hex() for oid in info.shallow),
+                         "encodings": list(ENCODINGS)})  # object uploads it reads
 
 
 def _id(body: dict[str, Any], name: str, optional: bool = False) -> ObjectId | None:

@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from peerhost_store.sync.protocol import (
+    ZMSGPACK,
     ProtocolError,
     encode_ids,
     encode_objects,
@@ -21,12 +22,15 @@ from .domain import objects
 from .errors import ApiError
 from .observe import Metrics
 from .web import (
+    accepts_compressed,
     authorize,
     coordinator,
+    media_type,
     msgpack_response,
     read_ids,
     read_msgpack_parts,
     session_name,
+    unframe,
 )
 
 PLAYERS = {MEMBER, OWNER}
@@ -52,12 +56,15 @@ async def upload(request: Request) -> JSONResponse:
     session = session_name(request)
     await authorize(request, PLAYERS, session)
     with_ids = request.query_params.get("ids") == "1"
-    received = await read_msgpack_parts(request)
+    received = await read_msgpack_parts(request, compressed=True)
+    compressed = media_type(request) == ZMSGPACK
     coord = coordinator(request)
 
     def run() -> tuple[int, int]:
         body = b"".join(received)  # here, not on the event loop: tens of MiB
         received.clear()
+        if compressed:  # to no more than an uncompressed body may hold
+            body = unframe(body, coord.limits.max_body_bytes)
         try:  # views: hashed and stored without a copy
             ids, parts = split_upload(body, with_ids=with_ids)
         except ProtocolError as exc:
@@ -75,9 +82,10 @@ async def download(request: Request) -> Response:
     await authorize(request, PLAYERS, session)
     ids = await read_ids(request)
     coord = coordinator(request)
+    compress = accepts_compressed(request)
     # Encoding tens of MiB is work too: off the event loop, which serves the other requests.
-    return msgpack_response(await run_in_threadpool(
-        lambda: encode_objects(objects.download(coord, session, ids))))
+    return await run_in_threadpool(lambda: msgpack_response(
+        encode_objects(objects.download(coord, session, ids)), compress=compress))
 
 
 routes = [

@@ -14,7 +14,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from peerhost_store.ids import ObjectId
-from peerhost_store.sync.protocol import MSGPACK, ProtocolError, decode_ids
+from peerhost_store.sync.protocol import (
+    MSGPACK,
+    PIECE_BYTES,
+    ZMSGPACK,
+    FrameTooLarge,
+    ProtocolError,
+    compress_body,
+    decode_ids,
+    decompress_body,
+)
 
 from .auth import ADMIN, Identity, bearer_token, valid_name
 from .domain.coordinator import Coordinator
@@ -155,11 +164,19 @@ async def read_msgpack_body(request: Request) -> bytes:
     return b"".join(await read_msgpack_parts(request))
 
 
-async def read_msgpack_parts(request: Request) -> list[bytes]:
+def media_type(request: Request) -> str:
+    """The request body's media type, without parameters."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_msgpack_parts(request: Request, *, compressed: bool = False) -> list[bytes]:
     """:func:`read_msgpack_body` as the parts it arrived in, for a worker thread to join
-    (:func:`~.http_limits.read_body_parts`)."""
-    if request.headers.get("content-type", "").split(";")[0].strip() != MSGPACK:
-        raise ApiError(415, "unsupported_media_type", f"send {MSGPACK}")
+    (:func:`~.http_limits.read_body_parts`). With ``compressed``, a :data:`ZMSGPACK` body
+    is taken too (as it came: :func:`unframe` it, in the worker thread)."""
+    kind = media_type(request)
+    if kind != MSGPACK and not (compressed and kind == ZMSGPACK):
+        raise ApiError(415, "unsupported_media_type",
+                       f"send {MSGPACK}" + (f" or {ZMSGPACK}" if compressed else ""))
     lim = limits(request)
     return await read_body_parts(request, lim.max_body_bytes, lim.body_timeout)
 
@@ -173,7 +190,37 @@ async def read_ids(request: Request) -> list[ObjectId]:
         raise ApiError(400, "bad_ids", str(exc), {"index": exc.index}) from None
 
 
-def msgpack_response(data: bytes) -> Response:
+def unframe(body: bytes, limit: int) -> bytes:
+    """The msgpack body a :data:`ZMSGPACK` body holds, decompressed only when its frame
+    declares at most ``limit`` bytes (invariant 7: never unbounded).
+
+    Raises:
+        ApiError: 413 ``body_too_large`` (``limit``, ``declared``), 400 ``bad_encoding``.
+    """
+    try:
+        return decompress_body(body, limit, "the request body")
+    except FrameTooLarge as exc:
+        raise ApiError(413, "body_too_large", f"{exc}: request bodies are limited to {limit} "
+                       "bytes, decompressed", {"limit": limit, "declared": exc.size}) from None
+    except ProtocolError as exc:
+        raise ApiError(400, "bad_encoding", str(exc)) from None
+
+
+def accepts_compressed(request: Request) -> bool:
+    """Whether the caller's ``Accept`` lists :data:`ZMSGPACK` (a client that reads it)."""
+    accept = request.headers.get("accept", "")
+    return any(part.split(";")[0].strip().lower() == ZMSGPACK for part in accept.split(","))
+
+
+def msgpack_response(data: bytes, *, compress: bool = False) -> Response:
+    """A msgpack answer; with ``compress`` (the caller accepts it), as :data:`ZMSGPACK` when
+    it shrinks. Call from a worker thread when compressing tens of MiB."""
+    if compress:
+        view = memoryview(data)
+        packed, _, pieces = compress_body(len(view), (
+            view[i:i + PIECE_BYTES] for i in range(0, len(view), PIECE_BYTES)))
+        if packed:
+            return Response(b"".join(pieces), media_type=ZMSGPACK)
     return Response(data, media_type=MSGPACK)
 
 

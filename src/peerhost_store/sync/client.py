@@ -32,14 +32,18 @@ from ..area import Area
 from ..errors import PeerhostError
 from ..ids import ObjectId, from_hex
 from .protocol import (
+    ENCODINGS,
     MSGPACK,
+    ZMSGPACK,
     DeltaRequest,
     ObjectStatus,
     ProtocolError,
+    compress_body,
     decode_delta_answer,
     decode_ids,
     decode_objects,
     decode_statuses,
+    decompress_body,
     encode_delta_get,
     encode_delta_upload,
     encode_ids,
@@ -51,6 +55,7 @@ __all__ = [
     "BULK_SECONDS",
     "CONNECT_SECONDS",
     "CONTROL_SECONDS",
+    "MAX_ANSWER_BYTES",
     "CoordinatorClient",
     "CoordinatorError",
     "CoordinatorUnavailable",
@@ -84,6 +89,9 @@ CONTROL_SECONDS = 20.0
 #: Seconds for a bulk request: object batches of up to 60 MiB each way, and the head's
 #: completeness check, on a slow home uplink.
 BULK_SECONDS = 120.0
+#: The most a compressed answer may decompress to: an ``objects/get`` answer stops before
+#: 32 MiB of objects but holds at least one, and no upload holds more than 60 MiB.
+MAX_ANSWER_BYTES = 128 << 20
 
 
 def timeout_of(seconds: float) -> httpx.Timeout:
@@ -324,6 +332,9 @@ class CoordinatorClient:
         self.session = session
         self._token = token
         self.stats = WireStats()
+        #: Whether uploads go compressed (:data:`~.protocol.ZMSGPACK`): set by :meth:`head`
+        #: when the coordinator lists an encoding it reads, cleared when it refuses one.
+        self.compress_uploads = False
         # Transfers send several requests at once from worker threads; counting is serialised.
         self._stats_lock = threading.Lock()
 
@@ -337,12 +348,17 @@ class CoordinatorClient:
 
     def _send(self, method: str, path: str, *, body: Any = None, raw: bytes | None = None,
               stream: tuple[int, Iterator[bytes]] | None = None,
-              params: dict[str, str] | None = None,
+              params: dict[str, str] | None = None, media: str = MSGPACK,
+              accept: str | None = None,
               seconds: float = CONTROL_SECONDS) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self._token}"}
+        # identity: httpx would decode a gzip, br or zstd answer by itself, with no bound on
+        # what it inflates to; compressed answers come as ZMSGPACK, decoded within bounds.
+        headers = {"Authorization": f"Bearer {self._token}", "Accept-Encoding": "identity"}
+        if accept is not None:
+            headers["Accept"] = accept
         content: bytes | Iterator[bytes] | None
         if stream is not None:  # (length, pieces): sent as they come, with a Content-Length
-            headers["Content-Type"] = MSGPACK
+            headers["Content-Type"] = media
             headers["Content-Length"] = str(stream[0])
             content = stream[1]
         elif raw is not None:
@@ -357,9 +373,18 @@ class CoordinatorClient:
         try:
             # The timeout goes in the extensions, where httpx puts its ``timeout=`` argument:
             # starlette's TestClient (the tests' transport) warns about the argument.
-            response = self.http.request(method, path, content=content, headers=headers,
-                                         params=params,
-                                         extensions={"timeout": timeout.as_dict()})
+            request = self.http.build_request(method, path, content=content, headers=headers,
+                                              params=params,
+                                              extensions={"timeout": timeout.as_dict()})
+            response = self.http.send(request, stream=True)
+            try:
+                encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+                if encoding != "identity":  # before a byte of it is read, so never inflated
+                    raise ProtocolError(f"{method} {path}: the answer came with Content-Encoding "
+                                        f"{encoding!r}, which phs does not accept")
+                response.read()
+            finally:
+                response.close()
         except httpx.TransportError as exc:
             with self._stats_lock:
                 self.stats.requests += 1
@@ -510,9 +535,20 @@ class CoordinatorClient:
         each object should have goes with it: the coordinator refuses the upload (400
         ``id_mismatch``, naming the index and both ids) when one hashes to another, so bytes
         read here without a check are checked once, there. The body is streamed."""
-        response = self._send("POST", self._path("objects"), stream=frame_objects(objects, ids),
-                              params=None if ids is None else {"ids": "1"},
-                              seconds=BULK_SECONDS)
+        params = None if ids is None else {"ids": "1"}
+        length, pieces = frame_objects(objects, ids)
+        packed = False
+        if self.compress_uploads:
+            packed, length, pieces = compress_body(length, pieces)
+        try:
+            response = self._send("POST", self._path("objects"), stream=(length, pieces),
+                                  params=params, media=ZMSGPACK if packed else MSGPACK,
+                                  seconds=BULK_SECONDS)
+        except CoordinatorError as exc:
+            if not packed or exc.code != "unsupported_media_type":
+                raise
+            self.compress_uploads = False  # a coordinator that stopped reading them
+            return self.upload(objects, ids)
         return self._parse("POST objects", lambda: UploadResult(
             int(response.json()["stored"]), int(response.json()["new"])))
 
@@ -520,8 +556,11 @@ class CoordinatorClient:
         """Fetch objects in order. The answer may hold only a prefix of ``ids`` (the
         coordinator caps answer size); ask again for the rest. Bytes are not checked here."""
         response = self._send("POST", self._path("objects/get"), raw=encode_ids(ids),
-                              seconds=BULK_SECONDS)
-        objects = decode_objects(response.content)
+                              accept=ZMSGPACK, seconds=BULK_SECONDS)  # or MSGPACK
+        body = response.content
+        if _media_type(response) == ZMSGPACK:  # an older coordinator answers MSGPACK
+            body = decompress_body(body, MAX_ANSWER_BYTES, "objects/get answer")
+        objects = decode_objects(body)
         if (not objects and ids) or len(objects) > len(ids):
             raise ProtocolError(f"asked for {len(ids)} objects, got {len(objects)}")
         return objects
@@ -559,6 +598,9 @@ class CoordinatorClient:
     def head(self) -> Head:
         """The session head and the current fencing token."""
         a = self._json("GET", self._path("head"))
+        encodings = a.get("encodings")
+        self.compress_uploads = isinstance(encodings, list) and all(
+            name in encodings for name in ENCODINGS)
         return self._parse("GET head", lambda: Head(
             None if a["head"] is None else from_hex(a["head"]),
             None if a["fencing"] is None else int(a["fencing"]),
@@ -622,6 +664,10 @@ def body_size(request: httpx.Request) -> int:
         return len(request.content)
     except httpx.RequestNotRead:
         return int(request.headers.get("content-length", "0"))
+
+
+def _media_type(response: httpx.Response) -> str:
+    return str(response.headers.get("content-type", "")).split(";")[0].strip().lower()
 
 
 def _error(response: httpx.Response) -> CoordinatorError:
