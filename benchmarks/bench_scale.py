@@ -17,6 +17,14 @@ database's clock), where the embedded backend answers it from memory without a w
 embedded coordinator is expected to win on one machine; the point of the second deployment is
 failover and several machines, and this measures its price. Results: table on stdout, JSON in
 ``benchmarks/results/scale_leases.json``.
+
+``--world-mib N`` (0: skip) adds a push and a clone of a synthesized world of about N MiB
+(default 64) in the same run: one embedded coordinator, then three coordinators on PostgreSQL
+with the objects in S3 (moto's server, a process of its own on 127.0.0.1, a bucket of its
+own): pushed through the first, cloned through the last (any coordinator serves what another
+stored). moto is a test double, not an S3 engine: about 130 PUT/s here, so the S3 figures
+measure moto more than the coordinators and the world is kept small. JSON in
+``benchmarks/results/scale_transfer.json``.
 """
 
 from __future__ import annotations
@@ -38,11 +46,16 @@ sys.path.insert(0, str(ROOT / "tests"))
 import httpx
 from pgutil import fresh_schema, unreachable
 
+from peerhost_cli import synth
+from peerhost_store.repo import Repository
 from peerhost_store.sync.client import CoordinatorClient
+from peerhost_store.sync.transfer import pull, push
 
 PYTHON = sys.executable
 LOADGEN = ROOT / "benchmarks" / "loadgen.py"
 RESULTS = ROOT / "benchmarks" / "results" / "scale_leases.json"
+TRANSFER_RESULTS = ROOT / "benchmarks" / "results" / "scale_transfer.json"
+MiB = 1 << 20
 NO_RATE_LIMIT = ["--limit", "rate=1000000", "--limit", "burst=1000000"]
 
 
@@ -57,13 +70,15 @@ def free_port() -> int:
 class Server:
     """``python -m peerhost_server`` on a free port (``db`` its backends' URL)."""
 
-    def __init__(self, data: Path, db: str) -> None:
+    def __init__(self, data: Path, db: str, objects: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [PYTHON, "-m", "peerhost_server", "--data", str(data), "--port", str(self.port),
-             "--db", db, *NO_RATE_LIMIT],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             "--db", db, *(objects or []), *NO_RATE_LIMIT],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env=None if env is None else {**os.environ, **env})
         assert self.proc.stdout is not None
         first = self.proc.stdout.readline()
         self.admin_token = first.rsplit(" ", 1)[1].strip() if first.startswith("admin") else None
@@ -135,15 +150,110 @@ def renew(servers: list[Server], clients: list[list[Any]], seconds: float,
             "rate_limited": sum(sum(r["limited"]) for r in results)}
 
 
+def transfer(servers: list[Server], repo: Repository, work: Path,
+             name: str) -> dict[str, Any]:
+    """Push ``repo``'s head to a new session through ``servers[0]``, then clone it into an
+    empty folder through ``servers[-1]``: seconds, MiB/s of world, requests."""
+    admin_token = servers[0].admin_token
+    assert admin_token is not None
+    world = sum(p.stat().st_size for p in repo.world.rglob("*")
+                if p.is_file() and ".peerhost" not in p.parts)
+    with httpx.Client(base_url=servers[0].url, timeout=300) as http:
+        admin = CoordinatorClient(http, "", admin_token)
+        owner = CoordinatorClient(http, name, admin.create_session(name))
+        lease = owner.acquire("bench", 600)
+        t0 = time.perf_counter()
+        pushed = push(repo, owner, fencing=lease.fencing)
+        push_s = time.perf_counter() - t0
+        owner.release(lease.fencing)
+        push_requests = owner.stats.requests
+        token = owner._token
+    target = work / f"clone-{name}"
+    target.mkdir()
+    with httpx.Client(base_url=servers[-1].url, timeout=300) as http, \
+            Repository.init(target) as clone:
+        reader = CoordinatorClient(http, name, token)
+        t0 = time.perf_counter()
+        pulled = pull(clone, reader)
+        clone_s = time.perf_counter() - t0
+        if pulled.head != pushed.head or clone.scan().root != repo.read_snapshot(pushed.head).root:
+            raise RuntimeError(f"{name}: the clone is not the pushed snapshot")
+        clone_requests = reader.stats.requests
+    return {"coordinators": len(servers), "world_mib": round(world / MiB, 1),
+            "objects": pushed.objects_sent,
+            "push_s": round(push_s, 2), "push_mib_s": round(world / MiB / push_s, 1),
+            "push_requests": push_requests,
+            "clone_s": round(clone_s, 2), "clone_mib_s": round(world / MiB / clone_s, 1),
+            "clone_requests": clone_requests}
+
+
+def transfers(world_mib: int, work: Path) -> dict[str, Any]:
+    """The push/clone table: one embedded coordinator, three on PostgreSQL + S3 (moto)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from s3util import S3Process
+
+    world = work / "world"
+    synth.synthesize_world(world, seed=20261207, target_bytes=world_mib * MiB, dimensions=False)
+    rows: list[dict[str, Any]] = []
+    with Repository.init(world) as repo:
+        repo.snapshot("bench")
+        embedded = Server(work / "embedded-transfer", "lmdb:")
+        try:
+            rows.append({"deployment": "embedded (LMDB), 1 process",
+                         **transfer([embedded], repo, work, "embedded")})
+        finally:
+            embedded.stop()
+        s3 = S3Process()
+        s3.start()
+        try:
+            bucket = s3.new_bucket()
+            with fresh_schema() as url:
+                servers = [Server(work / "pg-transfer", url,
+                                  ["--objects", f"s3://{bucket}/bench"], s3.env)
+                           for _ in range(3)]
+                try:
+                    rows.append({"deployment": "PostgreSQL + S3 (moto), 3 processes",
+                                 **transfer(servers, repo, work, "scaled")})
+                finally:
+                    for server in servers:
+                        server.stop()
+        finally:
+            s3.stop()
+    base, scaled = rows
+    ratio = {"push_s": round(scaled["push_s"] / base["push_s"], 2),
+             "clone_s": round(scaled["clone_s"] / base["clone_s"], 2)}
+    print(f"{'deployment':<36} {'MiB':>6} {'objects':>7} {'push s':>7} {'MiB/s':>6} "
+          f"{'clone s':>7} {'MiB/s':>6}")
+    for row in rows:
+        print(f"{row['deployment']:<36} {row['world_mib']:>6} {row['objects']:>7} "
+              f"{row['push_s']:>7} {row['push_mib_s']:>6} {row['clone_s']:>7} "
+              f"{row['clone_mib_s']:>6}")
+    print(f"PostgreSQL + S3 / embedded: {ratio['push_s']}x the push time, {ratio['clone_s']}x "
+          "the clone time (moto's S3, ~130 PUT/s, dominates)")
+    summary = {"rows": rows, "ratio": ratio, "loadavg_1min": round(os.getloadavg()[0], 2),
+               "cores": os.cpu_count()}
+    TRANSFER_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    TRANSFER_RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--world-mib", type=int, default=64,
+                        help="push/clone a synthesized world of about this size (0: skip)")
+    parser.add_argument("--no-leases", action="store_true", help="skip the renewal table")
     args = parser.parse_args()
     why = unreachable()
     if why is not None:
         print(f"skipped: {why}")
         return 1
+    if args.world_mib > 0:
+        with tempfile.TemporaryDirectory(prefix="bench-scale-transfer-") as scratch:
+            transfers(args.world_mib, Path(scratch))
+    if args.no_leases:
+        return 0
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as scratch:
         work = Path(scratch)

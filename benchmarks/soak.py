@@ -25,8 +25,20 @@ Output: a table (rich) and JSON (``--out``, default ``benchmarks/results/soak.js
 kind, throughput, p50/p99 per kind, errors (must be 0), lost snapshots (must be 0), RSS first,
 last, max and its growth over the second half (a least-squares slope; "flat" when under 5 %).
 
-Run: ``.venv/bin/python benchmarks/soak.py [--sessions 50] [--readers 200] [--seconds 180]``.
-Linux only (``/proc``).
+**Three coordinators** (``--pg``): the same soak against ``--coordinators`` processes
+(``--db postgresql://...``, one fresh schema of the tests' server ``PHS_TEST_POSTGRES``,
+migrated by the first one's ``--migrate``, dropped afterwards; the objects in the shared data
+folder's LMDB), every client request sent to one of them at random (:class:`Spread`). At
+``--kill-at`` seconds the last coordinator is SIGKILLed and, after ``--restart-after`` seconds
+(stays down when negative), started again on its port. A request that finds no listener is
+sent to another coordinator (``rerouted``, nothing was sent); a request in flight on the
+killed process fails (CoordinatorUnavailable) and its operation is retried by the actor: such
+a failure counts as ``expected`` only when the transport saw the killed coordinator's
+connection break within that operation, in the seconds after the kill; every other failure is
+an error. Memory and the canary are those of the first coordinator (never killed).
+
+Run: ``.venv/bin/python benchmarks/soak.py [--sessions 50] [--readers 200] [--seconds 180]
+[--pg [--coordinators 3] [--kill-at 30] [--restart-after 5]]``. Linux only (``/proc``).
 """
 
 from __future__ import annotations
@@ -57,7 +69,7 @@ from peerhost_store.graph import walk
 from peerhost_store.ids import from_hex
 from peerhost_store.repo import Repository
 from peerhost_store.store import LmdbStore
-from peerhost_store.sync.client import CoordinatorClient
+from peerhost_store.sync.client import CoordinatorClient, CoordinatorUnavailable
 from peerhost_store.sync.transfer import pull, push
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +90,10 @@ class SoakConfig:
     reader_sleep: tuple[float, float] = (5.0, 10.0)
     work: Path | None = None  # a temporary folder when None (removed afterwards)
     keep: bool = False
+    db: str | None = None  # a PostgreSQL URL (an empty schema): ``coordinators`` processes on it
+    coordinators: int = 1
+    kill_at: float | None = None  # seconds into the run: SIGKILL the last coordinator
+    restart_after: float | None = None  # seconds after the kill: start it again (None: stays down)
 
 
 # -- the coordinator -----------------------------------------------------------------------
@@ -90,24 +106,41 @@ def free_port() -> int:
 
 
 class Server:
-    """``python -m peerhost_server`` as a subprocess; its access log goes to a file."""
+    """``python -m peerhost_server`` as a subprocess; its access log goes to a file (appended
+    to across restarts). ``db``: its ``--db`` URL (``migrate``: with ``--migrate``)."""
 
-    def __init__(self, data: Path, log: Path) -> None:
+    def __init__(self, data: Path, log: Path, db: str | None = None,
+                 migrate: bool = False) -> None:
         self.data, self.log, self.port = data, log, free_port()
+        self.db, self.migrate = db, migrate
         self.url = f"http://{HOST}:{self.port}"
         self.admin_token = ""
-        self._log_file = log.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "peerhost_server", "--data", str(data), "--host", HOST,
-             "--port", str(self.port)],
-            stdout=subprocess.PIPE, stderr=self._log_file, text=True,
-        )
+        self.start()
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "peerhost_server", "--data", str(self.data),
+                   "--host", HOST, "--port", str(self.port)]
+        if self.db is not None:
+            command += ["--db", self.db, *(["--migrate"] if self.migrate else [])]
+            self.migrate = False  # once
+        self._log_file = self.log.open("ab")
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log_file,
+                                     text=True)
         assert self.proc.stdout is not None
-        first = self.proc.stdout.readline()  # printed before uvicorn starts: never blocks long
-        if not first.startswith("admin token"):
+        # Printed before uvicorn starts: migrations, the admin token (first start of the
+        # state only), then "coordinator for ...".
+        for _ in range(50):
+            line = _readline(self.proc, 60)
+            if line.startswith("admin token"):
+                self.admin_token = line.rsplit(" ", 1)[1].strip()
+            if not line or line.startswith("coordinator for"):
+                break
+        if not line:
             self.stop()
-            raise RuntimeError(f"the coordinator did not print its admin token: {first!r}")
-        self.admin_token = first.rsplit(" ", 1)[1].strip()
+            raise RuntimeError(f"the coordinator on {self.url} said nothing before serving")
+        if self.db is None and not self.admin_token:
+            self.stop()
+            raise RuntimeError("the coordinator did not print its admin token")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -137,6 +170,14 @@ class Server:
             if name in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
                 out[name] = int(value.split()[0]) * 1024
         return out
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush; what it acknowledged must survive."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log_file.close()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -168,6 +209,32 @@ class MemorySampler(threading.Thread):
                 return
             self.samples.append({"t": time.monotonic(), **memory})
             self.stopped.wait(self.every)
+
+
+class Nemesis(threading.Thread):
+    """SIGKILLs ``server`` ``after`` seconds past ``begin`` (monotonic) and, ``restart_after``
+    seconds later (never when None), starts it again on its port."""
+
+    def __init__(self, server: Server, begin: float, after: float,
+                 restart_after: float | None) -> None:
+        super().__init__(daemon=True)
+        self.server, self.begin, self.restart_after = server, begin, restart_after
+        self.at = begin + after
+        self.killed: float | None = None
+        self.restarted: float | None = None
+        self.error: str | None = None
+
+    def run(self) -> None:
+        try:
+            time.sleep(max(0.0, self.at - time.monotonic()))
+            self.killed = time.monotonic()
+            self.server.kill()
+            if self.restart_after is not None:
+                time.sleep(self.restart_after)
+                self.server.start()
+                self.restarted = time.monotonic()
+        except Exception as exc:  # noqa: BLE001 - reported with the summary
+            self.error = f"{type(exc).__name__}: {exc}"
 
 
 class Canary(threading.Thread):
@@ -229,6 +296,9 @@ class Recorder:
     seen: dict[str, list[str]] = field(default_factory=dict)
     wire: dict[str, int] = field(default_factory=lambda: {"push_sent": 0, "push_received": 0,
                                                           "pull_sent": 0, "pull_received": 0})
+    #: connections that broke with a request on them: ``[port, monotonic time, error type]``
+    broken: list[list[Any]] = field(default_factory=list)
+    rerouted: int = 0  # requests that found no listener and went to another coordinator
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def op(self, kind: str, actor: str, start: float, seconds: float, error: str | None) -> None:
@@ -236,31 +306,84 @@ class Recorder:
             self.ops.append([kind, actor, start, seconds, error])
 
 
-def _timed(rec: Recorder, kind: str, actor: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run ``fn``, record it; re-raise nothing (returns None on failure)."""
-    start = time.monotonic()
-    t0 = time.perf_counter()
-    try:
-        result = fn(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - every failure is a finding
-        rec.op(kind, actor, start, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"[:300])
-        return None
-    rec.op(kind, actor, start, time.perf_counter() - t0, None)
-    return result if result is not None else True
+class Spread(httpx.BaseTransport):
+    """Sends each request to one of ``urls`` at random (several coordinators behind one URL,
+    as a load balancer does). A refused connection carried nothing, so the request goes to
+    another one (bounded); a connection that breaks with the request on it is recorded in
+    ``rec.broken`` and raised: whether it was handled is not known, so only the caller may
+    retry the operation."""
+
+    def __init__(self, urls: list[str], rng: random.Random, rec: Recorder) -> None:
+        self._inner = httpx.HTTPTransport()
+        self._targets = [httpx.URL(u) for u in urls]
+        self._rng, self._rec = rng, rec
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for attempt in range(20):
+            target = self._rng.choice(self._targets)
+            request.url = request.url.copy_with(scheme=target.scheme, host=target.host,
+                                                port=target.port)
+            try:
+                return self._inner.handle_request(request)
+            except httpx.ConnectError:
+                with self._rec.lock:
+                    self._rec.rerouted += 1
+                time.sleep(0.01 * attempt)
+            except httpx.TransportError as exc:
+                with self._rec.lock:
+                    self._rec.broken.append([target.port, time.monotonic(), type(exc).__name__])
+                raise
+        raise httpx.ConnectError(f"no coordinator of {self._targets} took the request",
+                                 request=request)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _client(cfg: dict[str, Any], rec: Recorder, seed: int) -> httpx.Client:
+    """A keep-alive client to the coordinator, or spread over the coordinators."""
+    urls: list[str] = cfg["urls"]
+    if len(urls) == 1:
+        return httpx.Client(base_url=urls[0], timeout=120)
+    return httpx.Client(base_url=urls[0], timeout=120,
+                        transport=Spread(urls, random.Random(seed), rec))
+
+
+def _timed(rec: Recorder, kind: str, actor: str, fn: Any, *args: Any, retries: int = 0,
+           **kwargs: Any) -> Any:
+    """Run ``fn``, record it; re-raise nothing (returns None on failure). With ``retries``,
+    run it again (at most that many times) after a CoordinatorUnavailable: a coordinator that
+    died with the request on it, which the next attempt reaches another one than."""
+    for attempt in range(retries + 1):
+        start = time.monotonic()
+        t0 = time.perf_counter()
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - every failure is a finding
+            rec.op(kind, actor, start, time.perf_counter() - t0,
+                   f"{type(exc).__name__}: {exc}"[:300])
+            if isinstance(exc, CoordinatorUnavailable) and attempt < retries:
+                time.sleep(0.2)
+                continue
+            return None
+        rec.op(kind, actor, start, time.perf_counter() - t0, None)
+        return result if result is not None else True
+    return None
 
 
 class Host:
     """Takes the lease and renews it from its own thread every ttl/3 (as a real host does,
     whatever its pushes cost); plays, snapshots and pushes every few seconds."""
 
-    def __init__(self, spec: dict[str, Any], url: str, rec: Recorder, cfg: dict[str, Any]) -> None:
+    def __init__(self, spec: dict[str, Any], rec: Recorder, cfg: dict[str, Any]) -> None:
         self.name = f"host-{spec['session']}"
         self.session, self.world, self.index = spec["session"], Path(spec["world"]), spec["index"]
-        self.http = httpx.Client(base_url=url, timeout=120)
+        self.http = _client(cfg, rec, 20_000 + spec["index"])
         self.client = CoordinatorClient(self.http, self.session, spec["token"])
         self.repo = Repository.open(self.world)
         self.rec, self.cfg = rec, cfg
         self.rng = random.Random(spec["index"])
+        self.retries = 3 if len(cfg["urls"]) > 1 else 0
         self.pushes = 0
         self.fencing: int | None = None
         self.lock = threading.Lock()
@@ -295,12 +418,14 @@ class Host:
             with self.lock:
                 fencing = self.fencing
             if fencing is not None:
-                _timed(self.rec, "release", self.name, self.client.release, fencing)
+                _timed(self.rec, "release", self.name, self.client.release, fencing,
+                       retries=self.retries)
             self.repo.close()
             self.http.close()
 
     def _acquire(self, ttl: float) -> None:
-        lease = _timed(self.rec, "acquire", self.name, self.client.acquire, self.name, ttl)
+        lease = _timed(self.rec, "acquire", self.name, self.client.acquire, self.name, ttl,
+                       retries=self.retries)
         with self.lock:
             self.fencing = lease.fencing if lease else None
 
@@ -312,7 +437,8 @@ class Host:
                 fencing = self.fencing
             if fencing is None:
                 continue
-            if _timed(self.rec, "renew", self.name, self.client.renew, fencing) is None:
+            if _timed(self.rec, "renew", self.name, self.client.renew, fencing,
+                      retries=self.retries) is None:
                 with self.lock:
                     if self.fencing == fencing:
                         self.fencing = None
@@ -326,7 +452,8 @@ class Host:
         if made is None:
             return
         before = self.client.stats.copy()
-        report = _timed(self.rec, "push", self.name, push, self.repo, self.client, fencing=fencing)
+        report = _timed(self.rec, "push", self.name, push, self.repo, self.client, fencing=fencing,
+                        retries=self.retries)
         if report is None:
             return
         with self.rec.lock:
@@ -336,16 +463,17 @@ class Host:
 
 
 class Reader:
-    def __init__(self, spec: dict[str, Any], url: str, rec: Recorder, cfg: dict[str, Any]) -> None:
+    def __init__(self, spec: dict[str, Any], rec: Recorder, cfg: dict[str, Any]) -> None:
         self.name = f"reader-{spec['index']}"
         self.session = spec["session"]
         world = Path(spec["world"])
         world.mkdir(parents=True, exist_ok=True)
         self.repo = Repository.init(world)
-        self.http = httpx.Client(base_url=url, timeout=120)
+        self.http = _client(cfg, rec, 30_000 + spec["index"])
         self.client = CoordinatorClient(self.http, self.session, spec["token"])
         self.rec, self.cfg = rec, cfg
         self.rng = random.Random(10_000 + spec["index"])
+        self.retries = 3 if len(cfg["urls"]) > 1 else 0
 
     def run(self, begin: float, end: float) -> None:
         lo, hi = self.cfg["reader_sleep"]
@@ -356,7 +484,7 @@ class Reader:
             for _ in range(100_000):
                 if time.monotonic() >= end:
                     break
-                _timed(self.rec, "pull", self.name, self._pull_and_check)
+                _timed(self.rec, "pull", self.name, self._pull_and_check, retries=self.retries)
                 pause = min(self.rng.uniform(lo, hi), max(0.0, end - time.monotonic()))
                 time.sleep(pause)
         finally:
@@ -390,8 +518,8 @@ def worker_main(config_path: Path) -> None:
     run them in threads, write the results to the config's ``out``."""
     cfg = json.loads(config_path.read_text())
     rec = Recorder()
-    actors: list[Host | Reader] = [Host(spec, cfg["url"], rec, cfg) for spec in cfg["hosts"]]
-    actors += [Reader(spec, cfg["url"], rec, cfg) for spec in cfg["readers"]]
+    actors: list[Host | Reader] = [Host(spec, rec, cfg) for spec in cfg["hosts"]]
+    actors += [Reader(spec, rec, cfg) for spec in cfg["readers"]]
     print("ready", flush=True)
     line = sys.stdin.readline().split()
     begin, end = float(line[0]), float(line[1])
@@ -404,7 +532,7 @@ def worker_main(config_path: Path) -> None:
     stuck = sum(thread.is_alive() for thread in threads)
     with rec.lock:
         result = {"ops": rec.ops, "acked": rec.acked, "seen": rec.seen, "wire": rec.wire,
-                  "stuck_threads": stuck, "cpu_seconds": time.process_time() - cpu}
+                  "broken": rec.broken, "rerouted": rec.rerouted, "stuck_threads": stuck, "cpu_seconds": time.process_time() - cpu}
     Path(cfg["out"]).write_text(json.dumps(result))
     sys.stdout.flush()
     os._exit(0)  # stuck daemon threads (if any) must not keep the process alive
@@ -447,7 +575,13 @@ def run_soak(config: SoakConfig, progress: bool = True) -> dict[str, Any]:
     t_setup = time.monotonic()
     seed = work / "seed-world"
     world_bytes = seed_world(seed)
-    server = Server(work / "coordinator", work / "coordinator.log")
+    if config.db is None:
+        servers = [Server(work / "coordinator", work / "coordinator.log")]
+    else:  # the first one migrates the schema and makes the admin token
+        servers = [Server(work / "coordinator", work / f"coordinator{i}.log", config.db,
+                          migrate=i == 0) for i in range(config.coordinators)]
+    server = servers[0]
+    nemesis: Nemesis | None = None
     workers: list[subprocess.Popen[str]] = []
     sampler = MemorySampler(server)
     canary: Canary | None = None
@@ -469,7 +603,7 @@ def run_soak(config: SoakConfig, progress: bool = True) -> dict[str, Any]:
 
         # Spread hosts and readers over the worker processes.
         plans: list[dict[str, Any]] = [
-            {"url": server.url, "ttl": config.ttl, "push_every": list(config.push_every),
+            {"urls": [s.url for s in servers], "ttl": config.ttl, "push_every": list(config.push_every),
              "reader_sleep": list(config.reader_sleep), "hosts": [], "readers": [],
              "out": str(work / f"worker{w}.json")} for w in range(config.workers)]
         for i, s in enumerate(sessions):
@@ -493,6 +627,9 @@ def run_soak(config: SoakConfig, progress: bool = True) -> dict[str, Any]:
         canary.start()
         begin = time.monotonic() + 0.5
         end = begin + config.seconds
+        if config.kill_at is not None and len(servers) > 1:
+            nemesis = Nemesis(servers[-1], begin, config.kill_at, config.restart_after)
+            nemesis.start()
         for proc in workers:
             assert proc.stdin is not None
             proc.stdin.write(f"{begin} {end}\n")
@@ -501,6 +638,8 @@ def run_soak(config: SoakConfig, progress: bool = True) -> dict[str, Any]:
             f"{config.workers} processes for {config.seconds:g} s")
         for proc in workers:
             proc.wait(timeout=max(10.0, end - time.monotonic()) + 180)
+        if nemesis is not None:
+            nemesis.join(timeout=60)
         sampler.stopped.set()
         sampler.join(timeout=5)
         canary.stopped.set()
@@ -524,12 +663,13 @@ def run_soak(config: SoakConfig, progress: bool = True) -> dict[str, Any]:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=10)
-        server.stop()
+        for each in servers:
+            each.stop()
 
     verify = _verify(server.data, sessions, results, logs, heads)
     summary = _summarize(config, results, sampler.samples, begin, end, verify, setup_seconds,
-                         world_bytes)
-    summary["server_side"] = server_latencies(server.log)
+                         world_bytes, nemesis, [s.port for s in servers])
+    summary["server_side"] = server_latencies([s.log for s in servers])
     assert canary is not None
     ordered = sorted(canary.latencies)
     summary["canary_renew"] = {"n": len(ordered), "errors": len(canary.errors),
@@ -545,26 +685,25 @@ def run_soak(config: SoakConfig, progress: bool = True) -> dict[str, Any]:
     return summary
 
 
-def server_latencies(log: Path) -> dict[str, dict[str, float]]:
-    """p50/p99 per route from the coordinator's access log (time spent inside the server,
+def server_latencies(logs: list[Path]) -> dict[str, dict[str, float]]:
+    """p50/p99 per route from the coordinators' access logs (time spent inside the server,
     without the client's own queueing), and the count of each status."""
     times: dict[str, list[float]] = {}
     statuses: dict[str, int] = {}
-    with log.open("rb") as lines:
-        for raw in lines:
-            if b"peerhost_server.access" not in raw:
-                continue
-            parts = raw.decode("utf-8", "replace").split()
-            try:
-                at = parts.index("peerhost_server.access")
-                method, path, status = parts[at + 1], parts[at + 2], parts[at + 3]
-                ms = float(next(p for p in parts[at + 4:] if p.endswith("ms"))[:-2])
-            except (ValueError, IndexError, StopIteration):
-                continue
-            tail = path.split("/", 4)[4] if path.startswith("/v1/sessions/") and path.count("/") >= 4 else path
-            route = f"{method} {tail}"
-            times.setdefault(route, []).append(ms)
-            statuses[status] = statuses.get(status, 0) + 1
+    for raw in (raw for log in logs for raw in log.read_bytes().splitlines()):
+        if b"peerhost_server.access" not in raw:
+            continue
+        parts = raw.decode("utf-8", "replace").split()
+        try:
+            at = parts.index("peerhost_server.access")
+            method, path, status = parts[at + 1], parts[at + 2], parts[at + 3]
+            ms = float(next(p for p in parts[at + 4:] if p.endswith("ms"))[:-2])
+        except (ValueError, IndexError, StopIteration):
+            continue
+        tail = path.split("/", 4)[4] if path.startswith("/v1/sessions/") and path.count("/") >= 4 else path
+        route = f"{method} {tail}"
+        times.setdefault(route, []).append(ms)
+        statuses[status] = statuses.get(status, 0) + 1
     out: dict[str, dict[str, float]] = {"statuses": {k: float(v) for k, v in sorted(statuses.items())}}
     for route, values in sorted(times.items()):
         values.sort()
@@ -651,19 +790,60 @@ def _growth(samples: list[dict[str, float]], key: str, start: float) -> dict[str
     return {"slope_bytes_per_s": round(slope, 1), "growth_pct": round(100 * slope * span / mv, 2)}
 
 
+KILL_WINDOW = 10.0  # seconds after the kill in which a broken connection to it is expected
+
+
+def _faults(results: list[dict[str, Any]], nemesis: Nemesis | None,
+            ports: list[int]) -> tuple[list[list[Any]], dict[str, Any]]:
+    """The connections that broke with a request on them that the kill explains (against
+    the killed coordinator, within KILL_WINDOW after it), and a summary of the faults; a
+    break it does not explain is an error of the summary's."""
+    broken = [b for r in results for b in r.get("broken", [])]
+    killed = nemesis.killed if nemesis is not None else None
+    explained = [b for b in broken if killed is not None and b[0] == ports[-1]
+                 and killed - 0.5 <= b[1] <= killed + KILL_WINDOW]
+    info: dict[str, Any] = {
+        "coordinators": len(ports),
+        "killed_at_s": None, "restarted_after_s": None, "nemesis_error": None,
+        "rerouted": sum(r.get("rerouted", 0) for r in results),
+        "broken_connections": len(broken), "broken_explained": len(explained),
+        "broken_unexplained": len(broken) - len(explained),
+        "broken_unexplained_samples": [b for b in broken if b not in explained][:20],
+    }
+    if nemesis is not None:
+        info["nemesis_error"] = nemesis.error
+        info["killed_at_s"] = None if killed is None else round(killed - nemesis.begin, 2)
+        if nemesis.restarted is not None and killed is not None:
+            info["restarted_after_s"] = round(nemesis.restarted - killed, 2)
+    return explained, info
+
+
 def _summarize(config: SoakConfig, results: list[dict[str, Any]],
                samples: list[dict[str, float]], begin: float, end: float,
-               verify: dict[str, Any], setup_seconds: float, world_bytes: int) -> dict[str, Any]:
+               verify: dict[str, Any], setup_seconds: float, world_bytes: int,
+               nemesis: Nemesis | None = None, ports: list[int] | None = None) -> dict[str, Any]:
     ops = [op for r in results for op in r["ops"]]
+    explained, faults = _faults(results, nemesis, ports or [])
     window = max(end, max((o[2] + o[3] for o in ops), default=end)) - begin
     kinds: dict[str, dict[str, Any]] = {}
     errors: list[str] = []
+    expected: list[str] = []
+
+    def was_expected(o: list[Any]) -> bool:
+        """A CoordinatorUnavailable with a connection to the killed coordinator breaking
+        during the operation (retried by the actor)."""
+        return (str(o[4]).startswith("CoordinatorUnavailable")
+                and any(o[2] - 0.05 <= b[1] <= o[2] + o[3] + 0.05 for b in explained))
+
     for kind in sorted({o[0] for o in ops}):
         mine = [o for o in ops if o[0] == kind]
         ok = sorted(o[3] for o in mine if o[4] is None)
-        failed = [o for o in mine if o[4] is not None]
+        failed = [o for o in mine if o[4] is not None and not was_expected(o)]
+        retried = [o for o in mine if o[4] is not None and was_expected(o)]
         errors += [f"{o[0]} {o[1]}: {o[4]}" for o in failed]
-        kinds[kind] = {"ops": len(mine), "errors": len(failed),
+        expected += [f"{o[0]} {o[1]}: {o[4]}" for o in retried]
+        kinds[kind] = {"ops": len(mine) - len(retried), "errors": len(failed),
+                       "expected_errors": len(retried),
                        "per_s": round(len(mine) / config.seconds, 2),
                        "p50_ms": round(_percentile(ok, 0.5) * 1000, 1),
                        "p99_ms": round(_percentile(ok, 0.99) * 1000, 1),
@@ -692,8 +872,12 @@ def _summarize(config: SoakConfig, results: list[dict[str, Any]],
         "window_seconds": round(window, 1),
         "kinds": kinds,
         "ops_total": len(ops),
-        "errors": len(errors),
+        "errors": len(errors) + faults["broken_unexplained"]
+        + (1 if faults["nemesis_error"] else 0),
         "error_samples": errors[:20],
+        "expected_errors": len(expected),
+        "expected_error_samples": expected[:10],
+        "faults": faults,
         "stuck_threads": sum(r["stuck_threads"] for r in results),
         "wire_mib": {k: round(v / MiB, 2) for k, v in wire.items()},
         "wire_mib_per_s": {k: round(v / MiB / config.seconds, 3) for k, v in wire.items()},
@@ -730,6 +914,9 @@ def print_summary(summary: dict[str, Any]) -> None:
                         f"{m['growth_pct']:.2f}", "yes" if m["flat"] else "NO")
     console.print(mem)
     v = summary["verify"]
+    if summary["faults"]["coordinators"] > 1:
+        console.print(f"faults: {summary['faults']}; expected (retried) errors "
+                      f"{summary['expected_errors']}")
     console.print(f"errors {summary['errors']}, acknowledged heads {v['acknowledged']}, lost from "
                   f"log {v['lost_from_log']}, lost from chain {v['lost_from_chain']}, stores "
                   f"walked: {v['stores_walked_objects']} objects, problems {len(v['problems'])}")
@@ -757,17 +944,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ttl", type=float, default=60.0)
     parser.add_argument("--work", type=Path, help="working folder (default: temporary)")
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "soak.json")
+    parser.add_argument("--pg", action="store_true",
+                        help="several coordinators on PostgreSQL (PHS_TEST_POSTGRES, a fresh schema)")
+    parser.add_argument("--coordinators", type=int, default=3)
+    parser.add_argument("--kill-at", type=float, default=None,
+                        help="seconds into the run: SIGKILL the last coordinator (--pg)")
+    parser.add_argument("--restart-after", type=float, default=5.0,
+                        help="seconds after the kill: start it again (negative: stays down)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON (default benchmarks/results/soak.json, soak_pg.json with --pg)")
     args = parser.parse_args(argv)
     if args.worker is not None:
         worker_main(args.worker)
         return 0
     config = SoakConfig(sessions=args.sessions, readers=args.readers, seconds=args.seconds,
                         workers=args.workers, ttl=args.ttl, work=args.work, keep=args.keep)
-    summary = run_soak(config)
+    out = args.out or ROOT / "benchmarks" / "results" / ("soak_pg.json" if args.pg else "soak.json")
+    if args.pg:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from pgutil import fresh_schema, unreachable
+
+        why = unreachable()
+        if why is not None:
+            print(why, file=sys.stderr)
+            return 2
+        config.coordinators, config.kill_at = args.coordinators, args.kill_at
+        config.restart_after = args.restart_after if args.restart_after >= 0 else None
+        with fresh_schema(migrate=False) as url:
+            config.db = url
+            summary = run_soak(config)
+    else:
+        summary = run_soak(config)
     print_summary(summary)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
     ok = (summary["errors"] == 0 and not summary["verify"]["problems"]
           and summary["stuck_threads"] == 0)
     return 0 if ok else 1
