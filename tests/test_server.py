@@ -12,6 +12,7 @@ import pytest
 from test_sync_support import Clock, Server, make_session, running
 
 from peerhost_server import Limits
+from peerhost_server.domain.protocols import WebSession
 from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import Snapshot, encode_blob, encode_dir_leaf, encode_snapshot
 from peerhost_store.sync.client import (
@@ -554,6 +555,35 @@ def test_only_the_owner_rolls_back_unless_the_session_lets_the_lease_holder(
         with pytest.raises(Forbidden):
             c["alice"].rollback(v2, fencing=lease.fencing)
         assert c["owner"].rollback(v2) != rolled  # the owner, without a lease, always
+
+
+def test_web_sessions_expire_are_bounded_and_are_dropped(tmp_path: Path) -> None:
+    """The dashboard's web sessions behind the directory: each ends ``seconds`` after it was
+    created, a creation first deletes the expired ones and then the oldest past ``keep``."""
+    clock = Clock()
+    with running(tmp_path / "c", clock=clock) as server:
+        directory = server.coordinator.backends.directory
+        start = clock.now
+        directory.create_web_session("k1", "t1", "d1", "c1", seconds=10, keep=3)
+        assert directory.web_session("k1") == WebSession("t1", "d1", "c1", start + 10)
+        clock.advance(5)
+        for key in ("k2", "k3"):
+            directory.create_web_session(key, "t2", "d2", key, seconds=10, keep=3)
+        directory.create_web_session("k4", "t4", "d4", "c4", seconds=10, keep=3)
+        # Three kept at most: the oldest went first.
+        assert directory.web_session("k1") is None
+        assert [web.csrf for key in ("k2", "k3", "k4")
+                if (web := directory.web_session(key)) is not None] == ["k2", "k3", "c4"]
+        clock.advance(9.5)
+        assert directory.web_session("k2") is not None
+        clock.advance(0.5)  # 10 s after k2..k4 were created: expired
+        assert directory.web_session("k2") is None
+        directory.create_web_session("k5", "t5", "d5", "c5", seconds=10, keep=1)
+        assert [directory.web_session(key) for key in ("k3", "k4")] == [None, None]
+        assert directory.web_session("k5") is not None
+        directory.drop_web_session("k5")
+        directory.drop_web_session("never")  # nothing to drop: no error
+        assert directory.web_session("k5") is None
 
 
 def test_status_and_metrics(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ takes the worker-thread path, as a backend on a network database would). Its dur
 
 The server tests imported below run here a second time against it (sessions, tokens, roles,
 leases, standby, fencing, heads, rollback, status, push, pull, deltas, quotas, gc, retention,
-revocation).
+revocation, web sessions).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from test_server import (  # noqa: F401
     test_standby_gets_a_reserved_window,
     test_status_and_metrics,
     test_sync_request_reaches_the_holder_once,
+    test_web_sessions_expire_are_bounded_and_are_dropped,
     two_sessions,
 )
 from test_sync import (  # noqa: F401
@@ -78,6 +79,7 @@ from peerhost_server.domain.protocols import (
     SessionInfo,
     SessionSettings,
     Usage,
+    WebSession,
     WouldBlock,
 )
 from peerhost_server.leases import SessionLease
@@ -106,6 +108,7 @@ class _World:
         self.shallow: dict[str, set[ObjectId]] = defaultdict(set)
         self.retained: dict[str, list[ObjectId]] = defaultdict(list)
         self.objects: dict[str, SessionDict] = {}
+        self.web: dict[str, WebSession] = {}  # in creation order
 
 
 _WORLDS: dict[Path, _World] = {}
@@ -266,6 +269,28 @@ class MemoryBackends:
             if record is None:
                 raise NoSession(session)
             record["settings"] = settings
+
+    def create_web_session(self, key: str, token_id: str, digest: str, csrf: str, *,
+                           seconds: float, keep: int) -> None:
+        with self.world.lock:
+            now, web = self._clock(), self.world.web
+            for old in [k for k, w in web.items() if w.expires <= now]:
+                del web[old]
+            for old in list(web)[:max(len(web) - keep + 1, 0)]:
+                del web[old]
+            web[key] = WebSession(token_id, digest, csrf, now + seconds)
+
+    def web_session(self, key: str) -> WebSession | None:
+        with self.world.lock:
+            found = self.world.web.get(key)
+            if found is not None and found.expires <= self._clock():
+                del self.world.web[key]
+                return None
+            return found
+
+    def drop_web_session(self, key: str) -> None:
+        with self.world.lock:
+            self.world.web.pop(key, None)
 
     # -- LeaseStore, HeadLog ----------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pgutil import fresh_schema, require_postgres
@@ -47,6 +48,7 @@ from test_server import (  # noqa: F401
     test_standby_gets_a_reserved_window,
     test_status_and_metrics,
     test_sync_request_reaches_the_holder_once,
+    test_web_sessions_expire_are_bounded_and_are_dropped,
     two_sessions,
 )
 from test_sync import (  # noqa: F401
@@ -61,6 +63,7 @@ from test_sync_delta import (  # noqa: F401
 from test_sync_support import Clock, make_session, running
 
 import peerhost_server.app
+from peerhost_server.auth import digest_token
 from peerhost_server.backends.lmdb import LmdbObjectStores
 from peerhost_server.backends.postgres import PgBackends
 from peerhost_server.domain.protocols import Backends
@@ -125,3 +128,30 @@ def test_the_database_clock_judges_leases_by_default(
         # Seconds since the epoch on the database's clock, not this process's monotonic one.
         assert abs(db_now - time.time()) < 60
         assert 29 < work.state.lease.expires_at - db_now <= 30
+
+
+def test_a_dashboard_sign_in_holds_on_every_coordinator(
+        tmp_path: Path, postgres_backends: list[PgBackends]) -> None:
+    """Two coordinators on one database, as behind a load balancer: a browser signed in
+    through one is signed in through the other, and signing out through either ends it on
+    both. The database keeps a hash of the cookie, never the cookie."""
+    from test_auth_matrix import Browser
+
+    with running(tmp_path / "a") as a, \
+            running(tmp_path / "b", admin_token=a.admin_token) as b:
+        token = make_session(a)["alice"]._token
+        seen: list[Any] = []
+        on_a, on_b = Browser(a.http.app, seen), Browser(b.http.app, seen)
+        assert on_a.sign_in(token).status_code == 303
+        cookie = on_a.http.cookies["phs_session"]
+        on_b.http.cookies.set("phs_session", cookie)
+        page = on_b.get("/s/s1")
+        assert page.status_code == 200 and "signed in as" in page.text
+        assert on_a.csrf and on_a.csrf in page.text  # one web session, one form token
+        directory = postgres_backends[0].directory
+        assert directory.web_session(digest_token(cookie)) is not None
+        assert directory.web_session(cookie) is None
+        assert on_b.post("/signout", {"csrf": on_a.csrf}).status_code == 303
+        r = on_a.get("/s/s1")
+        assert (r.status_code, r.headers.get("location")) == (303, "/")
+        assert directory.web_session(digest_token(cookie)) is None

@@ -115,7 +115,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.limits = limits
     app.state.bucket = TokenBucket(limits.rate, limits.burst)
-    app.state.dashboard = dashboard.Dashboard(clock)
+    app.state.dashboard = dashboard.Dashboard()
     app.state.admin_token = coordinator.initial_admin_token
     return app
 

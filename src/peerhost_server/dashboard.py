@@ -13,8 +13,11 @@ timeline, each snapshot's map of changes, area rollback, the owner's actions).
   back, invites and revokes, sets retention and force-releases. The domain checks its own
   rules again (a rollback without the owner's role is ``Forbidden`` there too).
 
-Web sessions live in this process's memory (as the rate limits do): a restart signs everyone
-out, and several coordinator processes would each need their own sign-in.
+Web sessions are the backends' (:meth:`~.domain.protocols.Directory.create_web_session`),
+stored under a hash of the cookie, never the cookie: with several coordinators on one
+database a browser signed in through one is signed in through all; the embedded coordinator
+keeps them in memory (a restart signs everyone out). This module keeps only a memo of
+snapshot diffs, keyed by content ids, so right in any number of processes.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import cast
 from urllib.parse import parse_qsl, urlsplit
 
@@ -45,6 +47,7 @@ from .auth import MEMBER, OWNER, Identity, digest_token, token_id_of
 from .domain import heads, history, leasing, sessions, storage
 from .domain.coordinator import Coordinator
 from .domain.errors import DomainError, NoLease
+from .domain.protocols import WebSession
 from .errors import ApiError, status_of
 from .http_limits import read_body
 from .storage_routes import policy_from_json
@@ -69,49 +72,14 @@ class DashboardError(Exception):
         self.message = message
 
 
-@dataclass
-class WebSession:
-    token_id: str
-    digest: str
-    csrf: str
-    expires: float
-
-
 class Dashboard:
-    """The dashboard's state in this process: web sessions and a memo of snapshot diffs."""
+    """The dashboard's state in this process: a memo of snapshot diffs (by their trees' ids,
+    so never stale)."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self.clock = clock
-        self._sessions: OrderedDict[str, WebSession] = OrderedDict()
+    def __init__(self) -> None:
         self._changes: OrderedDict[tuple[ObjectId | None, ObjectId], history.Changes] = \
             OrderedDict()
         self._lock = threading.Lock()
-
-    def create(self, token_id: str, digest: str) -> str:
-        sid = secrets.token_urlsafe(32)
-        with self._lock:
-            now = self.clock()
-            for key in [k for k, s in self._sessions.items() if s.expires <= now]:
-                del self._sessions[key]
-            while len(self._sessions) >= MAX_WEB_SESSIONS:
-                self._sessions.popitem(last=False)
-            self._sessions[sid] = WebSession(token_id, digest, secrets.token_urlsafe(32),
-                                             now + SESSION_SECONDS)
-        return sid
-
-    def get(self, sid: str | None) -> WebSession | None:
-        if not sid:
-            return None
-        with self._lock:
-            found = self._sessions.get(sid)
-            if found is not None and found.expires <= self.clock():
-                del self._sessions[sid]
-                return None
-            return found
-
-    def drop(self, sid: str | None) -> None:
-        with self._lock:
-            self._sessions.pop(sid or "", None)
 
     def changes(self, coord: Coordinator, session: str, old: ObjectId | None, new: ObjectId
                 ) -> history.Changes:
@@ -195,15 +163,24 @@ def page(handler: Handler) -> Handler:
 
 async def _signed_in(request: Request) -> tuple[Identity, WebSession] | None:
     """The caller's identity through its web session, re-checked against the directory."""
-    dash = _dashboard(request)
     sid = request.cookies.get(COOKIE)
-    web = dash.get(sid)
-    if web is None:
+    if not sid:
         return None
+    key = digest_token(sid)  # what the backend stores: a leaked table signs nobody in
     coord = coordinator(request)
-    who = await loop_first(request, lambda wait: coord.identify(web.token_id, web.digest))
+    directory = coord.backends.directory
+
+    def check(wait: bool) -> tuple[WebSession, Identity | None] | None:
+        web = directory.web_session(key)
+        return None if web is None else (web, coord.identify(web.token_id, web.digest))
+
+    got = await loop_first(request, check)
+    if got is None:
+        return None
+    web, who = got
     if who is None or who.role not in (OWNER, MEMBER):
-        dash.drop(sid)  # revoked since it signed in
+        # Revoked since it signed in.
+        await loop_first(request, lambda wait: directory.drop_web_session(key))
         return None
     request.state.identity = who  # the access log names the member
     spend(request, f"token:{who.token_id}")
@@ -296,7 +273,10 @@ async def signin(request: Request) -> Response:
                                      "token of a session).", 401)
     request.state.identity = who
     assert who.session is not None
-    sid = _dashboard(request).create(who.token_id, digest_token(token))
+    sid, token_id, digest = secrets.token_urlsafe(32), who.token_id, digest_token(token)
+    await loop_first(request, lambda wait: coord.backends.directory.create_web_session(
+        digest_token(sid), token_id, digest, secrets.token_urlsafe(32),
+        seconds=SESSION_SECONDS, keep=MAX_WEB_SESSIONS))
     response = _redirect(f"/s/{who.session}")
     _cookie(response, request, COOKIE, sid, SESSION_SECONDS)
     response.delete_cookie(SIGNIN_COOKIE, path="/")
@@ -309,7 +289,9 @@ async def signout(request: Request) -> Response:
     form = await _form(request)
     if got is None or not hmac.compare_digest(form.get("csrf", ""), got[1].csrf):
         raise DashboardError(403, "this form is stale: reload the page")
-    _dashboard(request).drop(request.cookies.get(COOKIE))
+    key = digest_token(request.cookies.get(COOKIE, ""))
+    directory = coordinator(request).backends.directory
+    await loop_first(request, lambda wait: directory.drop_web_session(key))
     response = _redirect("/")
     response.delete_cookie(COOKIE, path="/")
     return response

@@ -17,8 +17,8 @@ Two kinds of environment, both through :class:`peerhost_store.store.LmdbStore`:
 Every change is fsynced before the call that made it returns. One process owns a data folder
 (``DATA/coordinator.lock``), which is what makes the state this module keeps in memory
 correct: each session's lease state and its lock, head and upload locks, the cache of tokens
-already checked and of completeness marks already read. A backend shared by several processes
-keeps none of these.
+already checked and of completeness marks already read, the dashboard's web sessions (a
+restart signs browsers out). A backend shared by several processes keeps none of these.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
@@ -51,7 +52,14 @@ from ..domain.errors import (
     NoSession,
     SessionExists,
 )
-from ..domain.protocols import LeaseWork, SessionInfo, SessionSettings, Usage, WouldBlock
+from ..domain.protocols import (
+    LeaseWork,
+    SessionInfo,
+    SessionSettings,
+    Usage,
+    WebSession,
+    WouldBlock,
+)
 from ..leases import SessionLease
 from ..limits import Limits
 
@@ -104,7 +112,7 @@ class LmdbBackends:
             self._owner_lock.__exit__(None, None, None)
             raise
         db = _Db(self.kv)
-        self.directory = LmdbDirectory(db)
+        self.directory = LmdbDirectory(db, clock)
         self.marks = LmdbMarks(db)
         self.leases = LmdbLeases(db, clock, limits.standby_window, self.directory, self.marks)
         self.log = LmdbLog(db)
@@ -164,10 +172,14 @@ def _token(new: NewToken, role: str, session: str | None, member: str) -> dict[s
 class LmdbDirectory:
     """Session records ``session/<name>`` (``{name, created, owner, members: {name: token
     id}, settings}``), the list ``sessions``, the admin's token id ``admin`` and ``token/<id>`` records
-    (``{digest, role, session, member}``)."""
+    (``{digest, role, session, member}``). Web sessions are kept in memory, in creation order,
+    their expiry judged on ``clock``: one process serves the data folder."""
 
-    def __init__(self, db: _Db) -> None:
+    def __init__(self, db: _Db, clock: Clock) -> None:
         self._db = db
+        self._clock = clock
+        self._web: OrderedDict[str, WebSession] = OrderedDict()
+        self._web_lock = threading.Lock()
         self.lock = threading.Lock()  # read-modify-write of session records
         # Tokens already checked, by digest (never in clear): a hit skips the read and the
         # JSON decoding. A revocation clears it and bumps the generation, so a check that read
@@ -233,6 +245,28 @@ class LmdbDirectory:
             record = self._record(session)
             record["settings"] = asdict(settings)
             self._db.put({f"session/{session}": record})
+
+    def create_web_session(self, key: str, token_id: str, digest: str, csrf: str, *,
+                           seconds: float, keep: int) -> None:
+        with self._web_lock:
+            now = self._clock()
+            for old in [k for k, web in self._web.items() if web.expires <= now]:
+                del self._web[old]
+            while self._web and len(self._web) >= keep:
+                self._web.popitem(last=False)
+            self._web[key] = WebSession(token_id, digest, csrf, now + seconds)
+
+    def web_session(self, key: str) -> WebSession | None:
+        with self._web_lock:
+            web = self._web.get(key)
+            if web is not None and web.expires <= self._clock():
+                del self._web[key]
+                return None
+            return web
+
+    def drop_web_session(self, key: str) -> None:
+        with self._web_lock:
+            self._web.pop(key, None)
 
     def _record(self, session: str) -> dict[str, Any]:
         record = self._db.get(f"session/{session}")

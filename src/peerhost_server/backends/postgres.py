@@ -17,6 +17,9 @@ Nothing is kept in this process that another could contradict:
   does not matter, and a lease outlives the coordinator that granted it with its real expiry;
 * the head compare-and-swap is in that transaction, with the fencing check;
 * tokens are looked up on every request (no cache to invalidate);
+* the dashboard's web sessions are rows (``web_sessions``, keyed by a hash of the cookie),
+  their expiry judged on the database's clock: a browser signed in through one coordinator
+  is signed in through all, and signed out of all at once;
 * the head lock (gc against head moves) is a transaction-scoped advisory lock.
 
 A failure of the database (down, restarting, a connection cut) is a
@@ -56,7 +59,13 @@ from ..domain.errors import (
     SessionExists,
     Unavailable,
 )
-from ..domain.protocols import LeaseWork, SessionInfo, SessionSettings, WouldBlock
+from ..domain.protocols import (
+    LeaseWork,
+    SessionInfo,
+    SessionSettings,
+    WebSession,
+    WouldBlock,
+)
 from ..leases import SessionLease
 from ..limits import Limits
 from .lmdb import LmdbObjectStores
@@ -244,7 +253,7 @@ class PgBackends:
         if found != LATEST:
             raise SchemaOutdated(describe(url), found)
         self._db = _Pg(url, pool_max, pool_wait)
-        self.directory = PgDirectory(self._db)
+        self.directory = PgDirectory(self._db, now)
         self.leases = PgLeases(self._db, limits.standby_window, now)
         self.log = self.leases
         self.marks = PgMarks(self._db)
@@ -288,11 +297,23 @@ def _put_token(cur: psycopg.Cursor[Any], token: NewToken, role: str, session: st
                 "VALUES (%s, %s, %s, %s, %s)", (token.token_id, token.digest, role, session, member))
 
 
-class PgDirectory:
-    """Tables ``admin``, ``tokens``, ``sessions`` and ``members``."""
+def _clock(cur: psycopg.Cursor[Any], now: Callable[[], float] | None) -> float:
+    """``now()``, or (None: what a deployment uses) the database's clock, in seconds."""
+    if now is not None:
+        return now()
+    cur.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
+    row = cur.fetchone()
+    assert row is not None
+    return float(row[0])
 
-    def __init__(self, db: _Pg) -> None:
+
+class PgDirectory:
+    """Tables ``admin``, ``tokens``, ``sessions``, ``members`` and ``web_sessions`` (their
+    expiry on the clock ``now``, None: the database's)."""
+
+    def __init__(self, db: _Pg, now: Callable[[], float] | None = None) -> None:
         self._db = db
+        self._now = now
 
     def init_admin(self, token: NewToken) -> bool:
         with self._db.tx() as cur:
@@ -352,6 +373,39 @@ class PgDirectory:
                         (Jsonb(asdict(settings)), session))
             if cur.fetchone() is None:
                 raise NoSession(session)
+
+
+    def create_web_session(self, key: str, token_id: str, digest: str, csrf: str, *,
+                           seconds: float, keep: int) -> None:
+        with self._db.tx() as cur:
+            # One creation at a time across coordinators, so the count stays bounded (reads
+            # are not blocked; a sign-in is rare).
+            cur.execute("LOCK TABLE web_sessions IN SHARE ROW EXCLUSIVE MODE")
+            now = _clock(cur, self._now)
+            cur.execute("DELETE FROM web_sessions WHERE expires <= %s", (now,))
+            cur.execute("DELETE FROM web_sessions WHERE key IN (SELECT key FROM web_sessions "
+                        "ORDER BY seq DESC OFFSET %s)", (max(keep - 1, 0),))
+            cur.execute("INSERT INTO web_sessions (key, token_id, digest, csrf, expires) "
+                        "VALUES (%s, %s, %s, %s, %s)",
+                        (key, token_id, digest, csrf, now + seconds))
+
+    def web_session(self, key: str) -> WebSession | None:
+        with self._db.tx() as cur:
+            cur.execute("SELECT token_id, digest, csrf, expires, "
+                        "extract(epoch FROM clock_timestamp())::float8 "
+                        "FROM web_sessions WHERE key = %s", (key,))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            now = self._now() if self._now is not None else float(row[4])
+            if float(row[3]) <= now:
+                cur.execute("DELETE FROM web_sessions WHERE key = %s", (key,))
+                return None
+        return WebSession(row[0], row[1], row[2], float(row[3]))
+
+    def drop_web_session(self, key: str) -> None:
+        with self._db.tx() as cur:
+            cur.execute("DELETE FROM web_sessions WHERE key = %s", (key,))
 
 
 def _member_token(cur: psycopg.Cursor[Any], session: str, member: str, *, delete: bool) -> str:
@@ -427,13 +481,8 @@ class PgLeases:
         return tuple(row)
 
     def _clock(self, cur: psycopg.Cursor[Any]) -> float:
-        if self._now is not None:
-            return self._now()
         # After the row lock is held: a time read before waiting for it would be stale.
-        cur.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
-        row = cur.fetchone()
-        assert row is not None
-        return float(row[0])
+        return _clock(cur, self._now)
 
     @contextmanager
     def work(self, session: str) -> Iterator[LeaseWork]:

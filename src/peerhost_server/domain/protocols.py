@@ -6,7 +6,8 @@ each session (:class:`ObjectStores`). The embedded default keeps all of it in LM
 folder, for one process (:mod:`peerhost_server.backends.lmdb`). A backend shared by several
 coordinator processes implements the same protocols with transactions and row locks, and
 keeps no state in one process that another could contradict: the domain keeps none either
-(its one memo, of tree pairings, is keyed by content ids and so never goes stale).
+(its one memo, of tree pairings, is keyed by content ids and so never goes stale), nor does
+the dashboard (its web sessions are the :class:`Directory`'s).
 
 Contracts every backend keeps:
 
@@ -69,8 +70,20 @@ class SessionInfo:
     settings: SessionSettings = SessionSettings()
 
 
+@dataclass(frozen=True)
+class WebSession:
+    """A browser signed in to the dashboard: its token's id and digest (never the token), the
+    CSRF token of its forms, and when it ends (seconds on the backend's clock)."""
+
+    token_id: str
+    digest: str
+    csrf: str
+    expires: float
+
+
 class Directory(Protocol):
-    """Sessions, their members, and the hashed tokens of the admin, owners and members."""
+    """Sessions, their members, the hashed tokens of the admin, owners and members, and the
+    dashboard's web sessions."""
 
     def init_admin(self, token: NewToken) -> bool:
         """Store ``token`` as the admin's unless there is one; return whether it was stored."""
@@ -98,6 +111,23 @@ class Directory(Protocol):
 
     def set_settings(self, session: str, settings: SessionSettings) -> None:
         """Raises: NoSession."""
+        ...
+
+    def create_web_session(self, key: str, token_id: str, digest: str, csrf: str, *,
+                           seconds: float, keep: int) -> None:
+        """Store a web session under ``key`` (a hash of the browser's cookie, never the
+        cookie), ending ``seconds`` from now on the backend's clock. First delete the expired
+        ones, then the oldest until fewer than ``keep`` (at least 1) are left, so that at most
+        ``keep`` are kept however many browsers sign in."""
+        ...
+
+    def web_session(self, key: str) -> WebSession | None:
+        """The web session stored under ``key``, or None: there is none, or it expired (then
+        it is deleted)."""
+        ...
+
+    def drop_web_session(self, key: str) -> None:
+        """Delete the web session under ``key``, if any (signing out)."""
         ...
 
 
