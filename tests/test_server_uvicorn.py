@@ -84,12 +84,12 @@ class KillingClient(CoordinatorClient):
         self.kill = kill
         self.sent: list[ObjectId] = []
 
-    def upload(self, objects: Sequence[bytes],
-               ids: Sequence[ObjectId] | None = None) -> UploadResult:
+    def upload(self, objects: Sequence[bytes], ids: Sequence[ObjectId] | None = None,
+               sent: Callable[[float], None] | None = None) -> UploadResult:
         if self.allowed == 0:
             self.kill()
         self.allowed -= 1
-        result = super().upload(objects, ids)
+        result = super().upload(objects, ids, sent)
         self.sent += [hash_bytes(o) for o in objects]
         return result
 

@@ -231,13 +231,13 @@ class FailingClient(CoordinatorClient):
         self.allowed = allowed
         self.sent_ids: list[ObjectId] = []
 
-    def upload(self, objects: Sequence[bytes],
-               ids: Sequence[ObjectId] | None = None) -> UploadResult:
+    def upload(self, objects: Sequence[bytes], ids: Sequence[ObjectId] | None = None,
+               sent: Callable[[float], None] | None = None) -> UploadResult:
         if self.allowed == 0:
             raise CoordinatorUnavailable("unavailable", "connection reset (simulated)", 0)
         self.allowed -= 1
         self.sent_ids += [hash_bytes(o) for o in objects]
-        return super().upload(objects, ids)
+        return super().upload(objects, ids, sent)
 
 
 def test_an_interrupted_push_resumes_without_resending(

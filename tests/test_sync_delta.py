@@ -599,10 +599,10 @@ class FailingDeltas(CoordinatorClient):
         self.allowed = allowed
         self.sent: list[ObjectId] = []
 
-    def upload(self, objects: Sequence[bytes],
-               ids: Sequence[ObjectId] | None = None) -> UploadResult:
+    def upload(self, objects: Sequence[bytes], ids: Sequence[ObjectId] | None = None,
+               sent: Callable[[float], None] | None = None) -> UploadResult:
         self.sent += [hash_bytes(o) for o in objects]
-        return super().upload(objects, ids)
+        return super().upload(objects, ids, sent)
 
     def upload_delta(self, batch: bytes, request: DeltaRequest | None = None) -> DeltaUploadResult:
         if self.allowed == 0:

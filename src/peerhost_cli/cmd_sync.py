@@ -84,7 +84,7 @@ def run_push(args: argparse.Namespace) -> int:
 
         with connect_remote(remote) as client, \
                 progress_bar("push", enabled=not args.json, unit="objects",
-                             moved=lambda: client.stats.sent) as bar:
+                             moved=lambda: client.stats.sent + client.stats.streaming) as bar:
             try:
                 fencing = fencing_of(args, base, remote)
                 if fencing is None:

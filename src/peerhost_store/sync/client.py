@@ -286,6 +286,8 @@ class WireStats:
     requests: int = 0
     sent: int = 0
     received: int = 0
+    #: body bytes of requests still being sent, not yet in ``sent`` (for a live rate)
+    streaming: int = 0
 
     def copy(self) -> WireStats:
         return WireStats(self.requests, self.sent, self.received)
@@ -395,6 +397,19 @@ class CoordinatorClient:
         if response.status_code >= 400:
             raise _error(response)
         return response
+
+    def _metered(self, length: int, pieces: Iterator[bytes], done: list[int],
+                 sent: Callable[[float], None] | None) -> Iterator[bytes]:
+        """``pieces``, counting each in :attr:`WireStats.streaming` (and ``done[0]``) once the
+        transport asks for the next one (it has written this one), and telling ``sent`` the
+        share so far."""
+        for piece in pieces:
+            yield piece
+            done[0] += len(piece)
+            with self._stats_lock:
+                self.stats.streaming += len(piece)
+            if sent is not None:
+                sent(done[0] / length if length else 1.0)
 
     def _count(self, response: httpx.Response) -> None:
         request = response.request
@@ -529,26 +544,33 @@ class CoordinatorClient:
                               seconds=BULK_SECONDS)
         return decode_statuses(response.content, len(ids))
 
-    def upload(self, objects: Sequence[bytes],
-               ids: Sequence[ObjectId] | None = None) -> UploadResult:
+    def upload(self, objects: Sequence[bytes], ids: Sequence[ObjectId] | None = None,
+               sent: Callable[[float], None] | None = None) -> UploadResult:
         """Store encoded objects (the coordinator derives their ids). With ``ids``, the id
         each object should have goes with it: the coordinator refuses the upload (400
         ``id_mismatch``, naming the index and both ids) when one hashes to another, so bytes
-        read here without a check are checked once, there. The body is streamed."""
+        read here without a check are checked once, there. The body is streamed; ``sent``
+        is called with the share of it handed to the connection after each piece (a
+        progress bar's motion during one large request)."""
         params = None if ids is None else {"ids": "1"}
         length, pieces = frame_objects(objects, ids)
         packed = False
         if self.compress_uploads:
             packed, length, pieces = compress_body(length, pieces)
+        done = [0]
         try:
-            response = self._send("POST", self._path("objects"), stream=(length, pieces),
+            response = self._send("POST", self._path("objects"),
+                                  stream=(length, self._metered(length, pieces, done, sent)),
                                   params=params, media=ZMSGPACK if packed else MSGPACK,
                                   seconds=BULK_SECONDS)
         except CoordinatorError as exc:
             if not packed or exc.code != "unsupported_media_type":
                 raise
             self.compress_uploads = False  # a coordinator that stopped reading them
-            return self.upload(objects, ids)
+            return self.upload(objects, ids, sent)
+        finally:  # now in ``sent`` (counted by _send with the answer), or never sent whole
+            with self._stats_lock:
+                self.stats.streaming -= done[0]
         return self._parse("POST objects", lambda: UploadResult(
             int(response.json()["stored"]), int(response.json()["new"])))
 

@@ -31,6 +31,7 @@ against, sends everything whole.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -319,9 +320,9 @@ def push(
     walk = _PushWalk(repo.store.objects, client, head, shallow, defer_chunks=base is not None,
                      remote=remote, remote_root=remote_root)
 
-    def tick() -> None:
+    def tick(moving: int = 0) -> None:  # moving: objects of requests still being sent
         if progress is not None:
-            progress(report.objects_sent, walk.found)
+            progress(report.objects_sent + moving, walk.found)
 
     where = repo.store.objects.where
     _upload_whole(client, walk, report, batch_bytes, tick, where)
@@ -372,7 +373,7 @@ def _overlapped(items: Iterable[T], call: Callable[[T], R],
 
 
 def _upload_whole(client: CoordinatorClient, objects: Iterable[tuple[ObjectId, bytes]],
-                  report: PushReport, batch_bytes: int, tick: Callable[[], None],
+                  report: PushReport, batch_bytes: int, tick: Callable[[int], None],
                   where: str) -> None:
     """Upload ``(id, bytes)`` pairs, each with its id: the coordinator refuses one that
     hashes to another (:class:`ObjectCorrupt` here, naming ``where`` they were read)."""
@@ -384,9 +385,26 @@ def _upload_whole(client: CoordinatorClient, objects: Iterable[tuple[ObjectId, b
                 raise ObjectTooLarge(batch[0][0], len(batch[0][1]), limit)
             yield batch
 
+    # Objects of the batches in flight whose bytes the connection has taken, so the count
+    # moves during a request (a 16 MiB batch is 16 s on a 1 MiB/s uplink), never backwards.
+    partial: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def moving(key: int, count: int) -> Callable[[float], None]:
+        def sent(share: float) -> None:
+            with lock:
+                partial[key] = int(count * share)
+            tick_partial()
+        return sent
+
+    def tick_partial() -> None:
+        with lock:  # the sum and the report's count as one reading
+            tick(sum(partial.values()))
+
     def send(batch: list[tuple[ObjectId, bytes]]) -> UploadResult:
         try:
-            return client.upload([data for _, data in batch], [oid for oid, _ in batch])
+            return client.upload([data for _, data in batch], [oid for oid, _ in batch],
+                                 moving(id(batch), len(batch)))
         except CoordinatorError as exc:
             if exc.code != "id_mismatch":
                 raise
@@ -397,10 +415,12 @@ def _upload_whole(client: CoordinatorClient, objects: Iterable[tuple[ObjectId, b
             raise ObjectCorrupt(expected, got, where) from None
 
     for batch, result in _overlapped(batches(), send):
-        report.objects_sent += len(batch)
+        with lock:
+            partial.pop(id(batch), None)
+            report.objects_sent += len(batch)
         report.object_bytes += sum(len(data) for _, data in batch)
         report.objects_new += result.new
-        tick()
+        tick_partial()
 
 
 class _PushDeltas:
