@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 STAMP = VENV / ".peerhost-installed"
 CONSTRAINTS = ROOT / "constraints.txt"
+#: The pip of .venv. Newer pips read a wheel's metadata from the index (PEP 658) instead of
+#: downloading the wheel: tests/test_install.py's 20 resolutions take half the CPU.
+PIP = "pip==26.3"
 
 
 def venv_python() -> Path:
@@ -39,10 +42,12 @@ def ensure_venv() -> Path:
     if not python.exists():
         print(f"creating {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    inputs = (ROOT / "pyproject.toml").read_bytes() + CONSTRAINTS.read_bytes()
+    inputs = (ROOT / "pyproject.toml").read_bytes() + CONSTRAINTS.read_bytes() + PIP.encode()
     wanted = hashlib.sha256(inputs).hexdigest()
     if not STAMP.exists() or STAMP.read_text().strip() != wanted:
         print("installing peerhost and its dependencies into .venv", flush=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet",
+                        "--disable-pip-version-check", PIP], check=True)
         subprocess.run(install_command(python), check=True)
         STAMP.write_text(wanted)
     return python
