@@ -72,7 +72,8 @@ RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "reli
 TRIED: Counter[str] = Counter()
 KNOWN_BUGS = {
     "test_a_region_that_cannot_be_written_is_refused_before_writing":
-        "restore checks region maps only when writing, after the head moved",
+        "[inline chunk over 255 sectors]: a payload too large to fit inline is found only "
+        "when its region is written, after the head moved",
 }
 TOKEN = "phs.0123456789abcdef.hostile-coordinator-test-secret-0000000000"
 
@@ -382,10 +383,14 @@ def _region_entry(server: Hostile, name: str, chunks: list[ChunkEntry]) -> DirEn
     return DirEntry(name, EntryKind.REGION, build_region(server.add, chunks), len(chunks))
 
 
-@pytest.mark.xfail(reason="BUG (restore.py): region maps are checked only when written, after "
-                   "the head moved and earlier files were written", strict=False)
-@pytest.mark.parametrize("problem", ["compression 5", "inline chunk over 255 sectors",
-                                     "external chunk in a file not named r.X.Z.mca"])
+@pytest.mark.parametrize("problem", [
+    "compression 5",
+    pytest.param("inline chunk over 255 sectors", marks=pytest.mark.xfail(
+        reason="BUG (restore.py): a payload too large to fit inline is found only when its "
+               "region is written, after the head moved and earlier files were written",
+        strict=True)),
+    "external chunk in a file not named r.X.Z.mca",
+])
 def test_a_region_that_cannot_be_written_is_refused_before_writing(
     local: Local, problem: str
 ) -> None:

@@ -16,7 +16,7 @@ from .bounds import check_tree
 from .errors import DamagedObjects, DecodeError, ObjectCorrupt, ObjectMissing, PeerhostError
 from .ids import ObjectId
 from .objects import ChunkEntry, DirEntry, EntryKind, blob_payload, decode_blob
-from .region import ChunkRecord, external_name, region_coords, region_parts
+from .region import COMPRESSIONS, ChunkRecord, external_name, region_coords, region_parts
 from .store import Verified
 from .tree import diff_trees, iter_tree, region_entries
 from .worldfs import (
@@ -191,6 +191,9 @@ def check_objects(store: ObjectReader, ops: list[_Op], batch: int = 256) -> list
                     damaged.append(_problem(exc, op.path))
                     continue
                 if side == 1:
+                    problem = _layout_problem(entry.name, chunks)
+                    if problem is not None:  # before the head moves or a file is written
+                        raise DecodeError(f"{op.path}: {problem}")
                     blobs += [(c.oid, op.path, c.slot) for c in chunks]
             else:
                 blobs.append((entry.raw or entry.oid, op.path, None))
@@ -201,6 +204,18 @@ def check_objects(store: ObjectReader, ops: list[_Op], batch: int = 256) -> list
     if damaged:
         raise DamagedObjects(damaged)
     return checked_ops
+
+
+def _layout_problem(name: str, chunks: Sequence[ChunkEntry]) -> str | None:
+    """Why region ``name`` with these entries could not be laid out as a file, as far as the
+    entries tell (a payload too large to fit inline is found only when it is read)."""
+    external = region_coords(name) is not None
+    for chunk in chunks:
+        if chunk.compression not in COMPRESSIONS:
+            return f"chunk slot {chunk.slot}: unknown compression {chunk.compression}"
+        if chunk.external and not external:
+            return "external chunks in a file that is not r.X.Z.mca"
+    return None
 
 
 def _problem(exc: ObjectMissing | ObjectCorrupt, where: str) -> tuple[ObjectId, str, str]:
