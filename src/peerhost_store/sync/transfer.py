@@ -392,8 +392,8 @@ def _upload_whole(client: CoordinatorClient, objects: Iterable[tuple[ObjectId, b
 
     def moving(key: int, count: int) -> Callable[[float], None]:
         def sent(share: float) -> None:
-            with lock:
-                partial[key] = int(count * share)
+            with lock:  # max: an upload sent again from its start (uncompressed) counts on
+                partial[key] = max(partial.get(key, 0), int(count * share))
             tick_partial()
         return sent
 
