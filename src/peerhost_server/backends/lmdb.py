@@ -53,6 +53,7 @@ from ..domain.errors import (
     SessionExists,
 )
 from ..domain.protocols import (
+    Indexed,
     LeaseWork,
     SessionInfo,
     SessionSettings,
@@ -594,8 +595,9 @@ USED = "used"
 
 class LmdbObjectIndex:
     """A :class:`~peerhost_server.domain.protocols.ObjectIndex` in an LMDB store's meta:
-    ``id/<hex> -> size (8 bytes, big-endian) + first bytes``, their total ``used``, and the upload log as
-    :class:`LmdbSessionObjects` keeps it."""
+    ``id/<hex> -> size (8 bytes, big-endian) + first bytes``, for a packed object
+    ``at/<hex> -> pack id + offset (8 bytes, big-endian)``, their total ``used``, and the
+    upload log as :class:`LmdbSessionObjects` keeps it."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -612,19 +614,47 @@ class LmdbObjectIndex:
                     self._opened = LmdbStore(self.path)
         return self._opened
 
-    @staticmethod
-    def _key(oid: ObjectId) -> str:
-        return f"id/{oid.hex()}"
-
-    def heads(self, oids: Sequence[ObjectId]) -> list[tuple[int, bytes] | None]:
+    def locate(self, oids: Sequence[ObjectId]) -> list[Indexed | None]:
         if self._opened is None:
             return [None] * len(oids)
         get = self._opened.meta.get
-        return [None if raw is None else (int.from_bytes(raw[:8], "big"), raw[8:])
-                for raw in (get(self._key(o)) for o in oids)]
+        out: list[Indexed | None] = []
+        for oid in oids:
+            raw = get(f"id/{oid.hex()}")
+            if raw is None:
+                out.append(None)
+                continue
+            at = get(f"at/{oid.hex()}")
+            out.append(Indexed(int.from_bytes(raw[:8], "big"), raw[8:],
+                               None if at is None else ObjectId(at[:32]),
+                               0 if at is None else int.from_bytes(at[32:], "big")))
+        return out
 
     def sizes(self, oids: Sequence[ObjectId]) -> list[int | None]:
-        return [None if h is None else h[0] for h in self.heads(oids)]
+        return [None if e is None else e.size for e in self.locate(oids)]
+
+    def ids(self) -> Iterator[ObjectId]:
+        if self._opened is None:
+            return iter(())
+        return (ObjectId(bytes.fromhex(key[3:])) for key, _ in self._opened.meta.scan("id/"))
+
+    def packs(self) -> dict[ObjectId, int]:
+        if self._opened is None:
+            return {}
+        places = self._opened.meta.scan("at/")
+        sizes = self.sizes([ObjectId(bytes.fromhex(key[3:])) for key, _ in places])
+        out: dict[ObjectId, int] = {}
+        for (_, value), size in zip(places, sizes, strict=True):
+            out[ObjectId(value[:32])] = out.get(ObjectId(value[:32]), 0) + (size or 0)
+        return out
+
+    def relocate(self, objects: Mapping[ObjectId, Indexed]) -> None:
+        with self._lock:
+            known = self.sizes(list(objects))
+            self._store.apply(Update(meta={
+                f"at/{oid.hex()}": entry.pack + entry.offset.to_bytes(8, "big")
+                for (oid, entry), size in zip(objects.items(), known, strict=True)
+                if size is not None and entry.pack is not None}))
 
     def used(self) -> int:
         return 0 if self._opened is None else _int(self._opened.meta.get(USED))
@@ -638,18 +668,20 @@ class LmdbObjectIndex:
         if free < needed:
             raise DiskFull(free, needed)
 
-    def add(self, objects: Mapping[ObjectId, tuple[int, bytes]], upload: Sequence[ObjectId],
+    def add(self, objects: Mapping[ObjectId, Indexed], upload: Sequence[ObjectId],
             stamp: int) -> int:
         store = self._store
         with self._lock:
-            fresh = {oid: value for (oid, value), known in
+            fresh = {oid: entry for (oid, entry), known in
                      zip(objects.items(), self.sizes(list(objects)), strict=True)
                      if known is None}
             seq = _int(store.meta.get(NEXT))
-            meta: dict[str, bytes | None] = {
-                self._key(oid): size.to_bytes(8, "big") + head
-                for oid, (size, head) in fresh.items()}
-            meta.update({USED: str(self.used() + sum(s for s, _ in fresh.values())).encode(),
+            meta: dict[str, bytes | None] = {}
+            for oid, entry in fresh.items():
+                meta[f"id/{oid.hex()}"] = entry.size.to_bytes(8, "big") + entry.head
+                if entry.pack is not None:
+                    meta[f"at/{oid.hex()}"] = entry.pack + entry.offset.to_bytes(8, "big")
+            meta.update({USED: str(self.used() + sum(e.size for e in fresh.values())).encode(),
                          f"upload/{seq:012d}": msgpack.packb([stamp, list(upload)]),
                          NEXT: str(seq + 1).encode()})
             store.apply(Update(meta=meta))
@@ -665,7 +697,8 @@ class LmdbObjectIndex:
         with self._lock:
             unique = list(dict.fromkeys(oids))
             sizes = [s for s in self.sizes(unique) if s is not None]
-            meta: dict[str, bytes | None] = {self._key(oid): None for oid in unique}
+            meta: dict[str, bytes | None] = {f"{kind}/{oid.hex()}": None
+                                             for oid in unique for kind in ("id", "at")}
             meta[USED] = str(max(0, self.used() - sum(sizes))).encode()
             meta.update(_recent_uploads(store, horizon)[1])
             store.apply(Update(meta=meta))

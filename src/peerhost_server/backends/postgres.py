@@ -60,6 +60,7 @@ from ..domain.errors import (
     Unavailable,
 )
 from ..domain.protocols import (
+    Indexed,
     LeaseWork,
     SessionInfo,
     SessionSettings,
@@ -638,22 +639,48 @@ class PgRetention:
 
 class PgObjectIndex:
     """A :class:`~peerhost_server.domain.protocols.ObjectIndex` of one session: rows of
-    ``object_index`` (id, size, first bytes) and ``object_uploads`` (stamp, ids)."""
+    ``object_index`` (id, size, first bytes, pack and offset) and ``object_uploads``
+    (stamp, ids)."""
 
     def __init__(self, db: _Pg, session: str) -> None:
         self._db, self._session = db, session
 
-    def heads(self, oids: Sequence[ObjectId]) -> list[tuple[int, bytes] | None]:
+    def locate(self, oids: Sequence[ObjectId]) -> list[Indexed | None]:
         if not oids:
             return []
         with self._db.tx() as cur:
-            cur.execute("SELECT oid, size, head FROM object_index WHERE session = %s "
+            cur.execute("SELECT oid, size, head, pack, off FROM object_index WHERE session = %s "
                         "AND oid = ANY(%s::bytea[])", (self._session, list(oids)))
-            found = {bytes(o): (int(size), bytes(head)) for o, size, head in cur.fetchall()}
+            found = {bytes(o): Indexed(int(size), bytes(head),
+                                       None if pack is None else ObjectId(bytes(pack)), int(off))
+                     for o, size, head, pack, off in cur.fetchall()}
         return [found.get(oid) for oid in oids]
 
     def sizes(self, oids: Sequence[ObjectId]) -> list[int | None]:
-        return [None if h is None else h[0] for h in self.heads(oids)]
+        return [None if e is None else e.size for e in self.locate(oids)]
+
+    def ids(self) -> Iterator[ObjectId]:
+        with self._db.tx() as cur:
+            cur.execute("SELECT oid FROM object_index WHERE session = %s", (self._session,))
+            found = [ObjectId(bytes(o)) for (o,) in cur.fetchall()]
+        return iter(found)
+
+    def packs(self) -> dict[ObjectId, int]:
+        with self._db.tx() as cur:
+            cur.execute("SELECT pack, sum(size) FROM object_index WHERE session = %s "
+                        "AND pack IS NOT NULL GROUP BY pack", (self._session,))
+            return {ObjectId(bytes(p)): int(used) for p, used in cur.fetchall()}
+
+    def relocate(self, objects: Mapping[ObjectId, Indexed]) -> None:
+        entries = [(oid, e) for oid, e in objects.items() if e.pack is not None]
+        if not entries:
+            return
+        with self._db.tx() as cur:
+            cur.execute("UPDATE object_index SET pack = i.p, off = i.f FROM unnest("
+                        "%s::bytea[], %s::bytea[], %s::bigint[]) AS i(o, p, f) "
+                        "WHERE session = %s AND oid = i.o",
+                        ([o for o, _ in entries], [e.pack for _, e in entries],
+                         [e.offset for _, e in entries], self._session))
 
     def used(self) -> int:
         with self._db.tx() as cur:
@@ -665,14 +692,17 @@ class PgObjectIndex:
     def check_room(self, count: int, reserve: int) -> None:
         pass  # the database's disk is its operator's to watch, not this process's
 
-    def add(self, objects: Mapping[ObjectId, tuple[int, bytes]], upload: Sequence[ObjectId],
+    def add(self, objects: Mapping[ObjectId, Indexed], upload: Sequence[ObjectId],
             stamp: int) -> int:
+        entries = list(objects.values())
         with self._db.tx() as cur:
-            cur.execute("INSERT INTO object_index (session, oid, size, head) SELECT %s, o, s, h "
-                        "FROM unnest(%s::bytea[], %s::bigint[], %s::bytea[]) AS i(o, s, h) "
+            cur.execute("INSERT INTO object_index (session, oid, size, head, pack, off) "
+                        "SELECT %s, o, s, h, p, f FROM unnest(%s::bytea[], %s::bigint[], "
+                        "%s::bytea[], %s::bytea[], %s::bigint[]) AS i(o, s, h, p, f) "
                         "ON CONFLICT DO NOTHING RETURNING oid",
-                        (self._session, list(objects), [s for s, _ in objects.values()],
-                         [h for _, h in objects.values()]))
+                        (self._session, list(objects), [e.size for e in entries],
+                         [e.head for e in entries], [e.pack for e in entries],
+                         [e.offset for e in entries]))
             new = len(cur.fetchall())
             cur.execute("INSERT INTO object_uploads (session, stamp, oids) "
                         "VALUES (%s, %s, %s::bytea[])", (self._session, stamp, list(upload)))

@@ -1,24 +1,32 @@
 """Objects in S3-compatible storage: ``phs serve --objects s3://bucket/prefix``.
 
-Each session's objects are keys ``PREFIX/<session>/objects/<hex id>`` holding the object's
-bytes, so a key names what it holds and a session's tokens reach only its own keys. The
-client is boto3, configured from the environment as every AWS tool is (``AWS_ENDPOINT_URL``,
-``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, ``AWS_PROFILE``).
+Each session's objects are packed, as restic packs its blobs: an upload's new objects are
+one key ``PREFIX/<session>/packs/<hex id>``, their bytes end to end and a trailer that lists
+them (:func:`encode_pack`), named by the blake3 of the whole, so a push of 100,000 chunks is a
+few dozen PUTs rather than 100,000 and a download reads each run of wanted objects with one
+ranged GET. The bucket alone still says what it holds (:func:`pack_contents` reads a pack's
+trailer); the coordination state's index says where each object is. Objects stored before
+packs keep keys of their own, ``PREFIX/<session>/objects/<hex id>``, and are still read. A
+session's tokens reach only its own keys. The client is boto3, configured from the
+environment as every AWS tool is (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, ``AWS_PROFILE``).
 
 * :class:`S3Objects` is the library's :class:`~peerhost_store.store.ObjectStore` over one key
   prefix: it stores what it is given under the id it is given, many requests at once (a
   thread pool), and checks nothing; reads go through
   :class:`~peerhost_store.store.Verified`, which re-hashes every object it returns.
 * :class:`S3SessionObjects` is one session's
-  :class:`~peerhost_server.domain.protocols.SessionObjects`: the bytes in the bucket, and
-  beside them, in the coordination state, an index of what is stored (``id -> size`` and
-  the object's first bytes, which a head move's checks read), what it
-  all takes (the quota) and the upload log (gc's grace period). An upload puts its objects in
-  the bucket first (the id was derived from the bytes in this process, and the client's
-  checksum makes the bucket refuse bytes that changed on the way) and indexes them only once
-  every put has succeeded: an object is visible (``missing``, a head move's completeness
-  walk) only once it is whole in the bucket. A failed upload leaves unindexed keys, which no
-  head reaches and gc deletes once they are older than the grace period.
+  :class:`~peerhost_server.domain.protocols.SessionObjects`: the packs in the bucket, and
+  beside them, in the coordination state, an index of what is stored (``id -> size``, the
+  object's first bytes, which a head move's checks read, and its pack and offset), what it
+  all takes (the quota) and the upload log (gc's grace period). An upload puts its pack in
+  the bucket first (each id was derived from the bytes in this process, and the client's
+  checksum makes the bucket refuse bytes that changed on the way) and indexes its objects
+  only once the put has succeeded: an object is visible (``missing``, a head move's
+  completeness walk) only once it is whole in the bucket. A failed upload leaves a pack no
+  index names, which gc deletes once it is older than the grace period; gc deletes a pack
+  once no indexed object is in it (a pack partly live is kept whole, and what it takes
+  beyond its live objects is not counted against the quota).
 * :class:`S3ObjectStores` opens them; :func:`open_s3` is the opener
   :func:`peerhost_server.backends.open_backends` calls for ``--objects s3://...``.
 
@@ -44,19 +52,19 @@ from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import boto3
+import msgpack
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from peerhost_store.errors import ObjectMissing, StoreError
-from peerhost_store.ids import ObjectId
-from peerhost_store.store import Verified
+from peerhost_store.errors import ObjectCorrupt, ObjectMissing, StoreError
+from peerhost_store.ids import ObjectId, hash_bytes
 
 from ..domain.errors import Unavailable
-from ..domain.protocols import Backends, IndexingBackends, ObjectIndex, Usage
+from ..domain.protocols import Backends, Indexed, IndexingBackends, ObjectIndex, Usage
 from ..limits import Limits
 
-__all__ = ["S3ObjectStores", "S3Objects", "S3SessionObjects", "S3Unavailable", "open_s3",
-           "parse_s3_url"]
+__all__ = ["S3ObjectStores", "S3Objects", "S3SessionObjects", "S3Unavailable", "encode_pack",
+           "open_s3", "pack_contents", "parse_s3_url"]
 
 T = TypeVar("T")
 _log = logging.getLogger("peerhost_server.s3")
@@ -69,6 +77,13 @@ DELETE_BATCH = 1000
 #: The first bytes of each object the index keeps: enough for a blob's length header, so a
 #: head move's checks (:func:`peerhost_store.bounds.check_snapshot` peeks at 7) need no GET.
 INDEX_HEAD = 16
+#: Bytes of objects one pack holds at most (an upload request carries at most 64 MiB).
+PACK_MAX = 32 << 20
+#: Bytes between two wanted objects of one pack that a read fetches and drops rather than
+#: split the read in two GETs (a round trip costs more than this much transfer).
+READ_GAP = 256 << 10
+#: A pack whose live objects take less than this share of it is rewritten by gc.
+REPACK_BELOW = 0.5
 #: What a client is told to wait before retrying when the bucket does not answer.
 RETRY_AFTER = 5
 _ABSENT = {"NoSuchKey", "404", "NotFound"}
@@ -109,13 +124,56 @@ def make_client(workers: int = WORKERS) -> Any:
     return boto3.session.Session().client("s3", config=config)
 
 
+def encode_pack(objects: Sequence[tuple[ObjectId, bytes | memoryview]]
+                ) -> tuple[bytes, list[int]]:
+    """One pack of ``objects`` and each one's offset in it: their bytes end to end, then a
+    trailer (msgpack ``[[id, size], ...]`` in the same order), then the trailer's length as 4
+    bytes, big-endian."""
+    offsets, at = [], 0
+    for _, data in objects:
+        offsets.append(at)
+        at += len(data)
+    trailer = msgpack.packb([[bytes(oid), len(data)] for oid, data in objects])
+    body = b"".join([*(bytes(data) for _, data in objects), trailer,
+                     len(trailer).to_bytes(4, "big")])
+    return body, offsets
+
+
+def pack_contents(body: bytes, where: str = "pack") -> list[tuple[ObjectId, int, int]]:
+    """``(id, offset, size)`` of each object a pack made by :func:`encode_pack` holds, read
+    from its trailer alone (the objects are not hashed: the index and reads do that).
+
+    Raises:
+        ValueError: ``body`` is not a whole pack (naming ``where``).
+    """
+    try:
+        length = int.from_bytes(body[-4:], "big")
+        if len(body) < 4 or length > len(body) - 4:
+            raise ValueError("no trailer")
+        entries = msgpack.unpackb(body[-4 - length:-4])
+        out, at = [], 0
+        for oid, size in entries:
+            if not (isinstance(oid, bytes) and len(oid) == 32 and isinstance(size, int)
+                    and size >= 0):
+                raise ValueError("a malformed entry")
+            out.append((ObjectId(oid), at, size))
+            at += size
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise ValueError(f"{where}: not a pack: {exc}") from exc
+    if at != len(body) - 4 - length:
+        raise ValueError(f"{where}: not a pack: its trailer names {at} bytes of objects, "
+                         f"it holds {len(body) - 4 - length}")
+    return out
+
+
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 class S3Objects:
     """An :class:`~peerhost_store.store.ObjectStore` over the keys ``PREFIX/objects/<hex id>``
-    of ``bucket``, requests run ``pool``'s threads at once. Checks nothing (see the module).
+    of ``bucket``, and the packs ``PREFIX/packs/<hex id>`` beside them; requests run
+    ``pool``'s threads at once. Checks nothing (see the module).
 
     Args:
         client: a boto3 S3 client (thread-safe; :func:`make_client`).
@@ -125,7 +183,8 @@ class S3Objects:
     def __init__(self, client: Any, bucket: str, prefix: str, pool: ThreadPoolExecutor) -> None:
         self.client, self.bucket, self.pool = client, bucket, pool
         self.prefix = f"{prefix}/objects/" if prefix else "objects/"
-        self.where = f"s3://{bucket}/{self.prefix}"
+        self.pack_prefix = f"{prefix}/packs/" if prefix else "packs/"
+        self.where = f"s3://{bucket}/{prefix}"
 
     def _key(self, oid: ObjectId) -> str:
         return self.prefix + oid.hex()
@@ -237,7 +296,14 @@ class S3Objects:
         return sum(self._map(self._put, unique))
 
     def delete_many(self, oids: Sequence[ObjectId]) -> None:
-        keys = list(dict.fromkeys(self._key(oid) for oid in oids))
+        self._delete_keys([self._key(oid) for oid in oids])
+
+    def delete_packs(self, packs: Sequence[ObjectId]) -> None:
+        """Delete the packs ``packs`` (those absent are no error)."""
+        self._delete_keys([self.pack_prefix + pack.hex() for pack in packs])
+
+    def _delete_keys(self, named: Sequence[str]) -> None:
+        keys = list(dict.fromkeys(named))
         for start in range(0, len(keys), DELETE_BATCH):
             batch = keys[start : start + DELETE_BATCH]
             request = {"Objects": [{"Key": k} for k in batch], "Quiet": True}
@@ -255,18 +321,54 @@ class S3Objects:
                                     f"keys failed, first {first.get('Key')}: "
                                     f"{first.get('Code')} {first.get('Message', '')}".rstrip())
 
+    def put_pack(self, pack: ObjectId, body: bytes) -> None:
+        """Store one pack (:func:`encode_pack`) under its id. Unconditionally: a key already
+        there holds these bytes, or bytes that were corrupt."""
+        self._call(f"PUT pack {pack.hex()}", lambda: self.client.put_object(
+            Bucket=self.bucket, Key=self.pack_prefix + pack.hex(), Body=body))
+
+    def get_range(self, pack: ObjectId, start: int, end: int) -> bytes | None:
+        """Bytes ``start`` to ``end`` (exclusive) of a pack, fewer where it is shorter, or
+        None when it is absent."""
+        if end <= start:
+            return b""
+        args = {"Bucket": self.bucket, "Key": self.pack_prefix + pack.hex(),
+                "Range": f"bytes={start}-{end - 1}"}
+
+        def get() -> bytes | None:
+            try:
+                answer = self.client.get_object(**args)
+            except ClientError as exc:
+                if _code(exc) in _ABSENT:
+                    return None
+                if _code(exc) == "InvalidRange":
+                    return b""
+                raise
+            with answer["Body"] as body:
+                data: bytes = body.read()
+            return data
+
+        return self._call(f"GET pack {pack.hex()} bytes {start}-{end - 1}", get)
+
     def listing(self) -> Iterator[tuple[ObjectId, int, float]]:
-        """``(id, size, last modified as epoch seconds)`` of every stored object, in key order
-        (keys that are not ids are skipped)."""
+        """``(id, size, last modified as epoch seconds)`` of every object stored under a key
+        of its own, in key order (keys that are not ids are skipped)."""
+        return self._listing(self.prefix)
+
+    def pack_listing(self) -> Iterator[tuple[ObjectId, int, float]]:
+        """``(pack id, size, last modified as epoch seconds)`` of every pack, in key order."""
+        return self._listing(self.pack_prefix)
+
+    def _listing(self, prefix: str) -> Iterator[tuple[ObjectId, int, float]]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self.prefix)
+            Bucket=self.bucket, Prefix=prefix)
         it = iter(pages)
         while True:
             page = self._call("LIST", lambda: next(it, None))
             if page is None:
                 return
             for item in page.get("Contents", []):
-                name = str(item["Key"])[len(self.prefix):]
+                name = str(item["Key"])[len(prefix):]
                 try:
                     oid = ObjectId(bytes.fromhex(name))
                 except ValueError:
@@ -313,13 +415,38 @@ class _Gate:
                 self._cond.notify_all()
 
 
+class _Span:
+    """One ranged GET of a pack: bytes ``start`` to ``end`` and the wanted objects in them,
+    ``(position in the answer, offset in the pack, size)``."""
+
+    def __init__(self, pack: ObjectId, start: int) -> None:
+        self.pack, self.start, self.end = pack, start, start
+        self.wanted: list[tuple[int, int, int]] = []
+
+
+def _spans(entries: Sequence[tuple[int, Indexed]]) -> list[_Span]:
+    """The ranged GETs that read ``entries`` (``(position, packed entry)``): per pack, runs
+    of objects no more than :data:`READ_GAP` apart, each one GET."""
+    spans: list[_Span] = []
+    last: dict[ObjectId, _Span] = {}
+    for i, entry in sorted(entries, key=lambda e: (e[1].pack or b"", e[1].offset)):
+        assert entry.pack is not None
+        span = last.get(entry.pack)
+        if span is None or entry.offset - span.end > READ_GAP:
+            span = last[entry.pack] = _Span(entry.pack, entry.offset)
+            spans.append(span)
+        span.wanted.append((i, entry.offset, entry.size))
+        span.end = max(span.end, entry.offset + entry.size)
+    return spans
+
+
 class S3SessionObjects:
-    """One session's objects: bytes in the bucket (:class:`S3Objects`), what is stored, what
-    it takes and the upload log in ``index`` (the coordination state's). See the module."""
+    """One session's objects: packs in the bucket (:class:`S3Objects`), what is stored,
+    where, what it takes and the upload log in ``index`` (the coordination state's). See
+    the module."""
 
     def __init__(self, objects: S3Objects, index: ObjectIndex) -> None:
         self.bucket = objects
-        self.verified = Verified(objects, objects.where)
         self.index = index
         self._gate = _Gate()
 
@@ -327,25 +454,85 @@ class S3SessionObjects:
         return isinstance(oid, bytes) and self.index.sizes([ObjectId(oid)])[0] is not None
 
     def get_raw(self, oid: ObjectId) -> bytes:
-        return self.verified.get_raw(oid)
+        return self.get_many([oid])[0]
 
     def get_many(self, oids: Sequence[ObjectId]) -> list[bytes]:
-        return self.verified.get_many(oids)
+        """Each object's bytes, re-hashed against its id (ObjectMissing, ObjectCorrupt)."""
+        datas = self.get_unchecked(oids)
+        for oid, data in zip(oids, datas, strict=True):
+            got = hash_bytes(data)
+            if got != oid:
+                raise ObjectCorrupt(oid, got, self.bucket.where)
+        return datas
 
     def get_unchecked(self, oids: Sequence[ObjectId]) -> list[bytes]:
-        # A download's: its receiver hashes each object against the id it asked for, which
-        # checks the bucket's bytes too.
-        return self.bucket.get_many(oids)
+        """Each object's bytes as the bucket holds them (ObjectMissing). A download's: its
+        receiver hashes each object against the id it asked for, which checks the bucket's
+        bytes too."""
+        entries = self.index.locate(oids)
+        out: list[bytes] = [b""] * len(oids)
+        loose, packed = [], []
+        for i, (oid, entry) in enumerate(zip(oids, entries, strict=True)):
+            if entry is None:
+                raise ObjectMissing(oid, self.bucket.where)
+            if entry.pack is None:
+                loose.append(i)
+            else:
+                packed.append((i, entry))
+        for i, data in zip(loose, self.bucket.get_many([oids[i] for i in loose]), strict=True):
+            out[i] = data
+        gone = self._read_packed(packed, out)
+        if gone:
+            # A pack gc deleted after this read located its objects: it repacked them, and
+            # the index says where they are now.
+            retry: list[tuple[int, Indexed]] = []
+            for i, entry in zip(gone, self.index.locate([oids[i] for i in gone]), strict=True):
+                if entry is None or entry.pack is None:
+                    raise ObjectMissing(oids[i], self.bucket.where)
+                retry.append((i, entry))
+            gone = self._read_packed(retry, out)
+            if gone:
+                raise ObjectMissing(oids[gone[0]], self.bucket.where)
+        return out
+
+    def _read_packed(self, packed: Sequence[tuple[int, Indexed]], out: list[bytes]
+                     ) -> list[int]:
+        """Read each ``(position, entry)`` into ``out[position]``; the positions whose pack is
+        absent."""
+        spans = _spans(packed)
+        bodies = self.bucket._map(
+            lambda span: self.bucket.get_range(span.pack, span.start, span.end), spans)
+        gone = []
+        for span, body in zip(spans, bodies, strict=True):
+            for i, offset, size in span.wanted:
+                if body is None:
+                    gone.append(i)
+                else:
+                    # A pack shorter than its index says gives short bytes: their hash says so.
+                    out[i] = body[offset - span.start : offset - span.start + size]
+        return gone
 
     def peek(self, oids: list[ObjectId], n: int) -> list[tuple[int, bytes] | None]:
         # From the index, with no round trip, when it holds enough of each object: a head
         # move peeks at every new blob (its length header), which would be a GET each.
-        heads = self.index.heads(oids)
+        entries = self.index.locate(oids)
         out: list[tuple[int, bytes] | None] = [
-            None if h is None else (h[0], h[1][:n]) for h in heads]
-        short = [i for i, h in enumerate(heads)
-                 if h is not None and len(h[1]) < min(n, h[0])]
-        for i, got in zip(short, self.bucket.peek([oids[i] for i in short], n), strict=True):
+            None if e is None else (e.size, e.head[:n]) for e in entries]
+        short = [i for i, e in enumerate(entries)
+                 if e is not None and len(e.head) < min(n, e.size)]
+        loose = [i for i in short if getattr(entries[i], "pack", None) is None]
+        for i, got in zip(loose, self.bucket.peek([oids[i] for i in loose], n), strict=True):
+            out[i] = got
+        packed = [i for i in short if getattr(entries[i], "pack", None) is not None]
+
+        def first(i: int) -> tuple[int, bytes] | None:
+            entry = entries[i]
+            assert entry is not None and entry.pack is not None
+            data = self.bucket.get_range(entry.pack, entry.offset,
+                                         entry.offset + min(n, entry.size))
+            return None if data is None else (entry.size, data)
+
+        for i, got in zip(packed, self.bucket._map(first, packed), strict=True):
             out[i] = got
         return out
 
@@ -355,7 +542,7 @@ class S3SessionObjects:
                 if size is None]
 
     def iter_ids(self) -> Iterator[ObjectId]:
-        return (oid for oid in self.bucket.iter_ids() if oid in self)
+        return self.index.ids()
 
     def used_bytes(self) -> int:
         return self.index.used()
@@ -372,26 +559,89 @@ class S3SessionObjects:
             ids = [oid for oid, _ in pairs]
             new = [pair for pair, size in zip(pairs, self.index.sizes(ids), strict=True)
                    if size is None]
-            # Every put first; only then are the objects indexed (visible).
-            self.bucket.put_many(new)
-            return self.index.add({oid: (len(data), bytes(data[:INDEX_HEAD]))
-                                   for oid, data in new}, ids, stamp)
+            # Every pack first; only then are the objects indexed (visible).
+            return self.index.add(self._put_packs(new), ids, stamp)
+
+    def _put_packs(self, objects: Sequence[tuple[ObjectId, bytes | memoryview]]
+                   ) -> dict[ObjectId, Indexed]:
+        """Put ``objects`` in new packs; the index entries that say where each one is."""
+        entries: dict[ObjectId, Indexed] = {}
+        for batch in _batches(objects, PACK_MAX):
+            body, offsets = encode_pack(batch)
+            pack = hash_bytes(body)
+            self.bucket.put_pack(pack, body)
+            for (oid, data), offset in zip(batch, offsets, strict=True):
+                entries[oid] = Indexed(len(data), bytes(data[:INDEX_HEAD]), pack, offset)
+        return entries
 
     def sweep(self, keep: Container[ObjectId], horizon: float,
               before: Callable[[list[ObjectId]], None]) -> list[ObjectId]:
         with self._gate.exclusive():
             protected = self.index.recent(horizon)
-            # Keys written at or after the horizon (the bucket's clock) are kept too: an
-            # upload that failed or died after its puts, before its indexing, or one made
-            # by another coordinator.
-            garbage = [oid for oid, _, modified in self.bucket.listing()
-                       if oid not in keep and oid not in protected and modified < horizon]
+            indexed = set(self.index.ids())
+            garbage = [oid for oid in indexed if oid not in keep and oid not in protected]
+            # Keys of their own written at or after the horizon (the bucket's clock) are kept
+            # too: an upload that failed or died after its puts, before its indexing, or one
+            # made by another coordinator. Those before it that no index names are orphans.
+            loose = [oid for oid, _, modified in self.bucket.listing()
+                     if oid not in keep and oid not in protected
+                     and (oid in indexed or modified < horizon)]
+            garbage += [oid for oid in loose if oid not in indexed]
             before(garbage)
             self.index.remove(garbage, horizon)
-            # Unindexed first, deleted second: a crash in between leaves keys no index names,
-            # which the next sweep deletes.
-            self.bucket.delete_many(garbage)
+            # Unindexed first, deleted second: a crash in between leaves keys and packs no
+            # index names, which the next sweep deletes.
+            self.bucket.delete_many(loose)
+            live = self.index.packs()
+            old = [(pack, size) for pack, size, modified in self.bucket.pack_listing()
+                   if modified < horizon]
+            self.bucket.delete_packs([pack for pack, _ in old if pack not in live])
+            # As restic's prune: a pack mostly garbage is rewritten with its live objects,
+            # or the garbage in it would stay in the bucket for as long as one object lives.
+            sparse = [pack for pack, size in old if 0 < live.get(pack, 0) < size * REPACK_BELOW]
+            if sparse:
+                self._repack(sparse)
             return garbage
+
+    def _repack(self, packs: Sequence[ObjectId]) -> None:
+        """Rewrite the live objects of ``packs`` into new packs, point the index at them,
+        then delete ``packs``. A pack that cannot be read whole or holds a damaged object is
+        left as it is (logged): a read of the damaged object says so."""
+        moved: list[tuple[ObjectId, bytes | memoryview]] = []
+        done: list[ObjectId] = []
+        for pack in packs:
+            body = self.bucket.get_range(pack, 0, 1 << 62)
+            try:
+                if body is None or hash_bytes(body) != pack:
+                    raise ValueError("its bytes do not hash to its name")
+                contents = pack_contents(body, f"pack {pack.hex()}")
+            except ValueError as exc:
+                _log.warning("%s: pack %s not repacked: %s", self.bucket.where, pack.hex(), exc)
+                continue
+            here = [(oid, at, size) for (oid, at, size), entry in
+                    zip(contents, self.index.locate([c[0] for c in contents]), strict=True)
+                    if entry is not None and entry.pack == pack]
+            moved += [(oid, body[at : at + size]) for oid, at, size in here]
+            done.append(pack)
+        # New packs first, the index second, the old packs last: a crash in between leaves
+        # a pack no index names, deleted by a later sweep.
+        self.index.relocate(self._put_packs(moved))
+        self.bucket.delete_packs(done)
+
+
+def _batches(pairs: Sequence[tuple[ObjectId, bytes | memoryview]], most: int
+             ) -> Iterator[list[tuple[ObjectId, bytes | memoryview]]]:
+    """``pairs`` in runs of at most ``most`` bytes (an object longer is a run of its own)."""
+    run: list[tuple[ObjectId, bytes | memoryview]] = []
+    size = 0
+    for pair in pairs:
+        if run and size + len(pair[1]) > most:
+            yield run
+            run, size = [], 0
+        run.append(pair)
+        size += len(pair[1])
+    if run:
+        yield run
 
 
 class S3ObjectStores:

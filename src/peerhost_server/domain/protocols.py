@@ -310,19 +310,44 @@ class ObjectStores(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Indexed:
+    """One indexed object: its size, its first bytes (``head``) and where its bytes are: at
+    ``offset`` in the pack ``pack``, or (``pack`` None) under a key of its own, as objects
+    were stored before packs."""
+
+    size: int
+    head: bytes
+    pack: ObjectId | None = None
+    offset: int = 0
+
+
 class ObjectIndex(Protocol):
     """What one session stores where the objects themselves cannot say so cheaply (a bucket,
-    where every question is a round trip): each stored id's size, what they all take, and the
-    upload log that gc's grace period reads. Kept in the coordination state, next to the
-    marks it must agree with; used by the object stores that need one
+    where every question is a round trip): each stored id's size, first bytes and place, what
+    they all take, and the upload log that gc's grace period reads. Kept in the coordination
+    state, next to the marks it must agree with; used by the object stores that need one
     (:mod:`peerhost_server.backends.s3`), not by the domain."""
 
     def sizes(self, oids: Sequence[ObjectId]) -> list[int | None]:
         """Each id's size (None: not indexed)."""
         ...
 
-    def heads(self, oids: Sequence[ObjectId]) -> list[tuple[int, bytes] | None]:
-        """Each id's size and the first bytes :meth:`add` was given (None: not indexed)."""
+    def locate(self, oids: Sequence[ObjectId]) -> list[Indexed | None]:
+        """Each id's entry as :meth:`add` was given it (None: not indexed)."""
+        ...
+
+    def ids(self) -> Iterator[ObjectId]:
+        """Every indexed id."""
+        ...
+
+    def packs(self) -> dict[ObjectId, int]:
+        """Each pack that holds an indexed object, and what its indexed objects take."""
+        ...
+
+    def relocate(self, objects: Mapping[ObjectId, Indexed]) -> None:
+        """Point indexed objects at new places (a repack), in one transaction; ids not
+        indexed stay so."""
         ...
 
     def used(self) -> int:
@@ -338,11 +363,10 @@ class ObjectIndex(Protocol):
         """
         ...
 
-    def add(self, objects: Mapping[ObjectId, tuple[int, bytes]], upload: Sequence[ObjectId],
+    def add(self, objects: Mapping[ObjectId, Indexed], upload: Sequence[ObjectId],
             stamp: int) -> int:
-        """Index ``objects`` (each id's size and first bytes; those not indexed yet) and log
-        ``upload`` (every id the upload named) at wall-clock second ``stamp``, in one
-        transaction; return how many were new."""
+        """Index ``objects`` (those not indexed yet) and log ``upload`` (every id the upload
+        named) at wall-clock second ``stamp``, in one transaction; return how many were new."""
         ...
 
     def recent(self, horizon: float) -> set[ObjectId]:

@@ -711,6 +711,22 @@ class _Meta:
     def update(self, changes: Mapping[str, bytes | None]) -> None:
         self._store.apply(Update(meta=dict(changes)))
 
+    def scan(self, prefix: str) -> list[tuple[str, bytes]]:
+        """Every ``(key, value)`` whose key starts with ``prefix``, in key order."""
+        store = self._store
+        start = prefix.encode()
+
+        def read(txn: lmdb.Transaction) -> list[tuple[str, bytes]]:
+            out = []
+            cursor = txn.cursor(db=store._meta)
+            found = cursor.set_range(start)
+            while found and bytes(cursor.key()).startswith(start):
+                out.append((bytes(cursor.key()).decode(), store._value(cursor.value()) or b""))
+                found = cursor.next()
+            return out
+
+        return store._read(read)
+
 
 class _Packer:
     """Packs the long objects of one transaction (see the module's docstring)."""
