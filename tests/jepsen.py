@@ -110,8 +110,9 @@ class Fault:
             coordinator, then a new process on the same data and port; ``t1`` is when it
             answered again). With several coordinators on PostgreSQL (where lease expiry is
             persisted, so no fault hides it): ``kill`` (SIGKILL of coordinator ``client``
-            while the others serve, restarted by ``t1``) and ``db_down`` (the database cut
-            off from every coordinator from ``t0`` to ``t1``).
+            while the others serve, restarted by ``t1``), ``db_down`` (the database cut
+            off from every coordinator from ``t0`` to ``t1``) and ``bucket_down`` (the
+            bucket the objects are in unreachable from ``t0`` to ``t1``).
     """
 
     kind: str

@@ -1,11 +1,12 @@
-"""Lease safety, Jepsen style, with three coordinators sharing one PostgreSQL.
+"""Lease safety, Jepsen style, with three coordinators sharing one PostgreSQL and one bucket.
 
 The clients and the checker of tests/test_lease_jepsen.py, but every request goes to one of
-three coordinator processes (``--db postgresql://...``, one schema, one data folder for the
-objects) chosen at random. The nemesis, seeded, pauses clients past the lease ttl, SIGKILLs a
-coordinator and restarts it while the others serve, and cuts the database off from every
-coordinator for a moment (a TCP proxy between them and PostgreSQL, closed and reopened: what
-a restart of PostgreSQL does to its clients, without restarting the server other tests share).
+three coordinator processes (``--db postgresql://... --objects s3://...``: one schema, one
+bucket of moto's S3 server, each coordinator a data folder of its own) chosen at random. The
+nemesis, seeded, pauses clients past the lease ttl, SIGKILLs a coordinator and restarts it
+while the others serve, cuts the database off from every coordinator for a moment (a TCP
+proxy between them and PostgreSQL, closed and reopened: what a restart of PostgreSQL does to
+its clients, without restarting the server other tests share), and takes the bucket away.
 Lease expiry lives in the database, so no fault hides an expired lease: the checker's
 ``stale_refused`` rule holds through every fault. One chain of head moves, strictly growing
 tokens, nothing acknowledged lost.
@@ -28,6 +29,7 @@ import jepsen
 import pytest
 from jepsen import ClientConfig, Fault, Move, check, load_history, member_name
 from pgutil import fresh_schema, server_address, via
+from s3util import S3Server, s3_server
 from tcpproxy import Proxy
 from test_lease_jepsen import RESULTS, SKEWS, TTL, current_holder, read_chain
 from test_server_uvicorn import Coordinator, free_port
@@ -43,26 +45,36 @@ COORDINATORS = 3
 
 
 class PgCoordinator(Coordinator):
-    """A coordinator process on PostgreSQL ``db``, its objects in ``data``."""
+    """A coordinator process on PostgreSQL ``db``, its objects in the bucket ``objects`` of
+    ``s3`` (the data folder ``data`` then holds only its lock and logs), or in ``data``."""
 
-    def __init__(self, data: Path, port: int, db: str) -> None:
-        super().__init__(data, port)
-        self.db = db
+    def __init__(self, data: Path, port: int, db: str, s3: S3Server | None = None,
+                 objects: str | None = None) -> None:
+        super().__init__(data, port, None if s3 is None else s3.env)
+        self.db, self.objects = db, objects
 
     def command(self) -> list[str]:
-        return [*super().command(), "--db", self.db]
+        bucket = [] if self.objects is None else ["--objects", self.objects]
+        return [*super().command(), "--db", self.db, *bucket]
 
 
-def nemesis(rng: Random, servers: list[PgCoordinator], proxy: Proxy,
+def nemesis(rng: Random, servers: list[PgCoordinator], proxy: Proxy, s3: S3Server,
             procs: list[subprocess.Popen[bytes]], owner: CoordinatorClient,
             until: float) -> list[Fault]:
-    """Until ``until``: kill a coordinator, cut the database off, pause a client, ..."""
+    """Until ``until``: kill a coordinator, cut the database off, pause a client, take the
+    bucket away, ..."""
     faults: list[Fault] = []
     for i in range(MAX_FAULTS):
         time.sleep(rng.uniform(0.5, 1.5))
         if time.monotonic() >= until:
             break
-        if i % 3 == 0:  # kill -9 one coordinator; the others go on serving
+        if i % 4 == 3:  # the bucket unreachable (moto's data stays in this process)
+            t0 = time.monotonic()
+            s3.stop()
+            time.sleep(rng.uniform(0.3, 1.2))
+            s3.start()
+            faults.append(Fault("bucket_down", t0, time.monotonic()))
+        elif i % 3 == 0:  # kill -9 one coordinator; the others go on serving
             which = rng.randrange(len(servers))
             t0 = time.monotonic()
             servers[which].kill()
@@ -98,11 +110,12 @@ def test_lease_safety_with_three_coordinators_on_postgres(tmp_path: Path) -> Non
     procs: list[subprocess.Popen[bytes]] = []
     configs = [ClientConfig(i, str(tmp_path / f"c{i}.jsonl"), SEED + i, RUN, TTL, *skew)
                for i, skew in enumerate(SKEWS)]
-    with fresh_schema() as url:
+    with fresh_schema() as url, s3_server() as s3:
         proxy = Proxy(server_address())
         db = via(url, proxy.port)
-        servers = [PgCoordinator(tmp_path / "objects", free_port(), db)
-                   for _ in range(COORDINATORS)]
+        bucket = s3.new_bucket()
+        servers = [PgCoordinator(tmp_path / f"coordinator{i}", free_port(), db, s3,
+                                 f"s3://{bucket}/phs") for i in range(COORDINATORS)]
         try:
             for server in servers:
                 server.start()
@@ -118,7 +131,8 @@ def test_lease_safety_with_three_coordinators_on_postgres(tmp_path: Path) -> Non
                         procs.append(subprocess.Popen(
                             [sys.executable, jepsen.__file__, ",".join(urls), "s", token,
                              json.dumps(asdict(cfg))], stdout=subprocess.DEVNULL, stderr=err))
-                faults = nemesis(rng, servers, proxy, procs, owner, time.monotonic() + RUN - 3)
+                faults = nemesis(rng, servers, proxy, s3, procs, owner,
+                                 time.monotonic() + RUN - 3)
                 for proc, cfg in zip(procs, configs, strict=True):
                     rc = proc.wait(timeout=RUN + 60)
                     assert rc == 0, (tmp_path / f"c{cfg.client}.err").read_text()[-2000:]
@@ -167,5 +181,6 @@ def test_lease_safety_with_three_coordinators_on_postgres(tmp_path: Path) -> Non
     assert report.stats["faults"].get("pause", 0) >= 1
     assert report.stats["faults"].get("kill", 0) >= 2
     assert report.stats["faults"].get("db_down", 0) >= 1
+    assert report.stats["faults"].get("bucket_down", 0) >= 1
     assert sum(report.stats["head_moves_refused"].values()) >= 1
     assert report.checks["stale_refused"] >= 1  # expiry judged through every fault

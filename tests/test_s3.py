@@ -196,7 +196,7 @@ def test_gc_deletes_only_what_is_neither_kept_nor_recent(
 
 def test_a_read_racing_a_repack_finds_the_objects_where_they_went(
         session_objects: S3SessionObjects, monkeypatch: pytest.MonkeyPatch) -> None:
-    store, bucket = session_objects, session_objects.bucket
+    store = session_objects
     (a, da), (g, dg) = _blob(b"live"), _blob(b"garbage" * 100)
     now = time.time()
     store.write([(a, da), (g, dg)], int(now))

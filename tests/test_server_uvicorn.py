@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -33,9 +34,10 @@ def free_port() -> int:
 class Coordinator:
     """A coordinator subprocess on a fixed port and data folder."""
 
-    def __init__(self, data: Path, port: int) -> None:
+    def __init__(self, data: Path, port: int, env: dict[str, str] | None = None) -> None:
         self.data = data
         self.port = port
+        self.env = env  # added to this process's environment
         self.proc: subprocess.Popen[str] | None = None
         self.admin_token: str | None = None
 
@@ -46,7 +48,8 @@ class Coordinator:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True)
+                                     stderr=subprocess.DEVNULL, text=True,
+                                     env=None if self.env is None else {**os.environ, **self.env})
         assert self.proc.stdout is not None
         first = self.proc.stdout.readline()
         if first.startswith("admin token"):
