@@ -364,6 +364,7 @@ class LmdbStore:
         empty = self._index_empty(txn)
         new = sum(1 for oid, data in objects if self._put_object(txn, oid, data, packer, empty))
         packer.close()
+        packer.flush()
         for oid in update.delete_objects:
             self._delete_object(txn, oid, packer)
         packer.repack_sparse()
@@ -389,6 +390,8 @@ class LmdbStore:
 
     def _put_object(self, txn: lmdb.Transaction, oid: ObjectId, data: bytes | memoryview,
                     packer: _Packer, empty: bool = False) -> bool:
+        if oid in packer.placed:
+            return False  # in a pack this transaction wrote, from bytes hashed to ``oid``
         stored = packer.pending.get(oid)
         if stored is None and not empty:
             stored = self._object(txn, oid)
@@ -737,6 +740,8 @@ class _Packer:
         self.staged = staged
         #: Objects added and not yet written, by id.
         self.pending: dict[ObjectId, bytes | memoryview] = {}
+        #: Index rows of the packs written and not yet indexed, by id (see :meth:`flush`).
+        self.placed: dict[ObjectId, bytes] = {}
         self._size = 0
         self._sparse: set[int] = set()
 
@@ -767,7 +772,7 @@ class _Packer:
             if self.staged:
                 rows.append(_STAGED.pack(oid, offset, len(data)))
             else:
-                txn.put(oid, _LOCATION.pack(number, offset, len(data)), db=store._packed)
+                self.placed[oid] = _LOCATION.pack(number, offset, len(data))
             offset += len(data)
         if rows:  # sorted by id (their first bytes): index_staged merges the packs' lists
             rows.sort()
@@ -777,6 +782,18 @@ class _Packer:
         txn.put(PACK_NEXT.encode(), (number + 1).to_bytes(8, "big"), db=store._meta)
         self.pending = {}
         self._size = 0
+
+    def flush(self) -> None:
+        """Index the objects of the packs written since the last flush, in id order.
+
+        Once per transaction rather than per pack: index rows put between the puts of packs
+        made LMDB write about 300 MiB per 16 MiB commit once the index held 10^5 ids (its
+        page allocation for each pack's overflow pages, amid the index's freed pages); the
+        same rows put after the packs cost a fifth of that, sorted less."""
+        if self.placed:
+            rows = sorted(self.placed.items())
+            self.txn.cursor(db=self.store._packed).putmulti(rows)
+            self.placed = {}
 
     def index_staged(self) -> None:
         """Index the objects of staged packs (see the module's docstring): each pack's list
@@ -852,6 +869,7 @@ class _Packer:
         for oid, data in moving:
             self.add(oid, data)
         self.close()
+        self.flush()  # over their old places
 
 
 class _ResizeGate:
