@@ -1,10 +1,13 @@
-"""How long ``phs`` takes as a whole process: ``phs --help``, ``phs log`` and ``phs status``
-(issue 13: ``--help`` and ``status`` under 0.3 s).
+"""How long ``phs`` takes as a whole process: ``phs --help``, ``phs log``, ``phs status``,
+``phs push`` with nothing to send and a ``phs snapshot`` of an unchanged world (issue 13:
+``--help`` and ``status`` under 0.3 s; issue 14: status, push and snapshot under 0.25 s on a
+1 GiB world: ``--synth-mib 1024``).
 
 ``status`` runs against a coordinator served in this process on 127.0.0.1, in a copy of a real
 world (``--world``, default aviadbag-1.18.2-initial from ../shared/worlds) that was snapshotted
 and pushed, so it does what a player's ``phs status`` does: read the remote, ask the
-coordinator, look at the live world through the stat cache. Each command runs ``--runs`` times
+coordinator, look at the live world through the stat cache. ``--synth-mib N`` synthesizes a
+world of about N MiB instead. Each command runs ``--runs`` times
 after one warm-up; the median wall time is printed (and written to results/cli_start.json).
 
 ``--src DIR`` puts another source tree first on ``PYTHONPATH`` (e.g. an exported older commit:
@@ -45,6 +48,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--world", type=Path, default=WORLDS / "aviadbag-1.18.2-initial")
+    parser.add_argument("--synth-mib", type=int, default=0,
+                        help="synthesize a world of about this many MiB instead of --world")
     parser.add_argument("--src", type=Path, default=None,
                         help="a source tree to run instead of this checkout's src/")
     args = parser.parse_args()
@@ -56,7 +61,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="phs-bench-start-") as tmp:
         env["PHS_CONFIG_DIR"] = os.environ["PHS_CONFIG_DIR"] = str(Path(tmp) / "config")
         world = Path(tmp) / "world"
-        shutil.copytree(args.world, world, ignore=shutil.ignore_patterns(".peerhost"))
+        if args.synth_mib:
+            from peerhost_cli import synth
+
+            synth.synthesize_world(world, seed=20261207, target_bytes=args.synth_mib << 20,
+                                   dimensions=False)
+        else:
+            shutil.copytree(args.world, world, ignore=shutil.ignore_patterns(".peerhost"))
         old = time.time() - 3600  # past the stat cache's 2 s racy window
         for path in world.rglob("*"):
             os.utime(path, (old, old))
@@ -76,7 +87,9 @@ def main() -> int:
                 run_phs(argv, env)
             results = {}
             for name, argv in (("--help", ["--help"]), ("log", ["log", "-C", w, "-n", "5"]),
-                               ("status", ["status", "-C", w])):
+                               ("status", ["status", "-C", w]),
+                               ("push", ["push", "-C", w]),  # nothing to send
+                               ("snapshot", ["snapshot", "-C", w])):  # nothing changed
                 run_phs(argv, env)  # warm-up: page cache, .pyc files
                 times = [run_phs(argv, env) for _ in range(args.runs)]
                 results[name] = {"median": statistics.median(times), "min": min(times),
@@ -87,7 +100,9 @@ def main() -> int:
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "cli_start.json").write_text(json.dumps(
-        {"src": str(args.src or ROOT / "src"), "world": str(args.world), "results": results},
+        {"src": str(args.src or ROOT / "src"),
+         "world": f"synthesized {args.synth_mib} MiB" if args.synth_mib else str(args.world),
+         "results": results},
         indent=2))
     return 0
 
