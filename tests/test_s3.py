@@ -24,6 +24,7 @@ from test_sync_support import FAST, Server, TestClient, make_session, root_of
 from worldfs_helpers import make_world
 
 from peerhost_server import create_app
+from peerhost_server.backends import s3
 from peerhost_server.backends.lmdb import LmdbObjectIndex
 from peerhost_server.backends.s3 import (
     READ_GAP,
@@ -192,6 +193,33 @@ def test_gc_deletes_only_what_is_neither_kept_nor_recent(
     assert store.get_many([a, c]) == [da, dc] and store.peek([c], 100) == [(len(dc), dc)]
     assert store.write([(b, db)], int(now)) == 1, "written again once it is needed again"
     assert store.get_many([b]) == [db]
+
+
+def test_a_repack_of_many_packs_holds_a_pack_of_objects_at_a_time(
+        session_objects: S3SessionObjects, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, bucket = session_objects, session_objects.bucket
+    now = time.time()
+    live, dead = [], []
+    for i in range(6):  # six packs, each a live object beside more garbage
+        kept, garbage = _blob(bytes([i]) * 300), _blob(bytes([i]) * 1000)
+        store.write([kept, garbage], int(now))
+        live.append(kept)
+        dead.append(garbage)
+    monkeypatch.setattr(s3, "PACK_MAX", 700)
+    puts: list[int] = []
+    real = bucket.put_pack
+
+    def counted(pack: ObjectId, body: bytes) -> None:
+        puts.append(len(body))
+        real(pack, body)
+
+    monkeypatch.setattr(bucket, "put_pack", counted)
+    assert sorted(store.sweep({oid for oid, _ in live}, now + 3600, lambda _: None)) \
+        == sorted(oid for oid, _ in dead)
+    # Three packs' live objects (over 700 bytes) are rewritten, twice: two packs each time.
+    assert len(puts) == 4 and max(puts) < 800, puts
+    assert len(_packs(bucket)) == 4
+    assert store.get_many([oid for oid, _ in live]) == [data for _, data in live]
 
 
 def test_a_read_racing_a_repack_finds_the_objects_where_they_went(

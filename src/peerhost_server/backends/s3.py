@@ -606,9 +606,19 @@ class S3SessionObjects:
     def _repack(self, packs: Sequence[ObjectId]) -> None:
         """Rewrite the live objects of ``packs`` into new packs, point the index at them,
         then delete ``packs``. A pack that cannot be read whole or holds a damaged object is
-        left as it is (logged): a read of the damaged object says so."""
+        left as it is (logged): a read of the damaged object says so. Holds about
+        :data:`PACK_MAX` of live objects at a time, however many packs there are."""
         moved: list[tuple[ObjectId, bytes | memoryview]] = []
         done: list[ObjectId] = []
+
+        def flush() -> None:
+            # New packs first, the index second, the old packs last: a crash in between
+            # leaves a pack no index names, deleted by a later sweep.
+            self.index.relocate(self._put_packs(moved))
+            self.bucket.delete_packs(done)
+            moved.clear()
+            done.clear()
+
         for pack in packs:
             body = self.bucket.get_range(pack, 0, 1 << 62)
             try:
@@ -623,10 +633,9 @@ class S3SessionObjects:
                     if entry is not None and entry.pack == pack]
             moved += [(oid, body[at : at + size]) for oid, at, size in here]
             done.append(pack)
-        # New packs first, the index second, the old packs last: a crash in between leaves
-        # a pack no index names, deleted by a later sweep.
-        self.index.relocate(self._put_packs(moved))
-        self.bucket.delete_packs(done)
+            if sum(len(data) for _, data in moved) >= PACK_MAX:
+                flush()
+        flush()
 
 
 def _batches(pairs: Sequence[tuple[ObjectId, bytes | memoryview]], most: int
