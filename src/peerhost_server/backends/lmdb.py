@@ -641,11 +641,12 @@ class LmdbObjectIndex:
     def packs(self) -> dict[ObjectId, int]:
         if self._opened is None:
             return {}
-        places = self._opened.meta.scan("at/")
-        sizes = self.sizes([ObjectId(bytes.fromhex(key[3:])) for key, _ in places])
+        meta = self._opened.meta
+        sizes = {key[3:]: int.from_bytes(value[:8], "big") for key, value in meta.scan("id/")}
         out: dict[ObjectId, int] = {}
-        for (_, value), size in zip(places, sizes, strict=True):
-            out[ObjectId(value[:32])] = out.get(ObjectId(value[:32]), 0) + (size or 0)
+        for key, value in meta.scan("at/"):
+            pack = ObjectId(value[:32])
+            out[pack] = out.get(pack, 0) + sizes.get(key[3:], 0)
         return out
 
     def relocate(self, objects: Mapping[ObjectId, Indexed]) -> None:

@@ -127,13 +127,18 @@ def make_client(workers: int = WORKERS) -> Any:
 def encode_pack(objects: Sequence[tuple[ObjectId, bytes | memoryview]]
                 ) -> tuple[bytes, list[int]]:
     """One pack of ``objects`` and each one's offset in it: their bytes end to end, then a
-    trailer (msgpack ``[[id, size], ...]`` in the same order), then the trailer's length as 4
-    bytes, big-endian."""
+    trailer (msgpack ``[nonce, [[id, size], ...]]``, the objects in the same order), then the
+    trailer's length as 4 bytes, big-endian.
+
+    The nonce (16 random bytes) makes every pack's name new: two uploads of the same objects
+    in the same order would otherwise make the same key, and gc, deleting a pack it listed
+    when no index named it, could delete it just after another coordinator put it again and
+    indexed its objects."""
     offsets, at = [], 0
     for _, data in objects:
         offsets.append(at)
         at += len(data)
-    trailer = msgpack.packb([[bytes(oid), len(data)] for oid, data in objects])
+    trailer = msgpack.packb([os.urandom(16), [[bytes(oid), len(data)] for oid, data in objects]])
     body = b"".join([*(bytes(data) for _, data in objects), trailer,
                      len(trailer).to_bytes(4, "big")])
     return body, offsets
@@ -150,7 +155,9 @@ def pack_contents(body: bytes, where: str = "pack") -> list[tuple[ObjectId, int,
         length = int.from_bytes(body[-4:], "big")
         if len(body) < 4 or length > len(body) - 4:
             raise ValueError("no trailer")
-        entries = msgpack.unpackb(body[-4 - length:-4])
+        nonce, entries = msgpack.unpackb(body[-4 - length:-4])
+        if not isinstance(nonce, bytes) or not isinstance(entries, list):
+            raise ValueError("a malformed trailer")
         out, at = [], 0
         for oid, size in entries:
             if not (isinstance(oid, bytes) and len(oid) == 32 and isinstance(size, int)
@@ -586,9 +593,11 @@ class S3SessionObjects:
             loose = [oid for oid, _, modified in self.bucket.listing()
                      if oid not in keep and oid not in protected
                      and (oid in indexed or modified < horizon)]
-            garbage += [oid for oid in loose if oid not in indexed]
+            # Only what this sweep saw indexed is unindexed: an orphan key's id may be indexed
+            # meanwhile by another coordinator's upload, in a pack of its own.
             before(garbage)
             self.index.remove(garbage, horizon)
+            garbage = garbage + [oid for oid in loose if oid not in indexed]
             # Unindexed first, deleted second: a crash in between leaves keys and packs no
             # index names, which the next sweep deletes.
             self.bucket.delete_many(loose)
@@ -605,8 +614,9 @@ class S3SessionObjects:
 
     def _repack(self, packs: Sequence[ObjectId]) -> None:
         """Rewrite the live objects of ``packs`` into new packs, point the index at them,
-        then delete ``packs``. A pack that cannot be read whole or holds a damaged object is
-        left as it is (logged): a read of the damaged object says so. Holds about
+        then delete ``packs``. A pack that is absent, is not a pack or whose bytes do not hash
+        to its name (damaged in the bucket) is left as it is (logged): a read of a damaged
+        object says so. Holds about
         :data:`PACK_MAX` of live objects at a time, however many packs there are."""
         moved: list[tuple[ObjectId, bytes | memoryview]] = []
         done: list[ObjectId] = []
@@ -622,7 +632,9 @@ class S3SessionObjects:
         for pack in packs:
             body = self.bucket.get_range(pack, 0, 1 << 62)
             try:
-                if body is None or hash_bytes(body) != pack:
+                if body is None:
+                    raise ValueError("it is absent")
+                if hash_bytes(body) != pack:
                     raise ValueError("its bytes do not hash to its name")
                 contents = pack_contents(body, f"pack {pack.hex()}")
             except ValueError as exc:
