@@ -28,7 +28,8 @@ last, max and its growth over the second half (a least-squares slope; "flat" whe
 **Three coordinators** (``--pg``): the same soak against ``--coordinators`` processes
 (``--db postgresql://...``, one fresh schema of the tests' server ``PHS_TEST_POSTGRES``,
 migrated by the first one's ``--migrate``, dropped afterwards; the objects in the shared data
-folder's LMDB), every client request sent to one of them at random (:class:`Spread`). At
+folder's LMDB, or with ``--s3`` in one bucket of moto's S3 server, a process of its own),
+every client request sent to one of them at random (:class:`Spread`). At
 ``--kill-at`` seconds the last coordinator is SIGKILLed and, after ``--restart-after`` seconds
 (stays down when negative), started again on its port. A request that finds no listener is
 sent to another coordinator (``rerouted``, nothing was sent); a request in flight on the
@@ -38,7 +39,7 @@ connection break within that operation, in the seconds after the kill; every oth
 an error. Memory and the canary are those of the first coordinator (never killed).
 
 Run: ``.venv/bin/python benchmarks/soak.py [--sessions 50] [--readers 200] [--seconds 180]
-[--pg [--coordinators 3] [--kill-at 30] [--restart-after 5]]``. Linux only (``/proc``).
+[--pg [--s3] [--coordinators 3] [--kill-at 30] [--restart-after 5]]``. Linux only (``/proc``).
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,7 +68,7 @@ import httpx
 
 from peerhost_cli import synth
 from peerhost_store import region
-from peerhost_store.graph import walk
+from peerhost_store.graph import GraphLoader, walk
 from peerhost_store.ids import from_hex
 from peerhost_store.repo import Repository
 from peerhost_store.store import LmdbStore
@@ -94,6 +97,8 @@ class SoakConfig:
     coordinators: int = 1
     kill_at: float | None = None  # seconds into the run: SIGKILL the last coordinator
     restart_after: float | None = None  # seconds after the kill: start it again (None: stays down)
+    objects: str | None = None  # every coordinator's --objects (s3://bucket/prefix), with db
+    env: dict[str, str] = field(default_factory=dict)  # added to the coordinators' environment
 
 
 # -- the coordinator -----------------------------------------------------------------------
@@ -107,12 +112,14 @@ def free_port() -> int:
 
 class Server:
     """``python -m peerhost_server`` as a subprocess; its access log goes to a file (appended
-    to across restarts). ``db``: its ``--db`` URL (``migrate``: with ``--migrate``)."""
+    to across restarts). ``db``: its ``--db`` URL (``migrate``: with ``--migrate``);
+    ``objects``: its ``--objects`` URL; ``env``: added to its environment."""
 
     def __init__(self, data: Path, log: Path, db: str | None = None,
-                 migrate: bool = False) -> None:
+                 migrate: bool = False, objects: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.data, self.log, self.port = data, log, free_port()
-        self.db, self.migrate = db, migrate
+        self.db, self.migrate, self.objects, self.env = db, migrate, objects, env or {}
         self.url = f"http://{HOST}:{self.port}"
         self.admin_token = ""
         self.start()
@@ -123,9 +130,11 @@ class Server:
         if self.db is not None:
             command += ["--db", self.db, *(["--migrate"] if self.migrate else [])]
             self.migrate = False  # once
+        if self.objects is not None:
+            command += ["--objects", self.objects]
         self._log_file = self.log.open("ab")
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log_file,
-                                     text=True)
+                                     text=True, env={**os.environ, **self.env})
         assert self.proc.stdout is not None
         # Printed before uvicorn starts: migrations, the admin token (first start of the
         # state only), then "coordinator for ...".
@@ -579,7 +588,8 @@ def run_soak(config: SoakConfig, progress: bool = True) -> dict[str, Any]:
         servers = [Server(work / "coordinator", work / "coordinator.log")]
     else:  # the first one migrates the schema and makes the admin token
         servers = [Server(work / "coordinator", work / f"coordinator{i}.log", config.db,
-                          migrate=i == 0) for i in range(config.coordinators)]
+                          migrate=i == 0, objects=config.objects, env=config.env)
+                   for i in range(config.coordinators)]
     server = servers[0]
     nemesis: Nemesis | None = None
     workers: list[subprocess.Popen[str]] = []
@@ -666,7 +676,7 @@ def run_soak(config: SoakConfig, progress: bool = True) -> dict[str, Any]:
         for each in servers:
             each.stop()
 
-    verify = _verify(server.data, sessions, results, logs, heads)
+    verify = _verify(_opener(config, server.data), sessions, results, logs, heads)
     summary = _summarize(config, results, sampler.samples, begin, end, verify, setup_seconds,
                          world_bytes, nemesis, [s.port for s in servers])
     summary["server_side"] = server_latencies([s.log for s in servers])
@@ -722,7 +732,48 @@ def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
     return box[0] if box else ""
 
 
-def _verify(data: Path, sessions: list[dict[str, Any]], results: list[dict[str, Any]],
+Opener = Callable[[str], AbstractContextManager[GraphLoader]]
+
+
+def _opener(config: SoakConfig, data: Path) -> Opener:
+    """How :func:`_verify` reads a session's objects: the LMDB store in the data folder, or
+    (with ``config.objects``) the bucket through the index in the database, as every
+    coordinator reads them; either way every object is re-hashed."""
+    if config.objects is None:
+        @contextmanager
+        def lmdb_store(name: str) -> Iterator[GraphLoader]:
+            store = LmdbStore(data / "sessions" / name / "store")
+            try:
+                yield store.objects
+            finally:
+                store.close()
+
+        return lmdb_store
+    from peerhost_server.backends import open_backends
+    from peerhost_server.limits import Limits
+
+    assert config.db is not None, "objects in a bucket are indexed in the database"
+    db, objects = config.db, config.objects
+
+    @contextmanager
+    def bucket(name: str) -> Iterator[GraphLoader]:
+        saved = os.environ.copy()
+        os.environ.update(config.env)
+        try:
+            backends = open_backends(data.parent / "verify", clock=time.time, limits=Limits(),
+                                     url=db, objects=objects)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        try:
+            yield backends.objects.open(name)
+        finally:
+            backends.close()
+
+    return bucket
+
+
+def _verify(open_store: Opener, sessions: list[dict[str, Any]], results: list[dict[str, Any]],
             logs: dict[str, list[dict[str, Any]]], heads: dict[str, str | None]) -> dict[str, Any]:
     """Every acknowledged head in the log and reachable from the head; stores verify clean."""
     acked: dict[str, list[str]] = {s["session"]: [s["first_head"]] for s in sessions}
@@ -753,11 +804,8 @@ def _verify(data: Path, sessions: list[dict[str, Any]], results: list[dict[str, 
         if head is None:
             problems.append(f"{name}: no head")
             continue
-        store = LmdbStore(data / "sessions" / name / "store")
-        try:
-            report = walk(store.objects, [from_hex(head)])
-        finally:
-            store.close()
+        with open_store(name) as store:
+            report = walk(store, [from_hex(head)])
         objects += report.objects
         snapshots += report.snapshots
         if not report.ok:
@@ -947,6 +995,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg", action="store_true",
                         help="several coordinators on PostgreSQL (PHS_TEST_POSTGRES, a fresh schema)")
     parser.add_argument("--coordinators", type=int, default=3)
+    parser.add_argument("--s3", action="store_true",
+                        help="with --pg: the objects in one bucket of moto's S3 server")
     parser.add_argument("--kill-at", type=float, default=None,
                         help="seconds into the run: SIGKILL the last coordinator (--pg)")
     parser.add_argument("--restart-after", type=float, default=5.0,
@@ -970,8 +1020,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         config.coordinators, config.kill_at = args.coordinators, args.kill_at
         config.restart_after = args.restart_after if args.restart_after >= 0 else None
-        with fresh_schema(migrate=False) as url:
+        from s3util import s3_server
+
+        with fresh_schema(migrate=False) as url, \
+                (s3_server(process=True) if args.s3 else nullcontext()) as s3:
             config.db = url
+            if s3 is not None:
+                config.objects, config.env = f"s3://{s3.new_bucket()}/phs", s3.env
             summary = run_soak(config)
     else:
         summary = run_soak(config)

@@ -1,18 +1,20 @@
 """The small soak (tests/test_soak.py) against three coordinators on one PostgreSQL schema,
-their objects in one shared data folder, each request sent to one of them at random, the
-third one SIGKILLed mid-run and started again: no error but the retried ones the kill
-explains, no lost snapshot, stores verify clean. The full version is
-``.venv/bin/python benchmarks/soak.py --pg --kill-at 40 --seconds 90``."""
+their objects in one shared data folder or in one bucket (moto's S3 server), each request sent
+to one of them at random, the third one SIGKILLed mid-run and started again: no error but the
+retried ones the kill explains, no lost snapshot, stores verify clean. The full version is
+``.venv/bin/python benchmarks/soak.py --pg [--s3] --kill-at 40 --seconds 90``."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 from pgutil import fresh_schema
+from s3util import s3_server
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -23,17 +25,23 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/p
 RESULTS = ROOT / "benchmarks" / "results" / "reliability"
 
 
-def test_small_soak_three_coordinators_one_killed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("objects", ["lmdb", "s3"])
+def test_small_soak_three_coordinators_one_killed(tmp_path: Path, objects: str) -> None:
     started = time.monotonic()
-    with fresh_schema(migrate=False) as url:  # the first coordinator's --migrate applies it
+    # The first coordinator's --migrate applies the schema.
+    with fresh_schema(migrate=False) as url, \
+            (s3_server(process=True) if objects == "s3" else nullcontext()) as s3:
         config = SoakConfig(sessions=5, readers=20, seconds=15.0, workers=2, ttl=30.0,
                             push_every=(2.0, 4.0), reader_sleep=(1.0, 2.0),
                             work=tmp_path / "soak", db=url, coordinators=3, kill_at=6.0,
                             restart_after=2.0)
+        if s3 is not None:
+            config.objects, config.env = f"s3://{s3.new_bucket()}/phs", s3.env
         summary = run_soak(config, progress=False)
     summary["test_seconds"] = round(time.monotonic() - started, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "soak-small-pg.json").write_text(json.dumps(summary, indent=2) + "\n")
+    name = "soak-small-pg.json" if objects == "lmdb" else "soak-small-pg-s3.json"
+    (RESULTS / name).write_text(json.dumps(summary, indent=2) + "\n")
 
     kinds, faults = summary["kinds"], summary["faults"]
     assert summary["errors"] == 0, (summary["error_samples"], faults)
