@@ -19,8 +19,8 @@ from test_s3 import (  # noqa: F401
     test_a_download_reads_each_run_of_a_pack_with_one_get,
     test_a_read_racing_a_repack_finds_the_objects_where_they_went,
     test_a_session_indexes_what_its_bucket_holds,
-    test_gc_racing_another_coordinators_upload_of_the_same_objects_keeps_them,
     test_gc_deletes_only_what_is_neither_kept_nor_recent,
+    test_gc_racing_another_coordinators_upload_of_the_same_objects_keeps_them,
     test_objects_stored_before_packs_are_still_read,
 )
 from test_sync_support import FAST, TestClient
