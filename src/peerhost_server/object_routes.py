@@ -29,6 +29,7 @@ from .web import (
     msgpack_response,
     read_ids,
     read_msgpack_parts,
+    run_bulk,
     session_name,
     unframe,
 )
@@ -71,7 +72,7 @@ async def upload(request: Request) -> JSONResponse:
             raise ApiError(400, "bad_objects", str(exc), {"index": exc.index}) from None
         return len(parts), objects.upload(coord, session, parts, ids)
 
-    stored, new = await run_in_threadpool(run)
+    stored, new = await run_bulk(request, run)
     metrics: Metrics = request.app.state.metrics
     metrics.objects_stored.inc(new)
     return JSONResponse({"stored": stored, "new": new})
@@ -84,7 +85,7 @@ async def download(request: Request) -> Response:
     coord = coordinator(request)
     compress = accepts_compressed(request)
     # Encoding tens of MiB is work too: off the event loop, which serves the other requests.
-    return await run_in_threadpool(lambda: msgpack_response(
+    return await run_bulk(request, lambda: msgpack_response(
         encode_objects(objects.download(coord, session, ids)), compress=compress))
 
 
