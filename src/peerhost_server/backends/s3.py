@@ -12,9 +12,9 @@ environment as every AWS tool is (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, ``AWS_PROFILE``).
 
 * :class:`S3Objects` is the library's :class:`~peerhost_store.store.ObjectStore` over one key
-  prefix: it stores what it is given under the id it is given, many requests at once (a
-  thread pool), and checks nothing; reads go through
-  :class:`~peerhost_store.store.Verified`, which re-hashes every object it returns.
+  prefix (objects stored before packs), with the pack operations beside it: it stores what
+  it is given under the name it is given, many requests at once (a thread pool), and checks
+  nothing.
 * :class:`S3SessionObjects` is one session's
   :class:`~peerhost_server.domain.protocols.SessionObjects`: the packs in the bucket, and
   beside them, in the coordination state, an index of what is stored (``id -> size``, the
@@ -25,8 +25,10 @@ environment as every AWS tool is (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
   only once the put has succeeded: an object is visible (``missing``, a head move's
   completeness walk) only once it is whole in the bucket. A failed upload leaves a pack no
   index names, which gc deletes once it is older than the grace period; gc deletes a pack
-  once no indexed object is in it (a pack partly live is kept whole, and what it takes
-  beyond its live objects is not counted against the quota).
+  once no indexed object is in it and rewrites one less than half alive (a pack more alive
+  is kept whole, and what it takes beyond its live objects is not counted against the
+  quota). Every object its reads return is re-hashed
+  (:func:`~peerhost_store.store.check_read`).
 * :class:`S3ObjectStores` opens them; :func:`open_s3` is the opener
   :func:`peerhost_server.backends.open_backends` calls for ``--objects s3://...``.
 
@@ -56,8 +58,9 @@ import msgpack
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from peerhost_store.errors import ObjectCorrupt, ObjectMissing, StoreError
+from peerhost_store.errors import ObjectMissing, StoreError
 from peerhost_store.ids import ObjectId, hash_bytes
+from peerhost_store.store import check_read
 
 from ..domain.errors import Unavailable
 from ..domain.protocols import Backends, Indexed, IndexingBackends, ObjectIndex, Usage
@@ -466,10 +469,7 @@ class S3SessionObjects:
     def get_many(self, oids: Sequence[ObjectId]) -> list[bytes]:
         """Each object's bytes, re-hashed against its id (ObjectMissing, ObjectCorrupt)."""
         datas = self.get_unchecked(oids)
-        for oid, data in zip(oids, datas, strict=True):
-            got = hash_bytes(data)
-            if got != oid:
-                raise ObjectCorrupt(oid, got, self.bucket.where)
+        check_read(oids, datas, self.bucket.where)
         return datas
 
     def get_unchecked(self, oids: Sequence[ObjectId]) -> list[bytes]:
@@ -525,21 +525,25 @@ class S3SessionObjects:
         entries = self.index.locate(oids)
         out: list[tuple[int, bytes] | None] = [
             None if e is None else (e.size, e.head[:n]) for e in entries]
-        short = [i for i, e in enumerate(entries)
-                 if e is not None and len(e.head) < min(n, e.size)]
-        loose = [i for i in short if getattr(entries[i], "pack", None) is None]
+        loose: list[int] = []  # short in the index, read from the bucket
+        packed: list[tuple[int, Indexed]] = []
+        for i, e in enumerate(entries):
+            if e is not None and len(e.head) < min(n, e.size):
+                if e.pack is None:
+                    loose.append(i)
+                else:
+                    packed.append((i, e))
         for i, got in zip(loose, self.bucket.peek([oids[i] for i in loose], n), strict=True):
             out[i] = got
-        packed = [i for i in short if getattr(entries[i], "pack", None) is not None]
 
-        def first(i: int) -> tuple[int, bytes] | None:
-            entry = entries[i]
-            assert entry is not None and entry.pack is not None
+        def first(item: tuple[int, Indexed]) -> tuple[int, bytes] | None:
+            _, entry = item
+            assert entry.pack is not None
             data = self.bucket.get_range(entry.pack, entry.offset,
                                          entry.offset + min(n, entry.size))
             return None if data is None else (entry.size, data)
 
-        for i, got in zip(packed, self.bucket._map(first, packed), strict=True):
+        for (i, _), got in zip(packed, self.bucket._map(first, packed), strict=True):
             out[i] = got
         return out
 
@@ -616,8 +620,8 @@ class S3SessionObjects:
         """Rewrite the live objects of ``packs`` into new packs, point the index at them,
         then delete ``packs``. A pack that is absent, is not a pack or whose bytes do not hash
         to its name (damaged in the bucket) is left as it is (logged): a read of a damaged
-        object says so. Holds about
-        :data:`PACK_MAX` of live objects at a time, however many packs there are."""
+        object says so. Holds about :data:`PACK_MAX` of live objects at a time, however many
+        packs there are."""
         moved: list[tuple[ObjectId, bytes | memoryview]] = []
         done: list[ObjectId] = []
 

@@ -40,6 +40,7 @@ from ._base import (
     Store,
     Update,
     Verified,
+    check_read,
 )
 from ._composed import Composed
 from ._lmdb import PACK_MIN, LmdbStore, ReadOnlyStore
@@ -65,4 +66,5 @@ __all__ = [
     "StoreError",
     "Update",
     "Verified",
+    "check_read",
 ]

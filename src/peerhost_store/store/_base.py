@@ -222,6 +222,22 @@ class Store(Protocol):
 # -- the one place ids are checked ------------------------------------------------------------
 
 
+def check_read(oids: Sequence[ObjectId], datas: Sequence[bytes], where: str,
+               trusted: Container[ObjectId] = frozenset()) -> None:
+    """Check that each of ``datas`` hashes to its id in ``oids`` (those in ``trusted``
+    excepted), as :class:`Verified` does for every read: for a reader that gets its bytes
+    another way (a pack in a bucket).
+
+    Raises:
+        ObjectCorrupt: naming the first object that does not, and ``where``.
+    """
+    for oid, data in zip(oids, datas, strict=True):  # a short answer skips no check
+        if oid not in trusted:
+            got = hash_bytes(data)
+            if got != oid:
+                raise ObjectCorrupt(oid, got, where)
+
+
 class Verified:
     """An :class:`ObjectStore` whose reads are checked and whose writes derive their ids.
 
@@ -250,11 +266,7 @@ class Verified:
                  trusted: Container[ObjectId] = frozenset()) -> list[bytes]:
         """Checked bytes of each id, in order (ObjectMissing, ObjectCorrupt)."""
         datas = self.backend.get_many(oids)
-        for oid, data in zip(oids, datas, strict=True):  # a short answer skips no check
-            if oid not in trusted:
-                got = hash_bytes(data)
-                if got != oid:
-                    raise ObjectCorrupt(oid, got, self.where)
+        check_read(oids, datas, self.where, trusted)
         return datas
 
     def check_many(self, oids: Sequence[ObjectId]) -> None:
