@@ -617,17 +617,15 @@ class LmdbObjectIndex:
     def locate(self, oids: Sequence[ObjectId]) -> list[Indexed | None]:
         if self._opened is None:
             return [None] * len(oids)
-        get = self._opened.meta.get
+        # One read transaction for all of them: an entry and its place are seen together.
+        values = self._opened.meta.get_many(
+            [f"{kind}/{oid.hex()}" for oid in oids for kind in ("id", "at")])
         out: list[Indexed | None] = []
-        for oid in oids:
-            raw = get(f"id/{oid.hex()}")
-            if raw is None:
-                out.append(None)
-                continue
-            at = get(f"at/{oid.hex()}")
-            out.append(Indexed(int.from_bytes(raw[:8], "big"), raw[8:],
-                               None if at is None else ObjectId(at[:32]),
-                               0 if at is None else int.from_bytes(at[32:], "big")))
+        for raw, at in zip(values[::2], values[1::2], strict=True):
+            out.append(None if raw is None else Indexed(
+                int.from_bytes(raw[:8], "big"), raw[8:],
+                None if at is None else ObjectId(at[:32]),
+                0 if at is None else int.from_bytes(at[32:], "big")))
         return out
 
     def sizes(self, oids: Sequence[ObjectId]) -> list[int | None]:

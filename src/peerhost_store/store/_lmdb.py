@@ -711,6 +711,12 @@ class _Meta:
         store = self._store
         return store._read(lambda txn: store._value(txn.get(key.encode(), db=store._meta)))
 
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Each key's value (None: absent), read in one transaction."""
+        store = self._store
+        return store._read(lambda txn: [store._value(txn.get(key.encode(), db=store._meta))
+                                        for key in keys])
+
     def update(self, changes: Mapping[str, bytes | None]) -> None:
         self._store.apply(Update(meta=dict(changes)))
 
