@@ -4,8 +4,9 @@ Three small protocols, each tested on its own (:mod:`peerhost_store.testing`):
 
 * :class:`ObjectStore`: objects alone, keyed by id (get, put, missing, iterate, delete). A
   backend keeps bytes under the id it is given and checks nothing; :class:`Verified` wraps one
-  and is the single place where ids are derived from bytes (on write) and checked (on read),
-  as dulwich's ``BaseObjectStore`` does. :class:`Overlay` reads objects held in memory (checked
+  and is the single place where ids are derived from bytes (on write) and checked (on read,
+  by :func:`check_read`, which a reader that gets its bytes another way calls too), as
+  dulwich's ``BaseObjectStore`` does. :class:`Overlay` reads objects held in memory (checked
   when they arrived) over a store, for a transfer in progress.
 * :class:`RefStore`: named heads, moved only by compare-and-swap (``set_if_equals``).
 * :class:`StatCache` and :class:`MetaStore`: the stat cache (``path -> bytes``, so unchanged
