@@ -53,7 +53,6 @@ from ..graph import Kind, children, decode_as, is_ancestor
 from ..ids import ObjectId, from_hex, hash_bytes
 from ..maintenance import load_shallow
 from ..objects import (
-    ChunkEntry,
     DirLeaf,
     Index,
     RegionLeaf,
@@ -65,7 +64,6 @@ from ..pending import RestorePending
 from ..repo import HEAD, Repository
 from ..restore import RestoreOp, RestoreResult, prepare_restore
 from ..store import Overlay, Store, Update, Verified
-from ..tree import iter_region
 from .batches import BatchLimits, Built, Rebuilder, build_items, cut, encode
 from .client import (
     CoordinatorClient,
@@ -715,34 +713,21 @@ class _Fetched(Overlay):
 
     Invariant 2 (every object crossing a boundary is checked once) holds: each of them was
     hashed against its id when it crossed into this process (:func:`_download`, or the
-    delta rebuild), moments before this read. Tree nodes are served from the very bytes
-    that were checked, still in memory. Blobs are read back from this process's own store,
-    where the fetch put them from its checked bytes: a read of our own fresh write crosses no
-    boundary, so they are read as ``trusted`` (:meth:`Verified.get_many`). Every other
-    object (anything the store held before this pull) is read and checked as usual.
+    delta rebuild), moments before this read. They are read back from this process's own
+    store, where the fetch put them from its checked bytes: a read of our own fresh write
+    crosses no boundary, so they are read as ``trusted`` (:meth:`Verified.get_many`). Every
+    other object (anything the store held before this pull) is read and checked as usual.
+    Nothing fetched is kept in memory for the restore: its peak does not grow with the world.
     """
 
-    def __init__(self, store: Verified, nodes: dict[ObjectId, bytes],
-                 decoded: dict[ObjectId, Index | RegionLeaf], blobs: set[ObjectId]) -> None:
-        super().__init__(nodes, store, trusted=blobs)
-        self.nodes = nodes
-        self.decoded = decoded
-        self.blobs = blobs
-
-    def region_entries(self, oid: ObjectId) -> list[ChunkEntry]:
-        """A region map's chunk entries in slot order (:func:`iter_region`), from the nodes
-        the fetch decoded when it checked them where it can."""
-        node = self.decoded.get(oid)
-        if node is None:
-            return list(iter_region(self, oid))
-        if isinstance(node, RegionLeaf):
-            return list(node.entries)
-        return [entry for child in node.entries for entry in self.region_entries(child.oid)]
+    def __init__(self, store: Verified, fetched: set[ObjectId]) -> None:
+        super().__init__({}, store, trusted=fetched)
+        self.fetched = fetched
 
     def checked(self, oid: ObjectId) -> bool:
         """Whether this fetch checked the object moments ago (a restore need not read it
         before it writes, see :func:`~peerhost_store.restore.check_objects`)."""
-        return oid in self.blobs or oid in self.nodes
+        return oid in self.fetched
 
 
 class _Fetch:
@@ -760,7 +745,6 @@ class _Fetch:
         self.result = FetchResult()
         self.known = 0
         self.nodes: dict[ObjectId, bytes] = {}  # stored last, with the ref
-        self.decoded: dict[ObjectId, Index | RegionLeaf] = {}  # the nodes' maps, decoded
         self.blobs: dict[ObjectId, None] = {}  # missing blobs, in tree order
         self.chunks: set[ObjectId] = set()  # blobs region maps point at
         self.snapshots: list[tuple[ObjectId, ObjectId]] = []  # fetched: (snapshot, root)
@@ -768,7 +752,7 @@ class _Fetch:
         self._pending: list[bytes] = []
         self._pending_hashed: list[tuple[ObjectId, bytes]] = []
         self._pending_bytes = 0
-        self.checked: set[ObjectId] = set()  # blobs this fetch hashed and stored
+        self.checked: set[ObjectId] = set()  # objects this fetch hashed and stored
         self._storer: ThreadPoolExecutor | None = None
         self._storing: Future[int] | None = None  # the blob batch being committed
         #: What this fetch stored or found present: pinned until the ref reaches it.
@@ -797,7 +781,7 @@ class _Fetch:
 
     def reader(self) -> _Fetched:
         """The store as the restore after this fetch should read it (see :class:`_Fetched`)."""
-        return _Fetched(self.store.objects, self.nodes, self.decoded, self.checked)
+        return _Fetched(self.store.objects, self.checked)
 
     def tick(self) -> None:
         if self.progress is not None:
@@ -821,8 +805,6 @@ class _Fetch:
                 for (oid, kind), data in zip(part, _download(self.client, [o for o, _ in part]), strict=True):
                     obj = decode_as(oid, data, kind)
                     self.nodes[oid] = data
-                    if isinstance(obj, (Index, RegionLeaf)):
-                        self.decoded[oid] = obj  # restore lists region maps' chunks again
                     self._count(len(data))
                     if isinstance(obj, Snapshot):
                         self.snapshots.append((oid, obj.root))
@@ -935,6 +917,12 @@ class _Fetch:
                                 meta=self._shallow(),
                                 require=[*self.relied, *self.checked],
                                 pins={self.pin: None}))
+        # The restore that follows reads what this fetch stored from the store (checked: the
+        # node ids join the blobs'), so none of it stays in memory (at 1 GiB, 32 MiB of
+        # blobs and 50 MiB of nodes, as bytes and decoded).
+        self.checked.update(self.nodes)
+        self._pending, self._pending_hashed, self._pending_bytes = [], [], 0
+        self.nodes = {}
 
     def _shallow(self) -> dict[str, bytes | None]:
         """The local ``shallow`` list, grown by fetched snapshots whose history was cut."""
