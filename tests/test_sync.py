@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_sync_support import Server, make_session, new_repo, root_of
 from worldfs_helpers import make_world, refuse_writes_to
-from worldutil import world_content
+from worldutil import HISTORIES, replace_world, world_content
 
 from peerhost_server.backends.lmdb import LmdbSessionObjects
 from peerhost_store.bounds import SnapshotCheck, Summary, TreeLimits, check_snapshot
@@ -189,13 +189,15 @@ class AskingClient(CoordinatorClient):
     def __init__(self, base: CoordinatorClient) -> None:
         super().__init__(base.http, base.session, base._token)
         self.asked: list[ObjectId] = []
+        self.requests = 0
 
     def object_status(self, ids: list[ObjectId]) -> list[ObjectStatus]:
         self.asked += ids
+        self.requests += 1
         return super().object_status(ids)
 
 
-def test_a_push_asks_only_about_new_paths_and_survives_a_revert(
+def test_a_push_asks_only_about_new_paths_once_and_survives_a_revert(
         server: Server, tmp_path: Path, real_world: Callable[[str], Path]) -> None:
     c = make_session(server)
     a = new_repo(tmp_path / "a", real_world("aviadbag-1.19-history") / "3195128")
@@ -210,17 +212,43 @@ def test_a_push_asks_only_about_new_paths_and_survives_a_revert(
     pushed = push(a, client, fencing=lease.fencing)
     # The folders above the changed file are set beside the session head's: only what
     # changed is asked about, none of its unchanged siblings.
+    # They are found by walking here first, so the session is asked once, not per level.
     snapshot = a.read_snapshot(changed)
     assert client.asked[0] == changed and snapshot.root in client.asked
     assert len(client.asked) == pushed.objects_sent <= 4
+    assert client.requests == 1
     # Back to v1's tree, which the session holds from its history: found there, not sent.
+    # The same path is asked about (its nodes differ from the head's), in one request.
     level.write_bytes(original)
     reverted = a.snapshot("v3").oid
-    client.asked = []
+    client.asked, client.requests = [], 0
     again = push(a, client, fencing=lease.fencing)
-    assert again.objects_sent == 1 and len(client.asked) == 2  # the snapshot, and its root
+    assert again.objects_sent == 1 and client.requests == 1  # the snapshot alone is sent
+    assert client.asked[0] == reverted and len(client.asked) == len(set(client.asked)) <= 4
     assert c["alice"].head().head == reverted
     assert walk(server.coordinator.store("s1"), [reverted]).ok
+
+
+def test_a_push_does_not_ask_about_the_region_maps_under_changed_nodes(
+        server: Server, tmp_path: Path, real_world: Callable[[str], Path]) -> None:
+    """A play session's changed region maps are taken to be missing (their parents are),
+    not asked about; what is sent still makes the session head complete."""
+    history = real_world("aviadbag-1.19-history")
+    c = make_session(server)
+    a = new_repo(tmp_path / "a", history / HISTORIES["aviadbag-1.19-history"][0])
+    a.snapshot("v1")
+    lease = c["alice"].acquire("alice-pc", 60)
+    push(a, c["alice"], fencing=lease.fencing)
+    replace_world(a.world, history / HISTORIES["aviadbag-1.19-history"][1])
+    changed = a.snapshot("v2").oid
+    client = AskingClient(c["alice"])
+    pushed = push(a, client, fencing=lease.fencing)
+    assert pushed.chunks_delta > 50 and client.requests == 1
+    kinds = {type(decode(data)).__name__ for data in a.store.objects.get_many(
+        [oid for oid in client.asked if oid != changed and oid in a.store.objects])}
+    assert "RegionLeaf" not in kinds and "Index" in kinds
+    assert c["alice"].head().head == changed
+    assert walk(server.coordinator.store("s1"), [changed]).ok
 
 
 class FailingClient(CoordinatorClient):
