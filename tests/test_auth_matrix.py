@@ -53,6 +53,7 @@ SESSION_ROLES: dict[tuple[str, str], frozenset[str]] = {
     ("POST", f"{S}/objects/status"): PLAYERS,
     ("POST", f"{S}/objects"): PLAYERS,
     ("POST", f"{S}/objects/get"): PLAYERS,
+    ("POST", f"{S}/objects/changed"): PLAYERS,
     ("POST", f"{S}/objects/delta"): PLAYERS,
     ("POST", f"{S}/objects/delta/get"): PLAYERS,
     ("GET", f"{S}/head"): PLAYERS,

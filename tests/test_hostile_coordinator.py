@@ -456,6 +456,9 @@ def test_a_tree_nested_too_deep_is_refused(local: Local) -> None:
         ("objects/get", 200, b"\x91" * 100_000),  # nesting 100,000 deep
         ("objects/get", 200, msgpack.packb([b"a", b"b"])),  # more than asked
         ("objects/get", 500, b"<html>oops</html>"),
+        ("objects/changed", 200, b"\xc1"),  # not msgpack
+        ("objects/changed", 200, b"\xdd\xff\xff\xff\xff"),  # 4 billion objects declared
+        ("objects/changed", 500, b"<html>oops</html>"),
         ("head", 200, b"[]"),
         ("head", 200, b"not json"),
     ],

@@ -337,6 +337,7 @@ EXPECTED_CODES = {
     "objects/missing": {"bad_ids"},
     "objects/status": {"bad_ids"},
     "objects/get": {"bad_ids"},
+    "objects/changed": {"bad_ids"},
     "objects": {"bad_objects", "malformed_object"},
     # With ids: a first element that is not 32 bytes per object is refused the same way.
     "objects?ids=1": {"bad_objects", "malformed_object"},

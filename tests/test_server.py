@@ -112,6 +112,7 @@ SESSION_ENDPOINTS = [
     ("POST", "objects/status", ID_BODY, {"owner", "member"}),
     ("POST", "objects", encode_objects([b"\x92\x01\xc4\x00"]), {"owner", "member"}),
     ("POST", "objects/get", ID_BODY, {"owner", "member"}),
+    ("POST", "objects/changed", encode_ids([ZERO_ID, ZERO_ID]), {"owner", "member"}),
     ("POST", "objects/delta", encode_delta_upload(None, b"batch"), {"owner", "member"}),
     ("POST", "objects/delta/get", DELTA_GET, {"owner", "member"}),
     ("GET", "head", None, {"owner", "member"}),

@@ -89,9 +89,24 @@ async def download(request: Request) -> Response:
         encode_objects(objects.download(coord, session, ids)), compress=compress))
 
 
+async def changed(request: Request) -> Response:
+    """``[want, have]``: the nodes of ``want`` that a holder of ``have`` lacks, as
+    ``objects/get`` answers them (:func:`.domain.objects.changed`)."""
+    session = session_name(request)
+    await authorize(request, PLAYERS, session)
+    ids = await read_ids(request)
+    if len(ids) != 2:
+        raise ApiError(400, "bad_ids", f"give two ids, [want, have], not {len(ids)}")
+    coord = coordinator(request)
+    compress = accepts_compressed(request)
+    return await run_bulk(request, lambda: msgpack_response(
+        encode_objects(objects.changed(coord, session, ids[0], ids[1])), compress=compress))
+
+
 routes = [
     Route("/v1/sessions/{session}/objects/missing", missing, methods=["POST"]),
     Route("/v1/sessions/{session}/objects/status", status, methods=["POST"]),
     Route("/v1/sessions/{session}/objects/get", download, methods=["POST"]),
+    Route("/v1/sessions/{session}/objects/changed", changed, methods=["POST"]),
     Route("/v1/sessions/{session}/objects", upload, methods=["POST"]),
 ]

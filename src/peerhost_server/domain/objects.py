@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from peerhost_store.errors import DecodeError, ObjectMissing
+from peerhost_store.counterparts import changed_nodes
+from peerhost_store.errors import DecodeError, ObjectCorrupt, ObjectMissing
 from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import blob_length, check
-from peerhost_store.sync.protocol import ObjectStatus
+from peerhost_store.sync.protocol import IDS_PER_REQUEST, ObjectStatus
 
 from .coordinator import Coordinator
 from .errors import (
@@ -137,3 +138,22 @@ def download(coord: Coordinator, session: str, ids: list[ObjectId]) -> list[byte
             out.append(data)
             total += len(data)
     return out
+
+
+def changed(coord: Coordinator, session: str, want: ObjectId, have: ObjectId) -> list[bytes]:
+    """The snapshots and tree nodes of ``want`` that a client holding snapshot ``have`` most
+    likely lacks (:func:`~peerhost_store.counterparts.changed_nodes`), so a pull fetches a
+    play session's changed nodes in one answer, not one request per level of the tree.
+
+    Both must be complete in the session; otherwise (or when something on the way is damaged
+    here) the answer is empty and the client walks as usual. The work is that of an
+    ``objects/get`` of as many ids: at most :data:`IDS_PER_REQUEST` nodes, each read with its
+    counterpart, within ``max_response_bytes``. Read checked, as they are decoded here.
+    """
+    if status(coord, session, [want, have]) != [ObjectStatus.COMPLETE] * 2:
+        return []
+    try:
+        return changed_nodes(coord.store(session), want, have, max_nodes=IDS_PER_REQUEST,
+                             max_bytes=coord.limits.max_response_bytes)
+    except (ObjectMissing, ObjectCorrupt, DecodeError):
+        return []

@@ -97,6 +97,14 @@ MAX_ANSWER_BYTES = 128 << 20
 _CLOSED = httpx.ByteStream(b"")
 
 
+def _objects(response: httpx.Response, what: str) -> list[bytes]:
+    """The objects of an ``objects/get``-style answer (compressed or not)."""
+    body = response.content
+    if _media_type(response) == ZMSGPACK:  # an older coordinator answers MSGPACK
+        body = decompress_body(body, MAX_ANSWER_BYTES, what)
+    return decode_objects(body)
+
+
 def timeout_of(seconds: float) -> httpx.Timeout:
     """A request timeout: :data:`CONNECT_SECONDS` to connect, ``seconds`` for the rest."""
     return httpx.Timeout(seconds, connect=min(CONNECT_SECONDS, seconds))
@@ -587,13 +595,20 @@ class CoordinatorClient:
         coordinator caps answer size); ask again for the rest. Bytes are not checked here."""
         response = self._send("POST", self._path("objects/get"), raw=encode_ids(ids),
                               accept=ZMSGPACK, seconds=BULK_SECONDS)  # or MSGPACK
-        body = response.content
-        if _media_type(response) == ZMSGPACK:  # an older coordinator answers MSGPACK
-            body = decompress_body(body, MAX_ANSWER_BYTES, "objects/get answer")
-        objects = decode_objects(body)
+        objects = _objects(response, "objects/get answer")
         if (not objects and ids) or len(objects) > len(ids):
             raise ProtocolError(f"asked for {len(ids)} objects, got {len(objects)}")
         return objects
+
+    def download_changed(self, want: ObjectId, have: ObjectId) -> list[bytes]:
+        """The snapshots and tree nodes of ``want`` that a store holding snapshot ``have``
+        most likely lacks, in one answer (empty when the coordinator cannot tell). Bytes are
+        not checked here: the caller keys each by its hash and uses only what its own walk
+        reaches. Raises CoordinatorError (404) from a coordinator without the route."""
+        response = self._send("POST", self._path("objects/changed"),
+                              raw=encode_ids([want, have]), accept=ZMSGPACK,
+                              seconds=BULK_SECONDS)
+        return _objects(response, "objects/changed answer")
 
     def upload_delta(self, batch: bytes, request: DeltaRequest | None = None) -> DeltaUploadResult:
         """Send a delta batch (:mod:`peerhost_store.sync.delta`) for the coordinator to rebuild

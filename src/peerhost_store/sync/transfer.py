@@ -41,6 +41,7 @@ from typing import TypeVar
 
 import msgpack
 
+from ..counterparts import align
 from ..errors import (
     DamagedObjects,
     DecodeError,
@@ -53,8 +54,6 @@ from ..graph import Kind, children, decode_as, is_ancestor
 from ..ids import ObjectId, from_hex, hash_bytes
 from ..maintenance import load_shallow
 from ..objects import (
-    DirLeaf,
-    Index,
     RegionLeaf,
     Snapshot,
     decode,
@@ -260,9 +259,9 @@ def _wire_since(client: CoordinatorClient, before: WireStats) -> WireStats:
                      now.received - before.received)
 
 
-def _delta_refused(exc: CoordinatorError) -> bool:
-    """Whether a delta request's error means "send these whole instead" (a refused batch,
-    limits smaller than ours, a coordinator without delta routes), not "stop"."""
+def _falls_back(exc: CoordinatorError) -> bool:
+    """Whether an error means "do without it" (for a delta request: send these whole; a
+    refused batch, limits smaller than ours, a coordinator without the route), not "stop"."""
     if isinstance(exc, (Unauthorized, RateLimited)):
         return False
     return 400 <= exc.status < 500
@@ -463,7 +462,7 @@ class _PushDeltas:
             result = self.client.upload_delta(
                 batch, DeltaRequest(self.base, root, select_ranges(b.position for b in group)))
         except CoordinatorError as exc:
-            if not _delta_refused(exc):
+            if not _falls_back(exc):
                 raise
             self.report.fallbacks += len(group)
             self.refused = True  # it will not take our batches: the rest goes whole
@@ -558,29 +557,10 @@ class _PushWalk:
 
     def _align(self, obj: object, base: object) -> None:
         """Tell the children of ``obj`` from those of its counterpart ``base``."""
-        pairs: list[tuple[ObjectId, ObjectId]] = []
-        if isinstance(obj, Index) and isinstance(base, Index) and obj.level == base.level:
-            keyed = {entry.key: entry.oid for entry in base.entries}
-            pairs = [(e.oid, keyed[e.key]) for e in obj.entries if e.key in keyed]
-        elif isinstance(obj, DirLeaf) and isinstance(base, DirLeaf):
-            named = {entry.name: entry for entry in base.entries}
-            for entry in obj.entries:
-                same = named.get(entry.name)
-                if same is not None and same.kind is entry.kind:
-                    pairs.append((entry.oid, same.oid))
-                    if entry.raw is not None and entry.raw == same.raw:
-                        self._known[entry.raw] = ObjectStatus.COMPLETE
-        elif isinstance(obj, RegionLeaf) and isinstance(base, RegionLeaf):
-            slots = {chunk.slot: chunk.oid for chunk in base.entries}
-            for chunk in obj.entries:
-                if slots.get(chunk.slot) == chunk.oid:
-                    self._known[chunk.oid] = ObjectStatus.COMPLETE
-            return  # chunk blobs: a changed one is listed for the deltas, not asked about
-        for new, old in pairs:
-            if new == old:
-                self._known[new] = ObjectStatus.COMPLETE
-            else:
-                self._counterpart[new] = old
+        told = align(obj, base)
+        for oid in told.same:
+            self._known[oid] = ObjectStatus.COMPLETE
+        self._counterpart.update(told.differ)
 
     def _align_root(self, root: ObjectId) -> None:
         assert self.remote_root is not None
@@ -838,7 +818,7 @@ class _Fetch:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="phs-store") as storer:
             self._storer = storer
             try:
-                self.walk(remote)
+                self.walk(remote, ref)
                 if delta:
                     self.deltas(self.store.refs.get(HEAD))
                 self.whole_blobs()
@@ -859,10 +839,11 @@ class _Fetch:
         if self.progress is not None:
             self.progress(self.result.objects, self.known)
 
-    def walk(self, remote: ObjectId) -> None:
+    def walk(self, remote: ObjectId, ref: str) -> None:
         """Fetch every node ``remote`` reaches that the store lacks; list the missing blobs."""
         seen = {remote}
         frontier: list[tuple[ObjectId, Kind]] = [(remote, Kind.SNAPSHOT)]
+        hinted = self._changed(remote, ref)
         while frontier:
             absent = set(self.store.objects.missing(oid for oid, _ in frontier))
             absent |= self._rely_on([item for item in frontier if item[0] not in absent])
@@ -874,7 +855,11 @@ class _Fetch:
             nodes = [item for item in want if item[1] is not Kind.BLOB]
             after: list[tuple[ObjectId, Kind]] = []
             for part in chunked(nodes, IDS_PER_REQUEST):
-                for (oid, kind), data in zip(part, _download(self.client, [o for o, _ in part]), strict=True):
+                lacking = [oid for oid, _ in part if oid not in hinted]
+                got = dict(zip(lacking, _download(self.client, lacking), strict=True))
+                for oid, kind in part:
+                    data = hinted.pop(oid, None)
+                    data = got[oid] if data is None else data
                     obj = decode_as(oid, data, kind)
                     self.nodes[oid] = data
                     self._count(len(data))
@@ -888,6 +873,23 @@ class _Fetch:
                             after.append(child)
                 self.tick()
             frontier = after
+
+    def _changed(self, remote: ObjectId, ref: str) -> dict[ObjectId, bytes]:
+        """The nodes of ``remote`` the coordinator guesses this store lacks, by the hash of
+        their bytes (so each is checked against the id the walk reaches it by): a play
+        session's changed nodes in one answer instead of one request per level of the tree.
+        Set beside ``ref`` (the session's head as last fetched), else the local head; empty
+        when neither is here, when ``remote`` is, or from a coordinator without the route."""
+        have = self.store.refs.get(ref) or self.store.refs.get(HEAD)
+        if have is None or have == remote or not self.store.objects.missing([remote]):
+            return {}
+        try:
+            datas = self.client.download_changed(remote, have)
+        except CoordinatorError as exc:
+            if not _falls_back(exc):
+                raise
+            return {}  # an older coordinator: walk as before
+        return {hash_bytes(data): data for data in datas}
 
     def _rely_on(self, present: list[tuple[ObjectId, Kind]]) -> set[ObjectId]:
         """Pin objects found present (a present node: with its subtree), then return those
@@ -925,7 +927,7 @@ class _Fetch:
                 try:
                     count, batch = self.client.download_delta(request)
                 except CoordinatorError as exc:
-                    if not _delta_refused(exc):
+                    if not _falls_back(exc):
                         raise
                     self.result.chunks.fallbacks += len(chosen)
                     return  # this coordinator will not build batches: the rest goes whole
