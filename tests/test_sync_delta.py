@@ -352,6 +352,64 @@ def test_a_pull_of_a_push_is_served_the_items_the_push_verified(
     assert built == []
 
 
+class _Batches(CoordinatorClient):
+    """Records the delta batches a client sends and receives."""
+
+    def __init__(self, base: CoordinatorClient) -> None:
+        super().__init__(base.http, base.session, base._token)
+        self.sent: list[bytes] = []
+        self.received: list[bytes] = []
+
+    def upload_delta(self, batch: bytes, request: DeltaRequest | None = None) -> Any:
+        self.sent.append(batch)
+        return super().upload_delta(batch, request)
+
+    def download_delta(self, request: DeltaRequest) -> tuple[int, bytes]:
+        count, batch = super().download_delta(request)
+        self.received.append(batch)
+        return count, batch
+
+
+def test_a_pull_of_a_push_is_answered_the_very_batch_the_push_sent(
+        server: Server, tmp_path: Path, real_world: Callable[[str], Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every item of the pushed batch rebuilt to its id: the pull asking the same selection
+    gets those bytes, not a batch built and compressed again; another selection (a puller
+    two versions behind) is built as before."""
+    from peerhost_server.domain import deltas
+
+    versions = [real_world("aviadbag-1.19-history") / v for v in HISTORIES["aviadbag-1.19-history"][:3]]
+    c = make_session(server)
+    a, b, d = (new_repo(tmp_path / name, versions[0] if name == "a" else None) for name in "abd")
+    lease = c["alice"].acquire("alice-pc", 300)
+    a.snapshot("one")
+    push(a, c["alice"], fencing=lease.fencing)
+    pull(b, c["bob"])
+    pull(d, c["owner"])
+    encoded: list[int] = []
+    real_encode: Callable[..., bytes] = getattr(deltas, "encode")  # noqa: B009 (not public)
+
+    def counting(*args: Any) -> bytes:
+        encoded.append(1)
+        return real_encode(*args)
+
+    monkeypatch.setattr(deltas, "encode", counting)  # the coordinator runs in this process
+    alice, bob = _Batches(c["alice"]), _Batches(c["bob"])
+    for version in versions[1:]:
+        replace_world(a.world, version)
+        a.snapshot(version.name)
+        alice.sent = []
+        push(a, alice, fencing=lease.fencing)
+        bob.received, encoded[:] = [], []
+        pulled = pull(b, bob)
+        assert pulled.fallbacks == 0 and world_content(b.world) == world_content(version)
+        if version == versions[1]:  # the same selection (in the next, b lacks one chunk less)
+            assert len(alice.sent) == 1 and bob.received == alice.sent and encoded == []
+    pulled = pull(d, c["owner"])  # v1 -> v3: a pairing no push sent
+    assert encoded and pulled.chunks_delta > 0 and pulled.fallbacks == 0
+    assert world_content(d.world) == world_content(versions[2]) and d.verify().ok
+
+
 def test_the_moved_region_folder_pairs_by_coordinates(
     server: Server, tmp_path: Path, real_world: Callable[[str], Path]
 ) -> None:
@@ -712,6 +770,23 @@ def test_kept_items_stay_within_their_byte_bound(monkeypatch: pytest.MonkeyPatch
     memo.keep_items(("s2", fake_id(10), fake_id(11)), [(DeltaItem(fake_id(3), None, 2, KIND_RAW,
                                                                   bytes(2000)), 9)])
     assert memo.items(("s2", fake_id(10), fake_id(11))) == {}
+
+
+def test_kept_batches_stay_within_their_byte_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    from peerhost_server.domain import pairings
+
+    monkeypatch.setattr(pairings, "BATCH_BYTES_KEPT", 1000)
+    memo = pairings.PairingMemo(max_chunks=10)
+    key, other = ("s1", fake_id(10), fake_id(11)), ("s1", fake_id(12), fake_id(13))
+    memo.keep_batch(key, ((0, 3),), 3, bytes(600))
+    assert memo.batch(key, ((0, 3),)) == (3, bytes(600))
+    assert memo.batch(key, ((0, 2),)) is None  # only the very selection
+    memo.keep_batch(other, ((1, 1),), 1, bytes(600))  # over the bound: the oldest goes
+    assert memo.batch(key, ((0, 3),)) is None and memo.batch(other, ((1, 1),)) == (1, bytes(600))
+    memo.keep_batch(key, ((0, 3),), 3, bytes(2000))  # larger than the bound: not kept
+    assert memo.batch(key, ((0, 3),)) is None
+    memo.drop("s1")
+    assert memo.batch(other, ((1, 1),)) is None
 
 
 class _Payloads:

@@ -201,7 +201,13 @@ def accept(coord: Coordinator, session: str, header: DeltaRequest | None, batch:
     new = write_objects(coord, session, hashed=rebuilder.verified) if rebuilder.verified else 0
     if header is not None and verified:
         # The pull of this push asks for the same pairs: it is served these, not rebuilt.
-        coord.pairings.keep_items((session, header.base, header.target), verified)
+        key = (session, header.base, header.target)
+        coord.pairings.keep_items(key, verified)
+        if (len(verified) == len(items) and not rebuilder.failed
+                and sum(size for _, size in verified) <= lim.max_response_bytes):
+            # Every item rebuilt to its id, within what an answer may hold (the stream was
+            # bounded by decode_batch): the very bytes answer a pull of the same selection.
+            coord.pairings.keep_batch(key, header.select, len(items), batch)
     return {"items": len(items), "stored": len(items) - len(rebuilder.failed), "new": new,
             "failed": [{"id": oid.hex(), "reason": why} for oid, why in rebuilder.failed]}
 
@@ -239,5 +245,9 @@ def serve(coord: Coordinator, session: str, request: DeltaRequest, cancelled: Ca
           ) -> tuple[int, bytes]:
     """The batch for a prefix of what a pull asks: how many items, and the batch."""
     pairs = selected(coord, session, request, cancelled, validated_target=True)
-    known = coord.pairings.items((session, request.base, request.target))
-    return build_batch(coord.store(session), pairs, coord.limits, cancelled, known)
+    key = (session, request.base, request.target)
+    kept = coord.pairings.batch(key, request.select)
+    if kept is not None:  # a push sent this selection, every item verified here
+        return kept
+    return build_batch(coord.store(session), pairs, coord.limits, cancelled,
+                       coord.pairings.items(key))

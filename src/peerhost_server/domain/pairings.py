@@ -11,7 +11,10 @@ so the same pairs): those the coordinator rebuilt and verified are kept too, by 
 chunk id, within :data:`ITEM_BYTES_KEPT` bytes of item data, so the pull's batch is not built
 again from the payloads (decompress, recompression check, zstd). An item is the same
 whichever end built it: it rebuilds its chunk from the pair's base, and the puller checks the
-id of what it rebuilds.
+id of what it rebuilds. A pushed batch whose every item was verified is kept whole as well
+(within :data:`BATCH_BYTES_KEPT`), by trees and selection: a pull that asks for the same
+selection is answered those bytes, not a batch compressed again (zstd level 19 took 0.13 s
+of a 0.56 s push of 345 real chunks, and as long again for the pull's answer).
 """
 
 from __future__ import annotations
@@ -24,12 +27,15 @@ from peerhost_store.bounds import TreeRefused
 from peerhost_store.ids import ObjectId
 from peerhost_store.sync.delta import DeltaItem
 from peerhost_store.sync.pairing import Pair, PairingTooLarge
+from peerhost_store.sync.protocol import Range
 from peerhost_store.worldfs import UnsafePath
 
 PAIRINGS_KEPT = 8
 #: Bytes of verified item data kept (the items of a few pushes of a play session: most are
 #: deltas of tens of bytes).
 ITEM_BYTES_KEPT = 64 << 20
+#: Bytes of pushed batches kept whole (a play session's batch is tens to hundreds of KB).
+BATCH_BYTES_KEPT = 16 << 20
 
 Key = tuple[str, ObjectId, ObjectId]  # session, base tree, target tree
 Refusal = TreeRefused | UnsafePath | PairingTooLarge
@@ -45,7 +51,35 @@ class PairingMemo:
         self._kept: OrderedDict[Key, list[Pair] | Callable[[], Exception]] = OrderedDict()
         self._items: OrderedDict[Key, dict[ObjectId, KnownItem]] = OrderedDict()
         self._item_bytes = 0
+        self._batches: OrderedDict[tuple[Key, tuple[Range, ...]], tuple[int, bytes]] = \
+            OrderedDict()
+        self._batch_bytes = 0
         self._lock = threading.Lock()
+
+    def keep_batch(self, key: Key, select: tuple[Range, ...], count: int, batch: bytes) -> None:
+        """Keep a pushed batch of ``count`` items (for ``select`` of ``key``'s pairs), every
+        one of them verified here, within what an answer may hold: a pull asking the same
+        selection is answered it (:meth:`batch`). The oldest go past
+        :data:`BATCH_BYTES_KEPT`."""
+        if len(batch) > BATCH_BYTES_KEPT:
+            return
+        with self._lock:
+            old = self._batches.pop((key, select), None)
+            if old is not None:
+                self._batch_bytes -= len(old[1])
+            self._batches[(key, select)] = (count, batch)
+            self._batch_bytes += len(batch)
+            while self._batch_bytes > BATCH_BYTES_KEPT:
+                _, (_, dropped) = self._batches.popitem(last=False)
+                self._batch_bytes -= len(dropped)
+
+    def batch(self, key: Key, select: tuple[Range, ...]) -> tuple[int, bytes] | None:
+        """``(count, batch)`` kept for exactly this selection of ``key``'s pairs, or None."""
+        with self._lock:
+            kept = self._batches.get((key, select))
+            if kept is not None:
+                self._batches.move_to_end((key, select))
+            return kept
 
     def items(self, key: Key) -> dict[ObjectId, KnownItem]:
         """The verified items kept for ``key``'s trees, by chunk id (a copy)."""
@@ -102,6 +136,8 @@ class PairingMemo:
                 del self._kept[key]
             for key in [k for k in self._items if k[0] == session]:
                 self._item_bytes -= sum(len(item.data) for item, _ in self._items.pop(key).values())
+            for kept in [k for k in self._batches if k[0][0] == session]:
+                self._batch_bytes -= len(self._batches.pop(kept)[1])
 
 
 def _refusal(exc: Refusal) -> Callable[[], Exception]:
