@@ -34,7 +34,7 @@ from peerhost_store.sync.batches import (
     encode,
 )
 from peerhost_store.sync.batches import Cancelled as BatchCancelled
-from peerhost_store.sync.delta import DeltaError, DeltaItem, decode_batch
+from peerhost_store.sync.delta import DeltaError, decode_batch
 from peerhost_store.sync.pairing import (
     Budget,
     Pair,
@@ -187,17 +187,18 @@ def accept(coord: Coordinator, session: str, header: DeltaRequest | None, batch:
     store = coord.store(session)
     absent = set(store.missing(item.new_id for item in items))
     rebuilder = Rebuilder(store, lim.max_delta_rebuild, cancelled, where="in this session")
-    verified: list[tuple[DeltaItem, int]] = []
+    todo = []
+    for i, item in enumerate(items):
+        if item.new_id not in absent:
+            continue  # stored already (a resumed push): nothing to rebuild
+        base = None if pairs is None else pairs[i].base
+        todo.append((item, None if base is None else base.compression))
     try:
-        for i, item in enumerate(items):
-            if item.new_id not in absent:
-                continue  # stored already (a resumed push): nothing to rebuild
-            base = None if pairs is None else pairs[i].base
-            blob = rebuilder.add(item, None if base is None else base.compression)
-            if blob is not None:
-                verified.append((item, len(blob)))
+        blobs = rebuilder.add_many(todo)
     except BatchCancelled:
         raise Cancelled() from None
+    verified = [(item, len(blob)) for (item, _), blob in zip(todo, blobs, strict=True)
+                if blob is not None]
     new = write_objects(coord, session, hashed=rebuilder.verified) if rebuilder.verified else 0
     if header is not None and verified:
         # The pull of this push asks for the same pairs: it is served these, not rebuilt.

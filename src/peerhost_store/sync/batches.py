@@ -13,7 +13,11 @@ coordinator and rebuilds on the client.
 
 from __future__ import annotations
 
+import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -38,6 +42,8 @@ from .pairing import Pair, want_of
 from .protocol import READ_BATCH, batch_level, delta_output_size
 
 __all__ = [
+    "PARALLEL_FROM",
+    "REBUILD_THREADS",
     "TRUST_AFTER",
     "BatchLimits",
     "Built",
@@ -57,6 +63,10 @@ _Cancel = Callable[[], bool]
 #: check was 60% of building; a chunk that does not reproduce fails the receiver's id check
 #: and travels whole.
 TRUST_AFTER = 16
+#: Worker threads of :meth:`Rebuilder.add_many`.
+REBUILD_THREADS = min(4, os.cpu_count() or 1)
+#: NBT bytes from which :meth:`Rebuilder.add_many` rebuilds an item on a worker thread.
+PARALLEL_FROM = 16 << 10
 
 
 class Cancelled(Exception):
@@ -231,21 +241,72 @@ class Rebuilder:
         Raises:
             Cancelled: ``cancelled()`` turned true.
         """
-        if self.cancelled is not None and self.cancelled():
-            raise Cancelled()
+        return self.add_many([(item, base_compression)])[0]
+
+    def add_many(self, items: Sequence[tuple[DeltaItem, int | None]]) -> list[bytes | None]:
+        """:meth:`add` for each ``(item, base_compression)``, in order, the large ones up to
+        :data:`REBUILD_THREADS` at once.
+
+        Bases are read and decompressed, and the budget charged, here, in order, so what
+        fails for the budget is what would fail one by one. An item that rebuilds at least
+        :data:`PARALLEL_FROM` bytes of NBT is patched, recompressed (zlib level 6: 0.5 ms a
+        real 1.12 chunk, most of a rebuild) and hashed on a worker thread: zlib and zstd let
+        go of the GIL, and the coordinator's rebuild of 345 such chunks went from 0.24 to
+        0.15 s on two cores. Smaller ones are rebuilt here: for 1,255 chunks of a few KB a
+        thread each cost more than it saved (0.09 -> 0.2 s). At most twice as many items as
+        threads wait decompressed at once.
+
+        Raises:
+            Cancelled: ``cancelled()`` turned true (what was rebuilt so far is kept).
+        """
+        outcomes: list[Future[bytes] | bytes | DeltaError] = []
+        with ThreadPoolExecutor(REBUILD_THREADS, thread_name_prefix="phs-rebuild") as pool:
+            running: deque[Future[bytes]] = deque()
+            try:
+                for item, base_compression in items:
+                    if self.cancelled is not None and self.cancelled():
+                        raise Cancelled()
+                    try:
+                        base, limit, size = self._prepare(item, base_compression)
+                        if size < PARALLEL_FROM:
+                            outcomes.append(apply_delta(base, item, base_compression=NONE,
+                                                        limit=limit))
+                            continue
+                    except DeltaError as exc:
+                        outcomes.append(exc)
+                        continue
+                    while len(running) >= 2 * REBUILD_THREADS:
+                        with suppress(DeltaError):
+                            running.popleft().result()
+                    future = pool.submit(apply_delta, base, item, base_compression=NONE,
+                                         limit=limit)
+                    running.append(future)
+                    outcomes.append(future)
+            finally:
+                out = [self._outcome(item, outcome)
+                       for (item, _), outcome in zip(items, outcomes, strict=False)]
+        return out
+
+    def _outcome(self, item: DeltaItem, outcome: Future[bytes] | bytes | DeltaError
+                 ) -> bytes | None:
         try:
-            blob = self._rebuild(item, base_compression)
+            if isinstance(outcome, DeltaError):
+                raise outcome
+            blob = outcome if isinstance(outcome, bytes) else outcome.result()
         except DeltaError as exc:
             self.failed.append((item.new_id, exc.reason))
             return None
         self.verified.append((item.new_id, blob))
         return blob
 
-    def _rebuild(self, item: DeltaItem, base_compression: int | None) -> bytes:
+    def _prepare(self, item: DeltaItem, base_compression: int | None
+                 ) -> tuple[bytes | None, int, int]:
+        """The base (decompressed), the NBT limit to rebuild ``item`` with, and the NBT size
+        it declares (or the base's), charged to the budget."""
         if item.kind == KIND_RAW:
             self._charge(item, len(item.data))
         if item.kind not in BASED_KINDS:
-            return apply_delta(None, item)
+            return None, MAX_NBT_BYTES, len(item.data)
         base_raw = self._base(item, base_compression)
         if item.kind == KIND_DELTA:
             size = delta_output_size(len(base_raw), item.data)
@@ -254,8 +315,8 @@ class Rebuilder:
         if size is not None:
             self._charge(item, size)
         # The base is passed decompressed (type NONE), so it is decompressed once, above.
-        return apply_delta(base_raw, item, base_compression=NONE,
-                           limit=min(MAX_NBT_BYTES, max(len(base_raw), size or 0)))
+        limit = min(MAX_NBT_BYTES, max(len(base_raw), size or 0))
+        return base_raw, limit, len(base_raw) if size is None else size
 
     def _base(self, item: DeltaItem, compression: int | None) -> bytes:
         assert item.base_id is not None  # decode_batch refuses a delta item without a base

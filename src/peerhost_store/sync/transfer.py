@@ -945,8 +945,9 @@ class _Fetch:
             counts.fallbacks += len(pairs)  # left in self.blobs: fetched whole later
             return
         rebuilder = Rebuilder(self.store.objects)
-        for pair, item in zip(pairs, items, strict=True):  # decode_batch checked the count
-            blob = rebuilder.add(item, None if pair.base is None else pair.base.compression)
+        blobs = rebuilder.add_many([(item, None if pair.base is None else pair.base.compression)
+                                    for pair, item in zip(pairs, items, strict=True)])
+        for item, blob in zip(items, blobs, strict=True):  # decode_batch checked the count
             if blob is None:  # a damaged base, or a delta that does not rebuild: whole later
                 counts.fallbacks += 1
                 continue
