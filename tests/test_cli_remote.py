@@ -251,7 +251,12 @@ def test_clone_push_pull_round_trip(session: dict[str, str], phs: Phs, tmp_path:
     assert pulled["outcome"] == "fast-forward" and pulled["restored"]["written"] == 1
     assert pulled["wire"]["requests"] > 0 and pulled["wire"]["bytes_received"] > 0
     assert root(a) == root(b)
-    assert phs.json("push", "-C", str(a))["up_to_date"] is True
+    # Nothing to send: one request, and no lease taken (the last fencing token stays).
+    fencing = phs.json("lock", "status", "-C", str(a))["fencing"]
+    pushed = phs.json("push", "-C", str(a))
+    assert pushed["up_to_date"] is True and pushed["lease"] is None
+    assert pushed["wire"]["requests"] == 1
+    assert phs.json("lock", "status", "-C", str(a))["fencing"] == fencing
     code, out, _ = phs("pull", "-C", str(a))
     assert code == 0 and "up to date" in out and "on the wire" in out
 

@@ -54,6 +54,7 @@ def run_push(args: argparse.Namespace) -> int:
     from peerhost_store.sync.client import LeaseLost
     from peerhost_store.sync.leasing import (
         ACQUIRING,
+        PushLease,
         end_killed_push,
         lease_lost,
         push_with_lease,
@@ -65,6 +66,7 @@ def run_push(args: argparse.Namespace) -> int:
         pick_remote,
         save_lease,
     )
+    from peerhost_store.sync.transfer import up_to_date
 
     from .reports import print_push, push_json, wire_json
 
@@ -89,24 +91,33 @@ def run_push(args: argparse.Namespace) -> int:
                 fencing = fencing_of(args, base, remote)
                 if fencing is None:
                     end_killed_push(client, base, remote)
-                    # Written before the lease is asked for, so a kill right after the grant
-                    # still leaves a trace the re-run can end it by.
-                    save_lease(base, remote, {"fencing": ACQUIRING, "holder": holder,
-                                              "temporary": True})
-                report, lease = push_with_lease(repo, client, fencing=fencing, remember=remember,
-                                                holder=holder, progress=bar)
+                # Nothing to send: no lease taken (none refused for either), no lease file
+                # written: a no-op push costs one request.
+                done = None if fencing is not None else up_to_date(repo, client)
+                lease: PushLease | None = None
+                if done is not None:
+                    report = done
+                else:
+                    if fencing is None:
+                        # Written before the lease is asked for, so a kill right after the
+                        # grant still leaves a trace the re-run can end it by.
+                        save_lease(base, remote, {"fencing": ACQUIRING, "holder": holder,
+                                                  "temporary": True})
+                    report, lease = push_with_lease(repo, client, fencing=fencing,
+                                                    remember=remember, holder=holder,
+                                                    progress=bar)
             except LeaseLost as exc:
                 if args.fencing is None:
                     save_lease(base, remote, None)  # remembered, but gone: forget it
                 raise lease_lost(client, exc) from None
             wire = wire_json(client)
+    held = None if lease is None else lease.to_json()
     if args.json:
-        emit_json({**push_json(remote, report, wire, lease.to_json()),
-                   "safety_snapshot": _hex(safety)})
+        emit_json({**push_json(remote, report, wire, held), "safety_snapshot": _hex(safety)})
     else:
         if safety is not None:
             out.line(f"unsnapshotted changes were saved first as snapshot {short(safety)}")
-        print_push(remote, report, wire, lease.to_json())
+        print_push(remote, report, wire, held)
     return 0
 
 

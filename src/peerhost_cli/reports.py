@@ -50,7 +50,8 @@ def chunks_text(counts: dict[str, int]) -> str:
 
 
 def push_json(remote: Remote, report: PushReport, wire: dict[str, int],
-              lease: dict[str, Any]) -> dict[str, Any]:
+              lease: dict[str, Any] | None) -> dict[str, Any]:
+    """``lease``: the one the push ran under; None for a push with nothing to send."""
     return {
         "remote": remote.name, "session": remote.session, "head": report.head.hex(),
         "old_head": _hex(report.old_head), "up_to_date": report.up_to_date,
@@ -75,9 +76,9 @@ def pull_json(remote: Remote, report: PullReport, wire: dict[str, int]) -> dict[
 
 
 def print_push(remote: Remote, report: PushReport, wire: dict[str, int],
-               lease: dict[str, Any]) -> None:
+               lease: dict[str, Any] | None) -> None:
     where = f"{remote.name} (session {remote.session})"
-    if report.up_to_date:
+    if report.up_to_date or lease is None:
         out.line(f"{where} already has {short(report.head)}; nothing to send. {_wire_text(wire)}")
         return
     out.line(f"pushed {short(report.head)} to {where}: {report.objects_sent} objects "

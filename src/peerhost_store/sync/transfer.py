@@ -270,6 +270,20 @@ def _falls_back(exc: CoordinatorError) -> bool:
 # -- push ---------------------------------------------------------------------------------
 
 
+def up_to_date(repo: Repository, client: CoordinatorClient) -> PushReport | None:
+    """The report of a push with nothing to send (the session head is the local head), or
+    None: one ``GET head``, so a push asks before it takes a lease it would not need (as
+    ``git push`` of an up-to-date branch changes nothing)."""
+    before = client.stats.copy()
+    head = repo.head()
+    if head is None or client.head().head != head:
+        return None
+    report = PushReport(head, head)
+    report.up_to_date = True
+    report.wire = _wire_since(client, before)
+    return report
+
+
 def push(
     repo: Repository,
     client: CoordinatorClient,
