@@ -17,7 +17,6 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -42,6 +41,7 @@ from .pairing import Pair, want_of
 from .protocol import READ_BATCH, batch_level, delta_output_size
 
 __all__ = [
+    "IN_FLIGHT_NBT",
     "PARALLEL_FROM",
     "REBUILD_THREADS",
     "TRUST_AFTER",
@@ -67,6 +67,8 @@ TRUST_AFTER = 16
 REBUILD_THREADS = min(4, os.cpu_count() or 1)
 #: NBT bytes from which :meth:`Rebuilder.add_many` rebuilds an item on a worker thread.
 PARALLEL_FROM = 16 << 10
+#: Bytes of bases and NBT the items rebuilding on worker threads may hold together.
+IN_FLIGHT_NBT = 16 << 20
 
 
 class Cancelled(Exception):
@@ -244,8 +246,8 @@ class Rebuilder:
         return self.add_many([(item, base_compression)])[0]
 
     def add_many(self, items: Sequence[tuple[DeltaItem, int | None]]) -> list[bytes | None]:
-        """:meth:`add` for each ``(item, base_compression)``, in order, the large ones up to
-        :data:`REBUILD_THREADS` at once.
+        """:meth:`add` for each ``(item, base_compression)``, in order, the large ones on up
+        to :data:`REBUILD_THREADS` worker threads.
 
         Bases are read and decompressed, and the budget charged, here, in order, so what
         fails for the budget is what would fail one by one. An item that rebuilds at least
@@ -253,51 +255,71 @@ class Rebuilder:
         real 1.12 chunk, most of a rebuild) and hashed on a worker thread: zlib and zstd let
         go of the GIL, and the coordinator's rebuild of 345 such chunks went from 0.24 to
         0.15 s on two cores. Smaller ones are rebuilt here: for 1,255 chunks of a few KB a
-        thread each cost more than it saved (0.09 -> 0.2 s). At most twice as many items as
-        threads wait decompressed at once.
+        thread each cost more than it saved (0.09 -> 0.2 s).
+
+        Memory stays what one item at a time needed, plus :data:`IN_FLIGHT_NBT`: items
+        running hold at most that many bytes of bases and NBT together (at most twice as many
+        items as threads), and a larger item runs here, alone, once the others finished. An
+        item's outcome is settled as soon as it is known, so a failed one keeps no frames
+        (and no decompressed base) alive.
 
         Raises:
             Cancelled: ``cancelled()`` turned true (what was rebuilt so far is kept).
         """
-        outcomes: list[Future[bytes] | bytes | DeltaError] = []
+        outcomes: list[Future[bytes] | bytes | str] = []  # the blob, or why it failed
+        running: deque[tuple[int, int]] = deque()  # (index in outcomes, bytes it holds)
+        held = 0
+
+        def settle_oldest() -> None:
+            nonlocal held
+            index, cost = running.popleft()
+            held -= cost
+            future = outcomes[index]
+            assert isinstance(future, Future)
+            try:
+                outcomes[index] = future.result()
+            except DeltaError as exc:
+                outcomes[index] = exc.reason
+
         with ThreadPoolExecutor(REBUILD_THREADS, thread_name_prefix="phs-rebuild") as pool:
-            running: deque[Future[bytes]] = deque()
             try:
                 for item, base_compression in items:
                     if self.cancelled is not None and self.cancelled():
                         raise Cancelled()
                     try:
                         base, limit, size = self._prepare(item, base_compression)
-                        if size < PARALLEL_FROM:
-                            outcomes.append(apply_delta(base, item, base_compression=NONE,
-                                                        limit=limit))
+                        cost = size + (0 if base is None else len(base))
+                        if size >= PARALLEL_FROM and cost <= IN_FLIGHT_NBT:
+                            while running and (len(running) >= 2 * REBUILD_THREADS
+                                               or held + cost > IN_FLIGHT_NBT):
+                                settle_oldest()
+                            running.append((len(outcomes), cost))
+                            held += cost
+                            outcomes.append(pool.submit(apply_delta, base, item,
+                                                        base_compression=NONE, limit=limit))
                             continue
+                        if cost > IN_FLIGHT_NBT:
+                            while running:
+                                settle_oldest()
+                        outcomes.append(apply_delta(base, item, base_compression=NONE,
+                                                    limit=limit))
                     except DeltaError as exc:
-                        outcomes.append(exc)
-                        continue
-                    while len(running) >= 2 * REBUILD_THREADS:
-                        with suppress(DeltaError):
-                            running.popleft().result()
-                    future = pool.submit(apply_delta, base, item, base_compression=NONE,
-                                         limit=limit)
-                    running.append(future)
-                    outcomes.append(future)
+                        outcomes.append(exc.reason)
+                    finally:
+                        base = None  # not held while the next base is decompressed
             finally:
-                out = [self._outcome(item, outcome)
-                       for (item, _), outcome in zip(items, outcomes, strict=False)]
+                while running:
+                    settle_oldest()
+        out: list[bytes | None] = []
+        for (item, _), outcome in zip(items, outcomes, strict=False):
+            if isinstance(outcome, bytes):
+                self.verified.append((item.new_id, outcome))
+                out.append(outcome)
+            else:
+                assert isinstance(outcome, str)
+                self.failed.append((item.new_id, outcome))
+                out.append(None)
         return out
-
-    def _outcome(self, item: DeltaItem, outcome: Future[bytes] | bytes | DeltaError
-                 ) -> bytes | None:
-        try:
-            if isinstance(outcome, DeltaError):
-                raise outcome
-            blob = outcome if isinstance(outcome, bytes) else outcome.result()
-        except DeltaError as exc:
-            self.failed.append((item.new_id, exc.reason))
-            return None
-        self.verified.append((item.new_id, blob))
-        return blob
 
     def _prepare(self, item: DeltaItem, base_compression: int | None
                  ) -> tuple[bytes | None, int, int]:
