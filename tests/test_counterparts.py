@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import pytest
@@ -66,6 +66,24 @@ def test_changed_nodes_are_what_a_play_session_added(tmp_path: Path,
     assert [hash_bytes(d) for d in changed_nodes(repo.store.objects, new, old, max_nodes=5,
                                                  max_bytes=1 << 30)] == ids[:5]
     assert len(changed_nodes(repo.store.objects, new, old, max_nodes=5, max_bytes=1)) == 1
+
+    class Counting:
+        """Counts the ids read."""
+
+        def __init__(self) -> None:
+            self.read = 0
+
+        def get_many(self, oids: Sequence[ObjectId]) -> list[bytes]:
+            self.read += len(oids)
+            return repo.store.objects.get_many(oids)
+
+        def missing(self, oids: Iterable[ObjectId]) -> list[ObjectId]:
+            return repo.store.objects.missing(oids)
+
+    # The bounds are checked before each read: one node asked for, two read (have, want).
+    counting = Counting()
+    assert len(changed_nodes(counting, new, old, max_nodes=1, max_bytes=1 << 30)) == 1
+    assert counting.read == 2
 
 
 class Hinting(CoordinatorClient):

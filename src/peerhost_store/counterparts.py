@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .graph import GraphLoader, Kind, children, decode_as
+from .graph import READ_BATCH, GraphLoader, Kind, children, decode_as
 from .ids import ObjectId
 from .objects import DirLeaf, Index, Object, RegionLeaf, Snapshot
 
@@ -87,29 +87,36 @@ def changed_nodes(loader: GraphLoader, want: ObjectId, have: ObjectId, *,
     total = 0
     while frontier:
         after: list[tuple[ObjectId, Kind, ObjectId | None]] = []
-        datas = loader.get_many([oid for oid, _, _ in frontier])
-        others = [old for _, _, old in frontier if old is not None]
-        bases = dict(zip(others, loader.get_many(others), strict=True)) if others else {}
-        for (oid, kind, old), data in zip(frontier, datas, strict=True):
-            if out and (len(out) >= max_nodes or total + len(data) > max_bytes):
+        # A slice at a time, the bounds checked before each read: the work is about that of
+        # an objects/get of max_nodes ids (each node read with its counterpart), never a
+        # whole level past the bounds.
+        for start in range(0, len(frontier), READ_BATCH):
+            if out and (len(out) >= max_nodes or total >= max_bytes):
                 return out
-            out.append(data)
-            total += len(data)
-            obj: Object = decode_as(oid, data, kind)
-            if isinstance(obj, Snapshot):  # its root beside have's; its parents back to have
-                told = Aligned(differ=[(obj.root, base.root)])
-                if obj.root == base.root:
-                    told = Aligned(same=[obj.root])
-            elif old is None:
-                told = Aligned()
-            else:
-                told = align(obj, decode_as(old, bases[old], kind))
-            same = set(told.same)
-            counterpart = dict(told.differ)
-            for child, child_kind in children(oid, obj, kind):
-                if child_kind is Kind.BLOB or child in same or child in seen:
-                    continue
-                seen.add(child)
-                after.append((child, child_kind, counterpart.get(child)))
+            part = frontier[start:start + READ_BATCH]
+            datas = loader.get_many([oid for oid, _, _ in part])
+            others = [old for _, _, old in part if old is not None]
+            bases = dict(zip(others, loader.get_many(others), strict=True)) if others else {}
+            for (oid, kind, old), data in zip(part, datas, strict=True):
+                if out and (len(out) >= max_nodes or total + len(data) > max_bytes):
+                    return out
+                out.append(data)
+                total += len(data)
+                obj: Object = decode_as(oid, data, kind)
+                if isinstance(obj, Snapshot):  # its root beside have's; its parents back to have
+                    told = Aligned(differ=[(obj.root, base.root)])
+                    if obj.root == base.root:
+                        told = Aligned(same=[obj.root])
+                elif old is None:
+                    told = Aligned()
+                else:
+                    told = align(obj, decode_as(old, bases[old], kind))
+                same = set(told.same)
+                counterpart = dict(told.differ)
+                for child, child_kind in children(oid, obj, kind):
+                    if child_kind is Kind.BLOB or child in same or child in seen:
+                        continue
+                    seen.add(child)
+                    after.append((child, child_kind, counterpart.get(child)))
         frontier = after
     return out
