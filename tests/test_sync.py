@@ -251,6 +251,43 @@ def test_a_push_does_not_ask_about_the_region_maps_under_changed_nodes(
     assert walk(server.coordinator.store("s1"), [changed]).ok
 
 
+def test_a_merge_push_asks_about_the_history_once_not_its_trees(
+        server: Server, tmp_path: Path) -> None:
+    """A merge's other parent reaches the history the session holds: its snapshots are
+    asked about in one request, and each local tree is set beside a complete one, so the
+    push does not walk and ask about every tree of the history (found by a review: 761
+    ids for 30 snapshots before the fix)."""
+    c = make_session(server)
+    a = new_repo(tmp_path / "a")
+    make_world(a.world / "w")
+    a.snapshot("v0")
+    lease = c["alice"].acquire("alice-pc", 600)
+    push(a, c["alice"], fencing=lease.fencing)
+    for i in range(30):
+        folder = a.world / "w" / f"d{i}"
+        folder.mkdir()
+        for j in range(20):
+            (folder / f"f{j}.txt").write_text(f"{i}-{j}")
+        a.snapshot(f"v{i + 1}")
+        push(a, c["alice"], fencing=lease.fencing)
+    b = new_repo(tmp_path / "b")
+    pull(b, c["bob"])
+    (a.world / "w" / "from-a.txt").write_text("a")
+    a.snapshot("a2")
+    push(a, c["alice"], fencing=lease.fencing)
+    (b.world / "w" / "from-b.txt").write_text("b")
+    with pytest.raises(Diverged) as diverged:
+        pull(b, c["bob"])
+    assert diverged.value.remote is not None
+    b.reconcile(diverged.value.remote, keep_other=True)
+    client = AskingClient(c["alice"])
+    push(b, client, fencing=lease.fencing)
+    assert client.requests <= 2 and len(client.asked) <= 31 + 10
+    head = b.head()
+    assert head is not None and c["alice"].head().head == head
+    assert walk(server.coordinator.store("s1"), [head]).ok
+
+
 class FailingClient(CoordinatorClient):
     """Breaks the connection after ``allowed`` uploads."""
 

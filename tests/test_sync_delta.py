@@ -672,6 +672,36 @@ class FailingDeltas(CoordinatorClient):
         return super().upload_delta(batch, request)
 
 
+class _RefusingDeltas(CoordinatorClient):
+    """A coordinator that refuses every delta batch (as one with smaller limits may)."""
+
+    def __init__(self, base: CoordinatorClient) -> None:
+        super().__init__(base.http, base.session, base._token)
+
+    def upload_delta(self, batch: bytes, request: DeltaRequest | None = None) -> Any:
+        raise CoordinatorError("pairing_too_large", "refused", 413)
+
+
+def test_a_refused_batch_sends_the_chunks_of_every_snapshot_whole(
+        server: Server, tmp_path: Path, real_world: Callable[[str], Path]) -> None:
+    """A refused batch stops the pairing of the older snapshots: their chunks are asked
+    about and sent whole, not taken to be in the base tree (found by a review: the head
+    move failed as incomplete)."""
+    versions = [real_world("aviadbag-1.19-history") / v for v in HISTORIES["aviadbag-1.19-history"][:3]]
+    c = make_session(server)
+    a = new_repo(tmp_path / "a", versions[0])
+    a.snapshot("v1")
+    lease = c["alice"].acquire("alice-pc", 300)
+    push(a, c["alice"], fencing=lease.fencing)
+    for version in versions[1:]:
+        replace_world(a.world, version)
+        a.snapshot(version.name)  # two snapshots the session lacks
+    pushed = push(a, _RefusingDeltas(c["alice"]), fencing=lease.fencing)
+    assert pushed.chunks_delta == 0 and pushed.fallbacks > 0 and pushed.chunks_whole > 0
+    assert c["alice"].head().head == a.head()
+    assert walk(server.coordinator.store("s1"), [pushed.head]).ok
+
+
 def test_an_interrupted_delta_push_resumes_without_resending(
     server: Server, tmp_path: Path, real_world: Callable[[str], Path]
 ) -> None:
@@ -785,6 +815,10 @@ def test_kept_batches_stay_within_their_byte_bound(monkeypatch: pytest.MonkeyPat
     assert memo.batch(key, ((0, 3),)) is None and memo.batch(other, ((1, 1),)) == (1, bytes(600))
     memo.keep_batch(key, ((0, 3),), 3, bytes(2000))  # larger than the bound: not kept
     assert memo.batch(key, ((0, 3),)) is None
+    # A selection's ranges count: 20 of them make a 100-byte batch cost over the bound.
+    ranges = tuple((2 * i, 1) for i in range(20))
+    memo.keep_batch(key, ranges, 20, bytes(100))
+    assert memo.batch(key, ranges) is None
     memo.drop("s1")
     assert memo.batch(other, ((1, 1),)) is None
 

@@ -34,8 +34,10 @@ PAIRINGS_KEPT = 8
 #: Bytes of verified item data kept (the items of a few pushes of a play session: most are
 #: deltas of tens of bytes).
 ITEM_BYTES_KEPT = 64 << 20
-#: Bytes of pushed batches kept whole (a play session's batch is tens to hundreds of KB).
+#: Bytes of pushed batches kept whole, their keys counted (a play session's batch is tens to
+#: hundreds of KB), and how many at most.
 BATCH_BYTES_KEPT = 16 << 20
+BATCHES_KEPT = 64
 
 Key = tuple[str, ObjectId, ObjectId]  # session, base tree, target tree
 Refusal = TreeRefused | UnsafePath | PairingTooLarge
@@ -61,17 +63,17 @@ class PairingMemo:
         one of them verified here, within what an answer may hold: a pull asking the same
         selection is answered it (:meth:`batch`). The oldest go past
         :data:`BATCH_BYTES_KEPT`."""
-        if len(batch) > BATCH_BYTES_KEPT:
+        if _batch_cost(select, batch) > BATCH_BYTES_KEPT:
             return
         with self._lock:
             old = self._batches.pop((key, select), None)
             if old is not None:
-                self._batch_bytes -= len(old[1])
+                self._batch_bytes -= _batch_cost(select, old[1])
             self._batches[(key, select)] = (count, batch)
-            self._batch_bytes += len(batch)
-            while self._batch_bytes > BATCH_BYTES_KEPT:
-                _, (_, dropped) = self._batches.popitem(last=False)
-                self._batch_bytes -= len(dropped)
+            self._batch_bytes += _batch_cost(select, batch)
+            while self._batch_bytes > BATCH_BYTES_KEPT or len(self._batches) > BATCHES_KEPT:
+                (_, dropped_select), (_, dropped) = self._batches.popitem(last=False)
+                self._batch_bytes -= _batch_cost(dropped_select, dropped)
 
     def batch(self, key: Key, select: tuple[Range, ...]) -> tuple[int, bytes] | None:
         """``(count, batch)`` kept for exactly this selection of ``key``'s pairs, or None."""
@@ -137,7 +139,13 @@ class PairingMemo:
             for key in [k for k in self._items if k[0] == session]:
                 self._item_bytes -= sum(len(item.data) for item, _ in self._items.pop(key).values())
             for kept in [k for k in self._batches if k[0][0] == session]:
-                self._batch_bytes -= len(self._batches.pop(kept)[1])
+                self._batch_bytes -= _batch_cost(kept[1], self._batches.pop(kept)[1])
+
+
+def _batch_cost(select: tuple[Range, ...], batch: bytes) -> int:
+    """What a kept batch takes: its bytes, and its key's selection (a fragmented one can
+    hold tens of thousands of ranges), about 64 bytes a range."""
+    return len(batch) + 64 * len(select)
 
 
 def _refusal(exc: Refusal) -> Callable[[], Exception]:

@@ -508,7 +508,9 @@ class _PushDeltas:
         for oid in self.pending:
             if oid in known_missing or oid in self.failed:
                 whole.append(oid)
-            elif oid in self.listed or self.unpaired:
+            elif oid in self.listed or self.unpaired or self.refused:
+                # A refused batch stops the pairing: a candidate of a later snapshot is in no
+                # list yet, which says nothing about the base tree holding it.
                 unknown.append(oid)
         for part in chunked(unknown, IDS_PER_REQUEST):
             whole += self.client.missing(list(part))
@@ -567,6 +569,12 @@ class _PushWalk:
             remote: ObjectStatus.COMPLETE}
         self._counterpart: dict[ObjectId, ObjectId] = {}
         self._roots: dict[ObjectId, ObjectId] = {}  # snapshot -> its root, as walked
+        self._remote = remote
+        self._history_known = False  # the session head's ancestors were asked about
+        #: Snapshots the session holds complete -> their roots.
+        self._complete_roots: dict[ObjectId, ObjectId] = {}
+        if remote is not None and remote_root is not None:
+            self._complete_roots[remote] = remote_root
         self.asked = 0  #: ids sent in ``objects/status`` requests
 
     def _align(self, obj: object, base: object) -> None:
@@ -575,13 +583,6 @@ class _PushWalk:
         for oid in told.same:
             self._known[oid] = ObjectStatus.COMPLETE
         self._counterpart.update(told.differ)
-
-    def _align_root(self, root: ObjectId) -> None:
-        assert self.remote_root is not None
-        if root == self.remote_root:
-            self._known[root] = ObjectStatus.COMPLETE
-        else:
-            self._counterpart[root] = self.remote_root
 
     def _counterparts(self, ids: list[ObjectId], kinds: list[Kind]) -> dict[ObjectId, object]:
         """The decoded counterparts of ``ids`` (those that have one), read here."""
@@ -662,6 +663,48 @@ class _PushWalk:
                 self.missing_chunks.append(oid)
                 self.found += 1
 
+    def _know_history(self) -> None:
+        """Learn which of the session head's ancestors held here the session holds complete,
+        in one request. Done once, at the first merge the walk meets: its other parent's line
+        reaches history the session holds, and without this the walk would read and ask
+        about every tree of it (2,635 ids for a merge after 100 snapshots, where asking by
+        levels stopped at the fork: 22). Asked, not assumed: retention may have dropped old
+        snapshots there (then they are walked and sent as any other).
+        """
+        if self._history_known or self._remote is None:
+            return
+        self._history_known = True
+        found: dict[ObjectId, ObjectId] = {}  # ancestor -> its root
+        frontier = [self._remote]
+        while frontier:
+            absent = set(self.store.missing(frontier))
+            held = [oid for oid in frontier if oid not in absent]
+            after: list[ObjectId] = []
+            for oid, data in zip(held, self.store.get_many(held), strict=True):
+                snap = decode_as(oid, data, Kind.SNAPSHOT)
+                assert isinstance(snap, Snapshot)
+                found[oid] = snap.root
+                if oid not in self.shallow:  # else its parents were pruned here
+                    after += [p for p in snap.parents if p not in found]
+            frontier = list(dict.fromkeys(after))
+        for oid, status in self._ask(list(found)).items():
+            if status is ObjectStatus.COMPLETE:
+                self._known[oid] = status
+                self._complete_roots[oid] = found[oid]
+
+    def _align_snapshot(self, oid: ObjectId, snap: Snapshot) -> None:
+        """Set a snapshot's root beside a tree the session holds complete: a parent's that
+        it holds complete, else the session head's (close in time, and either is complete
+        there, which is all a counterpart must be)."""
+        base = next((self._complete_roots[p] for p in snap.parents
+                     if p in self._complete_roots), self.remote_root)
+        if base is None:
+            return
+        if snap.root == base:
+            self._known[snap.root] = ObjectStatus.COMPLETE
+        else:
+            self._counterpart[snap.root] = base
+
     def _ask(self, ids: list[ObjectId]) -> dict[ObjectId, ObjectStatus]:
         """The session's status of each id, asked in as few requests as the limit allows;
         ids known complete there are not sent."""
@@ -704,8 +747,9 @@ class _PushWalk:
                         self._align(obj, bases[oid])
                     if isinstance(obj, Snapshot):
                         self._roots[oid] = obj.root
-                        if oid == self.head and self.remote_root is not None:
-                            self._align_root(obj.root)
+                        if len(obj.parents) > 1:
+                            self._know_history()
+                        self._align_snapshot(oid, obj)
                     elif isinstance(obj, RegionLeaf):
                         self._chunks.update(entry.oid for entry in obj.entries)
                         if self.defer_chunks:
