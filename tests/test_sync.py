@@ -251,6 +251,20 @@ def test_a_push_does_not_ask_about_the_region_maps_under_changed_nodes(
     assert walk(server.coordinator.store("s1"), [changed]).ok
 
 
+def _diverge(a: Repository, b: Repository, c: dict[str, CoordinatorClient],
+             fencing: int) -> Diverged:
+    """``b`` pulls the session, ``a`` pushes a change, ``b`` changes its world too (not
+    snapshotted): ``b``'s next pull diverges. Returns that refusal."""
+    pull(b, c["bob"])
+    (a.world / "w" / "from-a.txt").write_text("a")
+    a.snapshot("v2 on a")
+    push(a, c["alice"], fencing=fencing)
+    (b.world / "w" / "from-b.txt").write_text("b")  # not snapshotted
+    with pytest.raises(Diverged) as err:
+        pull(b, c["bob"])
+    return err.value
+
+
 def test_a_merge_push_asks_about_the_history_once_not_its_trees(
         server: Server, tmp_path: Path) -> None:
     """A merge's other parent reaches the history the session holds: its snapshots are
@@ -271,15 +285,9 @@ def test_a_merge_push_asks_about_the_history_once_not_its_trees(
         a.snapshot(f"v{i + 1}")
         push(a, c["alice"], fencing=lease.fencing)
     b = new_repo(tmp_path / "b")
-    pull(b, c["bob"])
-    (a.world / "w" / "from-a.txt").write_text("a")
-    a.snapshot("a2")
-    push(a, c["alice"], fencing=lease.fencing)
-    (b.world / "w" / "from-b.txt").write_text("b")
-    with pytest.raises(Diverged) as diverged:
-        pull(b, c["bob"])
-    assert diverged.value.remote is not None
-    b.reconcile(diverged.value.remote, keep_other=True)
+    diverged = _diverge(a, b, c, lease.fencing)
+    assert diverged.remote is not None
+    b.reconcile(diverged.remote, keep_other=True)
     client = AskingClient(c["alice"])
     push(b, client, fencing=lease.fencing)
     assert client.requests <= 2 and len(client.asked) <= 31 + 10
@@ -352,14 +360,7 @@ def test_divergence_is_reported_and_local_changes_are_kept(server: Server, tmp_p
     lease = c["alice"].acquire("alice-pc", 60)
     push(a, c["alice"], fencing=lease.fencing)
     b = new_repo(tmp_path / "b")
-    pull(b, c["bob"])
-    (a.world / "w" / "from-a.txt").write_text("a")
-    a.snapshot("v2 on a")
-    push(a, c["alice"], fencing=lease.fencing)
-    (b.world / "w" / "from-b.txt").write_text("b")  # not snapshotted
-    with pytest.raises(Diverged) as err:
-        pull(b, c["bob"])
-    assert err.value.remote == a.head()
+    assert _diverge(a, b, c, lease.fencing).remote == a.head()
     assert b.read_snapshot(b.resolve("head")).message.startswith("unsnapshotted changes")
     assert (b.world / "w" / "from-b.txt").read_text() == "b"
     assert b.store.refs.get("remotes/s1") == a.head()
@@ -377,14 +378,8 @@ def test_a_divergence_is_reconciled_keeping_both_histories(server: Server, tmp_p
     lease = c["alice"].acquire("alice-pc", 60)
     push(a, c["alice"], fencing=lease.fencing)
     b = new_repo(tmp_path / "b")
-    pull(b, c["bob"])
-    (a.world / "w" / "from-a.txt").write_text("a")
-    a.snapshot("v2 on a")
-    push(a, c["alice"], fencing=lease.fencing)
-    (b.world / "w" / "from-b.txt").write_text("b")
-    with pytest.raises(Diverged) as err:
-        pull(b, c["bob"])
-    mine, theirs = err.value.local, err.value.remote
+    err = _diverge(a, b, c, lease.fencing)
+    mine, theirs = err.local, err.remote
     assert mine is not None and theirs is not None
 
     result = b.reconcile(theirs, keep_other=keep == "theirs")
