@@ -115,6 +115,7 @@ __all__ = [
     "fetch",
     "pull",
     "push",
+    "up_to_date",
 ]
 
 Progress = Callable[[int, int], None]
