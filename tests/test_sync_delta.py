@@ -852,3 +852,21 @@ def test_the_builder_trusts_zlib_chunks_only_after_some_reproduced() -> None:
     checked = build([payload(0, 9)] + [payload(n) for n in range(1, 30)] + [payload(99, 9)])
     assert checked[0].kind == checked[-1].kind == KIND_STORED
     assert all(item.kind == KIND_RAW for item in checked[1:-1])
+
+
+def test_a_cancelled_rebuild_keeps_what_it_rebuilt() -> None:
+    from peerhost_store.region import ZLIB
+    """Cancelled before the third item: the first two stay verified (found by a review)."""
+    payloads = [zlib.compress(bytes([i]) * 5000, 6) for i in range(3)]
+    items = [(make_item(payload, ZLIB), None) for payload in payloads]
+    asked = [0]
+
+    def cancelled() -> bool:
+        asked[0] += 1
+        return asked[0] > 2
+
+    rebuilder = batches.Rebuilder(MemoryStore().objects, cancelled=cancelled)
+    with pytest.raises(batches.Cancelled):
+        rebuilder.add_many(items)
+    assert [oid for oid, _ in rebuilder.verified] == [item.new_id for item, _ in items[:2]]
+    assert rebuilder.failed == []

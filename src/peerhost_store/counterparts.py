@@ -93,7 +93,7 @@ def changed_nodes(loader: GraphLoader, want: ObjectId, have: ObjectId, *,
         for start in range(0, len(frontier), READ_BATCH):
             if out and (len(out) >= max_nodes or total >= max_bytes):
                 return out
-            part = frontier[start:start + READ_BATCH]
+            part = frontier[start:start + min(READ_BATCH, max_nodes - len(out))]
             datas = loader.get_many([oid for oid, _, _ in part])
             others = [old for _, _, old in part if old is not None]
             bases = dict(zip(others, loader.get_many(others), strict=True)) if others else {}

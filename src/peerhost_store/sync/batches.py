@@ -310,15 +310,16 @@ class Rebuilder:
             finally:
                 while running:
                     settle_oldest()
-        out: list[bytes | None] = []
-        for (item, _), outcome in zip(items, outcomes, strict=False):
-            if isinstance(outcome, bytes):
-                self.verified.append((item.new_id, outcome))
-                out.append(outcome)
-            else:
-                assert isinstance(outcome, str)
-                self.failed.append((item.new_id, outcome))
-                out.append(None)
+                # Also when cancelled: what was rebuilt so far is kept.
+                out: list[bytes | None] = []
+                for (item, _), outcome in zip(items, outcomes, strict=False):
+                    if isinstance(outcome, bytes):
+                        self.verified.append((item.new_id, outcome))
+                        out.append(outcome)
+                    else:
+                        assert isinstance(outcome, str)
+                        self.failed.append((item.new_id, outcome))
+                        out.append(None)
         return out
 
     def _prepare(self, item: DeltaItem, base_compression: int | None
