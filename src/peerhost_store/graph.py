@@ -15,7 +15,7 @@ malformed where it is referenced (:class:`WrongKind`), whatever its own bytes sa
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -35,6 +35,7 @@ __all__ = [
     "children",
     "decode_as",
     "edges",
+    "history",
     "is_ancestor",
     "walk",
 ]
@@ -152,30 +153,38 @@ class GraphLoader(Protocol):
     def missing(self, oids: Iterable[ObjectId]) -> list[ObjectId]: ...
 
 
-def is_ancestor(store: GraphLoader, ancestor: ObjectId, descendant: ObjectId, *,
-                shallow: Iterable[ObjectId] = ()) -> bool:
-    """Whether snapshot ``ancestor`` is ``descendant`` or one of its ancestors in ``store``.
-
-    Parents the store lacks (pruned history) end their branch of the search; so do
-    ``shallow`` snapshots. One read per generation of the history.
-    """
+def history(store: GraphLoader, start: ObjectId, *,
+            shallow: Iterable[ObjectId] = ()) -> Iterator[tuple[ObjectId, Snapshot | None]]:
+    """Snapshot ``start`` and its ancestors in ``store``, a generation at a time, each once,
+    with the snapshot (None for one the store lacks: pruned history, which ends its branch;
+    so do ``shallow`` snapshots). One read per generation of the history."""
     stop = set(shallow)
-    seen = {descendant}
-    frontier = [descendant]
+    seen = {start}
+    frontier = [start]
     while frontier:
-        if ancestor in frontier:
-            return True
         absent = set(store.missing(frontier))
         present = [oid for oid in frontier if oid not in absent]
+        read = dict(zip(present, store.get_many(present) if present else [], strict=True))
         parents: list[ObjectId] = []
-        for oid, data in zip(present, store.get_many(present) if present else [], strict=True):
+        for oid in frontier:
+            data = read.get(oid)
+            if data is None:
+                yield oid, None
+                continue
             obj = decode_as(oid, data, Kind.SNAPSHOT)
             assert isinstance(obj, Snapshot)
+            yield oid, obj
             if oid not in stop:
                 parents += [p for p in obj.parents if p not in seen]
-        seen.update(parents)
+                seen.update(obj.parents)
         frontier = parents
-    return False
+
+
+def is_ancestor(store: GraphLoader, ancestor: ObjectId, descendant: ObjectId, *,
+                shallow: Iterable[ObjectId] = ()) -> bool:
+    """Whether snapshot ``ancestor`` is ``descendant`` or one of its ancestors in ``store``
+    (:func:`history`: pruned parents and ``shallow`` snapshots end a branch)."""
+    return any(oid == ancestor for oid, _ in history(store, descendant, shallow=shallow))
 
 
 # -- walking everything reachable -------------------------------------------------------------

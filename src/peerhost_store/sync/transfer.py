@@ -50,7 +50,7 @@ from ..errors import (
     ObjectMissing,
     PeerhostError,
 )
-from ..graph import Kind, children, decode_as, is_ancestor
+from ..graph import Kind, children, decode_as, history, is_ancestor
 from ..ids import ObjectId, from_hex, hash_bytes
 from ..maintenance import load_shallow
 from ..objects import (
@@ -675,19 +675,9 @@ class _PushWalk:
         if self._history_known or self._remote is None:
             return
         self._history_known = True
-        found: dict[ObjectId, ObjectId] = {}  # ancestor -> its root
-        frontier = [self._remote]
-        while frontier:
-            absent = set(self.store.missing(frontier))
-            held = [oid for oid in frontier if oid not in absent]
-            after: list[ObjectId] = []
-            for oid, data in zip(held, self.store.get_many(held), strict=True):
-                snap = decode_as(oid, data, Kind.SNAPSHOT)
-                assert isinstance(snap, Snapshot)
-                found[oid] = snap.root
-                if oid not in self.shallow:  # else its parents were pruned here
-                    after += [p for p in snap.parents if p not in found]
-            frontier = list(dict.fromkeys(after))
+        found = {oid: snap.root  # ancestor -> its root
+                 for oid, snap in history(self.store, self._remote, shallow=self.shallow)
+                 if snap is not None}
         for oid, status in self._ask(list(found)).items():
             if status is ObjectStatus.COMPLETE:
                 self._known[oid] = status
