@@ -26,6 +26,7 @@ from peerhost_store.sync.client import (
     CoordinatorClient,
     CoordinatorError,
     CoordinatorUnavailable,
+    Lease,
     UploadResult,
 )
 from peerhost_store.sync.protocol import (
@@ -251,6 +252,18 @@ def test_a_push_does_not_ask_about_the_region_maps_under_changed_nodes(
     assert walk(server.coordinator.store("s1"), [changed]).ok
 
 
+def _pushed(c: dict[str, CoordinatorClient], folder: Path,
+            ttl: float = 60) -> tuple[Repository, Lease]:
+    """A repository at ``folder`` holding a generated world in ``w``, snapshotted and pushed
+    by alice under a lease of ``ttl`` seconds (returned, still held)."""
+    a = new_repo(folder)
+    make_world(a.world / "w")
+    a.snapshot("v1")
+    lease = c["alice"].acquire("alice-pc", ttl)
+    push(a, c["alice"], fencing=lease.fencing)
+    return a, lease
+
+
 def _diverge(a: Repository, b: Repository, c: dict[str, CoordinatorClient],
              fencing: int) -> Diverged:
     """``b`` pulls the session, ``a`` pushes a change, ``b`` changes its world too (not
@@ -272,11 +285,7 @@ def test_a_merge_push_asks_about_the_history_once_not_its_trees(
     push does not walk and ask about every tree of the history (found by a review: 761
     ids for 30 snapshots before the fix)."""
     c = make_session(server)
-    a = new_repo(tmp_path / "a")
-    make_world(a.world / "w")
-    a.snapshot("v0")
-    lease = c["alice"].acquire("alice-pc", 600)
-    push(a, c["alice"], fencing=lease.fencing)
+    a, lease = _pushed(c, tmp_path / "a", ttl=600)
     for i in range(30):
         folder = a.world / "w" / f"d{i}"
         folder.mkdir()
@@ -354,11 +363,7 @@ def test_pull_refuses_bytes_that_do_not_match_their_id(server: Server, tmp_path:
 
 def test_divergence_is_reported_and_local_changes_are_kept(server: Server, tmp_path: Path) -> None:
     c = make_session(server)
-    a = new_repo(tmp_path / "a")
-    make_world(a.world / "w")
-    a.snapshot("v1")
-    lease = c["alice"].acquire("alice-pc", 60)
-    push(a, c["alice"], fencing=lease.fencing)
+    a, lease = _pushed(c, tmp_path / "a")
     b = new_repo(tmp_path / "b")
     assert _diverge(a, b, c, lease.fencing).remote == a.head()
     assert b.read_snapshot(b.resolve("head")).message.startswith("unsnapshotted changes")
@@ -372,11 +377,7 @@ def test_divergence_is_reported_and_local_changes_are_kept(server: Server, tmp_p
 def test_a_divergence_is_reconciled_keeping_both_histories(server: Server, tmp_path: Path,
                                                            keep: str) -> None:
     c = make_session(server)
-    a = new_repo(tmp_path / "a")
-    make_world(a.world / "w")
-    a.snapshot("v1")
-    lease = c["alice"].acquire("alice-pc", 60)
-    push(a, c["alice"], fencing=lease.fencing)
+    a, lease = _pushed(c, tmp_path / "a")
     b = new_repo(tmp_path / "b")
     err = _diverge(a, b, c, lease.fencing)
     mine, theirs = err.local, err.remote
