@@ -137,9 +137,10 @@ def _damaged(repo: Repository) -> set[ObjectId]:
 def _heal_from_world(repo: Repository, damaged: set[ObjectId]) -> set[ObjectId]:
     # Every file is read (no stat cache): a cached region would not produce its chunks. The
     # cache is rebuilt from this scan, so it points at nothing damaged.
-    writer = ObjectWriter(repo.store, heal=frozenset(damaged))
-    scan = scan_world(repo.world, writer, {})
-    repo.store.apply(Update(hashed=writer.take(), stats=scan.stats, clear_stats=True))
+    with ObjectWriter(repo.store, heal=frozenset(damaged)) as writer:
+        scan = scan_world(repo.world, writer, {})
+        objects = writer.take()
+    repo.store.apply(Update(hashed=objects, stats=scan.stats, clear_stats=True))
     return writer.healed
 
 
@@ -156,28 +157,29 @@ def _drop(repo: Repository, damaged: set[ObjectId], report: RepairReport) -> Non
             raise NotFound(f"the snapshot ref {name!r} points at ({oid.hex()}) is lost and no "
                            "source has it: restore .peerhost from a backup, or clone the "
                            "session again")
-    writer = ObjectWriter(store)
-    trees = _Trees(store.objects, damaged, writer)
-    new: dict[ObjectId, ObjectId] = {}
-    for oid, snap in order:
-        root, lost = trees.dir(snap.root)
-        parents = tuple(new[p] for p in snap.parents if p in new)
-        report.lost += [Lost(oid, path) for path in lost]
-        if root == snap.root and parents == snap.parents:
-            new[oid] = oid
-            continue
-        message = snap.message + (f" (repaired: {len(lost)} lost)" if lost else "")
-        changed = dataclasses.replace(snap, root=root or trees.empty(), parents=parents,
-                                      message=message)
-        new[oid] = writer.add(encode_snapshot(changed))
-        report.rewritten[oid] = new[oid]
-    moves: list[tuple[str, ObjectId | None, ObjectId | None]] = []
-    for name, oid in refs:
-        if new.get(oid) != oid:
-            moves.append((name, oid, new.get(oid)))  # a lost remotes/ ref: the next pull sets it
-            report.heads[name] = (oid, new.get(oid))
-    shallow = {new[s] for s in load_shallow(store) if s in new}
-    store.apply(Update(hashed=writer.take(), refs=moves,
+    with ObjectWriter(store) as writer:
+        trees = _Trees(store.objects, damaged, writer)
+        new: dict[ObjectId, ObjectId] = {}
+        for oid, snap in order:
+            root, lost = trees.dir(snap.root)
+            parents = tuple(new[p] for p in snap.parents if p in new)
+            report.lost += [Lost(oid, path) for path in lost]
+            if root == snap.root and parents == snap.parents:
+                new[oid] = oid
+                continue
+            message = snap.message + (f" (repaired: {len(lost)} lost)" if lost else "")
+            changed = dataclasses.replace(snap, root=root or trees.empty(), parents=parents,
+                                          message=message)
+            new[oid] = writer.add(encode_snapshot(changed))
+            report.rewritten[oid] = new[oid]
+        moves: list[tuple[str, ObjectId | None, ObjectId | None]] = []
+        for name, oid in refs:
+            if new.get(oid) != oid:
+                moves.append((name, oid, new.get(oid)))  # a lost remotes/ ref: the next pull sets it
+                report.heads[name] = (oid, new.get(oid))
+        shallow = {new[s] for s in load_shallow(store) if s in new}
+        objects = writer.take()
+    store.apply(Update(hashed=objects, refs=moves,
                        meta={"shallow": msgpack.packb(sorted(shallow))}))
 
 

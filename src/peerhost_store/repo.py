@@ -284,9 +284,10 @@ class Repository:
             return self._scan(progress)
 
     def _scan(self, progress: Progress | None = None) -> ScanResult:
-        writer = ObjectWriter(self.store)
-        result = scan_world(self.world, writer, self.store.stats.load(), progress=progress)
-        self.store.apply(Update(hashed=writer.take(), stats=result.stats))
+        with ObjectWriter(self.store) as writer:
+            result = scan_world(self.world, writer, self.store.stats.load(), progress=progress)
+            objects = writer.take()
+        self.store.apply(Update(hashed=objects, stats=result.stats))
         return result
 
     def snapshot(
@@ -320,9 +321,9 @@ class Repository:
         self._finish_restore(replacing=replacing)
         started = time.perf_counter()
         parent = self.head()
-        writer = ObjectWriter(self.store)
-        scan = scan_world(self.world, writer, self.store.stats.load(), progress=progress)
-        objects = writer.take()
+        with ObjectWriter(self.store) as writer:
+            scan = scan_world(self.world, writer, self.store.stats.load(), progress=progress)
+            objects = writer.take()
         if parent is not None and not allow_empty and self.read_snapshot(parent).root == scan.root:
             self.store.apply(Update(hashed=objects, stats=scan.stats))
             return SnapshotResult(parent, self.read_snapshot(parent), False, scan,
@@ -476,9 +477,10 @@ class Repository:
         if not self.readonly:
             return self.scan().root, self.store.objects
         scratch = MemoryStore()
-        writer = ObjectWriter(scratch)
-        result = scan_world(self.world, writer, self.store.stats.load())
-        scratch.apply(Update(hashed=writer.take()))
+        with ObjectWriter(scratch) as writer:
+            result = scan_world(self.world, writer, self.store.stats.load())
+            objects = writer.take()
+        scratch.apply(Update(hashed=objects))
         return result.root, Overlay(scratch.backend.data, self.store.objects)
 
     def checkout(self, snapshot: ObjectId, folder: Path, progress: Progress | None = None) -> RestoreResult:
@@ -547,9 +549,9 @@ class Repository:
         source = self.read_snapshot(snapshot).root
         if only is None:
             return source, []
-        writer = ObjectWriter(self.store)
-        target = only.graft(self.store.objects, writer.add, live, source)
-        return target, writer.take()
+        with ObjectWriter(self.store) as writer:
+            target = only.graft(self.store.objects, writer.add, live, source)
+            return target, writer.take()
 
     def reconcile(self, other: ObjectId, *, keep_other: bool,
                   progress: Progress | None = None) -> RollbackResult:
@@ -597,12 +599,13 @@ class Repository:
             safety, live = self._safety_snapshot(f"safety snapshot before taking "
                                                  f"{theirs.hex()[:12]}")
             head = self.head()
-            writer = ObjectWriter(self.store)
             from .area import carry
             from .restore import prepare_restore
-            target = carry(self.store.objects, writer.add, live, self.read_snapshot(base).root,
-                           self.read_snapshot(theirs).root)
-            self.store.apply(Update(hashed=writer.take()))  # unreachable until the head moves
+            with ObjectWriter(self.store) as writer:
+                target = carry(self.store.objects, writer.add, live,
+                               self.read_snapshot(base).root, self.read_snapshot(theirs).root)
+                objects = writer.take()
+            self.store.apply(Update(hashed=objects))  # unreachable until the head moves
             ops = prepare_restore(self.store.objects, self.world, live, target)
             oid = self._commit_tree(target, f"took the changes of {theirs.hex()[:12]} since "
                                     f"{base.hex()[:12]} (kept the play here)", (theirs,),
