@@ -180,3 +180,42 @@ def test_pull_is_not_blocked_by_a_damaged_object_it_does_not_need(
     assert [p.oid for p in b.verify().problems] == [base], "v0 still holds it (phs repair)"
     assert repair(b, [CoordinatorSource(c["bob"], "origin")]).healed == {"origin": 1}
     assert b.verify().ok
+
+
+def test_a_checkout_stops_at_a_damaged_chunk_names_every_one_and_runs_again(
+        repo: Repository, tmp_path: Path) -> None:
+    """A checkout checks each chunk as it reads it for writing (one pass): a damaged one
+    stops it part-way, the error names every damaged chunk it needs, and once the store is
+    healed the same checkout finishes into the same folder."""
+    import zlib
+
+    from peerhost_store.region import ZLIB, ChunkRecord, write_region
+    from peerhost_store.restore import CHECKOUT_MARKER
+    from peerhost_store.scan import scan_world
+    from peerhost_store.store import MemoryStore
+    from peerhost_store.writer import ObjectWriter
+
+    for x in range(3):
+        payloads = [zlib.compress(b"\x0a\x00\x00" + bytes([x, slot]) * 500, 6) for slot in range(8)]
+        data, _ = write_region(ChunkRecord(slot, ZLIB, p, 1000 + slot) for slot, p in enumerate(payloads))
+        (repo.world / "region" / f"r.{x}.0.mca").write_bytes(data)
+    snap = repo.snapshot("three regions")
+    chunks = {(p, c.slot): c.oid for p, e in iter_tree(repo.store.objects, snap.snapshot.root)
+              if e.kind is EntryKind.REGION for c in iter_region(repo.store.objects, e.oid)}
+    damaged = {("region/r.1.0.mca", 3), ("region/r.2.0.mca", 5)}
+    good = {key: repo.store.objects.backend.get_many([chunks[key]])[0] for key in damaged}
+    for key in damaged:
+        corrupt(repo.store, chunks[key])
+    out = tmp_path / "copy"
+    with pytest.raises(DamagedObjects) as info:
+        repo.checkout(snap.oid, out)
+    assert {where for _, _, where in info.value.problems} == {
+        f"{path} chunk slot {slot}" for path, slot in damaged}
+    assert "region/r.1.0.mca chunk slot 3" in str(info.value)
+    assert "stopped part-way" in str(info.value) and "nothing was written" not in str(info.value)
+    assert (out / CHECKOUT_MARKER).is_file(), "a partial checkout keeps its marker"
+    repo.store.objects.backend.put_many([(chunks[key], good[key]) for key in damaged])
+    repo.checkout(snap.oid, out)  # the same checkout, run again into what it left
+    assert not (out / CHECKOUT_MARKER).exists()
+    with ObjectWriter(MemoryStore()) as writer:
+        assert scan_world(out, writer, {}).root == snap.snapshot.root

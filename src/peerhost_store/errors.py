@@ -89,19 +89,21 @@ class StoreDamaged(StoreError):
 
 
 class DamagedObjects(PeerhostError):
-    """Objects an operation needs are missing or corrupt; it stopped before writing anything.
+    """Objects an operation needs are missing or corrupt; it stopped before writing anything
+    (or, as ``outcome`` says, where it can be run again).
 
     Attributes:
         problems: ``(id, "missing" | "corrupt", path that needs it)`` for each one found.
     """
 
-    def __init__(self, problems: list[tuple[ObjectId, str, str]], what: str = "the restore") -> None:
+    def __init__(self, problems: list[tuple[ObjectId, str, str]], what: str = "the restore",
+                 outcome: str = "nothing was written") -> None:
         self.problems = problems
         oid, kind, where = problems[0]
         more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
-        super().__init__(f"{what} needs {kind} object {oid.hex()} ({where}){more}; nothing "
-                         "was written; run phs repair (it fetches good copies from the "
-                         "remotes, or drops what is lost from the snapshots that hold it)")
+        super().__init__(f"{what} needs {kind} object {oid.hex()} ({where}){more}; {outcome}; "
+                         "run phs repair (it fetches good copies from the remotes, or drops "
+                         "what is lost from the snapshots that hold it)")
 
     @property
     def oids(self) -> list[ObjectId]:

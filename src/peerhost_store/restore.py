@@ -287,6 +287,16 @@ def checkout_tree(
 
     Files are not fsynced one by one: there is no older version to lose, and an interrupted
     checkout is simply run again (every file is rewritten, so a partly written one heals).
+    For the same reason objects are checked as they are read for writing, in one pass, not
+    all before the first write as a restore over a world does: a damaged one stops the
+    checkout part-way (its marker left, so it can be run again once the store is repaired),
+    and :class:`DamagedObjects` names every damaged object the checkout needs and where.
+    One pass reads each chunk once and holds no region map longer than its file takes.
+
+    Raises:
+        RestoreError: ``folder`` is not a folder, or holds something else.
+        UnsafePath: a path of the tree would lead outside ``folder`` (before any write).
+        DamagedObjects: objects the checkout needs are missing or corrupt.
     """
     marker = folder / CHECKOUT_MARKER
     check_tree(store, target)  # before anything walks the tree path by path
@@ -297,13 +307,29 @@ def checkout_tree(
             if not marker.is_file() or marker.is_symlink() or marker.read_bytes() != target:
                 raise RestoreError(f"{folder} is not an empty folder")
             _check_partial_checkout(store, target, folder)
-    ops = prepare_restore(store, folder, None, target)  # refuses before anything is written
+    try:
+        ops = plan(store, None, target)
+    except (ObjectMissing, ObjectCorrupt) as exc:  # a tree node: the diff reads every one
+        raise DamagedObjects([_problem(exc, "a folder of the tree")], "the checkout") from exc
+    for op in ops:
+        resolve_inside(folder, op.path)  # links planted in a partial checkout are refused
     folder.mkdir(parents=True, exist_ok=True)
     marker.write_bytes(target)  # only a re-run of this checkout may write into it now
-    result = apply_restore(store, folder, ops, progress=progress, durable=False)
+    try:
+        result = apply_restore(store, folder, ops, progress=progress, durable=False)
+    except (ObjectMissing, ObjectCorrupt):
+        try:
+            check_objects(store, ops)  # finds each damaged object and the path that needs it
+        except DamagedObjects as exc:
+            raise DamagedObjects(exc.problems, "the checkout", CHECKOUT_STOPPED) from None
+        raise
     marker.unlink()
     return result
 
+
+#: What a checkout stopped by a damaged object says it did.
+CHECKOUT_STOPPED = ("it stopped part-way: once the store is repaired, run the same checkout "
+                    "into the same folder to finish it")
 
 #: Left in a folder while a checkout writes it (scans skip the temp prefix).
 CHECKOUT_MARKER = f"{TEMP_PREFIX}checkout"
