@@ -3,12 +3,14 @@ object, and keeps bounded memory."""
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from .ids import ObjectId, hash_bytes
 from .store import Store, Update
+
+if TYPE_CHECKING:  # imported where a batch is first flushed: most commands never flush one
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 __all__ = ["BATCH_BYTES", "ObjectWriter"]
 
@@ -108,6 +110,8 @@ class ObjectWriter:
         fresh = self.take()
         if fresh:
             if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="phs-writer")
             # Staged: the store may index them with the final update (LMDB does, so its
             # early batches only append packs).
