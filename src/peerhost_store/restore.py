@@ -321,14 +321,14 @@ def checkout_tree(
         try:
             check_objects(store, ops)  # finds each damaged object and the path that needs it
         except DamagedObjects as exc:
-            raise DamagedObjects(exc.problems, "the checkout", CHECKOUT_STOPPED) from None
+            raise DamagedObjects(exc.problems, "the checkout", _CHECKOUT_STOPPED) from None
         raise
     marker.unlink()
     return result
 
 
 #: What a checkout stopped by a damaged object says it did.
-CHECKOUT_STOPPED = ("it stopped part-way: once the store is repaired, run the same checkout "
+_CHECKOUT_STOPPED = ("it stopped part-way: once the store is repaired, run the same checkout "
                     "into the same folder to finish it")
 
 #: Left in a folder while a checkout writes it (scans skip the temp prefix).
