@@ -133,13 +133,19 @@ def prepare_restore(
         UnsafePath: a path in the tree, or a link on disk, would lead outside ``world``.
         DamagedObjects: objects the restore needs are missing or corrupt.
     """
+    return check_objects(store, _plan_inside(store, world, current, target, "the restore"))
+
+
+def _plan_inside(store: ObjectReader, world: Path, current: ObjectId | None,
+                 target: ObjectId, what: str) -> list[_Op]:
+    """:func:`plan`, with every path checked to stay inside ``world`` on disk."""
     try:
         ops = plan(store, current, target)
     except (ObjectMissing, ObjectCorrupt) as exc:  # a tree node: the diff reads every one
-        raise DamagedObjects([_problem(exc, "a folder of the trees compared")]) from exc
+        raise DamagedObjects([_problem(exc, "a folder of the trees compared")], what) from exc
     for op in ops:
         resolve_inside(world, op.path)  # links planted on disk are refused before any write
-    return check_objects(store, ops)
+    return ops
 
 
 def check_objects(store: ObjectReader, ops: list[_Op], batch: int = 256) -> list[_Op]:
@@ -307,12 +313,7 @@ def checkout_tree(
             if not marker.is_file() or marker.is_symlink() or marker.read_bytes() != target:
                 raise RestoreError(f"{folder} is not an empty folder")
             _check_partial_checkout(store, target, folder)
-    try:
-        ops = plan(store, None, target)
-    except (ObjectMissing, ObjectCorrupt) as exc:  # a tree node: the diff reads every one
-        raise DamagedObjects([_problem(exc, "a folder of the tree")], "the checkout") from exc
-    for op in ops:
-        resolve_inside(folder, op.path)  # links planted in a partial checkout are refused
+    ops = _plan_inside(store, folder, None, target, "the checkout")
     folder.mkdir(parents=True, exist_ok=True)
     marker.write_bytes(target)  # only a re-run of this checkout may write into it now
     try:
