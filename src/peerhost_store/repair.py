@@ -172,13 +172,13 @@ def _drop(repo: Repository, damaged: set[ObjectId], report: RepairReport) -> Non
                                           message=message)
             new[oid] = writer.add(encode_snapshot(changed))
             report.rewritten[oid] = new[oid]
-        moves: list[tuple[str, ObjectId | None, ObjectId | None]] = []
-        for name, oid in refs:
-            if new.get(oid) != oid:
-                moves.append((name, oid, new.get(oid)))  # a lost remotes/ ref: the next pull sets it
-                report.heads[name] = (oid, new.get(oid))
-        shallow = {new[s] for s in load_shallow(store) if s in new}
         objects = writer.take()
+    moves: list[tuple[str, ObjectId | None, ObjectId | None]] = []
+    for name, oid in refs:
+        if new.get(oid) != oid:
+            moves.append((name, oid, new.get(oid)))  # a lost remotes/ ref: the next pull sets it
+            report.heads[name] = (oid, new.get(oid))
+    shallow = {new[s] for s in load_shallow(store) if s in new}
     store.apply(Update(hashed=objects, refs=moves,
                        meta={"shallow": msgpack.packb(sorted(shallow))}))
 

@@ -28,10 +28,10 @@ class ObjectWriter:
     Each early batch is committed on a worker thread while the caller goes on producing the
     next one: a commit is mostly waiting for the disk (its fsync); in a cold snapshot of a
     1 GiB world the commits took 2.2 s of 7.8 (cProfile), and overlapped the snapshot went
-    from 6.0 to 3.7 s. At most one commit runs at a time, so memory holds
-    at most two batches. :meth:`take` waits for it and raises what it raised; use the writer
-    as a context manager, so that a caller that fails midway waits for it too, before the
-    store closes under a running transaction.
+    from 6.0 to 3.7 s. At most one commit runs at a time, so memory holds at most two
+    batches. :meth:`take` waits for it and raises what it raised; use the writer as a
+    context manager, so that a caller that fails midway waits for it too, before the store
+    closes under a running transaction.
     """
 
     def __init__(self, store: Store, batch_bytes: int = BATCH_BYTES, *,
