@@ -27,6 +27,7 @@ from peerhost_store.sync.client import (
     CoordinatorError,
     CoordinatorUnavailable,
     Lease,
+    TreeUploadResult,
     UploadResult,
 )
 from peerhost_store.sync.protocol import (
@@ -185,12 +186,19 @@ def test_a_small_change_costs_little_to_push(server: Server, tmp_path: Path,
 
 
 class AskingClient(CoordinatorClient):
-    """Counts the ids a push asks ``objects/status`` about."""
+    """Counts the ids a push asks ``objects/status`` about; with ``trees`` False, a
+    coordinator without tree uploads (404), so nodes go whole."""
 
-    def __init__(self, base: CoordinatorClient) -> None:
+    def __init__(self, base: CoordinatorClient, *, trees: bool = True) -> None:
         super().__init__(base.http, base.session, base._token)
         self.asked: list[ObjectId] = []
         self.requests = 0
+        self.trees = trees
+
+    def upload_tree(self, body: bytes) -> TreeUploadResult:
+        if not self.trees:
+            raise CoordinatorError("not_found", "no such route", 404)
+        return super().upload_tree(body)
 
     def object_status(self, ids: list[ObjectId]) -> list[ObjectStatus]:
         self.asked += ids
@@ -198,33 +206,41 @@ class AskingClient(CoordinatorClient):
         return super().object_status(ids)
 
 
+@pytest.mark.parametrize("trees", [True, False], ids=["tree-upload", "nodes-whole"])
 def test_a_push_asks_only_about_new_paths_once_and_survives_a_revert(
-        server: Server, tmp_path: Path, real_world: Callable[[str], Path]) -> None:
+        server: Server, tmp_path: Path, real_world: Callable[[str], Path], trees: bool) -> None:
     c = make_session(server)
     a = new_repo(tmp_path / "a", real_world("aviadbag-1.19-history") / "3195128")
     a.snapshot("v1")
     lease = c["alice"].acquire("alice-pc", 60)
     push(a, c["alice"], fencing=lease.fencing)
-    client = AskingClient(c["alice"])
+    client = AskingClient(c["alice"], trees=trees)
     level = a.world / "level.dat"
     original = level.read_bytes()
     level.write_bytes(original + b"changed")
     changed = a.snapshot("v2").oid
     pushed = push(a, client, fencing=lease.fencing)
-    # The folders above the changed file are set beside the session head's: only what
-    # changed is asked about, none of its unchanged siblings.
-    # They are found by walking here first, so the session is asked once, not per level.
     snapshot = a.read_snapshot(changed)
-    assert client.asked[0] == changed and snapshot.root in client.asked
-    assert len(client.asked) == pushed.objects_sent <= 4
-    assert client.requests == 1
+    assert client.asked[0] == changed and client.requests == 1
+    if trees:
+        # The coordinator rebuilt the root from the change: only the snapshot and the
+        # changed file are asked about, and the root is not sent.
+        assert pushed.tree_nodes >= 1 and snapshot.root not in client.asked
+        assert len(client.asked) == 2 and pushed.objects_sent == 2 + pushed.tree_nodes
+    else:
+        # The folders above the changed file are set beside the session head's: only what
+        # changed is asked about, none of its unchanged siblings.
+        # They are found by walking here first, so the session is asked once, not per level.
+        assert snapshot.root in client.asked and pushed.tree_nodes == 0
+        assert len(client.asked) == pushed.objects_sent <= 4
     # Back to v1's tree, which the session holds from its history: found there, not sent.
     # The same path is asked about (its nodes differ from the head's), in one request.
     level.write_bytes(original)
     reverted = a.snapshot("v3").oid
     client.asked, client.requests = [], 0
     again = push(a, client, fencing=lease.fencing)
-    assert again.objects_sent == 1 and client.requests == 1  # the snapshot alone is sent
+    # The snapshot alone is sent (and the root rebuilt there, which it held already).
+    assert again.objects_sent - again.tree_nodes == 1 and client.requests == 1
     assert client.asked[0] == reverted and len(client.asked) == len(set(client.asked)) <= 4
     assert c["alice"].head().head == reverted
     assert walk(server.coordinator.store("s1"), [reverted]).ok
@@ -242,7 +258,7 @@ def test_a_push_does_not_ask_about_the_region_maps_under_changed_nodes(
     push(a, c["alice"], fencing=lease.fencing)
     replace_world(a.world, history / HISTORIES["aviadbag-1.19-history"][1])
     changed = a.snapshot("v2").oid
-    client = AskingClient(c["alice"])
+    client = AskingClient(c["alice"], trees=False)
     pushed = push(a, client, fencing=lease.fencing)
     assert pushed.chunks_delta > 50 and client.requests == 1
     kinds = {type(decode(data)).__name__ for data in a.store.objects.get_many(

@@ -353,7 +353,8 @@ def test_a_pull_of_a_push_is_served_the_items_the_push_verified(
 
 
 class _Batches(CoordinatorClient):
-    """Records the delta batches a client sends and receives."""
+    """Records the delta batches a client sends and receives; its pushes send chunks as
+    delta batches (the coordinator answers tree uploads as one without them would)."""
 
     def __init__(self, base: CoordinatorClient) -> None:
         super().__init__(base.http, base.session, base._token)
@@ -368,6 +369,9 @@ class _Batches(CoordinatorClient):
         count, batch = super().download_delta(request)
         self.received.append(batch)
         return count, batch
+
+    def upload_tree(self, body: bytes) -> Any:
+        raise CoordinatorError("not_found", "no such route", 404)
 
 
 def test_a_pull_of_a_push_is_answered_the_very_batch_the_push_sent(
@@ -458,6 +462,9 @@ class Tampering(CoordinatorClient):
                 items[i] = DeltaItem(item.new_id, item.base_id, item.compression, item.kind, data)
                 break
         return encode_batch(items, want=want)
+
+    def upload_tree(self, body: bytes) -> Any:  # chunks go as delta batches
+        raise CoordinatorError("not_found", "no such route", 404)
 
     def upload_delta(self, batch: bytes, request: DeltaRequest | None = None) -> DeltaUploadResult:
         assert request is not None
@@ -610,6 +617,9 @@ def test_delta_requests_are_capped(tmp_path: Path, real_world: Callable[[str], P
 class NoDeltaRoutes(CoordinatorClient):
     """A coordinator from before delta transfer: its delta routes answer 404."""
 
+    def upload_tree(self, body: bytes) -> Any:  # chunks go as delta batches
+        raise CoordinatorError("not_found", "no such route", 404)
+
     def upload_delta(self, batch: bytes, request: DeltaRequest | None = None) -> DeltaUploadResult:
         raise CoordinatorError("not_found", "Not Found", 404)
 
@@ -662,6 +672,9 @@ class FailingDeltas(CoordinatorClient):
         self.sent += [hash_bytes(o) for o in objects]
         return super().upload(objects, ids, sent)
 
+    def upload_tree(self, body: bytes) -> Any:  # chunks go as delta batches
+        raise CoordinatorError("not_found", "no such route", 404)
+
     def upload_delta(self, batch: bytes, request: DeltaRequest | None = None) -> DeltaUploadResult:
         if self.allowed == 0:
             raise CoordinatorUnavailable("unavailable", "connection reset (simulated)", 0)
@@ -677,6 +690,9 @@ class _RefusingDeltas(CoordinatorClient):
 
     def __init__(self, base: CoordinatorClient) -> None:
         super().__init__(base.http, base.session, base._token)
+
+    def upload_tree(self, body: bytes) -> Any:  # chunks go as delta batches
+        raise CoordinatorError("not_found", "no such route", 404)
 
     def upload_delta(self, batch: bytes, request: DeltaRequest | None = None) -> Any:
         raise CoordinatorError("pairing_too_large", "refused", 413)

@@ -1,5 +1,6 @@
 """Chunk deltas (:mod:`.domain.deltas`): ``POST .../objects/delta`` pushes a batch,
-``POST .../objects/delta/get`` pulls one."""
+``POST .../objects/delta/get`` pulls one; ``POST .../objects/tree`` pushes a tree as what
+changed (:mod:`.domain.trees`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from peerhost_store.sync.protocol import (
 )
 
 from .auth import MEMBER, OWNER
-from .domain import deltas
+from .domain import deltas, trees
 from .observe import Metrics
 from .web import (
     authorize,
@@ -67,7 +68,20 @@ async def download_delta(request: Request) -> Response:
     return msgpack_response(await run_cancellable(request, run))
 
 
+async def upload_tree(request: Request) -> JSONResponse:
+    session = session_name(request)
+    await authorize(request, PLAYERS, session)
+    body = await read_msgpack_body(request)
+    coord = coordinator(request)
+    answer = await run_cancellable(
+        request, lambda cancelled: trees.accept(coord, session, body, cancelled))
+    metrics: Metrics = request.app.state.metrics
+    metrics.objects_stored.inc(answer["new"])
+    return JSONResponse(answer)
+
+
 routes = [
     Route("/v1/sessions/{session}/objects/delta/get", download_delta, methods=["POST"]),
     Route("/v1/sessions/{session}/objects/delta", upload_delta, methods=["POST"]),
+    Route("/v1/sessions/{session}/objects/tree", upload_tree, methods=["POST"]),
 ]

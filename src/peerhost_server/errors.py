@@ -61,7 +61,7 @@ STATUS: dict[type[e.DomainError], int] = {
     e.SessionExists: 409, e.MemberExists: 409, e.LeaseRefused: 409, e.NoLease: 409,
     e.Fenced: 409, e.HeadMoved: 409, e.NothingToRollBack: 409,
     e.NodeTooLarge: 413, e.TooManyItems: 413, e.DeltaTooLarge: 413, e.PairingRefused: 413,
-    e.RefusedTree: 422, e.TreeNotValidated: 422, e.AreaRefused: 422,
+    e.RefusedTree: 422, e.TreeNotValidated: 422, e.TreeMismatch: 422, e.AreaRefused: 422,
     e.Cancelled: 499,  # nobody reads it; the access log and the metrics do
     e.StoredObjectCorrupt: 500, e.StoreProblem: 500,
     e.Unavailable: 503,

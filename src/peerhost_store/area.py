@@ -41,11 +41,13 @@ __all__ = [
     "carry",
     "dimension_folders",
     "graft",
+    "graft_changes",
     "graft_chunks",
     "graft_files",
     "lookup_paths",
     "parse_dimension",
     "player_from_usercache",
+    "tree_changes",
 ]
 
 #: The short names the CLI accepts for the vanilla dimensions.
@@ -353,8 +355,21 @@ def graft_chunks(store: ObjectLoader, add: Add, root: ObjectId,
     Raises:
         GraftRefused: a region file to change is damaged (kept whole) or not a region.
     """
+    return graft_changes(store, add, root, {}, regions)
+
+
+def graft_changes(store: ObjectLoader, add: Add, root: ObjectId,
+                  files: Mapping[str, DirEntry | None],
+                  regions: Mapping[str, Mapping[int, ChunkEntry | None]]) -> ObjectId:
+    """Tree ``root`` with :func:`graft_files`'s ``files`` and :func:`graft_chunks`'s
+    ``regions`` (paths apart from each other) both applied, each folder on their way cut
+    again once.
+
+    Raises:
+        GraftRefused: as :func:`graft_files` and :func:`graft_chunks` raise it.
+    """
     found = lookup_paths(store, root, regions)
-    files: dict[str, DirEntry | None] = {}
+    grafted = dict(files)
     for path, slots in regions.items():
         entry = found.get(path)
         current = _region_chunks(store, path, entry, slots, "the world")
@@ -365,9 +380,9 @@ def graft_chunks(store: ObjectLoader, add: Add, root: ObjectId,
         base = entry.oid if entry is not None and entry.kind is EntryKind.REGION else None
         count = (entry.size if base is not None and entry is not None else 0) + sum(
             (chunk is not None) - (slot in current) for slot, chunk in changes.items())
-        files[path] = DirEntry(path.rpartition("/")[2], EntryKind.REGION,
-                               update_map(store, add, base, changes, region=True), count)
-    return graft_files(store, add, root, files) if files else root
+        grafted[path] = DirEntry(path.rpartition("/")[2], EntryKind.REGION,
+                                 update_map(store, add, base, changes, region=True), count)
+    return graft_files(store, add, root, grafted) if grafted else root
 
 
 def _region_chunks(store: ObjectLoader, path: str, entry: DirEntry | None, slots: Iterable[int],
@@ -400,6 +415,18 @@ def carry(store: ObjectLoader, add: Add, into: ObjectId, base: ObjectId, theirs:
     Raises:
         GraftRefused: a file of ``into`` stands where ``theirs`` needs a folder.
     """
+    return graft_changes(store, add, into, *tree_changes(store, base, theirs))
+
+
+def tree_changes(store: ObjectLoader, base: ObjectId | None, theirs: ObjectId, *,
+                 new_regions: bool = False
+                 ) -> tuple[dict[str, DirEntry | None], dict[str, dict[int, ChunkEntry | None]]]:
+    """What changed from tree ``base`` (None: empty) to tree ``theirs``, as the ``files``
+    and ``regions`` of :func:`graft_changes`, which makes ``theirs`` of ``base`` again: the
+    chunks that changed in region files both sides parse (with ``new_regions``, also every
+    chunk of a region file that is new beside its folder's others), every other changed entry
+    whole (a folder added, removed or replaced whole, with its insides). It costs the change.
+    """
     files: dict[str, DirEntry | None] = {}
     regions: dict[str, dict[int, ChunkEntry | None]] = {}
     folders: list[str] = []  # added, removed or replaced whole: their insides come with them
@@ -409,12 +436,19 @@ def carry(store: ObjectLoader, add: Add, into: ObjectId, base: ObjectId, theirs:
             regions[path] = {(a or b).slot: b  # type: ignore[union-attr]
                              for a, b in diff_regions(store, old.oid, new.oid)}
             continue
+        if (new_regions and old is None and new is not None and new.kind is EntryKind.REGION
+                and new.raw is None and new.size > 0):
+            regions[path] = {b.slot: b for _, b in diff_regions(store, None, new.oid)
+                             if b is not None}
+            continue
         files[path] = new
         if any(e is not None and e.kind is EntryKind.DIR for e in (old, new)):
             folders.append(path + "/")
     files = {path: entry for path, entry in files.items()
              if not any(path.startswith(folder) for folder in folders)}
-    return graft_files(store, add, graft_chunks(store, add, into, regions), files)
+    regions = {path: slots for path, slots in regions.items()
+               if not any(path.startswith(folder) for folder in folders)}
+    return files, regions
 
 
 def area_changes(store: ObjectLoader, old: ObjectId | None, new: ObjectId, area: Area, *,

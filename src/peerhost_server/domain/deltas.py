@@ -17,7 +17,8 @@ so no ids travel; an upload may instead carry its ids in the batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import zstandard
@@ -124,6 +125,21 @@ def pairing(coord: Coordinator, session: str, base: ObjectId, target: ObjectId,
     return pairs
 
 
+@contextmanager
+def reading_trees(what: str) -> Iterator[None]:
+    """The library's errors of reading this session's tree nodes as the domain's: a node not
+    stored (404), damaged here, or malformed (``what`` is malformed)."""
+    try:
+        yield
+    except ObjectMissing as exc:
+        raise ObjectNotStored(exc.oid, f"tree node {exc.oid.hex()} is not stored in this "
+                              "session") from None
+    except ObjectCorrupt as exc:
+        raise StoredObjectCorrupt(exc.expected, str(exc)) from None
+    except DecodeError as exc:
+        raise MalformedTree(f"{what} is malformed: {exc}") from None
+
+
 def selected(coord: Coordinator, session: str, request: DeltaRequest, cancelled: Cancel, *,
              validated_target: bool) -> list[Pair]:
     """The pairs ``request`` selects from the pairing list of its two trees.
@@ -138,21 +154,15 @@ def selected(coord: Coordinator, session: str, request: DeltaRequest, cancelled:
     for which, tree in (("base", request.base), ("target", request.target)):
         if (which == "base" or validated_target) and not validated_tree(coord, session, tree):
             raise TreeNotValidated(which, tree)
-    try:
-        pairs = pairing(coord, session, request.base, request.target, cancelled)
-    except PairingCancelled:
-        raise Cancelled() from None
-    except PairingTooLarge as exc:
-        raise PairingRefused(exc) from None
-    except (TreeRefused, UnsafePath) as exc:
-        raise RefusedTree(exc) from None
-    except ObjectMissing as exc:
-        raise ObjectNotStored(exc.oid, f"tree node {exc.oid.hex()} is not stored in this "
-                              "session") from None
-    except ObjectCorrupt as exc:
-        raise StoredObjectCorrupt(exc.expected, str(exc)) from None
-    except DecodeError as exc:
-        raise MalformedTree(f"a tree named by the request is malformed: {exc}") from None
+    with reading_trees("a tree named by the request"):
+        try:
+            pairs = pairing(coord, session, request.base, request.target, cancelled)
+        except PairingCancelled:
+            raise Cancelled() from None
+        except PairingTooLarge as exc:
+            raise PairingRefused(exc) from None
+        except (TreeRefused, UnsafePath) as exc:
+            raise RefusedTree(exc) from None
     try:
         return [pairs[i] for i in expand_select(request.select, len(pairs))]
     except ProtocolError as exc:

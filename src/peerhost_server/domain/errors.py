@@ -21,6 +21,7 @@ the JSON fields that go with it::
      +-- MalformedTree           malformed_tree
      +-- RefusedTree             tree_refused (reason, path, value, limit)
      +-- TreeNotValidated        tree_not_validated (id, which)
+     +-- TreeMismatch            tree_mismatch (root, got)
      +-- NoSnapshot, NotASnapshot
      +-- AreaRefused             area_refused (path)
      +-- NothingToRollBack       nothing_to_roll_back (target)
@@ -200,6 +201,17 @@ class TreeNotValidated(DomainError):
     def __init__(self, which: str, tree: ObjectId) -> None:
         super().__init__(f"the {which} tree {tree.hex()} is not the tree of a head or of its "
                          "history in this session", {"id": tree.hex(), "which": which})
+
+
+class TreeMismatch(DomainError):
+    """A tree upload's changes, grafted onto its base, do not give its root (or its chunks
+    do not rebuild): nothing of it was stored; the client sends the nodes whole."""
+
+    code = "tree_mismatch"
+
+    def __init__(self, root: ObjectId, got: ObjectId | None, reason: str) -> None:
+        super().__init__(f"the tree upload does not rebuild tree {root.hex()}: {reason}",
+                         {"root": root.hex(), "got": None if got is None else got.hex()})
 
 
 class NoSnapshot(DomainError):

@@ -22,7 +22,7 @@ from typing import NamedTuple, Protocol
 
 from ..chunk import MAX_NBT_BYTES, ChunkDecodeError, decompress
 from ..errors import DecodeError, ObjectCorrupt, ObjectMissing
-from ..ids import ObjectId
+from ..ids import ObjectId, hash_bytes
 from ..objects import decode_blob
 from ..region import NONE, ZLIB
 from .delta import (
@@ -233,6 +233,9 @@ class Rebuilder:
     cancelled: _Cancel | None = None
     #: Where the bases are looked up, for messages ("here", "in this session").
     where: str = "here"
+    #: The items' ids are not known (:mod:`.edits`): each rebuilt blob is hashed for its id,
+    #: which :attr:`verified` holds, and whoever uses them checks what they build.
+    derive: bool = False
     verified: list[tuple[ObjectId, bytes]] = field(default_factory=list)
     failed: list[tuple[ObjectId, str]] = field(default_factory=list)
 
@@ -296,13 +299,14 @@ class Rebuilder:
                             running.append((len(outcomes), cost))
                             held += cost
                             outcomes.append(pool.submit(apply_delta, base, item,
-                                                        base_compression=NONE, limit=limit))
+                                                        base_compression=NONE, limit=limit,
+                                                        check=not self.derive))
                             continue
                         if cost > IN_FLIGHT_NBT:
                             while running:
                                 settle_oldest()
                         outcomes.append(apply_delta(base, item, base_compression=NONE,
-                                                    limit=limit))
+                                                    limit=limit, check=not self.derive))
                     except DeltaError as exc:
                         outcomes.append(exc.reason)
                     finally:
@@ -314,7 +318,8 @@ class Rebuilder:
                 out: list[bytes | None] = []
                 for (item, _), outcome in zip(items, outcomes, strict=False):
                     if isinstance(outcome, bytes):
-                        self.verified.append((item.new_id, outcome))
+                        oid = hash_bytes(outcome) if self.derive else item.new_id
+                        self.verified.append((oid, outcome))
                         out.append(outcome)
                     else:
                         assert isinstance(outcome, str)

@@ -72,6 +72,7 @@ __all__ = [
     "NotFastForward",
     "RateLimited",
     "Renewal",
+    "TreeUploadResult",
     "Unauthorized",
     "UploadResult",
     "WireStats",
@@ -309,6 +310,16 @@ class UploadResult:
     """``stored`` objects accepted, ``new`` of them not stored before."""
 
     stored: int
+    new: int
+
+
+@dataclass(frozen=True)
+class TreeUploadResult:
+    """The coordinator's answer to a tree upload (:mod:`peerhost_store.sync.edits`): the
+    tree nodes and chunks it rebuilt and stored, and how many objects were new."""
+
+    nodes: int
+    chunks: int
     new: int
 
 
@@ -629,6 +640,18 @@ class CoordinatorClient:
                                      int(answer["new"]), failed)
         except (ValueError, KeyError, TypeError) as exc:
             raise ProtocolError(f"objects/delta: unexpected answer: {exc}") from exc
+
+    def upload_tree(self, body: bytes) -> TreeUploadResult:
+        """Send a tree upload (:func:`peerhost_store.sync.edits.encode_tree_upload`) for the
+        coordinator to rebuild the tree's nodes and chunks from. A refusal (the tree does not
+        rebuild, past a limit, an older coordinator) stores nothing."""
+        response = self._send("POST", self._path("objects/tree"), raw=body, seconds=BULK_SECONDS)
+        try:
+            answer = response.json()
+            return TreeUploadResult(int(answer["nodes"]), int(answer["chunks"]),
+                                    int(answer["new"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProtocolError(f"objects/tree: unexpected answer: {exc}") from exc
 
     def download_delta(self, request: DeltaRequest) -> tuple[int, bytes]:
         """Ask for a delta batch of ``request``'s selection. The coordinator caps what it

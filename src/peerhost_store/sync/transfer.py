@@ -27,6 +27,12 @@ the two trees, so requests name the trees and list positions, never the ids. Eve
 object (tree nodes, file blobs, snapshots) travels whole, and so does any chunk whose delta
 the receiver could not rebuild (a *fallback*). A first push or clone, with nothing to pair
 against, sends everything whole.
+
+**Tree uploads.** A push against a session head first sends its tree as what changed from the
+head's (:mod:`peerhost_store.sync.edits`, one request): the coordinator rebuilds the changed
+chunks and every new tree node itself and checks the root, so neither the nodes nor the ids
+of rebuilt chunks travel. The walk then sends only what that left out (the snapshot, changed
+files). When the coordinator refuses it, the push goes on as above.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from typing import TypeVar
 
 import msgpack
 
+from ..area import GraftRefused
 from ..counterparts import align
 from ..errors import (
     DamagedObjects,
@@ -79,6 +86,7 @@ from .delta import (
     DeltaItem,
     decode_batch,
 )
+from .edits import encode_derived, plan_tree
 from .pairing import Pair, pair_chunks, want_of
 from .protocol import (
     BATCH_BYTES,
@@ -230,6 +238,8 @@ class PushReport(ChunkCounts):
     object_bytes: int = 0
     objects_new: int = 0
     checked: int = 0
+    #: Tree nodes the coordinator rebuilt from a tree upload instead of receiving them.
+    tree_nodes: int = 0
     wire: WireStats = field(default_factory=WireStats)
 
 
@@ -329,8 +339,13 @@ def push(
     # has its whole tree here): its chunks are the previous versions to send deltas against.
     remote_root = repo.read_snapshot(remote).root if remote is not None else None
     base = remote_root if delta else None
+    stored: set[ObjectId] = set()
+    named: set[ObjectId] = set()
+    if base is not None:
+        stored, named = _push_tree(repo.store.objects, client, base,
+                                   repo.read_snapshot(head).root, report, delta_batch_bytes)
     walk = _PushWalk(repo.store.objects, client, head, shallow, defer_chunks=base is not None,
-                     remote=remote, remote_root=remote_root)
+                     remote=remote, remote_root=remote_root, stored=stored, whole=named)
 
     def tick(moving: int = 0) -> None:  # moving: objects of requests still being sent
         if progress is not None:
@@ -351,6 +366,53 @@ def push(
     report.checked = client.set_head(remote, head, fencing)
     report.wire = _wire_since(client, before)
     return report
+
+
+def _push_tree(store: Verified, client: CoordinatorClient, base: ObjectId, root: ObjectId,
+               report: PushReport, batch_bytes: int) -> tuple[set[ObjectId], set[ObjectId]]:
+    """Send tree ``root`` as what changed from tree ``base`` (the session head's), for the
+    coordinator to rebuild its nodes and changed chunks (:mod:`.edits`): the ids it stored,
+    and the ids the change names whole (files, and what is added or replaced whole), which the
+    push must still send where the session lacks them. Every other child of a node it stored
+    is the base's, complete there.
+
+    Nothing is sent, and the push goes on as before (nodes whole, chunks as delta batches),
+    when the change does not fit one request or the coordinator refuses it.
+    """
+    if root == base:
+        return set(), set()
+    try:
+        plan = plan_tree(store, base, root)
+    except (GraftRefused, DecodeError):
+        return set(), set()  # a tree no scan makes: its nodes go whole
+    if plan is None or len(plan.pairs) > DELTA_BATCH_ITEMS:
+        return set(), set()
+    built = list(build_items(store, plan.pairs, range(len(plan.pairs))))
+    if (sum(b.size for b in built) > batch_bytes
+            or sum(len(b.item.data) for b in built) > DELTA_STREAM_BYTES):
+        return set(), set()
+    batch = encode_derived(built, plan.pairs)
+    body = plan.upload(batch)
+    if len(body) > MAX_REQUEST_BYTES - 64 * 1024:
+        return set(), set()
+    try:
+        result = client.upload_tree(body)
+    except CoordinatorError as exc:
+        if not _falls_back(exc):
+            raise
+        return set(), set()
+    report.delta_bytes += len(batch)
+    for one in built:
+        report.add_item(one.item)
+        report.objects_sent += 1
+        report.object_bytes += one.size
+    report.tree_nodes += len(plan.nodes)
+    report.objects_sent += len(plan.nodes)
+    report.object_bytes += sum(len(data) for data in plan.nodes.values())
+    report.objects_new += result.new
+    named = {oid for e in plan.files.values() if e is not None
+             for oid in (e.oid, e.raw) if oid is not None}
+    return set(plan.nodes) | {pair.new.oid for pair in plan.pairs}, named
 
 
 def _read_blobs(store: Verified, ids: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
@@ -550,8 +612,17 @@ class _PushWalk:
 
     def __init__(self, store: Verified, client: CoordinatorClient, head: ObjectId,
                  shallow: set[ObjectId], *, defer_chunks: bool = False,
-                 remote: ObjectId | None = None, remote_root: ObjectId | None = None) -> None:
+                 remote: ObjectId | None = None, remote_root: ObjectId | None = None,
+                 stored: set[ObjectId] | None = None,
+                 whole: set[ObjectId] | None = None) -> None:
         self.store = store
+        #: Ids a tree upload just stored there: taken as missing (not asked about, their
+        #: children walked as under a missing node) but not sent, and the chunks of such a
+        #: region map are not candidates (each is stored there, or was in the base).
+        self.stored = stored or set()
+        #: Ids the tree upload named whole: the only children of a stored node, besides
+        #: stored ones, that the session may lack (every other one is the base's).
+        self.whole = whole or set()
         self.client = client
         self.head = head
         self.shallow = shallow
@@ -635,11 +706,15 @@ class _PushWalk:
             if kind is Kind.SNAPSHOT:
                 self.snapshots.append((oid, self._roots[oid]))
             if oid in leaves:  # a region map whose chunks travel as deltas
-                if missing:
+                if oid in self.stored:
+                    pass
+                elif missing:
                     self.unasked_chunks += leaves[oid]
                     self.found += len(leaves[oid])
                 else:
                     recheck += leaves[oid]
+            if oid in self.stored:
+                continue
             self.found += int(missing)
             if not missing:
                 continue
@@ -704,6 +779,8 @@ class _PushWalk:
         for oid in ids:
             if self._known.get(oid) is ObjectStatus.COMPLETE:
                 out[oid] = ObjectStatus.COMPLETE
+            elif oid in self.stored:
+                out[oid] = ObjectStatus.MISSING
             else:
                 ask.append(oid)
         self.asked += len(ask)
@@ -750,6 +827,9 @@ class _PushWalk:
                             continue
                     follow = not (kind is Kind.SNAPSHOT and oid in self.shallow)
                     for child in children(oid, obj, kind, follow_parents=follow):
+                        if (oid in self.stored and child[0] not in self.stored
+                                and child[0] not in self.whole):
+                            self._known[child[0]] = ObjectStatus.COMPLETE  # the base's
                         if child[0] not in seen:
                             seen.add(child[0])
                             under[child[0]] = oid
