@@ -57,6 +57,7 @@ SESSION_ROLES: dict[tuple[str, str], frozenset[str]] = {
     ("POST", f"{S}/objects/delta"): PLAYERS,
     ("POST", f"{S}/objects/delta/get"): PLAYERS,
     ("POST", f"{S}/objects/tree"): PLAYERS,
+    ("POST", f"{S}/objects/tree/get"): PLAYERS,
     ("GET", f"{S}/head"): PLAYERS,
     ("POST", f"{S}/head"): PLAYERS,
     # A member only with the lease's fencing token, where the owner allows it (settings).

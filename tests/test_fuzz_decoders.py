@@ -546,7 +546,8 @@ def test_a_bomb_chunk_in_a_world_is_snapshotted_and_diffed_in_bounded_memory(
 # -- the coordinator's endpoints: hostile bodies, bombs -------------------------------------
 
 MSGPACK_ROUTES = ["objects/missing", "objects/status", "objects", "objects/get",
-                  "objects/changed", "objects/delta", "objects/delta/get", "objects/tree"]
+                  "objects/changed", "objects/delta", "objects/delta/get", "objects/tree",
+                  "objects/tree/get"]
 BODIES = [b"", b"\xc1", *DEEP, *(_with_headers(h, b"xy", w) for h in HUGE_HEADERS for w in (0, 1)),
           msgpack.packb([{}, _zstd(b"\x91" * 10_000)]), msgpack.packb([["x"] * 3])]
 JSON_BODIES = [b"[" * 60_000, b'{"a":' * 20_000, b"\xff\xfe", b'"\\ud800"', b"1e999999",

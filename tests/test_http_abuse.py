@@ -343,7 +343,6 @@ EXPECTED_CODES = {
     "objects?ids=1": {"bad_objects", "malformed_object"},
     "objects/delta": {"bad_delta"},
     "objects/delta/get": {"bad_delta"},
-    "objects/tree": {"malformed_tree"},
 }
 
 

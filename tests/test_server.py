@@ -116,6 +116,7 @@ SESSION_ENDPOINTS = [
     ("POST", "objects/delta", encode_delta_upload(None, b"batch"), {"owner", "member"}),
     ("POST", "objects/delta/get", DELTA_GET, {"owner", "member"}),
     ("POST", "objects/tree", b"\x90", {"owner", "member"}),
+    ("POST", "objects/tree/get", encode_ids([ZERO_ID, ZERO_ID]), {"owner", "member"}),
     ("GET", "head", None, {"owner", "member"}),
     ("POST", "head", {"old": None, "new": OID, "fencing": 1}, {"owner", "member"}),
     ("POST", "rollback", {"target": OID}, {"owner"}),

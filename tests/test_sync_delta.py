@@ -373,6 +373,9 @@ class _Batches(CoordinatorClient):
     def upload_tree(self, body: bytes) -> Any:
         raise CoordinatorError("not_found", "no such route", 404)
 
+    def download_tree(self, want: ObjectId, have: ObjectId) -> list[bytes]:
+        raise CoordinatorError("not_found", "no such route", 404)
+
 
 def test_a_pull_of_a_push_is_answered_the_very_batch_the_push_sent(
         server: Server, tmp_path: Path, real_world: Callable[[str], Path],
@@ -472,6 +475,9 @@ class Tampering(CoordinatorClient):
 
 
 class TamperingPuller(Tampering):
+    def download_tree(self, want: ObjectId, have: ObjectId) -> list[bytes]:
+        raise CoordinatorError("not_found", "no such route", 404)  # deltas
+
     def download_delta(self, request: DeltaRequest) -> tuple[int, bytes]:
         count, batch = super().download_delta(request)
         return count, self._tamper(batch, self._pairs(request)[:count])
@@ -623,6 +629,9 @@ class NoDeltaRoutes(CoordinatorClient):
     def upload_delta(self, batch: bytes, request: DeltaRequest | None = None) -> DeltaUploadResult:
         raise CoordinatorError("not_found", "Not Found", 404)
 
+    def download_tree(self, want: ObjectId, have: ObjectId) -> list[bytes]:
+        raise CoordinatorError("not_found", "no such route", 404)  # deltas
+
     def download_delta(self, request: DeltaRequest) -> tuple[int, bytes]:
         raise CoordinatorError("not_found", "Not Found", 404)
 
@@ -766,6 +775,9 @@ def test_pull_answers_are_capped_and_the_client_asks_again(
         answers: list[int] = []
 
         class Counting(CoordinatorClient):
+            def download_tree(self, want: ObjectId, have: ObjectId) -> list[bytes]:
+                raise CoordinatorError("not_found", "no such route", 404)  # deltas
+
             def download_delta(self, request: DeltaRequest) -> tuple[int, bytes]:
                 count, batch = super().download_delta(request)
                 answers.append(count)

@@ -216,3 +216,73 @@ def test_a_tree_upload_past_the_node_budget_is_refused_and_the_push_sends_nodes_
                                               for d in client.objects)
         assert walk(server.coordinator.store("s1"), [a.head()]).ok  # type: ignore[list-item]
         a.close()
+
+
+class Pulls(CoordinatorClient):
+    """Records how a pull fetched: tree downloads, ``objects/changed`` and ``objects/get``
+    answers; with ``tamper``, the tree download's body has one byte of its batch flipped."""
+
+    def __init__(self, base: CoordinatorClient, *, tamper: bool = False) -> None:
+        super().__init__(base.http, base.session, base._token)
+        self.trees = 0
+        self.changed = 0
+        self.got: list[bytes] = []
+        self.tamper = tamper
+
+    def download_tree(self, want: ObjectId, have: ObjectId) -> list[bytes]:
+        answer = super().download_tree(want, have)
+        self.trees += 1
+        if self.tamper and answer[0]:
+            value = msgpack.unpackb(answer[0])
+            batch = bytearray(value[4])
+            batch[len(batch) // 2] ^= 0xFF
+            value[4] = bytes(batch)
+            answer[0] = msgpack.packb(value)
+        return answer
+
+    def download_changed(self, want: ObjectId, have: ObjectId) -> list[bytes]:
+        self.changed += 1
+        return super().download_changed(want, have)
+
+    def download(self, ids: list[ObjectId]) -> list[bytes]:
+        datas = super().download(ids)
+        self.got += datas
+        return datas
+
+
+@pytest.mark.parametrize("tamper", [False, True], ids=["tree", "tampered-tree"])
+def test_a_pull_rebuilds_the_tree_here_and_gets_no_tree_nodes(
+        pushed_pair: tuple[Server, dict[str, CoordinatorClient], Repository, int],
+        tmp_path: Path, real_world: Callable[[str], Path], tamper: bool) -> None:
+    _, c, a, fencing = pushed_pair
+    b = new_repo(tmp_path / "b")
+    pull(b, c["bob"])  # the first version, the usual way
+    push(a, c["alice"], fencing=fencing)
+    bob = Pulls(c["bob"], tamper=tamper)
+    report = pull(b, bob)
+    assert report.outcome == "fast-forward" and report.fallbacks == 0
+    assert world_content(b.world) == world_content(real_world(HISTORY) / HISTORIES[HISTORY][1])
+    assert walk(b.store.objects, [b.head()]).ok  # type: ignore[list-item]
+    assert bob.trees == 1
+    if tamper:  # it does not rebuild its root here: the pull walks as before
+        assert bob.changed == 1
+    else:
+        assert bob.changed == 0 and report.chunks_delta > 50
+        assert all(data[1] == BLOB for data in bob.got)  # the changed files alone
+
+
+def test_a_pull_two_snapshots_behind_walks_as_before(
+        pushed_pair: tuple[Server, dict[str, CoordinatorClient], Repository, int],
+        tmp_path: Path, real_world: Callable[[str], Path]) -> None:
+    _, c, a, fencing = pushed_pair
+    b = new_repo(tmp_path / "b")
+    pull(b, c["bob"])
+    push(a, c["alice"], fencing=fencing)
+    version = real_world(HISTORY) / HISTORIES[HISTORY][2]
+    replace_world(a.world, version)
+    a.snapshot("v3")
+    push(a, c["alice"], fencing=fencing)
+    bob = Pulls(c["bob"])
+    pull(b, bob)
+    assert bob.trees == 1 and bob.changed == 1  # served [b""]: not one snapshot apart
+    assert world_content(b.world) == world_content(version)

@@ -1,6 +1,6 @@
 """Chunk deltas (:mod:`.domain.deltas`): ``POST .../objects/delta`` pushes a batch,
 ``POST .../objects/delta/get`` pulls one; ``POST .../objects/tree`` pushes a tree as what
-changed (:mod:`.domain.trees`)."""
+changed (:mod:`.domain.trees`), and ``POST .../objects/tree/get`` pulls one."""
 
 from __future__ import annotations
 
@@ -16,15 +16,19 @@ from peerhost_store.sync.protocol import (
     decode_delta_get,
     decode_delta_upload,
     encode_delta_answer,
+    encode_objects,
 )
 
 from .auth import MEMBER, OWNER
 from .domain import deltas, trees
+from .errors import ApiError
 from .observe import Metrics
 from .web import (
+    accepts_compressed,
     authorize,
     coordinator,
     msgpack_response,
+    read_ids,
     read_msgpack_body,
     run_cancellable,
     session_name,
@@ -80,8 +84,24 @@ async def upload_tree(request: Request) -> JSONResponse:
     return JSONResponse(answer)
 
 
+async def download_tree(request: Request) -> Response:
+    """``[want, have]``: ``[tree upload, snapshot]`` for a holder of ``have`` (want's parent),
+    or ``[b""]`` (:func:`.domain.trees.serve`), as ``objects/get`` answers objects."""
+    session = session_name(request)
+    await authorize(request, PLAYERS, session)
+    ids = await read_ids(request)
+    if len(ids) != 2:
+        raise ApiError(400, "bad_ids", f"give two ids, [want, have], not {len(ids)}")
+    coord = coordinator(request)
+    compress = accepts_compressed(request)
+    answer = await run_cancellable(
+        request, lambda cancelled: trees.serve(coord, session, ids[0], ids[1], cancelled))
+    return msgpack_response(encode_objects(answer), compress=compress)
+
+
 routes = [
     Route("/v1/sessions/{session}/objects/delta/get", download_delta, methods=["POST"]),
     Route("/v1/sessions/{session}/objects/delta", upload_delta, methods=["POST"]),
     Route("/v1/sessions/{session}/objects/tree", upload_tree, methods=["POST"]),
+    Route("/v1/sessions/{session}/objects/tree/get", download_tree, methods=["POST"]),
 ]

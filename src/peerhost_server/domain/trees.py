@@ -16,21 +16,22 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from peerhost_store.area import GraftRefused
-from peerhost_store.errors import DecodeError
+from peerhost_store.errors import PeerhostError
 from peerhost_store.ids import ObjectId, hash_bytes
+from peerhost_store.objects import Snapshot, decode
 from peerhost_store.sync.batches import Cancelled as BatchCancelled
-from peerhost_store.sync.batches import Rebuilder
-from peerhost_store.sync.delta import DeltaError, decode_batch
+from peerhost_store.sync.batches import build_items
+from peerhost_store.sync.delta import DeltaError
 from peerhost_store.sync.edits import (
-    DERIVED,
-    chunk_wants,
+    TreeNotRebuilt,
     decode_tree_upload,
     derived_slots,
-    rebuild_tree,
+    encode_derived,
+    plan_tree,
+    rebuild_upload,
 )
 from peerhost_store.sync.pairing import PairingTooLarge
-from peerhost_store.sync.protocol import ProtocolError
+from peerhost_store.sync.protocol import ObjectStatus, ProtocolError
 from peerhost_store.tree import ObjectLoader
 
 from .coordinator import Coordinator
@@ -43,7 +44,7 @@ from .errors import (
     TreeMismatch,
     TreeNotValidated,
 )
-from .objects import write_objects
+from .objects import status, write_objects
 
 Cancel = Callable[[], bool]
 
@@ -90,46 +91,64 @@ def accept(coord: Coordinator, session: str, body: bytes, cancelled: Cancel) -> 
         raise TooManyItems(len(slots), lim.max_delta_items)
     store = coord.store(session)
     loader = _Charged(store, [lim.max_pairing_nodes], lim.max_pairing_nodes, cancelled)
-    nodes: dict[ObjectId, bytes] = {}
 
     def add(data: bytes) -> ObjectId:
         loader.charge()  # a node made costs what a node read does
-        oid = hash_bytes(data)
-        nodes[oid] = data
-        return oid
+        return hash_bytes(data)
 
     with reading_trees("the base tree"):
         try:
-            wants = chunk_wants(loader, upload.base, slots)
-            items = decode_batch(upload.batch, max_items=lim.max_delta_items,
-                                 max_bytes=lim.max_delta_bytes,
-                                 want=[(DERIVED, None if w.base is None else w.base.oid)
-                                       for w in wants])
-            rebuilder = Rebuilder(store, lim.max_delta_rebuild, cancelled,
-                                  where="in this session", derive=True)
-            rebuilder.add_many([(item, None if w.base is None else w.base.compression)
-                                for item, w in zip(items, wants, strict=True)])
-            if rebuilder.failed:
-                _, reason = rebuilder.failed[0]
-                raise TreeMismatch(upload.root, None, f"{len(rebuilder.failed)} of "
-                                   f"{len(items)} chunks do not rebuild: {reason}")
-            ids = [oid for oid, _ in rebuilder.verified]
-            root = rebuild_tree(loader, add, upload, ids)
+            rebuilt = rebuild_upload(loader, store, upload, max_bytes=lim.max_delta_bytes,
+                                     rebuild=lim.max_delta_rebuild, cancelled=cancelled,
+                                     where="in this session", add=add)
         except DeltaError as exc:
             raise bad_delta(exc) from None
         except BatchCancelled:
             raise Cancelled() from None
-        except GraftRefused as exc:
-            raise TreeMismatch(upload.root, None, str(exc)) from None
-        except DecodeError:
-            raise
-        except ValueError as exc:  # from rebuild_tree: a kept chunk the base lacks
-            raise TreeMismatch(upload.root, None, str(exc)) from None
-    if root != upload.root:
-        raise TreeMismatch(upload.root, root, "its root differs")
-    new = write_objects(coord, session, hashed=[*rebuilder.verified, *nodes.items()])
+        except TreeNotRebuilt as exc:
+            raise TreeMismatch(exc.root, exc.got, exc.reason) from None
+    new = write_objects(coord, session, hashed=[*((oid, blob) for _, oid, blob in rebuilt.chunks),
+                                                *rebuilt.nodes.items()])
     # The pull of this push pairs the same two trees: it is served these items, not rebuilt.
     coord.pairings.keep_items((session, upload.base, upload.root), [
-        (replace(item, new_id=oid), len(blob))
-        for item, (oid, blob) in zip(items, rebuilder.verified, strict=True)])
-    return {"nodes": len(nodes), "chunks": len(ids), "new": new}
+        (replace(item, new_id=oid), len(blob)) for item, oid, blob in rebuilt.chunks])
+    return {"nodes": len(rebuilt.nodes), "chunks": len(rebuilt.chunks), "new": new}
+
+
+def serve(coord: Coordinator, session: str, want: ObjectId, have: ObjectId,
+          cancelled: Cancel) -> list[bytes]:
+    """The pull of snapshot ``want`` by a store holding snapshot ``have``, its parent: ``[tree
+    upload, snapshot]``, the tree as what changed from ``have``'s (the client rebuilds its
+    nodes and chunks and checks the root); or ``[b""]`` when it cannot be served so (not
+    one snapshot apart, not both complete here, past a limit), and the client walks as
+    usual.
+
+    The work is bounded as a push's tree upload is (nodes read, items, the answer's size).
+    """
+    lim = coord.limits
+    if status(coord, session, [want, have]) != [ObjectStatus.COMPLETE] * 2:
+        return [b""]
+    store = coord.store(session)
+    loader = _Charged(store, [lim.max_pairing_nodes], lim.max_pairing_nodes, cancelled)
+    try:
+        data = store.get_raw(want)
+        snapshot, base = decode(data), decode(store.get_raw(have))
+        if not (isinstance(snapshot, Snapshot) and isinstance(base, Snapshot)
+                and snapshot.parents[:1] == (have,)):
+            return [b""]
+        plan = plan_tree(loader, base.root, snapshot.root)
+        if plan is None or len(plan.pairs) > lim.max_delta_items:
+            return [b""]
+        known = coord.pairings.items((session, base.root, snapshot.root))
+        built = list(build_items(store, plan.pairs, range(len(plan.pairs)),
+                                 cancelled=cancelled, known=known))
+        if (sum(b.size for b in built) > lim.max_response_bytes
+                or sum(len(b.item.data) for b in built) > lim.max_delta_bytes):
+            return [b""]
+        return [plan.upload(encode_derived(built, plan.pairs)), data]
+    except BatchCancelled:
+        raise Cancelled() from None
+    except Cancelled:
+        raise
+    except PeerhostError:  # damaged or odd here, or past the budget (PairingRefused)
+        return [b""]  # the client walks

@@ -621,6 +621,16 @@ class CoordinatorClient:
                               seconds=BULK_SECONDS)
         return _objects(response, "objects/changed answer")
 
+    def download_tree(self, want: ObjectId, have: ObjectId) -> list[bytes]:
+        """``[tree upload, snapshot want]`` for a store holding ``have``, ``want``'s parent
+        (:mod:`peerhost_store.sync.edits`), or ``[b""]`` when the coordinator cannot serve it
+        so. Nothing is checked here: the caller rebuilds the tree and checks its root.
+        Raises CoordinatorError (404) from a coordinator without the route."""
+        response = self._send("POST", self._path("objects/tree/get"),
+                              raw=encode_ids([want, have]), accept=ZMSGPACK,
+                              seconds=BULK_SECONDS)
+        return _objects(response, "objects/tree/get answer")
+
     def upload_delta(self, batch: bytes, request: DeltaRequest | None = None) -> DeltaUploadResult:
         """Send a delta batch (:mod:`peerhost_store.sync.delta`) for the coordinator to rebuild
         objects from; its answer lists the items that failed.

@@ -38,18 +38,19 @@ next item) or 0 (the base's blob at that slot).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import msgpack
 
-from ..area import graft_changes, lookup_paths, tree_changes
+from ..area import GraftRefused, graft_changes, lookup_paths, tree_changes
+from ..errors import DecodeError, PeerhostError
 from ..ids import ID_SIZE, ObjectId, hash_bytes
 from ..objects import ChunkEntry, DirEntry, EntryKind
 from ..tree import MAX_TREE_DEPTH, Add, ObjectLoader, lookup_map
-from .batches import Built
-from .delta import encode_batch
+from .batches import Built, PayloadReader, Rebuilder
+from .delta import DeltaItem, decode_batch, encode_batch
 from .pairing import ChunkRef, Pair
 from .protocol import ProtocolError, batch_level, decompress_body
 
@@ -58,6 +59,8 @@ __all__ = [
     "EDIT_VERSION",
     "KEPT",
     "ChunkWant",
+    "Rebuilt",
+    "TreeNotRebuilt",
     "TreePlan",
     "TreeUpload",
     "chunk_wants",
@@ -67,6 +70,7 @@ __all__ = [
     "encode_tree_upload",
     "plan_tree",
     "rebuild_tree",
+    "rebuild_upload",
 ]
 
 EDIT_VERSION = 1
@@ -242,6 +246,75 @@ def encode_derived(built: Sequence[Built], pairs: Sequence[Pair]) -> bytes:
     items = [replace(b.item, new_id=DERIVED) for b in built]
     return encode_batch(items, want=want,
                         level=batch_level(sum(len(b.item.data) for b in built)))
+
+
+class TreeNotRebuilt(PeerhostError):
+    """A tree upload's chunks or changes did not rebuild its root; nothing of it is usable.
+
+    Attributes:
+        root: the root it names; got: the root the graft gave (None when it stopped before).
+    """
+
+    def __init__(self, root: ObjectId, got: ObjectId | None, reason: str) -> None:
+        self.root, self.got, self.reason = root, got, reason
+        super().__init__(f"the tree upload does not rebuild tree {root.hex()}: {reason}")
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    """What :func:`rebuild_upload` made: ``(item, id, blob)`` of each chunk, in batch
+    order, and the nodes of the tree (id -> bytes)."""
+
+    chunks: list[tuple[DeltaItem, ObjectId, bytes]]
+    nodes: dict[ObjectId, bytes]
+
+
+def rebuild_upload(loader: ObjectLoader, payloads: PayloadReader, upload: TreeUpload, *,
+                   max_bytes: int, rebuild: int | None = None,
+                   cancelled: Callable[[], bool] | None = None, where: str = "here",
+                   add: Add | None = None) -> Rebuilt:
+    """Rebuild ``upload``'s chunks against the base tree's (read through ``payloads``, each
+    hashed for its id) and its tree (nodes read through ``loader``, made through ``add``,
+    then kept), and check the root: the receiving half of a tree upload, on either end.
+
+    Args:
+        max_bytes: the most the batch may decompress to; rebuild: NBT bytes the rebuild may
+            spend (None: no budget); where: where the bases are, for messages.
+
+    Raises:
+        TreeNotRebuilt: a chunk did not rebuild, the changes do not fit the base, or the root
+            differs. DeltaError: the batch is malformed or made for other bases.
+        Cancelled (of :mod:`.batches`): ``cancelled()`` turned true.
+        ObjectMissing, ObjectCorrupt, DecodeError: a node of the base is not readable.
+    """
+    wants = chunk_wants(loader, upload.base, derived_slots(upload.regions))
+    items = decode_batch(upload.batch, max_items=max(1, len(wants)), max_bytes=max_bytes,
+                         want=[(DERIVED, None if w.base is None else w.base.oid) for w in wants])
+    rebuilder = Rebuilder(payloads, rebuild, cancelled, where=where, derive=True)
+    rebuilder.add_many([(item, None if w.base is None else w.base.compression)
+                        for item, w in zip(items, wants, strict=True)])
+    if rebuilder.failed:
+        raise TreeNotRebuilt(upload.root, None, f"{len(rebuilder.failed)} of {len(items)} "
+                             f"chunks do not rebuild: {rebuilder.failed[0][1]}")
+    nodes: dict[ObjectId, bytes] = {}
+
+    def keep(data: bytes) -> ObjectId:
+        oid = hash_bytes(data) if add is None else add(data)
+        nodes[oid] = data
+        return oid
+
+    try:
+        root = rebuild_tree(loader, keep, upload, [oid for oid, _ in rebuilder.verified])
+    except GraftRefused as exc:
+        raise TreeNotRebuilt(upload.root, None, str(exc)) from None
+    except DecodeError:
+        raise
+    except ValueError as exc:  # a kept chunk the base lacks
+        raise TreeNotRebuilt(upload.root, None, str(exc)) from None
+    if root != upload.root:
+        raise TreeNotRebuilt(upload.root, root, "its root differs")
+    return Rebuilt([(item, oid, blob) for item, (oid, blob)
+                    in zip(items, rebuilder.verified, strict=True)], nodes)
 
 
 # -- the body ----------------------------------------------------------------------------

@@ -32,7 +32,9 @@ against, sends everything whole.
 head's (:mod:`peerhost_store.sync.edits`, one request): the coordinator rebuilds the changed
 chunks and every new tree node itself and checks the root, so neither the nodes nor the ids
 of rebuilt chunks travel. The walk then sends only what that left out (the snapshot, changed
-files). When the coordinator refuses it, the push goes on as above.
+files). When the coordinator refuses it, the push goes on as above. A pull one snapshot
+behind asks for the same (``objects/tree/get``) and rebuilds the tree here, checking its root;
+otherwise it walks as above.
 """
 
 from __future__ import annotations
@@ -86,8 +88,8 @@ from .delta import (
     DeltaItem,
     decode_batch,
 )
-from .edits import encode_derived, plan_tree
-from .pairing import Pair, pair_chunks, want_of
+from .edits import decode_tree_upload, encode_derived, plan_tree, rebuild_upload
+from .pairing import Budget, Pair, pair_chunks, want_of
 from .protocol import (
     BATCH_BYTES,
     DELTA_ANSWER_BYTES,
@@ -939,6 +941,8 @@ class _Fetch:
         #: What this fetch stored or found present: pinned until the ref reaches it.
         self.pin = store.new_pin()
         self.relied: list[ObjectId] = []
+        #: Chunk blobs a tree download rebuilt here (kept, so not fetched again).
+        self.derived: set[ObjectId] = set()
 
     def run(self, remote: ObjectId, *, ref: str, delta: bool) -> FetchResult:
         """See :func:`fetch`."""
@@ -947,7 +951,7 @@ class _Fetch:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="phs-store") as storer:
             self._storer = storer
             try:
-                self.walk(remote, ref)
+                self.walk(remote, ref, delta=delta)
                 if delta:
                     self.deltas(self.store.refs.get(HEAD))
                 self.whole_blobs()
@@ -968,11 +972,12 @@ class _Fetch:
         if self.progress is not None:
             self.progress(self.result.objects, self.known)
 
-    def walk(self, remote: ObjectId, ref: str) -> None:
+    def walk(self, remote: ObjectId, ref: str, *, delta: bool = True) -> None:
         """Fetch every node ``remote`` reaches that the store lacks; list the missing blobs."""
         seen = {remote}
         frontier: list[tuple[ObjectId, Kind]] = [(remote, Kind.SNAPSHOT)]
-        hinted = self._changed(remote, ref)
+        rebuilt = self._tree(remote, ref) if delta else None
+        hinted = self._changed(remote, ref) if rebuilt is None else rebuilt
         while frontier:
             absent = set(self.store.objects.missing(oid for oid, _ in frontier))
             absent |= self._rely_on([item for item in frontier if item[0] not in absent])
@@ -980,7 +985,8 @@ class _Fetch:
                           if kind is Kind.SNAPSHOT and oid not in absent]
             want = [item for item in frontier if item[0] in absent]
             self.known += len(want)
-            self.blobs.update((oid, None) for oid, kind in want if kind is Kind.BLOB)
+            self.blobs.update((oid, None) for oid, kind in want
+                              if kind is Kind.BLOB and oid not in self.derived)
             nodes = [item for item in want if item[1] is not Kind.BLOB]
             after: list[tuple[ObjectId, Kind]] = []
             for part in chunked(nodes, IDS_PER_REQUEST):
@@ -1002,6 +1008,45 @@ class _Fetch:
                             after.append(child)
                 self.tick()
             frontier = after
+
+    def _tree(self, remote: ObjectId, ref: str) -> dict[ObjectId, bytes] | None:
+        """The snapshot ``remote`` and the nodes of its tree, rebuilt here from a tree
+        download (:mod:`.edits`) against its parent, held here (``ref``, else the local
+        head): by their hashes, as :meth:`_changed` gives them. The chunks it rebuilt are
+        kept, hashed here; the root was checked against the snapshot's, which the walk checks
+        against ``remote``. None when it cannot be had so (not one snapshot apart, an older
+        coordinator, anything that does not rebuild): the walk goes on as before."""
+        have = self.store.refs.get(ref) or self.store.refs.get(HEAD)
+        if have is None or have == remote or not self.store.objects.missing([remote]):
+            return None
+        try:
+            answer = self.client.download_tree(remote, have)
+        except CoordinatorError as exc:
+            if not _falls_back(exc):
+                raise
+            return None
+        if len(answer) != 2 or not answer[0] or hash_bytes(answer[1]) != remote:
+            return None
+        objects = self.store.objects
+        try:
+            snapshot, base = decode(answer[1]), decode(objects.get_raw(have))
+            if not isinstance(snapshot, Snapshot) or not isinstance(base, Snapshot):
+                return None
+            upload = decode_tree_upload(answer[0], max_changes=Budget().chunks,
+                                        max_bytes=DELTA_ANSWER_BYTES)
+            if upload.base != base.root or upload.root != snapshot.root:
+                return None
+            rebuilt = rebuild_upload(objects, objects, upload, max_bytes=DELTA_ANSWER_BYTES)
+        except PeerhostError:  # malformed, damaged here, does not rebuild
+            return None
+        counts = self.result.chunks
+        counts.delta_bytes += len(upload.batch)
+        for item, oid, blob in rebuilt.chunks:
+            counts.add_item(item)
+            self.derived.add(oid)
+            self._count(len(blob))
+            self._keep(hashed=(oid, blob))  # hashed here, and proven by the root
+        return {**rebuilt.nodes, remote: answer[1]}
 
     def _changed(self, remote: ObjectId, ref: str) -> dict[ObjectId, bytes]:
         """The nodes of ``remote`` the coordinator guesses this store lacks, by the hash of
