@@ -286,3 +286,38 @@ def test_a_pull_two_snapshots_behind_walks_as_before(
     pull(b, bob)
     assert bob.trees == 1 and bob.changed == 1  # served [b""]: not one snapshot apart
     assert world_content(b.world) == world_content(version)
+
+
+def test_a_game_upgrade_that_moves_the_region_folders_travels_as_changes(
+        server: Server, tmp_path: Path, real_world: Callable[[str], Path]) -> None:
+    """voidchains' second version moved every region file to another folder: the new files
+    travel as chunk changes paired with the removed ones at the same place in the world, and
+    no tree node travels whole."""
+    history = real_world("voidchains-history")
+    versions = HISTORIES["voidchains-history"]
+    c = make_session(server)
+    a = new_repo(tmp_path / "a", history / versions[1])
+    a.snapshot("v1")
+    lease = c["alice"].acquire("alice-pc", 300)
+    push(a, c["alice"], fencing=lease.fencing)
+    b = new_repo(tmp_path / "b")
+    pull(b, c["bob"])
+    before = a.read_snapshot(c["alice"].head().head).root  # type: ignore[arg-type]
+    replace_world(a.world, history / versions[2])
+    a.snapshot("v2")
+    plan = plan_tree(a.store.objects, before, _root(a))
+    assert plan is not None and len(plan.moved) >= 4
+    assert all(pair.base is not None for pair in plan.pairs)  # each against its old place
+    client = Uploads(c["alice"])
+    report = push(a, client, fencing=lease.fencing)
+    assert len(client.trees) == 1 and report.chunks_delta >= 1000 and report.chunks_raw == 0
+    # Only empty maps travel as nodes (an empty region file is a whole entry).
+    nodes = [decode(d) for d in client.objects if d[1] not in (BLOB, SNAPSHOT)]
+    assert all(not node.entries for node in nodes), nodes  # type: ignore[union-attr]
+    bob = Pulls(c["bob"])
+    pulled = pull(b, bob)
+    assert bob.changed == 0 and pulled.chunks_delta >= 1000
+    assert world_content(b.world) == world_content(history / versions[2])
+    assert walk(b.store.objects, [b.head()]).ok  # type: ignore[list-item]
+    a.close()
+    b.close()

@@ -22,8 +22,8 @@ from typing import Any
 
 from .diff import ChunkChange, region_changes
 from .errors import PeerhostError
-from .ids import ObjectId
-from .objects import ChunkEntry, DirEntry, EntryKind
+from .ids import ObjectId, hash_bytes
+from .objects import ChunkEntry, DirEntry, EntryKind, encode_dir_leaf
 from .region import region_coords
 from .tree import Add, ObjectLoader, diff_regions, diff_trees, lookup_map, update_map
 from .worldfs import REGION_KINDS, region_place
@@ -49,6 +49,8 @@ __all__ = [
     "player_from_usercache",
     "tree_changes",
 ]
+
+_EMPTY_DIR = hash_bytes(encode_dir_leaf([]))
 
 #: The short names the CLI accepts for the vanilla dimensions.
 DIMENSIONS = {"overworld": "minecraft:overworld", "nether": "minecraft:the_nether",
@@ -424,8 +426,9 @@ def tree_changes(store: ObjectLoader, base: ObjectId | None, theirs: ObjectId, *
     """What changed from tree ``base`` (None: empty) to tree ``theirs``, as the ``files``
     and ``regions`` of :func:`graft_changes`, which makes ``theirs`` of ``base`` again: the
     chunks that changed in region files both sides parse (with ``new_regions``, also every
-    chunk of a region file that is new beside its folder's others), every other changed entry
-    whole (a folder added, removed or replaced whole, with its insides). It costs the change.
+    chunk of a new region file, and what a new folder holds one entry at a time: folders on
+    the way are made by the graft), every other changed entry whole (a folder added, removed
+    or replaced whole, with its insides). It costs the change.
     """
     files: dict[str, DirEntry | None] = {}
     regions: dict[str, dict[int, ChunkEntry | None]] = {}
@@ -441,6 +444,9 @@ def tree_changes(store: ObjectLoader, base: ObjectId | None, theirs: ObjectId, *
             regions[path] = {b.slot: b for _, b in diff_regions(store, None, new.oid)
                              if b is not None}
             continue
+        if (new_regions and old is None and new is not None and new.kind is EntryKind.DIR
+                and new.oid != _EMPTY_DIR):
+            continue  # its insides follow, and make it
         files[path] = new
         if any(e is not None and e.kind is EntryKind.DIR for e in (old, new)):
             folders.append(path + "/")

@@ -15,7 +15,9 @@ carries only what changed from a *base* tree the receiver holds complete to the 
   the one the base holds at that slot (a chunk re-saved unchanged, its timestamp alone new);
 * ``batch``: a :mod:`peerhost_store.sync.delta` batch, one item for each chunk whose id was
   left out, in path then slot order, each against the chunk the base holds at the same path
-  and slot (a raw item where it holds none).
+  and slot (a raw item where it holds none). A region file new at its path may name the
+  path whose slots its items pair with instead: the file the change removed from the same
+  place in the world (a game upgrade that moved the folder).
 
 The receiver rebuilds each item's blob and hashes it for its id (:func:`chunk_wants` names
 the bases), puts those ids into the chunk entries, grafts the changes onto the base
@@ -31,7 +33,7 @@ Body (msgpack)::
 ``changes`` is one zstd frame (its size declared) of the msgpack value ``[files, regions]``:
 ``files`` a list of ``[path, nil]`` (removed) or ``[path, kind, id, size]`` (with a fifth
 field, the raw blob id, for a damaged region), sorted by path; ``regions`` a list of
-``[path, [change...]]`` sorted by path, each change ``[slot]`` (emptied) or ``[slot, id,
+``[path, [change...]]`` (or ``[path, [change...], base path]``) sorted by path, each change ``[slot]`` (emptied) or ``[slot, id,
 compression, timestamp, external]`` with slots increasing, where the id is nil (the batch's
 next item) or 0 (the base's blob at that slot).
 """
@@ -39,7 +41,7 @@ next item) or 0 (the base's blob at that slot).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgpack
@@ -48,10 +50,10 @@ from ..area import GraftRefused, graft_changes, lookup_paths, tree_changes
 from ..errors import DecodeError, PeerhostError
 from ..ids import ID_SIZE, ObjectId, hash_bytes
 from ..objects import ChunkEntry, DirEntry, EntryKind
-from ..tree import MAX_TREE_DEPTH, Add, ObjectLoader, lookup_map
+from ..tree import MAX_TREE_DEPTH, Add, ObjectLoader, diff_trees, lookup_map
 from .batches import Built, PayloadReader, Rebuilder
 from .delta import DeltaItem, decode_batch, encode_batch
-from .pairing import ChunkRef, Pair
+from .pairing import ChunkRef, Pair, chunk_key
 from .protocol import ProtocolError, batch_level, decompress_body
 
 __all__ = [
@@ -102,6 +104,9 @@ class TreeUpload:
     files: _Files
     regions: _Regions
     batch: bytes
+    #: Region files new at their path whose items pair with another path's slots in the base
+    #: (the same place in the world: a game upgrade moved the folder).
+    moved: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,7 @@ class TreePlan:
         kept: ``(path, slot)`` of each chunk that keeps the base's blob there.
         pairs: for :func:`peerhost_store.sync.batches.build_items`, one per derived chunk.
         nodes: id -> bytes of every node the graft made: what the receiver will store.
+        moved: as :attr:`TreeUpload.moved`.
     """
 
     base: ObjectId
@@ -133,6 +139,7 @@ class TreePlan:
     kept: list[tuple[str, int]]
     pairs: list[Pair]
     nodes: dict[ObjectId, bytes]
+    moved: dict[str, str] = field(default_factory=dict)
 
     def upload(self, batch: bytes) -> bytes:
         """The body that sends this plan with ``batch`` (its items in :attr:`pairs` order,
@@ -142,7 +149,8 @@ class TreePlan:
                                  else e._replace(oid=ids[(path, slot)]))
                           for slot, e in slots.items()}
                    for path, slots in self.regions.items()}
-        return encode_tree_upload(TreeUpload(self.base, self.root, self.files, regions, batch))
+        return encode_tree_upload(TreeUpload(self.base, self.root, self.files, regions, batch,
+                                             self.moved))
 
 
 def derived_slots(regions: Mapping[str, Mapping[int, ChunkEntry | None]], oid: ObjectId = DERIVED
@@ -153,10 +161,13 @@ def derived_slots(regions: Mapping[str, Mapping[int, ChunkEntry | None]], oid: O
             if (e := regions[path][slot]) is not None and e.oid == oid]
 
 
-def chunk_wants(store: ObjectLoader, base: ObjectId, slots: Sequence[tuple[str, int]]
-                ) -> list[ChunkWant]:
-    """The chunk tree ``base`` holds at each ``(path, slot)`` (None: none there, or the file
-    is not a region map there), reading only the maps and pages on the way."""
+def chunk_wants(store: ObjectLoader, base: ObjectId, slots: Sequence[tuple[str, int]],
+                moved: Mapping[str, str] | None = None) -> list[ChunkWant]:
+    """The chunk tree ``base`` holds at each ``(path, slot)``, or at that slot of
+    ``moved[path]`` (None: none there, or the file is not a region map there), reading only
+    the maps and pages on the way."""
+    moved = moved or {}
+    slots = [(moved.get(path, path), slot) for path, slot in slots]
     by_path: dict[str, set[int]] = {}
     for path, slot in slots:
         by_path.setdefault(path, set()).add(slot)
@@ -172,6 +183,25 @@ def chunk_wants(store: ObjectLoader, base: ObjectId, slots: Sequence[tuple[str, 
     return [ChunkWant(path, slot, chunks.get((path, slot))) for path, slot in slots]
 
 
+def _moved(store: ObjectLoader, base: ObjectId, root: ObjectId, regions: _Regions
+           ) -> dict[str, str]:
+    """Region files of ``regions`` new at their path, set beside the one ``base`` held for
+    the same place in the world, where the change removed that one."""
+    found = lookup_paths(store, base, regions)
+    new = [path for path in regions if path not in found]
+    if not new:
+        return {}
+    removed: dict[object, str] = {}
+    for path, old, entry in diff_trees(store, base, root):
+        if (old is not None and old.kind is EntryKind.REGION and old.raw is None
+                and (entry is None or entry.kind is not EntryKind.REGION)):
+            key = chunk_key(path, 0)
+            if key is not None:
+                removed.setdefault(key, path)
+    return {path: removed[key] for path in new
+            if (key := chunk_key(path, 0)) is not None and key in removed}
+
+
 def plan_tree(store: ObjectLoader, base: ObjectId, root: ObjectId) -> TreePlan | None:
     """The tree upload of ``root`` against ``base`` (both complete in ``store``), or None when
     grafting the changes onto ``base`` does not give ``root`` back (a tree no scan makes).
@@ -180,6 +210,7 @@ def plan_tree(store: ObjectLoader, base: ObjectId, root: ObjectId) -> TreePlan |
     second place with the same blob sends its id.
     """
     files, regions = tree_changes(store, base, root, new_regions=True)
+    moved = _moved(store, base, root, regions)
     nodes: dict[ObjectId, bytes] = {}
 
     def add(data: bytes) -> ObjectId:
@@ -195,18 +226,19 @@ def plan_tree(store: ObjectLoader, base: ObjectId, root: ObjectId) -> TreePlan |
     derived: list[tuple[str, int]] = []
     kept: list[tuple[str, int]] = []
     pairs = []
-    for want in chunk_wants(store, base, changed):
-        entry = regions[want.path][want.slot]
+    for (path, slot), want in zip(changed, chunk_wants(store, base, changed, moved),
+                                  strict=True):
+        entry = regions[path][slot]
         assert entry is not None
         old = want.base
-        if old is not None and old.oid == entry.oid:
-            kept.append((want.path, want.slot))
+        if old is not None and old.oid == entry.oid and path not in moved:
+            kept.append((path, slot))
         elif entry.oid not in seen:
             seen.add(entry.oid)
-            derived.append((want.path, want.slot))
+            derived.append((path, slot))
             pairs.append(Pair(ChunkRef(entry.oid, entry.compression),
                               None if old is None else ChunkRef(old.oid, old.compression)))
-    return TreePlan(base, root, files, regions, derived, kept, pairs, nodes)
+    return TreePlan(base, root, files, regions, derived, kept, pairs, nodes, moved)
 
 
 def rebuild_tree(store: ObjectLoader, add: Add, upload: TreeUpload,
@@ -287,7 +319,7 @@ def rebuild_upload(loader: ObjectLoader, payloads: PayloadReader, upload: TreeUp
         Cancelled (of :mod:`.batches`): ``cancelled()`` turned true.
         ObjectMissing, ObjectCorrupt, DecodeError: a node of the base is not readable.
     """
-    wants = chunk_wants(loader, upload.base, derived_slots(upload.regions))
+    wants = chunk_wants(loader, upload.base, derived_slots(upload.regions), upload.moved)
     items = decode_batch(upload.batch, max_items=max(1, len(wants)), max_bytes=max_bytes,
                          want=[(DERIVED, None if w.base is None else w.base.oid) for w in wants])
     rebuilder = Rebuilder(payloads, rebuild, cancelled, where=where, derive=True)
@@ -341,7 +373,7 @@ def encode_tree_upload(upload: TreeUpload) -> bytes:
             oid = None if c is None else {DERIVED: None, KEPT: 0}.get(c.oid, c.oid)
             changes.append([slot] if c is None else
                            [slot, oid, c.compression, c.timestamp, c.external])
-        regions.append([path, changes])
+        regions.append([path, changes, *([upload.moved[path]] if path in upload.moved else [])])
     stream = msgpack.packb([files, regions], use_bin_type=True)
     frame = zstandard.ZstdCompressor(level=_LEVEL, write_content_size=True).compress(stream)
     return bytes(msgpack.packb([EDIT_VERSION, upload.base, upload.root, frame, upload.batch],
@@ -376,11 +408,11 @@ def decode_tree_upload(data: bytes, *, max_changes: int, max_bytes: int) -> Tree
         raise _Malformed("tree upload changes: not [files, regions]")
     budget = [max_changes]
     files = _files(changes[0], budget)
-    regions = _regions(changes[1], budget)
+    regions, moved = _regions(changes[1], budget)
     both = files.keys() & regions.keys()
     if both:
         raise _Malformed(f"tree upload: {min(both)!r} is both a file and a region change")
-    return TreeUpload(base, root, files, regions, value[4])
+    return TreeUpload(base, root, files, regions, value[4], moved)
 
 
 def _id(value: object, what: str) -> ObjectId:
@@ -430,14 +462,18 @@ def _files(rows: list[Any], budget: list[int]) -> _Files:
     return out
 
 
-def _regions(rows: list[Any], budget: list[int]) -> _Regions:
+def _regions(rows: list[Any], budget: list[int]) -> tuple[_Regions, dict[str, str]]:
     out: _Regions = {}
+    moved: dict[str, str] = {}
     last = None
     for row in rows:
-        if not (isinstance(row, list) and len(row) == 2 and isinstance(row[1], list)
+        if not (isinstance(row, list) and len(row) in (2, 3) and isinstance(row[1], list)
                 and row[1]):
-            raise _Malformed("tree upload: a region change is [path, [slot change...]]")
+            raise _Malformed("tree upload: a region change is [path, [slot change...]] or "
+                             "[path, [slot change...], base path]")
         path = last = _path(row[0], last, "region")
+        if len(row) == 3:
+            moved[path] = _path(row[2], None, "base region")
         _spend(budget, len(row[1]))
         slots: dict[int, ChunkEntry | None] = {}
         previous = -1
@@ -463,5 +499,5 @@ def _regions(rows: list[Any], budget: list[int]) -> _Regions:
                 raise _Malformed(f"tree upload: a reserved chunk id in {path[:200]!r}")
             slots[c[0]] = ChunkEntry(c[0], chunk, compression, timestamp, external)
         out[path] = slots
-    return out
+    return out, moved
 
