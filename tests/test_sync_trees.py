@@ -321,3 +321,28 @@ def test_a_game_upgrade_that_moves_the_region_folders_travels_as_changes(
     assert walk(b.store.objects, [b.head()]).ok  # type: ignore[list-item]
     a.close()
     b.close()
+
+
+def test_the_pull_of_a_push_is_answered_the_body_the_push_sent(
+        pushed_pair: tuple[Server, dict[str, CoordinatorClient], Repository, int],
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from peerhost_server.domain import trees
+
+    _, c, a, fencing = pushed_pair
+    b = new_repo(tmp_path / "b")
+    pull(b, c["bob"])
+    alice = Uploads(c["alice"])
+    push(a, alice, fencing=fencing)
+    planned: list[object] = []
+    real = getattr(trees, "plan_tree")  # noqa: B009 (not exported)
+
+    def counting(*args: Any) -> Any:
+        planned.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(trees, "plan_tree", counting)  # the coordinator runs in this process
+    bob = Pulls(c["bob"])
+    sent = bob.download_tree(a.head(), b.head())  # type: ignore[arg-type]
+    assert sent[0] == alice.trees[0] and planned == []
+    pull(b, bob)
+    assert bob.changed == 0 and b.head() == a.head()

@@ -83,6 +83,16 @@ class PairingMemo:
                 self._batches.move_to_end((key, select))
             return kept
 
+    def keep_tree(self, key: Key, body: bytes) -> None:
+        """Keep a tree upload's body that rebuilt its root here (``key``: its two trees): the
+        pull of that push is answered it (:meth:`tree`). Kept as a batch for no selection."""
+        self.keep_batch(key, (), 0, body)
+
+    def tree(self, key: Key) -> bytes | None:
+        """The tree upload kept for ``key``'s trees, or None."""
+        kept = self.batch(key, ())
+        return None if kept is None else kept[1]
+
     def items(self, key: Key) -> dict[ObjectId, KnownItem]:
         """The verified items kept for ``key``'s trees, by chunk id (a copy)."""
         with self._lock:

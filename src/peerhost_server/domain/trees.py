@@ -109,8 +109,12 @@ def accept(coord: Coordinator, session: str, body: bytes, cancelled: Cancel) -> 
             raise TreeMismatch(exc.root, exc.got, exc.reason) from None
     new = write_objects(coord, session, hashed=[*((oid, blob) for _, oid, blob in rebuilt.chunks),
                                                 *rebuilt.nodes.items()])
-    # The pull of this push pairs the same two trees: it is served these items, not rebuilt.
-    coord.pairings.keep_items((session, upload.base, upload.root), [
+    # The pull of this push asks for the same two trees: it is answered this very body (it
+    # rebuilt here), and a delta pull is served these items, not built again.
+    key = (session, upload.base, upload.root)
+    if sum(len(blob) for _, _, blob in rebuilt.chunks) <= lim.max_response_bytes:
+        coord.pairings.keep_tree(key, body)
+    coord.pairings.keep_items(key, [
         (replace(item, new_id=oid), len(blob)) for item, oid, blob in rebuilt.chunks])
     return {"nodes": len(rebuilt.nodes), "chunks": len(rebuilt.chunks), "new": new}
 
@@ -136,6 +140,9 @@ def serve(coord: Coordinator, session: str, want: ObjectId, have: ObjectId,
         if not (isinstance(snapshot, Snapshot) and isinstance(base, Snapshot)
                 and snapshot.parents[:1] == (have,)):
             return [b""]
+        kept = coord.pairings.tree((session, base.root, snapshot.root))
+        if kept is not None:  # the push of this snapshot sent it, and it rebuilt here
+            return [kept, data]
         plan = plan_tree(loader, base.root, snapshot.root)
         if plan is None or len(plan.pairs) > lim.max_delta_items:
             return [b""]
