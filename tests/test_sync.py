@@ -26,6 +26,7 @@ from peerhost_store.sync.client import (
     CoordinatorClient,
     CoordinatorError,
     CoordinatorUnavailable,
+    Head,
     Lease,
     TreeUploadResult,
     UploadResult,
@@ -194,6 +195,11 @@ class AskingClient(CoordinatorClient):
         self.asked: list[ObjectId] = []
         self.requests = 0
         self.trees = trees
+
+    def head(self) -> Head:
+        answer = super().head()
+        self.tree_uploads &= self.trees  # as an older coordinator answers
+        return answer
 
     def upload_tree(self, body: bytes) -> TreeUploadResult:
         if not self.trees:

@@ -39,7 +39,8 @@ async def get_head(request: Request) -> JSONResponse:
     info = await loop_first(request, lambda wait: heads.head_info(coord, session, wait=wait))
     return JSONResponse({"head": _hex(info.head), "fencing": info.fencing,
                          "shallow": sorted(oid.hex() for oid in info.shallow),
-                         "encodings": list(ENCODINGS)})  # object uploads it reads
+                         "encodings": list(ENCODINGS),  # object uploads it reads
+                         "trees": True})  # it takes and serves tree uploads (objects/tree)
 
 
 def _id(body: dict[str, Any], name: str, optional: bool = False) -> ObjectId | None:

@@ -359,6 +359,9 @@ class CoordinatorClient:
         #: Whether uploads go compressed (:data:`~.protocol.ZMSGPACK`): set by :meth:`head`
         #: when the coordinator lists an encoding it reads, cleared when it refuses one.
         self.compress_uploads = False
+        #: Whether the coordinator takes and serves tree uploads (``objects/tree``): set by
+        #: :meth:`head` from its answer, so a push to an older one does not try.
+        self.tree_uploads = False
         # Transfers send several requests at once from worker threads; counting is serialised.
         self._stats_lock = threading.Lock()
 
@@ -679,6 +682,7 @@ class CoordinatorClient:
         encodings = a.get("encodings")
         self.compress_uploads = isinstance(encodings, list) and all(
             name in encodings for name in ENCODINGS)
+        self.tree_uploads = a.get("trees") is True
         return self._parse("GET head", lambda: Head(
             None if a["head"] is None else from_hex(a["head"]),
             None if a["fencing"] is None else int(a["fencing"]),

@@ -42,7 +42,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import suppress
 from dataclasses import dataclass, field, fields
 from typing import TypeVar
@@ -77,6 +77,7 @@ from .client import (
     CoordinatorClient,
     CoordinatorError,
     RateLimited,
+    TreeUploadResult,
     Unauthorized,
     UploadResult,
     WireStats,
@@ -341,20 +342,42 @@ def push(
     # has its whole tree here): its chunks are the previous versions to send deltas against.
     remote_root = repo.read_snapshot(remote).root if remote is not None else None
     base = remote_root if delta else None
-    stored: set[ObjectId] = set()
-    named: set[ObjectId] = set()
-    if base is not None:
-        stored, named = _push_tree(repo.store.objects, client, base,
-                                   repo.read_snapshot(head).root, report, delta_batch_bytes)
-    walk = _PushWalk(repo.store.objects, client, head, shallow, defer_chunks=base is not None,
-                     remote=remote, remote_root=remote_root, stored=stored, whole=named)
+    tree = None if base is None or not client.tree_uploads else _tree_send(
+        repo.store.objects, base, repo.read_snapshot(head).root, delta_batch_bytes)
+
+    def walking(tree: _TreeSend | None) -> _PushWalk:
+        return _PushWalk(repo.store.objects, client, head, shallow,
+                         defer_chunks=base is not None, remote=remote, remote_root=remote_root,
+                         stored=None if tree is None else tree.stored,
+                         whole=None if tree is None else tree.named)
+
+    walk = walking(tree)
 
     def tick(moving: int = 0) -> None:  # moving: objects of requests still being sent
         if progress is not None:
             progress(report.objects_sent + moving, walk.found)
 
     where = repo.store.objects.where
-    _upload_whole(client, walk, report, batch_bytes, tick, where)
+    if tree is None:
+        _upload_whole(client, walk, report, batch_bytes, tick, where)
+    else:
+        # The walk sends what the tree upload leaves out (the snapshot, changed files) while
+        # the coordinator rebuilds the tree; the head moves only once both landed.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="phs-tree") as pool:
+            sending = pool.submit(client.upload_tree, tree.body)
+            try:
+                _upload_whole(client, walk, report, batch_bytes, tick, where)
+            finally:
+                wait([sending])
+        try:
+            tree.landed(report, sending.result())
+        except CoordinatorError as exc:
+            if not _falls_back(exc):
+                raise
+            # Refused, nothing stored: walk again, sending the nodes (what the first walk
+            # sent is found there now).
+            walk = walking(None)
+            _upload_whole(client, walk, report, batch_bytes, tick, where)
     report.chunks_whole += walk.whole_chunks
     if walk.missing_chunks or walk.unasked_chunks:
         assert base is not None
@@ -370,51 +393,60 @@ def push(
     return report
 
 
-def _push_tree(store: Verified, client: CoordinatorClient, base: ObjectId, root: ObjectId,
-               report: PushReport, batch_bytes: int) -> tuple[set[ObjectId], set[ObjectId]]:
-    """Send tree ``root`` as what changed from tree ``base`` (the session head's), for the
-    coordinator to rebuild its nodes and changed chunks (:mod:`.edits`): the ids it stored,
-    and the ids the change names whole (files, and what is added or replaced whole), which the
-    push must still send where the session lacks them. Every other child of a node it stored
-    is the base's, complete there.
+@dataclass
+class _TreeSend:
+    """A tree upload ready to go (:func:`_tree_send`), and what it stores when it lands."""
 
-    Nothing is sent, and the push goes on as before (nodes whole, chunks as delta batches),
-    when the change does not fit one request or the coordinator refuses it.
+    body: bytes
+    batch: int  #: its delta batch's bytes
+    built: list[Built]
+    nodes: dict[ObjectId, bytes]
+    stored: set[ObjectId]  #: the nodes and chunks the coordinator will store
+    named: set[ObjectId]  #: what the change names whole (files, what is added whole)
+
+    def landed(self, report: PushReport, result: TreeUploadResult) -> None:
+        """Count what the coordinator rebuilt."""
+        report.delta_bytes += self.batch
+        for one in self.built:
+            report.add_item(one.item)
+            report.objects_sent += 1
+            report.object_bytes += one.size
+        report.tree_nodes += len(self.nodes)
+        report.objects_sent += len(self.nodes)
+        report.object_bytes += sum(len(data) for data in self.nodes.values())
+        report.objects_new += result.new
+
+
+def _tree_send(store: Verified, base: ObjectId, root: ObjectId, batch_bytes: int
+               ) -> _TreeSend | None:
+    """Tree ``root`` as what changed from tree ``base`` (the session head's), for the
+    coordinator to rebuild its nodes and changed chunks (:mod:`.edits`). Every child of a
+    node it stores is stored too, or the base's (complete there), or named whole by the
+    change: the push must still send those where the session lacks them.
+
+    None when the change does not fit one request (the push then goes as before: nodes
+    whole, chunks as delta batches).
     """
     if root == base:
-        return set(), set()
+        return None
     try:
         plan = plan_tree(store, base, root)
     except (GraftRefused, DecodeError):
-        return set(), set()  # a tree no scan makes: its nodes go whole
+        return None  # a tree no scan makes: its nodes go whole
     if plan is None or len(plan.pairs) > DELTA_BATCH_ITEMS:
-        return set(), set()
+        return None
     built = list(build_items(store, plan.pairs, range(len(plan.pairs))))
     if (sum(b.size for b in built) > batch_bytes
             or sum(len(b.item.data) for b in built) > DELTA_STREAM_BYTES):
-        return set(), set()
+        return None
     batch = encode_derived(built, plan.pairs)
     body = plan.upload(batch)
     if len(body) > MAX_REQUEST_BYTES - 64 * 1024:
-        return set(), set()
-    try:
-        result = client.upload_tree(body)
-    except CoordinatorError as exc:
-        if not _falls_back(exc):
-            raise
-        return set(), set()
-    report.delta_bytes += len(batch)
-    for one in built:
-        report.add_item(one.item)
-        report.objects_sent += 1
-        report.object_bytes += one.size
-    report.tree_nodes += len(plan.nodes)
-    report.objects_sent += len(plan.nodes)
-    report.object_bytes += sum(len(data) for data in plan.nodes.values())
-    report.objects_new += result.new
+        return None
     named = {oid for e in plan.files.values() if e is not None
              for oid in (e.oid, e.raw) if oid is not None}
-    return set(plan.nodes) | {pair.new.oid for pair in plan.pairs}, named
+    return _TreeSend(body, len(batch), built, plan.nodes,
+                     set(plan.nodes) | {pair.new.oid for pair in plan.pairs}, named)
 
 
 def _read_blobs(store: Verified, ids: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
@@ -1017,7 +1049,8 @@ class _Fetch:
         against ``remote``. None when it cannot be had so (not one snapshot apart, an older
         coordinator, anything that does not rebuild): the walk goes on as before."""
         have = self.store.refs.get(ref) or self.store.refs.get(HEAD)
-        if have is None or have == remote or not self.store.objects.missing([remote]):
+        if (not self.client.tree_uploads or have is None or have == remote
+                or not self.store.objects.missing([remote])):
             return None
         try:
             answer = self.client.download_tree(remote, have)
