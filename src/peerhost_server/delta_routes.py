@@ -21,15 +21,14 @@ from peerhost_store.sync.protocol import (
 
 from .auth import MEMBER, OWNER
 from .domain import deltas, trees
-from .errors import ApiError
 from .observe import Metrics
 from .web import (
     accepts_compressed,
     authorize,
     coordinator,
     msgpack_response,
-    read_ids,
     read_msgpack_body,
+    read_want_have,
     run_cancellable,
     session_name,
 )
@@ -89,13 +88,11 @@ async def download_tree(request: Request) -> Response:
     or ``[b""]`` (:func:`.domain.trees.serve`), as ``objects/get`` answers objects."""
     session = session_name(request)
     await authorize(request, PLAYERS, session)
-    ids = await read_ids(request)
-    if len(ids) != 2:
-        raise ApiError(400, "bad_ids", f"give two ids, [want, have], not {len(ids)}")
+    want, have = await read_want_have(request)
     coord = coordinator(request)
     compress = accepts_compressed(request)
     answer = await run_cancellable(
-        request, lambda cancelled: trees.serve(coord, session, ids[0], ids[1], cancelled))
+        request, lambda cancelled: trees.serve(coord, session, want, have, cancelled))
     return msgpack_response(encode_objects(answer), compress=compress)
 
 

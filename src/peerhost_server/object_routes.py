@@ -29,6 +29,7 @@ from .web import (
     msgpack_response,
     read_ids,
     read_msgpack_parts,
+    read_want_have,
     run_bulk,
     session_name,
     unframe,
@@ -94,13 +95,11 @@ async def changed(request: Request) -> Response:
     ``objects/get`` answers them (:func:`.domain.objects.changed`)."""
     session = session_name(request)
     await authorize(request, PLAYERS, session)
-    ids = await read_ids(request)
-    if len(ids) != 2:
-        raise ApiError(400, "bad_ids", f"give two ids, [want, have], not {len(ids)}")
+    want, have = await read_want_have(request)
     coord = coordinator(request)
     compress = accepts_compressed(request)
     return await run_bulk(request, lambda: msgpack_response(
-        encode_objects(objects.changed(coord, session, ids[0], ids[1])), compress=compress))
+        encode_objects(objects.changed(coord, session, want, have)), compress=compress))
 
 
 routes = [

@@ -213,6 +213,14 @@ async def read_ids(request: Request) -> list[ObjectId]:
         raise ApiError(400, "bad_ids", str(exc), {"index": exc.index}) from None
 
 
+async def read_want_have(request: Request) -> tuple[ObjectId, ObjectId]:
+    """A msgpack list of two ids, ``[want, have]``."""
+    ids = await read_ids(request)
+    if len(ids) != 2:
+        raise ApiError(400, "bad_ids", f"give two ids, [want, have], not {len(ids)}")
+    return ids[0], ids[1]
+
+
 def unframe(body: bytes, limit: int) -> bytes:
     """The msgpack body a :data:`ZMSGPACK` body holds, decompressed only when its frame
     declares at most ``limit`` bytes (invariant 7: never unbounded).
