@@ -334,13 +334,13 @@ def test_the_pull_of_a_push_is_answered_the_body_the_push_sent(
     alice = Uploads(c["alice"])
     push(a, alice, fencing=fencing)
     planned: list[object] = []
-    real = getattr(trees, "plan_tree")  # noqa: B009 (not exported)
+    real = getattr(trees, "build_upload")  # noqa: B009 (not exported)
 
-    def counting(*args: Any) -> Any:
+    def counting(*args: Any, **kw: Any) -> Any:
         planned.append(args)
-        return real(*args)
+        return real(*args, **kw)
 
-    monkeypatch.setattr(trees, "plan_tree", counting)  # the coordinator runs in this process
+    monkeypatch.setattr(trees, "build_upload", counting)  # the coordinator runs in this process
     bob = Pulls(c["bob"])
     sent = bob.download_tree(a.head(), b.head())  # type: ignore[arg-type]
     assert sent[0] == alice.trees[0] and planned == []

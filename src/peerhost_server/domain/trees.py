@@ -20,19 +20,16 @@ from peerhost_store.errors import PeerhostError
 from peerhost_store.ids import ObjectId, hash_bytes
 from peerhost_store.objects import Snapshot, decode
 from peerhost_store.sync.batches import Cancelled as BatchCancelled
-from peerhost_store.sync.batches import build_items
 from peerhost_store.sync.delta import DeltaError
 from peerhost_store.sync.edits import (
     TreeNotRebuilt,
+    build_upload,
     decode_tree_upload,
     derived_slots,
-    encode_derived,
-    plan_tree,
     rebuild_upload,
 )
-from peerhost_store.sync.pairing import PairingTooLarge
+from peerhost_store.sync.pairing import Budget, PairingCancelled, PairingTooLarge
 from peerhost_store.sync.protocol import ObjectStatus, ProtocolError
-from peerhost_store.tree import ObjectLoader
 
 from .coordinator import Coordinator
 from .deltas import bad_delta, reading_trees, validated_tree
@@ -49,23 +46,10 @@ from .objects import status, write_objects
 Cancel = Callable[[], bool]
 
 
-class _Charged:
-    """A loader that charges each node read to the request's budget."""
-
-    def __init__(self, store: ObjectLoader, budget: list[int], limit: int,
-                 cancelled: Cancel) -> None:
-        self.store, self.budget, self.limit, self.cancelled = store, budget, limit, cancelled
-
-    def charge(self) -> None:
-        if self.cancelled():
-            raise Cancelled()
-        self.budget[0] -= 1
-        if self.budget[0] < 0:
-            raise PairingRefused(PairingTooLarge("nodes", self.limit))
-
-    def get_raw(self, oid: ObjectId) -> bytes:
-        self.charge()
-        return self.store.get_raw(oid)
+def _budget(coord: Coordinator, cancelled: Cancel) -> Budget:
+    """The nodes one tree request may read and make (the pairing budget)."""
+    lim = coord.limits
+    return Budget(lim.max_pairing_nodes, lim.max_pairing_chunks, cancelled)
 
 
 def accept(coord: Coordinator, session: str, body: bytes, cancelled: Cancel) -> dict[str, Any]:
@@ -90,21 +74,24 @@ def accept(coord: Coordinator, session: str, body: bytes, cancelled: Cancel) -> 
     if len(slots) > lim.max_delta_items:
         raise TooManyItems(len(slots), lim.max_delta_items)
     store = coord.store(session)
-    loader = _Charged(store, [lim.max_pairing_nodes], lim.max_pairing_nodes, cancelled)
+    budget = _budget(coord, cancelled)
 
     def add(data: bytes) -> ObjectId:
-        loader.charge()  # a node made costs what a node read does
+        budget.spend_node()  # a node made costs what a node read does
         return hash_bytes(data)
 
     with reading_trees("the base tree"):
         try:
-            rebuilt = rebuild_upload(loader, store, upload, max_bytes=lim.max_delta_bytes,
+            rebuilt = rebuild_upload(budget.loader(store), store, upload,
+                                     max_bytes=lim.max_delta_bytes,
                                      rebuild=lim.max_delta_rebuild, cancelled=cancelled,
                                      where="in this session", add=add)
         except DeltaError as exc:
             raise bad_delta(exc) from None
-        except BatchCancelled:
+        except (BatchCancelled, PairingCancelled):
             raise Cancelled() from None
+        except PairingTooLarge as exc:
+            raise PairingRefused(exc) from None
         except TreeNotRebuilt as exc:
             raise TreeMismatch(exc.root, exc.got, exc.reason) from None
     new = write_objects(coord, session, hashed=[*((oid, blob) for _, oid, blob in rebuilt.chunks),
@@ -133,7 +120,6 @@ def serve(coord: Coordinator, session: str, want: ObjectId, have: ObjectId,
     if status(coord, session, [want, have]) != [ObjectStatus.COMPLETE] * 2:
         return [b""]
     store = coord.store(session)
-    loader = _Charged(store, [lim.max_pairing_nodes], lim.max_pairing_nodes, cancelled)
     try:
         data = store.get_raw(want)
         snapshot, base = decode(data), decode(store.get_raw(have))
@@ -143,19 +129,13 @@ def serve(coord: Coordinator, session: str, want: ObjectId, have: ObjectId,
         kept = coord.pairings.tree((session, base.root, snapshot.root))
         if kept is not None:  # the push of this snapshot sent it, and it rebuilt here
             return [kept, data]
-        plan = plan_tree(loader, base.root, snapshot.root)
-        if plan is None or len(plan.pairs) > lim.max_delta_items:
-            return [b""]
-        known = coord.pairings.items((session, base.root, snapshot.root))
-        built = list(build_items(store, plan.pairs, range(len(plan.pairs)),
-                                 cancelled=cancelled, known=known))
-        if (sum(b.size for b in built) > lim.max_response_bytes
-                or sum(len(b.item.data) for b in built) > lim.max_delta_bytes):
-            return [b""]
-        return [plan.upload(encode_derived(built, plan.pairs)), data]
-    except BatchCancelled:
+        upload = build_upload(_budget(coord, cancelled).loader(store), store, base.root,
+                              snapshot.root, max_items=lim.max_delta_items,
+                              max_rebuilt=lim.max_response_bytes, max_stream=lim.max_delta_bytes,
+                              known=coord.pairings.items((session, base.root, snapshot.root)),
+                              cancelled=cancelled)
+        return [b""] if upload is None else [upload.body, data]
+    except (BatchCancelled, PairingCancelled):
         raise Cancelled() from None
-    except Cancelled:
-        raise
-    except PeerhostError:  # damaged or odd here, or past the budget (PairingRefused)
+    except PeerhostError:  # damaged or odd here, or past the budget (PairingTooLarge)
         return [b""]  # the client walks

@@ -51,7 +51,7 @@ from ..errors import DecodeError, PeerhostError
 from ..ids import ID_SIZE, ObjectId, hash_bytes
 from ..objects import ChunkEntry, DirEntry, EntryKind
 from ..tree import MAX_TREE_DEPTH, Add, ObjectLoader, diff_trees, lookup_map
-from .batches import Built, PayloadReader, Rebuilder
+from .batches import Built, PayloadReader, Rebuilder, build_items
 from .delta import DeltaItem, decode_batch, encode_batch
 from .pairing import ChunkRef, Pair, chunk_key
 from .protocol import ProtocolError, batch_level, decompress_body
@@ -60,11 +60,13 @@ __all__ = [
     "DERIVED",
     "EDIT_VERSION",
     "KEPT",
+    "BuiltUpload",
     "ChunkWant",
     "Rebuilt",
     "TreeNotRebuilt",
     "TreePlan",
     "TreeUpload",
+    "build_upload",
     "chunk_wants",
     "decode_tree_upload",
     "derived_slots",
@@ -278,6 +280,45 @@ def encode_derived(built: Sequence[Built], pairs: Sequence[Pair]) -> bytes:
     items = [replace(b.item, new_id=DERIVED) for b in built]
     return encode_batch(items, want=want,
                         level=batch_level(sum(len(b.item.data) for b in built)))
+
+
+@dataclass(frozen=True)
+class BuiltUpload:
+    """A tree upload ready to send (:func:`build_upload`): its plan, items, batch and body."""
+
+    plan: TreePlan
+    built: list[Built]
+    batch: bytes
+    body: bytes
+
+
+def build_upload(store: ObjectLoader, payloads: PayloadReader, base: ObjectId, root: ObjectId,
+                 *, max_items: int, max_rebuilt: int, max_stream: int,
+                 known: Mapping[ObjectId, tuple[DeltaItem, int]] | None = None,
+                 cancelled: Callable[[], bool] | None = None) -> BuiltUpload | None:
+    """The tree upload of ``root`` against ``base`` (nodes read through ``store``, chunk
+    payloads through ``payloads``): the sending half, on either end. ``known`` items are not
+    built again (:func:`~.batches.build_items`). None when grafting does not give ``root``
+    back (a tree no scan makes), or past ``max_items`` items, ``max_rebuilt`` bytes of
+    rebuilt chunks or ``max_stream`` bytes of batch stream.
+
+    Raises:
+        Cancelled (of :mod:`.batches`): ``cancelled()`` turned true.
+        ObjectMissing, ObjectCorrupt, NotABlob: a node or chunk is not readable.
+    """
+    try:
+        plan = plan_tree(store, base, root)
+    except (GraftRefused, DecodeError):
+        return None  # a tree no scan makes: its nodes go whole
+    if plan is None or len(plan.pairs) > max_items:
+        return None
+    built = list(build_items(payloads, plan.pairs, range(len(plan.pairs)), cancelled=cancelled,
+                             known=known))
+    if (sum(b.size for b in built) > max_rebuilt
+            or sum(len(b.item.data) for b in built) > max_stream):
+        return None
+    batch = encode_derived(built, plan.pairs)
+    return BuiltUpload(plan, built, batch, plan.upload(batch))
 
 
 class TreeNotRebuilt(PeerhostError):

@@ -101,6 +101,10 @@ class Budget:
         if self.nodes_loaded > self.nodes:
             raise PairingTooLarge("nodes", self.nodes)
 
+    def loader(self, store: ObjectLoader) -> ObjectLoader:
+        """``store`` read through this budget: each node it loads is charged."""
+        return _Budgeted(store, self)
+
 
 class _Budgeted:
     """A loader that charges every node it loads to a :class:`Budget`."""
@@ -152,7 +156,7 @@ def pair_chunks(store: ObjectLoader, old_root: ObjectId | None, new_root: Object
         PairingCancelled: ``budget.cancelled()`` said so.
     """
     budget = budget or Budget()
-    store = _Budgeted(store, budget)
+    store = budget.loader(store)
     previous: dict[ChunkKey, ChunkRef] = {}
     changed: list[tuple[ChunkKey | None, ChunkEntry]] = []
     considered = 0

@@ -49,7 +49,6 @@ from typing import TypeVar
 
 import msgpack
 
-from ..area import GraftRefused
 from ..counterparts import align
 from ..errors import (
     DamagedObjects,
@@ -89,7 +88,7 @@ from .delta import (
     DeltaItem,
     decode_batch,
 )
-from .edits import decode_tree_upload, encode_derived, plan_tree, rebuild_upload
+from .edits import BuiltUpload, build_upload, decode_tree_upload, rebuild_upload
 from .pairing import Budget, Pair, pair_chunks, want_of
 from .protocol import (
     BATCH_BYTES,
@@ -364,7 +363,7 @@ def push(
         # The walk sends what the tree upload leaves out (the snapshot, changed files) while
         # the coordinator rebuilds the tree; the head moves only once both landed.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="phs-tree") as pool:
-            sending = pool.submit(client.upload_tree, tree.body)
+            sending = pool.submit(client.upload_tree, tree.upload.body)
             try:
                 _upload_whole(client, walk, report, batch_bytes, tick, where)
             finally:
@@ -397,23 +396,21 @@ def push(
 class _TreeSend:
     """A tree upload ready to go (:func:`_tree_send`), and what it stores when it lands."""
 
-    body: bytes
-    batch: int  #: its delta batch's bytes
-    built: list[Built]
-    nodes: dict[ObjectId, bytes]
+    upload: BuiltUpload
     stored: set[ObjectId]  #: the nodes and chunks the coordinator will store
     named: set[ObjectId]  #: what the change names whole (files, what is added whole)
 
     def landed(self, report: PushReport, result: TreeUploadResult) -> None:
         """Count what the coordinator rebuilt."""
-        report.delta_bytes += self.batch
-        for one in self.built:
+        report.delta_bytes += len(self.upload.batch)
+        for one in self.upload.built:
             report.add_item(one.item)
             report.objects_sent += 1
             report.object_bytes += one.size
-        report.tree_nodes += len(self.nodes)
-        report.objects_sent += len(self.nodes)
-        report.object_bytes += sum(len(data) for data in self.nodes.values())
+        nodes = self.upload.plan.nodes
+        report.tree_nodes += len(nodes)
+        report.objects_sent += len(nodes)
+        report.object_bytes += sum(len(data) for data in nodes.values())
         report.objects_new += result.new
 
 
@@ -429,24 +426,14 @@ def _tree_send(store: Verified, base: ObjectId, root: ObjectId, batch_bytes: int
     """
     if root == base:
         return None
-    try:
-        plan = plan_tree(store, base, root)
-    except (GraftRefused, DecodeError):
-        return None  # a tree no scan makes: its nodes go whole
-    if plan is None or len(plan.pairs) > DELTA_BATCH_ITEMS:
+    upload = build_upload(store, store, base, root, max_items=DELTA_BATCH_ITEMS,
+                          max_rebuilt=batch_bytes, max_stream=DELTA_STREAM_BYTES)
+    if upload is None or len(upload.body) > MAX_REQUEST_BYTES - 64 * 1024:
         return None
-    built = list(build_items(store, plan.pairs, range(len(plan.pairs))))
-    if (sum(b.size for b in built) > batch_bytes
-            or sum(len(b.item.data) for b in built) > DELTA_STREAM_BYTES):
-        return None
-    batch = encode_derived(built, plan.pairs)
-    body = plan.upload(batch)
-    if len(body) > MAX_REQUEST_BYTES - 64 * 1024:
-        return None
+    plan = upload.plan
     named = {oid for e in plan.files.values() if e is not None
              for oid in (e.oid, e.raw) if oid is not None}
-    return _TreeSend(body, len(batch), built, plan.nodes,
-                     set(plan.nodes) | {pair.new.oid for pair in plan.pairs}, named)
+    return _TreeSend(upload, set(plan.nodes) | {pair.new.oid for pair in plan.pairs}, named)
 
 
 def _read_blobs(store: Verified, ids: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
