@@ -346,3 +346,30 @@ def test_the_pull_of_a_push_is_answered_the_body_the_push_sent(
     assert sent[0] == alice.trees[0] and planned == []
     pull(b, bob)
     assert bob.changed == 0 and b.head() == a.head()
+
+
+def test_a_tree_upload_past_the_session_quota_is_refused_and_stores_nothing(
+        tmp_path: Path, real_world: Callable[[str], Path]) -> None:
+    """The nodes and chunks a coordinator rebuilds count against the session's quota as an
+    upload's objects do: one step past the 507 of ``objects``."""
+    data = tmp_path / "coordinator"
+    with running(data) as server:
+        c, a, fencing = _pushed(server, tmp_path, real_world(HISTORY))
+        used = server.coordinator.store("s1").used_bytes()
+        token, admin = c["alice"]._token, server.admin_token
+    with running(data, limits=Limits(quota_bytes=used + 1024), admin_token=admin) as server:
+        alice = server.client("s1", token)
+        store = server.coordinator.store("s1")
+        before = set(store.iter_ids())
+        base = a.read_snapshot(alice.head().head).root  # type: ignore[arg-type]
+        plan, batch = _plan(a, base)
+        err = _refused(alice, plan.upload(batch))
+        assert (err.status, err.code) == (507, "quota_exceeded")
+        assert set(store.iter_ids()) == before
+        # A push stops there, as at an upload past the quota; no rebuilt node was stored (the
+        # walk's own small uploads may fit).
+        with pytest.raises(CoordinatorError, match="quota"):
+            push(a, alice, fencing=fencing)
+        assert not set(plan.nodes) & (set(store.iter_ids()) - before)
+        assert alice.head().head != a.head()
+    a.close()
