@@ -16,9 +16,11 @@ or a limit measured in the same run:
    Issue 14, per history (table 1b): push and pull totals at most 1/8 of the best peer's, and
    within 1.5x of a bound computed here: one zstd frame (level 19) over every changed chunk's
    NBT and every changed non-region file, with their previous versions as its raw-content
-   dictionary (``zstd --patch-from``). And per pair: push and pull wall time (this process's
-   ``push``/``pull`` calls) at most ``git push``/``git pull`` of the same change into/from a
-   bare repository over git's local transport, whole processes, in the same run.
+   dictionary (``zstd --patch-from``). And per pair: push and pull wall time at most ``git
+   push``/``git pull`` of the same change into/from a bare repository over git's local
+   transport, both as whole processes in the same run: ``phs push`` (taking and releasing its
+   own lease, as a player's does) and ``phs pull`` of the same version, into a second session
+   kept beside the counted one (the in-process ``push``/``pull`` calls' seconds are kept too).
 2. **Throughput and memory** of a full push of a synthesized world into an empty session and
    of a full clone (restore included), at each of ``--sizes-mib`` (256 and 1024 MiB): each a
    whole process (``bench_sync.py --child``), alternated round by round with the same copies
@@ -568,6 +570,41 @@ def transfer_row(report: Any, seconds: float, client: CountingClient) -> dict[st
     return row
 
 
+class CliWorlds:
+    """Two worlds of a second session driven by whole ``phs`` processes, as players run them:
+    ``push`` from one, ``pull`` into the other (goal 2 compares these with git's processes)."""
+
+    def __init__(self, server: Coordinator, base: Path, session: str, owner: str,
+                 member: str, first: Path) -> None:
+        """Push ``first`` from a new world and clone it into the other one."""
+        self.pusher, self.puller = base / "C", base / "D"
+        self.env = {**os.environ, "PHS_CONFIG_DIR": str(base / "phs-config")}
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)  # a player's install has its .pyc files
+        copy_world(first, self.pusher)
+        self.phs("init", "-C", str(self.pusher))
+        self.phs("remote", "add", "origin", server.url, "--session", session, "--token", owner,
+                 "--no-check", "-C", str(self.pusher))
+        self.phs("snapshot", "-C", str(self.pusher), "-m", first.name)
+        self.phs("push", "-C", str(self.pusher))
+        self.phs("clone", server.url, str(self.puller), "--session", session, "--token", member)
+
+    def phs(self, *args: str) -> float:
+        started = time.perf_counter()
+        run([PYTHON, "-m", "peerhost_cli.main", *args], env=self.env)
+        return time.perf_counter() - started
+
+    def step(self, version: Path) -> tuple[float, float]:
+        """Wall seconds of ``phs push`` of ``version`` (snapshotted first, untimed) and of
+        ``phs pull`` of it."""
+        replace_world(self.pusher, version)
+        self.phs("snapshot", "-C", str(self.pusher), "-m", version.name)
+        push_s = self.phs("push", "-C", str(self.pusher))
+        pull_s = self.phs("pull", "-C", str(self.puller))
+        if world_content(self.puller) != world_content(version):
+            raise RuntimeError(f"phs pull of {version.name} left a world that differs from it")
+        return push_s, pull_s
+
+
 def bench_histories(server: Coordinator, work: Path, only: list[str] | None) -> dict[str, Any]:
     rows: list[PairRow] = []
     initial: list[dict[str, Any]] = []
@@ -581,11 +618,16 @@ def bench_histories(server: Coordinator, work: Path, only: list[str] | None) -> 
             owner = admin.create_session(session)
             with server.client(session, owner) as owner_client:
                 member = owner_client.add_member("peer-b")
+            cli_owner = admin.create_session(f"{session}-cli")
+            with server.client(f"{session}-cli", cli_owner) as owner_client:
+                cli_member = owner_client.add_member("peer-d")
             base = work / short
             world_a, world_b = base / "A", base / "B"
             copy_world(source / versions[0], world_a)
             world_b.mkdir(parents=True)
             chunks = {versions[0]: load_chunks(source / versions[0])}
+            cli = CliWorlds(server, base / "cli", f"{session}-cli", cli_owner, cli_member,
+                            source / versions[0])
             with Repository.init(world_a) as repo_a, Repository.init(world_b) as repo_b, \
                     server.client(session, owner) as client_a, \
                     server.client(session, member) as client_b:
@@ -618,6 +660,8 @@ def bench_histories(server: Coordinator, work: Path, only: list[str] | None) -> 
                     pulled = pull(repo_b, client_b)
                     row.pull = transfer_row(pulled, time.perf_counter() - started, client_b)
                     row.pull["verified"] = world_content(world_b) == world_content(source / b)
+                    row.push["process_seconds"], row.pull["process_seconds"] = (
+                        round(t, 3) for t in cli.step(source / b))
                     chunks[b] = load_chunks(source / b)
                     row.bounds = bounds(chunks[a], chunks[b])
                     row.bounds["issue_bound"] = issue_bound(chunks[a], chunks[b], source / a,
@@ -697,12 +741,15 @@ def summarize_pairs(rows: list[PairRow], initial: list[dict[str, Any]]) -> dict[
 
 
 def time_vs_git(r: PairRow) -> dict[str, float] | None:
-    """Push and pull wall seconds over ``git push``/``git pull`` of the same change."""
+    """``phs push``/``phs pull`` wall seconds over ``git push``/``git pull`` of the same
+    change, whole processes both (``*_in_process``: this process's push/pull calls instead)."""
     git = r.peers.get("git_sync")
     if not git or not git["push_seconds"] or not git["pull_seconds"]:
         return None
-    return {"push": round(r.push["seconds"] / git["push_seconds"], 2),
-            "pull": round(r.pull["seconds"] / git["pull_seconds"], 2)}
+    return {"push": round(r.push["process_seconds"] / git["push_seconds"], 2),
+            "pull": round(r.pull["process_seconds"] / git["pull_seconds"], 2),
+            "push_in_process": round(r.push["seconds"] / git["push_seconds"], 2),
+            "pull_in_process": round(r.pull["seconds"] / git["pull_seconds"], 2)}
 
 
 def summarize_histories(rows: list[PairRow], peer_names: list[str]) -> dict[str, Any]:
@@ -776,7 +823,8 @@ def print_pairs(result: dict[str, Any]) -> None:
     table = Table(title="1. Bytes on the wire per consecutive pair (KiB; push/pull = HTTP, headers included)")
     for col in ["pair", "push", "pull", "req up/down", "objs up", "push chunks whole/delta/raw", "pull chunks",
                 "changed payload", "zstd/chunk", "delta batch", "bound", *peers, "best peer",
-                "push/best", "push s", "pull s", "git push s", "git pull s", "push/git t",
+                "push/best", "push s", "pull s", "phs push s", "phs pull s", "git push s",
+                "git pull s", "push/git t",
                 "pull/git t"]:
         table.add_column(col, justify="left" if col == "pair" else "right", no_wrap=col == "pair")
     for r in result["rows"]:
@@ -792,6 +840,7 @@ def print_pairs(result: dict[str, Any]) -> None:
             f"{r['best_peer'] or 'n/a'} {kib(r['best_peer_bytes'])}",
             f"{r['push_vs_best']:.2f}" if r["push_vs_best"] is not None else "n/a",
             f"{r['push']['seconds']:.2f}", f"{r['pull']['seconds']:.2f}",
+            f"{r['push']['process_seconds']:.2f}", f"{r['pull']['process_seconds']:.2f}",
             *git_times(r))
     t = result["totals"]
     tg = result["targets"]
@@ -801,7 +850,7 @@ def print_pairs(result: dict[str, Any]) -> None:
                   *[kib(t[p]) if p in t else "n/a" for p in peers],
                   f"{tg['best_total_peer'] or 'n/a'} {kib(tg['best_total_peer_bytes'])}",
                   f"{tg['push_total_vs_best_total']}" if tg["push_total_vs_best_total"] else "n/a",
-                  "", "", "", "", "", "", end_section=True)
+                  "", "", "", "", "", "", "", "", end_section=True)
     console.print(table)
     print_histories(result["histories"])
     for r in result["rows"]:
