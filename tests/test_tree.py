@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -142,9 +143,11 @@ class _Counting:
 
     def __init__(self, store: MemoryStore) -> None:
         self.store, self.reads = store, 0
+        self.oids: list[ObjectId] = []
 
     def get_raw(self, oid: ObjectId) -> bytes:
         self.reads += 1
+        self.oids.append(oid)
         return self.store.objects.get_raw(oid)
 
 
@@ -224,3 +227,27 @@ def test_update_dir_where_pages_are_cut_by_length() -> None:
             expected[extra] = hash_bytes(b"new")
         assert update_map(store.objects, add, root, change, region=False) == \
             build_dir(add, _dir(expected)), name
+
+
+def test_a_node_cache_reads_each_node_once_and_caches_no_failure() -> None:
+    from peerhost_store.errors import DecodeError
+    from peerhost_store.tree import NodeCache
+
+    store = MemoryStore()
+    def add(data: bytes) -> ObjectId:
+        return store.objects.put(data)[0]
+
+    a = {f"r.{i}.0.mca": hash_bytes(str(i).encode()) for i in range(500)}
+    b = {**a, "r.7.0.mca": hash_bytes(b"x"), "r.300.0.mca": hash_bytes(b"y")}
+    old, new = build_dir(add, _dir(a)), build_dir(add, _dir(b))
+    plain = _Counting(store)
+    expected = list(diff_maps(plain, old, new))
+    counting = _Counting(store)
+    cache = NodeCache(counting)
+    for _ in range(3):  # the same diff, three times over: each node is read the first time
+        assert list(diff_maps(cache, old, new)) == expected
+    assert 0 < counting.reads == len(set(counting.oids)) < plain.reads
+    blob = add(encode_blob(b"not a node"))
+    for _ in range(2):  # a failure is not kept: asked again, it fails again
+        with pytest.raises(DecodeError, match=blob.hex()):
+            lookup_map(cache, blob, "r.0.0.mca")

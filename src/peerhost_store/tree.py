@@ -48,6 +48,7 @@ __all__ = [
     "Add",
     "BatchLoader",
     "Entry",
+    "NodeCache",
     "ObjectLoader",
     "build_dir",
     "build_map",
@@ -153,11 +154,45 @@ def build_region(add: Add, entries: Sequence[ChunkEntry]) -> ObjectId:
 
 
 def load_node(store: ObjectLoader, oid: ObjectId) -> Node:
-    """Load and decode one node of a paged map."""
-    obj = decode(store.get_raw(oid))
+    """Load and decode one node of a paged map (once per :class:`NodeCache`)."""
+    if isinstance(store, NodeCache):
+        return store.node(oid)
+    return _decode_node(store.get_raw(oid), oid)
+
+
+def _decode_node(data: bytes, oid: ObjectId) -> Node:
+    obj = decode(data)
     if not isinstance(obj, (Index, DirLeaf, RegionLeaf)):
         raise DecodeError(f"object {oid.hex()} is not a tree node")
     return obj
+
+
+class NodeCache:
+    """An :class:`ObjectLoader` that keeps the tree nodes it decoded, for one piece of work.
+
+    A push or pull reads the same paths of two trees several times over (the diff, the graft,
+    the chunk lookups: each node 3 to 5 times), and one read of a node costs more than its
+    decode. Nodes are immutable and content-addressed, so a node read (and checked) once is
+    the node; the cache ends with the work, so it never answers for a store that changed
+    (a node gc removed since, another store). At most ``limit`` nodes are kept.
+    """
+
+    def __init__(self, store: ObjectLoader, limit: int = 1 << 16) -> None:
+        self.store = store
+        self._nodes: dict[ObjectId, Node] = {}
+        self._limit = limit
+
+    def get_raw(self, oid: ObjectId) -> bytes:
+        return self.store.get_raw(oid)
+
+    def node(self, oid: ObjectId) -> Node:
+        """The node ``oid``, read and decoded the first time it is asked for."""
+        node = self._nodes.get(oid)
+        if node is None:
+            node = _decode_node(self.store.get_raw(oid), oid)
+            if len(self._nodes) < self._limit:
+                self._nodes[oid] = node
+        return node
 
 
 def iter_map(store: ObjectLoader, oid: ObjectId) -> Iterator[Entry]:

@@ -50,7 +50,7 @@ from ..area import GraftRefused, graft_changes, lookup_paths, tree_changes
 from ..errors import DecodeError, PeerhostError
 from ..ids import ID_SIZE, ObjectId, hash_bytes
 from ..objects import ChunkEntry, DirEntry, EntryKind
-from ..tree import MAX_TREE_DEPTH, Add, ObjectLoader, diff_trees, lookup_map
+from ..tree import MAX_TREE_DEPTH, Add, NodeCache, ObjectLoader, diff_trees, lookup_map
 from .batches import Built, PayloadReader, Rebuilder, build_items
 from .delta import DeltaItem, decode_batch, encode_batch
 from .pairing import ChunkRef, Pair, chunk_key
@@ -307,7 +307,7 @@ def build_upload(store: ObjectLoader, payloads: PayloadReader, base: ObjectId, r
         ObjectMissing, ObjectCorrupt, NotABlob: a node or chunk is not readable.
     """
     try:
-        plan = plan_tree(store, base, root)
+        plan = plan_tree(NodeCache(store), base, root)
     except (GraftRefused, DecodeError):
         return None  # a tree no scan makes: its nodes go whole
     if plan is None or len(plan.pairs) > max_items:
@@ -360,6 +360,7 @@ def rebuild_upload(loader: ObjectLoader, payloads: PayloadReader, upload: TreeUp
         Cancelled (of :mod:`.batches`): ``cancelled()`` turned true.
         ObjectMissing, ObjectCorrupt, DecodeError: a node of the base is not readable.
     """
+    loader = NodeCache(loader)
     wants = chunk_wants(loader, upload.base, derived_slots(upload.regions), upload.moved)
     items = decode_batch(upload.batch, max_items=max(1, len(wants)), max_bytes=max_bytes,
                          want=[(DERIVED, None if w.base is None else w.base.oid) for w in wants])
