@@ -38,7 +38,7 @@ from .delta import (
     zstd_output_size,
 )
 from .pairing import Pair, want_of
-from .protocol import READ_BATCH, batch_level, delta_output_size
+from .protocol import BATCH_LEVEL, READ_BATCH, delta_output_size
 
 __all__ = [
     "IN_FLIGHT_NBT",
@@ -211,9 +211,8 @@ def cut(built: Iterable[Built], limits: BatchLimits) -> Iterator[list[Built]]:
 
 def encode(batch: Sequence[Built], pairs: Sequence[Pair]) -> bytes:
     """The wire bytes of ``batch`` (ids left out: the receiver's pairing list names them)."""
-    stream = sum(len(b.item.data) for b in batch)
     return encode_batch([b.item for b in batch], want=want_of([pairs[b.position] for b in batch]),
-                        level=batch_level(stream))
+                        level=BATCH_LEVEL)
 
 
 @dataclass

@@ -54,7 +54,7 @@ from ..tree import MAX_TREE_DEPTH, Add, NodeCache, ObjectLoader, diff_trees, loo
 from .batches import Built, PayloadReader, Rebuilder, build_items
 from .delta import DeltaItem, decode_batch, encode_batch
 from .pairing import ChunkRef, Pair, chunk_key
-from .protocol import ProtocolError, batch_level, decompress_body
+from .protocol import BATCH_LEVEL, ProtocolError, decompress_body
 
 __all__ = [
     "DERIVED",
@@ -278,8 +278,7 @@ def encode_derived(built: Sequence[Built], pairs: Sequence[Pair]) -> bytes:
         raise ValueError("a tree upload's batch holds every derived chunk, in order")
     want = [(DERIVED, None if p.base is None else p.base.oid) for p in pairs]
     items = [replace(b.item, new_id=DERIVED) for b in built]
-    return encode_batch(items, want=want,
-                        level=batch_level(sum(len(b.item.data) for b in built)))
+    return encode_batch(items, want=want, level=BATCH_LEVEL)
 
 
 @dataclass(frozen=True)

@@ -39,19 +39,16 @@ from ..ids import ID_SIZE, ObjectId
 
 __all__ = [
     "BATCH_BYTES",
+    "BATCH_LEVEL",
     "DELTA_ANSWER_BYTES",
     "DELTA_BATCH_BYTES",
     "DELTA_BATCH_ITEMS",
     "DELTA_STREAM_BYTES",
     "ENCODINGS",
-    "FAST_LEVEL",
     "IDS_PER_REQUEST",
-    "MID_LEVEL",
     "MSGPACK",
     "PIECE_BYTES",
     "READ_BATCH",
-    "SLOW_LEVEL_UP_TO",
-    "SMALL_STREAM",
     "WIRE_LEVEL",
     "ZMSGPACK",
     "DeltaRequest",
@@ -60,7 +57,6 @@ __all__ = [
     "ProtocolError",
     "Range",
     "batch_by_size",
-    "batch_level",
     "chunked",
     "compress_body",
     "decode_delta_answer",
@@ -130,17 +126,14 @@ DELTA_STREAM_BYTES = 32 << 20
 DELTA_BATCH_ITEMS = 16384
 #: The largest decompressed stream a client accepts in a ``delta/get`` answer.
 DELTA_ANSWER_BYTES = 256 << 20
-#: zstd level for streams larger than :data:`SLOW_LEVEL_UP_TO`. Deltas are tiny and get the
-#: codec's level 19; a stream of raw NBT (new chunks) compresses at about 2 MB/s at level 19
-#: but 25 MB/s at 12, for about 12% more bytes (measured on aviadbag-1.19).
-FAST_LEVEL = 12
-SLOW_LEVEL_UP_TO = 2 << 20
-#: zstd level for streams between :data:`SMALL_STREAM` and :data:`SLOW_LEVEL_UP_TO`: on the
-#: four pairs of 134arg-1.12.2-forge-history (streams of 6 KB to 2 MB) level 17 took 202 ms
-#: where 19 took 515 ms (0.25 s of a 0.53 s push), for 3.8% more bytes (209.2 against
-#: 201.6 KiB). Below :data:`SMALL_STREAM` level 19 costs tens of milliseconds.
-MID_LEVEL = 17
-SMALL_STREAM = 256 << 10
+#: zstd level of a delta batch's frame. Measured on the 13 pairs of the three ``*-history``
+#: worlds (each push's batch, best of 3): levels 17 to 19 (what streams up to 2 MiB had)
+#: took 631 ms in all for 349.3 KiB, level 10 takes 93 ms for 365.6 KiB (+4.7%; +1% to
+#: +1.5% on aviadbag and voidchains, +7% on 134arg, whose batches are mostly raw NBT of new
+#: chunks): 41 ms of a push on average, where the bytes stay within issue 14's 1.5x bound.
+#: Most of a batch is already compressed (KIND_ZSTD items) or few bytes (KIND_DELTA), which
+#: a high level spends its time on for almost nothing.
+BATCH_LEVEL = 10
 
 T = TypeVar("T")
 P = TypeVar("P", bytes, memoryview)
@@ -636,15 +629,6 @@ def decode_delta_answer(data: bytes, asked: int) -> tuple[int, bytes]:
     if not 1 <= value[0] <= asked:
         raise ProtocolError(f"a delta answer for {value[0]} of {asked} items")
     return value[0], value[1]
-
-
-def batch_level(stream_bytes: int) -> int:
-    """The zstd level for a batch whose items hold ``stream_bytes`` bytes of data."""
-    from .delta import DEFAULT_LEVEL  # zstandard and the chunk codecs: not for phs status
-
-    if stream_bytes <= SMALL_STREAM:
-        return DEFAULT_LEVEL
-    return MID_LEVEL if stream_bytes <= SLOW_LEVEL_UP_TO else FAST_LEVEL
 
 
 def delta_output_size(base_size: int, delta: bytes) -> int | None:
