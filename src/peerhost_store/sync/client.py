@@ -24,11 +24,10 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from ..area import Area
 from ..errors import PeerhostError
 from ..ids import ObjectId, from_hex
 from .protocol import (
@@ -50,6 +49,9 @@ from .protocol import (
     frame_objects,
     parse_hex_id,
 )
+
+if TYPE_CHECKING:  # phs status and push need no area code
+    from ..area import Area
 
 __all__ = [
     "BULK_SECONDS",
