@@ -79,3 +79,37 @@ def test_a_command_imports_only_its_own_command_module(tmp_path: Path) -> None:
     modules = imported_by("log", "-C", str(tmp_path))
     assert "peerhost_cli.cmd_history" in modules
     assert "peerhost_cli.cmd_demo" not in modules and "peerhost_cli.cmd_serve" not in modules
+
+
+#: The ``phs`` entry point in a fresh interpreter, with an atexit handler and, given a third
+#: argument, a non-daemon thread that outlives main.
+ENTRY = """
+import atexit, sys, threading, time
+from peerhost_cli.main import run
+atexit.register(lambda: print("atexit handlers ran", flush=True))
+if len(sys.argv) > 3:
+    threading.Thread(target=lambda: (time.sleep(0.3), print("the thread finished"))).start()
+sys.argv = ["phs", sys.argv[1], "-C", sys.argv[2], "--json", *(["--force"] if sys.argv[1] == "init" else [])]
+run()
+"""
+
+
+def test_the_entry_point_flushes_runs_atexit_and_keeps_the_exit_code(tmp_path: Path) -> None:
+    """run() skips the interpreter's teardown, not what an exit owes: the output (a pipe,
+    so block-buffered), the atexit handlers, the exit code, a thread still running."""
+    world = tmp_path / "w"
+    world.mkdir()
+    done = subprocess.run([sys.executable, "-c", ENTRY, "init", str(world)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    report, rest = done.stdout.rsplit("}\n", 1)
+    assert json.loads(report + "}")["store"]  # all of it reached the pipe
+    assert rest == "atexit handlers ran\n"
+    failed = subprocess.run([sys.executable, "-c", ENTRY, "log", str(tmp_path / "nowhere")],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert failed.returncode == 3 and "no PeerHost store" in failed.stderr
+    assert failed.stdout == "atexit handlers ran\n"
+    waited = subprocess.run([sys.executable, "-c", ENTRY, "log", str(world), "thread"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert waited.returncode == 0, waited.stderr
+    assert "the thread finished" in waited.stdout and "atexit handlers ran" in waited.stdout

@@ -25,10 +25,13 @@ Exit codes (also in ``phs --help``):
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import importlib
 import os
 import platform
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -174,5 +177,28 @@ def _exit_code(exc: BaseException) -> int:
     return EXIT_ERROR
 
 
+def run() -> NoReturn:
+    """The ``phs`` command: :func:`main`, then exit without tearing the interpreter down.
+
+    Freeing every module and object at exit cost a short command about a tenth of its time
+    (farm-bench -n 20, against the same tree exiting normally: phs status 0.90, a no-op
+    phs push 0.88, a no-change phs snapshot 0.87, phs log 0.87) and does nothing for its
+    data: every file is written, closed and fsynced where it must be before ``main``
+    returns. What an exit does that matters still happens: stdout and stderr are flushed
+    and the atexit handlers run (executor threads joined, logging flushed, temporary
+    folders removed). While a non-daemon thread still runs, or when ``main`` raises, the
+    exit is the normal one.
+    """
+    code = main()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate()
+           if t is not threading.main_thread()):
+        sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe, a closed stream
+            stream.flush()
+    atexit._run_exitfuncs()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
