@@ -61,6 +61,18 @@ def test_status_imports_neither_rich_nor_httpx_cli_nor_the_transfer_code(
     assert "peerhost_store.sync.delta" not in modules
 
 
+def test_a_push_with_nothing_to_send_imports_no_transfer_code(
+        session: dict[str, str], phs: Phs, tmp_path: Path) -> None:  # noqa: F811
+    world = tmp_path / "w"
+    world_with_history(world, phs)
+    add_origin(phs, world, session, "bob")
+    assert phs("push", "-C", str(world))[0] == 0
+    modules = imported_by("push", "-C", str(world))
+    assert "peerhost_store.sync.client" in modules  # it asked the coordinator
+    assert "peerhost_store.sync.transfer" not in modules
+    assert "peerhost_store.sync.delta" not in modules
+
+
 def test_the_command_table_names_what_each_module_registers() -> None:
     """phs builds only the parsers of the module that owns the command it runs."""
     import argparse

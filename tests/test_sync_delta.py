@@ -58,7 +58,8 @@ from peerhost_store.sync.protocol import (
     expand_select,
     select_ranges,
 )
-from peerhost_store.sync.transfer import PullReport, PushReport, pull, push
+from peerhost_store.sync.reports import PullReport, PushReport
+from peerhost_store.sync.transfer import pull, push
 from peerhost_store.tree import build_dir, build_region
 
 # -- pairing (pure) -------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def run_push(args: argparse.Namespace) -> int:
         pick_remote,
         save_lease,
     )
-    from peerhost_store.sync.transfer import up_to_date
+    from peerhost_store.sync.reports import up_to_date
 
     from .reports import print_push, push_json, wire_json
 

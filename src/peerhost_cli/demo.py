@@ -28,7 +28,8 @@ from peerhost_store.sync.remotes import (
     remember_token,
     save_remotes,
 )
-from peerhost_store.sync.transfer import PullReport, PushReport, pull
+from peerhost_store.sync.reports import PullReport, PushReport
+from peerhost_store.sync.transfer import pull
 from peerhost_store.worldfs import STORE_DIR
 
 from .common import import_extra, short

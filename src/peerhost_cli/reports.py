@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from peerhost_store.ids import ObjectId
     from peerhost_store.sync.client import CoordinatorClient
     from peerhost_store.sync.remotes import Remote
-    from peerhost_store.sync.transfer import PullReport, PushReport
+    from peerhost_store.sync.reports import PullReport, PushReport
 
 
 def wire_json(client: CoordinatorClient) -> dict[str, int]:
@@ -23,7 +23,7 @@ def wire_json(client: CoordinatorClient) -> dict[str, int]:
 
 def chunk_counts(report: PushReport | PullReport) -> dict[str, int]:
     """How chunk payloads travelled: ``chunks_whole``, ``chunks_delta``, ``chunks_raw``,
-    ``delta_bytes`` and ``fallbacks`` (see ``transfer.ChunkCounts``)."""
+    ``delta_bytes`` and ``fallbacks`` (see ``sync.reports.ChunkCounts``)."""
     return report.counts()
 
 

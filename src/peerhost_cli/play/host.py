@@ -49,7 +49,8 @@ from peerhost_store.sync.client import (
 from peerhost_store.sync.keeper import LeaseKeeper
 from peerhost_store.sync.leasing import push_with_lease
 from peerhost_store.sync.remotes import Remote, connect_remote, holder_name, meta_dir, save_lease
-from peerhost_store.sync.transfer import Diverged, PushReport, pull
+from peerhost_store.sync.reports import PushReport
+from peerhost_store.sync.transfer import Diverged, pull
 from peerhost_store.worldinfo import mods_in
 
 from .config import HostConfig, load_properties

@@ -16,14 +16,17 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PeerhostError
 from ..repo import Repository
 from .client import CoordinatorClient, CoordinatorError, Lease, LeaseHeld, LeaseLost
 from .keeper import LeaseKeeper
 from .remotes import Remote, load_lease, save_lease
-from .transfer import Progress, PushReport, push
+from .reports import PushReport
+
+if TYPE_CHECKING:
+    from .transfer import Progress
 
 __all__ = [
     "ACQUIRING",
@@ -117,6 +120,8 @@ def push_with_lease(repo: Repository, client: CoordinatorClient, *, holder: str,
         LeaseHeld: someone else holds (or has reserved) the lease.
         LeaseLost: the lease is not the current one of this member.
     """
+    from .transfer import push  # not for a push with nothing to send (see .reports)
+
     if keeper is not None:
         report = push(repo, client, fencing=keeper.fencing, progress=progress)
         return report, PushLease(keeper.fencing, holder, temporary=False)

@@ -40,7 +40,8 @@ from .credentials import Credential, Credentials, config_dir, read_json_file, wr
 
 if TYPE_CHECKING:  # the transfer machinery is imported by clone() only: phs status starts fast
     from ..repo import Repository
-    from .transfer import Progress, PullReport
+    from .reports import PullReport
+    from .transfer import Progress
 
 __all__ = [
     "DEFAULT_REMOTE",

@@ -44,7 +44,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import suppress
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import msgpack
@@ -69,7 +69,7 @@ from ..objects import (
 )
 from ..pending import RestorePending
 from ..repo import HEAD, Repository
-from ..restore import RestoreOp, RestoreResult, prepare_restore
+from ..restore import RestoreOp, prepare_restore
 from ..store import Overlay, Store, Update, Verified
 from .batches import BatchLimits, Built, Rebuilder, build_items, cut, encode
 from .client import (
@@ -79,13 +79,9 @@ from .client import (
     TreeUploadResult,
     Unauthorized,
     UploadResult,
-    WireStats,
 )
 from .delta import (
-    BASED_KINDS,
-    KIND_RAW,
     DeltaError,
-    DeltaItem,
     decode_batch,
 )
 from .edits import BuiltUpload, build_upload, decode_tree_upload, rebuild_upload
@@ -104,6 +100,7 @@ from .protocol import (
     chunked,
     select_ranges,
 )
+from .reports import ChunkCounts, PullReport, PushReport, wire_since
 
 __all__ = [
     "DIVERGED_HINT",
@@ -114,18 +111,14 @@ __all__ = [
     "MAX_REQUEST_BYTES",
     "STORE_BATCH_BYTES",
     "Behind",
-    "ChunkCounts",
     "CoordinatorSource",
     "Diverged",
     "FetchResult",
     "ObjectTooLarge",
     "Progress",
-    "PullReport",
-    "PushReport",
     "fetch",
     "pull",
     "push",
-    "up_to_date",
 ]
 
 Progress = Callable[[int, int], None]
@@ -190,88 +183,6 @@ class ObjectTooLarge(PeerhostError, ValueError):
         super().__init__(f"object {oid.hex()} has {size} bytes; uploads carry at most {limit}")
 
 
-@dataclass(kw_only=True)
-class ChunkCounts:
-    """How the chunk payload blobs of a transfer travelled (push and pull reports are these).
-
-    Attributes:
-        chunks_whole: as full payloads: whole objects, stored items of a delta batch (payloads
-            recompression cannot reproduce), and fallbacks.
-        chunks_delta: as a delta against their previous version (:data:`BASED_KINDS`).
-        chunks_raw: as NBT in a delta batch, recompressed by the receiver (no previous
-            version of that chunk on the receiving side).
-        delta_bytes: bytes of delta batches (request bodies for a push, answers for a pull).
-        fallbacks: chunks a delta batch did not deliver (the receiver could not rebuild them,
-            or refused the batch), then sent whole; also counted in ``chunks_whole``.
-    """
-
-    chunks_whole: int = 0
-    chunks_delta: int = 0
-    chunks_raw: int = 0
-    delta_bytes: int = 0
-    fallbacks: int = 0
-
-    def add_item(self, item: DeltaItem) -> None:
-        if item.kind in BASED_KINDS:
-            self.chunks_delta += 1
-        elif item.kind == KIND_RAW:
-            self.chunks_raw += 1
-        else:
-            self.chunks_whole += 1
-
-    def counts(self) -> dict[str, int]:
-        """The counts alone, by field name."""
-        return {f.name: getattr(self, f.name) for f in fields(ChunkCounts)}
-
-
-@dataclass
-class PushReport(ChunkCounts):
-    """What a push did. ``wire`` counts request and response bytes, headers included.
-
-    ``objects_sent`` and ``object_bytes`` count the objects that reached the session and their
-    encoded size, however they travelled; the ``chunks_*`` fields say how chunk payload blobs
-    travelled (see :class:`ChunkCounts`).
-    """
-
-    head: ObjectId
-    old_head: ObjectId | None
-    up_to_date: bool = False
-    objects_sent: int = 0
-    object_bytes: int = 0
-    objects_new: int = 0
-    checked: int = 0
-    #: Tree nodes the coordinator rebuilt from a tree upload instead of receiving them.
-    tree_nodes: int = 0
-    wire: WireStats = field(default_factory=WireStats)
-
-
-@dataclass
-class PullReport(ChunkCounts):
-    """What a pull did.
-
-    ``outcome`` is ``empty`` (the session has no head), ``up-to-date``, ``fast-forward``
-    (the local head and world moved to the session head) or ``ahead`` (the local head
-    descends from the session head: nothing to do). ``objects_received`` and ``object_bytes``
-    count the objects stored and their encoded size, however they travelled; the
-    ``chunks_*`` fields say how chunk payload blobs travelled (see :class:`ChunkCounts`).
-    """
-
-    remote: ObjectId | None
-    head: ObjectId | None
-    outcome: str
-    safety: ObjectId | None = None
-    objects_received: int = 0
-    object_bytes: int = 0
-    restored: RestoreResult | None = None
-    wire: WireStats = field(default_factory=WireStats)
-
-
-def _wire_since(client: CoordinatorClient, before: WireStats) -> WireStats:
-    now = client.stats
-    return WireStats(now.requests - before.requests, now.sent - before.sent,
-                     now.received - before.received)
-
-
 def _falls_back(exc: CoordinatorError) -> bool:
     """Whether an error means "do without it" (for a delta request: send these whole; a
     refused batch, limits smaller than ours, a coordinator without the route), not "stop"."""
@@ -281,20 +192,6 @@ def _falls_back(exc: CoordinatorError) -> bool:
 
 
 # -- push ---------------------------------------------------------------------------------
-
-
-def up_to_date(repo: Repository, client: CoordinatorClient) -> PushReport | None:
-    """The report of a push with nothing to send (the session head is the local head), or
-    None: one ``GET head``, so a push asks before it takes a lease it would not need (as
-    ``git push`` of an up-to-date branch changes nothing)."""
-    before = client.stats.copy()
-    head = repo.head()
-    if head is None or client.head().head != head:
-        return None
-    report = PushReport(head, head)
-    report.up_to_date = True
-    report.wire = _wire_since(client, before)
-    return report
 
 
 def push(
@@ -328,7 +225,7 @@ def push(
     report = PushReport(head, remote)
     if remote == head:
         report.up_to_date = True
-        report.wire = _wire_since(client, before)
+        report.wire = wire_since(client, before)
         return report
     shallow = load_shallow(repo.store)
     if remote is not None and not is_ancestor(repo.store.objects, remote, head, shallow=shallow):
@@ -388,7 +285,7 @@ def push(
         _upload_whole(client, _read_blobs(repo.store.objects, whole), report, batch_bytes, tick,
                       where)
     report.checked = client.set_head(remote, head, fencing)
-    report.wire = _wire_since(client, before)
+    report.wire = wire_since(client, before)
     return report
 
 
@@ -888,7 +785,7 @@ def pull(
     answer = client.head()
     remote = answer.head
     if remote is None:
-        return PullReport(None, repo.head(), "empty", wire=_wire_since(client, before))
+        return PullReport(None, repo.head(), "empty", wire=wire_since(client, before))
     report = PullReport(remote, repo.head(), "")
     run = _Fetch(repo.store, client, progress, batch_bytes, cut=answer.shallow)
     fetched = run.run(remote, ref=f"remotes/{client.session}", delta=delta)
@@ -896,7 +793,7 @@ def pull(
     for name, value in fetched.chunks.counts().items():
         setattr(report, name, value)
     _integrate(repo, client.session, remote, report, run.reader(), client)
-    report.wire = _wire_since(client, before)
+    report.wire = wire_since(client, before)
     return report
 
 
