@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import pytest
-from test_sync_support import Server, make_session, new_repo
+from test_sync_support import Server, new_repo, pushed_then_changed
 from worldutil import HISTORIES, replace_world, world_content
 
 from peerhost_store.counterparts import align, changed_nodes
@@ -112,16 +112,10 @@ def test_a_pull_takes_the_changed_nodes_in_one_answer_and_checks_them(
         server: Server, tmp_path: Path, real_world: Callable[[str], Path], hint: str) -> None:
     history = real_world(HISTORY)
     versions = HISTORIES[HISTORY]
-    c = make_session(server)
-    a = new_repo(tmp_path / "a", history / versions[0])
-    a.snapshot("v1")
-    lease = c["alice"].acquire("alice-pc", 60)
-    push(a, c["alice"], fencing=lease.fencing)
+    c, a, fencing = pushed_then_changed(server, tmp_path, history, versions)
     b = new_repo(tmp_path / "b")
-    pull(b, c["bob"])
-    replace_world(a.world, history / versions[1])
-    a.snapshot("v2")
-    push(a, c["alice"], fencing=lease.fencing)
+    pull(b, c["bob"])  # the session's first version
+    push(a, c["alice"], fencing=fencing)
     change = {"as sent": None, "cut short": lambda got: got[:3],
               "with junk": lambda got: [b"\x92\x01\xc4\x00", *got[1:], b"junk"],
               "none": lambda got: []}[hint]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +16,14 @@ with warnings.catch_warnings():
 
 import pytest
 from starlette.applications import Starlette
-from worldutil import copy_world
+from worldutil import copy_world, replace_world
 
 from peerhost_server import Limits, create_app
 from peerhost_server.domain.coordinator import Coordinator
 from peerhost_store.ids import ObjectId
 from peerhost_store.repo import Repository
 from peerhost_store.sync.client import CoordinatorClient
+from peerhost_store.sync.transfer import push
 
 FAST = Limits(rate=1e6, burst=10**6)
 
@@ -102,3 +103,18 @@ def root_of(repo: Repository) -> ObjectId:
     head = repo.head()
     assert head is not None
     return repo.read_snapshot(head).root
+
+
+def pushed_then_changed(server: Server, tmp_path: Path, history: Path, versions: Sequence[str]
+                        ) -> tuple[dict[str, CoordinatorClient], Repository, int]:
+    """A new session that alice's repository (``tmp_path / "a"``) pushed ``versions[0]`` of
+    ``history`` to, the repository then holding ``versions[1]`` as its head, not pushed: the
+    session's clients, the repository and alice's fencing token."""
+    c = make_session(server)
+    a = new_repo(tmp_path / "a", history / versions[0])
+    a.snapshot("v1")
+    lease = c["alice"].acquire("alice-pc", 300)
+    push(a, c["alice"], fencing=lease.fencing)
+    replace_world(a.world, history / versions[1])
+    a.snapshot("v2")
+    return c, a, lease.fencing

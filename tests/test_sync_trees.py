@@ -9,7 +9,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from test_sync_support import Server, make_session, new_repo, running
+from test_sync_support import Server, make_session, new_repo, pushed_then_changed, root_of, running
 from worldutil import HISTORIES, replace_world, world_content
 
 from peerhost_server import Limits
@@ -51,37 +51,18 @@ class Uploads(CoordinatorClient):
         return super().upload_tree(body)
 
 
-def _root(repo: Repository) -> ObjectId:
-    head = repo.head()
-    assert head is not None
-    return repo.read_snapshot(head).root
-
-
 @pytest.fixture
 def pushed_pair(server: Server, tmp_path: Path, real_world: Callable[[str], Path]
                 ) -> Iterator[tuple[Server, dict[str, CoordinatorClient], Repository, int]]:
     """A session holding the history's first version; the repository holds the second as
     its head, not pushed yet."""
-    c, a, fencing = _pushed(server, tmp_path, real_world(HISTORY))
+    c, a, fencing = pushed_then_changed(server, tmp_path, real_world(HISTORY), HISTORIES[HISTORY])
     yield server, c, a, fencing
     a.close()
 
 
-def _pushed(server: Server, tmp_path: Path, history: Path
-            ) -> tuple[dict[str, CoordinatorClient], Repository, int]:
-    versions = HISTORIES[HISTORY]
-    c = make_session(server)
-    a = new_repo(tmp_path / "a", history / versions[0])
-    a.snapshot("v1")
-    lease = c["alice"].acquire("alice-pc", 300)
-    push(a, c["alice"], fencing=lease.fencing)
-    replace_world(a.world, history / versions[1])
-    a.snapshot("v2")
-    return c, a, lease.fencing
-
-
 def _plan(a: Repository, base: ObjectId) -> tuple[TreePlan, bytes]:
-    plan = plan_tree(a.store.objects, base, _root(a))
+    plan = plan_tree(a.store.objects, base, root_of(a))
     assert plan is not None
     built = list(build_items(a.store.objects, plan.pairs, range(len(plan.pairs))))
     return plan, encode_derived(built, plan.pairs)
@@ -103,7 +84,7 @@ def test_a_push_sends_the_change_and_no_tree_nodes_and_a_pull_gets_the_world(
     assert world_content(b.world) == world_content(real_world(HISTORY) / HISTORIES[HISTORY][1])
 
 
-def test_a_tree_upload_round_trips_and_rebuilds_its_root(
+def test_a_tree_upload_round_trips_and_rebuilds_itsroot_of(
         pushed_pair: tuple[Server, dict[str, CoordinatorClient], Repository, int]) -> None:
     _, c, a, _ = pushed_pair
     base = a.read_snapshot(c["alice"].head().head).root  # type: ignore[arg-type]
@@ -205,7 +186,8 @@ def test_a_tree_upload_refuses_paths_that_are_not_names(path: str) -> None:
 def test_a_tree_upload_past_the_node_budget_is_refused_and_the_push_sends_nodes_whole(
         tmp_path: Path, real_world: Callable[[str], Path]) -> None:
     with running(tmp_path / "coordinator", limits=Limits(max_pairing_nodes=50)) as server:
-        c, a, fencing = _pushed(server, tmp_path, real_world(HISTORY))
+        c, a, fencing = pushed_then_changed(server, tmp_path, real_world(HISTORY),
+                                           HISTORIES[HISTORY])
         base = a.read_snapshot(c["alice"].head().head).root  # type: ignore[arg-type]
         plan, batch = _plan(a, base)
         err = _refused(c["alice"], plan.upload(batch))
@@ -295,21 +277,15 @@ def test_a_game_upgrade_that_moves_the_region_folders_travels_as_changes(
     no tree node travels whole."""
     history = real_world("voidchains-history")
     versions = HISTORIES["voidchains-history"]
-    c = make_session(server)
-    a = new_repo(tmp_path / "a", history / versions[1])
-    a.snapshot("v1")
-    lease = c["alice"].acquire("alice-pc", 300)
-    push(a, c["alice"], fencing=lease.fencing)
+    c, a, fencing = pushed_then_changed(server, tmp_path, history, versions[1:])
     b = new_repo(tmp_path / "b")
     pull(b, c["bob"])
     before = a.read_snapshot(c["alice"].head().head).root  # type: ignore[arg-type]
-    replace_world(a.world, history / versions[2])
-    a.snapshot("v2")
-    plan = plan_tree(a.store.objects, before, _root(a))
+    plan = plan_tree(a.store.objects, before, root_of(a))
     assert plan is not None and len(plan.moved) >= 4
     assert all(pair.base is not None for pair in plan.pairs)  # each against its old place
     client = Uploads(c["alice"])
-    report = push(a, client, fencing=lease.fencing)
+    report = push(a, client, fencing=fencing)
     assert len(client.trees) == 1 and report.chunks_delta >= 1000 and report.chunks_raw == 0
     # Only empty maps travel as nodes (an empty region file is a whole entry).
     nodes = [decode(d) for d in client.objects if d[1] not in (BLOB, SNAPSHOT)]
@@ -354,7 +330,8 @@ def test_a_tree_upload_past_the_session_quota_is_refused_and_stores_nothing(
     upload's objects do: one step past the 507 of ``objects``."""
     data = tmp_path / "coordinator"
     with running(data) as server:
-        c, a, fencing = _pushed(server, tmp_path, real_world(HISTORY))
+        c, a, fencing = pushed_then_changed(server, tmp_path, real_world(HISTORY),
+                                           HISTORIES[HISTORY])
         used = server.coordinator.store("s1").used_bytes()
         token, admin = c["alice"]._token, server.admin_token
     with running(data, limits=Limits(quota_bytes=used + 1024), admin_token=admin) as server:

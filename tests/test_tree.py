@@ -142,11 +142,14 @@ class _Counting:
     """A loader that counts the nodes it reads."""
 
     def __init__(self, store: MemoryStore) -> None:
-        self.store, self.reads = store, 0
-        self.oids: list[ObjectId] = []
+        self.store = store
+        self.oids: list[ObjectId] = []  #: the ids read, in order
+
+    @property
+    def reads(self) -> int:
+        return len(self.oids)
 
     def get_raw(self, oid: ObjectId) -> bytes:
-        self.reads += 1
         self.oids.append(oid)
         return self.store.objects.get_raw(oid)
 
